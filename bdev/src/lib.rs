@@ -1,0 +1,115 @@
+//! The block-device ("bdev") contract and its modules.
+//!
+//! A [`Bdev`] describes a device (block size, block count, capabilities) and
+//! opens one [`BdevChannel`] per reactor that uses it (SPDK's io_channel idea):
+//! everything a channel holds (queues, child channels, io_uring) belongs to one
+//! thread and is never shared, so the data path takes no locks.
+//!
+//! # The I/O contract
+//! - A caller hands an [`IoRequest`] to [`BdevChannel::submit`]. Data moves
+//!   through the request's scatter-gather list ([`SgList`]), which points into
+//!   the caller's memory (the TCMU data area, an SCST buffer): the bdev copies
+//!   straight from and to it.
+//! - Completion is always deferred: `submit` never calls back. The caller
+//!   collects [`IoCompletion`]s from [`BdevChannel::poll`], in any order; each
+//!   submitted request completes exactly once, carrying its `tag` unchanged.
+//! - Requests are checked by the bdev: an LBA range beyond the device, a
+//!   scatter-gather list shorter than `blocks * block_size`, or an operation
+//!   the bdev does not support completes with an [`IoError`], never a panic.
+//!
+//! Modules: [`ram`] (anonymous memory), [`null`] (completes without touching
+//! data) and [`striped`] (RAID0 over child bdevs).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod error;
+pub mod io;
+pub mod null;
+pub mod ram;
+pub mod striped;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use error::{Error, IoError};
+pub use io::{IoCompletion, IoOp, IoRequest, IoVec, SgList};
+
+/// Shape of a block device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Logical block size in bytes: a power of two, at least 512.
+    pub block_size: u32,
+    /// Number of logical blocks.
+    pub num_blocks: u64,
+}
+
+impl Geometry {
+    /// Capacity in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.num_blocks * u64::from(self.block_size)
+    }
+
+    /// log2 of the block size.
+    pub fn block_shift(&self) -> u32 {
+        self.block_size.trailing_zeros()
+    }
+}
+
+/// What a bdev can do beyond reads and writes, and its limits. The SCSI layer
+/// advertises exactly these (VPD B0/B2, READ CAPACITY's LBPME, the caching
+/// mode page), so they must be true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The device has a volatile write cache: `Flush` and FUA do real work.
+    /// When false, flush completes at once and FUA needs nothing.
+    pub volatile_cache: bool,
+    /// `Unmap` is supported (deallocates; see `unmap_reads_zeroes`).
+    pub unmap: bool,
+    /// Blocks read back as zeroes after `Unmap` (SCSI LBPRZ).
+    pub unmap_reads_zeroes: bool,
+    /// `WriteZeroes` is supported natively (without a data buffer).
+    pub write_zeroes: bool,
+    /// Largest transfer in blocks for one `Read`/`Write` (0 = no limit).
+    pub max_transfer_blocks: u32,
+    /// Largest `Unmap`/`WriteZeroes` range in blocks for one request
+    /// (0 = no limit).
+    pub max_unmap_blocks: u32,
+    /// I/O that stays within aligned runs of this many blocks is cheapest
+    /// (the strip of a striped bdev); 0 = no preference.
+    pub optimal_boundary_blocks: u32,
+}
+
+/// A block device. Shared between reactors (`Arc<dyn Bdev>`); all per-thread
+/// state lives in the channels it opens.
+pub trait Bdev: Send + Sync + fmt::Debug {
+    /// The bdev's configured name.
+    fn name(&self) -> &str;
+
+    /// Block size and count.
+    fn geometry(&self) -> Geometry;
+
+    /// Supported operations and limits.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Opens a channel for the calling reactor. `queue_depth` is the most
+    /// requests the caller will keep in flight on it; the channel preallocates
+    /// for that many so the data path never allocates.
+    fn open_channel(&self, queue_depth: usize) -> Result<Box<dyn BdevChannel>, Error>;
+}
+
+/// Shared handle to a bdev.
+pub type BdevRef = Arc<dyn Bdev>;
+
+/// Per-reactor access to a bdev. Owned by one thread; never shared.
+pub trait BdevChannel: Send + fmt::Debug {
+    /// Queues one request. Returns it back if the channel already holds
+    /// `queue_depth` requests; the caller retries after `poll`.
+    fn submit(&mut self, request: IoRequest) -> Result<(), IoRequest>;
+
+    /// Makes progress and hands every finished request to `done`. Returns the
+    /// number of completions delivered.
+    fn poll(&mut self, done: &mut dyn FnMut(IoCompletion)) -> usize;
+
+    /// Requests submitted and not yet delivered by `poll`.
+    fn in_flight(&self) -> usize;
+}

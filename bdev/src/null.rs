@@ -1,0 +1,185 @@
+//! The `null` bdev: completes every request without touching data.
+//!
+//! It measures the overhead of everything above the bdev. Like SPDK's null
+//! bdev it never completes inline: `submit` queues the completion and `poll`
+//! delivers the whole batch. Requests are still checked (range, buffer length)
+//! so that callers see the same errors as with a real bdev. Reads leave the
+//! buffer as it was.
+
+use std::collections::VecDeque;
+
+use crate::{
+    Bdev, BdevChannel, Capabilities, Error, Geometry, IoCompletion, IoError, IoOp, IoRequest,
+};
+
+/// A bdev with no storage behind it.
+#[derive(Debug)]
+pub struct NullBdev {
+    name: String,
+    geometry: Geometry,
+}
+
+impl NullBdev {
+    /// A null bdev of `num_blocks` blocks of `block_size` bytes.
+    pub fn new(name: impl Into<String>, block_size: u32, num_blocks: u64) -> Result<Self, Error> {
+        let name = name.into();
+        check_geometry(block_size, num_blocks)?;
+        Ok(Self {
+            name,
+            geometry: Geometry {
+                block_size,
+                num_blocks,
+            },
+        })
+    }
+}
+
+/// Checks the parameters every bdev shares: a power-of-two block size of at
+/// least 512 and at least one block.
+pub(crate) fn check_geometry(block_size: u32, num_blocks: u64) -> Result<(), Error> {
+    if block_size < 512 || !block_size.is_power_of_two() {
+        return Err(Error::InvalidParameter(format!(
+            "block size {block_size} is not a power of two of at least 512"
+        )));
+    }
+    if num_blocks == 0 {
+        return Err(Error::InvalidParameter("size is zero blocks".into()));
+    }
+    Ok(())
+}
+
+/// Validates a request against a geometry: the range lies on the device and a
+/// read or write carries a buffer of at least `blocks * block_size` bytes.
+pub fn check_request(geometry: &Geometry, request: &IoRequest) -> Result<(), IoError> {
+    let end = request
+        .lba
+        .checked_add(u64::from(request.blocks))
+        .ok_or(IoError::OutOfRange)?;
+    if end > geometry.num_blocks {
+        return Err(IoError::OutOfRange);
+    }
+    if matches!(request.op, IoOp::Read | IoOp::Write) {
+        let needed = u64::from(request.blocks) << geometry.block_shift();
+        if (request.sgl.total_len() as u64) < needed {
+            return Err(IoError::ShortBuffer);
+        }
+    }
+    Ok(())
+}
+
+impl Bdev for NullBdev {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            volatile_cache: false,
+            unmap: true,
+            unmap_reads_zeroes: false,
+            write_zeroes: true,
+            max_transfer_blocks: 0,
+            max_unmap_blocks: 0,
+            optimal_boundary_blocks: 0,
+        }
+    }
+
+    fn open_channel(&self, queue_depth: usize) -> Result<Box<dyn BdevChannel>, Error> {
+        Ok(Box::new(NullChannel {
+            geometry: self.geometry,
+            depth: queue_depth.max(1),
+            done: VecDeque::with_capacity(queue_depth.max(1)),
+        }))
+    }
+}
+
+/// A channel of the null bdev: a queue of finished requests.
+#[derive(Debug)]
+struct NullChannel {
+    geometry: Geometry,
+    depth: usize,
+    done: VecDeque<IoCompletion>,
+}
+
+impl BdevChannel for NullChannel {
+    fn submit(&mut self, request: IoRequest) -> Result<(), IoRequest> {
+        if self.done.len() == self.depth {
+            return Err(request);
+        }
+        let result = check_request(&self.geometry, &request);
+        self.done.push_back(IoCompletion {
+            tag: request.tag,
+            result,
+        });
+        Ok(())
+    }
+
+    fn poll(&mut self, done: &mut dyn FnMut(IoCompletion)) -> usize {
+        let n = self.done.len();
+        for completion in self.done.drain(..) {
+            done(completion);
+        }
+        n
+    }
+
+    fn in_flight(&self) -> usize {
+        self.done.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{IoVec, SgList};
+
+    fn request(op: IoOp, lba: u64, blocks: u32, sgl: SgList, tag: u64) -> IoRequest {
+        IoRequest {
+            op,
+            fua: false,
+            lba,
+            blocks,
+            sgl,
+            tag,
+        }
+    }
+
+    #[test]
+    fn rejects_bad_geometry() {
+        assert!(NullBdev::new("n", 1000, 8).is_err());
+        assert!(NullBdev::new("n", 256, 8).is_err());
+        assert!(NullBdev::new("n", 512, 0).is_err());
+    }
+
+    #[test]
+    fn completes_in_poll_with_checks() {
+        let bdev = NullBdev::new("n", 512, 16).unwrap();
+        let mut ch = bdev.open_channel(4).unwrap();
+        let mut buf = vec![0u8; 1024];
+        let iov = [IoVec::from_slice(&mut buf)];
+        // SAFETY: `iov` and `buf` outlive the requests, which complete below.
+        let sgl = unsafe { SgList::from_slice(&iov) };
+        ch.submit(request(IoOp::Read, 14, 2, sgl, 1)).unwrap();
+        ch.submit(request(IoOp::Read, 15, 2, sgl, 2)).unwrap();
+        ch.submit(request(IoOp::Write, 0, 3, sgl, 3)).unwrap();
+        ch.submit(request(IoOp::Unmap, 0, 16, SgList::EMPTY, 4)).unwrap();
+        assert!(ch.submit(request(IoOp::Flush, 0, 0, SgList::EMPTY, 5)).is_err());
+        assert_eq!(ch.in_flight(), 4);
+        let mut got = Vec::new();
+        assert_eq!(ch.poll(&mut |c| got.push(c)), 4);
+        let results: Vec<_> = got.iter().map(|c| (c.tag, c.result)).collect();
+        assert_eq!(
+            results,
+            [
+                (1, Ok(())),
+                (2, Err(IoError::OutOfRange)),
+                (3, Err(IoError::ShortBuffer)),
+                (4, Ok(())),
+            ]
+        );
+        assert_eq!(ch.in_flight(), 0);
+    }
+}

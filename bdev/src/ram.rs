@@ -1,0 +1,1 @@
+//! RAM bdev: see issue 2 (in progress).

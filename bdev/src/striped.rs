@@ -1,0 +1,1 @@
+//! Striped (RAID0) bdev: see issue 2 (in progress).
