@@ -18,7 +18,8 @@
 //!   the bdev does not support completes with an [`IoError`], never a panic.
 //!
 //! Modules: [`ram`] (anonymous memory), [`null`] (completes without touching
-//! data) and [`striped`] (RAID0 over child bdevs).
+//! data) and [`striped`] (RAID0 over child bdevs). [`parse_size`] reads the
+//! sizes that configuration and command lines give them.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -26,6 +27,7 @@ pub mod error;
 pub mod io;
 pub mod null;
 pub mod ram;
+mod size;
 pub mod striped;
 
 use std::fmt;
@@ -33,6 +35,10 @@ use std::sync::Arc;
 
 pub use error::{Error, IoError};
 pub use io::{IoCompletion, IoOp, IoRequest, IoVec, SgList};
+pub use null::{check_request, NullBdev};
+pub use ram::{Backing, HugePages, RamBdev};
+pub use size::parse_size;
+pub use striped::StripedBdev;
 
 /// Shape of a block device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -165,8 +165,11 @@ mod tests {
         ch.submit(request(IoOp::Read, 14, 2, sgl, 1)).unwrap();
         ch.submit(request(IoOp::Read, 15, 2, sgl, 2)).unwrap();
         ch.submit(request(IoOp::Write, 0, 3, sgl, 3)).unwrap();
-        ch.submit(request(IoOp::Unmap, 0, 16, SgList::EMPTY, 4)).unwrap();
-        assert!(ch.submit(request(IoOp::Flush, 0, 0, SgList::EMPTY, 5)).is_err());
+        ch.submit(request(IoOp::Unmap, 0, 16, SgList::EMPTY, 4))
+            .unwrap();
+        assert!(ch
+            .submit(request(IoOp::Flush, 0, 0, SgList::EMPTY, 5))
+            .is_err());
         assert_eq!(ch.in_flight(), 4);
         let mut got = Vec::new();
         assert_eq!(ch.poll(&mut |c| got.push(c)), 4);

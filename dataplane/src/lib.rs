@@ -11,5 +11,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod bench;
 pub mod exec;
+pub mod initiator;
+pub mod lun;
 pub mod port;
+pub mod scsi;
+pub mod tcmu;

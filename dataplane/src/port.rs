@@ -132,6 +132,11 @@ impl ChannelEnd {
     }
 }
 
+/// A bdev poller already serves [`MAX_PORTS`] ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a bdev poller serves at most {MAX_PORTS} ports")]
+pub struct TooManyPorts;
+
 /// Runs one bdev channel for every port attached to it on this reactor.
 #[derive(Debug)]
 pub struct BdevPoller {
@@ -159,10 +164,11 @@ impl BdevPoller {
         }
     }
 
-    /// Attaches a port; returns its index. Fails past [`MAX_PORTS`].
-    pub fn attach(&mut self, end: ChannelEnd) -> Result<usize, ChannelEnd> {
+    /// Attaches a port; returns its index. Fails past [`MAX_PORTS`] (the
+    /// port is then dropped, which its frontend sees as an abandoned ring).
+    pub fn attach(&mut self, end: ChannelEnd) -> Result<usize, TooManyPorts> {
         if self.ends.len() == MAX_PORTS {
-            return Err(end);
+            return Err(TooManyPorts);
         }
         self.ends.push(end);
         self.held.push(None);

@@ -20,17 +20,26 @@ pub trait Poller: Send {
     /// File descriptors that become readable when this poller has new work
     /// from outside the process (a UIO device, an eventfd). Under the
     /// `adaptive` idle policy the reactor sleeps in epoll on these plus its
-    /// own wake eventfd. Queried once when the poller is added.
+    /// own wake eventfd. Queried once when the poller is added (not at all
+    /// under the `busy` policy).
+    ///
+    /// The descriptors must stay open while the poller is on a reactor. They
+    /// are registered edge-triggered: every new notification wakes a
+    /// sleeping reactor once, so the poller need not read or acknowledge
+    /// them (it may, if its device wants that); a wake-up only means "poll
+    /// now". Several pollers may return the same descriptor.
     fn wait_fds(&self) -> Vec<RawFd> {
         Vec::new()
     }
 
-    /// Called once when the reactor starts to shut down: stop taking new work
-    /// and finish what is in flight.
+    /// Called once when the reactor starts to shut down, or when this poller
+    /// is being removed: stop taking new work and finish what is in flight.
+    /// The reactor keeps calling `poll` afterwards until `is_drained`.
     fn begin_shutdown(&mut self) {}
 
     /// True when nothing is in flight. The reactor keeps polling during
-    /// shutdown until every poller is drained (or a deadline passes).
+    /// shutdown until every poller is drained (or its `drain_timeout`
+    /// passes).
     fn is_drained(&self) -> bool {
         true
     }

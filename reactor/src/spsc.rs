@@ -16,6 +16,10 @@
 //! - Each side keeps a cached copy of the other side's index and reloads it
 //!   (acquire) only when the cache says "full" / "empty", so a run of
 //!   operations touches no shared cache line except the slots themselves.
+//! - The endpoint structs themselves are 128-byte aligned, so each side's
+//!   local indices never share a cache line with the other side's, wherever
+//!   the user puts the two ends.
+//! - Slot indexing is unchecked (`index & mask` is always in bounds).
 //!
 //! # Invariants
 //! - `shared.head <= consumer.head <= shared.tail <= producer.tail` (wrapping),
@@ -44,16 +48,21 @@ struct Shared<T> {
     head: CachePadded<AtomicUsize>,
     /// Next index the producer will write; published by the producer.
     tail: CachePadded<AtomicUsize>,
+    /// `capacity - 1`; `slots.len() == mask + 1`.
     mask: usize,
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
 }
 
 impl<T> Shared<T> {
-    #[inline]
+    /// The slot for free-running `index`.
+    #[inline(always)]
     fn slot(&self, index: usize) -> *mut MaybeUninit<T> {
-        // `index & mask` is always in bounds, so the unchecked form is not
-        // needed for speed; the bounds check folds away after inlining.
-        self.slots[index & self.mask].get()
+        // SAFETY: `slots.len() == mask + 1` (set once in `channel`, never
+        // changed) and `index & mask <= mask`, so the index is in bounds. The
+        // checked form does not fold away: the compiler cannot see that the
+        // length and the mask are related, and the extra compare and branch
+        // sat on every push and pop.
+        unsafe { self.slots.get_unchecked(index & self.mask) }.get()
     }
 }
 
@@ -102,6 +111,12 @@ pub fn channel<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), RingErr
 }
 
 /// The writing end of a ring. Not `Clone`: there is exactly one producer.
+///
+/// Aligned (and so padded) to 128 bytes, like the shared indices: the
+/// producer rewrites its local indices on every operation, and the other end
+/// of the ring, created in the same breath, is easily placed right next to
+/// it. Sharing a cache line with it measured 3-8x slower.
+#[repr(align(128))]
 pub struct Producer<T> {
     shared: Arc<Shared<T>>,
     /// Local tail: one past the last staged value.
@@ -157,11 +172,14 @@ impl<T> Producer<T> {
         }
     }
 
-    /// Stages and publishes one value.
+    /// Stages and publishes one value (together with anything staged before).
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), T> {
         self.stage(value)?;
-        self.publish();
+        // `stage` just advanced the tail, so there is always something to
+        // publish: skip `publish`'s emptiness test.
+        self.shared.tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
         Ok(())
     }
 
@@ -203,6 +221,9 @@ impl<T> fmt::Debug for Producer<T> {
 }
 
 /// The reading end of a ring. Not `Clone`: there is exactly one consumer.
+///
+/// Aligned to 128 bytes for the same reason as [`Producer`].
+#[repr(align(128))]
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
     /// Local head: next index to read. Published after each pop or batch.

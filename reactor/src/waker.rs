@@ -82,6 +82,13 @@ impl Waker {
     #[inline]
     pub fn prepare_sleep(&self) {
         self.inner.sleeping.store(true, Ordering::SeqCst);
+        // Orders the flag store before the re-poll's loads (the ring indices
+        // the producers publish). A SeqCst store alone does not order later
+        // non-SeqCst loads in the language model (on x86 the store is an
+        // `xchg`, a full barrier, and this fence is cheap); paired with the
+        // fence in `kick`, either the re-poll sees the work or the producer
+        // sees `sleeping` and writes the eventfd.
+        fence(Ordering::SeqCst);
     }
 
     /// Reactor side: back from sleep (or sleep abandoned); clears the flag and

@@ -1,0 +1,246 @@
+//! A cheap monotonic tick source for busy/idle accounting.
+//!
+//! A reactor reads the clock once per poll, so it must cost a few nanoseconds,
+//! not a `clock_gettime` call. [`now`] returns *ticks*; [`ticks_to_ns`] and
+//! [`ns_to_ticks`] convert. Only differences of ticks are meaningful.
+//!
+//! # Sources
+//! - **TSC** (x86_64): `rdtsc`, about 20 cycles, no syscall, no vDSO. Used
+//!   only when `/proc/cpuinfo` lists both `constant_tsc` (the TSC ticks at a
+//!   fixed rate whatever the core's frequency) and `nonstop_tsc` (it keeps
+//!   ticking in deep C-states, so time asleep in epoll is counted right). The
+//!   tick rate is calibrated once against [`Instant`] over about 5 ms, on the
+//!   first call of any function here ([`init`] does it ahead of time;
+//!   `Reactor::spawn` calls it on the spawning thread).
+//! - **Instant** (everything else, or a TSC without those flags, or a
+//!   calibration that came out absurd): nanoseconds since a process-wide epoch
+//!   read through `Instant`; then one tick is one nanosecond.
+//!
+//! The TSC of different cores is assumed to be synchronised (it is on any
+//! CPU with `constant_tsc` under Linux, which otherwise marks the TSC
+//! unstable); a reactor only subtracts ticks read on its own pinned core
+//! anyway.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where the ticks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSource {
+    /// The x86_64 time-stamp counter (`rdtsc`).
+    Tsc,
+    /// `std::time::Instant`; one tick is one nanosecond.
+    Instant,
+}
+
+#[derive(Debug)]
+struct Clock {
+    source: ClockSource,
+    /// Nanoseconds per tick as a 32.32 fixed-point number.
+    ns_per_tick_q32: u64,
+    /// Ticks per nanosecond as a 32.32 fixed-point number.
+    ticks_per_ns_q32: u64,
+    /// Epoch of the `Instant` source.
+    epoch: Instant,
+}
+
+static CLOCK: OnceLock<Clock> = OnceLock::new();
+
+/// How long the TSC is measured against `Instant`.
+const CALIBRATION: Duration = Duration::from_millis(5);
+
+/// One in fixed point 32.32.
+const Q32_ONE: u64 = 1 << 32;
+
+#[inline]
+fn clock() -> &'static Clock {
+    CLOCK.get_or_init(Clock::detect)
+}
+
+impl Clock {
+    fn instant() -> Clock {
+        Clock {
+            source: ClockSource::Instant,
+            ns_per_tick_q32: Q32_ONE,
+            ticks_per_ns_q32: Q32_ONE,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn detect() -> Clock {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if tsc_is_invariant() {
+                if let Some(clock) = Clock::calibrate_tsc() {
+                    return clock;
+                }
+            }
+        }
+        Clock::instant()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn calibrate_tsc() -> Option<Clock> {
+        let (start, start_ticks) = paired_reading()?;
+        std::thread::sleep(CALIBRATION);
+        let (end, end_ticks) = paired_reading()?;
+        let ticks = end_ticks.checked_sub(start_ticks)?;
+        let ns = u64::try_from(end.duration_since(start).as_nanos()).ok()?;
+        // Anything outside 0.05 .. 50 GHz is a broken TSC, not a CPU.
+        if ns == 0 || ticks < ns / 20 || ticks > ns.saturating_mul(50) {
+            return None;
+        }
+        let ns_per_tick_q32 = ((u128::from(ns) << 32) / u128::from(ticks)) as u64;
+        let ticks_per_ns_q32 = ((u128::from(ticks) << 32) / u128::from(ns)) as u64;
+        Some(Clock {
+            source: ClockSource::Tsc,
+            ns_per_tick_q32,
+            ticks_per_ns_q32,
+            epoch: start,
+        })
+    }
+}
+
+/// An `Instant` and a TSC value read at (nearly) the same moment: the TSC is
+/// read between two `Instant`s no more than 20 µs apart, so a preemption in
+/// the middle cannot skew the calibration. Gives up after 100 tries.
+#[cfg(target_arch = "x86_64")]
+fn paired_reading() -> Option<(Instant, u64)> {
+    const TIGHT: Duration = Duration::from_micros(20);
+    for _ in 0..100 {
+        let before = Instant::now();
+        let ticks = rdtsc();
+        let after = Instant::now();
+        let gap = after.duration_since(before);
+        if gap <= TIGHT {
+            return Some((before + gap / 2, ticks));
+        }
+    }
+    None
+}
+
+/// True if `/proc/cpuinfo` lists `constant_tsc` and `nonstop_tsc`.
+#[cfg(target_arch = "x86_64")]
+fn tsc_is_invariant() -> bool {
+    let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return false;
+    };
+    cpuinfo_has_invariant_tsc(&cpuinfo)
+}
+
+/// True if the first `flags` line of a `/proc/cpuinfo` text has both flags.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn cpuinfo_has_invariant_tsc(cpuinfo: &str) -> bool {
+    let Some(flags) = cpuinfo
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("flags")
+                .and_then(|rest| rest.split_once(':'))
+        })
+        .map(|(_, flags)| flags)
+    else {
+        return false;
+    };
+    let has = |flag: &str| flags.split_ascii_whitespace().any(|f| f == flag);
+    has("constant_tsc") && has("nonstop_tsc")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn rdtsc() -> u64 {
+    // SAFETY: `rdtsc` exists on every x86_64 CPU, reads no memory and has no
+    // side effects; it is only `unsafe` as an intrinsic.
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+/// Calibrates the clock now (about 5 ms on the first call, free after).
+pub fn init() {
+    let _ = clock();
+}
+
+/// Which source [`now`] reads.
+pub fn source() -> ClockSource {
+    clock().source
+}
+
+/// The current time in ticks. Monotonic on one core; cheap (no syscall).
+#[inline]
+pub fn now() -> u64 {
+    let clock = clock();
+    match clock.source {
+        #[cfg(target_arch = "x86_64")]
+        ClockSource::Tsc => rdtsc(),
+        _ => clock.epoch.elapsed().as_nanos() as u64,
+    }
+}
+
+/// Converts a tick count (a difference of [`now`] values) to nanoseconds.
+#[inline]
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    mul_q32(ticks, clock().ns_per_tick_q32)
+}
+
+/// Converts nanoseconds to ticks.
+#[inline]
+pub fn ns_to_ticks(ns: u64) -> u64 {
+    mul_q32(ns, clock().ticks_per_ns_q32)
+}
+
+/// `value * factor / 2^32`, saturating at `u64::MAX`.
+#[inline]
+fn mul_q32(value: u64, factor_q32: u64) -> u64 {
+    let product = (u128::from(value) * u128::from(factor_q32)) >> 32;
+    u64::try_from(product).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_flags_in_cpuinfo() {
+        let both = "processor\t: 0\nflags\t\t: fpu tsc constant_tsc rep_good nonstop_tsc cpuid\n";
+        assert!(cpuinfo_has_invariant_tsc(both));
+        let constant_only = "flags\t\t: fpu tsc constant_tsc rep_good\n";
+        assert!(!cpuinfo_has_invariant_tsc(constant_only));
+        // A flag that merely contains the name does not count.
+        let lookalike = "flags\t: xconstant_tsc nonstop_tscx\n";
+        assert!(!cpuinfo_has_invariant_tsc(lookalike));
+        assert!(!cpuinfo_has_invariant_tsc("processor : 0\n"));
+    }
+
+    #[test]
+    fn fixed_point_conversion() {
+        assert_eq!(mul_q32(1000, Q32_ONE), 1000);
+        assert_eq!(mul_q32(1000, Q32_ONE / 2), 500);
+        assert_eq!(mul_q32(3, 3 * Q32_ONE), 9);
+        assert_eq!(mul_q32(u64::MAX, 2 * Q32_ONE), u64::MAX);
+    }
+
+    #[test]
+    fn ticks_follow_instant() {
+        // Not a speed assertion: the tick interval lies inside the Instant
+        // interval, and a 20 ms sleep lasts at least 20 ms, so the converted
+        // ticks must land between the two (with 2% for calibration error).
+        let wall = Instant::now();
+        let start = now();
+        std::thread::sleep(Duration::from_millis(20));
+        let ticks = now() - start;
+        let wall_ns = wall.elapsed().as_nanos() as u64;
+        let ns = ticks_to_ns(ticks);
+        assert!(
+            ns >= 19_600_000,
+            "{ns} ns for a 20 ms sleep ({:?})",
+            source()
+        );
+        assert!(ns <= wall_ns + wall_ns / 50, "{ns} ns vs wall {wall_ns} ns");
+        let back = ns_to_ticks(ns);
+        assert!(
+            back.abs_diff(ticks) <= ticks / 1000 + 2,
+            "{back} vs {ticks}"
+        );
+    }
+}
