@@ -595,6 +595,8 @@ pub fn run(
             busy_ns: busy,
             idle_ns: idle,
             sleep_ns: sleep,
+            iterations: end.iterations - start.iterations,
+            busy_iterations: end.busy_iterations - start.busy_iterations,
             pollers,
         });
     }

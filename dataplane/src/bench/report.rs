@@ -21,6 +21,10 @@ pub struct ReactorReport {
     pub idle_ns: u64,
     /// Nanoseconds asleep (adaptive idle policy).
     pub sleep_ns: u64,
+    /// Loop iterations.
+    pub iterations: u64,
+    /// Loop iterations in which some poller did work.
+    pub busy_iterations: u64,
     /// Per poller: (name, busy_ns, work items).
     pub pollers: Vec<PollerReport>,
 }
@@ -166,11 +170,13 @@ impl BenchReport {
             let core = r.core.map_or_else(|| "-".to_string(), |c| c.to_string());
             let _ = writeln!(
                 s,
-                "    {} (core {}): busy {:.1}%, sleep {:.1} ms",
+                "    {} (core {}): busy {:.1}%, sleep {:.1} ms, {} iterations ({} busy)",
                 r.name,
                 core,
                 r.busy_fraction * 100.0,
-                r.sleep_ns as f64 / 1e6
+                r.sleep_ns as f64 / 1e6,
+                r.iterations,
+                r.busy_iterations
             );
             for p in &r.pollers {
                 let _ = writeln!(

@@ -43,9 +43,10 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bdev::IoVec;
-use reactor::Poller;
+use reactor::{clock, Poller};
 
 use super::abi::*;
 use super::doorbell::Doorbell;
@@ -74,6 +75,16 @@ pub struct DeviceConfig {
     /// "woke up" hook that calls [`TcmuDevice::acknowledge_doorbell`];
     /// pointless when the reactor only busy-polls. Default false.
     pub acknowledge_on_idle: bool,
+    /// Doorbell coalescing: while new commands keep arriving and others are
+    /// still executing, completions are held (not yet published) until this
+    /// many are waiting. A poll that finds no new command, or leaves nothing
+    /// executing, publishes whatever is waiting, so a lone command never
+    /// waits: the hold only applies while the initiator keeps the queue
+    /// busy. Default 32; 1 rings after every poll that completed something.
+    pub doorbell_batch: usize,
+    /// Longest time a completion may be held by `doorbell_batch`.
+    /// Default 20 µs.
+    pub doorbell_max_hold: Duration,
 }
 
 impl Default for DeviceConfig {
@@ -84,6 +95,8 @@ impl Default for DeviceConfig {
             allow_out_of_order: true,
             iovecs_per_slot: 32,
             acknowledge_on_idle: false,
+            doorbell_batch: 32,
+            doorbell_max_hold: Duration::from_micros(20),
         }
     }
 }
@@ -156,10 +169,12 @@ impl TcmuStats {
         }
     }
 
+    /// Adds a poll's counts. Only the device's own thread writes, so a plain
+    /// load and store suffice (no locked read-modify-write per counter).
     fn add(&self, c: &TcmuStatsSnapshot) {
         let add = |a: &AtomicU64, v: u64| {
             if v != 0 {
-                a.fetch_add(v, Ordering::Relaxed);
+                a.store(a.load(Ordering::Relaxed) + v, Ordering::Relaxed);
             }
         };
         add(&self.commands_received, c.commands_received);
@@ -240,6 +255,12 @@ pub struct TcmuDevice<E: CommandExecutor> {
     fault: Option<RingFault>,
     shutting_down: bool,
     doorbell_pending: bool,
+    /// Completions written into the ring but not yet published.
+    unpublished: usize,
+    /// Clock ticks when the oldest unpublished completion was written.
+    held_since: u64,
+    /// `doorbell_max_hold` in clock ticks.
+    max_hold_ticks: u64,
     acknowledged: bool,
     stats: Arc<TcmuStats>,
 }
@@ -328,6 +349,11 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             fault: None,
             shutting_down: false,
             doorbell_pending: false,
+            unpublished: 0,
+            held_since: 0,
+            max_hold_ticks: clock::ns_to_ticks(
+                u64::try_from(config.doorbell_max_hold.as_nanos()).unwrap_or(u64::MAX),
+            ),
             acknowledged: false,
             stats: Arc::new(TcmuStats::default()),
             region,
@@ -360,18 +386,19 @@ impl<E: CommandExecutor> TcmuDevice<E> {
         let work = if self.fault.is_some() {
             self.drain_broken()
         } else {
-            let mut work = 0;
+            let mut walked = 0;
             if !self.shutting_down {
-                work += self.walk(&mut c);
+                walked = self.walk(&mut c);
             }
             self.executor.flush();
             self.collect();
             // The executor contract asks for a flush at the end of the poll
             // too: `poll` may stage follow-up requests.
             self.executor.flush();
+            let mut work = walked;
             if self.fault.is_none() {
                 work += self.write_completions(&mut c);
-                self.publish(&mut c);
+                self.publish(walked, &mut c);
             }
             work
         };
@@ -607,6 +634,10 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             read_len,
         );
         self.tail = self.geo.advance(entry.offset, entry.len);
+        if self.unpublished == 0 {
+            self.held_since = clock::now();
+        }
+        self.unpublished += 1;
         c.commands_completed += 1;
         c.data_in_bytes += data_in;
         self.slot_of_id[usize::from(s.cmd_id)] = NO_SLOT;
@@ -614,11 +645,23 @@ impl<E: CommandExecutor> TcmuDevice<E> {
         self.free.push(slot);
     }
 
-    /// Publishes the tail and rings the doorbell once (step 4).
-    fn publish(&mut self, c: &mut TcmuStatsSnapshot) {
+    /// Publishes the tail and rings the doorbell once (step 4), unless the
+    /// completions are held back to batch them (see
+    /// [`DeviceConfig::doorbell_batch`]). `walked` is the number of new
+    /// entries this poll found.
+    fn publish(&mut self, walked: usize, c: &mut TcmuStatsSnapshot) {
         if self.tail != self.published_tail {
+            let hold = walked != 0
+                && self.executor.in_flight() != 0
+                && !self.shutting_down
+                && self.unpublished < self.config.doorbell_batch
+                && clock::now().wrapping_sub(self.held_since) < self.max_hold_ticks;
+            if hold {
+                return;
+            }
             self.region.store_cmd_tail(self.tail);
             self.published_tail = self.tail;
+            self.unpublished = 0;
             self.doorbell_pending = true;
         }
         if self.doorbell_pending {

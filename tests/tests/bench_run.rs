@@ -1,0 +1,159 @@
+//! `dataplane bench` end to end, at small scale: the real reactor threads,
+//! the TCMU simulator and every bdev, with data verification.
+
+use std::time::Duration;
+
+use dataplane::bench::{self, BdevKind, BenchConfig, BenchError};
+use dataplane::initiator::Pattern;
+use reactor::IdlePolicy;
+
+fn small(bdev: BdevKind, pattern: Pattern, verify: bool) -> BenchConfig {
+    BenchConfig {
+        bdev,
+        pattern,
+        verify,
+        size: 64 << 20,
+        iodepth: 32,
+        runtime: Duration::from_millis(400),
+        ramp: Duration::ZERO,
+        ..BenchConfig::default()
+    }
+}
+
+fn run(config: &BenchConfig) -> bench::report::BenchReport {
+    let mut ticks = 0;
+    let report = bench::run(config, |_| ticks += 1).expect("bench runs");
+    assert!(report.ios > 0, "{report:?}");
+    assert_eq!(report.ios, report.reads + report.writes);
+    report
+}
+
+#[test]
+fn ram_randrw_verifies_clean() {
+    let r = run(&small(BdevKind::Ram, Pattern::RandRw, true));
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    assert!(r.reads > 0 && r.writes > 0);
+    assert!(r.verify);
+}
+
+#[test]
+fn striped_randrw_verifies_clean_across_strips() {
+    let mut config = small(
+        BdevKind::Striped {
+            width: 3,
+            chunk: 8192,
+        },
+        Pattern::RandRw,
+        true,
+    );
+    config.size = 3 * (16 << 20);
+    // 32 KiB I/Os over 8 KiB strips touch every child.
+    config.io_size = 32 << 10;
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+}
+
+#[test]
+fn sequential_write_then_adaptive_idle() {
+    let mut config = small(BdevKind::Ram, Pattern::Write, true);
+    config.idle = IdlePolicy::adaptive();
+    config.iodepth = 4;
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches, r.reads), (0, 0, 0));
+    assert_eq!(r.idle, "adaptive");
+}
+
+#[test]
+fn null_report_has_every_documented_json_key() {
+    let r = run(&small(BdevKind::Null, Pattern::RandRead, false));
+    let json = serde_json::to_value(&r).unwrap();
+    for key in [
+        "frontend",
+        "bdev",
+        "rw",
+        "block_size",
+        "iodepth",
+        "runtime_s",
+        "ios",
+        "iops",
+        "bytes_per_sec",
+        "errors",
+        "verify_mismatches",
+        "latency_ns",
+        "doorbells",
+        "doorbells_per_io",
+        "reactor_busy_fraction",
+        "reactor_ns_per_io",
+    ] {
+        assert!(json.get(key).is_some(), "missing key {key}");
+    }
+    for key in ["min", "mean", "p50", "p99", "p999", "max"] {
+        assert!(
+            json["latency_ns"].get(key).is_some(),
+            "missing latency_ns.{key}"
+        );
+    }
+    assert_eq!(json["frontend"], "tcmu");
+    assert_eq!(json["bdev"], "null");
+    assert_eq!(json["rw"], "randread");
+    assert_eq!(json["block_size"], 4096);
+    assert!(r.doorbells > 0 && r.doorbells <= r.ios);
+    let l = r.latency_ns;
+    assert!(l.min <= l.p50 && l.p50 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max);
+    assert!(r.reactor_busy_fraction > 0.0 && r.reactor_busy_fraction <= 1.0);
+}
+
+fn config_error(config: BenchConfig) -> String {
+    match bench::run(&config, |_| {}) {
+        Err(e @ (BenchError::Config(_) | BenchError::Job(_))) => e.to_string(),
+        Err(e) => panic!("unexpected error kind: {e}"),
+        Ok(r) => panic!("bad config ran: {r:?}"),
+    }
+}
+
+#[test]
+fn bad_configurations_are_refused_with_a_reason() {
+    let base = small(BdevKind::Ram, Pattern::RandRead, false);
+    let msg = config_error(BenchConfig {
+        size: 0,
+        ..base.clone()
+    });
+    assert!(msg.contains("--size"), "{msg}");
+    let msg = config_error(BenchConfig {
+        io_size: 1000,
+        ..base.clone()
+    });
+    assert!(
+        msg.contains("not a non-zero multiple of the device block size 4096"),
+        "{msg}"
+    );
+    let msg = config_error(BenchConfig {
+        iodepth: 0,
+        ..base.clone()
+    });
+    assert!(msg.contains("iodepth 0"), "{msg}");
+    let msg = config_error(BenchConfig {
+        bdev: BdevKind::Null,
+        verify: true,
+        ..base.clone()
+    });
+    assert!(msg.contains("--verify"), "{msg}");
+    let msg = config_error(BenchConfig {
+        cores: vec![4096],
+        ..base.clone()
+    });
+    assert!(msg.contains("CPU 4096 is not available"), "{msg}");
+    let msg = config_error(BenchConfig {
+        bdev: BdevKind::Striped {
+            width: 3,
+            chunk: 1000,
+        },
+        ..base.clone()
+    });
+    assert!(msg.contains("--chunk"), "{msg}");
+    let msg = config_error(BenchConfig {
+        block_size: 1000,
+        ..base
+    });
+    assert!(msg.contains("--block-size"), "{msg}");
+}

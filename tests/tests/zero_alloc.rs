@@ -1,0 +1,193 @@
+//! Steady state of the whole data path allocates nothing per command.
+//!
+//! The full path of `dataplane bench` — the initiator job, the simulated TCMU
+//! kernel, the TCMU device, the SCSI logical unit, the SPSC port, the bdev
+//! poller and each bdev module — runs in this thread under a counting global
+//! allocator. After a warm-up (buffers reach their steady-state capacity),
+//! 100 000+ commands must complete without a single heap allocation.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bdev::null::NullBdev;
+use bdev::ram::RamBdev;
+use bdev::striped::StripedBdev;
+use bdev::BdevRef;
+use dataplane::bench::TcmuInitiator;
+use dataplane::initiator::{Job, Pattern, VerifyModel, Workload};
+use dataplane::lun::{Lun, LunConfig};
+use dataplane::port::{port_pair, BdevPoller};
+use dataplane::tcmu::sim::{SimConfig, TcmuSim};
+use dataplane::tcmu::{DeviceConfig, TcmuDevice};
+use reactor::Poller;
+
+/// Counts allocations made while `COUNTING` is set.
+struct CountingAllocator;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; the counter
+// is a side effect that touches no allocator state.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract for `alloc` is passed through.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc` is passed through.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller's contract for `realloc` is passed through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// The counter is process-wide: run one measurement at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const BLOCK: u32 = 4096;
+const SIZE: u64 = 64 << 20;
+
+/// Builds the whole path for `bdev` and returns (job, device, bdev poller).
+fn path(
+    bdev: BdevRef,
+    pattern: Pattern,
+    io_size: u64,
+    verify: bool,
+) -> (Job<TcmuInitiator>, TcmuDevice<Lun>, BdevPoller) {
+    let (port, end) = port_pair(256).unwrap();
+    let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), 256);
+    poller.attach(end).unwrap();
+    let mut config = LunConfig::for_bdev(bdev.as_ref());
+    config.max_tasks = 256;
+    let lun = Lun::new(config, port).unwrap();
+    let sim = TcmuSim::new(SimConfig {
+        cmdr_size: (1 << 20) - 128,
+        data_area_size: 16 << 20,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let (region, doorbell) = sim.device_endpoint().unwrap();
+    let device = TcmuDevice::attach(region, doorbell, lun, DeviceConfig::default()).unwrap();
+    let geometry = bdev.geometry();
+    let workload = Workload {
+        pattern,
+        block_size: geometry.block_size,
+        io_size,
+        iodepth: 64,
+        size: geometry.size_bytes(),
+        rwmix_read: 50,
+        seed: 7,
+    };
+    let model = verify.then(|| VerifyModel::new(geometry.num_blocks, BLOCK as usize, true));
+    let job = Job::new(TcmuInitiator::new(sim), workload, model, 1 << 20).unwrap();
+    (job, device, poller)
+}
+
+/// Runs `commands` completions through the path; returns them.
+fn run(
+    job: &mut Job<TcmuInitiator>,
+    device: &mut TcmuDevice<Lun>,
+    poller: &mut BdevPoller,
+    commands: u64,
+) -> u64 {
+    let start = job.snapshot().ios;
+    while job.snapshot().ios - start < commands {
+        job.step(true).unwrap();
+        device.poll();
+        poller.poll();
+        device.poll();
+    }
+    job.snapshot().ios - start
+}
+
+/// Warms the path up, then counts allocations over `commands` completions.
+fn allocations_in_steady_state(bdev: BdevRef, pattern: Pattern, io_size: u64, verify: bool) -> u64 {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut job, mut device, mut poller) = path(bdev, pattern, io_size, verify);
+    run(&mut job, &mut device, &mut poller, 20_000);
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let done = run(&mut job, &mut device, &mut poller, 100_000);
+    COUNTING.store(false, Ordering::SeqCst);
+    let snapshot = job.snapshot();
+    assert!(done >= 100_000);
+    assert_eq!(
+        (snapshot.errors, snapshot.verify_mismatches),
+        (0, 0),
+        "{:?}",
+        job.notes()
+    );
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+fn ram() -> BdevRef {
+    Arc::new(RamBdev::new("ram", BLOCK, SIZE / u64::from(BLOCK)).unwrap())
+}
+
+#[test]
+fn ram_randrw_with_verify_allocates_nothing_per_command() {
+    assert_eq!(
+        allocations_in_steady_state(ram(), Pattern::RandRw, 4096, true),
+        0
+    );
+}
+
+#[test]
+fn ram_large_transfers_allocate_nothing_per_command() {
+    assert_eq!(
+        allocations_in_steady_state(ram(), Pattern::RandRw, 128 << 10, false),
+        0
+    );
+}
+
+#[test]
+fn null_randread_allocates_nothing_per_command() {
+    let null: BdevRef = Arc::new(NullBdev::new("null", BLOCK, SIZE / u64::from(BLOCK)).unwrap());
+    assert_eq!(
+        allocations_in_steady_state(null, Pattern::RandRead, 4096, false),
+        0
+    );
+}
+
+#[test]
+fn striped_randrw_allocates_nothing_per_command() {
+    let children: Vec<BdevRef> = (0..4)
+        .map(|i| {
+            Arc::new(RamBdev::new(format!("c{i}"), BLOCK, SIZE / 4 / u64::from(BLOCK)).unwrap())
+                as BdevRef
+        })
+        .collect();
+    // 8-block chunks: 64 KiB I/Os span several strips and all children.
+    let striped: BdevRef = Arc::new(StripedBdev::new("striped", children, 8).unwrap());
+    assert_eq!(
+        allocations_in_steady_state(striped, Pattern::RandRw, 64 << 10, true),
+        0
+    );
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // Guards against a counter that could never fail.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let v = std::hint::black_box(vec![1u8; 100]);
+    COUNTING.store(false, Ordering::SeqCst);
+    drop(v);
+    assert!(ALLOCATIONS.load(Ordering::SeqCst) >= 1);
+}
