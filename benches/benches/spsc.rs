@@ -399,6 +399,7 @@ fn benches(c: &mut Criterion) {
     stream_batch_group::<u64>(c, "stream_batch32_u64");
     stream_batch_group::<Request40>(c, "stream_batch32_req40");
     ping_pong_group::<u64>(c, "ping_pong_u64");
+    ping_pong_group::<Request40>(c, "ping_pong_req40");
 }
 
 fn config() -> Criterion {
@@ -424,7 +425,7 @@ type Contender = (&'static str, fn(u64) -> Duration);
 /// minimum over interleaved rounds is what the ring can do, and the median
 /// shows how steady it is.
 fn interleaved(rounds: usize) {
-    let scenarios: [(&str, u64, Vec<Contender>); 5] = [
+    let scenarios: [(&str, u64, Vec<Contender>); 6] = [
         (
             "stream_u64",
             2_000_000,
@@ -466,6 +467,15 @@ fn interleaved(rounds: usize) {
                 ("ours", ping_pong::<u64, Ours>),
                 ("rtrb", ping_pong::<u64, Rtrb>),
                 ("ArrayQueue", ping_pong::<u64, Crossbeam>),
+            ],
+        ),
+        (
+            "ping_pong_req40",
+            100_000,
+            vec![
+                ("ours", ping_pong::<Request40, Ours>),
+                ("rtrb", ping_pong::<Request40, Rtrb>),
+                ("ArrayQueue", ping_pong::<Request40, Crossbeam>),
             ],
         ),
     ];

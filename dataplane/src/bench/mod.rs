@@ -419,7 +419,8 @@ fn build_device(
         lun,
         DeviceConfig {
             name: format!("tcmu:dev{index}"),
-            acknowledge_on_idle: !matches!(config.idle, IdlePolicy::Busy),
+            // The reactor registers wait fds edge-triggered, so an unread
+            // notification never keeps it awake: no acknowledgement needed.
             ..DeviceConfig::default()
         },
     )?;
