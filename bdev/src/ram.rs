@@ -393,6 +393,9 @@ struct RamChannel {
 /// ~600 ns, while prefetching all 4 KiB was no better than none.
 const PREFETCH_BYTES: usize = 512;
 
+/// How many requests ahead of the copy in progress the prefetch runs.
+const PREFETCH_DISTANCE: usize = 2;
+
 /// Which way a copy goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -489,7 +492,7 @@ impl BdevChannel for RamChannel {
             return Err(request);
         }
         let result = check_request(&self.geometry, &request);
-        if result.is_ok() && self.queued.is_empty() {
+        if result.is_ok() && self.queued.len() < PREFETCH_DISTANCE {
             self.prefetch(&request);
         }
         self.queued.push(Queued { request, result });
@@ -499,9 +502,9 @@ impl BdevChannel for RamChannel {
     fn poll(&mut self, done: &mut dyn FnMut(IoCompletion)) -> usize {
         let n = self.queued.len();
         for i in 0..n {
-            if let Some(next) = self.queued.get(i + 1) {
-                if next.result.is_ok() {
-                    self.prefetch(&next.request);
+            if let Some(ahead) = self.queued.get(i + PREFETCH_DISTANCE) {
+                if ahead.result.is_ok() {
+                    self.prefetch(&ahead.request);
                 }
             }
             let queued = &self.queued[i];

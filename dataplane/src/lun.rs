@@ -897,6 +897,20 @@ impl Lun {
                 return;
             }
         }
+        if self.ready.is_empty() && self.exclusive.is_none() {
+            // Fast path: nothing is queued ahead of this task, so advancing it
+            // now is what `run_ready` would do with it alone in the queue.
+            match self.advance(slot) {
+                Progress::Blocked => {
+                    self.stats.head_blocked += 1;
+                    self.tasks[slot as usize].queued = Queued::Ready;
+                    self.ready.push_back(slot);
+                }
+                Progress::Waiting => {}
+                Progress::Finished => self.finish(slot),
+            }
+            return;
+        }
         task.queued = Queued::Ready;
         self.ready.push_back(slot);
         self.run_ready();

@@ -68,9 +68,14 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     json: bool,
-    /// Also run the reference copy loop and report the ratio against it.
+    /// Also run the reference copy loop (before and after the run) and
+    /// report the ratio against it.
     #[arg(long)]
     reference: bool,
+    /// First measure how often the platform stalls a spinning thread on the
+    /// bench's CPUs (the floor under tail latency).
+    #[arg(long)]
+    jitter: bool,
     /// Seed for offsets and data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -186,6 +191,7 @@ impl BenchArgs {
             },
             verify: self.verify,
             reference: self.reference,
+            jitter: self.jitter,
             seed: self.seed,
             ring_size: self.ring_size,
             data_area: self.data_area,

@@ -9,6 +9,7 @@
 //! pinned to `sim_core`. Everything between the ring and the bdev is the
 //! production data path.
 
+pub mod jitter;
 pub mod reference;
 pub mod report;
 
@@ -108,8 +109,10 @@ pub struct BenchConfig {
     pub idle: IdlePolicy,
     /// Check data with per-block checksums.
     pub verify: bool,
-    /// Also run the reference copy loop.
+    /// Also run the reference copy loop (before and after the run).
     pub reference: bool,
+    /// Measure the platform's own stalls on the bench's CPUs first.
+    pub jitter: bool,
     /// Seed for offsets and data.
     pub seed: u64,
     /// Simulated TCMU ring size including the 128-byte mailbox.
@@ -137,6 +140,7 @@ impl Default for BenchConfig {
             idle: IdlePolicy::Busy,
             verify: false,
             reference: false,
+            jitter: false,
             seed: 1,
             ring_size: 8 << 20,
             data_area: None,
@@ -493,15 +497,28 @@ pub fn run(
     .validate(MAX_IO_BYTES)
     .map_err(|e| BenchError::Job(e.into()))?;
 
-    let reference = if config.reference {
-        let mut buffers = ReferenceBuffers::new(ReferenceConfig {
+    let jitter = if config.jitter {
+        let mut all = cores.clone();
+        if !all.contains(&sim_core) {
+            all.push(sim_core);
+        }
+        Some(jitter::measure(&all, Duration::from_secs(1)))
+    } else {
+        None
+    };
+    // The reference loop runs on a reactor core (the core the dataplane's
+    // copy runs on), half before and half after the run, so a drift of the
+    // machine during the run shows up in both figures.
+    let mut reference = if config.reference {
+        let buffers = ReferenceBuffers::new(ReferenceConfig {
             io_size: config.io_size as usize,
-            runtime: config.runtime.min(Duration::from_secs(5)),
+            runtime: (config.runtime / 2).clamp(Duration::from_millis(500), Duration::from_secs(3)),
             ..ReferenceConfig::default()
         });
-        // Measured on a reactor core: the core the dataplane's copy runs on.
         pin_current_thread(cores[0])?;
-        Some(buffers.run())
+        let mut buffers = buffers;
+        let before = buffers.run();
+        Some((buffers, before))
     } else {
         None
     };
@@ -536,6 +553,14 @@ pub fn run(
         elapsed,
         latencies,
     } = outcome?;
+    let reference = match reference.as_mut() {
+        Some((buffers, before)) => {
+            pin_current_thread(cores[0])?;
+            let after = buffers.run();
+            Some((*before, after))
+        }
+        None => None,
+    };
 
     let mut totals = JobSnapshot::default();
     let mut notes = Vec::new();
@@ -631,10 +656,16 @@ pub fn run(
             IdlePolicy::Adaptive { .. } => "adaptive".into(),
         },
         reactors: reactor_reports,
-        reference: reference.map(|r| ReferenceReport {
-            copies_per_sec: r.rate(),
-            ratio: iops / r.rate(),
+        reference: reference.map(|(before, after)| {
+            let mean = (before.rate() + after.rate()) / 2.0;
+            ReferenceReport {
+                copies_per_sec: mean,
+                before_copies_per_sec: before.rate(),
+                after_copies_per_sec: after.rate(),
+                ratio: iops / mean,
+            }
         }),
+        jitter,
         notes,
     })
 }

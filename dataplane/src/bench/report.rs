@@ -43,8 +43,13 @@ pub struct PollerReport {
 /// The reference loop measured in the same run (`--reference`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReferenceReport {
-    /// Copies per second of the reference loop.
+    /// Copies per second of the reference loop: the mean of the runs before
+    /// and after the dataplane run.
     pub copies_per_sec: f64,
+    /// Copies per second measured before the dataplane run.
+    pub before_copies_per_sec: f64,
+    /// Copies per second measured after the dataplane run.
+    pub after_copies_per_sec: f64,
     /// The dataplane's IOPS divided by `copies_per_sec`.
     pub ratio: f64,
 }
@@ -105,6 +110,9 @@ pub struct BenchReport {
     /// The reference loop, when requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
+    /// Stalls of a bare spinning thread on each CPU, when requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<Vec<super::jitter::CoreJitter>>,
     /// First errors and mismatches, described.
     pub notes: Vec<String>,
 }
@@ -191,8 +199,22 @@ impl BenchReport {
         if let Some(reference) = &self.reference {
             let _ = writeln!(
                 s,
-                "  reference copy loop: {:.0} copies/s; dataplane/reference = {:.2}",
-                reference.copies_per_sec, reference.ratio
+                "  reference copy loop: {:.0} copies/s (before {:.0}, after {:.0}); dataplane/reference = {:.2}",
+                reference.copies_per_sec,
+                reference.before_copies_per_sec,
+                reference.after_copies_per_sec,
+                reference.ratio
+            );
+        }
+        for j in self.jitter.iter().flatten() {
+            let _ = writeln!(
+                s,
+                "  platform stalls on CPU {}: {:.0}/s over 5 us, {:.0}/s over 20 us, {:.0}/s over 100 us, longest {} us",
+                j.core,
+                j.gaps_over_5us_per_sec,
+                j.gaps_over_20us_per_sec,
+                j.gaps_over_100us_per_sec,
+                us(j.max_gap_ns)
             );
         }
         let _ = writeln!(

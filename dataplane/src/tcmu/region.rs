@@ -237,6 +237,18 @@ impl SharedRegion {
         Ok(())
     }
 
+    /// Reads `N` bytes at `offset` (a fixed-size copy the compiler inlines,
+    /// unlike [`read_bytes`](Self::read_bytes) of a runtime length).
+    #[inline]
+    pub fn read_array<const N: usize>(&self, offset: usize) -> Result<[u8; N], TcmuError> {
+        let src = self.ptr_at(offset, N)?;
+        let mut out = [0u8; N];
+        // SAFETY: as in `read_bytes`: `src..src+N` is inside the live mapping
+        // (checked) and `out` is a distinct local buffer.
+        unsafe { ptr::copy_nonoverlapping(src, out.as_mut_ptr(), N) };
+        Ok(out)
+    }
+
     /// Copies `src` into the mapping at `offset`.
     #[inline]
     pub fn write_bytes(&self, offset: usize, src: &[u8]) -> Result<(), TcmuError> {

@@ -240,6 +240,26 @@ fn copy_out(
     }
     let cdb_off = cdb_off as usize;
     let avail = end - cdb_off;
+    if avail >= MAX_CDB_LEN {
+        // Common case: the entry holds 16 bytes from `cdb_off` (the kernel
+        // pads the CDB to 8 bytes and 6/10/12/16-byte CDBs leave room), so
+        // one fixed-size read gets the whole CDB.
+        let bytes: [u8; MAX_CDB_LEN] = region
+            .read_array(cdb_off)
+            .map_err(|_| malformed(CdbOutsideEntry))?;
+        let cdb_len = scsi_command_size(&bytes)
+            .filter(|&n| n <= avail)
+            .ok_or(malformed(CdbOutsideEntry))?;
+        if cdb_len > MAX_CDB_LEN {
+            return Err(CmdParse::CdbTooLong);
+        }
+        *cdb = bytes;
+        return Ok(CmdParse::Ok {
+            cdb_len: cdb_len as u8,
+            data_len,
+            data_in_capacity: if iov_bidi_cnt > 0 { bidi_len } else { data_len },
+        });
+    }
     let mut first = [0u8; 8];
     let peek = avail.min(first.len());
     region
@@ -299,29 +319,35 @@ pub(crate) fn write_response(
     response: &Response,
     read_len: Option<u32>,
 ) {
+    let uflags = if read_len.is_some() {
+        TCMU_UFLAG_READ_LEN
+    } else {
+        0
+    };
+    if response.status != status::CHECK_CONDITION {
+        // The kernel reads the sense only for CHECK CONDITION: write the
+        // 8 bytes of status, padding and read_len as one u64.
+        let mut head = [0u8; 8];
+        head[0] = response.status;
+        let at = RSP_READ_LEN - RSP_SCSI_STATUS;
+        head[at..at + 4].copy_from_slice(&read_len.unwrap_or(0).to_ne_bytes());
+        let _ = region.write_u64(abs + RSP_SCSI_STATUS, u64::from_ne_bytes(head));
+        let _ = region.write_u16(abs + HDR_CMD_ID, cmd_id);
+        let _ = region.write_u8(abs + HDR_UFLAGS, uflags);
+        return;
+    }
     let mut rsp = [0u8; CMD_ENTRY_SIZE - RSP_SCSI_STATUS];
     rsp[0] = response.status;
     if let Some(n) = read_len {
         let at = RSP_READ_LEN - RSP_SCSI_STATUS;
         rsp[at..at + 4].copy_from_slice(&n.to_ne_bytes());
     }
-    let used = if response.status == status::CHECK_CONDITION {
-        let sense = response.sense_bytes();
-        let at = RSP_SENSE - RSP_SCSI_STATUS;
-        rsp[at..at + sense.len()].copy_from_slice(sense);
-        rsp.len()
-    } else {
-        // The kernel reads the sense only for CHECK CONDITION.
-        RSP_SENSE - RSP_SCSI_STATUS
-    };
-    let uflags = if read_len.is_some() {
-        TCMU_UFLAG_READ_LEN
-    } else {
-        0
-    };
+    let sense = response.sense_bytes();
+    let at = RSP_SENSE - RSP_SCSI_STATUS;
+    rsp[at..at + sense.len()].copy_from_slice(sense);
     // `abs..abs + CMD_ENTRY_SIZE` is inside the ring (the caller checked the
     // entry length), so these cannot fail.
-    let _ = region.write_bytes(abs + RSP_SCSI_STATUS, &rsp[..used]);
+    let _ = region.write_bytes(abs + RSP_SCSI_STATUS, &rsp);
     let _ = region.write_u16(abs + HDR_CMD_ID, cmd_id);
     let _ = region.write_u8(abs + HDR_UFLAGS, uflags);
 }
