@@ -204,13 +204,14 @@ fn progress_line(p: &Progress) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
-        "[{:>5.1}s] {:>10.0} IOPS {:>9.1} MiB/s  p99 {:>8} us  errors {}  mismatches {}",
+        "[{:>5.1}s] {:>10.0} IOPS {:>9.1} MiB/s  p99 {:>8} us  errors {}  mismatches {}{}",
         p.elapsed.as_secs_f64(),
         p.iops,
         p.bytes_per_sec / (1 << 20) as f64,
         dataplane::bench::report::us(p.p99_ns),
         p.errors,
         p.verify_mismatches,
+        if p.ramping { "  (warm-up)" } else { "" },
     );
 }
 

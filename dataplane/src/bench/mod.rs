@@ -714,16 +714,6 @@ fn drive(
             continue;
         }
         let now = Instant::now();
-        if ramping && now >= ramp_end {
-            ramping = false;
-            for d in devices.iter_mut() {
-                d.job.reset_counters();
-            }
-            base = baseline(reactors, devices);
-            window_end = Some(base.at + config.runtime);
-            last = JobSnapshot::default();
-            last_at = base.at;
-        }
         if now >= next_report {
             next_report += Duration::from_secs(1);
             let mut totals = JobSnapshot::default();
@@ -748,6 +738,16 @@ fn drive(
             interval.reset();
             last = totals;
             last_at = now;
+        }
+        if ramping && now >= ramp_end {
+            ramping = false;
+            for d in devices.iter_mut() {
+                d.job.reset_counters();
+            }
+            base = baseline(reactors, devices);
+            window_end = Some(base.at + config.runtime);
+            last = JobSnapshot::default();
+            last_at = base.at;
         }
         if window_end.is_some_and(|end| now >= end) {
             break;

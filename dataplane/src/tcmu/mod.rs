@@ -38,7 +38,8 @@ pub use device::{DeviceConfig, TcmuDevice, TcmuStats, TcmuStatsSnapshot};
 pub use doorbell::Doorbell;
 pub use region::{uio_map0_size, SharedRegion};
 
-use crate::exec::{status, Response};
+use crate::exec::Response;
+use crate::scsi::{ScsiError, SenseFormat};
 
 /// Opens a TCMU UIO device by its name under `/dev` (e.g. `uio0`): opens
 /// `/dev/uio0` read-write and non-blocking (the kernel allows one opener at a
@@ -285,32 +286,17 @@ pub fn scsi_command_size(cdb: &[u8]) -> Option<usize> {
 /// OPERATION CODE.
 pub const MAX_CDB_LEN: usize = 16;
 
-/// Sense key HARDWARE ERROR.
-const SENSE_KEY_HARDWARE_ERROR: u8 = 0x04;
-/// Sense key ILLEGAL REQUEST.
-const SENSE_KEY_ILLEGAL_REQUEST: u8 = 0x05;
-
-/// CHECK CONDITION with fixed-format sense (18 bytes, response code 0x70).
-// TODO(lead): move to `crate::scsi` once its sense builder lands.
-pub(crate) fn check_condition(key: u8, asc: u8, ascq: u8) -> Response {
-    let mut r = Response::with_status(status::CHECK_CONDITION);
-    r.sense[0] = 0x70;
-    r.sense[2] = key;
-    r.sense[7] = 10; // additional sense length: bytes 8..18
-    r.sense[12] = asc;
-    r.sense[13] = ascq;
-    r.sense_len = 18;
-    r
-}
-
-/// HARDWARE ERROR / INTERNAL TARGET FAILURE (44/00): a malformed ring entry.
+/// HARDWARE ERROR / INTERNAL TARGET FAILURE (44/00), fixed format: a
+/// malformed ring entry, answered by the device itself (the executor never
+/// sees the command, so its sense format setting does not apply).
 pub(crate) fn internal_target_failure() -> Response {
-    check_condition(SENSE_KEY_HARDWARE_ERROR, 0x44, 0x00)
+    ScsiError::InternalTargetFailure.to_response(SenseFormat::Fixed)
 }
 
-/// ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE (20/00).
+/// ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE (20/00), fixed format:
+/// a CDB longer than 16 bytes.
 pub(crate) fn invalid_command_opcode() -> Response {
-    check_condition(SENSE_KEY_ILLEGAL_REQUEST, 0x20, 0x00)
+    ScsiError::InvalidCommandOperationCode.to_response(SenseFormat::Fixed)
 }
 
 #[cfg(test)]
