@@ -14,7 +14,9 @@
 pub mod bench;
 pub mod exec;
 pub mod initiator;
+pub mod lio;
 pub mod lun;
 pub mod port;
 pub mod scsi;
+pub mod serve;
 pub mod tcmu;

@@ -3,12 +3,16 @@
 //! - `dataplane bench`: the whole dataplane (reactors, SPSC rings, bdevs, the
 //!   SCSI layer, the TCMU frontend) against the built-in kernel simulator; no
 //!   root, no kernel modules.
+//! - `dataplane serve`: serve real LIO/TCMU devices from a configuration file.
+//! - `dataplane lio`: create, delete and list TCMU devices in LIO's configfs.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod lio;
+mod serve;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,12 +29,18 @@ struct Cli {
 enum Command {
     /// Benchmark the full dataplane against the built-in kernel simulator.
     Bench(bench::BenchArgs),
+    /// Serve LIO/TCMU devices (runs until SIGTERM).
+    Serve(serve::ServeArgs),
+    /// Create, delete and list TCMU devices in LIO's configfs.
+    Lio(lio::LioArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Lio(args) => lio::run(args),
     };
     match result {
         Ok(code) => code,

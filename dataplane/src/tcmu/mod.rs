@@ -27,8 +27,10 @@
 
 pub mod abi;
 mod device;
+pub mod discovery;
 mod doorbell;
 mod region;
+pub mod netlink;
 mod ring;
 pub mod sim;
 

@@ -1,0 +1,1 @@
+//! `dataplane lio`: LIO configfs management (being written).

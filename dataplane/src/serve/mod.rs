@@ -1,0 +1,1 @@
+//! `dataplane serve` (being written).

@@ -1,0 +1,1 @@
+//! TCMU device discovery (being written).

@@ -1,0 +1,1 @@
+//! TCM-USER generic netlink listener (being written).
