@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod exec;
 pub mod initiator;
+pub mod latency;
 pub mod lio;
 pub mod lun;
 pub mod port;

@@ -15,6 +15,9 @@
 //!   replaced by the port index and restored on the way back: a port's tags
 //!   must fit in the low `64 - PORT_TAG_BITS` bits.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use bdev::{BdevChannel, IoCompletion, IoRequest};
 use reactor::spsc::{self, Consumer, Producer};
 use reactor::{Poller, Waker};
@@ -137,19 +140,81 @@ impl ChannelEnd {
 #[error("a bdev poller serves at most {MAX_PORTS} ports")]
 pub struct TooManyPorts;
 
+/// One attached port: its rings and the requests of it inside the channel.
+#[derive(Debug)]
+struct PortSlot {
+    end: ChannelEnd,
+    /// A request popped from the port that the channel refused (full); it
+    /// goes first at the next poll.
+    held: Option<IoRequest>,
+    /// Requests of this port submitted to the channel and not yet completed.
+    in_channel: usize,
+}
+
+impl PortSlot {
+    /// The frontend dropped its end and nothing of it is left anywhere.
+    fn is_finished(&mut self) -> bool {
+        self.end.submit.is_abandoned()
+            && self.in_channel == 0
+            && self.held.is_none()
+            && self.end.submit.is_empty()
+    }
+}
+
+/// Lets other threads attach ports to a [`BdevPoller`] that already runs on
+/// a reactor. The poller adopts them at its next poll (one relaxed load per
+/// poll when nothing is pending).
+#[derive(Debug, Clone)]
+pub struct BdevPollerHandle {
+    inbox: Arc<Mutex<Vec<ChannelEnd>>>,
+    pending: Arc<AtomicBool>,
+    /// Wakes the reactor running the poller (adaptive idle policy).
+    waker: Option<Waker>,
+}
+
+impl BdevPollerHandle {
+    /// Queues `end` for the poller; it serves the port from its next poll.
+    pub fn attach(&self, end: ChannelEnd) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(end);
+        self.pending.store(true, Ordering::Release);
+        if let Some(waker) = &self.waker {
+            waker.wake();
+        }
+    }
+
+    /// Sets the waker of the reactor that runs the poller.
+    pub fn set_waker(&mut self, waker: Option<Waker>) {
+        self.waker = waker;
+    }
+}
+
 /// Runs one bdev channel for every port attached to it on this reactor.
+///
+/// Ports can be attached at construction ([`attach`](Self::attach)) or while
+/// the poller runs ([`BdevPollerHandle::attach`]). A port whose frontend end
+/// was dropped is released once nothing of it is left in the channel; its
+/// index (the routing bits of its tags) is then reused.
 #[derive(Debug)]
 pub struct BdevPoller {
     name: String,
     channel: Box<dyn BdevChannel>,
-    ends: Vec<ChannelEnd>,
-    /// A request popped from a port that the channel refused (full); it goes
-    /// first at the next poll. At most one per port.
-    held: Vec<Option<IoRequest>>,
+    ports: Vec<Option<PortSlot>>,
+    /// Attached ports (the `Some` entries of `ports`).
+    active: usize,
     /// Most requests moved from the ports per poll.
     budget: usize,
+    inbox: Arc<Mutex<Vec<ChannelEnd>>>,
+    pending: Arc<AtomicBool>,
+    /// Polls so far (wrapping).
+    polls: u64,
     shutting_down: bool,
 }
+
+/// Polls between two looks for ports whose frontend went away.
+const MAINTAIN_EVERY: u64 = 4096;
 
 impl BdevPoller {
     /// A poller for `channel`, taking at most `budget` requests per poll.
@@ -157,51 +222,110 @@ impl BdevPoller {
         Self {
             name: name.into(),
             channel,
-            ends: Vec::new(),
-            held: Vec::new(),
+            ports: Vec::new(),
+            active: 0,
             budget: budget.max(1),
+            inbox: Arc::new(Mutex::new(Vec::new())),
+            pending: Arc::new(AtomicBool::new(false)),
+            polls: 0,
             shutting_down: false,
         }
+    }
+
+    /// A handle that attaches ports from other threads.
+    pub fn handle(&self) -> BdevPollerHandle {
+        BdevPollerHandle {
+            inbox: Arc::clone(&self.inbox),
+            pending: Arc::clone(&self.pending),
+            waker: None,
+        }
+    }
+
+    /// Ports currently attached.
+    pub fn ports(&self) -> usize {
+        self.active
     }
 
     /// Attaches a port; returns its index. Fails past [`MAX_PORTS`] (the
     /// port is then dropped, which its frontend sees as an abandoned ring).
     pub fn attach(&mut self, end: ChannelEnd) -> Result<usize, TooManyPorts> {
-        if self.ends.len() == MAX_PORTS {
-            return Err(TooManyPorts);
+        let slot = PortSlot {
+            end,
+            held: None,
+            in_channel: 0,
+        };
+        let index = match self.ports.iter().position(Option::is_none) {
+            Some(free) => free,
+            None if self.ports.len() == MAX_PORTS => return Err(TooManyPorts),
+            None => {
+                self.ports.push(None);
+                self.ports.len() - 1
+            }
+        };
+        self.ports[index] = Some(slot);
+        self.active += 1;
+        Ok(index)
+    }
+
+    /// Adopts ports queued through handles, and releases finished ones.
+    fn maintain(&mut self) {
+        if self.pending.swap(false, Ordering::Acquire) {
+            let ends = std::mem::take(
+                &mut *self
+                    .inbox
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            for end in ends {
+                // Past MAX_PORTS the end is dropped: its frontend sees an
+                // abandoned ring and fails its commands.
+                let _ = self.attach(end);
+            }
         }
-        self.ends.push(end);
-        self.held.push(None);
-        Ok(self.ends.len() - 1)
+        for port in &mut self.ports {
+            if port.as_mut().is_some_and(PortSlot::is_finished) {
+                *port = None;
+                self.active -= 1;
+            }
+        }
     }
 
     fn reap(&mut self) -> usize {
-        let ends = &mut self.ends;
+        let ports = &mut self.ports;
         self.channel.poll(&mut |completion: IoCompletion| {
-            let port = (completion.tag >> (64 - PORT_TAG_BITS)) as usize;
+            let index = (completion.tag >> (64 - PORT_TAG_BITS)) as usize;
+            let Some(Some(port)) = ports.get_mut(index) else {
+                debug_assert!(false, "completion for a released port");
+                return;
+            };
+            port.in_channel -= 1;
             let restored = IoCompletion {
                 tag: completion.tag & PORT_TAG_MASK,
                 result: completion.result,
             };
             // Cannot fail (module invariant: the completion ring has room for
             // every outstanding request of its port).
-            let pushed = ends[port].complete.stage(restored);
+            let pushed = port.end.complete.stage(restored);
             debug_assert!(pushed.is_ok(), "completion ring overflow");
         })
     }
 
-    fn submit_from(&mut self, port: usize, budget: usize) -> usize {
+    fn submit_from(&mut self, index: usize, budget: usize) -> usize {
+        let Some(port) = self.ports[index].as_mut() else {
+            return 0;
+        };
         let mut moved = 0;
-        if let Some(request) = self.held[port].take() {
+        if let Some(request) = port.held.take() {
             if let Err(request) = self.channel.submit(request) {
-                self.held[port] = Some(request);
+                port.held = Some(request);
                 return 0;
             }
+            port.in_channel += 1;
             moved += 1;
         }
-        let route = (port as u64) << (64 - PORT_TAG_BITS);
+        let route = (index as u64) << (64 - PORT_TAG_BITS);
         while moved < budget {
-            let Some(request) = self.ends[port].submit.pop() else {
+            let Some(request) = port.end.submit.pop() else {
                 break;
             };
             let routed = IoRequest {
@@ -209,9 +333,10 @@ impl BdevPoller {
                 ..request
             };
             if let Err(request) = self.channel.submit(routed) {
-                self.held[port] = Some(request);
+                port.held = Some(request);
                 break;
             }
+            port.in_channel += 1;
             moved += 1;
         }
         moved
@@ -224,18 +349,24 @@ impl Poller for BdevPoller {
     }
 
     fn poll(&mut self) -> usize {
+        self.polls = self.polls.wrapping_add(1);
+        // New ports are adopted at once; released ones are looked for now and
+        // then (a dropped port is no hurry, it only holds an index).
+        if self.pending.load(Ordering::Relaxed) || self.polls.is_multiple_of(MAINTAIN_EVERY) {
+            self.maintain();
+        }
         let mut work = self.reap();
-        let per_port = (self.budget / self.ends.len().max(1)).max(1);
-        for port in 0..self.ends.len() {
-            work += self.submit_from(port, per_port);
+        let per_port = (self.budget / self.active.max(1)).max(1);
+        for index in 0..self.ports.len() {
+            work += self.submit_from(index, per_port);
         }
         // Completions of synchronous bdevs are ready at once: deliver them in
         // this poll rather than the next.
         work += self.reap();
-        for end in &mut self.ends {
-            if end.complete.staged() != 0 {
-                end.complete.publish();
-                if let Some(waker) = &end.peer_waker {
+        for port in self.ports.iter_mut().flatten() {
+            if port.end.complete.staged() != 0 {
+                port.end.complete.publish();
+                if let Some(waker) = &port.end.peer_waker {
                     waker.kick();
                 }
             }
@@ -248,6 +379,86 @@ impl Poller for BdevPoller {
     }
 
     fn is_drained(&self) -> bool {
-        self.channel.in_flight() == 0 && self.held.iter().all(Option::is_none)
+        self.channel.in_flight() == 0 && self.ports.iter().flatten().all(|p| p.held.is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bdev::null::NullBdev;
+    use bdev::{Bdev, IoOp, SgList};
+
+    fn flush(tag: u64) -> IoRequest {
+        IoRequest {
+            op: IoOp::Flush,
+            fua: false,
+            lba: 0,
+            blocks: 0,
+            sgl: SgList::EMPTY,
+            tag,
+        }
+    }
+
+    fn poller() -> BdevPoller {
+        let bdev = NullBdev::new("n", 512, 64).unwrap();
+        BdevPoller::new("bdev:n", bdev.open_channel(8).unwrap(), 8)
+    }
+
+    #[test]
+    fn routes_completions_back_to_their_port() {
+        let mut p = poller();
+        let (mut a, end_a) = port_pair(4).unwrap();
+        let (mut b, end_b) = port_pair(4).unwrap();
+        assert_eq!(p.attach(end_a), Ok(0));
+        // A port attached through a handle is adopted at the next poll.
+        p.handle().attach(end_b);
+        a.stage(flush(7)).unwrap();
+        b.stage(flush(9)).unwrap();
+        a.publish();
+        b.publish();
+        assert_eq!(p.poll(), 4, "two submitted, two completed");
+        assert_eq!(p.ports(), 2);
+        let mut got_a = Vec::new();
+        let mut got_b = Vec::new();
+        a.poll(8, |c| got_a.push(c.tag));
+        b.poll(8, |c| got_b.push(c.tag));
+        assert_eq!((got_a, got_b), (vec![7], vec![9]));
+        assert_eq!((a.outstanding(), b.outstanding()), (0, 0));
+    }
+
+    #[test]
+    fn a_dropped_port_is_released_and_its_index_reused() {
+        let mut p = poller();
+        let (a, end_a) = port_pair(4).unwrap();
+        let (mut b, end_b) = port_pair(4).unwrap();
+        p.attach(end_a).unwrap();
+        p.attach(end_b).unwrap();
+        drop(a);
+        for _ in 0..MAINTAIN_EVERY {
+            p.poll();
+        }
+        assert_eq!(p.ports(), 1);
+        let (mut c, end_c) = port_pair(4).unwrap();
+        assert_eq!(p.attach(end_c), Ok(0), "index 0 is free again");
+        c.stage(flush(1)).unwrap();
+        c.publish();
+        b.stage(flush(2)).unwrap();
+        b.publish();
+        p.poll();
+        let mut got = Vec::new();
+        c.poll(8, |x| got.push(x.tag));
+        b.poll(8, |x| got.push(x.tag));
+        assert_eq!(got, [1, 2]);
+        assert!(p.is_drained());
+    }
+
+    #[test]
+    fn port_depth_bounds_outstanding_requests() {
+        let (mut a, _end) = port_pair(2).unwrap();
+        a.stage(flush(1)).unwrap();
+        a.stage(flush(2)).unwrap();
+        assert!(a.stage(flush(3)).is_err());
+        assert_eq!((a.outstanding(), a.room()), (2, 0));
     }
 }

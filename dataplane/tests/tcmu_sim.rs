@@ -556,6 +556,7 @@ fn device_config(s: &Stress) -> DeviceConfig {
         doorbell_batch: s.doorbell_batch,
         // Long enough that only the batch size and idleness decide.
         doorbell_max_hold: std::time::Duration::from_secs(60),
+        track_latency: true,
     }
 }
 

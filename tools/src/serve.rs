@@ -1,15 +1,222 @@
-//! `dataplane serve`: serve TCMU devices from a configuration file.
+//! `dataplane serve`: serve LIO/TCMU devices from a configuration file.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use dataplane::serve::config::ServeConfig;
+use dataplane::serve::{self, RunOptions, ServeOptions, Server, StatsReport, SysHost};
+use dataplane::tcmu::discovery::Roots;
+use dataplane::tcmu::netlink::{NetlinkError, TcmuNetlink};
+use reactor::ShutdownSignals;
 
-/// Flags of `dataplane serve` (being written).
+/// Flags of `dataplane serve`.
 #[derive(Debug, Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// The configuration file (TOML; see the README's config reference).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Print statistics every SECS seconds (0 = only on SIGUSR1 and at exit).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    stats_interval: f64,
+    /// Print statistics as one JSON object per line instead of text.
+    #[arg(long)]
+    stats_json: bool,
+    /// Also write the latest statistics, as JSON, to this file (replaced
+    /// atomically at each report).
+    #[arg(long, value_name = "PATH")]
+    stats_file: Option<PathBuf>,
+    /// Directory of per-device state files, used to detect a handler that
+    /// died while attached; "none" turns crash detection off.
+    #[arg(long, default_value = "/run/dataplane", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Do not listen to TCM-USER netlink events (rescan only).
+    #[arg(long)]
+    no_netlink: bool,
+    /// Root of configfs' target tree (for tests).
+    #[arg(long, hide = true)]
+    configfs_root: Option<PathBuf>,
+    /// Root of sysfs (for tests).
+    #[arg(long, hide = true)]
+    sysfs_root: Option<PathBuf>,
+    /// Directory of device nodes (for tests).
+    #[arg(long, hide = true)]
+    dev_root: Option<PathBuf>,
+}
+
+fn log(line: &str) {
+    eprintln!("dataplane serve: {line}");
+}
+
+/// How often serve tries to open the netlink family again while it is
+/// missing.
+const NETLINK_RETRY: Duration = Duration::from_secs(10);
+
+/// Opens the TCM-USER netlink listener; says why not (loudly only the first
+/// time) and returns `None` if it cannot.
+fn open_netlink(rescan_interval: Duration, first: bool) -> Option<TcmuNetlink> {
+    match TcmuNetlink::open() {
+        Ok(n) => {
+            log("listening to TCM-USER netlink events");
+            Some(n)
+        }
+        Err(e @ NetlinkError::FamilyNotFound { .. }) => {
+            if first {
+                log(&format!(
+                    "{e}; rescanning UIO devices every {} ms and retrying netlink every {} s",
+                    rescan_interval.as_millis(),
+                    NETLINK_RETRY.as_secs()
+                ));
+            }
+            None
+        }
+        Err(e) => {
+            if first {
+                log(&format!(
+                    "netlink unavailable ({e}); rescanning UIO devices every {} ms",
+                    rescan_interval.as_millis()
+                ));
+            }
+            None
+        }
+    }
+}
+
+fn write_stats_file(path: &Path, report: &StatsReport) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    serde_json::to_writer_pretty(&mut file, report)?;
+    file.write_all(b"\n")?;
+    std::fs::rename(tmp, path)
+}
 
 /// Runs `dataplane serve`.
-pub fn run(_args: ServeArgs) -> Result<ExitCode> {
-    bail!("dataplane serve is not available yet")
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    if !args.stats_interval.is_finite() || args.stats_interval < 0.0 {
+        bail!(
+            "--stats-interval {}: must be a number of seconds, 0 or more",
+            args.stats_interval
+        );
+    }
+    let available = reactor::available_cores();
+    let config = ServeConfig::load(&args.config, &available)?;
+    let mut roots = Roots::default();
+    if let Some(p) = args.configfs_root {
+        roots.configfs = p;
+    }
+    if let Some(p) = args.sysfs_root {
+        roots.sysfs = p;
+    }
+    if let Some(p) = args.dev_root {
+        roots.dev = p;
+    }
+    let state_dir = (args.state_dir != Path::new("none")).then_some(args.state_dir);
+    let rescan_interval = Duration::from_millis(config.tcmu.rescan_interval_ms);
+    let subtype = config.tcmu.subtype.clone();
+    let bdev_names: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
+
+    let server = Server::start(
+        ServeOptions { config, state_dir },
+        SysHost::new(roots),
+        Box::new(log),
+    )
+    .context("starting the server")?;
+    let signals = ShutdownSignals::install(&server.reactors().iter().collect::<Vec<_>>())
+        .context("installing signal handlers")?;
+    let stats_requested = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stats_requested))
+        .context("installing the SIGUSR1 handler")?;
+    log(&format!(
+        "serving subtype {subtype:?} with bdevs {bdev_names:?} on {} reactor(s); pid {}",
+        server.reactors().len(),
+        std::process::id()
+    ));
+
+    let use_netlink = !args.no_netlink;
+    let mut netlink = if use_netlink {
+        open_netlink(rescan_interval, true)
+    } else {
+        None
+    };
+    // After the family was missing (module not loaded yet), try again now and
+    // then: loading target_core_user later must not need a restart.
+    let mut next_netlink_try = std::time::Instant::now() + NETLINK_RETRY;
+
+    let stats_json = args.stats_json;
+    let stats_file = args.stats_file;
+    let drained = serve::run(
+        server,
+        &signals,
+        RunOptions {
+            rescan_interval,
+            stats_interval: (args.stats_interval > 0.0)
+                .then(|| Duration::from_secs_f64(args.stats_interval)),
+            stats_requested,
+            on_stats: Box::new(move |report| {
+                if stats_json {
+                    if let Ok(line) = serde_json::to_string(report) {
+                        println!("{line}");
+                    }
+                } else {
+                    print!("{}", report.render_text());
+                }
+                let _ = std::io::stdout().flush();
+                if let Some(path) = &stats_file {
+                    if let Err(e) = write_stats_file(path, report) {
+                        log(&format!("cannot write {}: {e}", path.display()));
+                    }
+                }
+            }),
+            wait_event: Box::new(move |timeout| {
+                if netlink.is_none() && use_netlink && std::time::Instant::now() >= next_netlink_try
+                {
+                    next_netlink_try = std::time::Instant::now() + NETLINK_RETRY;
+                    netlink = open_netlink(rescan_interval, false);
+                    if netlink.is_some() {
+                        return true; // rescan now: devices may have come with the module
+                    }
+                }
+                let Some(n) = netlink.as_mut() else {
+                    std::thread::sleep(timeout);
+                    return false;
+                };
+                match n.recv(Some(timeout)) {
+                    Ok(Some(event)) => {
+                        log(&format!("netlink: {event:?}"));
+                        // Drain whatever else arrived; one rescan covers all.
+                        while let Ok(Some(event)) = n.try_recv() {
+                            log(&format!("netlink: {event:?}"));
+                        }
+                        true
+                    }
+                    Ok(None) => false,
+                    Err(e) if e.is_recoverable() => {
+                        // Lost or malformed events: look at the devices again.
+                        log(&format!("netlink: {e}; rescanning"));
+                        true
+                    }
+                    Err(e) => {
+                        log(&format!("netlink: {e}; falling back to rescanning"));
+                        netlink = None;
+                        false
+                    }
+                }
+            }),
+        },
+    );
+    if let Some(cause) = signals.cause() {
+        log(&format!("stopped by {cause:?}"));
+    }
+    if drained {
+        log("all devices drained; exiting");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        log("some commands did not finish before the drain deadline");
+        Ok(ExitCode::FAILURE)
+    }
 }

@@ -1,1 +1,88 @@
-//! `dataplane serve` (being written).
+//! `dataplane serve`: serve real LIO/TCMU devices.
+//!
+//! [`config`] is the configuration file, [`server`] attaches devices to
+//! reactors, [`stats`] reports on them, and [`run`] is the control loop that
+//! ties them to signals, netlink events and timers. Everything here is
+//! control plane: it runs on the main thread, never on a reactor.
+
+pub mod config;
+pub mod server;
+pub mod stats;
+pub mod sys;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reactor::ShutdownSignals;
+
+pub use crate::tcmu::discovery::TcmuUioName;
+pub use server::{DeviceFacts, FoundDevice, Host, OpenError, ServeError, ServeOptions, Server};
+pub use stats::StatsReport;
+pub use sys::SysHost;
+
+/// Timers and hooks of the control loop.
+pub struct RunOptions<'a> {
+    /// Period of the UIO rescan.
+    pub rescan_interval: Duration,
+    /// Period of the statistics report; `None` = only on request.
+    pub stats_interval: Option<Duration>,
+    /// Set by SIGUSR1 (or a test): report statistics now.
+    pub stats_requested: Arc<AtomicBool>,
+    /// Receives each statistics report.
+    pub on_stats: Box<dyn FnMut(&StatsReport) + 'a>,
+    /// Waits up to the given time for a device event (netlink) and returns
+    /// true if the devices should be rescanned now. Without netlink this just
+    /// sleeps.
+    pub wait_event: Box<dyn FnMut(Duration) -> bool + 'a>,
+}
+
+impl std::fmt::Debug for RunOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("rescan_interval", &self.rescan_interval)
+            .field("stats_interval", &self.stats_interval)
+            .finish()
+    }
+}
+
+/// Runs the control loop until `signals` fire (or the reactors stop), then
+/// shuts down: every reactor drains its devices and the state files are
+/// marked clean. Returns true if everything drained.
+pub fn run<H: Host>(
+    mut server: Server<H>,
+    signals: &ShutdownSignals,
+    mut options: RunOptions<'_>,
+) -> bool {
+    server.rescan();
+    let mut next_rescan = Instant::now() + options.rescan_interval;
+    let mut next_stats = options.stats_interval.map(|i| Instant::now() + i);
+    while !signals.is_triggered() && !server.is_stopped() {
+        let now = Instant::now();
+        let mut deadline = next_rescan;
+        if let Some(at) = next_stats {
+            deadline = deadline.min(at);
+        }
+        // Wake at least every 100 ms for signals and SIGUSR1.
+        let wait = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(100));
+        let event = (options.wait_event)(wait);
+        let now = Instant::now();
+        if event || now >= next_rescan {
+            server.rescan();
+            next_rescan = now + options.rescan_interval;
+        }
+        let due = next_stats.is_some_and(|at| now >= at);
+        if due || options.stats_requested.swap(false, Ordering::Relaxed) {
+            let report = server.stats();
+            (options.on_stats)(&report);
+            if let Some(interval) = options.stats_interval {
+                next_stats = Some(now + interval);
+            }
+        }
+    }
+    let report = server.stats();
+    (options.on_stats)(&report);
+    server.shutdown()
+}

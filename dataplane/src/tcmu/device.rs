@@ -54,6 +54,7 @@ use super::region::SharedRegion;
 use super::ring::{self, CmdParse, RingGeometry};
 use super::{internal_target_failure, invalid_command_opcode, RingFault, TcmuError, MAX_CDB_LEN};
 use crate::exec::{CommandExecutor, Response};
+use crate::latency::{LatencyRecorder, SharedLatency};
 
 /// Device settings.
 #[derive(Debug, Clone)]
@@ -85,6 +86,11 @@ pub struct DeviceConfig {
     /// Longest time a completion may be held by `doorbell_batch`.
     /// Default 20 µs.
     pub doorbell_max_hold: Duration,
+    /// Record each command's latency inside the dataplane (ring walk to
+    /// response) for statistics ([`TcmuDevice::latency`]). Costs one
+    /// histogram increment per command and two clock reads per poll.
+    /// Default true.
+    pub track_latency: bool,
 }
 
 impl Default for DeviceConfig {
@@ -97,6 +103,7 @@ impl Default for DeviceConfig {
             acknowledge_on_idle: false,
             doorbell_batch: 32,
             doorbell_max_hold: Duration::from_micros(20),
+            track_latency: true,
         }
     }
 }
@@ -210,6 +217,8 @@ struct Slot {
     iovs: Vec<IoVec>,
     data_in_capacity: u64,
     response: Response,
+    /// Clock ticks when the command was walked (latency tracking).
+    received_at: u64,
 }
 
 /// A walked entry the tail has not passed yet.
@@ -263,6 +272,10 @@ pub struct TcmuDevice<E: CommandExecutor> {
     max_hold_ticks: u64,
     acknowledged: bool,
     stats: Arc<TcmuStats>,
+    /// Per-command latency, when tracked.
+    latency: Option<LatencyRecorder>,
+    /// Clock ticks at the start of the current walk (latency tracking).
+    walk_clock: u64,
 }
 
 impl<E: CommandExecutor> std::fmt::Debug for TcmuDevice<E> {
@@ -324,6 +337,7 @@ impl<E: CommandExecutor> TcmuDevice<E> {
                 iovs: Vec::with_capacity(config.iovecs_per_slot),
                 data_in_capacity: 0,
                 response: Response::good(0),
+                received_at: 0,
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -356,6 +370,8 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             ),
             acknowledged: false,
             stats: Arc::new(TcmuStats::default()),
+            latency: config.track_latency.then(LatencyRecorder::new),
+            walk_clock: 0,
             region,
             config,
         })
@@ -433,6 +449,9 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             self.fault = Some(RingFault::HeadMisaligned { head });
             return 0;
         }
+        if self.recv != head && self.latency.is_some() {
+            self.walk_clock = clock::now();
+        }
         let mut walked = 0;
         while self.recv != head && walked < self.config.budget {
             let off = self.recv;
@@ -497,6 +516,7 @@ impl<E: CommandExecutor> TcmuDevice<E> {
     ) {
         let s = &mut self.slots[slot as usize];
         s.cmd_id = cmd_id;
+        s.received_at = self.walk_clock;
         self.slot_of_id[usize::from(cmd_id)] = slot;
         c.commands_received += 1;
         match ring::parse_cmd(&self.region, &self.geo, abs, len, &mut s.cdb, &mut s.iovs) {
@@ -561,6 +581,11 @@ impl<E: CommandExecutor> TcmuDevice<E> {
     fn collect(&mut self) {
         let slots = &mut self.slots;
         let done = &mut self.done;
+        let mut latency = self
+            .latency
+            .as_mut()
+            .filter(|_| self.executor.in_flight() != 0);
+        let now = if latency.is_some() { clock::now() } else { 0 };
         self.executor
             .poll(self.config.budget, &mut |slot, response: &Response| {
                 if let Some(s) = slots.get_mut(slot as usize) {
@@ -568,9 +593,20 @@ impl<E: CommandExecutor> TcmuDevice<E> {
                         s.response = *response;
                         s.state = SlotState::Done;
                         done.push(slot);
+                        if let Some(latency) = latency.as_deref_mut() {
+                            latency.record(now.wrapping_sub(s.received_at));
+                        }
                     }
                 }
             });
+        if let Some(latency) = latency {
+            latency.maybe_flush(now);
+        }
+    }
+
+    /// The device's latency histogram (walk to response), if tracked.
+    pub fn latency(&self) -> Option<Arc<SharedLatency>> {
+        self.latency.as_ref().map(LatencyRecorder::shared)
     }
 
     /// Passes PAD/TMR/unknown entries at the front of the walked FIFO.

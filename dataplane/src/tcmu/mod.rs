@@ -29,8 +29,8 @@ pub mod abi;
 mod device;
 pub mod discovery;
 mod doorbell;
-mod region;
 pub mod netlink;
+mod region;
 mod ring;
 pub mod sim;
 
@@ -43,26 +43,24 @@ pub use region::{uio_map0_size, SharedRegion};
 use crate::exec::Response;
 use crate::scsi::{ScsiError, SenseFormat};
 
-/// Opens a TCMU UIO device by its name under `/dev` (e.g. `uio0`): opens
-/// `/dev/uio0` read-write and non-blocking (the kernel allows one opener at a
-/// time), maps exactly `/sys/class/uio/uio0/maps/map0/size` bytes at offset 0,
-/// and returns the region and a [`Doorbell::Uio`] on the same fd. Checking
-/// that the device is a TCMU device of the right subtype (its `name`) is the
-/// caller's business.
-pub fn open_uio(uio: &str) -> Result<(SharedRegion, Doorbell), TcmuError> {
+/// Opens the UIO device node `dev_path` read-write and non-blocking and maps
+/// exactly `map_len` bytes (its `maps/map0/size`) at offset 0. An `EBUSY`
+/// open means another process holds the device (the kernel allows one).
+pub fn open_uio_node(
+    dev_path: &std::path::Path,
+    map_len: usize,
+) -> Result<(SharedRegion, Doorbell), TcmuError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dev_path = std::path::Path::new("/dev").join(uio);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&dev_path)
+        .open(dev_path)
         .map_err(|source| TcmuError::Open {
             path: dev_path.display().to_string(),
             source,
         })?;
-    let len = uio_map0_size(&std::path::Path::new("/sys/class/uio").join(uio))?;
-    let region = SharedRegion::map_file(&file, len)?;
+    let region = SharedRegion::map_file(&file, map_len)?;
     Ok((region, Doorbell::uio(std::os::fd::OwnedFd::from(file))))
 }
 
@@ -321,7 +319,7 @@ mod tests {
 
     #[test]
     fn open_uio_reports_a_missing_device() {
-        let err = open_uio("uio-does-not-exist").unwrap_err();
+        let err = open_uio_node(std::path::Path::new("/dev/uio-does-not-exist"), 4096).unwrap_err();
         assert!(matches!(err, TcmuError::Open { .. }), "{err}");
         assert!(err.to_string().contains("/dev/uio-does-not-exist"));
     }

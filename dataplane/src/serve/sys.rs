@@ -1,0 +1,83 @@
+//! The real host: UIO devices from sysfs, facts and actions in configfs.
+
+use super::server::{DeviceFacts, FoundDevice, Host, OpenError};
+use crate::tcmu::discovery::{self, RingReset, Roots, TcmuUioName};
+use crate::tcmu::{open_uio_node, uio_map0_size, Doorbell, SharedRegion, TcmuError};
+
+/// The machine's sysfs, configfs and /dev (or trees under other roots).
+#[derive(Debug, Clone, Default)]
+pub struct SysHost {
+    roots: Roots,
+    /// UIO entries that could not be read, reported once each.
+    skipped_reported: Vec<String>,
+}
+
+impl SysHost {
+    /// A host over `roots`.
+    pub fn new(roots: Roots) -> Self {
+        Self {
+            roots,
+            skipped_reported: Vec::new(),
+        }
+    }
+
+    /// The roots.
+    pub fn roots(&self) -> &Roots {
+        &self.roots
+    }
+}
+
+impl Host for SysHost {
+    fn scan(&mut self) -> Vec<FoundDevice> {
+        let scan = discovery::scan(&self.roots);
+        for (path, error) in &scan.skipped {
+            let line = format!("{}: {error}", path.display());
+            if !self.skipped_reported.contains(&line) {
+                eprintln!("dataplane serve: skipping UIO entry {line}");
+                self.skipped_reported.push(line);
+            }
+        }
+        scan.devices
+            .into_iter()
+            .map(|d| FoundDevice {
+                minor: d.minor,
+                uio_name: d.name,
+            })
+            .collect()
+    }
+
+    fn facts(&mut self, name: &TcmuUioName) -> Result<DeviceFacts, String> {
+        let facts = discovery::device_facts(&self.roots, name.hba, &name.name)
+            .map_err(|e| e.to_string())?;
+        Ok(DeviceFacts {
+            block_size: facts.hw_block_size,
+            max_sectors: facts.hw_max_sectors,
+            size: facts.dev_size,
+        })
+    }
+
+    fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), OpenError> {
+        let sysfs_dir = self
+            .roots
+            .uio_class_dir()
+            .join(format!("uio{}", device.minor));
+        let len = uio_map0_size(&sysfs_dir).map_err(|e| OpenError::Failed(e.to_string()))?;
+        match open_uio_node(&self.roots.uio_node(device.minor), len) {
+            Ok(opened) => Ok(opened),
+            Err(TcmuError::Open { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
+                Err(OpenError::Busy)
+            }
+            Err(e) => Err(OpenError::Failed(e.to_string())),
+        }
+    }
+
+    fn recover(&mut self, name: &TcmuUioName) -> Result<(), String> {
+        discovery::block_dev(&self.roots, name.hba, &name.name, true).map_err(|e| e.to_string())?;
+        discovery::reset_ring(&self.roots, name.hba, &name.name, RingReset::Busy)
+            .map_err(|e| e.to_string())
+    }
+
+    fn unblock(&mut self, name: &TcmuUioName) -> Result<(), String> {
+        discovery::block_dev(&self.roots, name.hba, &name.name, false).map_err(|e| e.to_string())
+    }
+}

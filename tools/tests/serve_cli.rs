@@ -1,0 +1,114 @@
+//! `dataplane serve` from the command line: configuration errors name the
+//! key and exit non-zero; a running server stops cleanly on SIGTERM.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("dataplane-cli-{}-{name}.toml", std::process::id()));
+    std::fs::File::create(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap();
+    path
+}
+
+fn refused(name: &str, text: &str) -> String {
+    let path = config_file(name, text);
+    let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["serve", "--state-dir", "none", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{name}: accepted");
+    assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    stderr
+}
+
+#[test]
+fn bad_configurations_name_the_problem() {
+    assert!(
+        refused("unknown-key", "[reactors]\ncores = [0]\nturbo = true\n")
+            .contains("unknown field `turbo`")
+    );
+    assert!(refused("missing-bdev", "[reactors]\ncores = [0]\n[[bdev]]\nname = \"s\"\ntype = \"striped\"\nchildren = [\"ghost\"]\nchunk = \"64KiB\"\n")
+        .contains("bdev[0] (\"s\").children[0]: no bdev named \"ghost\""));
+    assert!(refused(
+        "bad-size",
+        "[reactors]\ncores = [0]\n[[bdev]]\nname = \"r\"\ntype = \"ram\"\nsize = \"lots\"\n"
+    )
+    .contains("size \"lots\""));
+    assert!(refused("no-core", "[reactors]\ncores = [4096]\n")
+        .contains("reactors.cores[0]: CPU 4096 does not exist"));
+    assert!(refused(
+        "no-reactors",
+        "[[bdev]]\nname = \"r\"\ntype = \"ram\"\nsize = 4096\n"
+    )
+    .contains("missing field `reactors`"));
+    let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["serve", "--config", "/nonexistent/dataplane.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/dataplane.toml")
+    );
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let empty = std::env::temp_dir().join(format!("dataplane-cli-roots-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let path = config_file(
+        "good",
+        "[reactors]\ncores = [0]\n[[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n[tcmu]\nrescan_interval_ms = 50\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args([
+            "serve",
+            "--no-netlink",
+            "--state-dir",
+            "none",
+            "--stats-json",
+            "--config",
+        ])
+        .arg(&path)
+        .args([
+            "--sysfs-root",
+            empty.to_str().unwrap(),
+            "--configfs-root",
+            empty.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("all devices drained"), "{stderr}");
+    // The final statistics report is one JSON object per line.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(last["reactors"].is_array());
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&empty);
+}
