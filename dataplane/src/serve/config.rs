@@ -4,6 +4,8 @@
 //! [reactors]
 //! cores = [1]              # CPUs, one reactor each (required)
 //! idle = "adaptive"        # "busy" | "adaptive" (default)
+//! idle_polls_before_sleep = 10000  # adaptive: spin this many idle polls
+//! max_sleep_ms = 10        # adaptive: longest sleep
 //!
 //! [[bdev]]
 //! name = "ram0"            # what LIO's dev_config=<subtype>/<name> names
@@ -86,6 +88,32 @@ pub struct ReactorsConfig {
     /// Idle policy of every reactor.
     #[serde(default)]
     pub idle: Idle,
+    /// Adaptive policy: idle polls in a row before a reactor sleeps
+    /// (default 10000, about 0.1-1 ms of spinning). Lower it where CPU time is
+    /// scarce (a small VM shared with the initiator); raise it for latency.
+    #[serde(default)]
+    pub idle_polls_before_sleep: Option<u32>,
+    /// Adaptive policy: longest single sleep in milliseconds (default 10).
+    #[serde(default)]
+    pub max_sleep_ms: Option<u64>,
+}
+
+impl ReactorsConfig {
+    /// The reactor idle policy this section describes.
+    pub fn idle_policy(&self) -> reactor::IdlePolicy {
+        match self.idle {
+            Idle::Busy => reactor::IdlePolicy::Busy,
+            Idle::Adaptive => reactor::IdlePolicy::Adaptive {
+                idle_polls_before_sleep: self
+                    .idle_polls_before_sleep
+                    .unwrap_or(reactor::IdlePolicy::DEFAULT_IDLE_POLLS_BEFORE_SLEEP),
+                max_sleep: self
+                    .max_sleep_ms
+                    .map(std::time::Duration::from_millis)
+                    .unwrap_or(reactor::IdlePolicy::DEFAULT_MAX_SLEEP),
+            },
+        }
+    }
 }
 
 fn default_block_size() -> u32 {
@@ -271,6 +299,22 @@ impl ServeConfig {
             }
         }
 
+        if self.reactors.idle == Idle::Busy
+            && (self.reactors.idle_polls_before_sleep.is_some()
+                || self.reactors.max_sleep_ms.is_some())
+        {
+            return err("reactors.idle_polls_before_sleep / reactors.max_sleep_ms: only meaningful with idle = \"adaptive\"");
+        }
+        if self.reactors.idle_polls_before_sleep == Some(0) {
+            return err("reactors.idle_polls_before_sleep: must be at least 1");
+        }
+        if let Some(ms) = self.reactors.max_sleep_ms {
+            if ms == 0 || ms > 1000 {
+                return err(format!(
+                    "reactors.max_sleep_ms: {ms} is not between 1 and 1000"
+                ));
+            }
+        }
         let mut by_name: HashMap<&str, &BdevConfig> = HashMap::new();
         for (i, b) in self.bdevs.iter().enumerate() {
             let key = format!("bdev[{i}].name");

@@ -36,9 +36,9 @@ use bdev::null::NullBdev;
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
 use bdev::BdevRef;
-use reactor::{IdlePolicy, PollerId, Reactor, ReactorConfig, ReactorHandle, ReactorStats};
+use reactor::{PollerId, Reactor, ReactorConfig, ReactorHandle, ReactorStats};
 
-use super::config::{BdevConfig, ConfigError, Idle, ServeConfig};
+use super::config::{BdevConfig, ConfigError, ServeConfig};
 use super::stats::{DeviceStats, ReactorLoad, StatsReport};
 use crate::latency::SharedLatency;
 use crate::lun::{Lun, LunConfig};
@@ -273,10 +273,7 @@ impl<H: Host> Server<H> {
     ) -> Result<Self, ServeError> {
         let config = &options.config;
         let bdevs = make_bdevs(config)?;
-        let idle = match config.reactors.idle {
-            Idle::Busy => IdlePolicy::Busy,
-            Idle::Adaptive => IdlePolicy::adaptive(),
-        };
+        let idle = config.reactors.idle_policy();
         let mut reactors = Vec::with_capacity(config.reactors.cores.len());
         for (i, &core) in config.reactors.cores.iter().enumerate() {
             let reactor_config = ReactorConfig::new(format!("reactor{i}"))
