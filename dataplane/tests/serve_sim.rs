@@ -53,6 +53,14 @@ impl SimHost {
         sim
     }
 
+    fn set_size(&self, minor: u32, size: u64) {
+        for d in self.devices.lock().unwrap().iter_mut() {
+            if d.minor == minor {
+                d.facts.size = size;
+            }
+        }
+    }
+
     fn remove(&self, minor: u32) {
         self.devices.lock().unwrap().retain(|d| d.minor != minor);
     }
@@ -399,6 +407,44 @@ fn serves_attaches_refuses_recovers_and_detaches() {
     // A device detached cleanly is not reset the next time.
     let state = std::fs::read_to_string(state_dir.join("tcmu-0-disk0.state")).unwrap();
     assert!(state.contains("state=attached"), "{state}");
+
+    // A device whose size changes (netlink RECONFIG, targetcli) re-attaches
+    // with a LUN of the new capacity.
+    host.set_size(6, 8 * MIB);
+    server.rescan();
+    assert_eq!(
+        logs.count("detached stripe (uio6): its size or block size changed"),
+        1,
+        "{}",
+        logs.dump()
+    );
+    assert_eq!(logs.count("attached stripe (uio6"), 2);
+    let mut capacity = [0u8; 8];
+    {
+        let mut sim = striped.lock().unwrap();
+        sim.submit(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::In(8), 77)
+            .unwrap();
+        sim.notify();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = 0;
+    while got == 0 {
+        assert!(Instant::now() < deadline, "READ CAPACITY not answered");
+        got = striped
+            .lock()
+            .unwrap()
+            .reap(|c| {
+                assert_eq!(c.status, 0);
+                c.copy_data_in(&mut capacity);
+            })
+            .unwrap();
+    }
+    let last_lba = u32::from_be_bytes(capacity[..4].try_into().unwrap());
+    assert_eq!(
+        u64::from(last_lba) + 1,
+        8 * MIB / 512,
+        "READ CAPACITY(10) shows the new size"
+    );
 
     // Removal detaches, draining first, and marks the state clean.
     host.remove(0);

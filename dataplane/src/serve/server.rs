@@ -132,6 +132,9 @@ pub struct ServeOptions {
 struct Attached {
     found: FoundDevice,
     name: TcmuUioName,
+    /// What configfs said at attach; a change (e.g. `dev_size` reconfigured)
+    /// makes the device re-attach with a LUN of the new shape.
+    facts: DeviceFacts,
     reactor: usize,
     poller: PollerId,
     stats: Arc<TcmuStats>,
@@ -338,6 +341,20 @@ impl<H: Host> Server<H> {
             .collect();
         for minor in gone {
             self.detach(minor, "it disappeared");
+        }
+        let reshaped: Vec<u32> = self
+            .devices
+            .iter()
+            .filter(|(_, a)| {
+                self.host.facts(&a.name).is_ok_and(|now| {
+                    now.size != a.facts.size || now.block_size != a.facts.block_size
+                })
+            })
+            .map(|(minor, _)| *minor)
+            .collect();
+        for minor in reshaped {
+            // Detached cleanly, it is attached again below with the new shape.
+            self.detach(minor, "its size or block size changed; re-attaching");
         }
         self.ignored.retain(|minor, name| {
             found
@@ -556,6 +573,7 @@ impl<H: Host> Server<H> {
             Attached {
                 found: device.clone(),
                 name: name.clone(),
+                facts,
                 reactor,
                 poller,
                 stats,
