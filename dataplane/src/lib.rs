@@ -19,5 +19,6 @@ pub mod lio;
 pub mod lun;
 pub mod port;
 pub mod scsi;
+pub mod scst;
 pub mod serve;
 pub mod tcmu;

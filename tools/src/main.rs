@@ -5,6 +5,7 @@
 //!   root, no kernel modules.
 //! - `dataplane serve`: serve real LIO/TCMU devices from a configuration file.
 //! - `dataplane lio`: create, delete and list TCMU devices in LIO's configfs.
+//! - `dataplane scst`: add SCST LUNs for the dataplane's scst_user devices.
 
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod lio;
+mod scst;
 mod serve;
 
 #[global_allocator]
@@ -33,6 +35,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create, delete and list TCMU devices in LIO's configfs.
     Lio(lio::LioArgs),
+    /// Add or remove SCST LUNs for dataplane devices (scst_local, iSCSI).
+    Scst(scst::ScstArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Lio(args) => lio::run(args),
+        Command::Scst(args) => scst::run(args),
     };
     match result {
         Ok(code) => code,

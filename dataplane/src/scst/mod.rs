@@ -1,0 +1,13 @@
+//! The SCST frontend: SCST's scst_user interface (`/dev/scst_user`), driven
+//! by a polled device that batches every reply and a budget of new
+//! subcommands into one `SCST_USER_REPLY_AND_GET_MULTI`, plus a simulator of
+//! the kernel side.
+//!
+//! # Pieces
+//! - [`abi`]: `scst_user.h` structs, ioctl numbers and constants with
+//!   compile-time layout checks.
+//! - [`driver`]: the [`ScstDriver`](driver::ScstDriver) contract (real fd or
+//!   simulator) and the REPLY_AND_GET_MULTI buffer.
+
+pub mod abi;
+pub mod driver;
