@@ -11,3 +11,11 @@
 
 pub mod abi;
 pub mod driver;
+pub mod sim;
+pub mod pool;
+pub mod admin;
+pub mod error;
+pub mod ioctl;
+pub mod register;
+pub mod version;
+pub mod device;

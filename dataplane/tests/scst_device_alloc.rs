@@ -1,0 +1,338 @@
+//! `ScstDevice::poll` does not allocate in steady state. A counting global
+//! allocator counts the allocations of this thread, except while the fake
+//! kernel runs inside the driver call (it pauses counting), so only the
+//! device's own work is measured. Only this test lives in this binary.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+
+use bdev::IoVec;
+use dataplane::exec::{CommandExecutor, Response};
+use dataplane::scst::abi::*;
+use dataplane::scst::device::{DeviceConfig, ScstDevice};
+use dataplane::scst::driver::{MultiBuf, ScstDriver};
+use dataplane::scst::pool::{BufferPool, PoolConfig};
+use nix::errno::Errno;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static PAUSED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    let _ = PAUSED.try_with(|p| {
+        if !p.get() {
+            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        }
+    });
+}
+
+// SAFETY: forwards to the system allocator unchanged; the thread-locals are
+// const-initialised Cells, so touching them never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// A kernel with memory reuse ALL and ON_FREE_CMD CALL that keeps `depth`
+/// commands going: reads (with a cached buffer or `pbuf` 0) and writes
+/// (ALLOC_MEM, then EXEC, or EXEC on a cached buffer), an ON_FREE_CMD per
+/// finished command and an eviction every 8 completions. Preallocated; it does not
+/// allocate either, but counting is paused while it runs anyway.
+struct LoopKernel {
+    depth: usize,
+    queue: VecDeque<ScstUserGetCmd>,
+    /// Buffers the kernel caches and no command uses.
+    cached: Vec<u64>,
+    /// cmd_h -> (buffer the command uses, 0 = none / to come with the reply).
+    buffer_of: Vec<u64>,
+    in_flight: usize,
+    next_h: u32,
+    seed: u64,
+    completed: u64,
+    ioctls: u64,
+}
+
+const HANDLES: usize = 1 << 16;
+
+impl LoopKernel {
+    fn new(depth: usize) -> Self {
+        Self {
+            depth,
+            queue: VecDeque::with_capacity(4 * depth + 64),
+            cached: Vec::with_capacity(4096),
+            buffer_of: vec![0; HANDLES],
+            in_flight: 0,
+            next_h: 0,
+            seed: 0x9E37_79B9_7F4A_7C15,
+            completed: 0,
+            ioctls: 0,
+        }
+    }
+
+    fn rand(&mut self) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed
+    }
+
+    fn handle(&mut self) -> u32 {
+        let h = self.next_h;
+        self.next_h = (self.next_h + 1) % HANDLES as u32;
+        h
+    }
+
+    fn exec(&mut self, cmd_h: u32, write: bool, pbuf: u64) {
+        let cdb = if write {
+            [0x2A, 0, 0, 0, 0, 1, 0, 0, 1, 0]
+        } else {
+            [0x28, 0, 0, 0, 0, 1, 0, 0, 1, 0]
+        };
+        let mut e = ScstUserScsiCmdExec {
+            sess_h: 1,
+            cdb_len: 10,
+            data_direction: if write {
+                SCST_DATA_WRITE
+            } else {
+                SCST_DATA_READ
+            },
+            bufflen: 4096,
+            data_len: 4096,
+            alloc_len: if pbuf == 0 { 4096 } else { 0 },
+            pbuf,
+            ..Default::default()
+        };
+        e.cdb[..10].copy_from_slice(&cdb);
+        let mut cmd = ScstUserGetCmd {
+            cmd_h,
+            subcode: subcode::EXEC,
+            ..Default::default()
+        };
+        cmd.set_exec_cmd(&e);
+        self.buffer_of[cmd_h as usize] = pbuf;
+        self.queue.push_back(cmd);
+    }
+
+    fn start_command(&mut self) {
+        let h = self.handle();
+        let write = self.rand() & 1 == 1;
+        let pbuf = self.cached.pop().unwrap_or(0);
+        if write && pbuf == 0 {
+            let mut cmd = ScstUserGetCmd {
+                cmd_h: h,
+                subcode: subcode::ALLOC_MEM,
+                ..Default::default()
+            };
+            cmd.set_alloc_cmd(&ScstUserScsiCmdAllocMem {
+                sess_h: 1,
+                alloc_len: 4096,
+                data_direction: SCST_DATA_WRITE,
+                ..Default::default()
+            });
+            self.queue.push_back(cmd);
+        } else {
+            self.exec(h, write, pbuf);
+        }
+        self.in_flight += 1;
+    }
+
+    fn simple(&mut self, subcode: u32, fill: impl FnOnce(&mut ScstUserGetCmd)) {
+        let h = self.handle();
+        let mut cmd = ScstUserGetCmd {
+            cmd_h: h,
+            subcode,
+            ..Default::default()
+        };
+        fill(&mut cmd);
+        self.queue.push_back(cmd);
+    }
+}
+
+impl ScstDriver for LoopKernel {
+    fn register(&mut self, _: &ScstUserDevDesc) -> Result<(), Errno> {
+        Ok(())
+    }
+    fn set_options(&mut self, _: &ScstUserOpt) -> Result<(), Errno> {
+        Ok(())
+    }
+    fn get_options(&mut self) -> Result<ScstUserOpt, Errno> {
+        Ok(ScstUserOpt {
+            memory_reuse_type: SCST_USER_MEM_REUSE_ALL,
+            on_free_cmd_type: SCST_USER_ON_FREE_CMD_CALL,
+            ..Default::default()
+        })
+    }
+
+    fn reply_and_get_multi(
+        &mut self,
+        buf: &mut MultiBuf,
+        replies: &[ScstUserReplyCmd],
+    ) -> Result<(), Errno> {
+        PAUSED.with(|p| p.set(true));
+        self.ioctls += 1;
+        for r in replies {
+            match r.subcode {
+                subcode::ALLOC_MEM => {
+                    let pbuf = r.alloc_reply().pbuf;
+                    assert_ne!(pbuf, 0, "pool too small for the test");
+                    self.exec(r.cmd_h, true, pbuf);
+                }
+                subcode::EXEC => {
+                    let e = r.exec_reply();
+                    assert_eq!(e.status, 0);
+                    let pbuf = if e.pbuf != 0 {
+                        e.pbuf
+                    } else {
+                        self.buffer_of[r.cmd_h as usize]
+                    };
+                    assert_ne!(pbuf, 0);
+                    self.cached.push(pbuf);
+                    self.in_flight -= 1;
+                    self.completed += 1;
+                    // ON_FREE_CMD CALL: the kernel tells about every command.
+                    self.simple(subcode::ON_FREE_CMD, |c| {
+                        c.set_on_free_cmd(&ScstUserScsiOnFreeCmd {
+                            pbuf,
+                            buffer_cached: 1,
+                            ..Default::default()
+                        })
+                    });
+                    if self.completed.is_multiple_of(8) {
+                        if let Some(evict) = self.cached.pop() {
+                            self.simple(subcode::ON_CACHED_MEM_FREE, |c| {
+                                c.set_on_cached_mem_free(&ScstUserOnCachedMemFree { pbuf: evict })
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        buf.header_mut().replies_done = replies.len() as i16;
+        while self.in_flight < self.depth {
+            self.start_command();
+        }
+        let want = buf.header().cmds_cnt as usize;
+        let n = want.min(self.queue.len());
+        for i in 0..n {
+            buf.cmds_mut()[i] = self.queue.pop_front().unwrap();
+        }
+        buf.header_mut().cmds_cnt = n as i16;
+        PAUSED.with(|p| p.set(false));
+        if n == 0 {
+            Err(Errno::EAGAIN)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn reply_cmd(&mut self, _: &ScstUserReplyCmd) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn flush_cache(&mut self) -> Result<(), Errno> {
+        Ok(())
+    }
+    fn capacity_changed(&mut self) -> Result<(), Errno> {
+        Ok(())
+    }
+    fn prealloc_buffer(&mut self, _: u64, _: u32, _: bool) -> Result<u32, Errno> {
+        Err(Errno::ENOSYS)
+    }
+    fn wait_fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn ioctls(&self) -> u64 {
+        self.ioctls
+    }
+}
+
+/// Completes every command at the next poll with GOOD and the full data-in
+/// length, touching the first byte of the buffer; preallocated.
+struct Immediate {
+    finished: Vec<(u32, u32)>,
+}
+
+impl CommandExecutor for Immediate {
+    fn max_tasks(&self) -> u32 {
+        128
+    }
+    unsafe fn submit(&mut self, slot: u32, _cdb: &[u8], data: &[IoVec]) {
+        let len: usize = data.iter().map(|v| v.len).sum();
+        if let Some(v) = data.first() {
+            // SAFETY: the device hands a live pool buffer of v.len bytes.
+            unsafe { v.base.write(slot as u8) };
+        }
+        self.finished.push((slot, len as u32));
+    }
+    fn abort(&mut self, _slot: u32) {}
+    fn flush(&mut self) {}
+    fn poll(&mut self, max: usize, done: &mut dyn FnMut(u32, &Response)) -> usize {
+        let n = self.finished.len().min(max);
+        for &(slot, len) in &self.finished[..n] {
+            done(slot, &Response::good(len));
+        }
+        self.finished.drain(..n);
+        n
+    }
+    fn in_flight(&self) -> usize {
+        self.finished.len()
+    }
+}
+
+#[test]
+fn steady_state_polls_do_not_allocate() {
+    let pool = BufferPool::new(PoolConfig {
+        max_bytes: 64 << 20,
+        max_buffer_bytes: 1 << 20,
+        populate: false,
+    })
+    .unwrap();
+    let exec = Immediate {
+        finished: Vec::with_capacity(128),
+    };
+    let config = DeviceConfig {
+        budget: 128,
+        ..DeviceConfig::default()
+    };
+    let mut dev = ScstDevice::new(LoopKernel::new(100), exec, pool, config).unwrap();
+    // Warm up: the latency histogram and the pool's split state settle.
+    while dev.driver().completed < 20_000 {
+        dev.poll();
+    }
+    let before = allocations();
+    let start = dev.driver().completed;
+    while dev.driver().completed - start < 100_000 {
+        dev.poll();
+    }
+    assert_eq!(allocations() - before, 0, "device polls allocated");
+    let st = dev.stats().snapshot();
+    assert_eq!(st.bad_frees, 0);
+    assert_eq!(st.bad_pbufs, 0);
+    assert_eq!(st.busy, 0);
+    assert!(st.on_cached_mem_free > 1000);
+    assert!(st.alloc_mem > 1000);
+}

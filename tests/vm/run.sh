@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Real-kernel test: boots a stock Debian kernel with LIO/TCMU under QEMU (TCG),
+# runs `dataplane serve` and `dataplane lio` inside it, drives the LUNs with
+# fio, sg3-utils and ext4, and compares against the kernel's rd_mcp ramdisk.
+#
+# Usage (as root, Debian 12): tests/vm/run.sh
+# See tests/vm/README.md for what it does and the VM_* environment variables.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=$HERE/.cache
+
+VM_RESULTS=${VM_RESULTS:-$REPO/target/vm}
+VM_TIMEOUT=${VM_TIMEOUT:-900}     # seconds for the whole QEMU run
+VM_MEM=${VM_MEM:-2048}            # guest memory, MiB
+VM_SMP=${VM_SMP:-2}               # guest vCPUs
+VM_STEPS=${VM_STEPS:-}            # comma-separated step names to run (empty: all)
+VM_KEEP=${VM_KEEP:-0}             # 1: shell on the console after the test
+VM_SELFTEST=${VM_SELFTEST:-0}     # 1: back the "dataplane" LUNs by rd_mcp (tests the harness)
+VM_NO_BUILD=${VM_NO_BUILD:-0}     # 1: do not run cargo build
+VM_PERF_ROUNDS=${VM_PERF_ROUNDS:-3}  # rounds of the IOPS comparison, order alternating
+VM_PERF_RUNTIME=${VM_PERF_RUNTIME:-10} # seconds of each fio run in a round
+VM_PERF_WARMUP=${VM_PERF_WARMUP:-5}   # seconds of uncounted random reads on each LUN first
+VM_MIN_RATIO=${VM_MIN_RATIO:-}    # e.g. 0.9: fail when dataplane/rd_mcp IOPS is lower
+VM_SCRIPT=${VM_SCRIPT:-}          # a script of yours to run in the guest instead of the steps
+VM_DATAPLANE=${VM_DATAPLANE:-${CARGO_TARGET_DIR:-$REPO/target}/release/dataplane}
+
+# Kernel modules the guest needs (their dependencies are added from modules.dep).
+MODULES="configfs uio target_core_mod target_core_user tcm_loop scsi_mod sd_mod sg
+virtio_pci 9pnet_virtio 9p ext4 crc32c_generic crc32c-intel crct10dif_generic
+crct10dif-pclmul crc64_rocksoft_generic"
+# Bump when the guest image recipe below changes in a way the hash cannot see.
+RECIPE_VERSION=1
+
+# first_file GLOB-EXPANSION...: the first of the arguments that exists.
+first_file() {
+    local f
+    for f in "$@"; do
+        if [ -e "$f" ]; then
+            echo "$f"
+            return
+        fi
+    done
+}
+log() { printf '[vm] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (QEMU's 9p export of / and apt-get need it)"
+case "$REPO$VM_RESULTS$VM_DATAPLANE" in
+    *' '* | *,* | *'"'*) die "paths with spaces, commas or quotes are not supported" ;;
+esac
+
+# ---------------------------------------------------------------- packages
+install_packages() {
+    local need=()
+    command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+    command -v cpio >/dev/null || need+=(cpio)
+    command -v depmod >/dev/null || need+=(kmod)
+    command -v fio >/dev/null || need+=(fio)
+    command -v sg_inq >/dev/null || need+=(sg3-utils)
+    command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+    command -v gzip >/dev/null || need+=(gzip)
+    command -v python3 >/dev/null || need+=(python3)
+    command -v apt-get >/dev/null || die "apt-get not found: this script expects Debian 12"
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+}
+
+# apt-get download PKG into DIR (sandbox user root: the cache may be root-only).
+apt_download() { # dir pkg
+    (cd "$1" && apt-get download -q -o APT::Sandbox::User=root "$2" >/dev/null)
+}
+
+# ---------------------------------------------------------------- guest image
+# Sets KVER, GUEST_KERNEL, GUEST_INITRD.
+build_guest() {
+    mkdir -p "$CACHE"
+    local kpkg
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}' || true)
+    if [ -z "$kpkg" ]; then
+        apt-get update -qq
+        kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    fi
+    [ -n "$kpkg" ] || die "cannot resolve the kernel package of linux-image-amd64"
+    KVER=${kpkg#linux-image-}
+
+    local bbver bbdeb kdeb
+    bbver=$(apt-cache policy busybox-static | awk '/Candidate:/ {print $2}')
+    local key
+    key=$( {
+        echo "$RECIPE_VERSION $KVER $bbver $MODULES"
+        cat "$HERE/init"
+    } | sha256sum | cut -c1-16)
+    local guest=$CACHE/guest-$KVER-$key
+    GUEST_KERNEL=$guest/vmlinuz
+    GUEST_INITRD=$guest/initrd.gz
+    if [ -f "$GUEST_INITRD" ] && [ -f "$GUEST_KERNEL" ]; then
+        log "guest image: cached ($guest)"
+        return
+    fi
+    log "building the guest image for $KVER"
+
+    kdeb=$(first_file "$CACHE"/"${kpkg}"_*.deb)
+    if [ -z "$kdeb" ]; then
+        apt_download "$CACHE" "$kpkg" || { apt-get update -qq && apt_download "$CACHE" "$kpkg"; }
+        kdeb=$(first_file "$CACHE"/"${kpkg}"_*.deb)
+        [ -n "$kdeb" ] || die "apt-get download $kpkg failed"
+    fi
+    bbdeb=$(first_file "$CACHE"/busybox-static_*.deb)
+    if [ -z "$bbdeb" ] || [ "$(dpkg-deb -f "$bbdeb" Version)" != "$bbver" ]; then
+        rm -f "$CACHE"/busybox-static_*.deb
+        apt_download "$CACHE" busybox-static
+        bbdeb=$(first_file "$CACHE"/busybox-static_*.deb)
+        [ -n "$bbdeb" ] || die "apt-get download busybox-static failed"
+    fi
+
+    local work
+    work=$(mktemp -d "$CACHE/build.XXXXXX")
+    # shellcheck disable=SC2064
+    trap "rm -rf '$work'" RETURN
+    local kroot=$work/kernel root=$work/root bb=$work/busybox
+    dpkg -x "$kdeb" "$kroot"
+    dpkg -x "$bbdeb" "$bb"
+    depmod -b "$kroot" "$KVER"
+
+    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,root,host,results,mnt}
+    cp "$bb/bin/busybox" "$root/bin/busybox"
+    local applet
+    for applet in $("$root/bin/busybox" --list-full); do
+        [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+    done
+
+    local mdir=lib/modules/$KVER m
+    mkdir -p "$root/$mdir"
+    for m in $MODULES; do
+        modprobe -d "$kroot" -S "$KVER" --show-depends "$m" ||
+            die "module $m not found in $KVER"
+    done | awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
+        local rel=${ko#"$kroot"/}
+        mkdir -p "$root/$(dirname "$rel")"
+        cp "$ko" "$root/$rel"
+    done
+    cp "$kroot/$mdir"/modules.{builtin,builtin.modinfo,order} "$root/$mdir/"
+    depmod -b "$root" "$KVER"
+
+    cp "$HERE/init" "$root/init"
+    chmod 755 "$root/init"
+    echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+    echo "root:x:0:" >"$root/etc/group"
+
+    rm -rf "$CACHE"/guest-*
+    mkdir -p "$guest"
+    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$GUEST_INITRD.tmp"
+    cp "$kroot/boot/vmlinuz-$KVER" "$GUEST_KERNEL"
+    mv "$GUEST_INITRD.tmp" "$GUEST_INITRD"
+    # Keep only the current kernel package in the cache.
+    find "$CACHE" -maxdepth 1 -name 'linux-image-*.deb' ! -name "${kpkg}_*" -delete
+    log "guest image: $(du -h "$GUEST_INITRD" | cut -f1) initramfs, $(du -h "$GUEST_KERNEL" | cut -f1) kernel"
+}
+
+# ---------------------------------------------------------------- dataplane binary
+build_dataplane() {
+    if [ "$VM_NO_BUILD" = 1 ]; then
+        [ -x "$VM_DATAPLANE" ] || die "VM_NO_BUILD=1 but $VM_DATAPLANE does not exist"
+        return
+    fi
+    if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
+        # shellcheck disable=SC1091
+        . "$HOME/.cargo/env"
+    fi
+    if command -v cargo >/dev/null; then
+        log "cargo build --release -p tools"
+        (cd "$REPO" && cargo build --release -p tools --quiet)
+    elif [ -x "$VM_DATAPLANE" ]; then
+        log "cargo not found: using the existing $VM_DATAPLANE"
+    else
+        die "cargo not found and $VM_DATAPLANE does not exist"
+    fi
+    [ -x "$VM_DATAPLANE" ] || die "$VM_DATAPLANE was not built (CARGO_TARGET_DIR? set VM_DATAPLANE)"
+}
+
+# ---------------------------------------------------------------- run
+install_packages
+build_dataplane
+build_guest
+
+mkdir -p "$VM_RESULTS"
+VM_RESULTS=$(cd "$VM_RESULTS" && pwd)
+[ "$VM_RESULTS" != / ] || die "VM_RESULTS must not be /"
+find "$VM_RESULTS" -mindepth 1 -maxdepth 1 -type f -delete
+
+CMDLINE="console=ttyS0 quiet panic=-1 oops=panic VM_REPO=$REPO VM_DATAPLANE=$VM_DATAPLANE"
+CMDLINE+=" VM_KEEP=$VM_KEEP VM_SELFTEST=$VM_SELFTEST VM_PERF_ROUNDS=$VM_PERF_ROUNDS"
+CMDLINE+=" VM_PERF_RUNTIME=$VM_PERF_RUNTIME VM_PERF_WARMUP=$VM_PERF_WARMUP"
+[ -z "$VM_STEPS" ] || CMDLINE+=" VM_STEPS=$VM_STEPS"
+if [ -n "${VM_SCRIPT:-}" ]; then
+    VM_SCRIPT=$(realpath "$VM_SCRIPT")
+    CMDLINE+=" VM_SCRIPT=$VM_SCRIPT"
+fi
+
+# shellcheck disable=SC2054 # the commas belong to -virtfs values
+QEMU=(qemu-system-x86_64 -accel tcg -cpu max -m "$VM_MEM" -smp "$VM_SMP"
+    -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" -append "$CMDLINE"
+    -nographic -no-reboot -nic none
+    -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on
+    -virtfs "local,path=$VM_RESULTS,mount_tag=results,security_model=none")
+
+CONSOLE=$VM_RESULTS/console.log
+log "booting $KVER (TCG, ${VM_SMP} vCPUs, ${VM_MEM} MiB, timeout ${VM_TIMEOUT}s); console: $CONSOLE"
+start=$(date +%s.%N)
+echo "$start" >"$VM_RESULTS/host-start"
+qemu_status=0
+if [ "$VM_KEEP" = 1 ]; then
+    "${QEMU[@]}" 2>&1 | tee "$CONSOLE" || qemu_status=$?
+else
+    timeout -k 10 "$VM_TIMEOUT" "${QEMU[@]}" </dev/null 2>&1 | tee "$CONSOLE" || qemu_status=$?
+fi
+end=$(date +%s.%N)
+echo "$end" >"$VM_RESULTS/host-end"
+[ "$qemu_status" = 0 ] || log "QEMU exited with status $qemu_status (124: timeout after ${VM_TIMEOUT}s)"
+
+summary_status=0
+VM_SELFTEST=$VM_SELFTEST python3 "$HERE/summarize.py" "$VM_RESULTS" --kernel "$KVER" --qemu-status "$qemu_status" \
+    ${VM_MIN_RATIO:+--min-ratio "$VM_MIN_RATIO"} || summary_status=$?
+
+if [ "$summary_status" != 0 ]; then
+    log "FAILED. Tail of the console log ($CONSOLE):"
+    tail -n 40 "$CONSOLE" >&2 || true
+    for f in "$VM_RESULTS"/serve*.log; do
+        [ -f "$f" ] || continue
+        log "tail of $f:"
+        tail -n 30 "$f" >&2 || true
+    done
+    exit 1
+fi
+log "passed; results in $VM_RESULTS"

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Turns what the VM test's guest wrote into VM_RESULTS/result.json.
+
+Reads steps.tsv (one "name<TAB>status<TAB>seconds<TAB>message" line per step),
+the fio JSON outputs (fio-*.json) and the timing markers, prints a summary
+table and exits non-zero if the guest did not finish, a step failed, or the
+dataplane/rd_mcp IOPS ratio is below --min-ratio.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+
+def load_fio(path):
+    """fio's JSON output, skipping any warning lines fio prints before it."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        return json.loads(text[start:])
+    except json.JSONDecodeError:
+        return None
+
+
+def fio_totals(data):
+    out = {"errors": 0}
+    for ddir in ("read", "write", "trim"):
+        out[f"{ddir}_bytes"] = 0
+        out[f"{ddir}_iops"] = 0.0
+    for job in data.get("jobs", []):
+        out["errors"] += int(job.get("error", 0))
+        for ddir in ("read", "write", "trim"):
+            d = job.get(ddir, {})
+            out[f"{ddir}_bytes"] += int(d.get("io_bytes", 0))
+            out[f"{ddir}_iops"] += float(d.get("iops", 0.0))
+    for ddir in ("read", "write", "trim"):
+        out[f"{ddir}_iops"] = round(out[f"{ddir}_iops"], 1)
+    return out
+
+
+def read_float(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--kernel", default="")
+    ap.add_argument("--qemu-status", type=int, default=0)
+    ap.add_argument("--min-ratio", type=float, default=None)
+    args = ap.parse_args()
+    res = args.results
+
+    steps, details = {}, {}
+    try:
+        with open(os.path.join(res, "steps.tsv"), encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 3:
+                    continue
+                name, status, secs = parts[0], parts[1], parts[2]
+                msg = parts[3] if len(parts) > 3 else ""
+                steps[name] = status
+                details[name] = {"status": status, "seconds": float(secs), "message": msg}
+    except OSError:
+        pass
+
+    fio = {}
+    for path in sorted(glob.glob(os.path.join(res, "fio-*.json"))):
+        name = os.path.basename(path)[len("fio-"):-len(".json")]
+        data = load_fio(path)
+        fio[name] = fio_totals(data) if data else {"unparsable": True}
+
+    rounds = []
+    per_target = {"dataplane": [], "rd_mcp": []}
+    for name, t in fio.items():
+        m = re.fullmatch(r"perf-(dataplane|rd_mcp)-(\d+)", name)
+        if m and "read_iops" in t:
+            per_target[m.group(1)].append(t["read_iops"])
+            rounds.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
+    rounds.sort(key=lambda r: (r["round"], r["target"]))
+
+    def mean(xs):
+        return round(sum(xs) / len(xs), 1) if xs else None
+
+    dp_iops, rd_iops = mean(per_target["dataplane"]), mean(per_target["rd_mcp"])
+    ratio = round(dp_iops / rd_iops, 3) if dp_iops and rd_iops else None
+    # Per-round ratios: the two runs of a round are adjacent in time, so these
+    # are the least sensitive to drifts in the host's load.
+    by_round = {}
+    for r in rounds:
+        by_round.setdefault(r["round"], {})[r["target"]] = r["iops"]
+    round_ratios = [
+        round(v["dataplane"] / v["rd_mcp"], 3)
+        for _, v in sorted(by_round.items())
+        if v.get("dataplane") and v.get("rd_mcp")
+    ]
+    median_ratio = None
+    if round_ratios:
+        xs = sorted(round_ratios)
+        mid = len(xs) // 2
+        median_ratio = xs[mid] if len(xs) % 2 else round((xs[mid - 1] + xs[mid]) / 2, 3)
+
+    host_start = read_float(os.path.join(res, "host-start"))
+    host_end = read_float(os.path.join(res, "host-end"))
+    guest_start_path = os.path.join(res, "guest-start")
+    guest_done = read_float(os.path.join(res, "guest-done"))
+    guest_start = read_float(guest_start_path)
+    boot_wall = None
+    if host_start is not None and os.path.exists(guest_start_path):
+        boot_wall = round(os.path.getmtime(guest_start_path) - host_start, 1)
+    durations = {
+        "vm_wall_s": round(host_end - host_start, 1) if host_start and host_end else None,
+        "boot_wall_s": boot_wall,
+        "boot_guest_s": guest_start,
+        "guest_tests_s": round(guest_done - guest_start, 1)
+        if guest_done is not None and guest_start is not None
+        else None,
+        "steps_s": {k: v["seconds"] for k, v in details.items()},
+    }
+
+    problems = []
+    if args.qemu_status != 0:
+        problems.append(f"QEMU exited with status {args.qemu_status}")
+    if guest_done is None:
+        problems.append("the guest did not finish (no guest-done marker)")
+    if not steps:
+        problems.append("no step results (steps.tsv missing or empty)")
+    failed = [k for k, v in steps.items() if v == "fail"]
+    if failed:
+        problems.append("failed steps: " + ", ".join(failed))
+    if args.min_ratio is not None:
+        if ratio is None:
+            problems.append(f"no IOPS ratio to compare with --min-ratio {args.min_ratio}")
+        elif ratio < args.min_ratio:
+            problems.append(f"IOPS ratio {ratio} is below {args.min_ratio}")
+
+    kernel = args.kernel
+    try:
+        with open(os.path.join(res, "kernel"), encoding="utf-8") as f:
+            kernel = f.read().strip() or kernel
+    except OSError:
+        pass
+
+    result = {
+        "passed": not problems,
+        "problems": problems,
+        "kernel": kernel,
+        "selftest": os.environ.get("VM_SELFTEST", "0") == "1",
+        "dataplane_iops": dp_iops,
+        "rd_mcp_iops": rd_iops,
+        "ratio_vs_rd_mcp": ratio,
+        "round_ratios": round_ratios,
+        "median_round_ratio": median_ratio,
+        "perf_rounds": rounds,
+        "steps": steps,
+        "step_details": details,
+        "fio": fio,
+        "durations": durations,
+    }
+    with open(os.path.join(res, "result.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+
+    print()
+    print(f"VM test on kernel {kernel or '?'}")
+    print(f"{'step':<26} {'status':<6} {'time':>7}  message")
+    for name, d in details.items():
+        print(f"{name:<26} {d['status']:<6} {d['seconds']:>6.1f}s  {d['message']}")
+    print()
+
+    def fmt(x):
+        return "-" if x is None else f"{x:,.0f}"
+
+    print(f"4 KiB randread QD32: dataplane {fmt(dp_iops)} IOPS, rd_mcp {fmt(rd_iops)} IOPS, "
+          f"ratio {ratio if ratio is not None else '-'} (per round {round_ratios}, median {median_ratio})")
+    for r in rounds:
+        print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
+    print(f"VM wall time {durations['vm_wall_s']} s (boot {boot_wall} s, "
+          f"guest steps {durations['guest_tests_s']} s)")
+    counts = {s: sum(1 for v in steps.values() if v == s) for s in ("pass", "fail", "skip")}
+    print(f"vm: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    if problems:
+        for p in problems:
+            print(f"PROBLEM: {p}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
