@@ -556,6 +556,7 @@ fn device_config(s: &Stress) -> DeviceConfig {
         doorbell_batch: s.doorbell_batch,
         // Long enough that only the batch size and idleness decide.
         doorbell_max_hold: std::time::Duration::from_secs(60),
+        completion_coalesce: std::time::Duration::ZERO,
         track_latency: true,
     }
 }
@@ -1170,6 +1171,38 @@ fn a_reset_of_cmd_tail_breaks_the_device() {
     );
     assert_eq!(dev.executor().submitted.len(), 1);
     assert_eq!(sim.region().load_cmd_tail(), 0);
+}
+
+#[test]
+fn coalescing_window_batches_commands_that_arrive_one_by_one() {
+    let mut sim = sim_with(4096, 0xf);
+    let config = DeviceConfig {
+        completion_coalesce: std::time::Duration::from_millis(200),
+        doorbell_batch: 3,
+        ..DeviceConfig::default()
+    };
+    let mut dev = attach_with(&sim, TestExec::new(8, 64, 1, 0), config);
+    // Three commands, each arriving alone and completing at once: the first
+    // two are held (no doorbell, the poll still reports work so the reactor
+    // stays awake), the third fills the batch.
+    for i in 0..3u32 {
+        sim.submit(&read1(i), SimData::In(BLOCK), u64::from(i))
+            .unwrap();
+        sim.notify();
+        assert!(dev.poll() > 0);
+        let rung = dev.stats().snapshot().doorbells;
+        assert_eq!(rung, u64::from(i == 2), "after command {i}");
+    }
+    assert_eq!(reap_all(&mut sim).len(), 3);
+    // A lone command is published once the window closes.
+    sim.submit(&read1(5), SimData::In(BLOCK), 5).unwrap();
+    sim.notify();
+    dev.poll();
+    assert_eq!(dev.stats().snapshot().doorbells, 1);
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    dev.poll();
+    assert_eq!(dev.stats().snapshot().doorbells, 2);
+    assert_eq!(reap_all(&mut sim).len(), 1);
 }
 
 #[test]

@@ -20,6 +20,7 @@ VM_KEEP=${VM_KEEP:-0}             # 1: shell on the console after the test
 VM_SELFTEST=${VM_SELFTEST:-0}     # 1: back the "dataplane" LUNs by rd_mcp (tests the harness)
 VM_NO_BUILD=${VM_NO_BUILD:-0}     # 1: do not run cargo build
 VM_PERF_ROUNDS=${VM_PERF_ROUNDS:-3}  # rounds of the IOPS comparison, order alternating
+VM_COALESCE_US=${VM_COALESCE_US:-2000}  # serve's tcmu.completion_coalesce_us in the guest (see guest.sh)
 VM_PERF_RUNTIME=${VM_PERF_RUNTIME:-10} # seconds of each fio run in a round
 VM_PERF_WARMUP=${VM_PERF_WARMUP:-5}   # seconds of uncounted random reads on each LUN first
 VM_MIN_RATIO=${VM_MIN_RATIO:-}    # e.g. 0.9: fail when dataplane/rd_mcp IOPS is lower
@@ -196,7 +197,7 @@ find "$VM_RESULTS" -mindepth 1 -maxdepth 1 -type f -delete
 
 CMDLINE="console=ttyS0 quiet panic=-1 oops=panic VM_REPO=$REPO VM_DATAPLANE=$VM_DATAPLANE"
 CMDLINE+=" VM_KEEP=$VM_KEEP VM_SELFTEST=$VM_SELFTEST VM_PERF_ROUNDS=$VM_PERF_ROUNDS"
-CMDLINE+=" VM_PERF_RUNTIME=$VM_PERF_RUNTIME VM_PERF_WARMUP=$VM_PERF_WARMUP"
+CMDLINE+=" VM_PERF_RUNTIME=$VM_PERF_RUNTIME VM_PERF_WARMUP=$VM_PERF_WARMUP VM_COALESCE_US=$VM_COALESCE_US"
 [ -z "$VM_STEPS" ] || CMDLINE+=" VM_STEPS=$VM_STEPS"
 if [ -n "${VM_SCRIPT:-}" ]; then
     VM_SCRIPT=$(realpath "$VM_SCRIPT")

@@ -10,7 +10,10 @@
 //!    queued since the last call and asks for up to `budget` new
 //!    subcommands (fewer when the device is close to its limit of
 //!    subcommands held, none while shutting down). No ioctl at all when
-//!    there is nothing to send and nothing may be asked for.
+//!    there is nothing to send and nothing may be asked for, or while
+//!    replies are being coalesced (commands are executing, fewer than
+//!    [`DeviceConfig::reply_batch`] non-urgent replies are queued and
+//!    [`DeviceConfig::max_hold`] has not passed: see [`ScstDevice::poll`]).
 //!    - Success: all replies were consumed; `cmds_cnt` commands arrived.
 //!    - `EAGAIN` (non-blocking, nothing queued): the replies were still
 //!      consumed (`replies_done`); no command.
@@ -102,6 +105,20 @@
 //!   free slot waits, in order, and the device asks the kernel for fewer
 //!   subcommands (`budget` minus what it already holds beyond that limit),
 //!   down to none until slots free up; nothing is lost or refused.
+//! - **Shutdown** ([`ScstDevice::begin_shutdown`]): the device stops asking
+//!   for subcommands and keeps exchanging until every command it received
+//!   is answered. Subcommands still queued in the kernel stay there; when
+//!   the fd closes the kernel fails them with BUSY — including the EXEC of
+//!   a write whose ALLOC_MEM was answered before shutdown began (the write
+//!   did not happen; the initiator retries).
+//! - **Coalescing**: at a deep queue most replies are EXEC completions that
+//!   nothing waits for but the initiator; holding them until
+//!   [`DeviceConfig::reply_batch`] are queued (while other commands still
+//!   execute) turns one ioctl per poll into one per batch. In the
+//!   simulator at queue depth 128 with completions trickling in 8 at a time
+//!   this is 0.031 ioctls per I/O instead of 0.25. Replies that a command
+//!   or the kernel waits on (PARSE, ALLOC_MEM, sessions, task management)
+//!   are never held, and nothing is held when no command executes.
 //! - **Read-only sessions**: SCST's core refuses commands flagged
 //!   `SCST_WRITE_MEDIUM` on a read-only LUN (`scst_do_local_exec`), so the
 //!   device does not check `rd_only` again; PARSE sets that flag.

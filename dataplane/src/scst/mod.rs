@@ -10,12 +10,12 @@
 //!   simulator) and the REPLY_AND_GET_MULTI buffer.
 
 pub mod abi;
-pub mod driver;
-pub mod sim;
-pub mod pool;
 pub mod admin;
+pub mod device;
+pub mod driver;
 pub mod error;
 pub mod ioctl;
+pub mod pool;
 pub mod register;
+pub mod sim;
 pub mod version;
-pub mod device;

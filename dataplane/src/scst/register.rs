@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::abi::{self, ScstUserDevDesc, ScstUserOpt, SCST_MAX_NAME, TYPE_DISK};
 use super::driver::ScstDriver;
 use super::error::{ControlOp, RegisterAttempt, ScstError};
-use super::version::{find_dev_user_version, KernelString, VersionSource};
+use super::version::{check_version_string, find_dev_user_version, KernelString, VersionSource};
 
 /// The license string passed to the kernel.
 pub const LICENSE: &str = "GPL";
@@ -449,11 +449,13 @@ pub fn register_with_version<D: ScstDriver + ?Sized>(
 ) -> Result<(), ScstError> {
     spec.validate()?;
     let origin = source.to_string();
-    let version_buf = KernelString::new(version).map_err(|why| ScstError::VersionUnusable {
+    let unusable = |why| ScstError::VersionUnusable {
         version: version.to_owned(),
         origin: origin.clone(),
         why,
-    })?;
+    };
+    check_version_string(version).map_err(unusable)?;
+    let version_buf = KernelString::new(version).map_err(unusable)?;
     let license_buf = KernelString::new(LICENSE).map_err(ScstError::Invalid)?;
     let desc = spec.dev_desc(&version_buf, &license_buf);
     let attempt = RegisterAttempt {

@@ -101,7 +101,8 @@ pub struct KernelString {
 
 impl KernelString {
     /// `s` plus NUL padding. Fails (saying why) if `s` is empty, longer
-    /// than 127 bytes, or holds a NUL or a byte outside printable ASCII.
+    /// than 127 bytes, or holds a byte outside printable ASCII and space
+    /// (license strings such as `"GPL v2"` have spaces).
     pub fn new(s: &str) -> Result<Self, String> {
         check_kernel_string(s)?;
         let mut bytes = [0u8; KERNEL_STRING_LEN];
@@ -136,7 +137,7 @@ impl fmt::Debug for KernelString {
 }
 
 /// Whether `s` can go in a [`KernelString`]: 1..=127 bytes of printable
-/// ASCII (no NUL, no whitespace).
+/// ASCII or spaces (no NUL, no control characters).
 pub fn check_kernel_string(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("it is empty".into());
@@ -148,10 +149,20 @@ pub fn check_kernel_string(s: &str) -> Result<(), String> {
             KERNEL_STRING_LEN - 1
         ));
     }
-    if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
+    if let Some(c) = s.chars().find(|&c| !(c.is_ascii_graphic() || c == ' ')) {
         return Err(format!(
-            "it contains {c:?} (only printable ASCII without spaces is allowed)"
+            "it contains {c:?} (only printable ASCII is allowed)"
         ));
+    }
+    Ok(())
+}
+
+/// Whether `s` can be a DEV_USER_VERSION: a [`check_kernel_string`] string
+/// without spaces (SCST's are `<name><sha1><sha1>`).
+pub fn check_version_string(s: &str) -> Result<(), String> {
+    check_kernel_string(s)?;
+    if s.contains(' ') {
+        return Err("it contains ' ' (a DEV_USER_VERSION has no spaces)".into());
     }
     Ok(())
 }
@@ -194,7 +205,7 @@ impl VersionSearch {
     /// `<name><40 hex><40 hex>`.
     pub fn find(&self, configured: Option<&str>) -> Result<(String, VersionSource), ScstError> {
         if let Some(version) = configured {
-            check_kernel_string(version).map_err(|why| ScstError::VersionUnusable {
+            check_version_string(version).map_err(|why| ScstError::VersionUnusable {
                 version: version.to_owned(),
                 origin: VersionSource::Config.to_string(),
                 why,
@@ -758,8 +769,8 @@ mod tests {
         let e = s.find(Some("has space")).unwrap_err().to_string();
         assert_eq!(
             e,
-            "DEV_USER_VERSION \"has space\" (the configuration) is unusable: it contains ' ' \
-             (only printable ASCII without spaces is allowed)"
+            "DEV_USER_VERSION \"has space\" (the configuration) is unusable: it contains ' ' (a \
+             DEV_USER_VERSION has no spaces)"
         );
     }
 
@@ -842,6 +853,9 @@ mod tests {
             .contains("128 bytes long; at most 127"));
         assert_eq!(KernelString::new("").unwrap_err(), "it is empty");
         assert!(KernelString::new("a\0b").is_err());
+        assert!(KernelString::new("a\tb").is_err());
+        assert_eq!(KernelString::new("GPL v2").unwrap().as_str(), "GPL v2");
+        assert!(check_version_string("GPL v2").is_err());
         assert!(KernelString::new("é").is_err());
     }
 }

@@ -23,6 +23,8 @@
 //! subtype = "dataplane"    # default
 //! placement = "round-robin"
 //! rescan_interval_ms = 1000
+//! doorbell_batch = 32      # most completions per doorbell
+//! completion_coalesce_us = 0  # completion coalescing window (0 = off)
 //!
 //! [[tcmu.pin]]
 //! device = "disk0"         # LIO device name (configfs directory)
@@ -217,6 +219,17 @@ pub struct TcmuConfig {
     /// Devices pinned to reactors.
     #[serde(default)]
     pub pin: Vec<Pin>,
+    /// Most completions one doorbell carries while a batch builds up.
+    #[serde(default = "default_doorbell_batch")]
+    pub doorbell_batch: usize,
+    /// Completion coalescing window in microseconds (0 = off): see
+    /// `tcmu::DeviceConfig::completion_coalesce`. For hosts short of CPU.
+    #[serde(default)]
+    pub completion_coalesce_us: u64,
+}
+
+fn default_doorbell_batch() -> usize {
+    32
 }
 
 impl Default for TcmuConfig {
@@ -226,6 +239,8 @@ impl Default for TcmuConfig {
             placement: Placement::default(),
             rescan_interval_ms: default_rescan(),
             pin: Vec::new(),
+            doorbell_batch: default_doorbell_batch(),
+            completion_coalesce_us: 0,
         }
     }
 }
@@ -406,6 +421,18 @@ impl ServeConfig {
             return err(format!(
                 "tcmu.rescan_interval_ms: {} is not between 10 and 3600000",
                 tcmu.rescan_interval_ms
+            ));
+        }
+        if tcmu.doorbell_batch == 0 || tcmu.doorbell_batch > 65535 {
+            return err(format!(
+                "tcmu.doorbell_batch: {} is not between 1 and 65535",
+                tcmu.doorbell_batch
+            ));
+        }
+        if tcmu.completion_coalesce_us > 100_000 {
+            return err(format!(
+                "tcmu.completion_coalesce_us: {} is above 100000 (100 ms)",
+                tcmu.completion_coalesce_us
             ));
         }
         let mut pinned = HashSet::new();

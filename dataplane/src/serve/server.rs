@@ -525,6 +525,10 @@ impl<H: Host> Server<H> {
             lun,
             DeviceConfig {
                 name: format!("tcmu:{}", name.name),
+                doorbell_batch: self.options.config.tcmu.doorbell_batch,
+                completion_coalesce: std::time::Duration::from_micros(
+                    self.options.config.tcmu.completion_coalesce_us,
+                ),
                 ..DeviceConfig::default()
             },
         )

@@ -144,7 +144,10 @@ impl CopyBatch {
             }
             let pid = Pid::this().as_raw();
             let (lp, lc) = (self.local.as_ptr().cast::<libc::iovec>(), self.local.len());
-            let (rp, rc) = (self.remote.as_ptr().cast::<libc::iovec>(), self.remote.len());
+            let (rp, rc) = (
+                self.remote.as_ptr().cast::<libc::iovec>(),
+                self.remote.len(),
+            );
             let n = match dir {
                 // SAFETY: `local`/`remote` are RawIov arrays laid out like
                 // `struct iovec` (checked above) with `lc`/`rc` entries. The
@@ -181,7 +184,9 @@ impl CopyBatch {
                 }
                 i += 1;
             }
-            first = i + 1;
+            // Past the faulting element (if the count stopped inside one
+            // — which the kernel does not do — that element failed too).
+            first = if i < end { i + 1 } else { end };
         }
     }
 }

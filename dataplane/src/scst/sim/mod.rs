@@ -73,8 +73,11 @@
 //!   only the first may block; with nothing ready in non-blocking mode:
 //!   EAGAIN with the replies consumed. In blocking mode the call waits for
 //!   work up to [`ScstSimConfig::blocking_wait`] and then returns EINTR, as
-//!   if a signal had arrived (the replies are consumed). Every driver call
-//!   counts as one ioctl, failed ones included.
+//!   if a signal had arrived (the replies are consumed). `preplies` must
+//!   point at the replies slice (else EFAULT, as the kernel would fault
+//!   reading them); a `cmds_cnt` beyond the buffer's capacity is clamped
+//!   (the kernel would write past it). Every driver call counts as one
+//!   ioctl, failed ones included.
 //! - **Order** (`dev_user_add_to_ready`): ATTACH/DETACH/TM at the head
 //!   (after earlier management messages), PARSE/ALLOC_MEM and HEAD OF QUEUE
 //!   commands after those, the rest FIFO.
@@ -610,30 +613,29 @@ impl ScstDriver for ScstSimDriver {
         };
         let hdr = *buf.header();
         let count = hdr.replies_cnt.max(0) as usize;
-        let result = if count > replies.len()
-            || (count > 0 && hdr.preplies != replies.as_ptr() as u64)
-        {
-            // The kernel would read `replies_cnt` entries at `preplies`:
-            // the slice does not back them.
-            buf.header_mut().replies_done = 0;
-            Err(Errno::EFAULT)
-        } else {
-            st.queued_since = false;
-            let mut done = 0usize;
-            let mut err = None;
-            for r in &replies[..count] {
-                match st.process_reply(r) {
-                    Ok(()) => done += 1,
-                    Err(e) => {
-                        err = Some(e);
-                        break;
+        let result =
+            if count > replies.len() || (count > 0 && hdr.preplies != replies.as_ptr() as u64) {
+                // The kernel would read `replies_cnt` entries at `preplies`:
+                // the slice does not back them.
+                buf.header_mut().replies_done = 0;
+                Err(Errno::EFAULT)
+            } else {
+                st.queued_since = false;
+                let mut done = 0usize;
+                let mut err = None;
+                for r in &replies[..count] {
+                    match st.process_reply(r) {
+                        Ok(()) => done += 1,
+                        Err(e) => {
+                            err = Some(e);
+                            break;
+                        }
                     }
                 }
-            }
-            st.settle();
-            buf.header_mut().replies_done = done as i16;
-            err.map_or(Ok(()), Err)
-        };
+                st.settle();
+                buf.header_mut().replies_done = done as i16;
+                err.map_or(Ok(()), Err)
+            };
         if let Err(e) = result {
             buf.header_mut().cmds_cnt = 0;
             self.finish(st, true);

@@ -424,7 +424,10 @@ mod tests {
         assert_eq!(i.timeout, 60);
         let write6 = [0x0A, 0x01, 0x02, 0x03, 0, 0];
         let i = parse(&write6, 4096).unwrap();
-        assert_eq!((i.direction, i.lba, i.bufflen), (SCST_DATA_WRITE, 0x10203, 256 * 4096));
+        assert_eq!(
+            (i.direction, i.lba, i.bufflen),
+            (SCST_DATA_WRITE, 0x10203, 256 * 4096)
+        );
         assert_ne!(i.op_flags & SCST_WRITE_MEDIUM, 0);
         let mut read16 = [0u8; 16];
         read16[0] = 0x88;
@@ -444,19 +447,28 @@ mod tests {
         ws16[0] = 0x93;
         ws16[13] = 100;
         let i = parse(&ws16, 512).unwrap();
-        assert_eq!((i.direction, i.bufflen, i.data_len), (SCST_DATA_WRITE, 512, 51200));
+        assert_eq!(
+            (i.direction, i.bufflen, i.data_len),
+            (SCST_DATA_WRITE, 512, 51200)
+        );
         ws16[1] = 1; // NDOB
         assert_eq!(parse(&ws16, 512).unwrap().direction, SCST_DATA_NONE);
         let mut caw = [0u8; 16];
         caw[0] = 0x89;
         caw[13] = 2;
         let i = parse(&caw, 512).unwrap();
-        assert_eq!((i.bufflen, i.data_len, i.local), (2048, 1024, Local::CompareAndWrite));
+        assert_eq!(
+            (i.bufflen, i.data_len, i.local),
+            (2048, 1024, Local::CompareAndWrite)
+        );
         let luns = [0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0];
         let i = parse(&luns, 512).unwrap();
         assert_eq!((i.local, i.bufflen), (Local::Fully, 16));
         assert_ne!(i.op_flags & SCST_FULLY_LOCAL_CMD, 0);
-        assert_eq!(parse(&[0xC0, 0, 0, 0, 0, 0], 512), Err(ParseFail::UnknownOpcode));
+        assert_eq!(
+            parse(&[0xC0, 0, 0, 0, 0, 0], 512),
+            Err(ParseFail::UnknownOpcode)
+        );
         let mut rc16 = [0u8; 16];
         rc16[0] = 0x9E;
         rc16[1] = 0x11;

@@ -14,7 +14,7 @@ use nix::errno::Errno;
 
 use super::copy::{self, CopyBatch, Dir};
 use super::parse::{self, Local, ParseFail};
-use super::{ScstSimConfig, SimCompletion, SimData, SimStats, SimSubmitError, SimError};
+use super::{ScstSimConfig, SimCompletion, SimData, SimError, SimStats, SimSubmitError};
 use crate::exec::{status, SENSE_BUFFER_SIZE};
 use crate::scsi::sense::key;
 use crate::scsi::{Asc, Sense, SenseFormat};
@@ -383,6 +383,11 @@ fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
     }
 }
 
+/// Whether a handler address is page-aligned (cached buffers must be).
+fn page_aligned(addr: u64) -> bool {
+    addr.is_multiple_of(PAGE_SIZE as u64)
+}
+
 /// Pages of `len` bytes, rounded up.
 fn pages(len: usize) -> usize {
     len.div_ceil(PAGE_SIZE)
@@ -432,7 +437,9 @@ impl State {
             handle_counter: 0,
             ready: VecDeque::with_capacity(4 * n),
             mgmt_prefix: 0,
-            idle: (0..SGV_ORDERS).map(|_| VecDeque::with_capacity(n)).collect(),
+            idle: (0..SGV_ORDERS)
+                .map(|_| VecDeque::with_capacity(n))
+                .collect(),
             idle_seq: 0,
             idle_bytes: 0,
             sessions: Vec::new(),
@@ -453,7 +460,9 @@ impl State {
     }
 
     fn dev(&self) -> &Dev {
-        self.dev.as_ref().expect("commands exist only on a registered device")
+        self.dev
+            .as_ref()
+            .expect("commands exist only on a registered device")
     }
 
     fn sense_format(&self) -> SenseFormat {
@@ -524,9 +533,10 @@ impl State {
         self.complete(slot);
     }
 
+    /// Finishes an aborted command without executing it (its status stays
+    /// as it was; the initiator sees it as aborted).
     fn complete_aborted(&mut self, slot: u32) {
         let c = &mut self.cmds[slot as usize];
-        c.status = status::TASK_ABORTED;
         c.sense_len = 0;
         c.resp_data_len = 0;
         c.in_len = 0;
@@ -724,7 +734,7 @@ impl State {
             st.maybe_free_ucmd(ui);
             Err(e)
         };
-        if pbuf as usize % PAGE_SIZE != 0 {
+        if !page_aligned(pbuf) {
             return fail(self, Errno::EINVAL);
         }
         let n = pages(len as usize);
@@ -753,7 +763,7 @@ impl State {
 
     pub(super) fn session_index(&self, sess_h: u64) -> Option<u32> {
         let off = sess_h.checked_sub(SESS_H_BASE)?;
-        if off % (1 << 12) != 0 {
+        if !off.is_multiple_of(1 << 12) {
             return None;
         }
         let i = usize::try_from(off >> 12).ok()?;
@@ -1262,7 +1272,8 @@ impl State {
         for p in list {
             let c = &mut self.cmds[p.slot as usize];
             debug_assert!(p.len <= c.staging.len());
-            self.copy_list.push((c.staging.as_mut_ptr() as usize, p.remote, p.len));
+            self.copy_list
+                .push((c.staging.as_mut_ptr() as usize, p.remote, p.len));
         }
         let failed = &mut self.failed;
         // SAFETY: each local pointer is the start of a distinct command's
@@ -1283,7 +1294,12 @@ impl State {
         for i in 0..self.failed.len() {
             let slot = list[self.failed[i]].slot;
             self.stats.copy_faults += 1;
-            self.set_error(slot, key::ABORTED_COMMAND, Asc::INTERNAL_TARGET_FAILURE, None);
+            self.set_error(
+                slot,
+                key::ABORTED_COMMAND,
+                Asc::INTERNAL_TARGET_FAILURE,
+                None,
+            );
         }
         self.pending_in = list;
         self.pending_in.clear();
@@ -1427,18 +1443,22 @@ impl State {
         let mut n = 0;
         while let Some(slot) = self.done.pop_front() {
             let c = &self.cmds[slot as usize];
-            let sense_len = if c.status == status::CHECK_CONDITION {
-                usize::from(c.sense_len)
+            // An aborted command has no response (SCST does not send it):
+            // the initiator sees TASK ABORTED without data or sense.
+            let (status, sense_len, in_len) = if c.aborted {
+                (status::TASK_ABORTED, 0, 0)
+            } else if c.status == status::CHECK_CONDITION {
+                (c.status, usize::from(c.sense_len), c.in_len)
             } else {
-                0
+                (c.status, 0, c.in_len)
             };
             f(&SimCompletion {
                 tag: c.tag,
-                status: c.status,
+                status,
                 sense: &c.sense[..sense_len],
-                data_in_len: c.in_len,
-                aborted: c.status == status::TASK_ABORTED,
-                data: &c.staging[..c.in_len],
+                data_in_len: in_len,
+                aborted: c.aborted,
+                data: &c.staging[..in_len],
             });
             self.free_cmd(slot);
             self.stats.reaped += 1;
@@ -1469,11 +1489,7 @@ impl State {
                         let sess = c.sess as usize;
                         if self.sessions[sess].ua_capacity && c.op_flags & SCST_SKIP_UA == 0 {
                             self.sessions[sess].ua_capacity = false;
-                            self.complete_error(
-                                slot,
-                                key::UNIT_ATTENTION,
-                                Asc::new(0x2A, 0x09),
-                            );
+                            self.complete_error(slot, key::UNIT_ATTENTION, Asc::new(0x2A, 0x09));
                             continue;
                         }
                     }
@@ -1770,7 +1786,7 @@ impl State {
             return Ok(());
         }
         let cached = self.ucmds[ui as usize].buff_cached;
-        if cached && pbuf as usize % PAGE_SIZE != 0 {
+        if cached && !page_aligned(pbuf) {
             // "Supplied pbuf .. isn't page aligned".
             self.complete_error(slot, key::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE);
             return Err(Errno::EINVAL);
@@ -1843,7 +1859,7 @@ impl State {
                     self.complete_busy(slot);
                     return Ok(());
                 }
-                if cached && e.pbuf as usize % PAGE_SIZE != 0 {
+                if cached && !page_aligned(e.pbuf) {
                     // "Supplied pbuf .. isn't page aligned".
                     return self.exec_inval(slot);
                 }
@@ -1904,7 +1920,7 @@ impl State {
             || e.status != 0
             || e.resp_data_len != 0
             || len > PAGE_SIZE
-            || len % std::mem::size_of::<ScstUserDataDescriptor>() != 0
+            || !len.is_multiple_of(std::mem::size_of::<ScstUserDataDescriptor>())
         {
             self.complete_error(slot, key::ABORTED_COMMAND, Asc::INTERNAL_TARGET_FAILURE);
             return Err(Errno::EINVAL);
@@ -2149,7 +2165,9 @@ impl State {
                     }
                 }
             }
-            SCST_ABORT_TASK_SET | SCST_NEXUS_LOSS_SESS | SCST_ABORT_ALL_TASKS_SESS
+            SCST_ABORT_TASK_SET
+            | SCST_NEXUS_LOSS_SESS
+            | SCST_ABORT_ALL_TASKS_SESS
             | SCST_UNREG_SESS_TM => Scope::Session,
             SCST_CLEAR_TASK_SET if !tst_one_set => Scope::Session,
             SCST_CLEAR_TASK_SET | SCST_LUN_RESET | SCST_TARGET_RESET | SCST_NEXUS_LOSS
