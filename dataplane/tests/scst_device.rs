@@ -391,6 +391,7 @@ fn device_with(
         budget,
         unit,
         max_hold: Duration::ZERO,
+        idle_poll_interval: Duration::ZERO,
         ..DeviceConfig::default()
     };
     device_config(opts, tasks, pool, config)

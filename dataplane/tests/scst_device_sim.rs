@@ -553,7 +553,12 @@ fn random_commands_match_the_model_disk_for_every_option_set() {
 #[test]
 fn session_attach_and_detach_reach_the_device() {
     let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_IGNORE, 0);
-    let mut rig = Rig::new(opt, ScstSimConfig::default(), DeviceConfig::default());
+    // Ask the kernel at every poll, so that each turn below is one exchange.
+    let eager = DeviceConfig {
+        idle_poll_interval: Duration::ZERO,
+        ..DeviceConfig::default()
+    };
+    let mut rig = Rig::new(opt, ScstSimConfig::default(), eager);
     assert_eq!(rig.dev.sessions().len(), 1);
     assert_eq!(rig.dev.sessions()[0].sess_h, rig.sess);
     assert_eq!(

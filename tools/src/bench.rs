@@ -76,6 +76,10 @@ pub struct BenchArgs {
     /// bench's CPUs (the floor under tail latency).
     #[arg(long)]
     jitter: bool,
+    /// Then run the other frontend (tcmu <-> scst) with the same settings in
+    /// the same process and report the ratio.
+    #[arg(long)]
+    compare: bool,
     /// Seed for offsets and data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -94,6 +98,8 @@ pub struct BenchArgs {
 enum FrontendArg {
     /// LIO's TCMU command ring.
     Tcmu,
+    /// SCST's scst_user (doorbells count ioctls).
+    Scst,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -165,6 +171,7 @@ impl BenchArgs {
         let config = BenchConfig {
             frontend: match self.frontend {
                 FrontendArg::Tcmu => Frontend::Tcmu,
+                FrontendArg::Scst => Frontend::Scst,
             },
             bdev: match self.bdev {
                 BdevArg::Ram => BdevKind::Ram,
@@ -192,6 +199,7 @@ impl BenchArgs {
             verify: self.verify,
             reference: self.reference,
             jitter: self.jitter,
+            compare: self.compare,
             seed: self.seed,
             ring_size: self.ring_size,
             data_area: self.data_area,
@@ -230,7 +238,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         print!("{}", report.render_text());
     }
     // Data errors make the run fail, so scripts and CI notice them.
-    if report.errors != 0 || report.verify_mismatches != 0 {
+    let compared_bad = report
+        .compare
+        .as_ref()
+        .is_some_and(|c| c.errors != 0 || c.verify_mismatches != 0);
+    if report.errors != 0 || report.verify_mismatches != 0 || compared_bad {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)

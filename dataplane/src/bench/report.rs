@@ -54,6 +54,24 @@ pub struct ReferenceReport {
     pub ratio: f64,
 }
 
+/// The other frontend, run with the same settings in the same process
+/// (`--compare`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CompareReport {
+    /// Its frontend.
+    pub frontend: String,
+    /// Its IOPS.
+    pub iops: f64,
+    /// Its doorbells (TCMU: 4-byte writes; SCST: ioctls) per I/O.
+    pub doorbells_per_io: f64,
+    /// Its failed I/Os.
+    pub errors: u64,
+    /// Its verify mismatches.
+    pub verify_mismatches: u64,
+    /// This run's IOPS divided by its IOPS.
+    pub ratio: f64,
+}
+
 /// The result of one bench run. The field names are the JSON keys.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BenchReport {
@@ -110,6 +128,9 @@ pub struct BenchReport {
     /// The reference loop, when requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
+    /// The other frontend in the same process, when requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareReport>,
     /// Stalls of a bare spinning thread on each CPU, when requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<Vec<super::jitter::CoreJitter>>,
@@ -204,6 +225,20 @@ impl BenchReport {
                 reference.before_copies_per_sec,
                 reference.after_copies_per_sec,
                 reference.ratio
+            );
+        }
+        if let Some(c) = &self.compare {
+            let _ = writeln!(
+                s,
+                "  {} in the same run: {:.0} IOPS, {:.4} doorbells per I/O, errors {}, mismatches {}; {}/{} = {:.2}",
+                c.frontend,
+                c.iops,
+                c.doorbells_per_io,
+                c.errors,
+                c.verify_mismatches,
+                self.frontend,
+                c.frontend,
+                c.ratio
             );
         }
         for j in self.jitter.iter().flatten() {

@@ -133,6 +133,12 @@ impl<I: Initiator> Job<I> {
         &self.initiator
     }
 
+    /// The kernel side, for setup (e.g. attaching a session) before the
+    /// job runs.
+    pub fn initiator_mut(&mut self) -> &mut I {
+        &mut self.initiator
+    }
+
     /// I/Os in flight.
     pub fn in_flight(&self) -> usize {
         self.slots.len() - self.free.len()

@@ -218,6 +218,13 @@ pub struct DeviceConfig {
     /// Record each command's latency (EXEC received to response collected)
     /// for statistics ([`ScstDevice::latency`]). Default true.
     pub track_latency: bool,
+    /// Idle polling interval: with no reply to send and no command
+    /// executing, a call that found nothing is followed by the next one only
+    /// after this long (a call that found something is followed at once).
+    /// Every call is a system call, so this bounds the syscall rate of an
+    /// idle busy-polled device; a command arriving while idle waits at most
+    /// this long. Default 5 µs; 0 asks at every poll.
+    pub idle_poll_interval: Duration,
 }
 
 impl Default for DeviceConfig {
@@ -230,6 +237,7 @@ impl Default for DeviceConfig {
             reply_batch: 32,
             max_hold: Duration::from_micros(20),
             track_latency: true,
+            idle_poll_interval: Duration::from_micros(5),
         }
     }
 }
@@ -682,6 +690,10 @@ pub struct ScstDevice<D: ScstDriver, E: CommandExecutor> {
     last_exchange: u64,
     /// The last exchange filled the command buffer: more may be waiting.
     last_filled: bool,
+    /// The last exchange returned at least one subcommand.
+    last_got: bool,
+    /// `config.idle_poll_interval` in clock ticks.
+    idle_poll_ticks: u64,
     /// `config.max_hold` in clock ticks.
     max_hold_ticks: u64,
     stats: Arc<ScstStats>,
@@ -788,6 +800,10 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             fault: None,
             last_exchange: 0,
             last_filled: false,
+            last_got: false,
+            idle_poll_ticks: clock::ns_to_ticks(
+                u64::try_from(config.idle_poll_interval.as_nanos()).unwrap_or(u64::MAX),
+            ),
             max_hold_ticks: clock::ns_to_ticks(
                 u64::try_from(config.max_hold.as_nanos()).unwrap_or(u64::MAX),
             ),
@@ -806,9 +822,11 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     /// - an urgent reply is queued (PARSE, ALLOC_MEM, sessions, task
     ///   management: a command or the kernel waits for it);
     /// - [`DeviceConfig::reply_batch`] replies are queued;
-    /// - no command is executing (nothing to wait for: answer and look for
-    ///   work at once, so a lone command is never delayed), or the device
-    ///   is shutting down;
+    /// - no command is executing and a reply is queued, or the last call
+    ///   found work (answer and look for more at once, so a lone command is
+    ///   never delayed), or [`DeviceConfig::idle_poll_interval`] has passed
+    ///   (an idle device asks for work at that rate, not at every poll);
+    /// - the device is shutting down;
     /// - the last exchange filled the command buffer (more may be waiting);
     /// - [`DeviceConfig::max_hold`] has passed since the last exchange.
     ///
@@ -861,11 +879,17 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             || queued >= self.config.reply_batch
             || self.shutting_down
             || self.last_filled
-            || self.executor.in_flight() == 0
         {
             return true;
         }
-        clock::now().wrapping_sub(self.last_exchange) >= self.max_hold_ticks
+        let since = clock::now().wrapping_sub(self.last_exchange);
+        if self.executor.in_flight() == 0 {
+            // Nothing to wait for: answer what is queued at once; with
+            // nothing to answer, look for work at once after a call that
+            // found some, else once per idle polling interval.
+            return queued > 0 || self.last_got || since >= self.idle_poll_ticks;
+        }
+        since >= self.max_hold_ticks
     }
 
     /// Moves finished commands from the executor into the reply queue.
@@ -1037,6 +1061,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         }
         self.outstanding += got;
         self.last_filled = want > 0 && got == want;
+        self.last_got = got > 0;
         got
     }
 
