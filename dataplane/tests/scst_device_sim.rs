@@ -13,6 +13,7 @@ use std::time::Duration;
 use bdev::ram::RamBdev;
 use bdev::BdevRef;
 use dataplane::exec::status;
+use dataplane::exec::CommandExecutor;
 use dataplane::lun::{Lun, LunConfig};
 use dataplane::port::{port_pair, BdevPoller};
 use dataplane::scst::abi::*;
@@ -101,12 +102,28 @@ impl Rig {
         Self::with_bdev_budget(opt, sim, config, 256)
     }
 
+    /// A rig whose simulator copies pinned buffers directly (see
+    /// `ScstSimDriver::trust_mapped_buffers`), as `dataplane bench` runs it.
+    fn trusting(opt: ScstUserOpt, sim: ScstSimConfig, config: DeviceConfig) -> Self {
+        Self::build(opt, sim, config, 256, true)
+    }
+
     /// `bdev_budget`: requests the bdev poller completes per poll.
     fn with_bdev_budget(
         opt: ScstUserOpt,
         sim: ScstSimConfig,
         config: DeviceConfig,
         bdev_budget: usize,
+    ) -> Self {
+        Self::build(opt, sim, config, bdev_budget, false)
+    }
+
+    fn build(
+        opt: ScstUserOpt,
+        sim: ScstSimConfig,
+        config: DeviceConfig,
+        bdev_budget: usize,
+        trust: bool,
     ) -> Self {
         let bdev: BdevRef = Arc::new(RamBdev::new("ram", BS as u32, BLOCKS).unwrap());
         let (port, end) = port_pair(256).unwrap();
@@ -117,6 +134,12 @@ impl Rig {
         let lun = Lun::new(lun_config, port).unwrap();
         let (mut driver, mut init) = ScstSim::new(sim).unwrap();
         register(&mut driver, opt);
+        if trust {
+            // SAFETY: the driver goes into an `ScstDevice`, which keeps its
+            // pool's buffers mapped and untouched while the kernel holds
+            // them and closes the driver before unmapping the pool.
+            unsafe { driver.trust_mapped_buffers() };
+        }
         let pool = BufferPool::new(PoolConfig {
             max_bytes: 64 << 20,
             max_buffer_bytes: 1 << 20,
@@ -495,8 +518,21 @@ fn settle(rig: &mut Rig) {
 
 #[test]
 fn random_commands_match_the_model_disk_for_every_option_set() {
+    random_commands_match_the_model_disk(false);
+}
+
+#[test]
+fn random_commands_match_the_model_disk_with_trusted_pinned_buffers() {
+    random_commands_match_the_model_disk(true);
+}
+
+fn random_commands_match_the_model_disk(trust: bool) {
     for (i, (name, opt)) in main_options().into_iter().enumerate() {
-        let mut rig = Rig::new(opt, small_cache_sim(), DeviceConfig::default());
+        let mut rig = if trust {
+            Rig::trusting(opt, small_cache_sim(), DeviceConfig::default())
+        } else {
+            Rig::new(opt, small_cache_sim(), DeviceConfig::default())
+        };
         let mut w = Workload::new(0x1234_5678 + i as u64);
         w.run(&mut rig, 3000, 32, true, 97);
         assert_eq!(w.completed, 3000, "{name}");
@@ -548,6 +584,56 @@ fn random_commands_match_the_model_disk_for_every_option_set() {
             assert_eq!(st.on_free_cmd, 0, "{name}");
         }
     }
+}
+
+/// Submits `cdb` and turns the rig until the device has answered it
+/// (the completion waits in the simulator, unreaped).
+fn run_unreaped(rig: &mut Rig, cdb: &[u8], data: SimData<'_>, tag: u64) {
+    rig.init.submit(rig.sess, cdb, data, tag).unwrap();
+    for _ in 0..8 {
+        rig.turn();
+    }
+}
+
+#[test]
+fn data_in_left_in_pinned_buffers_survives_the_handler() {
+    let opt = options(
+        SCST_USER_MEM_REUSE_ALL,
+        SCST_USER_ON_FREE_CMD_IGNORE,
+        SCST_USER_PARSE_STANDARD,
+    );
+    let mut rig = Rig::trusting(opt, ScstSimConfig::default(), DeviceConfig::default());
+    let pattern: Vec<u8> = (0..8 * BS).map(|i| (i * 7 + 3) as u8).collect();
+    run_unreaped(&mut rig, &cdb16(0x8A, 16, 8), SimData::Out(&pattern), 1);
+    // The first read's buffer comes from the handler; once freed it is
+    // cached, and the second read gets it pinned.
+    run_unreaped(&mut rig, &cdb16(0x88, 16, 8), SimData::In(8 * BS), 2);
+    assert_eq!(
+        rig.init
+            .reap(|c| assert_eq!(c.status, status::GOOD))
+            .unwrap(),
+        2
+    );
+    run_unreaped(&mut rig, &cdb16(0x88, 16, 8), SimData::In(8 * BS), 3);
+    assert!(rig.init.stats().cache_hits > 0, "{:?}", rig.init.stats());
+    // The handler goes away (its pool is unmapped) before the initiator
+    // collects the second read.
+    let Rig { mut init, dev, .. } = rig;
+    assert!(
+        dev.pool().buffers_in_use() >= 1,
+        "the kernel holds the read's buffer"
+    );
+    assert_eq!(dev.executor().in_flight(), 0, "so the pool is unmapped");
+    drop(dev);
+    let mut got = vec![0u8; 8 * BS];
+    let n = init
+        .reap(|c| {
+            assert_eq!((c.tag, c.status, c.data_in_len), (3, status::GOOD, 8 * BS));
+            assert_eq!(c.copy_data_in(&mut got), 8 * BS);
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(got == pattern, "the data-in survived the handler");
 }
 
 #[test]

@@ -457,6 +457,12 @@ fn build_device(
             let mut spec = RegisterSpec::new(format!("bench{index}"), geometry.block_size);
             spec.version = Some(version);
             register_device(&mut driver, &spec).map_err(|e| BenchError::Scst(e.to_string()))?;
+            // SAFETY: the driver goes into an `ScstDevice` below, which
+            // hands the kernel only buffers of its pool, never touches one
+            // the kernel holds (the pool tracks them until ON_FREE_CMD or
+            // ON_CACHED_MEM_FREE), and closes the driver before it unmaps
+            // the pool (or leaks the pool when I/O is still in flight).
+            unsafe { driver.trust_mapped_buffers() };
             // Cached buffers plus those in flight, with slack for size
             // classes: the pool must never be what limits the queue.
             let pool_bytes = (4 * in_flight_bytes + (128 << 20)).next_power_of_two();
@@ -664,6 +670,12 @@ fn run_frontend(
     }
 
     let outcome = drive(config, &reactors, &mut devices, progress);
+    // Faults of the simulated kernels while the devices were running (an
+    // SCST device is gone once its reactor has stopped: that is no fault).
+    let faults: Vec<String> = devices
+        .iter()
+        .filter_map(|d| d.job.initiator().fault())
+        .collect();
     // Stop the reactors whatever happened, then report the first error.
     for reactor in reactors {
         reactor.shutdown()?;
@@ -686,10 +698,8 @@ fn run_frontend(
         totals.errors += s.errors;
         totals.verify_mismatches += s.verify_mismatches;
         notes.extend(d.job.notes().iter().cloned());
-        if let Some(fault) = d.job.initiator().fault() {
-            notes.push(fault);
-        }
     }
+    notes.extend(faults);
     let doorbells = devices
         .iter()
         .map(|d| d.job.initiator().doorbells())

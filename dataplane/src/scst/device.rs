@@ -664,10 +664,13 @@ struct TmWait {
 /// buffer pool's mapping (never unmaps it), because the executor may still
 /// access those buffers.
 pub struct ScstDevice<D: ScstDriver, E: CommandExecutor> {
-    // Field order matters for Drop: the executor goes before the driver.
+    // Drop: the driver (the fd) is closed first, in `Drop::drop`; then the
+    // pool is unmapped unless I/O is still in flight; then the fields.
     executor: E,
     pool: ManuallyDrop<BufferPool>,
-    driver: D,
+    /// Dropped (the fd closed) before the pool is unmapped: until then the
+    /// kernel may still own pool buffers.
+    driver: ManuallyDrop<D>,
     config: DeviceConfig,
     options: ScstUserOpt,
     sense_format: SenseFormat,
@@ -781,7 +784,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         Ok(Self {
             executor,
             pool: ManuallyDrop::new(pool),
-            driver,
+            driver: ManuallyDrop::new(driver),
             options,
             sense_format,
             multi: MultiBuf::new(config.budget),
@@ -1486,6 +1489,9 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
 
 impl<D: ScstDriver, E: CommandExecutor> Drop for ScstDevice<D, E> {
     fn drop(&mut self) {
+        // SAFETY: the driver is dropped exactly once, here, and not used
+        // afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.driver) };
         if self.executor.in_flight() == 0 {
             // SAFETY: the pool is dropped exactly once, here, and not used
             // afterwards (the device is being dropped).

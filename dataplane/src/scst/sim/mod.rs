@@ -128,7 +128,9 @@
 //! of it when the EXEC reply is processed, sense and WRITE SAME descriptors
 //! are read through their pointers, version and license strings at
 //! REGISTER. All of it goes through `process_vm_readv`/`process_vm_writev`
-//! on our own process (batched: one system call per driver call), so a bad
+//! on our own process (batched: one system call per driver call; with
+//! [`ScstSimDriver::trust_mapped_buffers`], buffers reused from the SGV
+//! cache are copied directly, as the kernel does with pinned pages), so a bad
 //! pointer is EFAULT or a failed command (HARDWARE ERROR 44/00 for a buffer
 //! given in ALLOC_MEM or taken from the cache, ABORTED COMMAND 44/00 for
 //! data-in) instead of undefined behaviour. The handler keeps a buffer
@@ -159,15 +161,18 @@ mod state;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+
+use crossbeam_utils::Backoff;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use self::state::{SessState, State};
+use self::state::{DeferredReap, SessState, State};
 use super::abi::*;
 use super::driver::{MultiBuf, ScstDriver};
+use crate::exec::status;
 
 /// `DEV_USER_VERSION` of SCST 3.11.0-pre (master): `SCST_VERSION_NAME` +
 /// sha1 of scst_user.h + sha1 of scst_const.h.
@@ -291,16 +296,44 @@ pub struct SimCompletion<'a> {
     /// The command was aborted by task management (or the handler's death
     /// while aborted); it has no response in SCSI terms.
     pub aborted: bool,
-    data: &'a [u8],
+    data: DataIn<'a>,
+}
+
+/// Where a completion's data-in is.
+#[derive(Debug)]
+enum DataIn<'a> {
+    /// In the simulator's own buffer.
+    Staged(&'a [u8]),
+    /// Still in the command's pinned handler buffer at this address
+    /// (`data_in_len` bytes; trusted mode only).
+    Pinned(u64),
 }
 
 impl SimCompletion<'_> {
     /// Copies the data-in (at most `data_in_len`, at most `dst.len()`
     /// bytes) into `dst`; returns the number of bytes copied.
     pub fn copy_data_in(&self, dst: &mut [u8]) -> usize {
-        let n = dst.len().min(self.data.len());
-        dst[..n].copy_from_slice(&self.data[..n]);
-        n
+        match self.data {
+            DataIn::Staged(data) => {
+                let n = dst.len().min(data.len());
+                dst[..n].copy_from_slice(&data[..n]);
+                n
+            }
+            DataIn::Pinned(addr) => {
+                let n = dst.len().min(self.data_in_len);
+                // SAFETY: a completion lives only inside `reap`, before its
+                // command is freed: the buffer is still the command's,
+                // pinned, and (by `ScstSimDriver::trust_mapped_buffers`'
+                // contract) mapped for at least `data_in_len` bytes, since
+                // dropping the driver first waits for a reap in progress
+                // (`reaping`) and moves the data of unreaped commands out
+                // of handler memory. `dst` is the caller's own slice.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(addr as usize as *const u8, dst.as_mut_ptr(), n);
+                }
+                n
+            }
+        }
     }
 }
 
@@ -396,8 +429,23 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Takes the state lock. The kernel's locks on this path (the device's
+    /// `cmd_lists_lock`, the session and command locks) are spinlocks: a
+    /// contended caller spins, it does not sleep. So does this one: it
+    /// spins with exponential backoff, then yields the CPU between
+    /// attempts (so that a holder preempted in user space can run), and
+    /// never sleeps in the mutex: a futex sleep and wake-up on every
+    /// collision would charge both sides costs the kernel never pays.
+    /// (Only the condition variable of blocking mode sleeps.)
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let backoff = Backoff::new();
+        loop {
+            match self.state.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => backoff.snooze(),
+            }
+        }
     }
 
     /// Adds 1 to the wait eventfd.
@@ -456,7 +504,10 @@ impl ScstSim {
             ScstSimDriver {
                 shared: Arc::clone(&shared),
             },
-            ScstSimInitiator { shared },
+            ScstSimInitiator {
+                shared,
+                deferred: Vec::new(),
+            },
         ))
     }
 }
@@ -497,6 +548,27 @@ fn c_str(bytes: &[u8]) -> &[u8] {
 }
 
 impl ScstSimDriver {
+    /// Copies to and from buffers the kernel has pinned (taken from the
+    /// SGV cache) become plain memory copies, as in the kernel, which maps
+    /// a cached buffer's pages once and reuses them; buffers the handler
+    /// supplies in a reply are still checked (and fault cleanly) the first
+    /// time. Without this every transfer goes through
+    /// `process_vm_readv`/`process_vm_writev`, whose page pinning per call
+    /// costs more than the copy itself: right for tests of a handler, too
+    /// slow to benchmark one.
+    ///
+    /// # Safety
+    /// The handler keeps every buffer it supplies (ALLOC_MEM and EXEC
+    /// replies, PREALLOC_BUFFER) mapped, readable and writable for the
+    /// length it was supplied for, and does not access it, until the
+    /// simulator releases it (ON_FREE_CMD for an uncached buffer,
+    /// ON_CACHED_MEM_FREE for a cached one) or this driver is dropped —
+    /// the scst_user contract, which a real kernel enforces by pinning and
+    /// this simulator, in this mode, trusts.
+    pub unsafe fn trust_mapped_buffers(&mut self) {
+        self.shared.lock().trust_pinned = true;
+    }
+
     fn count_ioctl(&self) {
         self.shared.ioctls.fetch_add(1, Ordering::Relaxed);
     }
@@ -743,6 +815,14 @@ fn state_copy_read(buf: &mut [u8], addr: u64) -> Result<(), Errno> {
 impl Drop for ScstSimDriver {
     fn drop(&mut self) {
         let mut st = self.shared.lock();
+        // The initiator may be reading pinned buffers, which the handler
+        // may unmap once this returns: let it finish (it needs no lock for
+        // that, and takes it once to end).
+        while st.reaping {
+            drop(st);
+            std::thread::yield_now();
+            st = self.shared.lock();
+        }
         st.release();
         drop(st);
         self.shared.cond.notify_all();
@@ -754,6 +834,8 @@ impl Drop for ScstSimDriver {
 #[derive(Debug)]
 pub struct ScstSimInitiator {
     shared: Arc<Shared>,
+    /// Completions being reaped outside the lock (capacity kept).
+    deferred: Vec<DeferredReap>,
 }
 
 impl ScstSimInitiator {
@@ -895,7 +977,34 @@ impl ScstSimInitiator {
     pub fn reap(&mut self, mut f: impl FnMut(&SimCompletion<'_>)) -> Result<usize, SimError> {
         let mut st = self.shared.lock();
         st.queued_since = false;
-        let n = st.reap(&mut f);
+        let mut deferred = std::mem::take(&mut self.deferred);
+        let mut n = st.reap(&mut f, &mut deferred);
+        if !deferred.is_empty() {
+            // Data still in pinned handler buffers is read without the
+            // lock (a target driver sends it from the command's pages
+            // without holding the device's locks); the commands stay
+            // allocated, and the handler's release waits, until then.
+            st.reaping = true;
+            drop(st);
+            for d in &deferred {
+                f(&SimCompletion {
+                    tag: d.tag,
+                    status: status::GOOD,
+                    sense: &[],
+                    data_in_len: d.data_in_len,
+                    aborted: false,
+                    data: DataIn::Pinned(d.addr),
+                });
+            }
+            st = self.shared.lock();
+            for d in &deferred {
+                st.finish_reap(d);
+            }
+            st.reaping = false;
+            n += deferred.len();
+            deferred.clear();
+        }
+        self.deferred = deferred;
         let ring = st.queued_since;
         self.shared.kick(&st);
         drop(st);

@@ -14,7 +14,7 @@ use nix::errno::Errno;
 
 use super::copy::{self, CopyBatch, Dir};
 use super::parse::{self, Local, ParseFail};
-use super::{ScstSimConfig, SimCompletion, SimData, SimError, SimStats, SimSubmitError};
+use super::{DataIn, ScstSimConfig, SimCompletion, SimData, SimError, SimStats, SimSubmitError};
 use crate::exec::{status, SENSE_BUFFER_SIZE};
 use crate::scsi::sense::key;
 use crate::scsi::{Asc, Sense, SenseFormat};
@@ -84,8 +84,6 @@ impl UState {
 struct OwnBuf {
     pbuf: u64,
     order: u8,
-    /// In the cache's idle lists (not used by a command).
-    idle: bool,
 }
 
 /// `struct scst_user_cmd`.
@@ -196,8 +194,13 @@ struct Cmd {
     staging: Vec<u8>,
     /// Valid data-out bytes in `staging`.
     out_len: usize,
-    /// Valid data-in bytes in `staging`.
+    /// Valid data-in bytes in `staging`, or at `in_remote`.
     in_len: usize,
+    /// Non-zero: the data-in is still in this pinned handler buffer (the
+    /// command's own until it is freed) and goes straight from there to
+    /// the initiator at reap, as a target driver sends from the command's
+    /// pages; see [`State::materialize_in`]. Zero: it is in `staging`.
+    in_remote: u64,
     status: u8,
     sense: [u8; SCST_SENSE_BUFFERSIZE],
     sense_len: u8,
@@ -240,6 +243,7 @@ impl Cmd {
             staging: Vec::new(),
             out_len: 0,
             in_len: 0,
+            in_remote: 0,
             status: 0,
             sense: [0; SCST_SENSE_BUFFERSIZE],
             sense_len: 0,
@@ -317,12 +321,26 @@ pub(super) struct Dev {
     pub(super) blocking: bool,
 }
 
+/// A finished GOOD command whose data-in the initiator reads straight from
+/// the pinned handler buffer, outside the state lock (see `State::reap`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DeferredReap {
+    slot: u32,
+    pub(super) tag: u64,
+    pub(super) data_in_len: usize,
+    pub(super) addr: u64,
+}
+
 /// A copy between a command's staging buffer and handler memory.
 #[derive(Debug, Clone, Copy)]
 struct PendingCopy {
     slot: u32,
     remote: u64,
     len: usize,
+    /// The buffer came from the SGV cache: the kernel mapped (pinned) it
+    /// when the handler first supplied it, and reuses the pinned pages
+    /// without looking at the handler's address space again.
+    pinned: bool,
 }
 
 /// The whole simulated kernel side of one scst_user fd.
@@ -350,7 +368,10 @@ pub(super) struct State {
     mgmt_prefix: usize,
     /// SGV cache idle lists per order: (idle sequence, owner ucmd), oldest
     /// first.
-    idle: Vec<VecDeque<(u64, u32)>>,
+    /// SGV cache idle lists per order, oldest first: (idle sequence, owner
+    /// ucmd, the buffer's address — kept here so that a cache hit need not
+    /// touch the owner).
+    idle: Vec<VecDeque<(u64, u32, u64)>>,
     idle_seq: u64,
     idle_bytes: usize,
     sessions: Vec<Session>,
@@ -358,8 +379,14 @@ pub(super) struct State {
     pending_in: Vec<PendingCopy>,
     pending_out: Vec<PendingCopy>,
     copy_list: Vec<(usize, u64, usize)>,
+    /// For each entry of `copy_list`, its index in the pending list.
+    copy_index: Vec<usize>,
     failed: Vec<usize>,
     batch: CopyBatch,
+    /// Copies to and from pinned buffers are plain memory copies (see
+    /// `ScstSimDriver::trust_mapped_buffers`); otherwise every copy is
+    /// checked by `process_vm_readv`/`process_vm_writev`.
+    pub(super) trust_pinned: bool,
     /// A ucmd was put on the ready list during the current call.
     pub(super) queued_since: bool,
     /// Commands submitted since the last `notify`.
@@ -369,6 +396,9 @@ pub(super) struct State {
     pub(super) suspend_waiters: usize,
     /// Commands in flight (external and internal).
     in_use_cmds: usize,
+    /// The initiator is reading deferred completions' pinned buffers
+    /// outside the lock: the handler's release waits for it.
+    pub(super) reaping: bool,
     pub(super) stats: SimStats,
 }
 
@@ -447,14 +477,17 @@ impl State {
             pending_in: Vec::with_capacity(total),
             pending_out: Vec::with_capacity(total),
             copy_list: Vec::with_capacity(total),
+            copy_index: Vec::with_capacity(total),
             failed: Vec::with_capacity(total),
             batch: CopyBatch::default(),
+            trust_pinned: false,
             queued_since: false,
             unnotified: 0,
             fetch_waiters: 0,
             attach_waiters: 0,
             suspend_waiters: 0,
             in_use_cmds: 0,
+            reaping: false,
             stats: SimStats::default(),
         }
     }
@@ -497,6 +530,7 @@ impl State {
         c.sense_len = n as u8;
         c.resp_data_len = 0;
         c.in_len = 0;
+        c.in_remote = 0;
     }
 
     /// `scst_set_busy`.
@@ -506,6 +540,7 @@ impl State {
         c.sense_len = 0;
         c.resp_data_len = 0;
         c.in_len = 0;
+        c.in_remote = 0;
     }
 
     fn set_good(&mut self, slot: u32) {
@@ -540,6 +575,7 @@ impl State {
         c.sense_len = 0;
         c.resp_data_len = 0;
         c.in_len = 0;
+        c.in_remote = 0;
         self.complete(slot);
     }
 
@@ -638,14 +674,12 @@ impl State {
         }
     }
 
-    /// A cached buffer of `order` (the most recently freed one).
-    fn cache_get(&mut self, order: u8) -> Option<u32> {
-        let (_, owner) = self.idle.get_mut(usize::from(order))?.pop_back()?;
-        if let Some(own) = self.ucmds[owner as usize].own.as_mut() {
-            own.idle = false;
-        }
+    /// A cached buffer of `order` (the most recently freed one): its owner
+    /// and address.
+    fn cache_get(&mut self, order: u8) -> Option<(u32, u64)> {
+        let (_, owner, pbuf) = self.idle.get_mut(usize::from(order))?.pop_back()?;
         self.idle_bytes -= class_bytes(order);
-        Some(owner)
+        Some((owner, pbuf))
     }
 
     /// `sgv_pool_free`: the buffer of `owner` goes idle; over budget, the
@@ -660,10 +694,9 @@ impl State {
             self.maybe_free_ucmd(owner);
             return;
         }
-        own.idle = true;
-        let order = own.order;
+        let (order, pbuf) = (own.order, own.pbuf);
         self.idle_seq += 1;
-        self.idle[usize::from(order)].push_back((self.idle_seq, owner));
+        self.idle[usize::from(order)].push_back((self.idle_seq, owner, pbuf));
         self.idle_bytes += class_bytes(order);
         while self.idle_bytes > self.cfg.sgv_cache_bytes {
             if !self.evict_oldest() {
@@ -674,13 +707,13 @@ impl State {
 
     fn evict_oldest(&mut self) -> bool {
         let Some(order) = (0..SGV_ORDERS)
-            .filter_map(|o| self.idle[o].front().map(|&(seq, _)| (seq, o)))
+            .filter_map(|o| self.idle[o].front().map(|&(seq, _, _)| (seq, o)))
             .min()
             .map(|(_, o)| o)
         else {
             return false;
         };
-        let (_, owner) = self.idle[order].pop_front().expect("non-empty");
+        let (_, owner, _) = self.idle[order].pop_front().expect("non-empty");
         self.idle_bytes -= class_bytes(order as u8);
         self.evict(owner);
         true
@@ -690,9 +723,6 @@ impl State {
     /// the command that supplied the buffer.
     fn evict(&mut self, owner: u32) {
         self.stats.evictions += 1;
-        if let Some(own) = self.ucmds[owner as usize].own.as_mut() {
-            own.idle = false;
-        }
         if self.gone {
             self.ucmds[owner as usize].own = None;
             self.maybe_free_ucmd(owner);
@@ -752,7 +782,6 @@ impl State {
         u.own = Some(OwnBuf {
             pbuf,
             order: order_of(len as usize),
-            idle: false,
         });
         let h = u.h;
         self.cache_put(ui);
@@ -934,6 +963,7 @@ impl State {
 
     fn reset_result(c: &mut Cmd) {
         c.in_len = 0;
+        c.in_remote = 0;
         c.status = status::GOOD;
         c.sense_len = 0;
         c.resp_data_len = 0;
@@ -1128,9 +1158,8 @@ impl State {
         self.ucmds[ui as usize].buff_cached = cached;
         let order = order_of(len);
         if cached && usize::from(order) < SGV_ORDERS {
-            if let Some(owner) = self.cache_get(order) {
+            if let Some((owner, pbuf)) = self.cache_get(order) {
                 self.stats.cache_hits += 1;
-                let pbuf = self.ucmds[owner as usize].own.map_or(0, |o| o.pbuf);
                 let u = &mut self.ucmds[ui as usize];
                 u.ubuff = pbuf;
                 u.buf_owner = owner;
@@ -1159,6 +1188,8 @@ impl State {
                 slot,
                 remote,
                 len: c.out_len,
+                // Only cache hits come here; ALLOC_MEM replies copy at once.
+                pinned: true,
             });
         } else {
             self.exec_stage(slot);
@@ -1266,22 +1297,50 @@ impl State {
         }
     }
 
+    /// Performs `list`; `self.failed` gets the indices (into `list`, in
+    /// order) of the copies that faulted.
     fn run_copies(&mut self, dir: Dir, list: &[PendingCopy]) {
         self.copy_list.clear();
+        self.copy_index.clear();
         self.failed.clear();
-        for p in list {
+        for (i, p) in list.iter().enumerate() {
             let c = &mut self.cmds[p.slot as usize];
             debug_assert!(p.len <= c.staging.len());
+            let staging = &mut c.staging[..p.len];
+            if self.trust_pinned && p.pinned {
+                let remote = p.remote as usize as *mut u8;
+                match dir {
+                    // SAFETY: `trust_mapped_buffers`' contract: a pinned
+                    // buffer (one the handler supplied earlier, not yet
+                    // released by ON_FREE_CMD or ON_CACHED_MEM_FREE) stays
+                    // mapped, readable and writable, for at least the
+                    // length it was supplied with (≥ `len`, the command's
+                    // transfer), and the handler does not touch it while
+                    // the kernel owns it; `staging` is this command's own
+                    // buffer, so the ranges do not overlap.
+                    Dir::FromHandler => unsafe {
+                        std::ptr::copy_nonoverlapping(remote, staging.as_mut_ptr(), p.len);
+                    },
+                    // SAFETY: as above.
+                    Dir::ToHandler => unsafe {
+                        std::ptr::copy_nonoverlapping(staging.as_ptr(), remote, p.len);
+                    },
+                }
+                continue;
+            }
             self.copy_list
-                .push((c.staging.as_mut_ptr() as usize, p.remote, p.len));
+                .push((staging.as_mut_ptr() as usize, p.remote, p.len));
+            self.copy_index.push(i);
         }
         let failed = &mut self.failed;
+        let index = &self.copy_index;
         // SAFETY: each local pointer is the start of a distinct command's
         // staging buffer (one copy per command per batch), valid for `len`
         // bytes (checked when the copy was queued), and nothing touches
         // those buffers until `run` returns.
         unsafe {
-            self.batch.run(dir, &self.copy_list, |i| failed.push(i));
+            self.batch
+                .run(dir, &self.copy_list, |i| failed.push(index[i]));
         }
         self.copy_list.clear();
     }
@@ -1355,7 +1414,7 @@ impl State {
     /// CAPACITY data the handler returned (not with PARSE_CALL, where
     /// `dev_done` is NULL).
     fn snoop_block_size(&mut self, slot: u32) {
-        let Some(dev) = self.dev.as_mut() else {
+        let Some(dev) = self.dev.as_ref() else {
             return;
         };
         if dev.opt.parse_type == SCST_USER_PARSE_CALL || dev.type_ != TYPE_DISK {
@@ -1370,6 +1429,8 @@ impl State {
             (0x9E, 0x10) => 8,
             _ => return,
         };
+        self.materialize_in(slot);
+        let c = &self.cmds[slot as usize];
         if c.in_len < at + 4 {
             return;
         }
@@ -1380,7 +1441,9 @@ impl State {
             c.staging[at + 3],
         ]);
         if bs.is_power_of_two() && bs >= 512 {
-            dev.block_size = bs;
+            if let Some(dev) = self.dev.as_mut() {
+                dev.block_size = bs;
+            }
         }
     }
 
@@ -1435,14 +1498,61 @@ impl State {
         self.maybe_free_ucmd(ui);
     }
 
+    /// Moves a command's data-in from its pinned handler buffer into
+    /// `staging` (for the simulator's own use of it, or before the handler
+    /// goes away).
+    fn materialize_in(&mut self, slot: u32) {
+        let c = &mut self.cmds[slot as usize];
+        if c.in_remote == 0 {
+            return;
+        }
+        let remote = c.in_remote as usize as *const u8;
+        // SAFETY: `in_remote` is only set in trusted mode for a pinned
+        // buffer of this command, which is not freed yet (the command
+        // holds it until `free_cmd`) and, by `trust_mapped_buffers`'
+        // contract, stays mapped for at least `in_len` bytes while the
+        // driver exists (the driver's drop materializes first); `staging`
+        // holds `exp_len` ≥ `in_len` bytes and is this command's own.
+        unsafe {
+            std::ptr::copy_nonoverlapping(remote, c.staging.as_mut_ptr(), c.in_len);
+        }
+        c.in_remote = 0;
+    }
+
+    /// Moves every deferred data-in into staging: the handler's memory is
+    /// about to go.
+    fn materialize_all_in(&mut self) {
+        for slot in 0..self.cmds.len() as u32 {
+            self.materialize_in(slot);
+        }
+    }
+
     // ----- the initiator side ---------------------------------------------------
 
     /// Hands every finished command to `f`, then frees it (the target
-    /// driver's `xmit_response` done → `scst_tgt_cmd_done`).
-    pub(super) fn reap(&mut self, f: &mut dyn FnMut(&SimCompletion<'_>)) -> usize {
+    /// driver's `xmit_response` done → `scst_tgt_cmd_done`) — except a
+    /// GOOD command whose data-in is still in its pinned handler buffer:
+    /// that one goes to `deferred` (it stays allocated, off every list)
+    /// for the caller to complete without the state lock and then hand to
+    /// [`finish_reap`](Self::finish_reap). Returns the commands handed to
+    /// `f` here.
+    pub(super) fn reap(
+        &mut self,
+        f: &mut dyn FnMut(&SimCompletion<'_>),
+        deferred: &mut Vec<DeferredReap>,
+    ) -> usize {
         let mut n = 0;
         while let Some(slot) = self.done.pop_front() {
             let c = &self.cmds[slot as usize];
+            if c.in_remote != 0 && !c.aborted && c.status == status::GOOD {
+                deferred.push(DeferredReap {
+                    slot,
+                    tag: c.tag,
+                    data_in_len: c.in_len,
+                    addr: c.in_remote,
+                });
+                continue;
+            }
             // An aborted command has no response (SCST does not send it):
             // the initiator sees TASK ABORTED without data or sense.
             let (status, sense_len, in_len) = if c.aborted {
@@ -1458,13 +1568,25 @@ impl State {
                 sense: &c.sense[..sense_len],
                 data_in_len: in_len,
                 aborted: c.aborted,
-                data: &c.staging[..in_len],
+                data: if c.in_remote != 0 && in_len > 0 {
+                    DataIn::Pinned(c.in_remote)
+                } else {
+                    DataIn::Staged(&c.staging[..in_len])
+                },
             });
             self.free_cmd(slot);
             self.stats.reaped += 1;
             n += 1;
         }
         n
+    }
+
+    /// Frees a command [`reap`](Self::reap) deferred, once the initiator
+    /// has its completion.
+    pub(super) fn finish_reap(&mut self, d: &DeferredReap) {
+        self.cmds[d.slot as usize].in_remote = 0;
+        self.free_cmd(d.slot);
+        self.stats.reaped += 1;
     }
 
     // ----- fetching -------------------------------------------------------------
@@ -1739,6 +1861,7 @@ impl State {
             c.status = p.status;
             c.resp_data_len = 0;
             c.in_len = 0;
+            c.in_remote = 0;
             self.complete(slot);
             return Ok(());
         }
@@ -1806,7 +1929,6 @@ impl State {
             u.own = Some(OwnBuf {
                 pbuf,
                 order: order_of(len),
-                idle: false,
             });
             u.buf_owner = ui;
         }
@@ -1854,7 +1976,10 @@ impl State {
         }
         let cached = self.ucmds[ui as usize].buff_cached;
         if resp != 0 {
-            if self.ucmds[ui as usize].ubuff == 0 {
+            // A buffer known before this reply came from the cache (or an
+            // ALLOC_MEM reply of this command) and is pinned already.
+            let pinned = self.ucmds[ui as usize].ubuff != 0;
+            if !pinned {
                 if e.pbuf == 0 {
                     self.complete_busy(slot);
                     return Ok(());
@@ -1870,7 +1995,6 @@ impl State {
                     u.own = Some(OwnBuf {
                         pbuf: e.pbuf,
                         order: order_of(len),
-                        idle: false,
                     });
                     u.buf_owner = ui;
                 }
@@ -1878,12 +2002,18 @@ impl State {
             // The initiator takes at most what it asked for.
             let keep = (resp as usize).min(self.cmds[slot as usize].exp_len);
             let remote = self.ucmds[ui as usize].ubuff;
-            self.cmds[slot as usize].in_len = keep;
-            if keep > 0 {
+            let c = &mut self.cmds[slot as usize];
+            c.in_len = keep;
+            if keep > 0 && self.trust_pinned && pinned && c.parent == NONE {
+                // No copy now: the initiator reads the pinned buffer at
+                // reap (or the simulator, if it needs the data sooner).
+                c.in_remote = remote;
+            } else if keep > 0 {
                 self.pending_in.push(PendingCopy {
                     slot,
                     remote,
                     len: keep,
+                    pinned,
                 });
             }
         }
@@ -2302,10 +2432,13 @@ impl State {
         if self.dev.is_none() {
             return;
         }
+        // The handler's memory may go once it is released: data not yet
+        // sent to the initiator moves to the target driver's buffers.
+        self.materialize_all_in();
         // sgv_pool_flush: every idle buffer (its ON_CACHED_MEM_FREE is
         // unjammed at once: nobody will read it).
         for o in 0..SGV_ORDERS {
-            while let Some((_, owner)) = self.idle[o].pop_front() {
+            while let Some((_, owner, _)) = self.idle[o].pop_front() {
                 self.idle_bytes -= class_bytes(o as u8);
                 self.ucmds[owner as usize].own = None;
                 self.maybe_free_ucmd(owner);
