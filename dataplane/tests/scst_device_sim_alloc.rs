@@ -85,6 +85,17 @@ fn register(driver: &mut impl ScstDriver, opt: ScstUserOpt) {
 
 #[test]
 fn steady_state_allocates_nothing_per_command() {
+    steady_state(false);
+}
+
+/// As `dataplane bench` runs it: pinned buffers copied directly, data-in
+/// read at reap outside the simulator's lock.
+#[test]
+fn steady_state_with_trusted_buffers_allocates_nothing_per_command() {
+    steady_state(true);
+}
+
+fn steady_state(trust: bool) {
     let bdev: BdevRef = Arc::new(RamBdev::new("ram", BS as u32, BLOCKS).unwrap());
     let (port, end) = port_pair(256).unwrap();
     let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), 256);
@@ -110,6 +121,12 @@ fn steady_state_allocates_nothing_per_command() {
         ..Default::default()
     };
     register(&mut driver, opt);
+    if trust {
+        // SAFETY: the driver goes into an `ScstDevice`, which keeps its
+        // pool's buffers mapped and untouched while the kernel holds them
+        // and closes the driver before unmapping the pool.
+        unsafe { driver.trust_mapped_buffers() };
+    }
     let pool = BufferPool::new(PoolConfig {
         max_bytes: 64 << 20,
         max_buffer_bytes: 1 << 20,

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use dataplane::initiator::{
     Completion, Initiator, IoData, Job, Pattern, SubmitError, VerifyModel, Workload,
 };
+use dataplane::scst::driver::ScstDriver;
+use dataplane::scst::error::ScstError;
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::{
-    self, DeviceFacts, FoundDevice, Host, OpenError, RunOptions, ServeOptions, Server, TcmuUioName,
+    self, DeviceFacts, DeviceKind, FoundDevice, Host, OpenError, RunOptions, ServeOptions, Server,
+    TcmuUioName,
 };
 use dataplane::tcmu::sim::{SimConfig, SimData, TcmuSim};
 use dataplane::tcmu::{Doorbell, SharedRegion};
@@ -123,6 +126,11 @@ impl Host for SimHost {
             .unwrap()
             .push(format!("unblock {}", name.name));
         Ok(())
+    }
+
+    fn open_scst(&mut self, name: &str) -> Result<Box<dyn ScstDriver>, ScstError> {
+        // These configurations have no [[scst]] device.
+        Err(ScstError::Invalid(format!("no SCST here (device {name})")))
     }
 }
 
@@ -347,12 +355,20 @@ fn serves_attaches_refuses_recovers_and_detaches() {
         "{d0:?}"
     );
     assert_eq!(
-        (d0.uio.as_str(), d0.bdev.as_str(), d0.hba),
-        ("uio0", "ram0", 0)
+        (d0.kind, d0.uio.as_deref(), d0.bdev.as_str(), d0.hba),
+        (DeviceKind::Tcmu, Some("uio0"), "ram0", Some(0))
     );
+    assert!(d0.received_total >= d0.commands_total, "{d0:?}");
+    assert_eq!((d0.busy_total, d0.sessions), (None, None));
     assert_eq!(report.reactors.len(), 1);
     let json = serde_json::to_value(&report).unwrap();
     assert!(json["devices"][0]["latency_ns"]["p999"].is_u64());
+    assert_eq!(json["devices"][0]["kind"], "tcmu");
+    assert_eq!(json["devices"][0]["uio"], "uio0");
+    assert!(json["devices"][0].get("busy_total").is_none());
+    assert!(report
+        .render_text()
+        .contains("  disk0 (uio0, bdev ram0, reactor 0): "));
 
     // Commands queued before the handler attaches are picked up.
     let early = host.add(7, "tcm-user/2/early/dataplane/ram0", facts(512, MIB));

@@ -1,9 +1,9 @@
 //! `dataplane bench` end to end, at small scale: the real reactor threads,
-//! the TCMU simulator and every bdev, with data verification.
+//! the TCMU and SCST simulators and every bdev, with data verification.
 
 use std::time::Duration;
 
-use dataplane::bench::{self, BdevKind, BenchConfig, BenchError};
+use dataplane::bench::{self, BdevKind, BenchConfig, BenchError, Frontend};
 use dataplane::initiator::Pattern;
 use reactor::IdlePolicy;
 
@@ -51,6 +51,42 @@ fn striped_randrw_verifies_clean_across_strips() {
     config.io_size = 32 << 10;
     let r = run(&config);
     assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+}
+
+#[test]
+fn scst_randrw_verifies_clean_and_counts_ioctls() {
+    let config = BenchConfig {
+        frontend: Frontend::Scst,
+        ..small(BdevKind::Ram, Pattern::RandRw, true)
+    };
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    assert_eq!(r.frontend, "scst");
+    assert!(r.reads > 0 && r.writes > 0);
+    // Doorbells are the REPLY_AND_GET_MULTI ioctls (how many per I/O is
+    // for the benchmark to report, not for a debug build to assert).
+    assert!(r.doorbells > 0);
+    assert_eq!(r.doorbells_per_io, r.doorbells as f64 / r.ios as f64);
+    assert!(r.compare.is_none());
+}
+
+#[test]
+fn compare_runs_the_tcmu_path_in_the_same_run() {
+    let config = BenchConfig {
+        frontend: Frontend::Scst,
+        compare: true,
+        ..small(BdevKind::Ram, Pattern::RandRead, true)
+    };
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    let c = r.compare.clone().expect("a compared run");
+    assert_eq!(c.frontend, "tcmu");
+    assert_eq!((c.errors, c.verify_mismatches), (0, 0));
+    assert!(c.iops > 0.0 && c.doorbells_per_io > 0.0);
+    assert!((c.ratio - r.iops / c.iops).abs() < 1e-9, "{c:?}");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["compare"]["frontend"], "tcmu");
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! `dataplane`: the command-line tool of the SCSI dataplane.
 //!
 //! - `dataplane bench`: the whole dataplane (reactors, SPSC rings, bdevs, the
-//!   SCSI layer, the TCMU frontend) against the built-in kernel simulator; no
+//!   SCSI layer, the TCMU or SCST frontend) against the built-in kernel simulator; no
 //!   root, no kernel modules.
-//! - `dataplane serve`: serve real LIO/TCMU devices from a configuration file.
+//! - `dataplane serve`: serve real LIO/TCMU and SCST (scst_user) devices from a
+//!   configuration file.
 //! - `dataplane lio`: create, delete and list TCMU devices in LIO's configfs.
 //! - `dataplane scst`: add SCST LUNs for the dataplane's scst_user devices.
 
@@ -31,7 +32,7 @@ struct Cli {
 enum Command {
     /// Benchmark the full dataplane against the built-in kernel simulator.
     Bench(bench::BenchArgs),
-    /// Serve LIO/TCMU devices (runs until SIGTERM).
+    /// Serve LIO/TCMU and SCST (scst_user) devices (runs until SIGTERM).
     Serve(serve::ServeArgs),
     /// Create, delete and list TCMU devices in LIO's configfs.
     Lio(lio::LioArgs),

@@ -1,4 +1,10 @@
-//! `dataplane serve`: serve LIO/TCMU devices from a configuration file.
+//! `dataplane serve`: serve LIO/TCMU devices and SCST (scst_user) devices
+//! from a configuration file.
+//!
+//! TCMU devices are found (and found again) at run time; without TCMU on
+//! the host (no target_core_user, no /sys/class/uio) serve says so and keeps
+//! serving its `[[scst]]` devices. `[[scst]]` devices are registered at
+//! start: any that cannot be is an error (exit status 1).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -119,6 +125,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let rescan_interval = Duration::from_millis(config.tcmu.rescan_interval_ms);
     let subtype = config.tcmu.subtype.clone();
     let bdev_names: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
+    let scst_names: Vec<String> = config.scst.iter().map(|s| s.name.clone()).collect();
 
     let server = Server::start(
         ServeOptions { config, state_dir },
@@ -131,8 +138,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let stats_requested = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stats_requested))
         .context("installing the SIGUSR1 handler")?;
+    let scst_part = if scst_names.is_empty() {
+        String::new()
+    } else {
+        format!(" and SCST devices {scst_names:?}")
+    };
     log(&format!(
-        "serving subtype {subtype:?} with bdevs {bdev_names:?} on {} reactor(s); pid {}",
+        "serving TCMU subtype {subtype:?}{scst_part} with bdevs {bdev_names:?} on {} \
+         reactor(s); pid {}",
         server.reactors().len(),
         std::process::id()
     ));

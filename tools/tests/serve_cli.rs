@@ -59,6 +59,74 @@ fn bad_configurations_name_the_problem() {
 }
 
 #[test]
+fn bad_scst_devices_name_the_key() {
+    let with = |scst: &str| {
+        format!(
+            "[reactors]\ncores = [0]\n[[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n\
+             [[scst]]\n{scst}\n"
+        )
+    };
+    let err = refused(
+        "scst-unknown-key",
+        &with("name = \"disk0\"\nbdev = \"ram0\"\nqueue_depth = 64"),
+    );
+    assert!(err.contains("unknown field `queue_depth`"), "{err}");
+    let err = refused("scst-no-bdev", &with("name = \"disk0\"\nbdev = \"ghost\""));
+    assert!(
+        err.contains("scst[0] (\"disk0\").bdev: no [[bdev]] named \"ghost\""),
+        "{err}"
+    );
+    let err = refused(
+        "scst-block-size",
+        &with("name = \"disk0\"\nbdev = \"ram0\"\nblock_size = 4096"),
+    );
+    assert!(
+        err.contains("scst[0] (\"disk0\").block_size: 4096 differs from the block size of bdev"),
+        "{err}"
+    );
+    let err = refused(
+        "scst-parse",
+        &with("name = \"disk0\"\nbdev = \"ram0\"\nparse_type = \"sometimes\""),
+    );
+    assert!(
+        err.contains("parse_type = \"sometimes\"") && err.contains("unknown variant `sometimes`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn scst_devices_without_scst_user_fail_to_start() {
+    // Validation passes; opening /dev/scst_user fails (no root needed).
+    let empty = std::env::temp_dir().join(format!("dataplane-cli-noscst-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let path = config_file(
+        "scst-only",
+        "[reactors]\ncores = [0]\n[[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n\
+         [[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
+        .arg(&path)
+        .args(["--sysfs-root", empty.to_str().unwrap()])
+        .args(["--dev-root", empty.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = std::fs::remove_dir_all(&empty);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "dataplane: error: starting the server: scst \"disk0\": scst_user is not loaded (no \
+             {}/scst_user; modprobe scst_user)",
+            empty.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn sigterm_drains_and_exits_zero() {
     let empty = std::env::temp_dir().join(format!("dataplane-cli-roots-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();

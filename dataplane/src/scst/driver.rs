@@ -144,6 +144,54 @@ pub trait ScstDriver: Send {
     fn ioctls(&self) -> u64;
 }
 
+/// A driver chosen at run time (the real fd or a simulator, as `dataplane
+/// serve` does): every call forwards, one indirect call per ioctl.
+impl<T: ScstDriver + ?Sized> ScstDriver for Box<T> {
+    fn register(&mut self, desc: &ScstUserDevDesc) -> Result<(), Errno> {
+        (**self).register(desc)
+    }
+
+    fn set_options(&mut self, opt: &ScstUserOpt) -> Result<(), Errno> {
+        (**self).set_options(opt)
+    }
+
+    fn get_options(&mut self) -> Result<ScstUserOpt, Errno> {
+        (**self).get_options()
+    }
+
+    fn reply_and_get_multi(
+        &mut self,
+        buf: &mut MultiBuf,
+        replies: &[ScstUserReplyCmd],
+    ) -> Result<(), Errno> {
+        (**self).reply_and_get_multi(buf, replies)
+    }
+
+    fn reply_cmd(&mut self, reply: &ScstUserReplyCmd) -> Result<(), Errno> {
+        (**self).reply_cmd(reply)
+    }
+
+    fn flush_cache(&mut self) -> Result<(), Errno> {
+        (**self).flush_cache()
+    }
+
+    fn capacity_changed(&mut self) -> Result<(), Errno> {
+        (**self).capacity_changed()
+    }
+
+    fn prealloc_buffer(&mut self, pbuf: u64, len: u32, for_clust_pool: bool) -> Result<u32, Errno> {
+        (**self).prealloc_buffer(pbuf, len, for_clust_pool)
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        (**self).wait_fd()
+    }
+
+    fn ioctls(&self) -> u64 {
+        (**self).ioctls()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

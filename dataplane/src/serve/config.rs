@@ -29,6 +29,18 @@
 //! [[tcmu.pin]]
 //! device = "disk0"         # LIO device name (configfs directory)
 //! reactor = 0              # index into reactors.cores
+//!
+//! [[scst]]
+//! name = "disk1"           # SCST device name (/sys/kernel/scst_tgt/devices/disk1)
+//! bdev = "ram0"            # a [[bdev]] (not a striped bdev's child)
+//! # block_size = 512       # default: the bdev's (must equal it)
+//! # version = "..."        # DEV_USER_VERSION; default: found at run time
+//! # reactor = 0            # default: round-robin with the TCMU devices
+//! # parse_type = "standard"   # "standard" | "call" | "exception"
+//! # memory_reuse = "all"   # "all" | "read" | "write" | "none"
+//! # on_free_cmd = "ignore" # default: "ignore" with memory_reuse "all", else "call"
+//! # tst = 1, queue_alg = 1, qerr = 0, tas = 0, swp = 0, d_sense = 0
+//! # pool_mb = 256          # cap of the device's buffer pool
 //! ```
 //!
 //! Parsing rejects unknown keys; [`ServeConfig::validate`] checks values and
@@ -39,6 +51,9 @@ use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::scst::register::{MemoryReuse, OnFreeCmd, ParseType, RegisterSpec, ScstOptions};
+use crate::scst::version::check_version_string;
 
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -245,6 +260,109 @@ impl Default for TcmuConfig {
     }
 }
 
+/// A control-mode-page option: an integer, or `true`/`false` for 1/0.
+fn option_byte<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u8>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Int(i64),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Bool(b) => Ok(Some(u8::from(b))),
+        Raw::Int(n) => u8::try_from(n).map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{n} is out of range (the SCST options are 0 to 3)"))
+        }),
+    }
+}
+
+/// Default of `[[scst]] pool_mb`.
+pub const DEFAULT_SCST_POOL_MB: u64 = 256;
+/// Smallest `[[scst]] pool_mb`: one buffer of the largest transfer
+/// ([`crate::serve::server::MAX_TRANSFER_BYTES`], 8 MiB).
+pub const MIN_SCST_POOL_MB: u64 = 8;
+/// Largest `[[scst]] pool_mb` (1 TiB).
+pub const MAX_SCST_POOL_MB: u64 = 1 << 20;
+
+/// One `[[scst]]`: an scst_user device registered at start.
+///
+/// The scst_user options (`parse_type` to `d_sense`) map onto
+/// [`ScstOptions`]; unset ones take its defaults (those of fileio_tgt).
+/// Partial transfers are not supported (SCST implements none).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScstConfig {
+    /// The SCST device name (`/sys/kernel/scst_tgt/devices/<name>`).
+    pub name: String,
+    /// The `[[bdev]]` behind the LUN.
+    pub bdev: String,
+    /// Logical block size; must equal the bdev's (the default).
+    #[serde(default)]
+    pub block_size: Option<u32>,
+    /// DEV_USER_VERSION; `None` = found at run time
+    /// ([`crate::scst::version`]).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Index into `reactors.cores`; `None` = round-robin, shared with the
+    /// TCMU devices.
+    #[serde(default)]
+    pub reactor: Option<usize>,
+    /// Who parses CDBs (`parse` is accepted as another name).
+    #[serde(default, alias = "parse")]
+    pub parse_type: Option<ParseType>,
+    /// Which data buffers the kernel caches for reuse.
+    #[serde(default)]
+    pub memory_reuse: Option<MemoryReuse>,
+    /// ON_FREE_CMD; `None` = per memory policy.
+    #[serde(default)]
+    pub on_free_cmd: Option<OnFreeCmd>,
+    /// Control mode page TST.
+    #[serde(default, deserialize_with = "option_byte")]
+    pub tst: Option<u8>,
+    /// Control mode page QUEUE ALGORITHM MODIFIER.
+    #[serde(default, deserialize_with = "option_byte")]
+    pub queue_alg: Option<u8>,
+    /// Control mode page QERR.
+    #[serde(default, deserialize_with = "option_byte")]
+    pub qerr: Option<u8>,
+    /// Control mode page TAS.
+    #[serde(default, deserialize_with = "option_byte")]
+    pub tas: Option<u8>,
+    /// Control mode page SWP.
+    #[serde(default, deserialize_with = "option_byte")]
+    pub swp: Option<u8>,
+    /// Control mode page D_SENSE (also the sense format of the LUN).
+    #[serde(default, deserialize_with = "option_byte")]
+    pub d_sense: Option<u8>,
+    /// Cap of the device's buffer pool in MiB (default
+    /// [`DEFAULT_SCST_POOL_MB`]).
+    #[serde(default)]
+    pub pool_mb: Option<u64>,
+}
+
+impl ScstConfig {
+    /// The scst_user options: the set ones over [`ScstOptions`]' defaults.
+    pub fn options(&self) -> ScstOptions {
+        let d = ScstOptions::default();
+        ScstOptions {
+            parse_type: self.parse_type.unwrap_or(d.parse_type),
+            memory_reuse: self.memory_reuse.unwrap_or(d.memory_reuse),
+            on_free_cmd: self.on_free_cmd.or(d.on_free_cmd),
+            tst: self.tst.unwrap_or(d.tst),
+            queue_alg: self.queue_alg.unwrap_or(d.queue_alg),
+            qerr: self.qerr.unwrap_or(d.qerr),
+            tas: self.tas.unwrap_or(d.tas),
+            swp: self.swp.unwrap_or(d.swp),
+            d_sense: self.d_sense.unwrap_or(d.d_sense),
+        }
+    }
+
+    /// The buffer pool cap in bytes.
+    pub fn pool_bytes(&self) -> usize {
+        (self.pool_mb.unwrap_or(DEFAULT_SCST_POOL_MB) << 20) as usize
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +375,9 @@ pub struct ServeConfig {
     /// `[tcmu]`.
     #[serde(default)]
     pub tcmu: TcmuConfig,
+    /// `[[scst]]` devices.
+    #[serde(default)]
+    pub scst: Vec<ScstConfig>,
 }
 
 /// A name LIO's `dev_config` can carry: non-empty, no `/` or `:` or spaces.
@@ -452,7 +573,88 @@ impl ServeConfig {
                 ));
             }
         }
+        self.validate_scst()
+    }
+
+    /// Checks the `[[scst]]` devices (after the bdevs and reactors).
+    fn validate_scst(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, s) in self.scst.iter().enumerate() {
+            let key = format!("scst[{i}].name");
+            check_name(&key, &s.name)?;
+            // SCST's own rules (printable ASCII, at most 48 bytes): the
+            // message of the registration code.
+            if let Err(e) = RegisterSpec::new(s.name.clone(), 512).validate() {
+                return err(format!("{key}: {e}"));
+            }
+            if !names.insert(s.name.as_str()) {
+                return err(format!("{key}: {:?} is defined twice", s.name));
+            }
+            let at = format!("scst[{i}] ({:?})", s.name);
+            let Some(bdev) = self.bdev(&s.bdev) else {
+                return err(format!("{at}.bdev: no [[bdev]] named {:?}", s.bdev));
+            };
+            if let Some(parent) = self.parent_of(&s.bdev) {
+                return err(format!(
+                    "{at}.bdev: {:?} is a child of striped bdev {parent:?} and cannot back a LUN",
+                    s.bdev
+                ));
+            }
+            let bdev_block_size = self.block_size_of(bdev);
+            if let Some(bs) = s.block_size {
+                if Some(bs) != bdev_block_size {
+                    return err(format!(
+                        "{at}.block_size: {bs} differs from the block size of bdev {:?} ({}); \
+                         leave it out or make them equal",
+                        s.bdev,
+                        bdev_block_size.unwrap_or(0)
+                    ));
+                }
+            }
+            if let Some(version) = &s.version {
+                check_version_string(version)
+                    .map_err(|why| ConfigError(format!("{at}.version: {why}")))?;
+            }
+            if let Some(r) = s.reactor {
+                if r >= self.reactors.cores.len() {
+                    return err(format!(
+                        "{at}.reactor: {r} is not a reactor index (reactors.cores has {})",
+                        self.reactors.cores.len()
+                    ));
+                }
+            }
+            if let Err(e) = s.options().validate() {
+                return err(format!("{at}: {e}"));
+            }
+            if let Some(mb) = s.pool_mb {
+                if !(MIN_SCST_POOL_MB..=MAX_SCST_POOL_MB).contains(&mb) {
+                    return err(format!(
+                        "{at}.pool_mb: {mb} is not between {MIN_SCST_POOL_MB} (one buffer of \
+                         the largest transfer) and {MAX_SCST_POOL_MB}"
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The logical block size of a bdev of this file (a striped bdev's is
+    /// its children's); `None` for a striped bdev without valid children.
+    pub fn block_size_of(&self, bdev: &BdevConfig) -> Option<u32> {
+        match bdev {
+            BdevConfig::Ram { block_size, .. } | BdevConfig::Null { block_size, .. } => {
+                Some(*block_size)
+            }
+            BdevConfig::Striped { children, .. } => children
+                .first()
+                .and_then(|c| self.bdev(c))
+                .and_then(|c| match c {
+                    BdevConfig::Ram { block_size, .. } | BdevConfig::Null { block_size, .. } => {
+                        Some(*block_size)
+                    }
+                    BdevConfig::Striped { .. } => None,
+                }),
+        }
     }
 
     /// The bdev named `name`.
@@ -617,5 +819,153 @@ reactor = 0
         assert!(error(&bad_subtype).contains("tcmu.subtype: must not be empty"));
         let bad_rescan = GOOD.replace("rescan_interval_ms = 500", "rescan_interval_ms = 1");
         assert!(error(&bad_rescan).contains("tcmu.rescan_interval_ms: 1 is not between"));
+    }
+
+    /// GOOD plus one `[[scst]]` with `body` (and a second reactor).
+    fn scst(body: &str) -> String {
+        format!(
+            "{}\n[[scst]]\n{body}\n",
+            GOOD.replace("cores = [0]", "cores = [0, 1]")
+        )
+    }
+
+    #[test]
+    fn scst_devices_parse_with_defaults() {
+        let c = check(&scst("name = \"disk1\"\nbdev = \"ram0\"")).unwrap();
+        assert_eq!(c.scst.len(), 1);
+        let d = &c.scst[0];
+        assert_eq!((d.name.as_str(), d.bdev.as_str()), ("disk1", "ram0"));
+        assert_eq!(
+            (d.block_size, d.reactor, d.version.as_deref()),
+            (None, None, None)
+        );
+        assert_eq!(d.options(), ScstOptions::default());
+        assert_eq!(d.pool_bytes(), 256 << 20);
+        let c = check(&scst(
+            "name = \"disk1\"\nbdev = \"fast\"\nblock_size = 4096\nreactor = 1\n\
+             version = \"3.10.0abc\"\nparse_type = \"call\"\nmemory_reuse = \"read\"\n\
+             tst = 0\nqueue_alg = false\nqerr = 3\ntas = true\nswp = 1\nd_sense = true\n\
+             pool_mb = 64",
+        ))
+        .unwrap();
+        let d = &c.scst[0];
+        assert_eq!((d.block_size, d.reactor), (Some(4096), Some(1)));
+        assert_eq!(d.version.as_deref(), Some("3.10.0abc"));
+        assert_eq!(
+            d.options(),
+            ScstOptions {
+                parse_type: ParseType::Call,
+                memory_reuse: MemoryReuse::Read,
+                on_free_cmd: None,
+                tst: 0,
+                queue_alg: 0,
+                qerr: 3,
+                tas: 1,
+                swp: 1,
+                d_sense: 1,
+            }
+        );
+        assert_eq!(d.options().effective_on_free_cmd(), OnFreeCmd::Call);
+        assert_eq!(d.pool_bytes(), 64 << 20);
+        // `parse` is another name of `parse_type`.
+        let c = check(&scst(
+            "name = \"d\"\nbdev = \"ram0\"\nparse = \"exception\"\non_free_cmd = \"call\"",
+        ))
+        .unwrap();
+        assert_eq!(c.scst[0].options().parse_type, ParseType::Exception);
+        assert_eq!(c.scst[0].options().on_free_cmd, Some(OnFreeCmd::Call));
+        assert_eq!(c.block_size_of(c.bdev("fast").unwrap()), Some(4096));
+    }
+
+    #[test]
+    fn scst_errors_name_their_key() {
+        let dev = |extra: &str| scst(&format!("name = \"disk1\"\nbdev = \"ram0\"\n{extra}"));
+        assert!(error(&dev("colour = 1")).contains("unknown field `colour`"));
+        assert!(error(&scst("bdev = \"ram0\"")).contains("missing field `name`"));
+        assert!(error(&scst("name = \"d\"")).contains("missing field `bdev`"));
+        assert_eq!(
+            error(&scst("name = \"d\"\nbdev = \"x\"")),
+            "scst[0] (\"d\").bdev: no [[bdev]] named \"x\""
+        );
+        assert_eq!(
+            error(&scst("name = \"d\"\nbdev = \"r1\"")),
+            "scst[0] (\"d\").bdev: \"r1\" is a child of striped bdev \"fast\" and cannot back \
+             a LUN"
+        );
+        assert_eq!(
+            error(&dev("block_size = 4096")),
+            "scst[0] (\"disk1\").block_size: 4096 differs from the block size of bdev \"ram0\" \
+             (512); leave it out or make them equal"
+        );
+        assert_eq!(
+            error(&dev("reactor = 2")),
+            "scst[0] (\"disk1\").reactor: 2 is not a reactor index (reactors.cores has 2)"
+        );
+        let parse = error(&dev("parse_type = \"sometimes\""));
+        assert!(
+            parse.contains("parse_type = \"sometimes\"")
+                && parse.contains(
+                    "unknown variant `sometimes`, expected one of `standard`, `call`, `exception`"
+                ),
+            "{parse}"
+        );
+        let reuse = error(&dev("memory_reuse = \"most\""));
+        assert!(
+            reuse.contains("memory_reuse = \"most\"") && reuse.contains("unknown variant `most`"),
+            "{reuse}"
+        );
+        assert_eq!(
+            error(&dev("qerr = 2")),
+            "scst[0] (\"disk1\"): SCST option qerr = 2 is invalid: allowed values are 0, 1 and 3"
+        );
+        assert_eq!(
+            error(&dev("tst = 7")),
+            "scst[0] (\"disk1\"): SCST option tst = 7 is invalid: allowed values are 0 (one task \
+             set) and 1 (separate task sets)"
+        );
+        assert!(error(&dev("d_sense = 300")).contains("300 is out of range"));
+        assert!(error(&dev("swp = -1")).contains("-1 is out of range"));
+        assert!(
+            error(&dev("on_free_cmd = \"ignore\"\nmemory_reuse = \"none\"")).starts_with(
+                "scst[0] (\"disk1\"): SCST option on_free_cmd = ignore needs memory_reuse = all"
+            )
+        );
+        assert_eq!(
+            error(&dev("pool_mb = 4")),
+            "scst[0] (\"disk1\").pool_mb: 4 is not between 8 (one buffer of the largest \
+             transfer) and 1048576"
+        );
+        assert_eq!(
+            error(&dev("version = \"3.11 pre\"")),
+            "scst[0] (\"disk1\").version: it contains ' ' (a DEV_USER_VERSION has no spaces)"
+        );
+        assert_eq!(
+            error(&scst(&format!(
+                "name = \"{}\"\nbdev = \"ram0\"",
+                "d".repeat(49)
+            ))),
+            format!(
+                "scst[0].name: SCST device name \"{}\" is 49 bytes long (at most 48)",
+                "d".repeat(49)
+            )
+        );
+        assert!(check(&scst(&format!(
+            "name = \"{}\"\nbdev = \"ram0\"",
+            "d".repeat(48)
+        )))
+        .is_ok());
+        assert_eq!(
+            error(&scst("name = \"a:b\"\nbdev = \"ram0\"")),
+            "scst[0].name: \"a:b\" contains ':'; names may not contain '/', ':' or spaces"
+        );
+        assert_eq!(
+            error(&scst("name = \"dìsk\"\nbdev = \"ram0\"")),
+            "scst[0].name: SCST device name \"dìsk\" contains 'ì' (allowed: printable ASCII \
+             without spaces and '/')"
+        );
+        assert!(error(&scst("name = \"\"\nbdev = \"ram0\""))
+            .contains("scst[0].name: must not be empty"));
+        let twice = format!("{}[[scst]]\nname = \"disk1\"\nbdev = \"fast\"\n", dev(""));
+        assert_eq!(error(&twice), "scst[1].name: \"disk1\" is defined twice");
     }
 }

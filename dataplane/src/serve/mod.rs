@@ -1,11 +1,14 @@
-//! `dataplane serve`: serve real LIO/TCMU devices.
+//! `dataplane serve`: serve real LIO/TCMU devices and SCST scst_user
+//! devices.
 //!
 //! [`config`] is the configuration file, [`server`] attaches devices to
-//! reactors, [`stats`] reports on them, and [`run`] is the control loop that
-//! ties them to signals, netlink events and timers. Everything here is
-//! control plane: it runs on the main thread, never on a reactor.
+//! reactors, [`scst`] builds the `[[scst]]` devices, [`stats`] reports on
+//! them, and [`run`] is the control loop that ties them to signals, netlink
+//! events and timers. Everything here is control plane: it runs on the main
+//! thread, never on a reactor.
 
 pub mod config;
+pub mod scst;
 pub mod server;
 pub mod stats;
 pub mod sys;
@@ -18,7 +21,7 @@ use reactor::ShutdownSignals;
 
 pub use crate::tcmu::discovery::TcmuUioName;
 pub use server::{DeviceFacts, FoundDevice, Host, OpenError, ServeError, ServeOptions, Server};
-pub use stats::StatsReport;
+pub use stats::{DeviceKind, DeviceStats, StatsReport};
 pub use sys::SysHost;
 
 /// Timers and hooks of the control loop.

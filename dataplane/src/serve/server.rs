@@ -25,6 +25,16 @@
 //!
 //! SIGTERM/SIGINT stop every reactor, which drains every device; the state
 //! files then say "clean" so the next start picks up waiting commands.
+//!
+//! # SCST devices
+//! Each `[[scst]]` entry is registered with scst_user at
+//! [`Server::start`] (see [`super::scst`]) and placed on its reactor like a
+//! TCMU device (configured `reactor`, else the same round-robin), sharing
+//! that reactor's bdev poller for its bdev. A device that cannot be
+//! registered makes the start fail. They stay until shutdown, which drains
+//! them like the TCMU devices: the device stops asking scst_user for new
+//! commands, answers every command it received, and only then is its fd
+//! closed (which unregisters it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -39,10 +49,15 @@ use bdev::BdevRef;
 use reactor::{PollerId, Reactor, ReactorConfig, ReactorHandle, ReactorStats};
 
 use super::config::{BdevConfig, ConfigError, ServeConfig};
-use super::stats::{DeviceStats, ReactorLoad, StatsReport};
+use super::scst;
+use super::stats::{DeviceKind, DeviceStats, ReactorLoad, StatsReport};
 use crate::latency::SharedLatency;
 use crate::lun::{Lun, LunConfig};
 use crate::port::{port_pair, BdevPoller, BdevPollerHandle};
+use crate::scst::device::{ScstStats, ScstStatsSnapshot};
+use crate::scst::driver::ScstDriver;
+use crate::scst::error::ScstError;
+use crate::scst::version::{VersionSearch, VersionSource};
 use crate::tcmu::discovery::TcmuUioName;
 use crate::tcmu::{DeviceConfig, Doorbell, SharedRegion, TcmuDevice, TcmuStats, TcmuStatsSnapshot};
 
@@ -84,8 +99,10 @@ pub enum OpenError {
     Failed(String),
 }
 
-/// The system the server runs on: where devices come from. [`SysHost`] is
-/// the real one; tests provide simulated devices.
+/// The system the server runs on: where devices come from (TCMU's UIO
+/// devices and configfs, SCST's `/dev/scst_user`).
+/// [`SysHost`](super::SysHost) is the real one; tests provide simulated
+/// devices.
 pub trait Host: Send {
     /// Every UIO device present now.
     fn scan(&mut self) -> Vec<FoundDevice>;
@@ -98,6 +115,18 @@ pub trait Host: Send {
     fn recover(&mut self, name: &TcmuUioName) -> Result<(), String>;
     /// Unblocks a device blocked by `recover`.
     fn unblock(&mut self, name: &TcmuUioName) -> Result<(), String>;
+    /// Opens a new scst_user fd (`/dev/scst_user`, non-blocking) for the
+    /// `[[scst]]` device `name`: one fd per device.
+    fn open_scst(&mut self, name: &str) -> Result<Box<dyn ScstDriver>, ScstError>;
+    /// The DEV_USER_VERSION to register SCST devices with: `configured`
+    /// (a device's `version`) as given, else found on the machine
+    /// ([`VersionSearch::system`]).
+    fn dev_user_version(
+        &mut self,
+        configured: Option<&str>,
+    ) -> Result<(String, VersionSource), ScstError> {
+        VersionSearch::system().find(configured)
+    }
 }
 
 /// Why the server could not start or run.
@@ -117,6 +146,14 @@ pub enum ServeError {
     /// A reactor could not be started or stopped.
     #[error("reactor: {0}")]
     Reactor(#[from] reactor::Error),
+    /// An `[[scst]]` device could not be opened, registered or set up.
+    #[error("scst {device:?}: {message}")]
+    Scst {
+        /// The SCST device name.
+        device: String,
+        /// What failed and what to do about it (the SCST layer's message).
+        message: String,
+    },
 }
 
 /// Options of a server.
@@ -143,6 +180,16 @@ struct Attached {
     state_file: Option<PathBuf>,
 }
 
+/// An `[[scst]]` device on its reactor.
+struct AttachedScst {
+    name: String,
+    bdev: String,
+    reactor: usize,
+    stats: Arc<ScstStats>,
+    latency: Option<Arc<SharedLatency>>,
+    last: ScstStatsSnapshot,
+}
+
 /// The server. See the module docs.
 pub struct Server<H: Host> {
     options: ServeOptions,
@@ -151,6 +198,8 @@ pub struct Server<H: Host> {
     reactors: Vec<ReactorHandle>,
     bdev_pollers: HashMap<(usize, String), BdevPollerHandle>,
     devices: BTreeMap<u32, Attached>,
+    /// `[[scst]]` devices, in configuration order.
+    scst_devices: Vec<AttachedScst>,
     /// Devices refused or not ours, by minor, with the name they had: looked
     /// at again only if the name under that minor changes.
     ignored: HashMap<u32, String>,
@@ -168,6 +217,14 @@ impl<H: Host> std::fmt::Debug for Server<H> {
         f.debug_struct("Server")
             .field("reactors", &self.reactors.len())
             .field("devices", &self.devices.keys().collect::<Vec<_>>())
+            .field(
+                "scst_devices",
+                &self
+                    .scst_devices
+                    .iter()
+                    .map(|d| &d.name)
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -267,8 +324,10 @@ fn write_state(path: &Path, clean: bool) -> io::Result<()> {
 }
 
 impl<H: Host> Server<H> {
-    /// Creates the bdevs and starts the reactors; attaches nothing yet (see
-    /// [`rescan`](Self::rescan)). `log` receives one line per event.
+    /// Creates the bdevs, starts the reactors and registers the `[[scst]]`
+    /// devices (any failure is an error: [`ServeError::Scst`] names the
+    /// device); attaches no TCMU device yet (see [`rescan`](Self::rescan)).
+    /// `log` receives one line per event.
     pub fn start(
         options: ServeOptions,
         host: H,
@@ -293,20 +352,132 @@ impl<H: Host> Server<H> {
             }
         }
         let last_reactor_stats = reactors.iter().map(ReactorHandle::stats).collect();
-        Ok(Self {
+        let mut server = Self {
             options,
             host,
             bdevs,
             reactors,
             bdev_pollers: HashMap::new(),
             devices: BTreeMap::new(),
+            scst_devices: Vec::new(),
             ignored: HashMap::new(),
             retrying: HashMap::new(),
             next_reactor: 0,
             last_reactor_stats,
             last_stats_at: Instant::now(),
             log,
-        })
+        };
+        // On error the server is dropped: its reactors stop, draining the
+        // SCST devices already attached, whose fds then close.
+        server.attach_scst_devices()?;
+        Ok(server)
+    }
+
+    /// Registers every `[[scst]]` device and puts it on its reactor.
+    fn attach_scst_devices(&mut self) -> Result<(), ServeError> {
+        let configs = self.options.config.scst.clone();
+        // Discovered once: every device talks to the same kernel.
+        let mut discovered: Option<(String, VersionSource)> = None;
+        for config in &configs {
+            let fail = |message: String| ServeError::Scst {
+                device: config.name.clone(),
+                message,
+            };
+            // Open first: without scst_user, "not loaded" is the message
+            // that helps, not a failed version search.
+            let driver = self
+                .host
+                .open_scst(&config.name)
+                .map_err(|e| fail(e.to_string()))?;
+            let (version, source) = match (&config.version, &discovered) {
+                (None, Some(found)) => found.clone(),
+                (configured, _) => {
+                    let found = self
+                        .host
+                        .dev_user_version(configured.as_deref())
+                        .map_err(|e| fail(e.to_string()))?;
+                    if configured.is_none() {
+                        discovered = Some(found.clone());
+                    }
+                    found
+                }
+            };
+            let bdev = self.bdevs.get(&config.bdev).cloned().ok_or_else(|| {
+                fail(format!(
+                    "bdev {:?} is not in the configuration",
+                    config.bdev
+                ))
+            })?;
+            let (device, end) =
+                scst::build_device(config, &bdev, driver, &version, &source).map_err(fail)?;
+            let reactor = config.reactor.unwrap_or_else(|| self.round_robin());
+            let stats = device.stats();
+            let latency = device.latency();
+            let handle = self
+                .bdev_poller(reactor, &config.bdev, &bdev)
+                .map_err(|r| fail(r.reason()))?;
+            handle.attach(end);
+            self.reactors[reactor]
+                .add_poller(Box::new(device))
+                .map_err(|e| fail(format!("reactor: {e}")))?;
+            self.log(format!(
+                "registered SCST device {} (bdev {}, {}-byte blocks, DEV_USER_VERSION from \
+                 {source}, {}) on reactor {reactor}",
+                config.name,
+                config.bdev,
+                bdev.geometry().block_size,
+                config.options()
+            ));
+            self.scst_devices.push(AttachedScst {
+                name: config.name.clone(),
+                bdev: config.bdev.clone(),
+                reactor,
+                stats,
+                latency,
+                last: ScstStatsSnapshot::default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The next reactor of the round-robin placement (TCMU and SCST devices
+    /// share it).
+    fn round_robin(&mut self) -> usize {
+        let r = self.next_reactor % self.reactors.len();
+        self.next_reactor += 1;
+        r
+    }
+
+    /// The bdev poller of `reactor` for bdev `name`, created on first use.
+    fn bdev_poller(
+        &mut self,
+        reactor: usize,
+        name: &str,
+        bdev: &BdevRef,
+    ) -> Result<BdevPollerHandle, Refusal> {
+        let key = (reactor, name.to_owned());
+        if let Some(handle) = self.bdev_pollers.get(&key) {
+            return Ok(handle.clone());
+        }
+        let channel = bdev
+            .open_channel(CHANNEL_DEPTH)
+            .map_err(|e| Refusal::Refuse(format!("bdev channel: {e}")))?;
+        let poller = BdevPoller::new(format!("bdev:{name}"), channel, 256);
+        let mut handle = poller.handle();
+        handle.set_waker(Some(self.reactors[reactor].waker().clone()));
+        self.reactors[reactor]
+            .add_poller(Box::new(poller))
+            .map_err(|e| Refusal::Retry(format!("reactor: {e}")))?;
+        self.bdev_pollers.insert(key, handle.clone());
+        Ok(handle)
+    }
+
+    /// The `[[scst]]` devices, with their reactors.
+    pub fn scst_devices(&self) -> Vec<(String, usize)> {
+        self.scst_devices
+            .iter()
+            .map(|d| (d.name.clone(), d.reactor))
+            .collect()
     }
 
     /// The reactors (for signal handling).
@@ -501,11 +672,7 @@ impl<H: Host> Server<H> {
             .options
             .config
             .pinned_reactor(&name.name)
-            .unwrap_or_else(|| {
-                let r = self.next_reactor % self.reactors.len();
-                self.next_reactor += 1;
-                r
-            });
+            .unwrap_or_else(|| self.round_robin());
 
         let mut lun_config = LunConfig::for_bdev(bdev.as_ref());
         lun_config.num_blocks = facts.size / u64::from(facts.block_size);
@@ -537,23 +704,7 @@ impl<H: Host> Server<H> {
         let latency = tcmu.latency();
 
         // The bdev poller of this reactor for this bdev (created on first use).
-        let key = (reactor, name.cfg.clone());
-        let handle = match self.bdev_pollers.get(&key) {
-            Some(handle) => handle.clone(),
-            None => {
-                let channel = bdev
-                    .open_channel(CHANNEL_DEPTH)
-                    .map_err(|e| Refusal::Refuse(format!("bdev channel: {e}")))?;
-                let poller = BdevPoller::new(format!("bdev:{}", name.cfg), channel, 256);
-                let mut handle = poller.handle();
-                handle.set_waker(Some(self.reactors[reactor].waker().clone()));
-                self.reactors[reactor]
-                    .add_poller(Box::new(poller))
-                    .map_err(|e| Refusal::Retry(format!("reactor: {e}")))?;
-                self.bdev_pollers.insert(key, handle.clone());
-                handle
-            }
-        };
+        let handle = self.bdev_poller(reactor, &name.cfg, &bdev)?;
         handle.attach(end);
         let poller = self.reactors[reactor]
             .add_poller(Box::new(tcmu))
@@ -634,8 +785,9 @@ impl<H: Host> Server<H> {
             let latency = a.latency.as_ref().map(|l| l.take()).unwrap_or_default();
             devices.push(DeviceStats {
                 name: a.name.name.clone(),
-                hba: a.name.hba,
-                uio: format!("uio{}", a.found.minor),
+                kind: DeviceKind::Tcmu,
+                hba: Some(a.name.hba),
+                uio: Some(format!("uio{}", a.found.minor)),
                 bdev: a.name.cfg.clone(),
                 reactor: a.reactor,
                 commands,
@@ -649,7 +801,44 @@ impl<H: Host> Server<H> {
                 },
                 latency_ns: latency.summary,
                 commands_total: snap.commands_completed,
+                received_total: snap.commands_received,
                 malformed_total: snap.malformed_commands,
+                busy_total: None,
+                sessions: None,
+                fault: None,
+            });
+            a.last = snap;
+        }
+        for a in &mut self.scst_devices {
+            let snap = a.stats.snapshot();
+            let commands = snap.commands_completed - a.last.commands_completed;
+            // One REPLY_AND_GET_MULTI carries a batch of replies: the
+            // ioctls are the doorbells.
+            let ioctls = snap.ioctls - a.last.ioctls;
+            let bytes = snap.data_bytes - a.last.data_bytes;
+            let latency = a.latency.as_ref().map(|l| l.take()).unwrap_or_default();
+            devices.push(DeviceStats {
+                name: a.name.clone(),
+                kind: DeviceKind::Scst,
+                hba: None,
+                uio: None,
+                bdev: a.bdev.clone(),
+                reactor: a.reactor,
+                commands,
+                iops: commands as f64 / interval,
+                bytes_per_sec: bytes as f64 / interval,
+                doorbells: ioctls,
+                doorbells_per_io: if commands == 0 {
+                    0.0
+                } else {
+                    ioctls as f64 / commands as f64
+                },
+                latency_ns: latency.summary,
+                commands_total: snap.commands_completed,
+                received_total: snap.exec,
+                malformed_total: snap.bad_pbufs + snap.bad_frees + snap.unknown_subcodes,
+                busy_total: Some(snap.busy),
+                sessions: Some(snap.sessions),
                 fault: None,
             });
             a.last = snap;
@@ -716,4 +905,12 @@ enum Refusal {
     Retry(String),
     /// Leave the device alone until it changes.
     Refuse(String),
+}
+
+impl Refusal {
+    fn reason(self) -> String {
+        match self {
+            Refusal::Retry(why) | Refusal::Refuse(why) => why,
+        }
+    }
 }

@@ -8,15 +8,39 @@ use serde::Serialize;
 use crate::bench::report::us;
 use crate::initiator::LatencySummary;
 
+/// Which frontend serves a device.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// LIO through TCMU (a UIO ring).
+    Tcmu,
+    /// SCST through scst_user.
+    Scst,
+}
+
+impl DeviceKind {
+    /// `"tcmu"` or `"scst"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Tcmu => "tcmu",
+            DeviceKind::Scst => "scst",
+        }
+    }
+}
+
 /// One device over the interval.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeviceStats {
-    /// LIO device name.
+    /// Device name: LIO's (TCMU) or SCST's.
     pub name: String,
-    /// LIO HBA number (`user_<hba>`).
-    pub hba: u32,
-    /// UIO device, e.g. `uio0`.
-    pub uio: String,
+    /// The frontend.
+    pub kind: DeviceKind,
+    /// LIO HBA number (`user_<hba>`); TCMU only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hba: Option<u32>,
+    /// UIO device, e.g. `uio0`; TCMU only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uio: Option<String>,
     /// Bdev behind the LUN.
     pub bdev: String,
     /// Reactor index.
@@ -27,16 +51,29 @@ pub struct DeviceStats {
     pub iops: f64,
     /// Data bytes per second (buffer sizes of received commands).
     pub bytes_per_sec: f64,
-    /// Doorbells rung in the interval.
+    /// Doorbells in the interval: 4-byte writes to the UIO fd (TCMU), or
+    /// `SCST_USER_REPLY_AND_GET_MULTI` ioctls (SCST).
     pub doorbells: u64,
-    /// Doorbells per completed command.
+    /// Doorbells (TCMU) or ioctls (SCST) per completed command.
     pub doorbells_per_io: f64,
-    /// Latency inside the dataplane (ring walk to response), ns.
+    /// Latency inside the dataplane (ring walk or EXEC received to
+    /// response), ns.
     pub latency_ns: LatencySummary,
     /// Commands completed since attach.
     pub commands_total: u64,
-    /// Malformed ring entries since attach.
+    /// Commands received since attach (TCMU: ring entries; SCST: EXEC
+    /// subcommands); minus `commands_total`, the commands in flight.
+    pub received_total: u64,
+    /// Malformed ring entries (TCMU), or subcommands naming a buffer the
+    /// device did not hand out or of unknown subcode (SCST), since attach.
     pub malformed_total: u64,
+    /// SCST: commands answered BUSY because the buffer pool was exhausted,
+    /// since attach (raise `pool_mb` if it grows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_total: Option<u64>,
+    /// SCST: sessions (initiator nexuses) attached to the device now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u64>,
     /// Set when the ring could not be walked any more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
@@ -84,11 +121,24 @@ impl StatsReport {
         );
         for d in &self.devices {
             let l = &d.latency_ns;
+            let (place, doorbells) = match d.kind {
+                DeviceKind::Tcmu => (d.uio.clone().unwrap_or_default(), "doorbells"),
+                DeviceKind::Scst => ("scst".to_owned(), "ioctls"),
+            };
+            let mut extra = String::new();
+            if let Some(sessions) = d.sessions {
+                let _ = write!(extra, ", {sessions} session(s)");
+            }
+            if let Some(busy) = d.busy_total.filter(|&b| b > 0) {
+                let _ = write!(extra, ", {busy} BUSY (pool exhausted) since start");
+            }
+            if let Some(f) = &d.fault {
+                let _ = write!(extra, ", RING BROKEN: {f}");
+            }
             let _ = writeln!(
                 s,
-                "  {} ({}, bdev {}, reactor {}): {:.0} IOPS, {:.1} MiB/s, latency p50 {} us p99 {} us p99.9 {} us, {:.3} doorbells/IO{}",
+                "  {} ({place}, bdev {}, reactor {}): {:.0} IOPS, {:.1} MiB/s, latency p50 {} us p99 {} us p99.9 {} us, {:.3} {doorbells}/IO{extra}",
                 d.name,
-                d.uio,
                 d.bdev,
                 d.reactor,
                 d.iops,
@@ -97,10 +147,6 @@ impl StatsReport {
                 us(l.p99),
                 us(l.p999),
                 d.doorbells_per_io,
-                d.fault
-                    .as_ref()
-                    .map(|f| format!(", RING BROKEN: {f}"))
-                    .unwrap_or_default()
             );
         }
         for r in &self.reactors {
@@ -114,5 +160,68 @@ impl StatsReport {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(kind: DeviceKind) -> DeviceStats {
+        let tcmu = kind == DeviceKind::Tcmu;
+        DeviceStats {
+            name: "disk0".into(),
+            kind,
+            hba: tcmu.then_some(2),
+            uio: tcmu.then(|| "uio3".to_owned()),
+            bdev: "ram0".into(),
+            reactor: 1,
+            commands: 2000,
+            iops: 1000.0,
+            bytes_per_sec: 4.0 * (1 << 20) as f64,
+            doorbells: 50,
+            doorbells_per_io: 0.025,
+            latency_ns: LatencySummary {
+                p50: 2_000,
+                p99: 9_000,
+                p999: 30_000,
+                ..LatencySummary::default()
+            },
+            commands_total: 5000,
+            received_total: 5001,
+            malformed_total: 0,
+            busy_total: (!tcmu).then_some(7),
+            sessions: (!tcmu).then_some(1),
+            fault: None,
+        }
+    }
+
+    #[test]
+    fn both_kinds_render_as_text() {
+        let report = StatsReport {
+            time_unix_ms: 1,
+            interval_s: 2.0,
+            devices: vec![device(DeviceKind::Tcmu), device(DeviceKind::Scst)],
+            reactors: Vec::new(),
+        };
+        let text = report.render_text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "stats over 2.0 s: 2 device(s)");
+        assert!(
+            lines[1].starts_with("  disk0 (uio3, bdev ram0, reactor 1): 1000 IOPS, 4.0 MiB/s")
+                && lines[1].ends_with(", 0.025 doorbells/IO"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].starts_with("  disk0 (scst, bdev ram0, reactor 1): 1000 IOPS, 4.0 MiB/s")
+                && lines[2].ends_with(
+                    ", 0.025 ioctls/IO, 1 session(s), 7 BUSY (pool exhausted) since start"
+                ),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(DeviceKind::Scst.as_str(), "scst");
+        assert_eq!(DeviceKind::Tcmu.as_str(), "tcmu");
     }
 }

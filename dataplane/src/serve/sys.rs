@@ -1,6 +1,11 @@
-//! The real host: UIO devices from sysfs, facts and actions in configfs.
+//! The real host: UIO devices from sysfs, facts and actions in configfs,
+//! and `/dev/scst_user` for SCST devices.
 
 use super::server::{DeviceFacts, FoundDevice, Host, OpenError};
+use crate::scst::abi::DEV_USER_NAME;
+use crate::scst::driver::ScstDriver;
+use crate::scst::error::ScstError;
+use crate::scst::ioctl::ScstFd;
 use crate::tcmu::discovery::{self, RingReset, Roots, TcmuUioName};
 use crate::tcmu::{open_uio_node, uio_map0_size, Doorbell, SharedRegion, TcmuError};
 
@@ -79,5 +84,13 @@ impl Host for SysHost {
 
     fn unblock(&mut self, name: &TcmuUioName) -> Result<(), String> {
         discovery::block_dev(&self.roots, name.hba, &name.name, false).map_err(|e| e.to_string())
+    }
+
+    /// `<dev>/scst_user`, opened `O_RDWR | O_NONBLOCK | O_CLOEXEC`; a
+    /// missing node is told apart from a module not loaded through
+    /// `<sysfs>/module/scst_user`.
+    fn open_scst(&mut self, _name: &str) -> Result<Box<dyn ScstDriver>, ScstError> {
+        let node = self.roots.dev.join(DEV_USER_NAME);
+        Ok(Box::new(ScstFd::open_with_sysfs(&node, &self.roots.sysfs)?))
     }
 }

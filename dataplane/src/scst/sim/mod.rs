@@ -829,6 +829,23 @@ impl Drop for ScstSimDriver {
     }
 }
 
+/// Ends a reap's unlocked phase: frees the deferred commands and clears
+/// `reaping`, on the normal path and when the completion callback panics.
+struct FinishReap<'a> {
+    shared: &'a Shared,
+    deferred: &'a [DeferredReap],
+}
+
+impl Drop for FinishReap<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        for d in self.deferred {
+            st.finish_reap(d);
+        }
+        st.reaping = false;
+    }
+}
+
 /// The SCST core, a target driver and its initiator: submits commands and
 /// collects their completions. See the module docs.
 #[derive(Debug)]
@@ -986,21 +1003,25 @@ impl ScstSimInitiator {
             // allocated, and the handler's release waits, until then.
             st.reaping = true;
             drop(st);
-            for d in &deferred {
-                f(&SimCompletion {
-                    tag: d.tag,
-                    status: status::GOOD,
-                    sense: &[],
-                    data_in_len: d.data_in_len,
-                    aborted: false,
-                    data: DataIn::Pinned(d.addr),
-                });
+            {
+                // Frees the commands and ends `reaping` even if `f` panics
+                // (a handler being dropped waits for that).
+                let _finish = FinishReap {
+                    shared: &self.shared,
+                    deferred: &deferred,
+                };
+                for d in &deferred {
+                    f(&SimCompletion {
+                        tag: d.tag,
+                        status: status::GOOD,
+                        sense: &[],
+                        data_in_len: d.data_in_len,
+                        aborted: false,
+                        data: DataIn::Pinned(d.addr),
+                    });
+                }
             }
             st = self.shared.lock();
-            for d in &deferred {
-                st.finish_reap(d);
-            }
-            st.reaping = false;
             n += deferred.len();
             deferred.clear();
         }
