@@ -693,6 +693,7 @@ impl ScstDriver for ScstSimDriver {
                 Err(Errno::EFAULT)
             } else {
                 st.queued_since = false;
+                st.prefetch_replies(&replies[..count]);
                 let mut done = 0usize;
                 let mut err = None;
                 for r in &replies[..count] {
