@@ -7,8 +7,10 @@
 //! [`ScstDriver`] (what the frontend device calls instead of ioctls on
 //! `/dev/scst_user`; it may move to a reactor thread) and
 //! [`ScstSimInitiator`] submits SCSI commands, attaches sessions, issues task
-//! management and reaps completions. They share one state behind one mutex,
-//! taken once per driver call ("ioctl") and once per initiator call.
+//! management and reaps completions. They share one state behind one lock,
+//! taken once per driver call ("ioctl") and once per initiator call; like
+//! the kernel's spinlocks it spins (then yields) when contended and never
+//! sleeps on the data path.
 //!
 //! # What is modelled, following scst_user.c and the reference
 //! (`shared/reference/scst-user-interface.md`)
@@ -128,9 +130,7 @@
 //! of it when the EXEC reply is processed, sense and WRITE SAME descriptors
 //! are read through their pointers, version and license strings at
 //! REGISTER. All of it goes through `process_vm_readv`/`process_vm_writev`
-//! on our own process (batched: one system call per driver call; with
-//! [`ScstSimDriver::trust_mapped_buffers`], buffers reused from the SGV
-//! cache are copied directly, as the kernel does with pinned pages), so a bad
+//! on our own process (batched: one system call per driver call), so a bad
 //! pointer is EFAULT or a failed command (HARDWARE ERROR 44/00 for a buffer
 //! given in ALLOC_MEM or taken from the cache, ABORTED COMMAND 44/00 for
 //! data-in) instead of undefined behaviour. The handler keeps a buffer
@@ -139,6 +139,16 @@
 //! never accesses more than it asked for (`alloc_len`/`bufflen`). Data the
 //! initiator has not reaped is held in the simulator's own buffers, so it
 //! survives the handler.
+//!
+//! With [`ScstSimDriver::trust_mapped_buffers`] (an `unsafe` promise that
+//! the handler keeps that contract, which `dataplane bench` makes for its
+//! own device), buffers reused from the SGV cache — pinned when the handler
+//! first supplied them — are copied with plain memory copies, as the kernel
+//! copies pinned pages, and a GOOD command's data-in stays in its pinned
+//! buffer until the initiator reaps it, which reads it there without the
+//! lock (as a target driver sends from the command's pages). Dropping the
+//! driver waits for a reap in progress and first moves every unreaped
+//! data-in into the simulator's buffers, so it still survives the handler.
 //!
 //! # Not modelled
 //! Duplicate device names across simulators (EEXIST), UNREGISTER_DEVICE,
