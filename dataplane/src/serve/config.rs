@@ -41,6 +41,7 @@
 //! # on_free_cmd = "ignore" # default: "ignore" with memory_reuse "all", else "call"
 //! # tst = 1, queue_alg = 1, qerr = 0, tas = 0, swp = 0, d_sense = 0
 //! # pool_mb = 256          # cap of the device's buffer pool
+//! # idle_poll_us = 5       # an idle device asks the kernel this often
 //! ```
 //!
 //! Parsing rejects unknown keys; [`ServeConfig::validate`] checks values and
@@ -283,6 +284,10 @@ pub const DEFAULT_SCST_POOL_MB: u64 = 256;
 pub const MIN_SCST_POOL_MB: u64 = 8;
 /// Largest `[[scst]] pool_mb` (1 TiB).
 pub const MAX_SCST_POOL_MB: u64 = 1 << 20;
+/// Default of `[[scst]] idle_poll_us`.
+pub const DEFAULT_SCST_IDLE_POLL_US: u64 = 5;
+/// Largest `[[scst]] idle_poll_us` (one second).
+pub const MAX_SCST_IDLE_POLL_US: u64 = 1_000_000;
 
 /// One `[[scst]]`: an scst_user device registered at start.
 ///
@@ -338,6 +343,14 @@ pub struct ScstConfig {
     /// [`DEFAULT_SCST_POOL_MB`]).
     #[serde(default)]
     pub pool_mb: Option<u64>,
+    /// With nothing to answer and nothing executing, the device asks the
+    /// kernel for new commands this often, in microseconds (default
+    /// [`DEFAULT_SCST_IDLE_POLL_US`]; 0 = at every poll). Every ask is an
+    /// ioctl: this bounds the system-call rate of an idle busy-polled
+    /// device, and is the most a command arriving at an idle device waits
+    /// (see `scst::device::DeviceConfig::idle_poll_interval`).
+    #[serde(default)]
+    pub idle_poll_us: Option<u64>,
 }
 
 impl ScstConfig {
@@ -360,6 +373,11 @@ impl ScstConfig {
     /// The buffer pool cap in bytes.
     pub fn pool_bytes(&self) -> usize {
         (self.pool_mb.unwrap_or(DEFAULT_SCST_POOL_MB) << 20) as usize
+    }
+
+    /// The idle polling interval.
+    pub fn idle_poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.idle_poll_us.unwrap_or(DEFAULT_SCST_IDLE_POLL_US))
     }
 }
 
@@ -634,6 +652,13 @@ impl ServeConfig {
                     ));
                 }
             }
+            if let Some(us) = s.idle_poll_us {
+                if us > MAX_SCST_IDLE_POLL_US {
+                    return err(format!(
+                        "{at}.idle_poll_us: {us} is more than {MAX_SCST_IDLE_POLL_US} (one second)"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -841,11 +866,12 @@ reactor = 0
         );
         assert_eq!(d.options(), ScstOptions::default());
         assert_eq!(d.pool_bytes(), 256 << 20);
+        assert_eq!(d.idle_poll_interval(), std::time::Duration::from_micros(5));
         let c = check(&scst(
             "name = \"disk1\"\nbdev = \"fast\"\nblock_size = 4096\nreactor = 1\n\
              version = \"3.10.0abc\"\nparse_type = \"call\"\nmemory_reuse = \"read\"\n\
              tst = 0\nqueue_alg = false\nqerr = 3\ntas = true\nswp = 1\nd_sense = true\n\
-             pool_mb = 64",
+             pool_mb = 64\nidle_poll_us = 0",
         ))
         .unwrap();
         let d = &c.scst[0];
@@ -867,6 +893,7 @@ reactor = 0
         );
         assert_eq!(d.options().effective_on_free_cmd(), OnFreeCmd::Call);
         assert_eq!(d.pool_bytes(), 64 << 20);
+        assert_eq!(d.idle_poll_interval(), std::time::Duration::ZERO);
         // `parse` is another name of `parse_type`.
         let c = check(&scst(
             "name = \"d\"\nbdev = \"ram0\"\nparse = \"exception\"\non_free_cmd = \"call\"",
@@ -929,6 +956,10 @@ reactor = 0
             error(&dev("on_free_cmd = \"ignore\"\nmemory_reuse = \"none\"")).starts_with(
                 "scst[0] (\"disk1\"): SCST option on_free_cmd = ignore needs memory_reuse = all"
             )
+        );
+        assert_eq!(
+            error(&dev("idle_poll_us = 2000000")),
+            "scst[0] (\"disk1\").idle_poll_us: 2000000 is more than 1000000 (one second)"
         );
         assert_eq!(
             error(&dev("pool_mb = 4")),

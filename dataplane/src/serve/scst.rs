@@ -95,6 +95,7 @@ pub fn build_device(
         DeviceConfig {
             name: format!("scst:{}", config.name),
             unit: Some(unit),
+            idle_poll_interval: config.idle_poll_interval(),
             ..DeviceConfig::default()
         },
     )
