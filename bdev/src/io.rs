@@ -144,6 +144,20 @@ pub struct IoRequest {
     pub tag: u64,
 }
 
+impl IoRequest {
+    /// A request without FUA.
+    pub fn new(op: IoOp, lba: u64, blocks: u32, sgl: SgList, tag: u64) -> Self {
+        Self {
+            op,
+            fua: false,
+            lba,
+            blocks,
+            sgl,
+            tag,
+        }
+    }
+}
+
 /// The outcome of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IoCompletion {

@@ -136,17 +136,6 @@ mod tests {
     use super::*;
     use crate::{IoVec, SgList};
 
-    fn request(op: IoOp, lba: u64, blocks: u32, sgl: SgList, tag: u64) -> IoRequest {
-        IoRequest {
-            op,
-            fua: false,
-            lba,
-            blocks,
-            sgl,
-            tag,
-        }
-    }
-
     #[test]
     fn rejects_bad_geometry() {
         assert!(NullBdev::new("n", 1000, 8).is_err());
@@ -162,13 +151,16 @@ mod tests {
         let iov = [IoVec::from_slice(&mut buf)];
         // SAFETY: `iov` and `buf` outlive the requests, which complete below.
         let sgl = unsafe { SgList::from_slice(&iov) };
-        ch.submit(request(IoOp::Read, 14, 2, sgl, 1)).unwrap();
-        ch.submit(request(IoOp::Read, 15, 2, sgl, 2)).unwrap();
-        ch.submit(request(IoOp::Write, 0, 3, sgl, 3)).unwrap();
-        ch.submit(request(IoOp::Unmap, 0, 16, SgList::EMPTY, 4))
+        ch.submit(IoRequest::new(IoOp::Read, 14, 2, sgl, 1))
+            .unwrap();
+        ch.submit(IoRequest::new(IoOp::Read, 15, 2, sgl, 2))
+            .unwrap();
+        ch.submit(IoRequest::new(IoOp::Write, 0, 3, sgl, 3))
+            .unwrap();
+        ch.submit(IoRequest::new(IoOp::Unmap, 0, 16, SgList::EMPTY, 4))
             .unwrap();
         assert!(ch
-            .submit(request(IoOp::Flush, 0, 0, SgList::EMPTY, 5))
+            .submit(IoRequest::new(IoOp::Flush, 0, 0, SgList::EMPTY, 5))
             .is_err());
         assert_eq!(ch.in_flight(), 4);
         let mut got = Vec::new();

@@ -530,17 +530,6 @@ mod tests {
     use super::*;
     use crate::{IoError, IoVec};
 
-    fn request(op: IoOp, lba: u64, blocks: u32, sgl: SgList, tag: u64) -> IoRequest {
-        IoRequest {
-            op,
-            fua: false,
-            lba,
-            blocks,
-            sgl,
-            tag,
-        }
-    }
-
     /// Submits one request and polls its completion.
     fn run(ch: &mut dyn BdevChannel, req: IoRequest) -> Result<(), IoError> {
         ch.submit(req).expect("channel has room");
@@ -575,7 +564,7 @@ mod tests {
         let iov = [IoVec::from_slice(&mut buf)];
         // SAFETY: `iov` and `buf` outlive the request, completed inside `run`.
         let sgl = unsafe { SgList::from_slice(&iov) };
-        run(ch, request(IoOp::Read, lba, blocks, sgl, 99)).unwrap();
+        run(ch, IoRequest::new(IoOp::Read, lba, blocks, sgl, 99)).unwrap();
         buf
     }
 
@@ -584,7 +573,7 @@ mod tests {
         let iov = [IoVec::from_slice(data)];
         // SAFETY: `iov` and `data` outlive the request, completed inside `run`.
         let sgl = unsafe { SgList::from_slice(&iov) };
-        run(ch, request(IoOp::Write, lba, blocks, sgl, 98)).unwrap();
+        run(ch, IoRequest::new(IoOp::Write, lba, blocks, sgl, 98)).unwrap();
     }
 
     #[test]
@@ -681,14 +670,14 @@ mod tests {
         let iovs = split(&mut data, &[1, 0, 511, 3, 1000, 7]);
         // SAFETY: `iovs` and `data` outlive the request, completed in `run`.
         let sgl = unsafe { SgList::from_slice(&iovs) };
-        run(ch.as_mut(), request(IoOp::Write, 10, 5, sgl, 1)).unwrap();
+        run(ch.as_mut(), IoRequest::new(IoOp::Write, 10, 5, sgl, 1)).unwrap();
 
         // Read back through a different split, with a longer buffer than needed.
         let mut back = vec![0xAAu8; 5 * bs + 100];
         let iovs = split(&mut back, &[700, 1, 1, 1300, 3]);
         // SAFETY: as above.
         let sgl = unsafe { SgList::from_slice(&iovs) };
-        run(ch.as_mut(), request(IoOp::Read, 10, 5, sgl, 2)).unwrap();
+        run(ch.as_mut(), IoRequest::new(IoOp::Read, 10, 5, sgl, 2)).unwrap();
         assert_eq!(&back[..5 * bs], &expected[..]);
         assert_eq!(&back[5 * bs..], &[0xAAu8; 100][..], "tail untouched");
 
@@ -706,10 +695,14 @@ mod tests {
         let mut data = pattern(32 * bs, 3);
         let all = data.clone();
         write_all(ch.as_mut(), 0, &mut data, bs);
-        run(ch.as_mut(), request(IoOp::Unmap, 3, 2, SgList::EMPTY, 1)).unwrap();
         run(
             ch.as_mut(),
-            request(IoOp::WriteZeroes, 20, 1, SgList::EMPTY, 2),
+            IoRequest::new(IoOp::Unmap, 3, 2, SgList::EMPTY, 1),
+        )
+        .unwrap();
+        run(
+            ch.as_mut(),
+            IoRequest::new(IoOp::WriteZeroes, 20, 1, SgList::EMPTY, 2),
         )
         .unwrap();
         let mut expected = all;
@@ -735,7 +728,7 @@ mod tests {
         let end = (19 << 11) - 5;
         run(
             ch.as_mut(),
-            request(op, lba, (end - lba) as u32, SgList::EMPTY, 1),
+            IoRequest::new(op, lba, (end - lba) as u32, SgList::EMPTY, 1),
         )
         .unwrap();
         expected[lba as usize * bs..end as usize * bs].fill(0);
@@ -769,7 +762,7 @@ mod tests {
         write_all(ch.as_mut(), 0, &mut data, bs);
         run(
             ch.as_mut(),
-            request(IoOp::Unmap, 0, blocks as u32, SgList::EMPTY, 1),
+            IoRequest::new(IoOp::Unmap, 0, blocks as u32, SgList::EMPTY, 1),
         )
         .unwrap();
         assert!(read_all(ch.as_mut(), bs, 0, blocks as u32) == vec![0u8; blocks as usize * bs]);
@@ -786,31 +779,34 @@ mod tests {
         let sgl = unsafe { SgList::from_slice(&iov) };
         let cases = [
             (
-                request(IoOp::Write, 15, 2, sgl, 1),
-                Err(IoError::OutOfRange),
-            ),
-            (request(IoOp::Read, 16, 1, sgl, 2), Err(IoError::OutOfRange)),
-            (
-                request(IoOp::Read, u64::MAX, 2, sgl, 3),
+                IoRequest::new(IoOp::Write, 15, 2, sgl, 1),
                 Err(IoError::OutOfRange),
             ),
             (
-                request(IoOp::Write, 0, 3, sgl, 4),
+                IoRequest::new(IoOp::Read, 16, 1, sgl, 2),
+                Err(IoError::OutOfRange),
+            ),
+            (
+                IoRequest::new(IoOp::Read, u64::MAX, 2, sgl, 3),
+                Err(IoError::OutOfRange),
+            ),
+            (
+                IoRequest::new(IoOp::Write, 0, 3, sgl, 4),
                 Err(IoError::ShortBuffer),
             ),
             (
-                request(IoOp::Read, 0, 1, SgList::EMPTY, 5),
+                IoRequest::new(IoOp::Read, 0, 1, SgList::EMPTY, 5),
                 Err(IoError::ShortBuffer),
             ),
             (
-                request(IoOp::Unmap, 10, 7, SgList::EMPTY, 6),
+                IoRequest::new(IoOp::Unmap, 10, 7, SgList::EMPTY, 6),
                 Err(IoError::OutOfRange),
             ),
             (
-                request(IoOp::WriteZeroes, 17, 0, SgList::EMPTY, 7),
+                IoRequest::new(IoOp::WriteZeroes, 17, 0, SgList::EMPTY, 7),
                 Err(IoError::OutOfRange),
             ),
-            (request(IoOp::Flush, 0, 0, SgList::EMPTY, 8), Ok(())),
+            (IoRequest::new(IoOp::Flush, 0, 0, SgList::EMPTY, 8), Ok(())),
         ];
         for (req, _) in &cases {
             ch.submit(*req).unwrap();
@@ -827,7 +823,7 @@ mod tests {
     fn channel_full_returns_request() {
         let bdev = RamBdev::new("r", 512, 16).unwrap();
         let mut ch = bdev.open_channel(2).unwrap();
-        let flush = |tag| request(IoOp::Flush, 0, 0, SgList::EMPTY, tag);
+        let flush = |tag| IoRequest::new(IoOp::Flush, 0, 0, SgList::EMPTY, tag);
         ch.submit(flush(1)).unwrap();
         ch.submit(flush(2)).unwrap();
         let back = ch.submit(flush(3)).unwrap_err();

@@ -586,17 +586,6 @@ fn poll_all(ch: &mut dyn BdevChannel) -> Vec<IoCompletion> {
     got
 }
 
-fn request(op: IoOp, lba: u64, blocks: u32, sgl: SgList, tag: u64) -> IoRequest {
-    IoRequest {
-        op,
-        fua: false,
-        lba,
-        blocks,
-        sgl,
-        tag,
-    }
-}
-
 #[test]
 fn child_failure_fails_parent_and_frees_slot() {
     // Three children, chunk 4: parent strip s lives on child s % 3.
@@ -641,11 +630,14 @@ fn child_failure_fails_parent_and_frees_slot() {
     let iov = [IoVec::from_slice(&mut data)];
     // SAFETY: `iov` and `data` outlive every request below, all drained.
     let sgl = unsafe { SgList::from_slice(&iov) };
-    ch.submit(request(IoOp::Write, 12, 12, sgl, 1)).unwrap();
+    ch.submit(IoRequest::new(IoOp::Write, 12, 12, sgl, 1))
+        .unwrap();
     // A write that touches only healthy blocks, in flight at the same time.
-    ch.submit(request(IoOp::Write, 0, 12, sgl, 2)).unwrap();
+    ch.submit(IoRequest::new(IoOp::Write, 0, 12, sgl, 2))
+        .unwrap();
     // A write whose only failing child is child 2.
-    ch.submit(request(IoOp::Write, 20, 4, sgl, 3)).unwrap();
+    ch.submit(IoRequest::new(IoOp::Write, 20, 4, sgl, 3))
+        .unwrap();
     let results: Vec<_> = poll_all(ch.as_mut())
         .iter()
         .map(|c| (c.tag, c.result))
@@ -670,16 +662,20 @@ fn child_failure_fails_parent_and_frees_slot() {
     // SAFETY: `biov` and `back` outlive the request, drained below.
     let bsgl = unsafe { SgList::from_slice(&biov) };
     let mut rch = rams[0].open_channel(1).unwrap();
-    rch.submit(request(IoOp::Read, 4, 4, bsgl, 9)).unwrap();
+    rch.submit(IoRequest::new(IoOp::Read, 4, 4, bsgl, 9))
+        .unwrap();
     assert_eq!(poll_all(rch.as_mut())[0].result, Ok(()));
     assert_eq!(back, data[..4 * 512]);
 
     // No slot leaked: all `qd` slots take healthy requests, one more is
     // handed back, and all complete.
     for tag in 10..10 + qd as u64 {
-        ch.submit(request(IoOp::Read, 0, 12, sgl, tag)).unwrap();
+        ch.submit(IoRequest::new(IoOp::Read, 0, 12, sgl, tag))
+            .unwrap();
     }
-    let back_req = ch.submit(request(IoOp::Read, 0, 1, sgl, 99)).unwrap_err();
+    let back_req = ch
+        .submit(IoRequest::new(IoOp::Read, 0, 1, sgl, 99))
+        .unwrap_err();
     assert_eq!(back_req.tag, 99);
     let results = poll_all(ch.as_mut());
     assert_eq!(results.len(), qd);
@@ -690,8 +686,9 @@ fn child_failure_fails_parent_and_frees_slot() {
     let children: Vec<BdevRef> = vec![rams[0].clone(), rams[1].clone(), Arc::new(read_fail)];
     let striped = StripedBdev::new("r", children, 4).unwrap();
     let mut ch = striped.open_channel(2).unwrap();
-    ch.submit(request(IoOp::Read, 4, 8, sgl, 1)).unwrap();
-    ch.submit(request(IoOp::Read, 12, 8, sgl, 2)).unwrap();
+    ch.submit(IoRequest::new(IoOp::Read, 4, 8, sgl, 1)).unwrap();
+    ch.submit(IoRequest::new(IoOp::Read, 12, 8, sgl, 2))
+        .unwrap();
     let results: Vec<_> = poll_all(ch.as_mut())
         .iter()
         .map(|c| (c.tag, c.result))
@@ -720,7 +717,7 @@ fn full_children_hold_requests_until_poll() {
     for (i, iov) in iovs.iter().enumerate() {
         // SAFETY: `iovs` and `bufs` outlive the requests, drained below.
         let sgl = unsafe { SgList::from_slice(iov) };
-        ch.submit(request(IoOp::Write, 8 * i as u64, 8, sgl, i as u64))
+        ch.submit(IoRequest::new(IoOp::Write, 8 * i as u64, 8, sgl, i as u64))
             .unwrap();
     }
     assert_eq!(ch.in_flight(), qd);
@@ -734,7 +731,8 @@ fn full_children_hold_requests_until_poll() {
         // SAFETY: `iov` and `data` outlive the request, drained below.
         let sgl = unsafe { SgList::from_slice(&iov) };
         let mut rch = r.open_channel(1).unwrap();
-        rch.submit(request(IoOp::Read, 0, 64, sgl, 0)).unwrap();
+        rch.submit(IoRequest::new(IoOp::Read, 0, 64, sgl, 0))
+            .unwrap();
         poll_all(rch.as_mut());
         for b in 0..16u64 {
             let parent = ((b / 2) * 2 + c as u64) * 2 + b % 2;
@@ -760,7 +758,7 @@ fn flush_fans_out_and_fua_passes_through() {
         .collect();
     let striped = StripedBdev::new("s", children, 8).unwrap();
     let mut ch = striped.open_channel(4).unwrap();
-    ch.submit(request(IoOp::Flush, 0, 0, SgList::EMPTY, 1))
+    ch.submit(IoRequest::new(IoOp::Flush, 0, 0, SgList::EMPTY, 1))
         .unwrap();
     let mut data = vec![3u8; 32 * 512];
     let iov = [IoVec::from_slice(&mut data)];
@@ -768,10 +766,10 @@ fn flush_fans_out_and_fua_passes_through() {
     let sgl = unsafe { SgList::from_slice(&iov) };
     ch.submit(IoRequest {
         fua: true,
-        ..request(IoOp::Write, 4, 32, sgl, 2)
+        ..IoRequest::new(IoOp::Write, 4, 32, sgl, 2)
     })
     .unwrap();
-    ch.submit(request(IoOp::WriteZeroes, 40, 2, SgList::EMPTY, 3))
+    ch.submit(IoRequest::new(IoOp::WriteZeroes, 40, 2, SgList::EMPTY, 3))
         .unwrap();
     let results: Vec<_> = poll_all(ch.as_mut()).iter().map(|c| c.result).collect();
     assert_eq!(results, [Ok(()), Ok(()), Ok(())]);
@@ -810,10 +808,11 @@ fn unsupported_and_invalid_parent_requests() {
     let iov = [IoVec::from_slice(&mut data)];
     // SAFETY: `iov` and `data` outlive the requests, drained below.
     let sgl = unsafe { SgList::from_slice(&iov) };
-    ch.submit(request(IoOp::Read, 127, 2, sgl, 1)).unwrap();
-    ch.submit(request(IoOp::Read, 0, 2, sgl, 2)).unwrap();
-    ch.submit(request(IoOp::Read, 0, 0, sgl, 3)).unwrap();
-    ch.submit(request(IoOp::Unmap, 0, 0, SgList::EMPTY, 4))
+    ch.submit(IoRequest::new(IoOp::Read, 127, 2, sgl, 1))
+        .unwrap();
+    ch.submit(IoRequest::new(IoOp::Read, 0, 2, sgl, 2)).unwrap();
+    ch.submit(IoRequest::new(IoOp::Read, 0, 0, sgl, 3)).unwrap();
+    ch.submit(IoRequest::new(IoOp::Unmap, 0, 0, SgList::EMPTY, 4))
         .unwrap();
     let results: Vec<_> = poll_all(ch.as_mut())
         .iter()
@@ -857,7 +856,7 @@ fn unsupported_and_invalid_parent_requests() {
     .unwrap();
     assert!(!striped.capabilities().write_zeroes);
     let mut ch = striped.open_channel(1).unwrap();
-    ch.submit(request(IoOp::WriteZeroes, 0, 16, SgList::EMPTY, 7))
+    ch.submit(IoRequest::new(IoOp::WriteZeroes, 0, 16, SgList::EMPTY, 7))
         .unwrap();
     assert_eq!(poll_all(ch.as_mut())[0].result, Err(IoError::Unsupported));
 }

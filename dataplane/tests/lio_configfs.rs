@@ -7,34 +7,11 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tempfile::TempDir;
 
 use dataplane::lio::{CreateSpec, Fs, FsOp, Lio, LioError, Progress, Roots};
 use dataplane::tcmu::discovery;
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "dataplane-lio-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The pid the fake handler runs as.
 const HANDLER_PID: u32 = 4242;
@@ -509,8 +486,8 @@ struct Machine {
 
 impl Machine {
     fn new() -> Self {
-        let tmp = TempDir::new();
-        let roots = Roots::under(&tmp.0);
+        let tmp = TempDir::new().unwrap();
+        let roots = Roots::under(tmp.path());
         for dir in [
             roots.core_dir(),
             roots.module_dir("target_core_user"),
@@ -723,7 +700,7 @@ fn every_failing_step_is_rolled_back() {
         FakeKernel::new(m.roots.clone())
             .mkdir(&m.roots.loopback_dir())
             .unwrap();
-        let before = snapshot(&m.tmp.0);
+        let before = snapshot(m.tmp.path());
         let mut lio = m.lio();
         lio.fs_mut().fail_on = Some(((*step).to_owned(), libc::EINVAL));
         let (result, _) = create(&mut lio, &loopback_spec());
@@ -775,7 +752,7 @@ fn every_failing_step_is_rolled_back() {
         // The machine is as before (the fake removes the UIO device with
         // its TCMU device, and the handler's fd link stays in /proc).
         detach_handler(&m.roots);
-        assert_eq!(snapshot(&m.tmp.0), before, "failing at {step}");
+        assert_eq!(snapshot(m.tmp.path()), before, "failing at {step}");
     }
 }
 

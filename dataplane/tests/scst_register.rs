@@ -4,7 +4,7 @@
 //! errnos), and opening `/dev/scst_user` when it is missing.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use tempfile::TempDir;
 
 use dataplane::scst::abi::{
     self, ScstUserDevDesc, ScstUserOpt, ScstUserReplyCmd, DEV_USER_VERSION_COPY_LEN,
@@ -365,38 +365,16 @@ fn the_driver_can_be_a_trait_object() {
     assert_eq!(k.ioctls(), 3);
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "dataplane-scst-register-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// `rel` under the temporary directory `t`.
+fn p(t: &TempDir, rel: &str) -> PathBuf {
+    t.path().join(rel)
 }
 
 #[test]
 fn a_missing_node_tells_module_absent_from_node_absent() {
-    let t = TempDir::new();
-    let node = t.p("dev/scst_user");
-    let sysfs = t.p("sys");
+    let t = TempDir::new().unwrap();
+    let node = p(&t, "dev/scst_user");
+    let sysfs = p(&t, "sys");
     // Module absent: no node and no /sys/module/scst_user.
     let e = ScstFd::open_with_sysfs(&node, &sysfs).unwrap_err();
     assert!(matches!(e, ScstError::ModuleNotLoaded { .. }));

@@ -6,34 +6,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tempfile::TempDir;
 
 use dataplane::scst::admin::{AdminProgress, AdminRoots, LunSpec, ScstAdmin, SysfsWrite};
 use dataplane::scst::error::ScstError;
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "dataplane-scst-luns-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The fake kernel.
 struct FakeScst {
@@ -174,8 +151,8 @@ impl Machine {
     }
 
     fn with_euid(euid: u32) -> Self {
-        let tmp = TempDir::new();
-        let base = tmp.0.clone();
+        let tmp = TempDir::new().unwrap();
+        let base = tmp.path().to_path_buf();
         let roots = AdminRoots::under(&base);
         let s = |rel: &str| roots.scst.join(rel);
         for dir in [

@@ -555,9 +555,9 @@ fn registration_failures_stop_the_start_naming_the_device() {
 
 #[test]
 fn without_scst_user_the_real_host_says_to_load_it() {
-    let root = std::env::temp_dir().join(format!("dataplane-serve-scst-{}", std::process::id()));
-    let dev = root.join("dev");
-    let sysfs = root.join("sys");
+    let root = tempfile::tempdir().unwrap();
+    let dev = root.path().join("dev");
+    let sysfs = root.path().join("sys");
     std::fs::create_dir_all(&dev).unwrap();
     std::fs::create_dir_all(&sysfs).unwrap();
     let host = SysHost::new(Roots {
@@ -584,7 +584,6 @@ fn without_scst_user_the_real_host_says_to_load_it() {
             sysfs.join("module/scst_user").display()
         )
     );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]

@@ -300,9 +300,8 @@ fn read10(lba: u32) -> [u8; 10] {
 
 #[test]
 fn serves_attaches_refuses_recovers_and_detaches() {
-    let state_dir =
-        std::env::temp_dir().join(format!("dataplane-serve-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state_dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
     let host = SimHost::default();
     let disk0 = host.add(0, "tcm-user/0/disk0/dataplane/ram0", facts(512, 64 * MIB));
     host.add(1, "tcm-user/0/other/otherhandler/x", facts(512, MIB));
@@ -478,7 +477,6 @@ fn serves_attaches_refuses_recovers_and_detaches() {
     assert!(server.shutdown(), "every reactor drained");
     let state = std::fs::read_to_string(state_dir.join("tcmu-1-stripe.state")).unwrap();
     assert!(state.contains("state=clean"), "{state}");
-    let _ = std::fs::remove_dir_all(&state_dir);
 }
 
 #[test]

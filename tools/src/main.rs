@@ -16,6 +16,7 @@ mod bench;
 mod lio;
 mod scst;
 mod serve;
+mod table;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -6,30 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "dataplane-lio-cli-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempfile::TempDir;
 
 /// A fake machine: `<base>/sys/kernel/config/target`, `<base>/sys`,
 /// `<base>/dev`, `<base>/proc`.
@@ -57,14 +34,14 @@ impl Fake {
     /// Nothing at all.
     fn bare() -> Self {
         let f = Self {
-            tmp: TempDir::new(),
+            tmp: TempDir::new().unwrap(),
         };
         std::fs::create_dir_all(f.p("proc/self")).unwrap();
         f
     }
 
     fn p(&self, rel: &str) -> PathBuf {
-        self.tmp.0.join(rel)
+        self.tmp.path().join(rel)
     }
 
     fn cfs(&self, rel: &str) -> PathBuf {
@@ -133,7 +110,7 @@ impl Fake {
             }
         }
         let mut out = Vec::new();
-        walk(&self.tmp.0, &self.tmp.0, &mut out);
+        walk(self.tmp.path(), self.tmp.path(), &mut out);
         out
     }
 
@@ -423,8 +400,7 @@ fn delete_removes_the_device_and_its_empty_hba() {
 
 #[test]
 fn not_root_is_refused() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         eprintln!("skipped: running as root (the library test covers the message)");
         return;
     }

@@ -6,30 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "dataplane-scst-cli-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use tempfile::TempDir;
 
 /// A fake machine under one directory.
 struct Fake {
@@ -40,7 +17,7 @@ impl Fake {
     /// Nothing at all.
     fn bare() -> Self {
         Self {
-            tmp: TempDir::new(),
+            tmp: TempDir::new().unwrap(),
         }
     }
 
@@ -78,7 +55,7 @@ impl Fake {
     }
 
     fn p(&self, rel: &str) -> PathBuf {
-        self.tmp.0.join(rel)
+        self.tmp.path().join(rel)
     }
 
     fn put(&self, rel: &str, content: &str) {
@@ -131,8 +108,7 @@ fn stdout(out: &Output) -> String {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 #[test]

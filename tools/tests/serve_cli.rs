@@ -97,8 +97,8 @@ fn bad_scst_devices_name_the_key() {
 #[test]
 fn scst_devices_without_scst_user_fail_to_start() {
     // Validation passes; opening /dev/scst_user fails (no root needed).
-    let empty = std::env::temp_dir().join(format!("dataplane-cli-noscst-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path();
     let path = config_file(
         "scst-only",
         "[reactors]\ncores = [0]\n[[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n\
@@ -113,7 +113,6 @@ fn scst_devices_without_scst_user_fail_to_start() {
         .unwrap();
     let _ = std::fs::remove_file(&path);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let _ = std::fs::remove_dir_all(&empty);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
@@ -128,8 +127,8 @@ fn scst_devices_without_scst_user_fail_to_start() {
 
 #[test]
 fn sigterm_drains_and_exits_zero() {
-    let empty = std::env::temp_dir().join(format!("dataplane-cli-roots-{}", std::process::id()));
-    std::fs::create_dir_all(&empty).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path();
     let path = config_file(
         "good",
         "[reactors]\ncores = [0]\n[[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n[tcmu]\nrescan_interval_ms = 50\n",
@@ -155,9 +154,8 @@ fn sigterm_drains_and_exits_zero() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    // SAFETY: kill(2) on our own child's pid with a valid signal number.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -178,5 +176,4 @@ fn sigterm_drains_and_exits_zero() {
     let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(last["reactors"].is_array());
     let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_dir_all(&empty);
 }

@@ -488,8 +488,7 @@ pub struct Lio<F: Fs = RealFs> {
 impl Lio<RealFs> {
     /// The real filesystem, with the process's effective uid.
     pub fn new(roots: Roots) -> Self {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = nix::unistd::geteuid().as_raw();
         Self::with_fs(roots, RealFs, euid)
     }
 }

@@ -291,8 +291,7 @@ pub struct ScstAdmin<W: SysfsWrite = RealSysfs> {
 impl ScstAdmin<RealSysfs> {
     /// The real filesystem, with the process's effective uid.
     pub fn new(roots: AdminRoots) -> Self {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = nix::unistd::geteuid().as_raw();
         Self::with_io(roots, RealSysfs, euid)
     }
 }

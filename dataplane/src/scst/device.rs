@@ -447,6 +447,20 @@ impl ReplyQueue {
         (store.0.as_ptr() as u64, len)
     }
 
+    /// Stages `sense` as a reply's sense (`None` when empty or out of
+    /// payload room: the status goes without sense then).
+    fn stage_sense(&mut self, sense: &[u8]) -> Option<ReplySense> {
+        if sense.is_empty() {
+            return None;
+        }
+        let (psense_buffer, len) = self.stage_payload(sense);
+        (len > 0).then(|| ReplySense {
+            sense_len: len as u8,
+            psense_buffer,
+            ..Default::default()
+        })
+    }
+
     fn push_result(&mut self, cmd_h: u32, subcode: u32, result: i32) {
         let mut reply = ScstUserReplyCmd {
             cmd_h,
@@ -475,15 +489,8 @@ impl ReplyQueue {
             status,
             ..Default::default()
         };
-        if !sense.is_empty() {
-            let (psense_buffer, len) = self.stage_payload(sense);
-            if len > 0 {
-                exec.set_sense(&ReplySense {
-                    sense_len: len as u8,
-                    psense_buffer,
-                    ..Default::default()
-                });
-            }
+        if let Some(sense) = self.stage_sense(sense) {
+            exec.set_sense(&sense);
         }
         let mut reply = ScstUserReplyCmd {
             cmd_h,
@@ -511,16 +518,8 @@ impl ReplyQueue {
             status: response.status,
             ..Default::default()
         };
-        let sense = response.sense_bytes();
-        if !sense.is_empty() {
-            let (psense_buffer, len) = self.stage_payload(sense);
-            if len > 0 {
-                parse.set_sense(&ReplySense {
-                    sense_len: len as u8,
-                    psense_buffer,
-                    ..Default::default()
-                });
-            }
+        if let Some(sense) = self.stage_sense(response.sense_bytes()) {
+            parse.set_sense(&sense);
         }
         let mut reply = ScstUserReplyCmd {
             cmd_h,

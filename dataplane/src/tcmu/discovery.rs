@@ -619,30 +619,7 @@ pub(crate) fn parse_u64_auto(path: &Path, text: &str) -> Result<u64, DiscoveryEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A temporary directory removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "dataplane-discovery-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use tempfile::TempDir;
 
     fn put(path: &Path, content: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -711,8 +688,8 @@ mod tests {
 
     #[test]
     fn scan_lists_tcmu_devices_and_reports_unreadable_ones() {
-        let tmp = TempDir::new();
-        let roots = Roots::under(&tmp.0);
+        let tmp = TempDir::new().unwrap();
+        let roots = Roots::under(tmp.path());
         put_uio(&roots, 10, "tcm-user/0/disk10/dataplane/ram1", "0x40800000");
         put_uio(&roots, 2, "tcm-user/1/disk2/dataplane/ram0", "8392704");
         put_uio(&roots, 3, "tcm-user/0/other/qcow/a/b", "0x1000");
@@ -734,8 +711,8 @@ mod tests {
         let d = &s.devices[3];
         assert_eq!(d.map0_size, 0x4080_0000);
         assert_eq!(d.uio(), "uio10");
-        assert_eq!(d.dev_node, tmp.0.join("dev/uio10"));
-        assert_eq!(d.sysfs_dir, tmp.0.join("sys/class/uio/uio10"));
+        assert_eq!(d.dev_node, tmp.path().join("dev/uio10"));
+        assert_eq!(d.sysfs_dir, tmp.path().join("sys/class/uio/uio10"));
         assert_eq!((d.hba, d.device.as_str()), (0, "disk10"));
         assert_eq!(d.tcmu.as_ref().unwrap().cfg, "ram1");
         assert_eq!(s.devices[0].map0_size, 8_392_704);
@@ -781,8 +758,8 @@ mod tests {
 
     #[test]
     fn scan_without_uio_class_is_empty() {
-        let tmp = TempDir::new();
-        let s = scan(&Roots::under(&tmp.0));
+        let tmp = TempDir::new().unwrap();
+        let s = scan(&Roots::under(tmp.path()));
         assert!(s.devices.is_empty());
         assert!(s.skipped.is_empty());
     }
@@ -807,8 +784,8 @@ mod tests {
 
     #[test]
     fn device_facts_come_from_attrib() {
-        let tmp = TempDir::new();
-        let roots = Roots::under(&tmp.0);
+        let tmp = TempDir::new().unwrap();
+        let roots = Roots::under(tmp.path());
         put_device(&roots, 1, "disk0");
         let f = device_facts(&roots, 1, "disk0").unwrap();
         assert_eq!(
@@ -827,8 +804,8 @@ mod tests {
 
     #[test]
     fn device_facts_fall_back_to_info() {
-        let tmp = TempDir::new();
-        let roots = Roots::under(&tmp.0);
+        let tmp = TempDir::new().unwrap();
+        let roots = Roots::under(tmp.path());
         let dir = put_device(&roots, 0, "disk0");
         std::fs::remove_file(dir.join("attrib/dev_size")).unwrap();
         std::fs::remove_file(dir.join("attrib/dev_config")).unwrap();
@@ -855,8 +832,8 @@ mod tests {
 
     #[test]
     fn device_facts_errors_name_the_file() {
-        let tmp = TempDir::new();
-        let roots = Roots::under(&tmp.0);
+        let tmp = TempDir::new().unwrap();
+        let roots = Roots::under(tmp.path());
         let err = device_facts(&roots, 0, "ghost").unwrap_err().to_string();
         assert!(err.starts_with("cannot read "), "{err}");
         assert!(
@@ -885,8 +862,8 @@ mod tests {
 
     #[test]
     fn recovery_actions_write_the_action_files() {
-        let tmp = TempDir::new();
-        let roots = Roots::under(&tmp.0);
+        let tmp = TempDir::new().unwrap();
+        let roots = Roots::under(tmp.path());
         let dir = put_device(&roots, 2, "disk0");
         block_dev(&roots, 2, "disk0", true).unwrap();
         assert_eq!(
@@ -920,8 +897,8 @@ mod tests {
 
     #[test]
     fn uio_holders_reads_proc_fd_links() {
-        let tmp = TempDir::new();
-        let roots = Roots::under(&tmp.0);
+        let tmp = TempDir::new().unwrap();
+        let roots = Roots::under(tmp.path());
         let fd_dir = |pid: &str| {
             let d = roots.proc.join(pid).join("fd");
             std::fs::create_dir_all(&d).unwrap();
@@ -937,7 +914,7 @@ mod tests {
         assert_eq!(uio_holders(&roots, 10), [43]);
         assert!(is_uio_open(&roots, 1));
         assert!(!is_uio_open(&roots, 0));
-        assert!(!is_uio_open(&Roots::under(&tmp.0.join("nothing")), 1));
+        assert!(!is_uio_open(&Roots::under(&tmp.path().join("nothing")), 1));
     }
 
     #[test]
