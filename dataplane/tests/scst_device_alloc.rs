@@ -3,8 +3,9 @@
 //! kernel runs inside the driver call (it pauses counting), so only the
 //! device's own work is measured. Only this test lives in this binary.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod common;
+
+use common::counting_alloc::{allocations, set_paused};
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
@@ -15,47 +16,6 @@ use dataplane::scst::device::{DeviceConfig, ScstDevice};
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use nix::errno::Errno;
-
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-    static PAUSED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    let _ = PAUSED.try_with(|p| {
-        if !p.get() {
-            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        }
-    });
-}
-
-// SAFETY: forwards to the system allocator unchanged; the thread-locals are
-// const-initialised Cells, so touching them never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
 
 /// A kernel with memory reuse ALL and ON_FREE_CMD CALL that keeps `depth`
 /// commands going: reads (with a cached buffer or `pbuf` 0) and writes
@@ -192,7 +152,7 @@ impl ScstDriver for LoopKernel {
         buf: &mut MultiBuf,
         replies: &[ScstUserReplyCmd],
     ) -> Result<(), Errno> {
-        PAUSED.with(|p| p.set(true));
+        set_paused(true);
         self.ioctls += 1;
         for r in replies {
             match r.subcode {
@@ -242,7 +202,7 @@ impl ScstDriver for LoopKernel {
             buf.cmds_mut()[i] = self.queue.pop_front().unwrap();
         }
         buf.header_mut().cmds_cnt = n as i16;
-        PAUSED.with(|p| p.set(false));
+        set_paused(false);
         if n == 0 {
             Err(Errno::EAGAIN)
         } else {
