@@ -219,6 +219,12 @@ struct Cmd {
 }
 
 impl Cmd {
+    /// The command has no data-in (any it had is dropped, wherever it was).
+    fn drop_data_in(&mut self) {
+        self.in_len = 0;
+        self.in_remote = 0;
+    }
+
     fn new() -> Self {
         Self {
             stage: Stage::Free,
@@ -379,6 +385,8 @@ pub(super) struct State {
     pending_in: Vec<PendingCopy>,
     pending_out: Vec<PendingCopy>,
     copy_list: Vec<(usize, u64, usize)>,
+    /// The ucmds of the replies being processed (capacity kept).
+    reply_ucmds: Vec<u32>,
     /// For each entry of `copy_list`, its index in the pending list.
     copy_index: Vec<usize>,
     failed: Vec<usize>,
@@ -506,6 +514,7 @@ impl State {
             pending_in: Vec::with_capacity(total),
             pending_out: Vec::with_capacity(total),
             copy_list: Vec::with_capacity(total),
+            reply_ucmds: Vec::with_capacity(total),
             copy_index: Vec::with_capacity(total),
             failed: Vec::with_capacity(total),
             batch: CopyBatch::default(),
@@ -558,8 +567,7 @@ impl State {
         c.sense[..n].copy_from_slice(&buf[..n]);
         c.sense_len = n as u8;
         c.resp_data_len = 0;
-        c.in_len = 0;
-        c.in_remote = 0;
+        c.drop_data_in();
     }
 
     /// `scst_set_busy`.
@@ -568,8 +576,7 @@ impl State {
         c.status = status::BUSY;
         c.sense_len = 0;
         c.resp_data_len = 0;
-        c.in_len = 0;
-        c.in_remote = 0;
+        c.drop_data_in();
     }
 
     fn set_good(&mut self, slot: u32) {
@@ -603,8 +610,7 @@ impl State {
         let c = &mut self.cmds[slot as usize];
         c.sense_len = 0;
         c.resp_data_len = 0;
-        c.in_len = 0;
-        c.in_remote = 0;
+        c.drop_data_in();
         self.complete(slot);
     }
 
@@ -991,8 +997,7 @@ impl State {
     }
 
     fn reset_result(c: &mut Cmd) {
-        c.in_len = 0;
-        c.in_remote = 0;
+        c.drop_data_in();
         c.status = status::GOOD;
         c.sense_len = 0;
         c.resp_data_len = 0;
@@ -1805,18 +1810,18 @@ impl State {
     /// Starts loading what processing `replies` will read: their ucmds,
     /// then their commands (a simulator's speed-up: the commands were last
     /// touched long ago, many copies back).
-    pub(super) fn prefetch_replies(&self, replies: &[ScstUserReplyCmd]) {
+    pub(super) fn prefetch_replies(&mut self, replies: &[ScstUserReplyCmd]) {
+        self.reply_ucmds.clear();
         for r in replies {
             if let Some(&ui) = self.by_h.get(&r.cmd_h) {
                 prefetch(&self.ucmds[ui as usize]);
+                self.reply_ucmds.push(ui);
             }
         }
-        for r in replies {
-            if let Some(&ui) = self.by_h.get(&r.cmd_h) {
-                let slot = self.ucmds[ui as usize].cmd;
-                if let Some(c) = self.cmds.get(slot as usize) {
-                    prefetch_cmd(c);
-                }
+        for &ui in &self.reply_ucmds {
+            let slot = self.ucmds[ui as usize].cmd;
+            if let Some(c) = self.cmds.get(slot as usize) {
+                prefetch_cmd(c);
             }
         }
     }
@@ -1914,8 +1919,7 @@ impl State {
             let c = &mut self.cmds[slot as usize];
             c.status = p.status;
             c.resp_data_len = 0;
-            c.in_len = 0;
-            c.in_remote = 0;
+            c.drop_data_in();
             self.complete(slot);
             return Ok(());
         }
