@@ -1,11 +1,11 @@
 //! The reference loop of the RAM-bdev target: copy 4 KiB from a random
 //! 4 KiB-aligned offset of a 1 GiB buffer into the next slot of an 8 MiB ring,
 //! on one core. `dataplane bench --reference` runs the same loop
-//! (`dataplane::bench::reference`) in the same process as the dataplane and
+//! (`bench::reference`) in the same process as the dataplane and
 //! reports the ratio; this benchmark lets anyone measure the loop alone.
 
+use bench::reference::{ReferenceBuffers, ReferenceConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dataplane::bench::reference::{ReferenceBuffers, ReferenceConfig};
 
 fn reference(c: &mut Criterion) {
     let mut buffers = ReferenceBuffers::new(ReferenceConfig::default());

@@ -1,5 +1,11 @@
-//! SCSI emulation, the kernel frontends (TCMU, and later SCST) with simulators
-//! of their kernel sides, and the glue that joins a frontend to a bdev.
+//! The data path and the server: SCSI emulation, the LUN engine, the port
+//! between a LUN and a bdev, the kernel frontends (LIO's TCMU and SCST's
+//! scst_user) and `dataplane serve`.
+//!
+//! Nothing here knows about the kernel simulators, the initiator or the
+//! bench: those are tools built on this crate (`tools/sim`, `tools/bench`),
+//! and the frontends only ever see the kernel through their own contracts
+//! ([`tcmu::SharedRegion`] and [`tcmu::Doorbell`], [`scst::driver::ScstDriver`]).
 //!
 //! Data path: a frontend poller receives a command from the kernel, gives it a
 //! task slot and hands it to the SCSI logical unit ([`lun::Lun`], through the
@@ -11,11 +17,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod bench;
 pub mod exec;
-pub mod initiator;
 pub mod latency;
-pub mod lio;
 pub mod lun;
 pub mod port;
 pub mod scsi;

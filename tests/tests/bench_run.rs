@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use dataplane::bench::{self, BdevKind, BenchConfig, BenchError, Frontend};
-use dataplane::initiator::Pattern;
+use bench::initiator::Pattern;
+use bench::{self, BdevKind, BenchConfig, BenchError, Frontend};
 use reactor::IdlePolicy;
 
 fn small(bdev: BdevKind, pattern: Pattern, verify: bool) -> BenchConfig {

@@ -14,13 +14,13 @@ use bdev::null::NullBdev;
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
 use bdev::BdevRef;
-use dataplane::bench::TcmuInitiator;
-use dataplane::initiator::{Job, Pattern, VerifyModel, Workload};
+use bench::initiator::{Job, Pattern, VerifyModel, Workload};
+use bench::TcmuInitiator;
 use dataplane::lun::{Lun, LunConfig};
 use dataplane::port::{port_pair, BdevPoller};
-use dataplane::tcmu::sim::{SimConfig, TcmuSim};
 use dataplane::tcmu::{DeviceConfig, TcmuDevice};
 use reactor::Poller;
+use sim::tcmu::{SimConfig, TcmuSim};
 
 /// Counts allocations made while `COUNTING` is set.
 struct CountingAllocator;

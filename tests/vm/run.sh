@@ -175,8 +175,8 @@ build_dataplane() {
         . "$HOME/.cargo/env"
     fi
     if command -v cargo >/dev/null; then
-        log "cargo build --release -p tools"
-        (cd "$REPO" && cargo build --release -p tools --quiet)
+        log "cargo build --release -p cli"
+        (cd "$REPO" && cargo build --release -p cli --quiet)
     elif [ -x "$VM_DATAPLANE" ]; then
         log "cargo not found: using the existing $VM_DATAPLANE"
     else

@@ -2,8 +2,8 @@
 //! scst_user device.
 //!
 //! [`ScstDriver`] is what the frontend ([`super::device`]) calls: the real
-//! `/dev/scst_user` file descriptor (`super::ioctl`) or the in-process
-//! simulator (`super::sim`). Both take exactly the ABI structs, so the same
+//! `/dev/scst_user` file descriptor (`super::ioctl`) or an in-process
+//! simulator of the kernel side. Both take exactly the ABI structs, so the same
 //! frontend code serves both, and the simulator checks everything the kernel
 //! would.
 //!

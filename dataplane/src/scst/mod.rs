@@ -1,7 +1,6 @@
 //! The SCST frontend: SCST's scst_user interface (`/dev/scst_user`), driven
 //! by a polled device that batches every reply and a budget of new
-//! subcommands into one `SCST_USER_REPLY_AND_GET_MULTI`, plus a simulator of
-//! the kernel side.
+//! subcommands into one `SCST_USER_REPLY_AND_GET_MULTI`.
 //!
 //! # Pieces
 //! - [`abi`]: `scst_user.h` structs, ioctl numbers and constants with
@@ -10,12 +9,10 @@
 //!   simulator) and the REPLY_AND_GET_MULTI buffer.
 
 pub mod abi;
-pub mod admin;
 pub mod device;
 pub mod driver;
 pub mod error;
 pub mod ioctl;
 pub mod pool;
 pub mod register;
-pub mod sim;
 pub mod version;

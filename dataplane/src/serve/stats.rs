@@ -5,8 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::bench::report::us;
-use crate::initiator::LatencySummary;
+use crate::latency::{us, LatencySummary};
 
 /// Which frontend serves a device.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]

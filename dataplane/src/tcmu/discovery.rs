@@ -593,7 +593,7 @@ pub fn is_uio_open(roots: &Roots, minor: u32) -> bool {
 }
 
 /// Reads a small text file and trims surrounding whitespace.
-pub(crate) fn read_trimmed(path: &Path) -> Result<String, DiscoveryError> {
+pub fn read_trimmed(path: &Path) -> Result<String, DiscoveryError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_owned())
         .map_err(|source| DiscoveryError::Read {

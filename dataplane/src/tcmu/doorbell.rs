@@ -43,7 +43,7 @@ impl Doorbell {
         Doorbell::Uio(fd)
     }
 
-    /// A doorbell on two eventfds (see [`super::sim::TcmuSim::device_endpoint`]).
+    /// A doorbell on two eventfds, for a kernel side in the same process.
     pub fn event_fds(kick: OwnedFd, notify: OwnedFd) -> Self {
         Doorbell::EventFds { kick, notify }
     }

@@ -1,5 +1,5 @@
 //! The TCMU frontend: LIO's `target_core_user` command ring, driven by a
-//! polled [`TcmuDevice`], plus [`sim`], a simulator of the kernel side.
+//! polled [`TcmuDevice`].
 //!
 //! # Pieces
 //! - [`abi`]: the `target_core_user.h` structs and constants, with
@@ -13,8 +13,6 @@
 //!   preallocated slot, hands it to a [`CommandExecutor`], and writes the
 //!   responses back in batches (one `cmd_tail` release store and one doorbell
 //!   per poll). Implements [`reactor::Poller`].
-//! - [`sim::TcmuSim`]: lays out the region exactly like the kernel
-//!   (`queue_cmd_ring`, `tcmu_handle_completions`) and acts as initiator.
 //!
 //! # Trust
 //! Everything read from the mapping is untrusted: every offset and length is
@@ -32,7 +30,6 @@ mod doorbell;
 pub mod netlink;
 mod region;
 mod ring;
-pub mod sim;
 
 use std::io;
 

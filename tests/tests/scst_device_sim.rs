@@ -1,0 +1,824 @@
+//! `ScstDevice` end to end on the SCST simulator: initiator → simulated
+//! kernel → `ScstDevice` → `Lun` → `BdevPort` → `BdevPoller` → RAM bdev.
+//! Thousands of random commands (READ, WRITE, WRITE SAME, COMPARE AND WRITE,
+//! SYNCHRONIZE CACHE, INQUIRY, out-of-range reads) are checked byte for
+//! byte against a model disk, for each memory-reuse / ON_FREE_CMD / parse
+//! combination, with cache evictions; task management through the
+//! simulator; and the ioctls per I/O at a deep queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bdev::ram::RamBdev;
+use bdev::BdevRef;
+use dataplane::exec::status;
+use dataplane::exec::CommandExecutor;
+use dataplane::lun::{Lun, LunConfig};
+use dataplane::port::{port_pair, BdevPoller};
+use dataplane::scst::abi::*;
+use dataplane::scst::device::{DeviceConfig, ScstDevice};
+use dataplane::scst::driver::ScstDriver;
+use dataplane::scst::pool::{BufferPool, PoolConfig};
+use reactor::Poller;
+use sim::scst::{
+    ScstSim, ScstSimConfig, ScstSimDriver, ScstSimInitiator, SimCompletion, SimData,
+    SimSubmitError, DEV_USER_VERSION_3_11,
+};
+
+const BS: usize = 4096;
+const BLOCKS: u64 = 4096; // 16 MiB
+
+/// Tiny deterministic PRNG (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_ne_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+fn register(driver: &mut ScstSimDriver, opt: ScstUserOpt) {
+    // Both strings backed by at least 91 readable bytes.
+    let mut version = [0u8; 128];
+    version[..DEV_USER_VERSION_3_11.len()].copy_from_slice(DEV_USER_VERSION_3_11.as_bytes());
+    let mut license = [0u8; 128];
+    license[..3].copy_from_slice(b"GPL");
+    let mut desc = ScstUserDevDesc {
+        version_str: version.as_ptr() as u64,
+        license_str: license.as_ptr() as u64,
+        type_: TYPE_DISK,
+        sgv_shared: 0,
+        sgv_disable_clustered_pool: 0,
+        _pad0: 0,
+        sgv_single_alloc_pages: 0,
+        sgv_purge_interval: 0,
+        opt,
+        block_size: BS as u32,
+        enable_pr_cmds_notifications: 0,
+        name: [0; SCST_MAX_NAME],
+        sgv_name: [0; SCST_MAX_NAME],
+        _pad1: [0; 7],
+    };
+    desc.name[..5].copy_from_slice(b"disk0");
+    driver.register(&desc).unwrap();
+}
+
+fn options(reuse: u8, on_free: u8, parse: u8) -> ScstUserOpt {
+    ScstUserOpt {
+        parse_type: parse,
+        on_free_cmd_type: on_free,
+        memory_reuse_type: reuse,
+        partial_transfers_type: SCST_USER_PARTIAL_TRANSFERS_NOT_SUPPORTED,
+        tst: 1,
+        queue_alg: 1,
+        ..Default::default()
+    }
+}
+
+type Dev = ScstDevice<ScstSimDriver, Lun>;
+
+struct Rig {
+    init: ScstSimInitiator,
+    dev: Dev,
+    poller: BdevPoller,
+    sess: u64,
+}
+
+impl Rig {
+    fn new(opt: ScstUserOpt, sim: ScstSimConfig, config: DeviceConfig) -> Self {
+        Self::with_bdev_budget(opt, sim, config, 256)
+    }
+
+    /// A rig whose simulator copies pinned buffers directly (see
+    /// `ScstSimDriver::trust_mapped_buffers`), as `dataplane bench` runs it.
+    fn trusting(opt: ScstUserOpt, sim: ScstSimConfig, config: DeviceConfig) -> Self {
+        Self::build(opt, sim, config, 256, true)
+    }
+
+    /// `bdev_budget`: requests the bdev poller completes per poll.
+    fn with_bdev_budget(
+        opt: ScstUserOpt,
+        sim: ScstSimConfig,
+        config: DeviceConfig,
+        bdev_budget: usize,
+    ) -> Self {
+        Self::build(opt, sim, config, bdev_budget, false)
+    }
+
+    fn build(
+        opt: ScstUserOpt,
+        sim: ScstSimConfig,
+        config: DeviceConfig,
+        bdev_budget: usize,
+        trust: bool,
+    ) -> Self {
+        let bdev: BdevRef = Arc::new(RamBdev::new("ram", BS as u32, BLOCKS).unwrap());
+        let (port, end) = port_pair(256).unwrap();
+        let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), bdev_budget);
+        poller.attach(end).unwrap();
+        let mut lun_config = LunConfig::for_bdev(bdev.as_ref());
+        lun_config.max_tasks = 256;
+        let lun = Lun::new(lun_config, port).unwrap();
+        let (mut driver, mut init) = ScstSim::new(sim).unwrap();
+        register(&mut driver, opt);
+        if trust {
+            // SAFETY: the driver goes into an `ScstDevice`, which keeps its
+            // pool's buffers mapped and untouched while the kernel holds
+            // them and closes the driver before unmapping the pool.
+            unsafe { driver.trust_mapped_buffers() };
+        }
+        let pool = BufferPool::new(PoolConfig {
+            max_bytes: 64 << 20,
+            max_buffer_bytes: 1 << 20,
+            populate: false,
+        })
+        .unwrap();
+        let config = DeviceConfig {
+            unit: Some(lun.unit().clone()),
+            ..config
+        };
+        let mut dev = ScstDevice::new(driver, lun, pool, config).unwrap();
+        let sess = init
+            .attach_session_with(0, "iqn.2026-01.test:init", || {
+                dev.poll();
+            })
+            .unwrap();
+        Rig {
+            init,
+            dev,
+            poller,
+            sess,
+        }
+    }
+
+    /// One round of the data path: the device takes new work, the bdev
+    /// runs, the device answers.
+    fn turn(&mut self) {
+        self.init.notify();
+        self.dev.poll();
+        self.poller.poll();
+        self.dev.poll();
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Read {
+        lba: u64,
+        blocks: u64,
+    },
+    Write {
+        lba: u64,
+        data: Vec<u8>,
+    },
+    WriteSame {
+        lba: u64,
+        blocks: u64,
+        block: Vec<u8>,
+    },
+    CompareAndWrite {
+        lba: u64,
+        compare: Vec<u8>,
+        write: Vec<u8>,
+        matches: bool,
+    },
+    OutOfRange,
+    Other,
+}
+
+impl Op {
+    fn range(&self) -> Option<(u64, u64)> {
+        match self {
+            Op::Read { lba, blocks } | Op::WriteSame { lba, blocks, .. } => Some((*lba, *blocks)),
+            Op::Write { lba, data } => Some((*lba, (data.len() / BS) as u64)),
+            Op::CompareAndWrite { lba, .. } => Some((*lba, 1)),
+            Op::OutOfRange | Op::Other => None,
+        }
+    }
+}
+
+/// The initiator's random workload and the model disk.
+struct Workload {
+    rng: Rng,
+    model: Vec<u8>,
+    /// Per block: some command in flight uses it.
+    busy: Vec<bool>,
+    inflight: HashMap<u64, Op>,
+    next_tag: u64,
+    completed: u64,
+    checked_bytes: u64,
+    buf: Vec<u8>,
+}
+
+fn cdb16(opcode: u8, lba: u64, blocks: u32) -> [u8; 16] {
+    let mut cdb = [0u8; 16];
+    cdb[0] = opcode;
+    cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+    cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+fn cdb10(opcode: u8, lba: u64, blocks: u16) -> [u8; 10] {
+    let mut cdb = [0u8; 10];
+    cdb[0] = opcode;
+    cdb[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
+    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+impl Workload {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: Rng(seed | 1),
+            model: vec![0; BLOCKS as usize * BS],
+            busy: vec![false; BLOCKS as usize],
+            inflight: HashMap::new(),
+            next_tag: 1,
+            completed: 0,
+            checked_bytes: 0,
+            buf: vec![0; 1 << 20],
+        }
+    }
+
+    /// A random range of up to `max_blocks` that no command in flight
+    /// touches.
+    fn free_range(&mut self, max_blocks: u64) -> Option<(u64, u64)> {
+        for _ in 0..8 {
+            let blocks = 1 + self.rng.below(max_blocks);
+            let lba = self.rng.below(BLOCKS - blocks + 1);
+            let r = lba as usize..(lba + blocks) as usize;
+            if !self.busy[r].iter().any(|b| *b) {
+                return Some((lba, blocks));
+            }
+        }
+        None
+    }
+
+    fn mark(&mut self, range: Option<(u64, u64)>, busy: bool) {
+        if let Some((lba, blocks)) = range {
+            self.busy[lba as usize..(lba + blocks) as usize].fill(busy);
+        }
+    }
+
+    /// Submits one random command; false if the simulator is full or no
+    /// free range was found.
+    fn submit_one(&mut self, init: &mut ScstSimInitiator, sess: u64, io_mix: bool) -> bool {
+        let tag = self.next_tag;
+        let pick = self.rng.below(100);
+        let (op, result) = if !io_mix || pick < 40 {
+            let Some((lba, blocks)) = self.free_range(64) else {
+                return false;
+            };
+            let cdb = cdb10(0x28, lba, blocks as u16);
+            let r = init.submit(sess, &cdb, SimData::In(blocks as usize * BS), tag);
+            (Op::Read { lba, blocks }, r)
+        } else if pick < 80 {
+            let Some((lba, blocks)) = self.free_range(64) else {
+                return false;
+            };
+            let mut data = vec![0u8; blocks as usize * BS];
+            self.rng.fill(&mut data);
+            let cdb = cdb16(0x8A, lba, blocks as u32);
+            let r = init.submit(sess, &cdb, SimData::Out(&data), tag);
+            (Op::Write { lba, data }, r)
+        } else if pick < 86 {
+            let Some((lba, blocks)) = self.free_range(256) else {
+                return false;
+            };
+            let mut block = vec![0u8; BS];
+            if self.rng.below(3) != 0 {
+                self.rng.fill(&mut block);
+            }
+            let cdb = cdb16(0x93, lba, blocks as u32);
+            let r = init.submit(sess, &cdb, SimData::Out(&block), tag);
+            (Op::WriteSame { lba, blocks, block }, r)
+        } else if pick < 90 {
+            let Some((lba, _)) = self.free_range(1) else {
+                return false;
+            };
+            let mut compare = self.model[lba as usize * BS..(lba as usize + 1) * BS].to_vec();
+            let matches = self.rng.below(4) != 0;
+            if !matches {
+                compare[17] ^= 0x5A;
+            }
+            let mut write = vec![0u8; BS];
+            self.rng.fill(&mut write);
+            let mut out = compare.clone();
+            out.extend_from_slice(&write);
+            let mut cdb = [0u8; 16];
+            cdb[0] = 0x89;
+            cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+            cdb[13] = 1;
+            let r = init.submit(sess, &cdb, SimData::Out(&out), tag);
+            (
+                Op::CompareAndWrite {
+                    lba,
+                    compare,
+                    write,
+                    matches,
+                },
+                r,
+            )
+        } else if pick < 93 {
+            let cdb = cdb10(0x28, BLOCKS - 1, 2);
+            let r = init.submit(sess, &cdb, SimData::In(2 * BS), tag);
+            (Op::OutOfRange, r)
+        } else if pick < 96 {
+            let cdb = [0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (Op::Other, init.submit(sess, &cdb, SimData::None, tag))
+        } else {
+            let cdb = [0x12, 0, 0, 0, 96, 0];
+            (Op::Other, init.submit(sess, &cdb, SimData::In(96), tag))
+        };
+        match result {
+            Ok(()) => {
+                self.mark(op.range(), true);
+                self.inflight.insert(tag, op);
+                self.next_tag += 1;
+                true
+            }
+            Err(SimSubmitError::Full) => false,
+            Err(e) => panic!("submit: {e}"),
+        }
+    }
+
+    fn check(&mut self, c: &SimCompletion<'_>) {
+        let op = self
+            .inflight
+            .remove(&c.tag)
+            .unwrap_or_else(|| panic!("unknown tag {}", c.tag));
+        assert!(!c.aborted, "tag {} aborted", c.tag);
+        self.mark(op.range(), false);
+        self.completed += 1;
+        match op {
+            Op::Read { lba, blocks } => {
+                assert_eq!(c.status, status::GOOD, "read {lba}+{blocks}: {:?}", c.sense);
+                let len = blocks as usize * BS;
+                assert_eq!(c.data_in_len, len);
+                let n = c.copy_data_in(&mut self.buf[..len]);
+                assert_eq!(n, len);
+                let at = lba as usize * BS;
+                if self.buf[..len] != self.model[at..at + len] {
+                    let first = (0..len)
+                        .find(|&i| self.buf[i] != self.model[at + i])
+                        .unwrap();
+                    panic!("read {lba}+{blocks}: first difference at byte {first}");
+                }
+                self.checked_bytes += len as u64;
+            }
+            Op::Write { lba, data } => {
+                assert_eq!(c.status, status::GOOD, "write: {:?}", c.sense);
+                let at = lba as usize * BS;
+                self.model[at..at + data.len()].copy_from_slice(&data);
+            }
+            Op::WriteSame { lba, blocks, block } => {
+                assert_eq!(c.status, status::GOOD, "write same: {:?}", c.sense);
+                for b in lba..lba + blocks {
+                    let at = b as usize * BS;
+                    self.model[at..at + BS].copy_from_slice(&block);
+                }
+            }
+            Op::CompareAndWrite {
+                lba,
+                compare,
+                write,
+                matches,
+            } => {
+                let at = lba as usize * BS;
+                assert_eq!(self.model[at..at + BS] == compare[..], matches);
+                if matches {
+                    assert_eq!(c.status, status::GOOD, "caw: {:?}", c.sense);
+                    self.model[at..at + BS].copy_from_slice(&write);
+                } else {
+                    assert_eq!(c.status, status::CHECK_CONDITION);
+                    assert_eq!(c.sense[2] & 0x0F, 0x0E, "MISCOMPARE");
+                    assert_eq!((c.sense[12], c.sense[13]), (0x1D, 0x00));
+                }
+            }
+            Op::OutOfRange => {
+                assert_eq!(c.status, status::CHECK_CONDITION);
+                assert_eq!(c.sense[2] & 0x0F, 0x05);
+                assert_eq!((c.sense[12], c.sense[13]), (0x21, 0x00));
+                assert_eq!(c.data_in_len, 0);
+            }
+            Op::Other => assert_eq!(c.status, status::GOOD, "{:?}", c.sense),
+        }
+    }
+
+    /// Runs `total` commands at queue depth `depth`; `purge_every` > 0
+    /// evicts the whole cache every that many rounds.
+    fn run(&mut self, rig: &mut Rig, total: u64, depth: usize, io_mix: bool, purge_every: u64) {
+        let mut submitted = 0u64;
+        let mut rounds = 0u64;
+        while self.completed < total {
+            while self.inflight.len() < depth
+                && submitted < total
+                && self.submit_one(&mut rig.init, rig.sess, io_mix)
+            {
+                submitted += 1;
+            }
+            rig.turn();
+            rig.init.reap(|c| self.check(c)).unwrap();
+            rounds += 1;
+            if purge_every > 0 && rounds.is_multiple_of(purge_every) {
+                rig.init.purge_cache();
+            }
+            assert!(rounds < 50 * total + 10_000, "no progress");
+        }
+    }
+}
+
+fn main_options() -> Vec<(&'static str, ScstUserOpt)> {
+    vec![
+        (
+            "reuse all, on_free call",
+            options(
+                SCST_USER_MEM_REUSE_ALL,
+                SCST_USER_ON_FREE_CMD_CALL,
+                SCST_USER_PARSE_STANDARD,
+            ),
+        ),
+        (
+            "reuse all, on_free ignore",
+            options(
+                SCST_USER_MEM_REUSE_ALL,
+                SCST_USER_ON_FREE_CMD_IGNORE,
+                SCST_USER_PARSE_STANDARD,
+            ),
+        ),
+        (
+            "no reuse, on_free call",
+            options(
+                SCST_USER_MEM_NO_REUSE,
+                SCST_USER_ON_FREE_CMD_CALL,
+                SCST_USER_PARSE_STANDARD,
+            ),
+        ),
+        (
+            "reuse read, on_free call",
+            options(
+                SCST_USER_MEM_REUSE_READ,
+                SCST_USER_ON_FREE_CMD_CALL,
+                SCST_USER_PARSE_STANDARD,
+            ),
+        ),
+        (
+            "reuse write, parse call",
+            options(
+                SCST_USER_MEM_REUSE_WRITE,
+                SCST_USER_ON_FREE_CMD_CALL,
+                SCST_USER_PARSE_CALL,
+            ),
+        ),
+        (
+            "reuse all, parse exception",
+            options(
+                SCST_USER_MEM_REUSE_ALL,
+                SCST_USER_ON_FREE_CMD_CALL,
+                SCST_USER_PARSE_EXCEPTION,
+            ),
+        ),
+    ]
+}
+
+fn small_cache_sim() -> ScstSimConfig {
+    ScstSimConfig {
+        // A small SGV cache: buffers are evicted (ON_CACHED_MEM_FREE) all
+        // the time.
+        sgv_cache_bytes: 2 << 20,
+        ..ScstSimConfig::default()
+    }
+}
+
+/// Lets every ON_FREE_CMD be answered (with CALL a cached buffer returns
+/// to the cache only then), evicts everything the kernel caches, and lets
+/// the device answer the evictions.
+fn settle(rig: &mut Rig) {
+    for _ in 0..8 {
+        rig.turn();
+    }
+    rig.init.purge_cache();
+    for _ in 0..8 {
+        rig.turn();
+    }
+}
+
+#[test]
+fn random_commands_match_the_model_disk_for_every_option_set() {
+    random_commands_match_the_model_disk(false);
+}
+
+#[test]
+fn random_commands_match_the_model_disk_with_trusted_pinned_buffers() {
+    random_commands_match_the_model_disk(true);
+}
+
+fn random_commands_match_the_model_disk(trust: bool) {
+    for (i, (name, opt)) in main_options().into_iter().enumerate() {
+        let mut rig = if trust {
+            Rig::trusting(opt, small_cache_sim(), DeviceConfig::default())
+        } else {
+            Rig::new(opt, small_cache_sim(), DeviceConfig::default())
+        };
+        let mut w = Workload::new(0x1234_5678 + i as u64);
+        w.run(&mut rig, 3000, 32, true, 97);
+        assert_eq!(w.completed, 3000, "{name}");
+        assert!(w.checked_bytes > 1 << 20, "{name}: reads checked");
+        settle(&mut rig);
+        let st = rig.dev.stats().snapshot();
+        let sim = rig.init.stats();
+        assert_eq!(
+            (
+                st.bad_pbufs,
+                st.bad_frees,
+                st.reply_failures,
+                st.ioctl_errors
+            ),
+            (0, 0, 0, 0),
+            "{name}: {st:?}"
+        );
+        assert_eq!(
+            (
+                sim.replies_einval,
+                sim.replies_esrch,
+                sim.replies_efault,
+                sim.unjammed,
+                sim.copy_faults
+            ),
+            (0, 0, 0, 0, 0),
+            "{name}: {sim:?}"
+        );
+        assert_eq!(st.busy, 0, "{name}");
+        assert!(st.commands_completed >= 3000, "{name}");
+        assert!(
+            sim.evictions > 0 || opt.memory_reuse_type == SCST_USER_MEM_NO_REUSE,
+            "{name}"
+        );
+        // Every buffer came back: the kernel caches none after the purge,
+        // and the pool has none out.
+        assert_eq!(sim.cached_buffers, 0, "{name}");
+        assert_eq!(rig.dev.pool().buffers_in_use(), 0, "{name}: pool leak");
+        assert_eq!(rig.dev.outstanding(), 0, "{name}");
+        assert!(rig.dev.is_drained(), "{name}");
+        match opt.parse_type {
+            SCST_USER_PARSE_CALL => assert!(st.parse >= 3000, "{name}: {}", st.parse),
+            SCST_USER_PARSE_STANDARD => assert_eq!(st.parse, 0, "{name}"),
+            _ => {}
+        }
+        if opt.on_free_cmd_type == SCST_USER_ON_FREE_CMD_CALL {
+            assert!(st.on_free_cmd > 0, "{name}");
+        } else {
+            assert_eq!(st.on_free_cmd, 0, "{name}");
+        }
+    }
+}
+
+/// Submits `cdb` and turns the rig until the device has answered it
+/// (the completion waits in the simulator, unreaped).
+fn run_unreaped(rig: &mut Rig, cdb: &[u8], data: SimData<'_>, tag: u64) {
+    rig.init.submit(rig.sess, cdb, data, tag).unwrap();
+    for _ in 0..8 {
+        rig.turn();
+    }
+}
+
+#[test]
+fn data_in_left_in_pinned_buffers_survives_the_handler() {
+    let opt = options(
+        SCST_USER_MEM_REUSE_ALL,
+        SCST_USER_ON_FREE_CMD_IGNORE,
+        SCST_USER_PARSE_STANDARD,
+    );
+    let mut rig = Rig::trusting(opt, ScstSimConfig::default(), DeviceConfig::default());
+    let pattern: Vec<u8> = (0..8 * BS).map(|i| (i * 7 + 3) as u8).collect();
+    run_unreaped(&mut rig, &cdb16(0x8A, 16, 8), SimData::Out(&pattern), 1);
+    // The first read's buffer comes from the handler; once freed it is
+    // cached, and the second read gets it pinned.
+    run_unreaped(&mut rig, &cdb16(0x88, 16, 8), SimData::In(8 * BS), 2);
+    assert_eq!(
+        rig.init
+            .reap(|c| assert_eq!(c.status, status::GOOD))
+            .unwrap(),
+        2
+    );
+    run_unreaped(&mut rig, &cdb16(0x88, 16, 8), SimData::In(8 * BS), 3);
+    assert!(rig.init.stats().cache_hits > 0, "{:?}", rig.init.stats());
+    // The handler goes away (its pool is unmapped) before the initiator
+    // collects the second read.
+    let Rig { mut init, dev, .. } = rig;
+    assert!(
+        dev.pool().buffers_in_use() >= 1,
+        "the kernel holds the read's buffer"
+    );
+    assert_eq!(dev.executor().in_flight(), 0, "so the pool is unmapped");
+    drop(dev);
+    let mut got = vec![0u8; 8 * BS];
+    let n = init
+        .reap(|c| {
+            assert_eq!((c.tag, c.status, c.data_in_len), (3, status::GOOD, 8 * BS));
+            assert_eq!(c.copy_data_in(&mut got), 8 * BS);
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(got == pattern, "the data-in survived the handler");
+}
+
+#[test]
+fn session_attach_and_detach_reach_the_device() {
+    let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_IGNORE, 0);
+    // Ask the kernel at every poll, so that each turn below is one exchange.
+    let eager = DeviceConfig {
+        idle_poll_interval: Duration::ZERO,
+        ..DeviceConfig::default()
+    };
+    let mut rig = Rig::new(opt, ScstSimConfig::default(), eager);
+    assert_eq!(rig.dev.sessions().len(), 1);
+    assert_eq!(rig.dev.sessions()[0].sess_h, rig.sess);
+    assert_eq!(
+        rig.dev.sessions()[0].initiator_name,
+        "iqn.2026-01.test:init"
+    );
+    let dev = &mut rig.dev;
+    let second = rig
+        .init
+        .attach_session_with(1, "iqn.2026-01.test:other", || {
+            dev.poll();
+        })
+        .unwrap();
+    assert_eq!(rig.dev.sessions().len(), 2);
+    rig.init.detach_session(second).unwrap();
+    rig.turn();
+    rig.turn();
+    assert_eq!(rig.dev.sessions().len(), 1);
+    assert_eq!(rig.dev.stats().snapshot().sessions, 1);
+}
+
+#[test]
+fn task_management_through_the_simulator() {
+    let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_CALL, 0);
+    let mut rig = Rig::new(opt, ScstSimConfig::default(), DeviceConfig::default());
+    // 8 writes reach the executor and the bdev queue, but the bdev does not
+    // run yet.
+    let data = vec![0xA5u8; 8 * BS];
+    for tag in 0..8u64 {
+        let cdb = cdb10(0x2A, tag * 8, 8);
+        rig.init
+            .submit(rig.sess, &cdb, SimData::Out(&data), tag)
+            .unwrap();
+    }
+    rig.init.notify();
+    rig.dev.poll();
+    rig.dev.poll();
+    assert_eq!(rig.dev.executing(), 8);
+    let tm = rig
+        .init
+        .task_mgmt(rig.sess, SCST_ABORT_TASK_SET, None)
+        .unwrap();
+    rig.dev.poll(); // TASK_MGMT_RECEIVED: every command is aborted
+    assert_eq!(rig.dev.stats().snapshot().aborts, 8);
+    assert_eq!(rig.init.tm_result(tm), None, "waits for the commands");
+    let mut reaped = 0;
+    for _ in 0..20 {
+        rig.turn();
+        reaped += rig
+            .init
+            .reap(|c| assert!(c.aborted || c.status == status::GOOD))
+            .unwrap();
+    }
+    assert_eq!(reaped, 8);
+    assert_eq!(rig.init.tm_result(tm), Some(SCST_MGMT_STATUS_SUCCESS));
+    let st = rig.dev.stats().snapshot();
+    assert_eq!((st.tm_received, st.tm_done), (1, 1));
+    settle(&mut rig);
+    assert!(rig.dev.is_drained());
+    assert_eq!(rig.dev.pool().buffers_in_use(), 0);
+}
+
+/// 4 KiB random reads and writes at queue depth `depth` for `total`
+/// commands, the bdev completing at most `bdev_budget` requests per turn;
+/// returns (ioctls, completions).
+fn deep_queue(config: DeviceConfig, depth: usize, total: u64, bdev_budget: usize) -> (u64, u64) {
+    let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_IGNORE, 0);
+    let sim = ScstSimConfig {
+        max_cmds: 1024,
+        ..ScstSimConfig::default()
+    };
+    let mut rig = Rig::with_bdev_budget(opt, sim, config, bdev_budget);
+    let mut rng = Rng(0x5EED);
+    let data = vec![0x3Cu8; BS];
+    let mut in_flight = 0usize;
+    let (mut submitted, mut completed) = (0u64, 0u64);
+    let mut tag = 0u64;
+    let mut measure = |rig: &mut Rig, count: u64| {
+        let start_ioctls = rig.init.ioctls();
+        let start = completed;
+        while completed - start < count {
+            while in_flight < depth {
+                let lba = rng.below(BLOCKS);
+                let r = if rng.below(2) == 0 {
+                    rig.init
+                        .submit(rig.sess, &cdb10(0x28, lba, 1), SimData::In(BS), tag)
+                } else {
+                    rig.init
+                        .submit(rig.sess, &cdb10(0x2A, lba, 1), SimData::Out(&data), tag)
+                };
+                r.unwrap();
+                tag += 1;
+                in_flight += 1;
+                submitted += 1;
+            }
+            rig.turn();
+            let n = rig
+                .init
+                .reap(|c| assert_eq!(c.status, status::GOOD, "{:?}", c.sense))
+                .unwrap();
+            in_flight -= n;
+            completed += n as u64;
+        }
+        (rig.init.ioctls() - start_ioctls, completed - start)
+    };
+    measure(&mut rig, 5_000); // warm-up: the kernel's buffer cache fills
+    let r = measure(&mut rig, total);
+    assert!(submitted >= completed);
+    r
+}
+
+#[test]
+fn ioctls_per_io_at_queue_depth_128() {
+    let no_timer = DeviceConfig {
+        // The hold never expires: only the batch rules apply, so the count
+        // is deterministic.
+        max_hold: Duration::from_secs(3600),
+        ..DeviceConfig::default()
+    };
+    let uncoalesced = DeviceConfig {
+        reply_batch: 1,
+        max_hold: Duration::ZERO,
+        ..DeviceConfig::default()
+    };
+    let ratio = |(ioctls, ios): (u64, u64)| ioctls as f64 / ios as f64;
+    // The bdev finishes everything each turn, then completions trickle in
+    // 8 per turn (the device polled between bdev polls, as on a reactor).
+    for bdev_budget in [256, 8] {
+        let batched = deep_queue(no_timer.clone(), 128, 50_000, bdev_budget);
+        let defaults = deep_queue(DeviceConfig::default(), 128, 50_000, bdev_budget);
+        let every_poll = deep_queue(uncoalesced.clone(), 128, 50_000, bdev_budget);
+        eprintln!(
+            "QD128 4 KiB randrw, bdev {bdev_budget}/turn: ioctls per I/O: reply_batch 32 \
+             without timer {:.4} ({} / {}), defaults {:.4}, no coalescing {:.4}",
+            ratio(batched),
+            batched.0,
+            batched.1,
+            ratio(defaults),
+            ratio(every_poll)
+        );
+        assert!(ratio(batched) <= 0.05, "{}", ratio(batched));
+    }
+}
+
+#[test]
+fn the_device_is_a_poller() {
+    let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_IGNORE, 0);
+    let mut rig = Rig::new(opt, ScstSimConfig::default(), DeviceConfig::default());
+    let fds = Poller::wait_fds(&rig.dev);
+    assert_eq!(fds.len(), 1, "the simulator's wait eventfd");
+    assert_eq!(Poller::name(&rig.dev), "scst");
+    // A READ (a cache miss: EXEC with pbuf 0, no ALLOC_MEM) reaches the
+    // device before shutdown begins. (A WRITE would need ALLOC_MEM and then
+    // EXEC: if shutdown began in between, its EXEC would stay with the
+    // kernel, which answers BUSY when the fd closes.)
+    rig.init
+        .submit(rig.sess, &cdb10(0x28, 0, 1), SimData::In(BS), 1)
+        .unwrap();
+    rig.init.notify();
+    Poller::poll(&mut rig.dev);
+    assert_eq!(rig.dev.executing(), 1);
+    Poller::begin_shutdown(&mut rig.dev);
+    let data = vec![1u8; BS];
+    // A command submitted after shutdown began is not taken.
+    rig.init
+        .submit(rig.sess, &cdb10(0x2A, 1, 1), SimData::Out(&data), 2)
+        .unwrap();
+    for _ in 0..10 {
+        rig.poller.poll();
+        Poller::poll(&mut rig.dev);
+    }
+    assert!(Poller::is_drained(&rig.dev));
+    let mut tags = Vec::new();
+    rig.init.reap(|c| tags.push(c.tag)).unwrap();
+    assert_eq!(tags, vec![1]);
+    assert_eq!(rig.init.in_flight(), 1);
+}

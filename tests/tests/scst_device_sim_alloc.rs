@@ -1,0 +1,205 @@
+//! Steady state of the SCST path allocates nothing per command: the
+//! simulated kernel (inside the device's driver calls), `ScstDevice`, the
+//! `Lun`, the port and the bdev poller over a RAM bdev, under a counting
+//! global allocator that counts this thread's allocations. After a warm-up,
+//! 100 000+ commands (4 KiB to 64 KiB random reads and writes at queue
+//! depth 64, with kernel buffer-cache evictions) must complete without a
+//! single allocation in the device's polls. Only this test lives in this
+//! binary.
+
+mod common;
+
+use common::counting_alloc::allocations;
+use std::sync::Arc;
+
+use bdev::ram::RamBdev;
+use bdev::BdevRef;
+use dataplane::exec::status;
+use dataplane::lun::{Lun, LunConfig};
+use dataplane::port::{port_pair, BdevPoller};
+use dataplane::scst::abi::*;
+use dataplane::scst::device::{DeviceConfig, ScstDevice};
+use dataplane::scst::driver::ScstDriver;
+use dataplane::scst::pool::{BufferPool, PoolConfig};
+use reactor::Poller;
+use sim::scst::{ScstSim, ScstSimConfig, SimData, DEV_USER_VERSION_3_11};
+
+const BS: usize = 4096;
+const BLOCKS: u64 = 16384; // 64 MiB
+
+fn register(driver: &mut impl ScstDriver, opt: ScstUserOpt) {
+    let mut version = [0u8; 128];
+    version[..DEV_USER_VERSION_3_11.len()].copy_from_slice(DEV_USER_VERSION_3_11.as_bytes());
+    let mut license = [0u8; 128];
+    license[..3].copy_from_slice(b"GPL");
+    let mut desc = ScstUserDevDesc {
+        version_str: version.as_ptr() as u64,
+        license_str: license.as_ptr() as u64,
+        type_: TYPE_DISK,
+        sgv_shared: 0,
+        sgv_disable_clustered_pool: 0,
+        _pad0: 0,
+        sgv_single_alloc_pages: 0,
+        sgv_purge_interval: 0,
+        opt,
+        block_size: BS as u32,
+        enable_pr_cmds_notifications: 0,
+        name: [0; SCST_MAX_NAME],
+        sgv_name: [0; SCST_MAX_NAME],
+        _pad1: [0; 7],
+    };
+    desc.name[..5].copy_from_slice(b"disk0");
+    driver.register(&desc).unwrap();
+}
+
+#[test]
+fn steady_state_allocates_nothing_per_command() {
+    steady_state(false);
+}
+
+/// As `dataplane bench` runs it: pinned buffers copied directly, data-in
+/// read at reap outside the simulator's lock.
+#[test]
+fn steady_state_with_trusted_buffers_allocates_nothing_per_command() {
+    steady_state(true);
+}
+
+fn steady_state(trust: bool) {
+    let bdev: BdevRef = Arc::new(RamBdev::new("ram", BS as u32, BLOCKS).unwrap());
+    let (port, end) = port_pair(256).unwrap();
+    let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), 256);
+    poller.attach(end).unwrap();
+    let mut lun_config = LunConfig::for_bdev(bdev.as_ref());
+    lun_config.max_tasks = 256;
+    let lun = Lun::new(lun_config, port).unwrap();
+    let (mut driver, mut init) = ScstSim::new(ScstSimConfig {
+        // Small enough that buffers are evicted (ON_CACHED_MEM_FREE) and
+        // fresh ones allocated from the pool throughout.
+        sgv_cache_bytes: 1 << 20,
+        ..ScstSimConfig::default()
+    })
+    .unwrap();
+    // Memory reuse ALL with ON_FREE_CMD CALL: every subcommand kind of the
+    // data path (ALLOC_MEM, EXEC with and without pbuf, ON_FREE_CMD,
+    // ON_CACHED_MEM_FREE) occurs.
+    let opt = ScstUserOpt {
+        memory_reuse_type: SCST_USER_MEM_REUSE_ALL,
+        on_free_cmd_type: SCST_USER_ON_FREE_CMD_CALL,
+        tst: 1,
+        queue_alg: 1,
+        ..Default::default()
+    };
+    register(&mut driver, opt);
+    if trust {
+        // SAFETY: the driver goes into an `ScstDevice`, which keeps its
+        // pool's buffers mapped and untouched while the kernel holds them
+        // and closes the driver before unmapping the pool.
+        unsafe { driver.trust_mapped_buffers() };
+    }
+    let pool = BufferPool::new(PoolConfig {
+        max_bytes: 64 << 20,
+        max_buffer_bytes: 1 << 20,
+        populate: false,
+    })
+    .unwrap();
+    let config = DeviceConfig {
+        unit: Some(lun.unit().clone()),
+        ..DeviceConfig::default()
+    };
+    let mut dev = ScstDevice::new(driver, lun, pool, config).unwrap();
+    let sess = init
+        .attach_session_with(0, "iqn.test", || {
+            dev.poll();
+        })
+        .unwrap();
+
+    let payload = vec![0x5Au8; 64 << 10];
+    let mut data_in = vec![0u8; 64 << 10];
+    let mut seed = 0x1234_5678_9ABC_DEF1_u64;
+    let mut tag = 0u64;
+    let mut in_flight = 0usize;
+    let mut completed = 0u64;
+    let mut device_allocs = 0u64;
+    let mut initiator_allocs = 0u64;
+    let mut run = |commands: u64,
+                   device_allocs: &mut u64,
+                   initiator_allocs: &mut u64,
+                   dev: &mut ScstDevice<_, Lun>,
+                   poller: &mut BdevPoller|
+     -> u64 {
+        let start = completed;
+        while completed - start < commands {
+            let before = allocations();
+            while in_flight < 64 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let blocks = 1 + (seed >> 8) % 16;
+                let lba = (seed >> 24) % (BLOCKS - blocks);
+                let mut cdb = [0u8; 10];
+                cdb[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
+                cdb[7..9].copy_from_slice(&(blocks as u16).to_be_bytes());
+                let len = blocks as usize * BS;
+                let r = if seed & 1 == 0 {
+                    cdb[0] = 0x28;
+                    init.submit(sess, &cdb, SimData::In(len), tag)
+                } else {
+                    cdb[0] = 0x2A;
+                    init.submit(sess, &cdb, SimData::Out(&payload[..len]), tag)
+                };
+                r.unwrap();
+                tag += 1;
+                in_flight += 1;
+            }
+            init.notify();
+            let mid = allocations();
+            dev.poll();
+            poller.poll();
+            dev.poll();
+            let after = allocations();
+            let n = init
+                .reap(|c| {
+                    assert_eq!(c.status, status::GOOD);
+                    c.copy_data_in(&mut data_in);
+                })
+                .unwrap();
+            in_flight -= n;
+            completed += n as u64;
+            *device_allocs += after - mid;
+            *initiator_allocs += (mid - before) + (allocations() - after);
+        }
+        completed - start
+    };
+    // Warm up: the kernel's cache, the pool's split state, the latency
+    // histogram and every preallocated list reach their working sizes.
+    run(
+        20_000,
+        &mut device_allocs,
+        &mut initiator_allocs,
+        &mut dev,
+        &mut poller,
+    );
+    device_allocs = 0;
+    initiator_allocs = 0;
+    let done = run(
+        100_000,
+        &mut device_allocs,
+        &mut initiator_allocs,
+        &mut dev,
+        &mut poller,
+    );
+    assert!(done >= 100_000);
+    eprintln!(
+        "{done} commands: {device_allocs} allocations in the device path, {initiator_allocs} in \
+         the simulated initiator"
+    );
+    assert_eq!(device_allocs, 0, "device path allocated");
+    let st = dev.stats().snapshot();
+    let sim = init.stats();
+    assert!(sim.evictions > 1000 && sim.cache_misses > 1000, "{sim:?}");
+    assert!(
+        st.alloc_mem > 500 && st.on_cached_mem_free > 1000 && st.on_free_cmd > 100_000,
+        "{st:?}"
+    );
+    assert_eq!((st.bad_pbufs, st.bad_frees, st.busy), (0, 0, 0));
+}

@@ -1,0 +1,618 @@
+//! `dataplane serve` with `[[scst]]` devices against the SCST simulator:
+//! the server's real code (registration, LUN, buffer pool, reactor
+//! placement, shared bdev pollers, statistics, shutdown) with a host whose
+//! `/dev/scst_user` is an in-process simulated kernel.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dataplane::scst::abi::{
+    SCST_USER_MEM_NO_REUSE, SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_CALL,
+    SCST_USER_ON_FREE_CMD_IGNORE, SCST_USER_PARSE_CALL, SCST_USER_PARSE_STANDARD,
+};
+use dataplane::scst::driver::ScstDriver;
+use dataplane::scst::error::ScstError;
+use dataplane::scst::version::VersionSource;
+use dataplane::serve::config::ServeConfig;
+use dataplane::serve::{
+    DeviceFacts, DeviceKind, DeviceStats, FoundDevice, Host, OpenError, ServeOptions, Server,
+    SysHost, TcmuUioName,
+};
+use dataplane::tcmu::discovery::Roots;
+use dataplane::tcmu::{Doorbell, SharedRegion};
+use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData};
+
+/// The version the simulated kernels expect unless told otherwise.
+const SIM_VERSION: &str = sim::scst::DEV_USER_VERSION_3_11;
+
+type Initiators = Arc<Mutex<Vec<(String, ScstSimInitiator)>>>;
+
+/// A host without TCMU devices whose every `/dev/scst_user` open creates a
+/// simulated kernel expecting `kernel_version`.
+#[derive(Clone)]
+struct ScstSimHost {
+    kernel_version: String,
+    /// What version discovery finds (for devices without `version`).
+    installed_version: Option<String>,
+    initiators: Initiators,
+}
+
+impl ScstSimHost {
+    fn new(kernel_version: &str) -> Self {
+        Self {
+            kernel_version: kernel_version.to_owned(),
+            installed_version: Some(kernel_version.to_owned()),
+            initiators: Arc::default(),
+        }
+    }
+
+    /// Takes the initiator side of device `name`'s simulated kernel.
+    fn take(&self, name: &str) -> ScstSimInitiator {
+        let mut list = self.initiators.lock().unwrap();
+        let i = list
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} was never opened"));
+        list.remove(i).1
+    }
+
+    fn opened(&self) -> Vec<String> {
+        let list = self.initiators.lock().unwrap();
+        list.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+impl Host for ScstSimHost {
+    fn scan(&mut self) -> Vec<FoundDevice> {
+        Vec::new()
+    }
+
+    fn facts(&mut self, _name: &TcmuUioName) -> Result<DeviceFacts, String> {
+        Err("no TCMU here".into())
+    }
+
+    fn open(&mut self, _device: &FoundDevice) -> Result<(SharedRegion, Doorbell), OpenError> {
+        Err(OpenError::Failed("no TCMU here".into()))
+    }
+
+    fn recover(&mut self, _name: &TcmuUioName) -> Result<(), String> {
+        Err("no TCMU here".into())
+    }
+
+    fn unblock(&mut self, _name: &TcmuUioName) -> Result<(), String> {
+        Err("no TCMU here".into())
+    }
+
+    fn open_scst(&mut self, name: &str) -> Result<Box<dyn ScstDriver>, ScstError> {
+        let (driver, initiator) = ScstSim::new(ScstSimConfig {
+            version: self.kernel_version.clone(),
+            ..ScstSimConfig::default()
+        })
+        .map_err(|e| ScstError::Invalid(e.to_string()))?;
+        self.initiators
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), initiator));
+        Ok(Box::new(driver))
+    }
+
+    fn dev_user_version(
+        &mut self,
+        configured: Option<&str>,
+    ) -> Result<(String, VersionSource), ScstError> {
+        if let Some(v) = configured {
+            return Ok((v.to_owned(), VersionSource::Config));
+        }
+        match &self.installed_version {
+            Some(v) => Ok((
+                v.clone(),
+                VersionSource::Module {
+                    path: PathBuf::from("/lib/modules/test/scst_user.ko"),
+                },
+            )),
+            None => Err(ScstError::VersionNotFound {
+                looked: vec!["the test host has none".into()],
+            }),
+        }
+    }
+}
+
+fn config(cores: &[usize], scst: &str) -> ServeConfig {
+    let text = format!(
+        r#"
+[reactors]
+cores = {cores:?}
+
+[[bdev]]
+name = "ram0"
+type = "ram"
+size = "16MiB"
+
+[[bdev]]
+name = "ram4k"
+type = "ram"
+size = "8MiB"
+block_size = 4096
+
+{scst}
+"#
+    );
+    let config = ServeConfig::parse(&text).unwrap();
+    config.validate(&reactor::available_cores()).unwrap();
+    config
+}
+
+fn start(config: ServeConfig, host: ScstSimHost) -> Result<Server<ScstSimHost>, String> {
+    let options = ServeOptions {
+        config,
+        state_dir: None,
+    };
+    Server::start(options, host, Box::new(|_line: &str| {})).map_err(|e| e.to_string())
+}
+
+fn first_core() -> usize {
+    reactor::available_cores()[0]
+}
+
+fn rw10(opcode: u8, lba: u32, blocks: u16) -> [u8; 10] {
+    let mut cdb = [0u8; 10];
+    cdb[0] = opcode;
+    cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+    cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+    cdb
+}
+
+/// The data written by command `tag`: every byte depends on the tag and
+/// its offset.
+fn pattern(tag: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(tag * 7 + 1) as u8)
+        .collect()
+}
+
+/// One finished command.
+#[derive(Debug)]
+struct Done {
+    tag: u64,
+    status: u8,
+    data: Vec<u8>,
+}
+
+/// Reaps until `n` commands finished (each with up to `data_len` bytes of
+/// data-in).
+fn reap(initiator: &mut ScstSimInitiator, n: usize, data_len: usize) -> Vec<Done> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut done = Vec::new();
+    while done.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} commands finished: {:?}",
+            done.len(),
+            initiator.stats()
+        );
+        let got = initiator
+            .reap(|c| {
+                let mut data = vec![0u8; data_len.min(c.data_in_len)];
+                let copied = c.copy_data_in(&mut data);
+                data.truncate(copied);
+                done.push(Done {
+                    tag: c.tag,
+                    status: c.status,
+                    data,
+                });
+            })
+            .unwrap();
+        if got == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    done.sort_by_key(|d| d.tag);
+    done
+}
+
+/// Statistics of device `name` once `done(stats)` holds, `commands`
+/// summed over the reports taken meanwhile.
+fn stats_when(
+    server: &mut Server<ScstSimHost>,
+    name: &str,
+    done: impl Fn(&DeviceStats) -> bool,
+) -> (DeviceStats, u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut commands = 0;
+    loop {
+        let report = server.stats();
+        let d = report
+            .devices
+            .iter()
+            .find(|d| d.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in {report:?}"))
+            .clone();
+        commands += d.commands;
+        if done(&d) {
+            return (d, commands);
+        }
+        assert!(Instant::now() < deadline, "stats never got there: {d:?}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn scst_devices_serve_data_and_report_statistics() {
+    let host = ScstSimHost::new(SIM_VERSION);
+    let scst = format!(
+        r#"
+[[scst]]
+name = "disk0"
+bdev = "ram0"
+version = "{SIM_VERSION}"
+
+[[scst]]
+name = "disk1"
+bdev = "ram0"
+parse_type = "call"
+memory_reuse = "none"
+d_sense = true
+pool_mb = 32
+"#
+    );
+    let mut server = start(config(&[first_core()], &scst), host.clone()).unwrap();
+    assert_eq!(
+        server.scst_devices(),
+        [("disk0".to_owned(), 0), ("disk1".to_owned(), 0)]
+    );
+    let mut disk0 = host.take("disk0");
+    let mut disk1 = host.take("disk1");
+
+    // Registered as configured: a 512-byte disk with the options given
+    // (defaults: fileio_tgt's), disk1's version found by discovery.
+    let d0 = disk0.device().expect("disk0 registered");
+    assert_eq!(
+        (d0.name.as_str(), d0.type_, d0.block_size),
+        ("disk0", 0, 512)
+    );
+    assert!(!d0.blocking, "the fd is non-blocking");
+    assert_eq!(
+        (
+            d0.options.parse_type,
+            d0.options.memory_reuse_type,
+            d0.options.on_free_cmd_type
+        ),
+        (
+            SCST_USER_PARSE_STANDARD,
+            SCST_USER_MEM_REUSE_ALL,
+            SCST_USER_ON_FREE_CMD_IGNORE
+        )
+    );
+    assert_eq!(
+        (d0.options.tst, d0.options.queue_alg, d0.options.d_sense),
+        (1, 1, 0)
+    );
+    let d1 = disk1.device().expect("disk1 registered");
+    assert_eq!(
+        (
+            d1.options.parse_type,
+            d1.options.memory_reuse_type,
+            d1.options.on_free_cmd_type,
+            d1.options.d_sense
+        ),
+        (
+            SCST_USER_PARSE_CALL,
+            SCST_USER_MEM_NO_REUSE,
+            SCST_USER_ON_FREE_CMD_CALL,
+            1
+        )
+    );
+
+    // Sessions are answered from the reactor.
+    let s0 = disk0.attach_session(0, "iqn.2026-11.test:init0").unwrap();
+    let s1 = disk1.attach_session(3, "iqn.2026-11.test:init1").unwrap();
+
+    // 16 writes of 4 KiB through disk0, then read back through disk0.
+    const N: u64 = 16;
+    const LEN: usize = 4096;
+    for tag in 0..N {
+        let lba = (tag * 8) as u32;
+        disk0
+            .submit(
+                s0,
+                &rw10(0x2a, lba, 8),
+                SimData::Out(&pattern(tag, LEN)),
+                tag,
+            )
+            .unwrap();
+    }
+    disk0.notify();
+    let writes = reap(&mut disk0, N as usize, 0);
+    assert!(writes.iter().all(|d| d.status == 0), "{writes:?}");
+    for tag in 0..N {
+        let lba = (tag * 8) as u32;
+        disk0
+            .submit(s0, &rw10(0x28, lba, 8), SimData::In(LEN), 100 + tag)
+            .unwrap();
+    }
+    disk0.notify();
+    let reads = reap(&mut disk0, N as usize, LEN);
+    for (tag, read) in (0..N).zip(&reads) {
+        assert_eq!((read.tag, read.status), (100 + tag, 0));
+        assert!(
+            read.data == pattern(tag, LEN),
+            "read of block {} differs",
+            tag * 8
+        );
+    }
+
+    // disk1 serves the same bdev (through the reactor's one bdev poller):
+    // it reads what disk0 wrote, and its writes show through disk0.
+    disk1
+        .submit(s1, &rw10(0x28, 8, 8), SimData::In(LEN), 1)
+        .unwrap();
+    disk1
+        .submit(s1, &rw10(0x2a, 1000, 8), SimData::Out(&pattern(99, LEN)), 2)
+        .unwrap();
+    disk1.notify();
+    let done = reap(&mut disk1, 2, LEN);
+    assert_eq!((done[0].status, done[1].status), (0, 0));
+    assert!(done[0].data == pattern(1, LEN));
+    disk0
+        .submit(s0, &rw10(0x28, 1000, 8), SimData::In(LEN), 7)
+        .unwrap();
+    disk0.notify();
+    let done = reap(&mut disk0, 1, LEN);
+    assert!(done[0].status == 0 && done[0].data == pattern(99, LEN));
+
+    // Out of range: a precise sense (descriptor format on disk1, d_sense).
+    disk1
+        .submit(s1, &rw10(0x28, 32768, 1), SimData::In(512), 3)
+        .unwrap();
+    disk1.notify();
+    let mut sense = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sense.is_empty() {
+        assert!(Instant::now() < deadline, "no answer");
+        disk1
+            .reap(|c| {
+                assert_eq!(c.status, 0x02, "CHECK CONDITION");
+                sense = c.sense.to_vec();
+            })
+            .unwrap();
+    }
+    assert_eq!(
+        (sense[0], sense[1], sense[2], sense[3]),
+        (0x72, 0x05, 0x21, 0x00),
+        "descriptor sense: ILLEGAL REQUEST, LBA OUT OF RANGE"
+    );
+
+    // Statistics: both devices, as SCST devices, with every command.
+    let (s, commands) = stats_when(&mut server, "disk0", |d| d.commands_total == 2 * N + 1);
+    assert_eq!(commands, 2 * N + 1);
+    assert_eq!(s.kind, DeviceKind::Scst);
+    assert_eq!((s.uio.as_deref(), s.hba), (None, None));
+    assert_eq!((s.bdev.as_str(), s.reactor), ("ram0", 0));
+    assert_eq!(s.received_total, 2 * N + 1);
+    assert_eq!(
+        (s.sessions, s.busy_total, s.malformed_total),
+        (Some(1), Some(0), 0)
+    );
+    // disk1 parses CDBs itself (parse_type "call"): the out-of-range READ
+    // was refused at PARSE and never became a command.
+    let (s1_stats, _) = stats_when(&mut server, "disk1", |d| d.commands_total == 2);
+    assert_eq!(
+        (s1_stats.kind, s1_stats.received_total),
+        (DeviceKind::Scst, 2)
+    );
+    let report = server.stats();
+    let json = serde_json::to_value(&report).unwrap();
+    let disk0_json = &json["devices"][0];
+    assert_eq!(disk0_json["name"], "disk0");
+    assert_eq!(disk0_json["kind"], "scst");
+    assert_eq!(disk0_json["commands_total"], 2 * N + 1);
+    assert_eq!(disk0_json["sessions"], 1);
+    assert!(disk0_json.get("uio").is_none() && disk0_json.get("hba").is_none());
+    let text = report.render_text();
+    assert!(
+        text.contains("  disk0 (scst, bdev ram0, reactor 0): "),
+        "{text}"
+    );
+    assert!(text.contains(" ioctls/IO, 1 session(s)"), "{text}");
+
+    // Reports after more I/O count it, with the ioctls it took and (once
+    // the device published its histogram, every ~50 ms while busy) the
+    // latency distribution.
+    for tag in 0..4u64 {
+        disk0
+            .submit(s0, &rw10(0x28, 0, 8), SimData::In(LEN), 200 + tag)
+            .unwrap();
+    }
+    disk0.notify();
+    reap(&mut disk0, 4, 0);
+    let (s, commands) = stats_when(&mut server, "disk0", |d| d.commands_total == 2 * N + 5);
+    assert_eq!(commands, 4);
+    assert!(s.doorbells > 0 && s.doorbells_per_io > 0.0, "{s:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut tag = 300;
+    let latency = loop {
+        disk0
+            .submit(s0, &rw10(0x28, 0, 8), SimData::In(LEN), tag)
+            .unwrap();
+        disk0.notify();
+        reap(&mut disk0, 1, 0);
+        tag += 1;
+        let report = server.stats();
+        let l = report.devices[0].latency_ns;
+        if l.p50 > 0 {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no latency published");
+    };
+    assert!(
+        latency.p99 >= latency.p50 && latency.max >= latency.p99,
+        "{latency:?}"
+    );
+
+    assert!(server.shutdown(), "drained");
+    // Shutdown closed the fds: the devices are unregistered.
+    assert!(disk0.is_gone() && disk1.is_gone());
+}
+
+#[test]
+fn shutdown_answers_every_command_the_device_received() {
+    let host = ScstSimHost::new(SIM_VERSION);
+    let mut server = start(
+        config(
+            &[first_core()],
+            "[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
+        ),
+        host.clone(),
+    )
+    .unwrap();
+    let mut disk0 = host.take("disk0");
+    let sess = disk0.attach_session(0, "iqn.2026-11.test:init").unwrap();
+
+    // 12 writes of 1 MiB: once the device has received every EXEC, the
+    // server shuts down while the last ones typically still execute or
+    // wait for their replies to go out (EXECs arrive one by one, each after
+    // its ALLOC_MEM). Draining answers all of them before the fd closes; a
+    // device closed early would leave them to the kernel's cleanup, which
+    // fails them (ILLEGAL REQUEST 25/00, counted as unjammed).
+    const N: u64 = 12;
+    const LEN: usize = 1 << 20;
+    for tag in 0..N {
+        let lba = (tag * 2048) as u32;
+        disk0
+            .submit(
+                sess,
+                &rw10(0x2a, lba, 2048),
+                SimData::Out(&pattern(tag, LEN)),
+                tag,
+            )
+            .unwrap();
+    }
+    disk0.notify();
+    stats_when(&mut server, "disk0", |d| d.received_total == N);
+    assert!(server.shutdown(), "every device drained");
+    assert!(disk0.is_gone(), "the fd is closed after the drain");
+    let done = reap(&mut disk0, N as usize, 0);
+    let statuses: Vec<u8> = done.iter().map(|d| d.status).collect();
+    assert_eq!(statuses, vec![0; N as usize], "all GOOD: {done:?}");
+    assert_eq!(disk0.stats().unjammed, 0);
+}
+
+#[test]
+fn registration_failures_stop_the_start_naming_the_device() {
+    // The kernel expects another DEV_USER_VERSION than the one configured:
+    // EINVAL, worded by the registration code.
+    let host = ScstSimHost::new("3.10.0-other-build");
+    let scst =
+        format!("[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\nversion = \"{SIM_VERSION}\"\n");
+    let err = start(config(&[first_core()], &scst), host.clone()).unwrap_err();
+    assert!(
+        err.starts_with(&format!(
+            "scst \"disk0\": registering SCST device \"disk0\" failed with EINVAL: \
+             DEV_USER_VERSION mismatch: this handler offered \"{SIM_VERSION}\" (from the \
+             configuration)"
+        )),
+        "{err}"
+    );
+    assert!(host.take("disk0").device().is_none(), "not registered");
+
+    // The first device registers, the second does not: the start fails on
+    // the second and the first is unregistered again (its fd closed).
+    let host = ScstSimHost::new(SIM_VERSION);
+    let scst = "[[scst]]\nname = \"good\"\nbdev = \"ram0\"\n\n\
+                [[scst]]\nname = \"bad\"\nbdev = \"ram4k\"\nversion = \"3.10.0-old\"\n";
+    let err = start(config(&[first_core()], scst), host.clone()).unwrap_err();
+    assert!(
+        err.starts_with(
+            "scst \"bad\": registering SCST device \"bad\" failed with EINVAL: DEV_USER_VERSION \
+             mismatch: this handler offered \"3.10.0-old\" (from the configuration)"
+        ),
+        "{err}"
+    );
+    let good = host.take("good");
+    assert_eq!(good.device().map(|d| d.name), Some("good".to_owned()));
+    assert!(good.is_gone(), "the registered device was closed");
+
+    // No version configured and none installed: discovery's message.
+    let mut host = ScstSimHost::new(SIM_VERSION);
+    host.installed_version = None;
+    let err = start(
+        config(
+            &[first_core()],
+            "[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
+        ),
+        host,
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with(
+            "scst \"disk0\": cannot find the DEV_USER_VERSION of the installed SCST: the test \
+             host has none; set it with `version = \"...\"`"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_scst_user_the_real_host_says_to_load_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dev = root.path().join("dev");
+    let sysfs = root.path().join("sys");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::create_dir_all(&sysfs).unwrap();
+    let host = SysHost::new(Roots {
+        dev: dev.clone(),
+        sysfs: sysfs.clone(),
+        ..Roots::default()
+    });
+    let options = ServeOptions {
+        config: config(
+            &[first_core()],
+            "[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
+        ),
+        state_dir: None,
+    };
+    let err = Server::start(options, host, Box::new(|_: &str| {}))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "scst \"disk0\": scst_user is not loaded (no {}; modprobe scst_user): {} does not \
+             exist either (load scst first if needed: modprobe scst)",
+            dev.join("scst_user").display(),
+            sysfs.join("module/scst_user").display()
+        )
+    );
+}
+
+#[test]
+fn scst_devices_share_the_round_robin_placement() {
+    let cores = reactor::available_cores();
+    if cores.len() < 2 {
+        eprintln!("skipped: needs two CPUs, this process may use {cores:?}");
+        return;
+    }
+    let host = ScstSimHost::new(SIM_VERSION);
+    let scst = "[[scst]]\nname = \"a\"\nbdev = \"ram0\"\n\n\
+                [[scst]]\nname = \"b\"\nbdev = \"ram0\"\nreactor = 0\n\n\
+                [[scst]]\nname = \"c\"\nbdev = \"ram4k\"\n\n\
+                [[scst]]\nname = \"d\"\nbdev = \"ram0\"\n";
+    let server = start(config(&cores[..2], scst), host.clone()).unwrap();
+    assert_eq!(
+        server.scst_devices(),
+        [
+            ("a".to_owned(), 0),
+            ("b".to_owned(), 0),
+            ("c".to_owned(), 1),
+            ("d".to_owned(), 0)
+        ]
+    );
+    assert_eq!(host.opened(), ["a", "b", "c", "d"]);
+    assert_eq!(
+        host.take("c").device().map(|d| d.block_size),
+        Some(4096),
+        "the bdev's block size"
+    );
+    assert!(server.shutdown());
+}

@@ -1,0 +1,113 @@
+//! `dataplane lio delete`.
+
+use super::list::{lun_links, numbered_subdirs, subdirs, user_hbas};
+use super::{validate_name, Deleted, Fs, FsOp, Lio, LioError};
+use dataplane::tcmu::discovery;
+
+impl<F: Fs> Lio<F> {
+    /// Deletes TCMU device `name` of HBA `hba` (`None`: the one HBA that has
+    /// a device of that name) and its tcm_loop LUNs, in reverse order of
+    /// creation; see the module docs. Stops at the first failing change.
+    pub fn delete(&mut self, name: &str, hba: Option<u32>) -> Result<Deleted, LioError> {
+        validate_name("device name", name)?;
+        self.check_root()?;
+        self.check_target_core()?;
+        let hba = self.resolve_hba(name, hba)?;
+        let device_dir = self.roots.device_dir(hba, name);
+
+        let links: Vec<_> = lun_links(&self.roots)
+            .into_iter()
+            .filter(|l| l.hba == hba && l.device == name)
+            .collect();
+        if let Some(foreign) = links.iter().find(|l| l.fabric != "loopback") {
+            return Err(LioError::ForeignExport {
+                name: name.to_owned(),
+                link: foreign.link.clone(),
+            });
+        }
+
+        let mut ops = Vec::new();
+        // Without a handler, commands queued by the SCSI layer would keep
+        // the LUN's reference (and the unlink) waiting until cmd_time_out,
+        // or forever with cmd_time_out = 0.
+        if let Some(uio) = discovery::find_uio(&self.roots, hba, name) {
+            if !discovery::is_uio_open(&self.roots, uio.minor) {
+                self.delete_step(
+                    &mut ops,
+                    FsOp::Write {
+                        path: device_dir.join("action/reset_ring"),
+                        value: "2".to_owned(),
+                    },
+                    "",
+                )?;
+            }
+        }
+        for link in &links {
+            self.delete_step(&mut ops, FsOp::Unlink(link.link.clone()), "")?;
+            self.delete_step(&mut ops, FsOp::Rmdir(link.lun_dir.clone()), "")?;
+            if numbered_subdirs(&link.tpgt_dir.join("lun"), "lun_").is_empty() {
+                self.delete_step(&mut ops, FsOp::Rmdir(link.tpgt_dir.clone()), "")?;
+                if numbered_subdirs(&link.wwn_dir, "tpgt_").is_empty() {
+                    self.delete_step(&mut ops, FsOp::Rmdir(link.wwn_dir.clone()), "")?;
+                }
+            }
+        }
+        self.delete_step(
+            &mut ops,
+            FsOp::Rmdir(device_dir),
+            "; LIO refuses while the device is still exported (a LUN link) or held",
+        )?;
+        let hba_dir = self.roots.hba_dir(hba);
+        if subdirs(&hba_dir).is_empty() {
+            self.delete_step(&mut ops, FsOp::Rmdir(hba_dir), "")?;
+        }
+        Ok(Deleted { hba, ops })
+    }
+
+    fn delete_step(&mut self, ops: &mut Vec<FsOp>, op: FsOp, hint: &str) -> Result<(), LioError> {
+        let done = if ops.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = ops.iter().map(ToString::to_string).collect();
+            format!("; already done: {}", list.join(", "))
+        };
+        self.apply(op.clone(), &format!("{hint}{done}"))?;
+        ops.push(op);
+        Ok(())
+    }
+
+    /// The HBA of device `name`: `hba` if given (the device must exist
+    /// there), else the only `core/user_*` that has it.
+    fn resolve_hba(&self, name: &str, hba: Option<u32>) -> Result<u32, LioError> {
+        if let Some(hba) = hba {
+            let dir = self.roots.device_dir(hba, name);
+            if dir.is_dir() {
+                return Ok(hba);
+            }
+            return Err(LioError::NoSuchDevice {
+                name: name.to_owned(),
+                looked_in: format!("{} does not exist", dir.display()),
+            });
+        }
+        let found: Vec<(u32, String)> = user_hbas(&self.roots)
+            .into_iter()
+            .filter(|(_, dir)| dir.join(name).is_dir())
+            .map(|(hba, dir)| (hba, dir.display().to_string()))
+            .collect();
+        match found.as_slice() {
+            [] => Err(LioError::NoSuchDevice {
+                name: name.to_owned(),
+                looked_in: format!("no {}/user_*/{name}", self.roots.core_dir().display()),
+            }),
+            [(hba, _)] => Ok(*hba),
+            more => Err(LioError::Ambiguous {
+                name: name.to_owned(),
+                hbas: more
+                    .iter()
+                    .map(|(_, d)| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}

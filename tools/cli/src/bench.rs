@@ -1,0 +1,264 @@
+//! `dataplane bench`: flags, progress lines and the final report.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use bench::initiator::Pattern;
+use bench::{self, BdevKind, BenchConfig, Frontend, Progress};
+use clap::{Args, ValueEnum};
+use reactor::IdlePolicy;
+
+/// Flags of `dataplane bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Kernel interface to simulate.
+    #[arg(long, value_enum, default_value_t = FrontendArg::Tcmu)]
+    frontend: FrontendArg,
+    /// Block device behind each LUN.
+    #[arg(long, value_enum, default_value_t = BdevArg::Ram)]
+    bdev: BdevArg,
+    /// Size of each device (e.g. 1GiB, 512M).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    size: u64,
+    /// Logical block size of the devices in bytes.
+    #[arg(long, default_value_t = 4096)]
+    block_size: u32,
+    /// Children of a striped bdev (each a RAM bdev of size/width).
+    #[arg(long, default_value_t = 4)]
+    stripe_width: u32,
+    /// Strip (chunk) size of a striped bdev; a power of two.
+    #[arg(long, default_value = "128KiB", value_parser = parse_size)]
+    chunk: u64,
+    /// Access pattern: read, write, randread, randwrite, randrw.
+    #[arg(long, default_value = "randread")]
+    rw: Pattern,
+    /// Percent of reads for randrw.
+    #[arg(long, default_value_t = 50)]
+    rwmix_read: u32,
+    /// Bytes per I/O (e.g. 4k, 64KiB, 1M); a multiple of --block-size.
+    #[arg(long, default_value = "4KiB", value_parser = parse_size)]
+    bs: u64,
+    /// I/Os kept in flight per device.
+    #[arg(long, default_value_t = 128)]
+    iodepth: u32,
+    /// Measured time in seconds (fractions allowed).
+    #[arg(long, default_value_t = 10.0)]
+    runtime: f64,
+    /// Warm-up time in seconds before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    ramp: f64,
+    /// CPUs for the reactors, e.g. "1" or "1,2" or "1-3" (default: the last CPU).
+    #[arg(long)]
+    cores: Option<String>,
+    /// CPU for the simulated kernel and initiator (default: the first CPU not
+    /// used by a reactor).
+    #[arg(long)]
+    sim_core: Option<usize>,
+    /// Devices (command rings) to drive (default: one per reactor).
+    #[arg(long)]
+    devices: Option<usize>,
+    /// Reactor idle policy.
+    #[arg(long, value_enum, default_value_t = IdleArg::Busy)]
+    idle: IdleArg,
+    /// Check every block read against per-block checksums of what was written.
+    #[arg(long)]
+    verify: bool,
+    /// Print one JSON object on stdout instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Also run the reference copy loop (before and after the run) and
+    /// report the ratio against it.
+    #[arg(long)]
+    reference: bool,
+    /// First measure how often the platform stalls a spinning thread on the
+    /// bench's CPUs (the floor under tail latency).
+    #[arg(long)]
+    jitter: bool,
+    /// Then run the other frontend (tcmu <-> scst) with the same settings in
+    /// the same process and report the ratio.
+    #[arg(long)]
+    compare: bool,
+    /// Seed for offsets and data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// TCMU command ring size (mailbox included), like cmd_ring_size_mb.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    ring_size: u64,
+    /// TCMU data area size (default: enough for iodepth x bs, at least 64 MiB).
+    #[arg(long, value_parser = parse_size)]
+    data_area: Option<u64>,
+    /// No progress lines on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FrontendArg {
+    /// LIO's TCMU command ring.
+    Tcmu,
+    /// SCST's scst_user (doorbells count ioctls).
+    Scst,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum BdevArg {
+    /// Anonymous memory.
+    Ram,
+    /// Completes without touching data.
+    Null,
+    /// RAID0 over RAM children.
+    Striped,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum IdleArg {
+    /// Spin: lowest latency, one CPU per reactor.
+    Busy,
+    /// Sleep in epoll after a run of idle polls.
+    Adaptive,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    bdev::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// Parses "1", "1,3", "0-2,5" into a list of CPU numbers.
+pub fn parse_cores(list: &str) -> Result<Vec<usize>> {
+    let mut cores = Vec::new();
+    for part in list.split(',').map(str::trim) {
+        if part.is_empty() {
+            bail!("--cores {list:?}: empty entry");
+        }
+        let parse = |s: &str| -> Result<usize> {
+            s.trim()
+                .parse()
+                .with_context(|| format!("--cores {list:?}: {s:?} is not a CPU number"))
+        };
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b) = (parse(a)?, parse(b)?);
+            if a > b {
+                bail!("--cores {list:?}: range {part} is reversed");
+            }
+            cores.extend(a..=b);
+        } else {
+            cores.push(parse(part)?);
+        }
+    }
+    let mut sorted = cores.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != cores.len() {
+        bail!("--cores {list:?}: a CPU is listed twice");
+    }
+    Ok(cores)
+}
+
+fn seconds(flag: &str, value: f64, allow_zero: bool) -> Result<Duration> {
+    if !value.is_finite() || value < 0.0 || (!allow_zero && value == 0.0) {
+        bail!("--{flag} {value}: must be a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl BenchArgs {
+    fn into_config(self) -> Result<(BenchConfig, bool, bool)> {
+        let cores = match &self.cores {
+            Some(list) => parse_cores(list)?,
+            None => Vec::new(),
+        };
+        let config = BenchConfig {
+            frontend: match self.frontend {
+                FrontendArg::Tcmu => Frontend::Tcmu,
+                FrontendArg::Scst => Frontend::Scst,
+            },
+            bdev: match self.bdev {
+                BdevArg::Ram => BdevKind::Ram,
+                BdevArg::Null => BdevKind::Null,
+                BdevArg::Striped => BdevKind::Striped {
+                    width: self.stripe_width,
+                    chunk: self.chunk,
+                },
+            },
+            size: self.size,
+            block_size: self.block_size,
+            pattern: self.rw,
+            rwmix_read: self.rwmix_read,
+            io_size: self.bs,
+            iodepth: self.iodepth,
+            runtime: seconds("runtime", self.runtime, false)?,
+            ramp: seconds("ramp", self.ramp, true)?,
+            cores,
+            sim_core: self.sim_core,
+            devices: self.devices,
+            idle: match self.idle {
+                IdleArg::Busy => IdlePolicy::Busy,
+                IdleArg::Adaptive => IdlePolicy::adaptive(),
+            },
+            verify: self.verify,
+            reference: self.reference,
+            jitter: self.jitter,
+            compare: self.compare,
+            seed: self.seed,
+            ring_size: self.ring_size,
+            data_area: self.data_area,
+        };
+        Ok((config, self.json, self.quiet))
+    }
+}
+
+fn progress_line(p: &Progress) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "[{:>5.1}s] {:>10.0} IOPS {:>9.1} MiB/s  p99 {:>8} us  errors {}  mismatches {}{}",
+        p.elapsed.as_secs_f64(),
+        p.iops,
+        p.bytes_per_sec / (1 << 20) as f64,
+        dataplane::latency::us(p.p99_ns),
+        p.errors,
+        p.verify_mismatches,
+        if p.ramping { "  (warm-up)" } else { "" },
+    );
+}
+
+/// Runs `dataplane bench`.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let (config, json, quiet) = args.into_config()?;
+    let report = bench::run(&config, |p| {
+        if !quiet {
+            progress_line(p);
+        }
+    })?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
+        println!("{text}");
+    } else {
+        print!("{}", report.render_text());
+    }
+    // Data errors make the run fail, so scripts and CI notice them.
+    let compared_bad = report
+        .compare
+        .as_ref()
+        .is_some_and(|c| c.errors != 0 || c.verify_mismatches != 0);
+    if report.errors != 0 || report.verify_mismatches != 0 || compared_bad {
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists() {
+        assert_eq!(parse_cores("1").unwrap(), [1]);
+        assert_eq!(parse_cores("0-2, 5").unwrap(), [0, 1, 2, 5]);
+        assert!(parse_cores("2-1").is_err());
+        assert!(parse_cores("1,1").is_err());
+        assert!(parse_cores("a").is_err());
+        assert!(parse_cores("1,").is_err());
+    }
+}
