@@ -67,34 +67,13 @@ use crossbeam_utils::CachePadded;
 use crate::clock;
 use crate::error::Error;
 use crate::poller::Poller;
+pub use crate::poller::PollerId;
 use crate::sleep::Sleeper;
 use crate::stats::{
     PollerCounters, PollerStats, ReactorCell, ReactorCounters, ReactorState, ReactorStats,
     SharedPollerCell, PUBLISH_EVERY,
 };
 use crate::waker::Waker;
-
-/// Identifies a poller on its reactor (unique per reactor, never reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PollerId(u64);
-
-impl PollerId {
-    /// The id with this raw value.
-    pub const fn from_raw(raw: u64) -> Self {
-        PollerId(raw)
-    }
-
-    /// The raw value.
-    pub const fn as_raw(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for PollerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "poller#{}", self.0)
-    }
-}
 
 /// What a reactor does when its pollers have no work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,7 +274,7 @@ impl Shared {
     }
 
     fn next_poller_id(&self) -> PollerId {
-        PollerId(self.next_id.fetch_add(1, Ordering::Relaxed))
+        PollerId::from_raw(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     fn stats(&self) -> ReactorStats {
