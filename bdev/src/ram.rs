@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use memmap2::{Advice, MmapOptions, MmapRaw, UncheckedAdvice};
 
-use crate::null::{check_geometry, check_request};
+use crate::request::check_request;
 use crate::{
     Bdev, BdevChannel, Capabilities, Error, Geometry, IoCompletion, IoError, IoOp, IoRequest,
     SgList,
@@ -260,7 +260,7 @@ impl RamBdev {
         huge_pages: HugePages,
     ) -> Result<Self, Error> {
         let name = name.into();
-        check_geometry(block_size, num_blocks)?;
+        let geometry = Geometry::checked(block_size, num_blocks)?;
         let size = num_blocks
             .checked_mul(u64::from(block_size))
             .and_then(|bytes| usize::try_from(bytes).ok())
@@ -273,10 +273,7 @@ impl RamBdev {
         let memory = RamMemory::new(&name, size, huge_pages)?;
         Ok(Self {
             name,
-            geometry: Geometry {
-                block_size,
-                num_blocks,
-            },
+            geometry,
             memory: Arc::new(memory),
         })
     }

@@ -56,7 +56,7 @@
 //! completion before the parent slot is reused). Range and buffer checks are
 //! done on the parent, before splitting, with [`check_request`]; an unmap or
 //! write-zeroes that not all children support fails with
-//! [`IoError::Unsupported`] without reaching them.
+//! [`IoError::Unsupported`] ([`check_supported`]) without reaching them.
 //!
 //! # Queue depths
 //! A channel opened with queue depth `d` preallocates `d` parent slots and
@@ -69,7 +69,7 @@
 
 use std::collections::VecDeque;
 
-use crate::null::check_request;
+use crate::request::{check_request, check_supported, CompletionQueue};
 use crate::{
     Bdev, BdevChannel, BdevRef, Capabilities, Error, Geometry, IoCompletion, IoError, IoOp,
     IoRequest, IoVec, SgList,
@@ -232,7 +232,7 @@ impl StripedBdev {
             slots,
             free: (0..depth as u32).rev().collect(),
             held: VecDeque::with_capacity(depth),
-            done: Vec::with_capacity(depth),
+            done: CompletionQueue::new(depth),
             open: vec![NO_REQUEST; n],
             depth,
         })
@@ -334,7 +334,7 @@ struct StripedChannel {
     /// first.
     held: VecDeque<u32>,
     /// Parent completions not yet delivered.
-    done: Vec<IoCompletion>,
+    done: CompletionQueue,
     /// While splitting: per child, the index in `child_ios` of the request
     /// being built, or `NO_REQUEST`.
     open: Vec<u32>,
@@ -383,11 +383,7 @@ impl SgCursor<'_> {
 impl StripedChannel {
     fn check(&self, request: &IoRequest) -> Result<(), IoError> {
         check_request(&self.geometry, request)?;
-        match request.op {
-            IoOp::Unmap if !self.capabilities.unmap => Err(IoError::Unsupported),
-            IoOp::WriteZeroes if !self.capabilities.write_zeroes => Err(IoError::Unsupported),
-            _ => Ok(()),
-        }
+        check_supported(&self.capabilities, request)
     }
 
     /// Fills `slot`'s child requests for a checked request.
@@ -595,10 +591,7 @@ impl BdevChannel for StripedChannel {
             return Err(request);
         }
         if let Err(error) = self.check(&request) {
-            self.done.push(IoCompletion {
-                tag: request.tag,
-                result: Err(error),
-            });
+            self.done.complete(request.tag, Err(error));
             return Ok(());
         }
         let Some(slot) = self.free.pop() else {
@@ -648,11 +641,7 @@ impl BdevChannel for StripedChannel {
         }
         // Completions made room in the children.
         self.submit_held();
-        let n = self.done.len();
-        for completion in self.done.drain(..) {
-            done(completion);
-        }
-        n
+        self.done.deliver(done)
     }
 
     fn in_flight(&self) -> usize {
@@ -661,11 +650,8 @@ impl BdevChannel for StripedChannel {
 }
 
 /// Completes a parent whose child requests are all done and frees its slot.
-fn finish(parent: &mut ParentIo, slot: usize, free: &mut Vec<u32>, done: &mut Vec<IoCompletion>) {
-    done.push(IoCompletion {
-        tag: parent.tag,
-        result: parent.error.take().map_or(Ok(()), Err),
-    });
+fn finish(parent: &mut ParentIo, slot: usize, free: &mut Vec<u32>, done: &mut CompletionQueue) {
+    done.complete(parent.tag, parent.error.take().map_or(Ok(()), Err));
     for io in &parent.child_ios {
         parent.child_iovs[io.child as usize].clear();
     }
@@ -866,7 +852,12 @@ mod tests {
         assert_eq!(ios, [(1, 1, 7, WHOLE_PARENT_SGL)]);
         assert!(slot.child_iovs.iter().all(Vec::is_empty));
         assert_eq!(slot.sgl.iovs().as_ptr(), iovs.as_ptr());
-        finish(&mut ch.slots[0], 0, &mut Vec::new(), &mut Vec::new());
+        finish(
+            &mut ch.slots[0],
+            0,
+            &mut Vec::new(),
+            &mut CompletionQueue::new(1),
+        );
         assert_eq!(ch.slots[0].sgl.count(), 0, "a free slot keeps no list");
 
         // One block more crosses into strip 2: gathered, one request per child.
@@ -916,7 +907,12 @@ mod tests {
         let v = slot.child_iovs[0][0];
         assert_eq!((v.base as usize - base, v.len), (0, 4096));
         assert_eq!(slot.child_iovs[0].len(), 1);
-        finish(&mut ch.slots[0], 0, &mut Vec::new(), &mut Vec::new());
+        finish(
+            &mut ch.slots[0],
+            0,
+            &mut Vec::new(),
+            &mut CompletionQueue::new(1),
+        );
 
         // A child taking at most 3 blocks per request: 3 + 3 + 2, each with
         // its own iovecs.
