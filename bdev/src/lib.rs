@@ -17,6 +17,11 @@
 //!   scatter-gather list shorter than `blocks * block_size`, or an operation
 //!   the bdev does not support completes with an [`IoError`], never a panic.
 //!
+//! [`request`] is the generic request layer every bdev shares: the checks
+//! ([`check_request`], [`check_supported`]) and the deferred completion
+//! queue ([`CompletionQueue`]), with the contract above spelled out for a
+//! channel's implementer.
+//!
 //! Modules: [`ram`] (anonymous memory), [`null`] (completes without touching
 //! data) and [`striped`] (RAID0 over child bdevs). [`parse_size`] reads the
 //! sizes that configuration and command lines give them.
@@ -27,6 +32,7 @@ pub mod error;
 pub mod io;
 pub mod null;
 pub mod ram;
+pub mod request;
 mod size;
 pub mod striped;
 
@@ -35,8 +41,9 @@ use std::sync::Arc;
 
 pub use error::{Error, IoError};
 pub use io::{IoCompletion, IoOp, IoRequest, IoVec, SgList};
-pub use null::{check_request, NullBdev};
+pub use null::NullBdev;
 pub use ram::{Backing, HugePages, RamBdev};
+pub use request::{check_request, check_supported, CompletionQueue};
 pub use size::parse_size;
 pub use striped::StripedBdev;
 
@@ -50,6 +57,24 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The geometry of `num_blocks` blocks of `block_size` bytes, checked
+    /// for what every bdev needs: a power-of-two block size of at least 512
+    /// and at least one block ([`Error::InvalidParameter`] otherwise).
+    pub(crate) fn checked(block_size: u32, num_blocks: u64) -> Result<Self, Error> {
+        if block_size < 512 || !block_size.is_power_of_two() {
+            return Err(Error::InvalidParameter(format!(
+                "block size {block_size} is not a power of two of at least 512"
+            )));
+        }
+        if num_blocks == 0 {
+            return Err(Error::InvalidParameter("size is zero blocks".into()));
+        }
+        Ok(Self {
+            block_size,
+            num_blocks,
+        })
+    }
+
     /// Capacity in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.num_blocks * u64::from(self.block_size)

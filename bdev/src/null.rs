@@ -2,15 +2,16 @@
 //!
 //! It measures the overhead of everything above the bdev. Like SPDK's null
 //! bdev it never completes inline: `submit` queues the completion and `poll`
-//! delivers the whole batch. Requests are still checked (range, buffer length)
-//! so that callers see the same errors as with a real bdev. Reads leave the
-//! buffer as it was.
+//! delivers the whole batch. Requests are still checked (range, buffer length,
+//! with [`check_request`]) so that callers see the same errors as with a real
+//! bdev. Reads leave the buffer as it was.
 
-use std::collections::VecDeque;
+use crate::request::CompletionQueue;
+use crate::{Bdev, BdevChannel, Capabilities, Error, Geometry, IoCompletion, IoRequest};
 
-use crate::{
-    Bdev, BdevChannel, Capabilities, Error, Geometry, IoCompletion, IoError, IoOp, IoRequest,
-};
+/// Re-exported for code that still names it here; it lives in
+/// [`crate::request`], with the other checks every bdev runs.
+pub use crate::request::check_request;
 
 /// A bdev with no storage behind it.
 #[derive(Debug)]
@@ -22,49 +23,11 @@ pub struct NullBdev {
 impl NullBdev {
     /// A null bdev of `num_blocks` blocks of `block_size` bytes.
     pub fn new(name: impl Into<String>, block_size: u32, num_blocks: u64) -> Result<Self, Error> {
-        let name = name.into();
-        check_geometry(block_size, num_blocks)?;
         Ok(Self {
-            name,
-            geometry: Geometry {
-                block_size,
-                num_blocks,
-            },
+            name: name.into(),
+            geometry: Geometry::checked(block_size, num_blocks)?,
         })
     }
-}
-
-/// Checks the parameters every bdev shares: a power-of-two block size of at
-/// least 512 and at least one block.
-pub(crate) fn check_geometry(block_size: u32, num_blocks: u64) -> Result<(), Error> {
-    if block_size < 512 || !block_size.is_power_of_two() {
-        return Err(Error::InvalidParameter(format!(
-            "block size {block_size} is not a power of two of at least 512"
-        )));
-    }
-    if num_blocks == 0 {
-        return Err(Error::InvalidParameter("size is zero blocks".into()));
-    }
-    Ok(())
-}
-
-/// Validates a request against a geometry: the range lies on the device and a
-/// read or write carries a buffer of at least `blocks * block_size` bytes.
-pub fn check_request(geometry: &Geometry, request: &IoRequest) -> Result<(), IoError> {
-    let end = request
-        .lba
-        .checked_add(u64::from(request.blocks))
-        .ok_or(IoError::OutOfRange)?;
-    if end > geometry.num_blocks {
-        return Err(IoError::OutOfRange);
-    }
-    if matches!(request.op, IoOp::Read | IoOp::Write) {
-        let needed = u64::from(request.blocks) << geometry.block_shift();
-        if (request.sgl.total_len() as u64) < needed {
-            return Err(IoError::ShortBuffer);
-        }
-    }
-    Ok(())
 }
 
 impl Bdev for NullBdev {
@@ -91,39 +54,31 @@ impl Bdev for NullBdev {
     fn open_channel(&self, queue_depth: usize) -> Result<Box<dyn BdevChannel>, Error> {
         Ok(Box::new(NullChannel {
             geometry: self.geometry,
-            depth: queue_depth.max(1),
-            done: VecDeque::with_capacity(queue_depth.max(1)),
+            done: CompletionQueue::new(queue_depth),
         }))
     }
 }
 
-/// A channel of the null bdev: a queue of finished requests.
+/// A channel of the null bdev: a queue of finished requests, as deep as the
+/// channel.
 #[derive(Debug)]
 struct NullChannel {
     geometry: Geometry,
-    depth: usize,
-    done: VecDeque<IoCompletion>,
+    done: CompletionQueue,
 }
 
 impl BdevChannel for NullChannel {
     fn submit(&mut self, request: IoRequest) -> Result<(), IoRequest> {
-        if self.done.len() == self.depth {
+        if self.done.is_full() {
             return Err(request);
         }
-        let result = check_request(&self.geometry, &request);
-        self.done.push_back(IoCompletion {
-            tag: request.tag,
-            result,
-        });
+        self.done
+            .complete(request.tag, check_request(&self.geometry, &request));
         Ok(())
     }
 
     fn poll(&mut self, done: &mut dyn FnMut(IoCompletion)) -> usize {
-        let n = self.done.len();
-        for completion in self.done.drain(..) {
-            done(completion);
-        }
-        n
+        self.done.deliver(done)
     }
 
     fn in_flight(&self) -> usize {
@@ -134,7 +89,7 @@ impl BdevChannel for NullChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{IoVec, SgList};
+    use crate::{IoError, IoOp, IoVec, SgList};
 
     #[test]
     fn rejects_bad_geometry() {

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::reactor::PollerId;
+use crate::poller::PollerId;
 use crate::spsc::RingError;
 
 /// Everything that can go wrong in this crate.

@@ -8,7 +8,7 @@
 //! - [`reactor`]: [`Reactor::spawn`] starts a pinned loop over pollers;
 //!   [`ReactorHandle`] adds/removes pollers, runs tasks on it, reads stats,
 //!   stops and joins it. The module docs state the loop's contract.
-//! - [`poller`]: the [`Poller`] trait.
+//! - [`poller`]: the [`Poller`] trait and [`PollerId`].
 //! - [`waker`]: [`Waker`], the eventfd + `sleeping` flag handshake that wakes
 //!   a sleeping reactor without losing a wake-up.
 //! - [`spsc`]: the bounded single-producer/single-consumer ring.
@@ -29,9 +29,9 @@ pub mod stats;
 pub mod waker;
 
 pub use error::Error;
-pub use poller::Poller;
+pub use poller::{Poller, PollerId};
 pub use reactor::{
-    available_cores, IdlePolicy, PollerId, Reactor, ReactorConfig, ReactorContext, ReactorHandle,
+    available_cores, IdlePolicy, Reactor, ReactorConfig, ReactorContext, ReactorHandle,
     ReactorReport, RemovedPoller, Stopper,
 };
 pub use signals::{ShutdownCause, ShutdownSignals};

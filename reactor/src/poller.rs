@@ -4,8 +4,10 @@
 //! a bounded amount of work (a budget), never blocks and returns how many
 //! units of work it did; zero means "idle". The reactor turns those answers
 //! into busy/idle time per poller and per reactor, and into the decision to
-//! sleep under the adaptive idle policy.
+//! sleep under the adaptive idle policy. A poller on a reactor is known by its
+//! [`PollerId`].
 
+use std::fmt;
 use std::os::fd::RawFd;
 
 /// A unit of work owned by exactly one reactor thread.
@@ -42,5 +44,27 @@ pub trait Poller: Send {
     /// passes).
     fn is_drained(&self) -> bool {
         true
+    }
+}
+
+/// Identifies a poller on its reactor (unique per reactor, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PollerId(u64);
+
+impl PollerId {
+    /// The id with this raw value.
+    pub const fn from_raw(raw: u64) -> Self {
+        PollerId(raw)
+    }
+
+    /// The raw value.
+    pub const fn as_raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for PollerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "poller#{}", self.0)
     }
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::clock;
-use crate::reactor::PollerId;
+use crate::poller::PollerId;
 
 /// The reactor publishes its counters after this many iterations (and at
 /// every sleep, wake-up, control message and exit).

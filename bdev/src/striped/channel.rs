@@ -1,0 +1,186 @@
+//! A channel of the striped bdev: parent slots, the child channels, the
+//! child requests held while a child is full, and the completion of parents
+//! (see [Completion](super#completion) and [Queue depths](super#queue-depths)).
+
+use std::collections::VecDeque;
+
+use super::split::{ChildLimits, ParentIo, Splitter};
+use crate::request::{check_request, check_supported, CompletionQueue};
+use crate::{
+    BdevChannel, BdevRef, Capabilities, Error, Geometry, IoCompletion, IoError, IoRequest,
+};
+
+/// A channel of the striped bdev.
+#[derive(Debug)]
+pub(super) struct StripedChannel {
+    geometry: Geometry,
+    capabilities: Capabilities,
+    /// One channel per child, in stripe order.
+    children: Vec<Box<dyn BdevChannel>>,
+    /// Cuts parents into child requests.
+    pub(super) splitter: Splitter,
+    /// `depth` parent slots; a child request's tag is its slot's index.
+    pub(super) slots: Vec<ParentIo>,
+    /// Free slot indexes.
+    pub(super) free: Vec<u32>,
+    /// Slots with child requests not yet submitted (a child was full), oldest
+    /// first.
+    held: VecDeque<u32>,
+    /// Parent completions not yet delivered.
+    done: CompletionQueue,
+    depth: usize,
+}
+
+impl StripedChannel {
+    /// Opens a channel of depth `depth` (at least 1) on a striped bdev of
+    /// `geometry` and `capabilities` over `children` with strips of
+    /// `1 << chunk_shift` blocks: one channel of the same depth per child and
+    /// `depth` parent slots.
+    pub(super) fn open(
+        children: &[BdevRef],
+        geometry: Geometry,
+        capabilities: Capabilities,
+        chunk_shift: u32,
+        depth: usize,
+    ) -> Result<Self, Error> {
+        let n = children.len();
+        let mut channels = Vec::with_capacity(n);
+        let mut limits = Vec::with_capacity(n);
+        for child in children {
+            channels.push(child.open_channel(depth)?);
+            limits.push(ChildLimits::of(&child.capabilities()));
+        }
+        Ok(StripedChannel {
+            geometry,
+            capabilities,
+            children: channels,
+            splitter: Splitter::new(chunk_shift, geometry.block_shift(), limits),
+            slots: (0..depth).map(|_| ParentIo::new(n)).collect(),
+            free: (0..depth as u32).rev().collect(),
+            held: VecDeque::with_capacity(depth),
+            done: CompletionQueue::new(depth),
+            depth,
+        })
+    }
+
+    fn check(&self, request: &IoRequest) -> Result<(), IoError> {
+        check_request(&self.geometry, request)?;
+        check_supported(&self.capabilities, request)
+    }
+
+    /// Fills `slot`'s child requests for a checked request.
+    pub(super) fn split(&mut self, slot: usize, request: &IoRequest) {
+        self.splitter.split(&mut self.slots[slot], request);
+    }
+
+    /// Submits the slot's remaining child requests in order until a child is
+    /// full. Returns whether all are submitted.
+    pub(super) fn submit_children(&mut self, slot: usize) -> bool {
+        let parent = &mut self.slots[slot];
+        while let Some(io) = parent.child_ios.get(parent.next_submit) {
+            let child_request = IoRequest {
+                op: parent.op,
+                fua: parent.fua,
+                lba: io.lba,
+                blocks: io.blocks,
+                sgl: parent.child_sgl(io),
+                tag: slot as u64,
+            };
+            if self.children[io.child as usize]
+                .submit(child_request)
+                .is_err()
+            {
+                return false;
+            }
+            parent.in_children += 1;
+            parent.next_submit += 1;
+        }
+        true
+    }
+
+    /// Submits held child requests, oldest parent first, while children take
+    /// them.
+    fn submit_held(&mut self) {
+        while let Some(&slot) = self.held.front() {
+            if !self.submit_children(slot as usize) {
+                return;
+            }
+            self.held.pop_front();
+        }
+    }
+}
+
+impl BdevChannel for StripedChannel {
+    fn submit(&mut self, request: IoRequest) -> Result<(), IoRequest> {
+        if self.in_flight() >= self.depth {
+            return Err(request);
+        }
+        if let Err(error) = self.check(&request) {
+            self.done.complete(request.tag, Err(error));
+            return Ok(());
+        }
+        let Some(slot) = self.free.pop() else {
+            return Err(request);
+        };
+        let slot = slot as usize;
+        self.split(slot, &request);
+        if self.slots[slot].child_ios.is_empty() {
+            // Zero blocks: nothing to do.
+            finish(&mut self.slots[slot], slot, &mut self.free, &mut self.done);
+            return Ok(());
+        }
+        // Keep parents in order behind ones already waiting for room.
+        if !self.held.is_empty() || !self.submit_children(slot) {
+            self.held.push_back(slot as u32);
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self, done: &mut dyn FnMut(IoCompletion)) -> usize {
+        let Self {
+            children,
+            slots,
+            free,
+            done: finished,
+            ..
+        } = self;
+        for child in children.iter_mut() {
+            child.poll(&mut |completion| {
+                let slot = completion.tag as usize;
+                let Some(parent) = slots.get_mut(slot) else {
+                    debug_assert!(false, "child completion with unknown tag {slot}");
+                    return;
+                };
+                if parent.in_children == 0 {
+                    debug_assert!(false, "child completion for idle slot {slot}");
+                    return;
+                }
+                parent.in_children -= 1;
+                if let Err(error) = completion.result {
+                    parent.error.get_or_insert(error);
+                }
+                if parent.all_done() {
+                    finish(parent, slot, free, finished);
+                }
+            });
+        }
+        // Completions made room in the children.
+        self.submit_held();
+        self.done.deliver(done)
+    }
+
+    fn in_flight(&self) -> usize {
+        (self.depth - self.free.len()) + self.done.len()
+    }
+}
+
+/// Completes a parent whose child requests are all done and frees its slot.
+pub(super) fn finish(
+    parent: &mut ParentIo,
+    slot: usize,
+    free: &mut Vec<u32>,
+    done: &mut CompletionQueue,
+) {
+    done.complete(parent.tag, parent.release());
+    free.push(slot as u32);
+}
