@@ -4,7 +4,7 @@
 //! executes itself (`scst_local_fns[]`, scst_targ.c).
 //!
 //! This is the one place the simulator knows opcodes. It covers every
-//! command the dataplane's SCSI layer supports (`crate::scsi::opcodes`) plus
+//! command the dataplane's SCSI layer supports (`dataplane::scsi::opcodes`) plus
 //! the core-local ones. Anything else is "unknown": PARSE_STANDARD fails it
 //! with INVALID COMMAND OPERATION CODE, PARSE_EXCEPTION sends it to the
 //! handler as a PARSE.

@@ -1,7 +1,9 @@
 //! The simulator allocates nothing per command in steady state: submit,
 //! notify, reap and REPLY_AND_GET_MULTI are counted with a counting global
 //! allocator (the handler here is allocation-free too, but its own code is
-//! not counted). One test in this binary: the counter is global.
+//! not counted). This is a test binary of its own, with one test: the
+//! counting allocator is the process's global allocator and its counter is
+//! process-wide, so any test running beside it would be counted too.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -246,7 +246,8 @@ impl Handler {
     /// Sends the pending replies and fetches up to `budget` subcommands;
     /// handles them (their replies go with the next call). Returns the
     /// number fetched. On a reply error the failed reply is dropped and the
-    /// ones after it are kept, per the reference.
+    /// ones after it are kept (`replies_done` counts the replies before the
+    /// failed one, as `dev_user_reply_get_multi` writes it).
     pub fn poll(&mut self) -> usize {
         let want = self.budget.min(self.buf.capacity()) as i16;
         let hdr = self.buf.header_mut();

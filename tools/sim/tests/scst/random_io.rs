@@ -1,21 +1,19 @@
 //! The SCST simulator end to end: thousands of random READ/WRITE commands
 //! across sessions through the simulated kernel and a handler written
-//! against the ABI (tests/scst_sim_handler), every byte checked against a
+//! against the ABI (the `handler` module), every byte checked against a
 //! model disk, for every parse type, ON_FREE_CMD type and memory-reuse
 //! type, with cache evictions and FLUSH_CACHE; plus the same load with the
 //! handler on its own thread sleeping on the wait fd.
-
-mod scst_sim_handler;
 
 use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::handler::*;
 use dataplane::scst::abi::*;
 use dataplane::scst::driver::ScstDriver;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use scst_sim_handler::*;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, SimSubmitError};
 
 const BS: usize = 512;

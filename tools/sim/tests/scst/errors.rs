@@ -5,14 +5,12 @@
 //! blocking mode, registration (version, license, block size, options,
 //! one device per fd) and the options round trip.
 
-mod scst_sim_handler;
-
 use std::time::Duration;
 
+use crate::handler::*;
 use dataplane::scst::abi::*;
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use nix::errno::Errno;
-use scst_sim_handler::*;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, DEV_USER_VERSION_3_11};
 
 const READ10_1: [u8; 10] = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
@@ -649,7 +647,9 @@ fn registration_errors() {
 #[test]
 fn version_strings_are_read_as_91_bytes() {
     // "GPL\0" in the last 4 bytes before an inaccessible page: the kernel
-    // copies 91 bytes, so this is EFAULT (the reference's warning).
+    // copies 91 bytes (`dev_user_check_version` reads
+    // max(sizeof(DEV_USER_VERSION), 20) bytes of each string), so this is
+    // EFAULT.
     let (mut drv, _ini) = ScstSim::new(ScstSimConfig::default()).unwrap();
     let edge = EdgeString::new(b"GPL\0");
     let s = DescStrings::new(DEV_USER_VERSION_3_11, "GPL");

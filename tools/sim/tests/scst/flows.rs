@@ -4,14 +4,12 @@
 //! WRITE, commands the core answers itself, unit attentions, READ CAPACITY
 //! snooping and the ready-list order.
 
-mod scst_sim_handler;
-
 use std::time::Duration;
 
+use crate::handler::*;
 use dataplane::scst::abi::*;
 use dataplane::scst::driver::ScstDriver;
 use nix::errno::Errno;
-use scst_sim_handler::*;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, SimError, SimSubmitError};
 
 #[derive(Debug, Clone)]
