@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use bdev::{Capabilities, Geometry, IoVec};
 use dataplane::exec::{status, CommandExecutor, Response};
+use dataplane::frontend::CoalesceConfig;
 use dataplane::lun::LunConfig;
 use dataplane::scsi::{ScsiError, SenseFormat, UnitInfo};
 use dataplane::scst::abi::*;
-use dataplane::scst::device::{DeviceConfig, DeviceError, ScstDevice};
+use dataplane::scst::device::{DeviceError, ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use nix::errno::Errno;
@@ -386,13 +387,16 @@ fn device_with(
 ) -> (FakeKernel, Dev) {
     // No coalescing: every poll with something to send or ask exchanges,
     // which keeps the protocol tests step by step.
-    let config = DeviceConfig {
+    let config = ScstDeviceConfig {
         name: "scst:test".into(),
         budget,
         unit,
-        max_hold: Duration::ZERO,
+        coalesce: CoalesceConfig {
+            max_hold: Duration::ZERO,
+            ..CoalesceConfig::default()
+        },
         idle_poll_interval: Duration::ZERO,
-        ..DeviceConfig::default()
+        ..ScstDeviceConfig::default()
     };
     device_config(opts, tasks, pool, config)
 }
@@ -401,7 +405,7 @@ fn device_config(
     opts: ScstUserOpt,
     tasks: u32,
     pool: BufferPool,
-    config: DeviceConfig,
+    config: ScstDeviceConfig,
 ) -> (FakeKernel, Dev) {
     let kernel = FakeKernel::new(opts);
     let dev = ScstDevice::new(kernel.clone(), Manual::new(tasks), pool, config).unwrap();
@@ -1184,9 +1188,9 @@ fn other_errors_keep_the_replies_for_the_next_call() {
 #[test]
 fn options_the_device_cannot_serve_are_refused() {
     let make = |opts: ScstUserOpt, unit: Option<UnitInfo>| {
-        let config = DeviceConfig {
+        let config = ScstDeviceConfig {
             unit,
-            ..DeviceConfig::default()
+            ..ScstDeviceConfig::default()
         };
         ScstDevice::new(
             FakeKernel::new(opts),
@@ -1230,9 +1234,9 @@ fn options_the_device_cannot_serve_are_refused() {
     let err = make(default_options(), Some(big)).unwrap_err();
     assert!(err.to_string().contains("raise max_buffer_bytes"), "{err}");
     // A zero budget.
-    let config = DeviceConfig {
+    let config = ScstDeviceConfig {
         budget: 0,
-        ..DeviceConfig::default()
+        ..ScstDeviceConfig::default()
     };
     assert!(matches!(
         ScstDevice::new(
@@ -1261,12 +1265,15 @@ fn descriptor_sense_follows_d_sense() {
 
 #[test]
 fn replies_are_coalesced_while_commands_execute() {
-    let config = DeviceConfig {
+    let config = ScstDeviceConfig {
         budget: 32,
-        reply_batch: 4,
-        // Never expires during the test: only the other rules apply.
-        max_hold: Duration::from_secs(3600),
-        ..DeviceConfig::default()
+        coalesce: CoalesceConfig {
+            batch: 4,
+            // Never expires during the test: only the other rules apply.
+            max_hold: Duration::from_secs(3600),
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
     };
     let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
     let h: Vec<u32> = (0..6)
@@ -1311,10 +1318,13 @@ fn replies_are_coalesced_while_commands_execute() {
 
 #[test]
 fn a_full_command_buffer_is_followed_by_another_exchange() {
-    let config = DeviceConfig {
+    let config = ScstDeviceConfig {
         budget: 2,
-        max_hold: Duration::from_secs(3600),
-        ..DeviceConfig::default()
+        coalesce: CoalesceConfig {
+            max_hold: Duration::from_secs(3600),
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
     };
     let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
     for _ in 0..5 {
@@ -1326,4 +1336,46 @@ fn a_full_command_buffer_is_followed_by_another_exchange() {
     let delivered: Vec<usize> = k.calls().iter().map(|c| c.delivered).collect();
     assert_eq!(delivered, vec![2, 2, 1], "then no ioctl while they execute");
     assert_eq!(dev.executing(), 5);
+}
+
+#[test]
+fn a_coalescing_window_holds_replies_even_when_nothing_executes() {
+    let config = ScstDeviceConfig {
+        budget: 32,
+        coalesce: CoalesceConfig {
+            batch: 4,
+            max_hold: Duration::ZERO,
+            // Never closes during the test: only the other rules apply.
+            window: Duration::from_secs(3600),
+        },
+        idle_poll_interval: Duration::ZERO,
+        ..ScstDeviceConfig::default()
+    };
+    let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    let h: Vec<u32> = (0..3)
+        .map(|_| k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0))
+        .collect();
+    dev.poll(); // nothing to send: the exchange fetches the three
+    assert_eq!(k.calls().len(), 1);
+    dev.executor_mut().finish_all(Response::good(0));
+    assert_eq!(dev.poll(), 3);
+    // Nothing executes any more, yet the three replies wait (fewer than the
+    // batch), and the device reports work so that its reactor stays awake.
+    assert_eq!(k.calls().len(), 1);
+    assert_eq!(dev.poll(), 1);
+    assert_eq!(k.calls().len(), 1);
+    assert!(!dev.is_drained());
+    // Draining sends them at once.
+    dev.begin_shutdown();
+    dev.poll();
+    assert_eq!(k.calls().len(), 2);
+    let sent: Vec<u32> = k
+        .last_call()
+        .replies
+        .iter()
+        .map(|r| r.reply.cmd_h)
+        .collect();
+    assert_eq!(sent, h);
+    assert!(dev.is_drained());
+    assert_eq!(dev.poll(), 0, "nothing held: the reactor may sleep");
 }

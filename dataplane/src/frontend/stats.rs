@@ -19,7 +19,7 @@
 /// atomic snapshot of all fields) and `$stats::publish(&self, &$snapshot)`
 /// (crate-visible; called only by the device's own thread).
 ///
-/// ```ignore
+/// ```text
 /// device_stats! {
 ///     /// Device counters.
 ///     pub struct MyStats;

@@ -23,7 +23,7 @@ use crate::initiator::{Initiator, Job, JobError, JobSnapshot, Pattern, VerifyMod
 use dataplane::latency::Latencies;
 use dataplane::lun::{Lun, LunConfig, LunError};
 use dataplane::port::{port_pair, BdevPoller};
-use dataplane::scst::device::{DeviceConfig as ScstDeviceConfig, ScstDevice};
+use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use dataplane::scst::register::{register_device, RegisterSpec};
 use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig, TcmuError};
