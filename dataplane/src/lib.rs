@@ -13,11 +13,13 @@
 //! itself and turns media commands into [`bdev::IoRequest`]s on a
 //! [`port::BdevPort`]; a [`port::BdevPoller`] runs the bdev channel. Responses
 //! flow back through the unit to the frontend, which completes them to the
-//! kernel in batches.
+//! kernel in batches. What both frontends share (completion coalescing,
+//! statistics, drain) is in [`frontend`].
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod exec;
+pub mod frontend;
 pub mod latency;
 pub mod lun;
 pub mod port;

@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 use bdev::IoVec;
 use dataplane::exec::{CommandExecutor, Response};
 use dataplane::scst::abi::*;
-use dataplane::scst::device::{DeviceConfig, ScstDevice};
+use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use nix::errno::Errno;
@@ -274,9 +274,9 @@ fn steady_state_polls_do_not_allocate() {
     let exec = Immediate {
         finished: Vec::with_capacity(128),
     };
-    let config = DeviceConfig {
+    let config = ScstDeviceConfig {
         budget: 128,
-        ..DeviceConfig::default()
+        ..ScstDeviceConfig::default()
     };
     let mut dev = ScstDevice::new(LoopKernel::new(100), exec, pool, config).unwrap();
     // Warm up: the latency histogram and the pool's split state settle.

@@ -14,10 +14,11 @@ use bdev::ram::RamBdev;
 use bdev::BdevRef;
 use dataplane::exec::status;
 use dataplane::exec::CommandExecutor;
+use dataplane::frontend::CoalesceConfig;
 use dataplane::lun::{Lun, LunConfig};
 use dataplane::port::{port_pair, BdevPoller};
 use dataplane::scst::abi::*;
-use dataplane::scst::device::{DeviceConfig, ScstDevice};
+use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::ScstDriver;
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use reactor::Poller;
@@ -98,13 +99,13 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(opt: ScstUserOpt, sim: ScstSimConfig, config: DeviceConfig) -> Self {
+    fn new(opt: ScstUserOpt, sim: ScstSimConfig, config: ScstDeviceConfig) -> Self {
         Self::with_bdev_budget(opt, sim, config, 256)
     }
 
     /// A rig whose simulator copies pinned buffers directly (see
     /// `ScstSimDriver::trust_mapped_buffers`), as `dataplane bench` runs it.
-    fn trusting(opt: ScstUserOpt, sim: ScstSimConfig, config: DeviceConfig) -> Self {
+    fn trusting(opt: ScstUserOpt, sim: ScstSimConfig, config: ScstDeviceConfig) -> Self {
         Self::build(opt, sim, config, 256, true)
     }
 
@@ -112,7 +113,7 @@ impl Rig {
     fn with_bdev_budget(
         opt: ScstUserOpt,
         sim: ScstSimConfig,
-        config: DeviceConfig,
+        config: ScstDeviceConfig,
         bdev_budget: usize,
     ) -> Self {
         Self::build(opt, sim, config, bdev_budget, false)
@@ -121,7 +122,7 @@ impl Rig {
     fn build(
         opt: ScstUserOpt,
         sim: ScstSimConfig,
-        config: DeviceConfig,
+        config: ScstDeviceConfig,
         bdev_budget: usize,
         trust: bool,
     ) -> Self {
@@ -146,7 +147,7 @@ impl Rig {
             populate: false,
         })
         .unwrap();
-        let config = DeviceConfig {
+        let config = ScstDeviceConfig {
             unit: Some(lun.unit().clone()),
             ..config
         };
@@ -529,9 +530,9 @@ fn random_commands_match_the_model_disk_with_trusted_pinned_buffers() {
 fn random_commands_match_the_model_disk(trust: bool) {
     for (i, (name, opt)) in main_options().into_iter().enumerate() {
         let mut rig = if trust {
-            Rig::trusting(opt, small_cache_sim(), DeviceConfig::default())
+            Rig::trusting(opt, small_cache_sim(), ScstDeviceConfig::default())
         } else {
-            Rig::new(opt, small_cache_sim(), DeviceConfig::default())
+            Rig::new(opt, small_cache_sim(), ScstDeviceConfig::default())
         };
         let mut w = Workload::new(0x1234_5678 + i as u64);
         w.run(&mut rig, 3000, 32, true, 97);
@@ -602,7 +603,7 @@ fn data_in_left_in_pinned_buffers_survives_the_handler() {
         SCST_USER_ON_FREE_CMD_IGNORE,
         SCST_USER_PARSE_STANDARD,
     );
-    let mut rig = Rig::trusting(opt, ScstSimConfig::default(), DeviceConfig::default());
+    let mut rig = Rig::trusting(opt, ScstSimConfig::default(), ScstDeviceConfig::default());
     let pattern: Vec<u8> = (0..8 * BS).map(|i| (i * 7 + 3) as u8).collect();
     run_unreaped(&mut rig, &cdb16(0x8A, 16, 8), SimData::Out(&pattern), 1);
     // The first read's buffer comes from the handler; once freed it is
@@ -640,9 +641,9 @@ fn data_in_left_in_pinned_buffers_survives_the_handler() {
 fn session_attach_and_detach_reach_the_device() {
     let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_IGNORE, 0);
     // Ask the kernel at every poll, so that each turn below is one exchange.
-    let eager = DeviceConfig {
+    let eager = ScstDeviceConfig {
         idle_poll_interval: Duration::ZERO,
-        ..DeviceConfig::default()
+        ..ScstDeviceConfig::default()
     };
     let mut rig = Rig::new(opt, ScstSimConfig::default(), eager);
     assert_eq!(rig.dev.sessions().len(), 1);
@@ -669,7 +670,7 @@ fn session_attach_and_detach_reach_the_device() {
 #[test]
 fn task_management_through_the_simulator() {
     let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_CALL, 0);
-    let mut rig = Rig::new(opt, ScstSimConfig::default(), DeviceConfig::default());
+    let mut rig = Rig::new(opt, ScstSimConfig::default(), ScstDeviceConfig::default());
     // 8 writes reach the executor and the bdev queue, but the bdev does not
     // run yet.
     let data = vec![0xA5u8; 8 * BS];
@@ -710,7 +711,12 @@ fn task_management_through_the_simulator() {
 /// 4 KiB random reads and writes at queue depth `depth` for `total`
 /// commands, the bdev completing at most `bdev_budget` requests per turn;
 /// returns (ioctls, completions).
-fn deep_queue(config: DeviceConfig, depth: usize, total: u64, bdev_budget: usize) -> (u64, u64) {
+fn deep_queue(
+    config: ScstDeviceConfig,
+    depth: usize,
+    total: u64,
+    bdev_budget: usize,
+) -> (u64, u64) {
     let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_IGNORE, 0);
     let sim = ScstSimConfig {
         max_cmds: 1024,
@@ -758,26 +764,32 @@ fn deep_queue(config: DeviceConfig, depth: usize, total: u64, bdev_budget: usize
 
 #[test]
 fn ioctls_per_io_at_queue_depth_128() {
-    let no_timer = DeviceConfig {
-        // The hold never expires: only the batch rules apply, so the count
-        // is deterministic.
-        max_hold: Duration::from_secs(3600),
-        ..DeviceConfig::default()
+    let no_timer = ScstDeviceConfig {
+        coalesce: CoalesceConfig {
+            // The hold never expires: only the batch rules apply, so the
+            // count is deterministic.
+            max_hold: Duration::from_secs(3600),
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
     };
-    let uncoalesced = DeviceConfig {
-        reply_batch: 1,
-        max_hold: Duration::ZERO,
-        ..DeviceConfig::default()
+    let uncoalesced = ScstDeviceConfig {
+        coalesce: CoalesceConfig {
+            batch: 1,
+            max_hold: Duration::ZERO,
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
     };
     let ratio = |(ioctls, ios): (u64, u64)| ioctls as f64 / ios as f64;
     // The bdev finishes everything each turn, then completions trickle in
     // 8 per turn (the device polled between bdev polls, as on a reactor).
     for bdev_budget in [256, 8] {
         let batched = deep_queue(no_timer.clone(), 128, 50_000, bdev_budget);
-        let defaults = deep_queue(DeviceConfig::default(), 128, 50_000, bdev_budget);
+        let defaults = deep_queue(ScstDeviceConfig::default(), 128, 50_000, bdev_budget);
         let every_poll = deep_queue(uncoalesced.clone(), 128, 50_000, bdev_budget);
         eprintln!(
-            "QD128 4 KiB randrw, bdev {bdev_budget}/turn: ioctls per I/O: reply_batch 32 \
+            "QD128 4 KiB randrw, bdev {bdev_budget}/turn: ioctls per I/O: coalesce.batch 32 \
              without timer {:.4} ({} / {}), defaults {:.4}, no coalescing {:.4}",
             ratio(batched),
             batched.0,
@@ -792,7 +804,7 @@ fn ioctls_per_io_at_queue_depth_128() {
 #[test]
 fn the_device_is_a_poller() {
     let opt = options(SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_IGNORE, 0);
-    let mut rig = Rig::new(opt, ScstSimConfig::default(), DeviceConfig::default());
+    let mut rig = Rig::new(opt, ScstSimConfig::default(), ScstDeviceConfig::default());
     let fds = Poller::wait_fds(&rig.dev);
     assert_eq!(fds.len(), 1, "the simulator's wait eventfd");
     assert_eq!(Poller::name(&rig.dev), "scst");

@@ -18,7 +18,7 @@ use dataplane::exec::status;
 use dataplane::lun::{Lun, LunConfig};
 use dataplane::port::{port_pair, BdevPoller};
 use dataplane::scst::abi::*;
-use dataplane::scst::device::{DeviceConfig, ScstDevice};
+use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::ScstDriver;
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use reactor::Poller;
@@ -102,9 +102,9 @@ fn steady_state(trust: bool) {
         populate: false,
     })
     .unwrap();
-    let config = DeviceConfig {
+    let config = ScstDeviceConfig {
         unit: Some(lun.unit().clone()),
-        ..DeviceConfig::default()
+        ..ScstDeviceConfig::default()
     };
     let mut dev = ScstDevice::new(driver, lun, pool, config).unwrap();
     let sess = init

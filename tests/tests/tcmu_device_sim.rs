@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use bdev::IoVec;
 use dataplane::exec::{status, CommandExecutor, Response, SENSE_BUFFER_SIZE};
+use dataplane::frontend::CoalesceConfig;
 use dataplane::tcmu::abi::*;
-use dataplane::tcmu::{DeviceConfig, RingFault, TcmuDevice, TcmuError};
+use dataplane::tcmu::{RingFault, TcmuDevice, TcmuDeviceConfig, TcmuError};
 use sim::tcmu::{SimCompletion, SimConfig, SimData, SimSubmitError, TcmuSim};
 
 // ---------------------------------------------------------------- helpers --
@@ -510,7 +511,7 @@ struct Stress {
     steps: usize,
     tmr: bool,
     unknown_ops: bool,
-    /// `DeviceConfig::doorbell_batch`: 1 publishes after every poll.
+    /// `TcmuDeviceConfig::coalesce.batch`: 1 publishes after every poll.
     doorbell_batch: usize,
     seed: u64,
 }
@@ -546,17 +547,19 @@ fn sim_config(s: &Stress) -> SimConfig {
     }
 }
 
-fn device_config(s: &Stress) -> DeviceConfig {
-    DeviceConfig {
+fn device_config(s: &Stress) -> TcmuDeviceConfig {
+    TcmuDeviceConfig {
         name: "tcmu:test".into(),
         budget: 16,
         allow_out_of_order: s.allow_out_of_order,
         iovecs_per_slot: 4,
         acknowledge_on_idle: false,
-        doorbell_batch: s.doorbell_batch,
-        // Long enough that only the batch size and idleness decide.
-        doorbell_max_hold: std::time::Duration::from_secs(60),
-        completion_coalesce: std::time::Duration::ZERO,
+        coalesce: CoalesceConfig {
+            batch: s.doorbell_batch,
+            // Long enough that only the batch size and idleness decide.
+            max_hold: std::time::Duration::from_secs(60),
+            window: std::time::Duration::ZERO,
+        },
         track_latency: true,
     }
 }
@@ -806,10 +809,10 @@ fn sim_with(cmdr_size: u32, flags: u16) -> TcmuSim {
 }
 
 fn attach(sim: &TcmuSim, exec: TestExec) -> TcmuDevice<TestExec> {
-    attach_with(sim, exec, DeviceConfig::default())
+    attach_with(sim, exec, TcmuDeviceConfig::default())
 }
 
-fn attach_with(sim: &TcmuSim, exec: TestExec, config: DeviceConfig) -> TcmuDevice<TestExec> {
+fn attach_with(sim: &TcmuSim, exec: TestExec, config: TcmuDeviceConfig) -> TcmuDevice<TestExec> {
     let (region, bell) = sim.device_endpoint().unwrap();
     TcmuDevice::attach(region, bell, exec, config).unwrap()
 }
@@ -836,9 +839,12 @@ fn tmr_entry_aborts_listed_commands_which_still_complete() {
     let mut sim = sim_with(4096, 0xf);
     // Publish at every poll: this test is about TMR, not doorbell batching
     // (which would hold the two aborts while two commands still execute).
-    let config = DeviceConfig {
-        doorbell_batch: 1,
-        ..DeviceConfig::default()
+    let config = TcmuDeviceConfig {
+        coalesce: CoalesceConfig {
+            batch: 1,
+            ..CoalesceConfig::default()
+        },
+        ..TcmuDeviceConfig::default()
     };
     let mut dev = attach_with(&sim, TestExec::holding(), config);
     let ids: Vec<u16> = (0..4)
@@ -1176,10 +1182,13 @@ fn a_reset_of_cmd_tail_breaks_the_device() {
 #[test]
 fn coalescing_window_batches_commands_that_arrive_one_by_one() {
     let mut sim = sim_with(4096, 0xf);
-    let config = DeviceConfig {
-        completion_coalesce: std::time::Duration::from_millis(200),
-        doorbell_batch: 3,
-        ..DeviceConfig::default()
+    let config = TcmuDeviceConfig {
+        coalesce: CoalesceConfig {
+            window: std::time::Duration::from_millis(200),
+            batch: 3,
+            ..CoalesceConfig::default()
+        },
+        ..TcmuDeviceConfig::default()
     };
     let mut dev = attach_with(&sim, TestExec::new(8, 64, 1, 0), config);
     // Three commands, each arriving alone and completing at once: the first
@@ -1250,9 +1259,9 @@ fn one_doorbell_per_poll_for_a_whole_batch() {
 #[test]
 fn budget_limits_the_work_per_poll() {
     let mut sim = sim_with(8192, 0xf);
-    let config = DeviceConfig {
+    let config = TcmuDeviceConfig {
         budget: 3,
-        ..DeviceConfig::default()
+        ..TcmuDeviceConfig::default()
     };
     let mut dev = attach_with(&sim, TestExec::new(32, 64, 1, 0), config);
     for i in 0..7 {
@@ -1276,7 +1285,7 @@ fn attach_checks_the_mailbox() {
             region,
             bell,
             TestExec::new(4, 8, 1, 0),
-            DeviceConfig::default(),
+            TcmuDeviceConfig::default(),
         )
         .unwrap_err()
     };
@@ -1308,7 +1317,7 @@ fn attach_checks_the_mailbox() {
         region,
         bell,
         TestExec::new(0, 8, 1, 0),
-        DeviceConfig::default(),
+        TcmuDeviceConfig::default(),
     )
     .unwrap_err();
     assert!(matches!(e, TcmuError::NoTaskSlots));
@@ -1327,9 +1336,9 @@ fn a_new_device_picks_up_everything_from_cmd_tail() {
     sim.notify();
     {
         // Device A completes the first two in order, takes the rest and dies.
-        let config = DeviceConfig {
+        let config = TcmuDeviceConfig {
             allow_out_of_order: false,
-            ..DeviceConfig::default()
+            ..TcmuDeviceConfig::default()
         };
         let mut a = attach_with(&sim, TestExec::holding(), config);
         assert_eq!(a.poll(), 6);
@@ -1375,9 +1384,9 @@ fn backpressure_when_all_slots_are_busy() {
 /// Commands finish in reverse order; returns the order the initiator sees.
 fn completion_order(allow_out_of_order: bool) -> (Vec<u16>, Vec<u16>) {
     let mut sim = sim_with(8192, 0xf);
-    let config = DeviceConfig {
+    let config = TcmuDeviceConfig {
         allow_out_of_order,
-        ..DeviceConfig::default()
+        ..TcmuDeviceConfig::default()
     };
     let mut dev = attach_with(&sim, TestExec::holding(), config);
     let ids: Vec<u16> = (0..5)
@@ -1507,9 +1516,9 @@ fn acknowledge_on_idle_drains_the_notification_once() {
     drop(plain);
     reap_all(&mut sim);
 
-    let config = DeviceConfig {
+    let config = TcmuDeviceConfig {
         acknowledge_on_idle: true,
-        ..DeviceConfig::default()
+        ..TcmuDeviceConfig::default()
     };
     let mut dev = attach_with(&sim, TestExec::new(8, 64, 1, 0), config);
     sim.submit(&TUR, SimData::None, 1).unwrap();
@@ -1551,8 +1560,13 @@ fn response_sense_is_copied_whole_and_padded() {
     }
     let mut sim = sim_with(4096, 0xf);
     let (region, bell) = sim.device_endpoint().unwrap();
-    let mut dev =
-        TcmuDevice::attach(region, bell, Fixed(r, Vec::new()), DeviceConfig::default()).unwrap();
+    let mut dev = TcmuDevice::attach(
+        region,
+        bell,
+        Fixed(r, Vec::new()),
+        TcmuDeviceConfig::default(),
+    )
+    .unwrap();
     sim.submit(&TUR, SimData::None, 0).unwrap();
     sim.notify();
     dev.poll();

@@ -7,7 +7,7 @@ mod common;
 use bdev::IoVec;
 use common::counting_alloc::allocations;
 use dataplane::exec::{CommandExecutor, Response};
-use dataplane::tcmu::{DeviceConfig, TcmuDevice};
+use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use sim::tcmu::{SimConfig, SimData, SimSubmitError, TcmuSim};
 
 /// Completes every command at the next poll with GOOD and a full data-in
@@ -52,7 +52,7 @@ fn steady_state_polls_do_not_allocate() {
     let exec = Immediate {
         finished: Vec::with_capacity(64),
     };
-    let mut dev = TcmuDevice::attach(region, bell, exec, DeviceConfig::default()).unwrap();
+    let mut dev = TcmuDevice::attach(region, bell, exec, TcmuDeviceConfig::default()).unwrap();
     let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 16, 0];
     let write = [0x2A, 0, 0, 0, 0, 0, 0, 0, 16, 0];
     let payload = vec![0xA5u8; 64 << 10];

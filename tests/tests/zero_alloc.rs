@@ -18,7 +18,7 @@ use bench::initiator::{Job, Pattern, VerifyModel, Workload};
 use bench::TcmuInitiator;
 use dataplane::lun::{Lun, LunConfig};
 use dataplane::port::{port_pair, BdevPoller};
-use dataplane::tcmu::{DeviceConfig, TcmuDevice};
+use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use reactor::Poller;
 use sim::tcmu::{SimConfig, TcmuSim};
 
@@ -82,7 +82,7 @@ fn path(
     })
     .unwrap();
     let (region, doorbell) = sim.device_endpoint().unwrap();
-    let device = TcmuDevice::attach(region, doorbell, lun, DeviceConfig::default()).unwrap();
+    let device = TcmuDevice::attach(region, doorbell, lun, TcmuDeviceConfig::default()).unwrap();
     let geometry = bdev.geometry();
     let workload = Workload {
         pattern,

@@ -42,6 +42,8 @@
 //! # tst = 1, queue_alg = 1, qerr = 0, tas = 0, swp = 0, d_sense = 0
 //! # pool_mb = 256          # cap of the device's buffer pool
 //! # idle_poll_us = 5       # an idle device asks the kernel this often
+//! # doorbell_batch = 32    # most replies held for one ioctl
+//! # completion_coalesce_us = 0  # completion coalescing window (0 = off)
 //! ```
 //!
 //! Parsing rejects unknown keys; [`ServeConfig::validate`] checks values and
@@ -53,6 +55,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::frontend::CoalesceConfig;
 use crate::scst::register::{MemoryReuse, OnFreeCmd, ParseType, RegisterSpec, ScstOptions};
 use crate::scst::version::check_version_string;
 
@@ -235,17 +238,63 @@ pub struct TcmuConfig {
     /// Devices pinned to reactors.
     #[serde(default)]
     pub pin: Vec<Pin>,
-    /// Most completions one doorbell carries while a batch builds up.
+    /// Most completions one doorbell carries while a batch builds up
+    /// ([`CoalesceConfig::batch`]).
     #[serde(default = "default_doorbell_batch")]
     pub doorbell_batch: usize,
     /// Completion coalescing window in microseconds (0 = off): see
-    /// `tcmu::DeviceConfig::completion_coalesce`. For hosts short of CPU.
+    /// [`CoalesceConfig::window`]. For hosts short of CPU.
     #[serde(default)]
     pub completion_coalesce_us: u64,
 }
 
+/// Default of `doorbell_batch` (`[tcmu]` and `[[scst]]`).
+pub const DEFAULT_DOORBELL_BATCH: usize = 32;
+/// Largest `doorbell_batch`.
+pub const MAX_DOORBELL_BATCH: usize = 65535;
+/// Largest `completion_coalesce_us` (100 ms).
+pub const MAX_COMPLETION_COALESCE_US: u64 = 100_000;
+
 fn default_doorbell_batch() -> usize {
-    32
+    DEFAULT_DOORBELL_BATCH
+}
+
+/// The device coalescing settings for `doorbell_batch` and
+/// `completion_coalesce_us` (the hold limit keeps its default).
+fn coalesce_config(doorbell_batch: usize, completion_coalesce_us: u64) -> CoalesceConfig {
+    CoalesceConfig {
+        batch: doorbell_batch,
+        window: std::time::Duration::from_micros(completion_coalesce_us),
+        ..CoalesceConfig::default()
+    }
+}
+
+/// Checks `doorbell_batch` and `completion_coalesce_us` of `[tcmu]` or an
+/// `[[scst]]` (`at` names the table).
+fn check_coalesce(
+    at: &str,
+    doorbell_batch: usize,
+    completion_coalesce_us: u64,
+) -> Result<(), ConfigError> {
+    if doorbell_batch == 0 || doorbell_batch > MAX_DOORBELL_BATCH {
+        return err(format!(
+            "{at}.doorbell_batch: {doorbell_batch} is not between 1 and {MAX_DOORBELL_BATCH}"
+        ));
+    }
+    if completion_coalesce_us > MAX_COMPLETION_COALESCE_US {
+        return err(format!(
+            "{at}.completion_coalesce_us: {completion_coalesce_us} is above \
+             {MAX_COMPLETION_COALESCE_US} (100 ms)"
+        ));
+    }
+    Ok(())
+}
+
+impl TcmuConfig {
+    /// The devices' completion coalescing settings.
+    pub fn coalesce(&self) -> CoalesceConfig {
+        coalesce_config(self.doorbell_batch, self.completion_coalesce_us)
+    }
 }
 
 impl Default for TcmuConfig {
@@ -348,9 +397,19 @@ pub struct ScstConfig {
     /// [`DEFAULT_SCST_IDLE_POLL_US`]; 0 = at every poll). Every ask is an
     /// ioctl: this bounds the system-call rate of an idle busy-polled
     /// device, and is the most a command arriving at an idle device waits
-    /// (see `scst::device::DeviceConfig::idle_poll_interval`).
+    /// (see `scst::device::ScstDeviceConfig::idle_poll_interval`).
     #[serde(default)]
     pub idle_poll_us: Option<u64>,
+    /// Most replies held for one REPLY_AND_GET_MULTI while a batch builds
+    /// up (default [`DEFAULT_DOORBELL_BATCH`]): the same key and meaning as
+    /// `[tcmu] doorbell_batch` ([`CoalesceConfig::batch`]).
+    #[serde(default)]
+    pub doorbell_batch: Option<usize>,
+    /// Completion coalescing window in microseconds (default 0 = off): the
+    /// same key and meaning as `[tcmu] completion_coalesce_us`
+    /// ([`CoalesceConfig::window`]). For hosts short of CPU.
+    #[serde(default)]
+    pub completion_coalesce_us: Option<u64>,
 }
 
 impl ScstConfig {
@@ -378,6 +437,14 @@ impl ScstConfig {
     /// The idle polling interval.
     pub fn idle_poll_interval(&self) -> std::time::Duration {
         std::time::Duration::from_micros(self.idle_poll_us.unwrap_or(DEFAULT_SCST_IDLE_POLL_US))
+    }
+
+    /// The device's completion coalescing settings.
+    pub fn coalesce(&self) -> CoalesceConfig {
+        coalesce_config(
+            self.doorbell_batch.unwrap_or(DEFAULT_DOORBELL_BATCH),
+            self.completion_coalesce_us.unwrap_or(0),
+        )
     }
 }
 
@@ -562,18 +629,7 @@ impl ServeConfig {
                 tcmu.rescan_interval_ms
             ));
         }
-        if tcmu.doorbell_batch == 0 || tcmu.doorbell_batch > 65535 {
-            return err(format!(
-                "tcmu.doorbell_batch: {} is not between 1 and 65535",
-                tcmu.doorbell_batch
-            ));
-        }
-        if tcmu.completion_coalesce_us > 100_000 {
-            return err(format!(
-                "tcmu.completion_coalesce_us: {} is above 100000 (100 ms)",
-                tcmu.completion_coalesce_us
-            ));
-        }
+        check_coalesce("tcmu", tcmu.doorbell_batch, tcmu.completion_coalesce_us)?;
         let mut pinned = HashSet::new();
         for (i, pin) in tcmu.pin.iter().enumerate() {
             check_name(&format!("tcmu.pin[{i}].device"), &pin.device)?;
@@ -659,6 +715,11 @@ impl ServeConfig {
                     ));
                 }
             }
+            check_coalesce(
+                &at,
+                s.doorbell_batch.unwrap_or(DEFAULT_DOORBELL_BATCH),
+                s.completion_coalesce_us.unwrap_or(0),
+            )?;
         }
         Ok(())
     }
@@ -867,6 +928,7 @@ reactor = 0
         assert_eq!(d.options(), ScstOptions::default());
         assert_eq!(d.pool_bytes(), 256 << 20);
         assert_eq!(d.idle_poll_interval(), std::time::Duration::from_micros(5));
+        assert_eq!(d.coalesce(), CoalesceConfig::default());
         let c = check(&scst(
             "name = \"disk1\"\nbdev = \"fast\"\nblock_size = 4096\nreactor = 1\n\
              version = \"3.10.0abc\"\nparse_type = \"call\"\nmemory_reuse = \"read\"\n\
@@ -998,5 +1060,51 @@ reactor = 0
             .contains("scst[0].name: must not be empty"));
         let twice = format!("{}[[scst]]\nname = \"disk1\"\nbdev = \"fast\"\n", dev(""));
         assert_eq!(error(&twice), "scst[1].name: \"disk1\" is defined twice");
+    }
+
+    #[test]
+    fn both_frontends_take_the_same_coalescing_keys() {
+        let defaults = check(&scst("name = \"disk1\"\nbdev = \"ram0\"")).unwrap();
+        assert_eq!(defaults.tcmu.coalesce(), CoalesceConfig::default());
+        assert_eq!(defaults.scst[0].coalesce(), CoalesceConfig::default());
+        let expected = CoalesceConfig {
+            batch: 8,
+            window: std::time::Duration::from_micros(50),
+            ..CoalesceConfig::default()
+        };
+        let keys = "doorbell_batch = 8\ncompletion_coalesce_us = 50";
+        let tcmu = GOOD.replace(
+            "rescan_interval_ms = 500",
+            &format!("rescan_interval_ms = 500\n{keys}"),
+        );
+        assert_eq!(check(&tcmu).unwrap().tcmu.coalesce(), expected);
+        let c = check(&scst(&format!("name = \"disk1\"\nbdev = \"ram0\"\n{keys}"))).unwrap();
+        assert_eq!(c.scst[0].coalesce(), expected);
+
+        let bad_batch = GOOD.replace(
+            "rescan_interval_ms = 500",
+            "rescan_interval_ms = 500\ndoorbell_batch = 0",
+        );
+        assert_eq!(
+            error(&bad_batch),
+            "tcmu.doorbell_batch: 0 is not between 1 and 65535"
+        );
+        let bad_window = GOOD.replace(
+            "rescan_interval_ms = 500",
+            "rescan_interval_ms = 500\ncompletion_coalesce_us = 100001",
+        );
+        assert_eq!(
+            error(&bad_window),
+            "tcmu.completion_coalesce_us: 100001 is above 100000 (100 ms)"
+        );
+        let dev = |extra: &str| scst(&format!("name = \"disk1\"\nbdev = \"ram0\"\n{extra}"));
+        assert_eq!(
+            error(&dev("doorbell_batch = 65536")),
+            "scst[0] (\"disk1\").doorbell_batch: 65536 is not between 1 and 65535"
+        );
+        assert_eq!(
+            error(&dev("completion_coalesce_us = 100001")),
+            "scst[0] (\"disk1\").completion_coalesce_us: 100001 is above 100000 (100 ms)"
+        );
     }
 }

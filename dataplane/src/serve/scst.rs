@@ -24,7 +24,7 @@ use super::server::MAX_TRANSFER_BYTES;
 use crate::lun::{Lun, LunConfig};
 use crate::port::{port_pair, ChannelEnd};
 use crate::scsi::SenseFormat;
-use crate::scst::device::{DeviceConfig, ScstDevice};
+use crate::scst::device::{ScstDevice, ScstDeviceConfig};
 use crate::scst::driver::ScstDriver;
 use crate::scst::pool::{BufferPool, PoolConfig};
 use crate::scst::register::{register_with_version, RegisterSpec};
@@ -92,11 +92,12 @@ pub fn build_device(
         driver,
         lun,
         pool,
-        DeviceConfig {
+        ScstDeviceConfig {
             name: format!("scst:{}", config.name),
             unit: Some(unit),
             idle_poll_interval: config.idle_poll_interval(),
-            ..DeviceConfig::default()
+            coalesce: config.coalesce(),
+            ..ScstDeviceConfig::default()
         },
     )
     .map_err(|e| e.to_string())?;

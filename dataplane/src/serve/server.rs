@@ -59,7 +59,9 @@ use crate::scst::driver::ScstDriver;
 use crate::scst::error::ScstError;
 use crate::scst::version::{VersionSearch, VersionSource};
 use crate::tcmu::discovery::TcmuUioName;
-use crate::tcmu::{DeviceConfig, Doorbell, SharedRegion, TcmuDevice, TcmuStats, TcmuStatsSnapshot};
+use crate::tcmu::{
+    Doorbell, SharedRegion, TcmuDevice, TcmuDeviceConfig, TcmuStats, TcmuStatsSnapshot,
+};
 
 /// Largest transfer a LUN accepts, whatever the device's `hw_max_sectors`.
 pub const MAX_TRANSFER_BYTES: u64 = 8 << 20;
@@ -690,13 +692,10 @@ impl<H: Host> Server<H> {
             region,
             doorbell,
             lun,
-            DeviceConfig {
+            TcmuDeviceConfig {
                 name: format!("tcmu:{}", name.name),
-                doorbell_batch: self.options.config.tcmu.doorbell_batch,
-                completion_coalesce: std::time::Duration::from_micros(
-                    self.options.config.tcmu.completion_coalesce_us,
-                ),
-                ..DeviceConfig::default()
+                coalesce: self.options.config.tcmu.coalesce(),
+                ..TcmuDeviceConfig::default()
             },
         )
         .map_err(|e| Refusal::Refuse(format!("cannot attach to its ring: {e}")))?;

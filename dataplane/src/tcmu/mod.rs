@@ -33,7 +33,7 @@ mod ring;
 
 use std::io;
 
-pub use device::{DeviceConfig, TcmuDevice, TcmuStats, TcmuStatsSnapshot};
+pub use device::{TcmuDevice, TcmuDeviceConfig, TcmuStats, TcmuStatsSnapshot};
 pub use doorbell::Doorbell;
 pub use region::{uio_map0_size, SharedRegion};
 

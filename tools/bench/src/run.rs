@@ -23,10 +23,10 @@ use crate::initiator::{Initiator, Job, JobError, JobSnapshot, Pattern, VerifyMod
 use dataplane::latency::Latencies;
 use dataplane::lun::{Lun, LunConfig, LunError};
 use dataplane::port::{port_pair, BdevPoller};
-use dataplane::scst::device::{DeviceConfig as ScstDeviceConfig, ScstDevice};
+use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use dataplane::scst::register::{register_device, RegisterSpec};
-use dataplane::tcmu::{DeviceConfig, TcmuDevice, TcmuError};
+use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig, TcmuError};
 use sim::scst::{ScstSim, ScstSimConfig};
 use sim::tcmu::{SimConfig, TcmuSim};
 
@@ -425,11 +425,11 @@ fn build_device(
                 region,
                 doorbell,
                 lun,
-                DeviceConfig {
+                TcmuDeviceConfig {
                     name: format!("tcmu:dev{index}"),
                     // The reactor registers wait fds edge-triggered, so an
                     // unread notification never keeps it awake.
-                    ..DeviceConfig::default()
+                    ..TcmuDeviceConfig::default()
                 },
             )?;
             pollers.push(Box::new(device));

@@ -1,0 +1,17 @@
+//! What the two kernel frontends ([`crate::tcmu`] and [`crate::scst`])
+//! share: one way to hold completions back so that one doorbell or one ioctl
+//! carries many ([`Coalescer`]), one way to declare device statistics
+//! (the `device_stats!` macro), and one way to stop and drain a device
+//! ([`Drain`]).
+//!
+//! Nothing here knows a kernel interface: each frontend feeds these types
+//! the facts of its own poll (completions waiting, whether commands keep
+//! arriving, whether the device is faulted) and applies their answers.
+
+mod coalesce;
+mod drain;
+mod stats;
+
+pub use coalesce::{CoalesceConfig, Coalescer};
+pub use drain::Drain;
+pub(crate) use stats::device_stats;

@@ -1,0 +1,326 @@
+//! The poll cycle of [`ScstDevice`]: collect finished commands, retry
+//! held work, exchange replies for new subcommands (one
+//! REPLY_AND_GET_MULTI, or none while replies are coalesced), hand the new
+//! subcommands to their handlers (`subcommands.rs`), publish the
+//! statistics. See the module docs of [`super`] for each step.
+
+use nix::errno::Errno;
+use reactor::clock;
+
+use super::{Held, ScstDevice, ScstStatsSnapshot, SlotState};
+use crate::exec::{CommandExecutor, Response};
+use crate::scst::abi::*;
+use crate::scst::driver::ScstDriver;
+
+impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
+    /// One poll: collect, retry held work, exchange, handle. Returns the
+    /// work done (completions, subcommands received and held work started;
+    /// responses drained while faulted).
+    ///
+    /// The exchange (the ioctl) happens when there is a reply to send or a
+    /// subcommand may be asked for, and at least one of:
+    /// - an urgent reply is queued (PARSE, ALLOC_MEM, sessions, task
+    ///   management: a command or the kernel waits for it);
+    /// - `coalesce.batch` replies are queued;
+    /// - no command is executing and a reply is queued (unless a coalescing
+    ///   window holds it), or the last call found work (answer and look for
+    ///   more at once, so a lone command is never delayed), or
+    ///   [`ScstDeviceConfig::idle_poll_interval`] has passed (an idle device
+    ///   asks for work at that rate, not at every poll);
+    /// - the device is shutting down;
+    /// - the last exchange filled the command buffer (more may be waiting);
+    /// - `coalesce.max_hold` (and the coalescing window, for a queued reply)
+    ///   has passed since the last exchange.
+    ///
+    /// So while commands execute, completions collect into batches and the
+    /// device does not spin on EAGAIN. The reply rules are those of the
+    /// [`Coalescer`](crate::frontend::Coalescer) (see
+    /// [`ScstDeviceConfig::coalesce`]).
+    ///
+    /// [`ScstDeviceConfig::idle_poll_interval`]: super::ScstDeviceConfig::idle_poll_interval
+    /// [`ScstDeviceConfig::coalesce`]: super::ScstDeviceConfig::coalesce
+    pub fn poll(&mut self) -> usize {
+        if self.fault.is_some() {
+            return self.drain_faulted();
+        }
+        let mut c = ScstStatsSnapshot::default();
+        let mut work = self.collect(&mut c);
+        work += self.run_held(&mut c);
+        let room = self.limit.saturating_sub(self.outstanding);
+        let want = if self.drain.accepting() {
+            room.min(self.multi.capacity())
+        } else {
+            0
+        };
+        let got = if self.exchange_due(want) {
+            self.exchange(want, &mut c)
+        } else {
+            0
+        };
+        if got > 0 {
+            let now = if self.latency.is_some() {
+                clock::now()
+            } else {
+                0
+            };
+            for i in 0..got {
+                self.handle(i, now, &mut c);
+            }
+            work += got;
+        }
+        self.executor.flush();
+        if self.coalescer.has_window() && self.replies.len() > 0 {
+            // A reply is held: keep the reactor polling (not asleep) until
+            // the window closes.
+            work = work.max(1);
+        }
+        if work > 0 {
+            c.polls_with_work = 1;
+        }
+        self.publish(&mut c);
+        work
+    }
+
+    /// Whether this poll calls the driver (see [`ScstDevice::poll`]).
+    fn exchange_due(&self, want: usize) -> bool {
+        let queued = self.replies.len();
+        let executing = self.executor.in_flight() != 0;
+        if queued > 0 {
+            // Replies to send: the coalescer decides. Nothing is held when
+            // a reply is waited for, when draining, or when more
+            // subcommands may be waiting (the last call filled the buffer);
+            // a batch builds by itself while commands execute.
+            let urgent = self.replies.is_urgent() || self.drain.is_draining() || self.last_filled;
+            return !self.coalescer.hold(queued, urgent, executing);
+        }
+        if want == 0 {
+            return false;
+        }
+        if self.last_filled {
+            return true;
+        }
+        // Nothing to answer: look for work at once after a call that found
+        // some, else once per idle polling interval, or once per max_hold
+        // while commands execute (they bring replies soon).
+        let now = clock::now();
+        if executing {
+            return self.coalescer.max_hold_passed(now);
+        }
+        self.last_got || self.coalescer.age(now) >= self.idle_poll_ticks
+    }
+
+    /// Moves finished commands from the executor into the reply queue.
+    fn collect(&mut self, c: &mut ScstStatsSnapshot) -> usize {
+        if self.executor.in_flight() == 0 {
+            return 0;
+        }
+        let slots = &mut self.slots;
+        let done = &mut self.done;
+        let n = self
+            .executor
+            .poll(self.config.budget, &mut |slot, response: &Response| {
+                if let Some(s) = slots.get_mut(slot as usize) {
+                    if s.state == SlotState::Executing {
+                        s.response = *response;
+                        s.state = SlotState::Done;
+                        done.push(slot);
+                    }
+                }
+            });
+        if self.done.is_empty() {
+            return n;
+        }
+        let now = if self.latency.is_some() {
+            clock::now()
+        } else {
+            0
+        };
+        for k in 0..self.done.len() {
+            let slot = self.done[k];
+            self.complete(slot, now, c);
+        }
+        self.done.clear();
+        if let Some(latency) = self.latency.as_mut() {
+            latency.maybe_flush(now);
+        }
+        n
+    }
+
+    /// Queues the EXEC reply of a finished command, frees its slot and
+    /// releases the TASK_MGMT_DONEs that waited only for it.
+    fn complete(&mut self, slot: u32, now: u64, c: &mut ScstStatsSnapshot) {
+        let s = &mut self.slots[slot as usize];
+        let response = s.response;
+        let resp_len = if s.data_direction == SCST_DATA_READ {
+            response.data_in_len.min(s.bufflen)
+        } else {
+            0
+        };
+        let mut pbuf = 0;
+        if s.exec_pbuf != 0 {
+            if resp_len > 0 {
+                pbuf = s.exec_pbuf;
+            } else {
+                // The kernel ignores pbuf without data: the buffer is ours.
+                self.pool.free(s.exec_pbuf);
+            }
+        }
+        self.replies.push_exec(
+            s.cmd_h,
+            resp_len as i32,
+            pbuf,
+            response.status,
+            response.sense_bytes(),
+        );
+        c.commands_completed += 1;
+        c.data_in_bytes += u64::from(resp_len);
+        if let Some(latency) = self.latency.as_mut() {
+            latency.record(now.wrapping_sub(s.received_at));
+        }
+        let mut waiters = s.tm_waiters;
+        s.state = SlotState::Free;
+        s.tm_waiters = 0;
+        s.aborted = false;
+        s.exec_pbuf = 0;
+        self.free.push(slot);
+        while waiters != 0 {
+            let bit = waiters.trailing_zeros() as usize;
+            waiters &= waiters - 1;
+            let wait = &mut self.tm_waits[bit];
+            wait.remaining -= 1;
+            if wait.remaining == 0 {
+                self.replies.push_result(
+                    wait.cmd_h,
+                    subcode::TASK_MGMT_DONE,
+                    SCST_MGMT_STATUS_SUCCESS,
+                );
+                self.tm_used &= !(1u64 << bit);
+            }
+        }
+    }
+
+    /// Starts held work, in order, while its resource is free.
+    fn run_held(&mut self, c: &mut ScstStatsSnapshot) -> usize {
+        let mut started = 0;
+        while let Some(front) = self.held.front() {
+            match front {
+                Held::Exec { .. } if self.free.is_empty() => break,
+                Held::TmDone { .. } if self.tm_used == u64::MAX => break,
+                _ => {}
+            }
+            match self.held.pop_front() {
+                Some(Held::Exec {
+                    cmd_h,
+                    exec,
+                    received_at,
+                }) => self.start_exec(cmd_h, &exec, received_at, c),
+                Some(Held::TmDone { cmd_h, tm }) => self.task_mgmt(cmd_h, &tm, true, c),
+                None => break,
+            }
+            started += 1;
+        }
+        started
+    }
+
+    /// The one REPLY_AND_GET_MULTI of the poll. Returns the number of new
+    /// subcommands in `self.multi`.
+    fn exchange(&mut self, want: usize, c: &mut ScstStatsSnapshot) -> usize {
+        let sent = self.replies.len();
+        if sent == 0 && want == 0 {
+            return 0;
+        }
+        let header = self.multi.header_mut();
+        header.preplies = if sent > 0 {
+            self.replies.as_slice().as_ptr() as u64
+        } else {
+            0
+        };
+        header.replies_cnt = sent as i16;
+        header.replies_done = 0;
+        header.cmds_cnt = want as i16;
+        let result = self
+            .driver
+            .reply_and_get_multi(&mut self.multi, self.replies.as_slice());
+        c.ioctls += 1;
+        self.coalescer.restart(clock::now());
+        let header = *self.multi.header();
+        let consumed = usize::try_from(header.replies_done).unwrap_or(0).min(sent);
+        let mut got = 0;
+        let mut refused = false;
+        match result {
+            Ok(()) => {
+                got = usize::try_from(header.cmds_cnt).unwrap_or(0).min(want);
+            }
+            Err(Errno::EAGAIN) => c.eagain += 1,
+            Err(Errno::ESRCH | Errno::EINVAL | Errno::EFAULT) if consumed < sent => {
+                refused = true;
+                c.reply_failures += 1;
+            }
+            Err(e) => {
+                c.ioctl_errors += 1;
+                if matches!(
+                    e,
+                    Errno::ENODEV | Errno::EBADF | Errno::ENOTTY | Errno::ENXIO
+                ) {
+                    self.fault = Some(e);
+                }
+            }
+        }
+        c.replies_sent += consumed as u64;
+        let retired = consumed + usize::from(refused);
+        self.outstanding -= retired;
+        self.replies.retire(consumed, refused);
+        if self.fault.is_some() {
+            self.outstanding -= self.replies.len();
+            self.replies.clear();
+            return 0;
+        }
+        self.outstanding += got;
+        self.last_filled = want > 0 && got == want;
+        self.last_got = got > 0;
+        got
+    }
+
+    /// Stores the poll's counters and the gauges.
+    fn publish(&mut self, c: &mut ScstStatsSnapshot) {
+        c.sessions = self.sessions.len() as u64;
+        c.outstanding = self.outstanding as u64;
+        c.executing = (self.slots.len() - self.free.len()) as u64;
+        c.pool_bytes_in_use = self.pool.bytes_in_use();
+        c.pool_buffers_in_use = self.pool.buffers_in_use();
+        c.pool_failed_allocs = self.pool.failed_allocs();
+        self.stats.publish(c);
+    }
+
+    /// Faulted: drain the executor so its memory use ends; nothing goes to
+    /// the kernel any more.
+    fn drain_faulted(&mut self) -> usize {
+        let slots = &mut self.slots;
+        let done = &mut self.done;
+        let n = self
+            .executor
+            .poll(self.config.budget, &mut |slot, _response: &Response| {
+                if let Some(s) = slots.get_mut(slot as usize) {
+                    if s.state == SlotState::Executing {
+                        s.state = SlotState::Done;
+                        done.push(slot);
+                    }
+                }
+            });
+        for k in 0..self.done.len() {
+            let s = &mut self.slots[self.done[k] as usize];
+            if s.exec_pbuf != 0 {
+                self.pool.free(s.exec_pbuf);
+                s.exec_pbuf = 0;
+            }
+            s.state = SlotState::Free;
+            s.tm_waiters = 0;
+            self.free.push(self.done[k]);
+        }
+        self.done.clear();
+        self.held.clear();
+        self.tm_used = 0;
+        self.executor.flush();
+        n
+    }
+}

@@ -1,0 +1,307 @@
+//! The REPLY_AND_GET_MULTI protocol: one exchange per poll, EAGAIN, refused
+//! replies, errors and faults, shutdown, and reply coalescing.
+
+use super::*;
+
+#[test]
+fn one_ioctl_per_poll_carries_every_reply_and_fetches_a_batch() {
+    let (k, mut dev) = device();
+    let handles: Vec<u32> = (0..10)
+        .map(|_| k.exec(SESS_A, &READ_10, SCST_DATA_READ, 4096, 0))
+        .collect();
+    assert_eq!(dev.poll(), 10);
+    let call = k.last_call();
+    assert_eq!(
+        (call.asked, call.delivered, call.replies.len()),
+        (32, 10, 0)
+    );
+    assert_eq!(dev.executor().submitted.len(), 10);
+    // Each READ with pbuf 0 got its own page-aligned pool buffer.
+    let mut bases: Vec<usize> = dev
+        .executor()
+        .submitted
+        .iter()
+        .map(|s| {
+            let (base, len) = s.iov.unwrap();
+            assert_eq!(len, 4096);
+            assert_eq!(base % 4096, 0);
+            base
+        })
+        .collect();
+    bases.sort_unstable();
+    bases.dedup();
+    assert_eq!(bases.len(), 10);
+    assert_eq!(dev.pool().buffers_in_use(), 10);
+
+    dev.executor_mut().finish_all(Response::good(4096));
+    dev.poll();
+    let calls = k.calls();
+    assert_eq!(calls.len(), 2, "one ioctl per poll");
+    let call = &calls[1];
+    assert_eq!(call.replies.len(), 10);
+    assert_eq!(call.result, Err(Errno::EAGAIN));
+    for (r, h) in call.replies.iter().zip(&handles) {
+        assert_eq!(r.reply.cmd_h, *h);
+        let e = r.exec();
+        assert_eq!(e.reply_type, SCST_EXEC_REPLY_COMPLETED);
+        assert_eq!(e.status, status::GOOD);
+        assert_eq!(e.resp_data_len, 4096);
+        assert!(
+            bases.contains(&(e.pbuf as usize)),
+            "pbuf is the EXEC buffer"
+        );
+        assert!(r.sense.is_empty());
+    }
+    // The buffers now belong to the kernel (cached) until it frees them.
+    assert_eq!(dev.pool().buffers_in_use(), 10);
+    let st = dev.stats().snapshot();
+    assert_eq!(st.ioctls, 2);
+    assert_eq!(st.eagain, 1);
+    assert_eq!(st.replies_sent, 10);
+    assert_eq!(st.commands_completed, 10);
+    assert_eq!(st.data_in_bytes, 10 * 4096);
+    assert_eq!(st.exec, 10);
+    assert_eq!(k.awaiting(), 0);
+}
+
+#[test]
+fn eagain_still_consumes_the_replies() {
+    let (k, mut dev) = device();
+    k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    dev.poll();
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll();
+    assert_eq!(k.last_call().result, Err(Errno::EAGAIN));
+    assert_eq!(k.last_call().replies.len(), 1);
+    assert_eq!(dev.outstanding(), 0);
+    // The next poll does not resend it.
+    dev.poll();
+    assert_eq!(k.last_call().replies.len(), 0);
+    assert_eq!(k.calls().len(), 3);
+    assert!(dev.is_drained());
+}
+
+#[test]
+fn a_refused_reply_is_dropped_and_the_later_ones_are_resent() {
+    let (k, mut dev) = device();
+    let h: Vec<u32> = (0..4)
+        .map(|_| k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0))
+        .collect();
+    dev.poll();
+    // Complete in slot order 0..4; the third and fourth with sense, so the
+    // relocated replies must carry valid sense pointers.
+    let miscompare = ScsiError::Miscompare { offset: 7 }.to_response(SenseFormat::Fixed);
+    let range = ScsiError::LbaOutOfRange.to_response(SenseFormat::Fixed);
+    dev.executor_mut().finish(0, Response::good(0));
+    dev.executor_mut().finish(1, Response::good(0));
+    dev.executor_mut().finish(2, miscompare);
+    dev.executor_mut().finish(3, range);
+    k.state().refuse = Some((h[1], Errno::EINVAL));
+    dev.poll();
+    let call = k.last_call();
+    assert_eq!(call.result, Err(Errno::EINVAL));
+    assert_eq!(call.replies.len(), 1, "processed up to the refused one");
+    assert_eq!(dev.stats().snapshot().reply_failures, 1);
+    // Next poll: the two after the refused one, not the refused one.
+    dev.poll();
+    let call = k.last_call();
+    let sent: Vec<u32> = call.replies.iter().map(|r| r.reply.cmd_h).collect();
+    assert_eq!(sent, vec![h[2], h[3]]);
+    assert_eq!(call.replies[0].sense, miscompare.sense_bytes());
+    assert_eq!(call.replies[0].exec().status, status::CHECK_CONDITION);
+    assert_eq!(call.replies[1].sense, fixed_sense(0x05, 0x21, 0x00));
+    assert_eq!(dev.outstanding(), 0);
+    assert_eq!(k.awaiting(), 0);
+    assert!(dev.is_drained());
+}
+
+#[test]
+fn refusal_of_the_last_reply_resends_nothing() {
+    let (k, mut dev) = device();
+    let h = k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    dev.poll();
+    dev.executor_mut().finish_all(Response::good(0));
+    k.state().refuse = Some((h, Errno::ESRCH));
+    dev.poll();
+    dev.poll();
+    assert_eq!(k.last_call().replies.len(), 0);
+    assert_eq!(dev.outstanding(), 0);
+}
+
+#[test]
+fn shutdown_stops_asking_but_keeps_replying() {
+    let (k, mut dev) = device();
+    k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    dev.poll();
+    k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    dev.begin_shutdown();
+    dev.poll();
+    assert_eq!(
+        k.calls().len(),
+        1,
+        "nothing to send, nothing to ask: no ioctl"
+    );
+    assert!(!dev.is_drained());
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll();
+    let call = k.last_call();
+    assert_eq!((call.asked, call.replies.len()), (0, 1));
+    assert!(dev.is_drained());
+    assert_eq!(
+        k.state().queue.len(),
+        1,
+        "the new command stays with the kernel"
+    );
+}
+
+#[test]
+fn a_dead_fd_faults_the_device_and_drains_the_executor() {
+    let (k, mut dev) = device();
+    k.exec(SESS_A, &READ_10, SCST_DATA_READ, 4096, 0);
+    dev.poll();
+    k.state().fail_all = Some(Errno::ENODEV);
+    dev.poll();
+    assert_eq!(dev.fault(), Some(Errno::ENODEV));
+    let calls = k.calls().len();
+    assert!(!dev.is_drained());
+    dev.executor_mut().finish_all(Response::good(4096));
+    dev.poll();
+    dev.poll();
+    assert_eq!(k.calls().len(), calls, "no ioctl once faulted");
+    assert!(dev.is_drained());
+    assert_eq!(dev.pool().buffers_in_use(), 0);
+}
+
+#[test]
+fn other_errors_keep_the_replies_for_the_next_call() {
+    let (k, mut dev) = device();
+    let h = k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    dev.poll();
+    dev.executor_mut().finish_all(Response::good(0));
+    k.state().fail_all = Some(Errno::EINTR);
+    dev.poll();
+    assert_eq!(dev.fault(), None);
+    k.state().fail_all = None;
+    dev.poll();
+    let replies = k.last_call().replies;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].reply.cmd_h, h);
+    assert_eq!(dev.stats().snapshot().ioctl_errors, 1);
+}
+
+#[test]
+fn replies_are_coalesced_while_commands_execute() {
+    let config = ScstDeviceConfig {
+        budget: 32,
+        coalesce: CoalesceConfig {
+            batch: 4,
+            // Never expires during the test: only the other rules apply.
+            max_hold: Duration::from_secs(3600),
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
+    };
+    let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    let h: Vec<u32> = (0..6)
+        .map(|_| k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0))
+        .collect();
+    let alloc = k.queue(subcode::ALLOC_MEM, |c| {
+        c.set_alloc_cmd(&ScstUserScsiCmdAllocMem {
+            alloc_len: 4096,
+            ..Default::default()
+        })
+    });
+    dev.poll(); // nothing executing: exchange at once
+    assert_eq!(k.calls().len(), 1);
+    dev.poll(); // the ALLOC_MEM reply is urgent
+    assert_eq!(k.calls().len(), 2);
+    assert_eq!(k.last_call().replies[0].reply.cmd_h, alloc);
+    dev.poll(); // commands execute, nothing to send: no ioctl
+    for slot in 0..3 {
+        dev.executor_mut().finish(slot, Response::good(0));
+    }
+    dev.poll(); // 3 replies < 4
+    assert_eq!(k.calls().len(), 2);
+    dev.executor_mut().finish(3, Response::good(0));
+    dev.poll(); // 4 replies: one ioctl carries them
+    assert_eq!(k.calls().len(), 3);
+    let sent: Vec<u32> = k
+        .last_call()
+        .replies
+        .iter()
+        .map(|r| r.reply.cmd_h)
+        .collect();
+    assert_eq!(sent, h[..4]);
+    dev.executor_mut().finish(4, Response::good(0));
+    dev.poll();
+    assert_eq!(k.calls().len(), 3);
+    dev.executor_mut().finish(5, Response::good(0));
+    dev.poll(); // nothing executes any more: flush
+    assert_eq!(k.calls().len(), 4);
+    assert_eq!(k.last_call().replies.len(), 2);
+    assert!(dev.is_drained());
+}
+
+#[test]
+fn a_full_command_buffer_is_followed_by_another_exchange() {
+    let config = ScstDeviceConfig {
+        budget: 2,
+        coalesce: CoalesceConfig {
+            max_hold: Duration::from_secs(3600),
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
+    };
+    let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    for _ in 0..5 {
+        k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    }
+    for _ in 0..4 {
+        dev.poll();
+    }
+    let delivered: Vec<usize> = k.calls().iter().map(|c| c.delivered).collect();
+    assert_eq!(delivered, vec![2, 2, 1], "then no ioctl while they execute");
+    assert_eq!(dev.executing(), 5);
+}
+
+#[test]
+fn a_coalescing_window_holds_replies_even_when_nothing_executes() {
+    let config = ScstDeviceConfig {
+        budget: 32,
+        coalesce: CoalesceConfig {
+            batch: 4,
+            max_hold: Duration::ZERO,
+            // Never closes during the test: only the other rules apply.
+            window: Duration::from_secs(3600),
+        },
+        idle_poll_interval: Duration::ZERO,
+        ..ScstDeviceConfig::default()
+    };
+    let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    let h: Vec<u32> = (0..3)
+        .map(|_| k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0))
+        .collect();
+    dev.poll(); // nothing to send: the exchange fetches the three
+    assert_eq!(k.calls().len(), 1);
+    dev.executor_mut().finish_all(Response::good(0));
+    assert_eq!(dev.poll(), 3);
+    // Nothing executes any more, yet the three replies wait (fewer than the
+    // batch), and the device reports work so that its reactor stays awake.
+    assert_eq!(k.calls().len(), 1);
+    assert_eq!(dev.poll(), 1);
+    assert_eq!(k.calls().len(), 1);
+    assert!(!dev.is_drained());
+    // Draining sends them at once.
+    dev.begin_shutdown();
+    dev.poll();
+    assert_eq!(k.calls().len(), 2);
+    let sent: Vec<u32> = k
+        .last_call()
+        .replies
+        .iter()
+        .map(|r| r.reply.cmd_h)
+        .collect();
+    assert_eq!(sent, h);
+    assert!(dev.is_drained());
+    assert_eq!(dev.poll(), 0, "nothing held: the reactor may sleep");
+}
