@@ -10,7 +10,7 @@ use bdev::{
     IoRequest,
 };
 
-use super::super::{copy_from_iovs, copy_to_iovs};
+use super::super::memory::{copy_from_iovs, copy_to_iovs};
 
 #[derive(Debug, Clone)]
 pub(super) struct Rng(u64);

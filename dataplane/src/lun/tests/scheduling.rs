@@ -6,7 +6,8 @@ use bdev::{IoCompletion, IoOp};
 use crate::exec::{status, CommandExecutor, Response};
 use crate::scsi::ScsiError;
 
-use super::super::{tag, Lun};
+use super::super::task::tag;
+use super::super::Lun;
 use super::harness::{caps, cdb10, check, pattern, Harness};
 
 #[test]
