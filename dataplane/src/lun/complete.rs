@@ -1,16 +1,29 @@
-//! Completions: a bdev completion advances its task (the first error is
-//! kept, a checked piece is compared) and either finishes the task or queues
-//! it to stage more.
+//! Completions: a bdev completion ends its request's loan of memory,
+//! advances its task (the first error is kept, a checked piece is compared)
+//! and either finishes the task or queues it to stage more.
 
 use bdev::IoCompletion;
 
-use super::memory::first_difference;
-use super::step::{CheckStep, Compare, Step};
+use super::step::{Carries, CheckStep, Compare, Step};
 use super::task::{untag, Queued, TaskState};
 use super::Lun;
 use crate::scsi::{cdb, ScsiError};
 
 impl Lun {
+    /// Ends the loan of the memory a request of the task's current step
+    /// carried: the request completed, or the port refused it.
+    pub(super) fn end_loan(&mut self, slot: u32) {
+        let task = &mut self.tasks[slot as usize];
+        match task.step.carries() {
+            Carries::Nothing => {}
+            Carries::DataBuffer => task.data.give_back(),
+            Carries::ScratchChunk => {
+                let chunk = task.chunk.as_ref().expect("step holds a scratch chunk");
+                self.scratch.give_back(chunk);
+            }
+        }
+    }
+
     /// Handles one bdev completion. A tag that names no outstanding request
     /// of a live task is counted as stray and ignored.
     pub(super) fn complete(&mut self, completion: IoCompletion) {
@@ -26,6 +39,10 @@ impl Lun {
             return;
         }
         task.outstanding -= 1;
+        // The step that staged the request is still the task's step: it only
+        // moves on when nothing is outstanding.
+        self.end_loan(slot);
+        let task = &mut self.tasks[slot as usize];
         match completion.result {
             Err(error) => {
                 if task.error.is_none() {
@@ -35,24 +52,25 @@ impl Lun {
             }
             Ok(()) => {
                 if let Step::Check(check) = task.step {
-                    let chunk = task.chunk.expect("check step holds a scratch chunk");
-                    // SAFETY: the only request on this chunk (one piece at a
-                    // time) has just completed.
-                    let memory = unsafe { self.scratch.chunk(chunk) };
-                    let got = &memory[..check.piece as usize * bs];
+                    let chunk = task
+                        .chunk
+                        .as_ref()
+                        .expect("check step holds a scratch chunk");
+                    // The only request on this chunk (one piece at a time)
+                    // has just completed.
+                    let got = &self.scratch.bytes(chunk)[..check.piece as usize * bs];
                     let start = check.done as usize * bs;
+                    // The data buffer holds the compared bytes (checked
+                    // against `data_out_len`; one block for SameBlock).
                     let mismatch = match check.compare {
                         Compare::Nothing => None,
-                        Compare::Bytes { buf_offset } => {
-                            // SAFETY: the data buffer holds the compared bytes
-                            // (checked against `data_out_len`) and is valid
-                            // until the response.
-                            unsafe { first_difference(&task.iovs, buf_offset + start, got) }
-                                .map(|at| start + at)
-                        }
+                        Compare::Bytes { buf_offset } => task
+                            .data
+                            .first_difference(buf_offset + start, got)
+                            .map(|at| start + at),
                         Compare::SameBlock => got.chunks(bs).enumerate().find_map(|(i, block)| {
-                            // SAFETY: as above; the buffer holds one block.
-                            unsafe { first_difference(&task.iovs, 0, block) }
+                            task.data
+                                .first_difference(0, block)
                                 .map(|at| start + i * bs + at)
                         }),
                     };

@@ -3,16 +3,46 @@
 //!
 //! [`Lun`] implements [`CommandExecutor`]. Emulated commands (INQUIRY, MODE
 //! SENSE, ...) are answered inside `submit`; media commands become
-//! [`IoRequest`]s staged on the port. Every response is delivered by `poll`,
-//! in the order the commands finished.
+//! [`IoRequest`](bdev::IoRequest)s staged on the port. Every response is
+//! delivered by `poll`, in the order the commands finished.
+//!
+//! # Contract
+//! - Single-threaded: a unit belongs to its frontend's poller (it is `Send`,
+//!   so it can be built on one thread and moved to its reactor).
+//! - No allocation, lock or syscall per command: task slots, their iovec
+//!   arrays, the queues, the scratch memory and the response buffers are
+//!   preallocated by [`Lun::new`] (an iovec list longer than any before
+//!   grows its slot's array once).
+//! - A slot is busy from `submit` until `poll` delivers its response; each
+//!   `submit` gets exactly one response, BUSY included.
+//! - The data buffer is only accessed between `submit` and the task's
+//!   finish, which comes before its response is delivered, and never while
+//!   a bdev request holding it is in flight.
+//! - Dropped while requests are outstanding, the unit leaks the memory they
+//!   hold (iovec arrays, scratch chunks) rather than free it under the bdev.
+//!
+//! # Layout
+//! - `config`: [`LunConfig`] and its validation;
+//! - `task`: the task slots and request tags; `step`: the steps of a job;
+//! - `plan`: starting a command (decode, emulate, or plan its steps);
+//! - `schedule`: the queues, COMPARE AND WRITE's exclusion, finishing;
+//! - `stage`: steps into bdev requests, one function per kind of step;
+//! - `complete`: bdev completions into progress and responses;
+//! - `memory`: the data buffer and the scratch chunks, the only `unsafe`
+//!   code of the unit besides the call in `submit` that hands the
+//!   frontend's promise over to the data buffer.
 //!
 //! # Tasks
-//! A task slot holds a copy of the CDB and of the data buffer's iovec list,
-//! the command's job (a sequence of at most two steps, e.g. "read and
-//! compare, then write" for COMPARE AND WRITE), the number of its requests
-//! outstanding in the bdev and its first error. Request tags carry the slot
-//! in bits 0-31 and a per-slot generation in bits 32-47 (within
-//! [`PORT_TAG_MASK`]).
+//! A task slot holds a copy of the CDB, the command's data buffer (the
+//! frontend's memory, attached at `submit` and detached when the task
+//! finishes), the command's job (a sequence of at most two steps, e.g.
+//! "read and compare, then write" for COMPARE AND WRITE), the number of its
+//! requests outstanding in the bdev and its first error. Request tags carry
+//! the slot in bits 0-31 and a per-slot generation in bits 32-47 (within
+//! [`PORT_TAG_MASK`](crate::port::PORT_TAG_MASK)). A request that carries
+//! memory (the data buffer or the task's scratch chunk) holds a loan of it
+//! from staging to completion; a task finishes only when none of its
+//! requests is outstanding, so when it holds no loan.
 //!
 //! # Scheduling
 //! - Tasks that want to stage requests wait in one FIFO (`ready`). Only its
@@ -102,6 +132,11 @@ pub struct LunStats {
 }
 
 /// A SCSI logical unit over one [`BdevPort`]. See the module docs.
+///
+/// Invariants: `in_flight` is the number of `submit`s whose response has
+/// not been delivered (slots not free, plus queued BUSY answers); a slot is
+/// in at most one of `ready`, `scratch_wait` and `done`; `exclusive` names
+/// the active COMPARE AND WRITE that has the unit to itself, if any.
 pub struct Lun {
     unit: UnitInfo,
     mode: ModeState,
@@ -110,16 +145,25 @@ pub struct Lun {
     max_unmap_piece: u32,
     /// The bdev writes zeroes natively.
     write_zeroes: bool,
+    /// The task slots, indexed by slot number; never resized.
     tasks: Vec<Task>,
+    /// Tasks that want to stage requests, in FIFO order.
     ready: VecDeque<u32>,
+    /// Tasks waiting for a scratch chunk, in FIFO order.
     scratch_wait: VecDeque<u32>,
+    /// Finished tasks whose responses `poll` delivers next.
     done: VecDeque<u32>,
+    /// Slots answered BUSY at `submit`.
     rejected: VecDeque<u32>,
     /// The COMPARE AND WRITE running alone.
     exclusive: Option<u32>,
     scratch: Scratch,
+    /// Where emulated responses are built.
     response_buf: Box<[u8; RESPONSE_BUFFER_LEN]>,
+    /// The parameter list of MODE SELECT and UNMAP, copied out of the data
+    /// buffer.
     param_buf: Box<[u8]>,
+    /// Completions taken from the port in one `poll`.
     completions: Vec<IoCompletion>,
     in_flight: usize,
     stats: LunStats,
@@ -211,7 +255,7 @@ impl Lun {
     }
 
     fn chunk_blocks(&self) -> u32 {
-        (self.scratch.chunk_len / self.block_size()) as u32
+        (self.scratch.chunk_len() / self.block_size()) as u32
     }
 }
 
@@ -236,9 +280,11 @@ impl CommandExecutor for Lun {
         self.in_flight += 1;
         let task = &mut self.tasks[slot as usize];
         task.begin(cdb_bytes);
-        task.iovs.clear();
-        task.iovs.extend_from_slice(data);
-        task.buf_len = data.iter().map(|iov| iov.len).sum();
+        // SAFETY: this function's contract: the memory named by `data` stays
+        // valid, and the frontend does not touch it, until the response for
+        // `slot` is delivered; the task detaches the buffer when it finishes,
+        // before that. The slot was free, so its buffer is not lent.
+        unsafe { task.data.attach(data) };
         self.start(slot, cdb_bytes);
     }
 
@@ -291,17 +337,5 @@ impl CommandExecutor for Lun {
 
     fn in_flight(&self) -> usize {
         self.in_flight
-    }
-}
-
-impl Drop for Lun {
-    fn drop(&mut self) {
-        if self.port.outstanding() > 0 {
-            // A bdev may still read or write the scratch memory and the
-            // tasks' iovec arrays: leak them rather than free memory under it.
-            std::mem::forget(std::mem::take(&mut self.scratch.memory));
-            std::mem::forget(std::mem::take(&mut self.scratch.iovs));
-            std::mem::forget(std::mem::take(&mut self.tasks));
-        }
     }
 }

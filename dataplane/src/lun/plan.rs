@@ -4,7 +4,6 @@
 
 use bdev::IoOp;
 
-use super::memory::{copy_from_iovs, copy_to_iovs, scan_iovs};
 use super::step::{Compare, FillHow, FillStep, FlushStep, Step, UnmapStep};
 use super::Lun;
 use crate::scsi::{self, cdb, unmap, ByteCheck, Command, ScsiError};
@@ -26,7 +25,7 @@ impl Lun {
             Err(error) => return self.fail_now(slot, error),
         };
         let task = &self.tasks[slot as usize];
-        let buf_len = task.buf_len as u64;
+        let buf_len = task.data.len() as u64;
         let bs = self.unit.block_size;
         // Data-out must be supplied in full.
         if cdb::data_out_len(&command, bs) > buf_len {
@@ -48,10 +47,8 @@ impl Lun {
             Command::ModeSelect { param_len, .. } => param_len as usize,
             _ => 0,
         };
-        // SAFETY: the submit contract keeps the data buffer valid and
-        // untouched by the frontend until the response is delivered;
         // `param_len <= buf_len` was checked and fits `param_buf` (16 bits).
-        let copied = unsafe { copy_from_iovs(&task.iovs, 0, &mut self.param_buf[..param_len]) };
+        let copied = task.data.read_at(0, &mut self.param_buf[..param_len]);
         debug_assert_eq!(copied, param_len);
         match scsi::emulate(
             command,
@@ -61,9 +58,9 @@ impl Lun {
             &mut self.response_buf,
         ) {
             Ok(len) => {
-                // SAFETY: as above; the buffer is data-in space of the command.
-                let written = unsafe { copy_to_iovs(&task.iovs, 0, &self.response_buf[..len]) };
-                self.tasks[slot as usize].data_in_len = written as u32;
+                let task = &mut self.tasks[slot as usize];
+                let written = task.data.write_at(0, &self.response_buf[..len]);
+                task.data_in_len = written as u32;
                 self.finish(slot);
             }
             Err(error) => self.fail_now(slot, error),
@@ -83,7 +80,7 @@ impl Lun {
         match command {
             Command::Read { lba, blocks, .. } => {
                 // A short buffer reads the whole blocks that fit.
-                let fit = (task.buf_len / bs).min(blocks as usize) as u32;
+                let fit = (task.data.len() / bs).min(blocks as usize) as u32;
                 if fit > 0 {
                     task.data_in_len = (fit as usize * bs) as u32;
                     task.step = Step::transfer(IoOp::Read, lba, fit, false, 0);
@@ -144,15 +141,9 @@ impl Lun {
                 unmap,
                 ndob,
             } => {
-                // SAFETY: the data buffer holds at least one block (checked
-                // against `data_out_len`) and stays valid until the response.
-                let zero = ndob
-                    || unsafe {
-                        scan_iovs(&task.iovs, 0, bs, |_, run| {
-                            run.iter().any(|&b| b != 0).then_some(())
-                        })
-                    }
-                    .is_none();
+                // Without NDOB the data buffer holds the block (checked
+                // against `data_out_len`).
+                let zero = ndob || task.data.is_zero(0, bs);
                 let (can_unmap, unmap_zeroes) = unit_caps;
                 let how = if zero && unmap && can_unmap && unmap_zeroes {
                     FillHow::Unmap
@@ -173,8 +164,8 @@ impl Lun {
             }
             Command::Unmap { param_len } if param_len > 0 => {
                 let param_len = param_len as usize;
-                // SAFETY: as above; `param_len <= buf_len` was checked.
-                unsafe { copy_from_iovs(&task.iovs, 0, &mut self.param_buf[..param_len]) };
+                // `param_len <= buf_len` was checked.
+                task.data.read_at(0, &mut self.param_buf[..param_len]);
                 match unmap::validate(&self.param_buf[..param_len], &self.unit) {
                     Ok(count) if count > 0 => {
                         task.step = Step::Unmap(UnmapStep {

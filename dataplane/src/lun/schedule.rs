@@ -30,9 +30,7 @@ impl Lun {
         }
         if task.step.needs_scratch() || task.next.needs_scratch() {
             if self.scratch_wait.is_empty() {
-                if let Some(chunk) = self.scratch.free.pop() {
-                    task.chunk = Some(chunk);
-                }
+                task.chunk = self.scratch.take();
             }
             if task.chunk.is_none() {
                 task.queued = Queued::Scratch;
@@ -128,8 +126,8 @@ impl Lun {
         }
     }
 
-    /// Finishes a task: builds its response, releases its scratch chunk and
-    /// queues it for delivery.
+    /// Finishes a task: detaches its data buffer, builds its response,
+    /// releases its scratch chunk and queues it for delivery.
     pub(super) fn finish(&mut self, slot: u32) {
         let format = self.sense_format();
         let task = &mut self.tasks[slot as usize];
@@ -147,8 +145,9 @@ impl Lun {
         if self.exclusive == Some(slot) {
             self.exclusive = None;
         }
+        task.data.detach();
         if let Some(chunk) = task.chunk.take() {
-            self.scratch.free.push(chunk);
+            self.scratch.put(chunk);
             self.grant_scratch();
         }
         self.done.push_back(slot);
@@ -156,13 +155,12 @@ impl Lun {
 
     /// Gives free scratch chunks to waiting tasks, in order.
     fn grant_scratch(&mut self) {
-        while !self.scratch.free.is_empty() {
+        while self.scratch.has_free() {
             let Some(slot) = self.scratch_wait.pop_front() else {
                 break;
             };
-            let chunk = self.scratch.free.pop();
             let task = &mut self.tasks[slot as usize];
-            task.chunk = chunk;
+            task.chunk = self.scratch.take();
             task.queued = Queued::Ready;
             self.ready.push_back(slot);
         }

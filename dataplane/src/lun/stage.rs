@@ -2,10 +2,13 @@
 //! one function per kind of step. Each stages at most one request and says
 //! what happened; [`Lun::stage_step`] repeats until the step has nothing
 //! more to stage now or the port is full.
+//!
+//! A request that carries memory takes a loan of it (the data buffer's or
+//! the scratch chunk's) when it is built; if the port refuses the request,
+//! the loan ends at once, before the step changes.
 
 use bdev::{IoOp, IoRequest, SgList};
 
-use super::memory::{copy_from_iovs, slice_iovs};
 use super::step::{CheckStep, FillHow, FillStep, FlushStep, Step, TransferStep, UnmapStep};
 use super::task::tag;
 use super::Lun;
@@ -80,24 +83,12 @@ impl Lun {
         if transfer.staged {
             return Staged::Nothing;
         }
-        let bs = self.block_size();
-        let task = &mut self.tasks[slot as usize];
+        let len = transfer.blocks as usize * self.block_size();
+        let data = &mut self.tasks[slot as usize].data;
         let sgl = if transfer.buf_offset == 0 {
-            // SAFETY: the task's iovecs are not modified until the task is
-            // delivered, which is after this request completes; the memory
-            // they name stays valid by the submit contract.
-            unsafe { SgList::from_slice(&task.iovs) }
+            data.lend()
         } else {
-            slice_iovs(
-                &task.iovs,
-                transfer.buf_offset,
-                transfer.blocks as usize * bs,
-                &mut task.sub_iovs,
-            );
-            // SAFETY: as above, for `sub_iovs`, which is only rebuilt when a
-            // new request is staged, after this one completed (one Transfer
-            // per step).
-            unsafe { SgList::from_slice(&task.sub_iovs) }
+            data.lend_range(transfer.buf_offset, len)
         };
         let TransferStep {
             op,
@@ -107,6 +98,7 @@ impl Lun {
             ..
         } = transfer;
         if !self.stage(slot, op, lba, blocks, fua, sgl) {
+            self.end_loan(slot);
             return Staged::PortFull;
         }
         self.tasks[slot as usize].step = Step::Transfer(TransferStep {
@@ -144,15 +136,14 @@ impl Lun {
         if check.piece > 0 || check.done == check.blocks {
             return Staged::Nothing;
         }
-        let chunk_blocks = self.chunk_blocks();
-        let task = &self.tasks[slot as usize];
-        let chunk = task.chunk.expect("check step holds a scratch chunk");
-        let n = (check.blocks - check.done).min(chunk_blocks);
-        // SAFETY: the chunk is lent to this task alone until it finishes, and
-        // stays allocated while requests are outstanding (see `Drop`).
-        let sgl = unsafe { SgList::from_raw(&self.scratch.iovs[chunk as usize], 1) };
+        let n = (check.blocks - check.done).min(self.chunk_blocks());
+        let chunk = self.tasks[slot as usize].chunk.as_ref();
+        let sgl = self
+            .scratch
+            .lend_to_fill(chunk.expect("check step holds a scratch chunk"));
         let lba = check.lba + u64::from(check.done);
         if !self.stage(slot, IoOp::Read, lba, n, false, sgl) {
+            self.end_loan(slot);
             return Staged::PortFull;
         }
         self.tasks[slot as usize].step = Step::Check(CheckStep { piece: n, ..check });
@@ -173,9 +164,8 @@ impl Lun {
         while left == 0 && next < count {
             let mut bytes = [0u8; unmap::DESCRIPTOR_LEN];
             let at = unmap::HEADER_LEN + next as usize * unmap::DESCRIPTOR_LEN;
-            // SAFETY: the parameter list was validated from this buffer, which
-            // the submit contract keeps valid.
-            unsafe { copy_from_iovs(&task.iovs, at, &mut bytes) };
+            // The parameter list was validated from this buffer.
+            task.data.read_at(at, &mut bytes);
             let descriptor = unmap::Descriptor::decode(&bytes);
             lba = descriptor.lba;
             left = u64::from(descriptor.blocks);
@@ -233,14 +223,14 @@ impl Lun {
                 filled,
             } => {
                 let task = &self.tasks[slot as usize];
-                let chunk = task.chunk.expect("pattern fill holds a scratch chunk");
+                let chunk = task.chunk.as_ref();
+                let chunk = chunk.expect("pattern fill holds a scratch chunk");
                 if !filled {
-                    // SAFETY: no request on this chunk is outstanding yet (the
-                    // pattern is written before the first write is staged).
-                    let memory = unsafe { self.scratch.chunk(chunk) };
+                    // The pattern is written before the first write is staged.
+                    let memory = self.scratch.bytes_mut(chunk);
                     if from_buffer {
-                        // SAFETY: the data buffer holds a block.
-                        unsafe { copy_from_iovs(&task.iovs, 0, &mut memory[..bs]) };
+                        // The data buffer holds a block.
+                        task.data.read_at(0, &mut memory[..bs]);
                     } else {
                         memory[..bs].fill(0);
                     }
@@ -251,9 +241,8 @@ impl Lun {
                         have += n;
                     }
                 }
-                // SAFETY: as for the check step; writes only read the chunk,
-                // so several may share it.
-                let sgl = unsafe { SgList::from_raw(&self.scratch.iovs[chunk as usize], 1) };
+                // Writes only read the chunk, so several may share it.
+                let sgl = self.scratch.lend_to_write(chunk);
                 (
                     IoOp::Write,
                     fill.left.min(u64::from(chunk_blocks)) as u32,
@@ -267,6 +256,9 @@ impl Lun {
         };
         let fua = fill.fua && op != IoOp::Unmap;
         let staged = self.stage(slot, op, fill.lba, n, fua, sgl);
+        if !staged {
+            self.end_loan(slot);
+        }
         let n = if staged { u64::from(n) } else { 0 };
         self.tasks[slot as usize].step = Step::Fill(FillStep {
             how,

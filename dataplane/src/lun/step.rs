@@ -86,6 +86,17 @@ pub(super) struct FillStep {
     pub(super) fua: bool,
 }
 
+/// The memory the requests of a step carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Carries {
+    /// None (flush, unmap, write zeroes).
+    Nothing,
+    /// The task's data buffer.
+    DataBuffer,
+    /// The task's scratch chunk.
+    ScratchChunk,
+}
+
 /// One step of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
@@ -139,13 +150,20 @@ impl Step {
 
     /// Whether the step works through a scratch chunk.
     pub(super) fn needs_scratch(&self) -> bool {
-        matches!(
-            self,
+        self.carries() == Carries::ScratchChunk
+    }
+
+    /// The memory the step's requests carry, and so the loan a completion
+    /// of one of them ends.
+    pub(super) fn carries(&self) -> Carries {
+        match self {
+            Step::Transfer(_) => Carries::DataBuffer,
             Step::Check(_)
-                | Step::Fill(FillStep {
-                    how: FillHow::Pattern { .. },
-                    ..
-                })
-        )
+            | Step::Fill(FillStep {
+                how: FillHow::Pattern { .. },
+                ..
+            }) => Carries::ScratchChunk,
+            Step::Idle | Step::Flush(_) | Step::Unmap(_) | Step::Fill(_) => Carries::Nothing,
+        }
     }
 }

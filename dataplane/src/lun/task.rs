@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-use bdev::IoVec;
-
+use super::memory::{ChunkId, DataBuffer};
 use super::step::Step;
 use crate::exec::Response;
 use crate::port::PORT_TAG_MASK;
@@ -34,20 +33,20 @@ pub(super) enum Queued {
 /// One task slot.
 ///
 /// Invariants: `outstanding` counts the bdev requests of this task staged
-/// and not yet completed; the task finishes (response built, scratch chunk
-/// released) only when it is 0. `queued` says which queue holds the slot,
-/// and a slot is in at most one queue.
+/// and not yet completed; the task finishes (data buffer detached, response
+/// built, scratch chunk released) only when it is 0. Each outstanding
+/// request that carries memory holds a loan of the data buffer or of the
+/// chunk, as its step says ([`Step::carries`]). `queued` says which queue
+/// holds the slot, and a slot is in at most one queue.
 pub(super) struct Task {
     pub(super) state: TaskState,
     /// Bumped at every `submit`; carried in request tags so that a
     /// completion for an earlier command of this slot is recognised.
     pub(super) generation: u16,
     pub(super) cdb: [u8; cdb::MAX_CDB_LEN],
-    pub(super) iovs: Vec<IoVec>,
-    pub(super) buf_len: usize,
-    /// A sub-range of the data buffer for a request that does not start at
-    /// its beginning (the write of COMPARE AND WRITE).
-    pub(super) sub_iovs: Vec<IoVec>,
+    /// The command's data buffer: attached at `submit`, detached when the
+    /// task finishes.
+    pub(super) data: DataBuffer,
     pub(super) step: Step,
     pub(super) next: Step,
     /// COMPARE AND WRITE: must run alone.
@@ -59,7 +58,7 @@ pub(super) struct Task {
     pub(super) queued: Queued,
     /// The scratch chunk the task holds, from when it got one until it
     /// finishes.
-    pub(super) chunk: Option<u32>,
+    pub(super) chunk: Option<ChunkId>,
     pub(super) data_in_len: u32,
     /// Built when the task finishes; delivered by `poll`.
     pub(super) response: Response,
@@ -79,10 +78,6 @@ impl fmt::Debug for Task {
     }
 }
 
-/// Iovecs a task holds without growing its arrays; a longer list grows them
-/// once (their capacity is kept), so steady state does not allocate.
-const INITIAL_IOVS: usize = 8;
-
 impl Task {
     /// A free slot, its arrays preallocated.
     pub(super) fn new() -> Self {
@@ -90,9 +85,7 @@ impl Task {
             state: TaskState::Free,
             generation: 0,
             cdb: [0; cdb::MAX_CDB_LEN],
-            iovs: Vec::with_capacity(INITIAL_IOVS),
-            buf_len: 0,
-            sub_iovs: Vec::with_capacity(INITIAL_IOVS),
+            data: DataBuffer::new(),
             step: Step::Idle,
             next: Step::Idle,
             exclusive: false,
@@ -107,7 +100,7 @@ impl Task {
     }
 
     /// Makes a free slot active for the command `cdb` (the data buffer is
-    /// set apart, at the `submit` boundary).
+    /// attached separately, at the `submit` boundary).
     pub(super) fn begin(&mut self, cdb: &[u8]) {
         self.state = TaskState::Active;
         self.generation = self.generation.wrapping_add(1);

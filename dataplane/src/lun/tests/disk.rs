@@ -10,7 +10,7 @@ use bdev::{
     IoRequest,
 };
 
-use super::super::memory::{copy_from_iovs, copy_to_iovs};
+use super::super::memory::DataBuffer;
 
 #[derive(Debug, Clone)]
 pub(super) struct Rng(u64);
@@ -162,6 +162,16 @@ struct TestChannel {
     chosen: Vec<IoRequest>,
 }
 
+/// The memory `request` carries, for the bdev's copy.
+fn request_memory(request: &IoRequest) -> DataBuffer {
+    let mut memory = DataBuffer::new();
+    // SAFETY: the Lun lends the SgList's memory to this request alone until
+    // it completes, which is right after the copy; the buffer is dropped
+    // before that.
+    unsafe { memory.attach(request.sgl.iovs()) };
+    memory
+}
+
 fn execute(s: &mut DiskState, request: &IoRequest) -> Result<(), IoError> {
     check_request(&s.geometry, request)?;
     // A whole-device flush (0/0) still matches faults at its LBA.
@@ -178,15 +188,11 @@ fn execute(s: &mut DiskState, request: &IoRequest) -> Result<(), IoError> {
     match request.op {
         IoOp::Read => {
             let src = &s.data[at..at + len];
-            // SAFETY: the Lun guarantees the SgList names valid, unaliased
-            // memory until this request completes (which is right after).
-            let copied = unsafe { copy_to_iovs(request.sgl.iovs(), 0, src) };
+            let copied = request_memory(request).write_at(0, src);
             assert_eq!(copied, len);
         }
         IoOp::Write => {
-            // SAFETY: as above; a write's buffer is only read.
-            let copied =
-                unsafe { copy_from_iovs(request.sgl.iovs(), 0, &mut s.data[at..at + len]) };
+            let copied = request_memory(request).read_at(0, &mut s.data[at..at + len]);
             assert_eq!(copied, len);
         }
         IoOp::Flush => {}
