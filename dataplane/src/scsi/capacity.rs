@@ -38,7 +38,7 @@ pub fn read_capacity_16(unit: &UnitInfo, out: &mut [u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_unit;
+    use super::super::unit::test_unit;
     use super::*;
 
     #[test]

@@ -149,7 +149,8 @@ fn logical_block_provisioning(unit: &UnitInfo, out: &mut [u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{test_unit, RESPONSE_BUFFER_LEN};
+    use super::super::unit::test_unit;
+    use super::super::RESPONSE_BUFFER_LEN;
     use super::*;
 
     fn page(unit: &UnitInfo, code: u8) -> Vec<u8> {

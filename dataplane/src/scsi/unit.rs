@@ -2,7 +2,7 @@
 //! capabilities and limits ([`UnitInfo`], fixed for its life) and the mode
 //! parameters a MODE SELECT may change ([`ModeState`]).
 
-use super::sense::SenseFormat;
+use super::sense::{ScsiError, SenseFormat};
 
 /// Immutable description of a logical unit, as advertised by INQUIRY, READ
 /// CAPACITY, the VPD pages and the mode pages, and enforced by the decoder.
@@ -75,10 +75,10 @@ impl UnitInfo {
     /// Checks that `blocks` blocks at `lba` lie on the unit: the LBA itself
     /// must exist (even for zero blocks) and the range must end by the last
     /// block.
-    pub fn check_range(&self, lba: u64, blocks: u64) -> Result<(), super::ScsiError> {
+    pub fn check_range(&self, lba: u64, blocks: u64) -> Result<(), ScsiError> {
         match lba.checked_add(blocks) {
             Some(end) if lba < self.num_blocks && end <= self.num_blocks => Ok(()),
-            _ => Err(super::ScsiError::LbaOutOfRange),
+            _ => Err(ScsiError::LbaOutOfRange),
         }
     }
 }
@@ -131,6 +131,31 @@ impl ModeState {
             current: default,
             default,
         }
+    }
+}
+
+/// The unit the unit tests of the `scsi` modules use.
+#[cfg(test)]
+pub(crate) fn test_unit() -> UnitInfo {
+    UnitInfo {
+        vendor: ascii_field("TESTVEND"),
+        product: ascii_field("TEST PRODUCT"),
+        revision: ascii_field("1.0"),
+        serial: "SER12345".into(),
+        lu_id: 0x0123_4567_89AB_CDEF,
+        ieee_company_id: 0x001405,
+        block_size: 512,
+        num_blocks: 1 << 20,
+        read_only: false,
+        volatile_cache: true,
+        unmap: true,
+        unmap_reads_zeroes: true,
+        optimal_granularity_blocks: 16,
+        max_transfer_blocks: 2048,
+        max_unmap_lba_count: 0x10000,
+        max_unmap_descriptors: 4,
+        max_write_same_blocks: 0x8000,
+        max_compare_write_blocks: 8,
     }
 }
 

@@ -84,7 +84,7 @@ pub fn validate(list: &[u8], unit: &UnitInfo) -> Result<u32, ScsiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_unit;
+    use super::super::unit::test_unit;
     use super::*;
 
     fn list(descriptors: &[(u64, u32)]) -> Vec<u8> {

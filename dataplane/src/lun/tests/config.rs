@@ -1,0 +1,141 @@
+//! Tests: the configuration defaults and their validation.
+
+use bdev::{Capabilities, Geometry};
+
+use crate::port::port_pair;
+
+use super::super::{Lun, LunConfig, MAX_TASKS};
+use super::harness::caps;
+
+#[test]
+fn config_defaults() {
+    let geometry = Geometry {
+        block_size: 4096,
+        num_blocks: 1 << 20,
+    };
+    let config = LunConfig::new(geometry, caps());
+    assert_eq!(config.max_transfer_bytes, 256 * 4096 / 256 * 256); // 1 MiB
+    assert_eq!(config.scratch_chunk_bytes, 256 * 1024);
+    assert_eq!(config.num_blocks, 1 << 20);
+    assert!(config.write_cache);
+    let unit = config.validate().unwrap();
+    assert_eq!(unit.serial, "0000000000000001");
+    assert_eq!(&unit.vendor, b"DATAPLN ");
+    assert_eq!(unit.max_transfer_blocks, 256);
+    // A bdev with a small transfer limit lowers the defaults.
+    let small = LunConfig::new(
+        geometry,
+        Capabilities {
+            max_transfer_blocks: 8,
+            ..caps()
+        },
+    );
+    assert_eq!(small.max_transfer_bytes, 8 * 4096);
+    assert_eq!(small.scratch_chunk_bytes, 8 * 4096);
+    assert!(small.validate().is_ok());
+    // Null bdev: no volatile cache, so no write cache.
+    let null = bdev::null::NullBdev::new("n", 512, 1000).unwrap();
+    let config = LunConfig::for_bdev(&null);
+    assert!(!config.write_cache);
+    assert!(config.validate().is_ok());
+}
+
+#[test]
+fn config_validation() {
+    let base = LunConfig::new(
+        Geometry {
+            block_size: 512,
+            num_blocks: 1000,
+        },
+        caps(),
+    );
+    type Change = Box<dyn Fn(&mut LunConfig)>;
+    let cases: Vec<(&str, Change)> = vec![
+        ("vendor", Box::new(|c| c.vendor = "TOO LONG V".into())),
+        ("vendor", Box::new(|c| c.vendor = String::new())),
+        ("product", Box::new(|c| c.product = "x".repeat(17))),
+        ("revision", Box::new(|c| c.revision = "é".into())),
+        ("serial", Box::new(|c| c.serial = "has space".into())),
+        ("serial", Box::new(|c| c.serial = "s".repeat(129))),
+        ("ieee_company_id", Box::new(|c| c.ieee_company_id = 1 << 24)),
+        ("num_blocks", Box::new(|c| c.num_blocks = 1001)),
+        ("num_blocks", Box::new(|c| c.num_blocks = 0)),
+        (
+            "block size",
+            Box::new(|c| c.bdev_geometry.block_size = 1000),
+        ),
+        (
+            "write_cache",
+            Box::new(|c| {
+                c.capabilities.volatile_cache = false;
+                c.write_cache = true;
+            }),
+        ),
+        (
+            "max_transfer_bytes",
+            Box::new(|c| c.max_transfer_bytes = 1000),
+        ),
+        (
+            "max_transfer_bytes",
+            Box::new(|c| c.max_transfer_bytes = 257 * 512),
+        ),
+        (
+            "max_compare_write_blocks",
+            Box::new(|c| c.max_compare_write_blocks = 0),
+        ),
+        (
+            "max_compare_write_blocks",
+            Box::new(|c| {
+                c.max_transfer_bytes = 4096;
+                c.max_compare_write_blocks = 9;
+            }),
+        ),
+        (
+            "max_unmap_descriptors",
+            Box::new(|c| c.max_unmap_descriptors = 0),
+        ),
+        (
+            "max_unmap_descriptors",
+            Box::new(|c| c.max_unmap_descriptors = 4096),
+        ),
+        (
+            "max_unmap_lba_count",
+            Box::new(|c| c.max_unmap_lba_count = 0),
+        ),
+        (
+            "max_write_same_blocks",
+            Box::new(|c| c.max_write_same_blocks = 0),
+        ),
+        ("max_tasks", Box::new(|c| c.max_tasks = 0)),
+        ("max_tasks", Box::new(|c| c.max_tasks = MAX_TASKS + 1)),
+        (
+            "scratch_chunk_bytes",
+            Box::new(|c| c.scratch_chunk_bytes = 1000),
+        ),
+        (
+            "scratch_chunk_bytes",
+            Box::new(|c| c.scratch_chunk_bytes = 257 * 512),
+        ),
+        (
+            "scratch_bytes",
+            Box::new(|c| c.scratch_bytes = c.scratch_chunk_bytes - 1),
+        ),
+    ];
+    for (field, change) in cases {
+        let mut config = base.clone();
+        change(&mut config);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains(field), "{field}: {error}");
+        let (port, _end) = port_pair(4).unwrap();
+        assert!(Lun::new(config, port).is_err());
+    }
+    // Unmap limits do not matter when the bdev cannot unmap.
+    let mut config = base.clone();
+    config.capabilities.unmap = false;
+    config.max_unmap_descriptors = 0;
+    let unit = config.validate().unwrap();
+    assert_eq!(
+        (unit.max_unmap_descriptors, unit.max_unmap_lba_count),
+        (0, 0)
+    );
+}

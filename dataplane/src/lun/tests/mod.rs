@@ -1,0 +1,18 @@
+//! Tests of the logical unit, by topic. They drive a [`Lun`](super::Lun)
+//! through its [`CommandExecutor`](crate::exec::CommandExecutor) contract
+//! over the test disk ([`disk`]) with the [`harness`].
+
+mod disk;
+mod harness;
+
+mod abort;
+mod compare_and_write;
+mod config;
+mod emulated;
+mod fuzz;
+mod model;
+mod read_write;
+mod real_bdevs;
+mod scheduling;
+mod verify;
+mod write_same_unmap;

@@ -1,0 +1,266 @@
+//! The commands answered without bdev I/O: [`emulate`] builds their
+//! response data (INQUIRY, MODE SENSE/SELECT, READ CAPACITY, REQUEST SENSE,
+//! REPORT SUPPORTED OPERATION CODES, and the commands with no data at all).
+
+use super::command::Command;
+use super::sense::{self, ScsiError};
+use super::unit::{ModeState, UnitInfo};
+use super::{capacity, inquiry, mode, opcodes};
+
+/// Size of the buffer emulated responses are built in: larger than the
+/// longest response (REPORT SUPPORTED OPERATION CODES with timeouts
+/// descriptors, about 600 bytes).
+pub const RESPONSE_BUFFER_LEN: usize = 1024;
+
+/// Writes REQUEST SENSE parameter data: the unit never holds pending sense
+/// (sense is always returned with the failing command), so this is NO SENSE,
+/// 00/00, in fixed format (18 bytes) or, with DESC, descriptor format (8
+/// bytes). Returns the length.
+pub fn request_sense_data(descriptor: bool, out: &mut [u8]) -> usize {
+    if descriptor {
+        out[..8].copy_from_slice(&[0x72, 0, 0, 0, 0, 0, 0, 0]);
+        8
+    } else {
+        let data = &mut out[..sense::FIXED_SENSE_LEN];
+        data.fill(0);
+        data[0] = 0x70;
+        data[7] = (sense::FIXED_SENSE_LEN - 8) as u8;
+        sense::FIXED_SENSE_LEN
+    }
+}
+
+/// Executes an emulated command (see [`Command::is_emulated`]).
+///
+/// `data_out` is the parameter list of MODE SELECT (exactly PARAMETER LIST
+/// LENGTH bytes; empty for other commands). The response is built in `out`;
+/// the returned length is already cut to the command's allocation length
+/// (READ CAPACITY (10) has none and returns 8 bytes). A media command given
+/// here returns INTERNAL TARGET FAILURE.
+pub fn emulate(
+    command: &Command,
+    unit: &UnitInfo,
+    mode: &mut ModeState,
+    data_out: &[u8],
+    out: &mut [u8; RESPONSE_BUFFER_LEN],
+) -> Result<usize, ScsiError> {
+    let (len, alloc_len) = match *command {
+        Command::TestUnitReady
+        | Command::StartStopUnit { .. }
+        | Command::PreventAllowMediumRemoval => (0, 0),
+        Command::RequestSense {
+            descriptor,
+            alloc_len,
+        } => (request_sense_data(descriptor, out), alloc_len),
+        Command::Inquiry {
+            evpd,
+            page,
+            alloc_len,
+        } => {
+            let len = if evpd {
+                inquiry::vpd(unit, page, out)
+            } else {
+                inquiry::standard(unit, out)
+            };
+            (len, alloc_len)
+        }
+        Command::ModeSense {
+            ten,
+            dbd,
+            llbaa,
+            pc,
+            page,
+            alloc_len,
+            ..
+        } => {
+            let request = mode::SenseRequest {
+                ten,
+                dbd,
+                llbaa,
+                pc,
+                page,
+            };
+            (mode::sense(unit, mode, request, out), alloc_len)
+        }
+        Command::ModeSelect { ten, .. } => {
+            mode::select(unit, mode, ten, data_out)?;
+            (0, 0)
+        }
+        Command::ReadCapacity10 => {
+            let len = capacity::read_capacity_10(unit, out);
+            (len, len as u32)
+        }
+        Command::ReadCapacity16 { alloc_len } => (capacity::read_capacity_16(unit, out), alloc_len),
+        Command::ReportSupportedOperationCodes {
+            rctd,
+            options,
+            opcode,
+            service_action,
+            alloc_len,
+        } => (
+            opcodes::report_supported(unit.unmap, rctd, options, opcode, service_action, out),
+            alloc_len,
+        ),
+        _ => return Err(ScsiError::InternalTargetFailure),
+    };
+    Ok(len.min(alloc_len as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cdb::decode;
+    use super::super::unit::{test_unit, ModeValues};
+    use super::*;
+
+    fn run(cdb: &[u8]) -> Result<Vec<u8>, ScsiError> {
+        let unit = test_unit();
+        let mut mode = ModeState::new(ModeValues {
+            write_cache: true,
+            descriptor_sense: false,
+        });
+        let command = decode(cdb, &unit)?;
+        assert!(command.is_emulated());
+        let mut out = [0u8; RESPONSE_BUFFER_LEN];
+        let len = emulate(&command, &unit, &mut mode, &[], &mut out)?;
+        Ok(out[..len].to_vec())
+    }
+
+    #[test]
+    fn allocation_length_truncates() {
+        assert_eq!(run(&[0x12, 0, 0, 0, 5, 0]).unwrap(), [0, 0, 6, 0x12, 31]);
+        assert_eq!(run(&[0x12, 0, 0, 0, 0, 0]).unwrap(), []);
+        assert_eq!(run(&[0x12, 0, 0, 0x10, 0, 0]).unwrap().len(), 36);
+        assert_eq!(
+            run(&[0x12, 1, 0x00, 0, 6, 0]).unwrap(),
+            [0, 0, 0, 6, 0, 0x80]
+        );
+        let mut rc16 = [0u8; 16];
+        rc16[0] = 0x9E;
+        rc16[1] = 0x10;
+        rc16[13] = 12;
+        assert_eq!(
+            run(&rc16).unwrap(),
+            [0, 0, 0, 0, 0, 0x0F, 0xFF, 0xFF, 0, 0, 2, 0]
+        );
+        rc16[13] = 0;
+        assert_eq!(run(&rc16).unwrap(), []);
+        rc16[12] = 1;
+        assert_eq!(run(&rc16).unwrap().len(), 32);
+        assert_eq!(run(&[0x1A, 0x08, 0x0A, 0, 3, 0]).unwrap(), [15, 0, 0x10]);
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(run(&[0, 0, 0, 0, 0, 0]).unwrap(), []);
+        assert_eq!(run(&[0x1B, 0, 0, 0, 0, 0]).unwrap(), []);
+        assert_eq!(run(&[0x1E, 0, 0, 0, 3, 0]).unwrap(), []);
+        assert_eq!(
+            run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
+            [0, 0x0F, 0xFF, 0xFF, 0, 0, 2, 0]
+        );
+    }
+
+    #[test]
+    fn request_sense() {
+        assert_eq!(
+            run(&[0x03, 0, 0, 0, 0xFF, 0]).unwrap(),
+            [0x70, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            run(&[0x03, 1, 0, 0, 0xFF, 0]).unwrap(),
+            [0x72, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(run(&[0x03, 0, 0, 0, 4, 0]).unwrap(), [0x70, 0, 0, 0]);
+    }
+
+    #[test]
+    fn media_commands_are_not_emulated() {
+        let unit = test_unit();
+        let command = decode(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &unit).unwrap();
+        assert!(!command.is_emulated());
+        let mut mode = ModeState::new(ModeValues {
+            write_cache: false,
+            descriptor_sense: false,
+        });
+        let mut out = [0u8; RESPONSE_BUFFER_LEN];
+        assert_eq!(
+            emulate(&command, &unit, &mut mode, &[], &mut out),
+            Err(ScsiError::InternalTargetFailure)
+        );
+    }
+
+    fn rsoc(b2: u8, opcode: u8, sa: u16, alloc: u32) -> Vec<u8> {
+        let mut cdb = [0u8; 12];
+        cdb[0] = 0xA3;
+        cdb[1] = 0x0C;
+        cdb[2] = b2;
+        cdb[3] = opcode;
+        cdb[4..6].copy_from_slice(&sa.to_be_bytes());
+        cdb[6..10].copy_from_slice(&alloc.to_be_bytes());
+        run(&cdb).unwrap()
+    }
+
+    #[test]
+    fn report_all_commands() {
+        let data = rsoc(0, 0, 0, 4096);
+        let n = opcodes::SUPPORTED.len();
+        assert_eq!(data.len(), 4 + 8 * n);
+        assert_eq!(&data[0..4], ((8 * n) as u32).to_be_bytes());
+        // First descriptor: TEST UNIT READY, 6 bytes.
+        assert_eq!(&data[4..12], [0x00, 0, 0, 0, 0, 0, 0, 6]);
+        // READ CAPACITY (16): service action 10h, SERVACTV.
+        let at = 4 + 8 * opcodes::SUPPORTED
+            .iter()
+            .position(|i| i.opcode == 0x9E)
+            .unwrap();
+        assert_eq!(&data[at..at + 8], [0x9E, 0, 0, 0x10, 0, 0x01, 0, 16]);
+        // With RCTD: 20-byte descriptors with CTDP and a timeouts descriptor.
+        let data = rsoc(0x80, 0, 0, 4096);
+        assert_eq!(data.len(), 4 + 20 * n);
+        assert_eq!(
+            &data[4..24],
+            [0x00, 0, 0, 0, 0, 0x02, 0, 6, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        // Truncated by the allocation length.
+        assert_eq!(rsoc(0, 0, 0, 6), [0, 0, 0, (8 * n) as u8, 0x00, 0]);
+    }
+
+    #[test]
+    fn report_one_command() {
+        // 001b: READ (10).
+        assert_eq!(
+            rsoc(1, 0x28, 0, 64),
+            [0, 0x03, 0, 10, 0x28, 0xE8, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0x04]
+        );
+        // 001b: unsupported operation code.
+        assert_eq!(rsoc(1, 0x04, 0, 64), [0, 0x01, 0, 0]);
+        // 010b: READ CAPACITY (16) with RCTD.
+        let data = rsoc(0x82, 0x9E, 0x10, 64);
+        assert_eq!(&data[0..4], [0, 0x83, 0, 16]);
+        assert_eq!(
+            data[4..20],
+            *opcodes::lookup(0x9E, Some(0x10), true).unwrap().usage
+        );
+        assert_eq!(&data[20..], [0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // 010b: unsupported service action.
+        assert_eq!(rsoc(2, 0x9E, 0x11, 64), [0, 0x01, 0, 0]);
+        // 011b: exact pairs.
+        assert_eq!(rsoc(3, 0x28, 0, 64)[..4], [0, 0x03, 0, 10]);
+        assert_eq!(rsoc(3, 0x28, 1, 64), [0, 0x01, 0, 0]);
+        assert_eq!(rsoc(3, 0xA3, 0x0C, 64)[..4], [0, 0x03, 0, 12]);
+        assert_eq!(rsoc(3, 0xA3, 0x0A, 64), [0, 0x01, 0, 0]);
+    }
+
+    #[test]
+    fn report_without_unmap_omits_unmap() {
+        let unit = UnitInfo {
+            unmap: false,
+            ..test_unit()
+        };
+        let mut out = [0u8; RESPONSE_BUFFER_LEN];
+        let len = opcodes::report_supported(false, false, 0, 0, 0, &mut out);
+        assert_eq!(len, 4 + 8 * (opcodes::SUPPORTED.len() - 1));
+        assert!(out[4..len].chunks(8).all(|d| d[0] != 0x42));
+        let len = opcodes::report_supported(unit.unmap, false, 1, 0x42, 0, &mut out);
+        assert_eq!(&out[..len], [0, 0x01, 0, 0]);
+    }
+}
