@@ -6,12 +6,8 @@
 //! with [`check_request`]) so that callers see the same errors as with a real
 //! bdev. Reads leave the buffer as it was.
 
-use crate::request::CompletionQueue;
+use crate::request::{check_request, CompletionQueue};
 use crate::{Bdev, BdevChannel, Capabilities, Error, Geometry, IoCompletion, IoRequest};
-
-/// Re-exported for code that still names it here; it lives in
-/// [`crate::request`], with the other checks every bdev runs.
-pub use crate::request::check_request;
 
 /// A bdev with no storage behind it.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use bdev::null::check_request;
+use bdev::check_request;
 use bdev::{
     Bdev, BdevChannel, Capabilities, Error as BdevError, Geometry, IoCompletion, IoError, IoOp,
     IoRequest,
