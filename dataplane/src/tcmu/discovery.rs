@@ -12,123 +12,22 @@
 //! - `<configfs>/core/user_<hba>/<name>/`: `attrib/*`, `info`, `enable`,
 //!   `action/*` ([`device_facts`], [`block_dev`], [`reset_ring`]).
 //!
-//! Every root is configurable ([`Roots`]) so the code runs against fake trees
-//! in tests; [`Roots::default`] is the real system.
+//! Every path comes from a [`Roots`] so the code runs against fake trees in
+//! tests; the recovery actions change configfs through an [`Fs`]
+//! ([`crate::kernfs`]).
 
 use std::fmt;
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Where the kernel interfaces live. [`Default`] gives the real paths; tests
-/// point them into a temporary directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Roots {
-    /// LIO's configfs directory (`/sys/kernel/config/target`). Its parent is
-    /// the configfs mount point.
-    pub configfs: PathBuf,
-    /// sysfs (`/sys`): `class/uio`, `module/*`, `bus/scsi/devices`.
-    pub sysfs: PathBuf,
-    /// Device nodes (`/dev`): `uioN`, `sdX`.
-    pub dev: PathBuf,
-    /// procfs (`/proc`): `self/mounts`, `<pid>/fd/*`.
-    pub proc: PathBuf,
-}
-
-impl Default for Roots {
-    fn default() -> Self {
-        Self {
-            configfs: PathBuf::from("/sys/kernel/config/target"),
-            sysfs: PathBuf::from("/sys"),
-            dev: PathBuf::from("/dev"),
-            proc: PathBuf::from("/proc"),
-        }
-    }
-}
-
-impl Roots {
-    /// All four roots under one directory, laid out like a real system:
-    /// `<base>/sys/kernel/config/target`, `<base>/sys`, `<base>/dev`,
-    /// `<base>/proc`. For tests; creates nothing.
-    pub fn under(base: &Path) -> Self {
-        Self {
-            configfs: base.join("sys/kernel/config/target"),
-            sysfs: base.join("sys"),
-            dev: base.join("dev"),
-            proc: base.join("proc"),
-        }
-    }
-
-    /// `<configfs>/core`.
-    pub fn core_dir(&self) -> PathBuf {
-        self.configfs.join("core")
-    }
-
-    /// `<configfs>/core/user_<hba>`: the TCMU HBA directory.
-    pub fn hba_dir(&self, hba: u32) -> PathBuf {
-        self.core_dir().join(format!("user_{hba}"))
-    }
-
-    /// `<configfs>/core/user_<hba>/<name>`: one TCMU device.
-    pub fn device_dir(&self, hba: u32, name: &str) -> PathBuf {
-        self.hba_dir(hba).join(name)
-    }
-
-    /// `<configfs>/loopback`: the tcm_loop fabric.
-    pub fn loopback_dir(&self) -> PathBuf {
-        self.configfs.join("loopback")
-    }
-
-    /// `<sysfs>/class/uio`.
-    pub fn uio_class_dir(&self) -> PathBuf {
-        self.sysfs.join("class/uio")
-    }
-
-    /// `<sysfs>/module/<module>`: exists while the module is loaded (and for
-    /// built-in modules that have parameters).
-    pub fn module_dir(&self, module: &str) -> PathBuf {
-        self.sysfs.join("module").join(module)
-    }
-
-    /// `<dev>/uio<minor>`.
-    pub fn uio_node(&self, minor: u32) -> PathBuf {
-        self.dev.join(format!("uio{minor}"))
-    }
-}
+use crate::kernfs::{parse_u64_auto, read_trimmed, Fs, FsOp, KernfsError, Roots};
 
 /// Errors of discovery and of the configfs recovery actions. Every variant
-/// names the file involved.
+/// names the file or UIO name involved.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
-    /// A file or directory could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
-    /// A file could not be written.
-    #[error("cannot write {value:?} to {}: {source}", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// What was written.
-        value: String,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
-    /// A file's content is not what the kernel writes there.
-    #[error("{}: cannot parse {content:?}: {why}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What it contained (trimmed).
-        content: String,
-        /// What was expected.
-        why: &'static str,
-    },
+    /// A sysfs or configfs file could not be read, written or parsed.
+    #[error(transparent)]
+    File(#[from] KernfsError),
     /// The `<cfg>` part of a TCMU UIO name is not a bdev name.
     #[error("UIO name {uio_name:?}: {why}")]
     BadBdevName {
@@ -291,15 +190,13 @@ pub fn scan(roots: &Roots) -> UioScan {
     let class = roots.uio_class_dir();
     let entries = match std::fs::read_dir(&class) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
         Err(source) => {
-            out.skipped.push((
-                class.clone(),
-                DiscoveryError::Read {
-                    path: class,
-                    source,
-                },
-            ));
+            let error = KernfsError::Read {
+                path: class.clone(),
+                source,
+            };
+            out.skipped.push((class, error.into()));
             return out;
         }
     };
@@ -307,13 +204,11 @@ pub fn scan(roots: &Roots) -> UioScan {
         let entry = match entry {
             Ok(entry) => entry,
             Err(source) => {
-                out.skipped.push((
-                    class.clone(),
-                    DiscoveryError::Read {
-                        path: class.clone(),
-                        source,
-                    },
-                ));
+                let error = KernfsError::Read {
+                    path: class.clone(),
+                    source,
+                };
+                out.skipped.push((class.clone(), error.into()));
                 continue;
             }
         };
@@ -345,11 +240,12 @@ fn read_uio(roots: &Roots, dir: &Path, minor: u32) -> Result<Option<UioDevice>, 
         return Ok(None);
     }
     let Some((hba, device, _)) = parse_tcmu_ident(&name) else {
-        return Err(DiscoveryError::Parse {
+        return Err(KernfsError::Parse {
             path: name_path,
             content: name,
             why: "expected tcm-user/<hba>/<name>[/<dev_config>]",
-        });
+        }
+        .into());
     };
     let device = device.to_owned();
     let size_path = dir.join("maps/map0/size");
@@ -407,13 +303,14 @@ pub fn device_facts(
     let u32_of = |file: &str| -> Result<u32, DiscoveryError> {
         let path = attrib.join(file);
         let text = read_trimmed(&path)?;
-        parse_u64_auto(&path, &text)?
-            .try_into()
-            .map_err(|_| DiscoveryError::Parse {
+        parse_u64_auto(&path, &text)?.try_into().map_err(|_| {
+            KernfsError::Parse {
                 path,
                 content: text,
                 why: "value does not fit in 32 bits",
-            })
+            }
+            .into()
+        })
     };
     let hw_block_size = u32_of("hw_block_size")?;
     let hw_max_sectors = u32_of("hw_max_sectors")?;
@@ -424,29 +321,26 @@ pub fn device_facts(
     let size_path = attrib.join("dev_size");
     let dev_size = match read_trimmed(&size_path) {
         Ok(text) => parse_u64_auto(&size_path, &text)?,
-        Err(DiscoveryError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            info.size()?
-        }
-        Err(e) => return Err(e),
+        Err(e) if e.is_not_found() => info.size()?,
+        Err(e) => return Err(e.into()),
     };
     let config_path = attrib.join("dev_config");
     let dev_config = match read_trimmed(&config_path) {
         Ok(text) => Some(text).filter(|t| !t.is_empty()),
-        Err(DiscoveryError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            info.config()?
-        }
-        Err(e) => return Err(e),
+        Err(e) if e.is_not_found() => info.config()?,
+        Err(e) => return Err(e.into()),
     };
     let enable_path = dir.join("enable");
     let enabled = match read_trimmed(&enable_path)?.as_str() {
         "0" => false,
         "1" => true,
         other => {
-            return Err(DiscoveryError::Parse {
+            return Err(KernfsError::Parse {
                 path: enable_path,
                 content: other.to_owned(),
                 why: "expected 0 or 1",
-            })
+            }
+            .into())
         }
     };
     Ok(TcmuDeviceFacts {
@@ -476,7 +370,7 @@ impl InfoFile {
 
     /// The whitespace-separated token after the token `key` (exact match, so
     /// `Size:` does not match `SectorSize:`).
-    fn value_of(&self, key: &str) -> Result<Option<String>, DiscoveryError> {
+    fn value_of(&self, key: &str) -> Result<Option<String>, KernfsError> {
         let text = read_trimmed(&self.path)?;
         let mut tokens = text.split_whitespace();
         while let Some(token) = tokens.next() {
@@ -487,10 +381,10 @@ impl InfoFile {
         Ok(None)
     }
 
-    fn size(&self) -> Result<u64, DiscoveryError> {
+    fn size(&self) -> Result<u64, KernfsError> {
         match self.value_of("Size:")? {
             Some(v) => parse_u64_auto(&self.path, &v),
-            None => Err(DiscoveryError::Parse {
+            None => Err(KernfsError::Parse {
                 path: self.path.clone(),
                 content: read_trimmed(&self.path)?,
                 why: "no \"Size: N\" (and no attrib/dev_size)",
@@ -498,7 +392,7 @@ impl InfoFile {
         }
     }
 
-    fn config(&self) -> Result<Option<String>, DiscoveryError> {
+    fn config(&self) -> Result<Option<String>, KernfsError> {
         Ok(self
             .value_of("Config:")?
             .filter(|v| v != "NULL" && !v.is_empty()))
@@ -506,12 +400,18 @@ impl InfoFile {
 }
 
 /// Blocks (`on = true`: `action/block_dev` = 1) or unblocks (0) TCMU device
-/// `user_<hba>/<name>`. Blocking reaps finished commands, fails queued ones
-/// with BUSY and answers new ones with LUN BUSY; used by serve around a
-/// re-attach after a crash.
-pub fn block_dev(roots: &Roots, hba: u32, name: &str, on: bool) -> Result<(), DiscoveryError> {
+/// `user_<hba>/<name>`, through `fs`. Blocking reaps finished commands,
+/// fails queued ones with BUSY and answers new ones with LUN BUSY; used by
+/// serve around a re-attach after a crash.
+pub fn block_dev(
+    fs: &mut impl Fs,
+    roots: &Roots,
+    hba: u32,
+    name: &str,
+    on: bool,
+) -> Result<(), DiscoveryError> {
     let path = roots.device_dir(hba, name).join("action/block_dev");
-    write_attr(&path, if on { "1" } else { "0" })
+    Ok(fs.write_attr(&path, if on { "1" } else { "0" })?)
 }
 
 /// How `action/reset_ring` completes the commands still in the ring.
@@ -523,31 +423,27 @@ pub enum RingReset {
     CheckCondition = 2,
 }
 
-/// Writes `action/reset_ring` of TCMU device `user_<hba>/<name>`: in-flight
-/// commands complete as `mode` says, then `cmd_head = cmd_tail = 0` and the
-/// broken state is cleared. No handler may be walking the ring meanwhile.
+/// The write of `action/reset_ring` of TCMU device `user_<hba>/<name>` that
+/// [`reset_ring`] applies, for callers that apply and record their changes
+/// themselves.
+pub fn reset_ring_op(roots: &Roots, hba: u32, name: &str, mode: RingReset) -> FsOp {
+    let path = roots.device_dir(hba, name).join("action/reset_ring");
+    FsOp::write(path, (mode as u8).to_string())
+}
+
+/// Writes `action/reset_ring` of TCMU device `user_<hba>/<name>` through
+/// `fs`: in-flight commands complete as `mode` says, then
+/// `cmd_head = cmd_tail = 0` and the broken state is cleared. No handler
+/// may be walking the ring meanwhile.
 pub fn reset_ring(
+    fs: &mut impl Fs,
     roots: &Roots,
     hba: u32,
     name: &str,
     mode: RingReset,
 ) -> Result<(), DiscoveryError> {
     let path = roots.device_dir(hba, name).join("action/reset_ring");
-    write_attr(&path, &(mode as u8).to_string())
-}
-
-/// Writes `value` to an existing attribute file in one `write(2)` (no create,
-/// no newline), as `echo -n value > path` does.
-fn write_attr(path: &Path, value: &str) -> Result<(), DiscoveryError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(value.as_bytes()))
-        .map_err(|source| DiscoveryError::Write {
-            path: path.to_path_buf(),
-            value: value.to_owned(),
-            source,
-        })
+    Ok(fs.write_attr(&path, &(mode as u8).to_string())?)
 }
 
 /// The pids of the processes that have `<dev>/uio<minor>` open, found by
@@ -592,33 +488,10 @@ pub fn is_uio_open(roots: &Roots, minor: u32) -> bool {
     !uio_holders(roots, minor).is_empty()
 }
 
-/// Reads a small text file and trims surrounding whitespace.
-pub fn read_trimmed(path: &Path) -> Result<String, DiscoveryError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .map_err(|source| DiscoveryError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// Parses `0x`-prefixed hex or decimal, as sysfs and configfs print numbers.
-pub(crate) fn parse_u64_auto(path: &Path, text: &str) -> Result<u64, DiscoveryError> {
-    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        Some(hex) if !hex.is_empty() => u64::from_str_radix(hex, 16).ok(),
-        Some(_) => None,
-        None => text.parse::<u64>().ok(),
-    };
-    parsed.ok_or_else(|| DiscoveryError::Parse {
-        path: path.to_path_buf(),
-        content: text.to_owned(),
-        why: "expected a decimal or 0x-prefixed hexadecimal number",
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernfs::RealFs;
     use tempfile::TempDir;
 
     fn put(path: &Path, content: &str) {
@@ -865,34 +738,68 @@ mod tests {
         let tmp = TempDir::new().unwrap();
         let roots = Roots::under(tmp.path());
         let dir = put_device(&roots, 2, "disk0");
-        block_dev(&roots, 2, "disk0", true).unwrap();
+        let fs = &mut RealFs;
+        block_dev(fs, &roots, 2, "disk0", true).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("action/block_dev")).unwrap(),
             "1"
         );
-        block_dev(&roots, 2, "disk0", false).unwrap();
+        block_dev(fs, &roots, 2, "disk0", false).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("action/block_dev")).unwrap(),
             "0"
         );
-        reset_ring(&roots, 2, "disk0", RingReset::CheckCondition).unwrap();
+        reset_ring(fs, &roots, 2, "disk0", RingReset::CheckCondition).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("action/reset_ring")).unwrap(),
             "2"
         );
-        reset_ring(&roots, 2, "disk0", RingReset::Busy).unwrap();
+        reset_ring(fs, &roots, 2, "disk0", RingReset::Busy).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join("action/reset_ring")).unwrap(),
             "1"
         );
 
         // The attribute file must exist (configfs has no file creation).
-        let err = reset_ring(&roots, 2, "ghost", RingReset::Busy)
+        let err = reset_ring(fs, &roots, 2, "ghost", RingReset::Busy)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("cannot write \"1\" to "), "{err}");
         assert!(err.contains("user_2/ghost/action/reset_ring"), "{err}");
         assert!(!roots.device_dir(2, "ghost").exists());
+    }
+
+    /// Records the changes instead of making them.
+    #[derive(Default)]
+    struct Recorder(Vec<FsOp>);
+
+    impl Fs for Recorder {
+        fn apply(&mut self, op: &FsOp) -> std::io::Result<()> {
+            self.0.push(op.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn recovery_actions_are_one_change_each() {
+        let roots = Roots::default();
+        let mut fs = Recorder::default();
+        block_dev(&mut fs, &roots, 0, "d", true).unwrap();
+        reset_ring(&mut fs, &roots, 0, "d", RingReset::Busy).unwrap();
+        block_dev(&mut fs, &roots, 0, "d", false).unwrap();
+        let dir = "/sys/kernel/config/target/core/user_0/d/action";
+        assert_eq!(
+            fs.0,
+            [
+                FsOp::write(format!("{dir}/block_dev"), "1"),
+                FsOp::write(format!("{dir}/reset_ring"), "1"),
+                FsOp::write(format!("{dir}/block_dev"), "0"),
+            ]
+        );
+        assert_eq!(
+            reset_ring_op(&roots, 0, "d", RingReset::CheckCondition),
+            FsOp::write(format!("{dir}/reset_ring"), "2")
+        );
     }
 
     #[test]
@@ -915,32 +822,5 @@ mod tests {
         assert!(is_uio_open(&roots, 1));
         assert!(!is_uio_open(&roots, 0));
         assert!(!is_uio_open(&Roots::under(&tmp.path().join("nothing")), 1));
-    }
-
-    #[test]
-    fn numbers_parse_in_hex_and_decimal() {
-        let p = Path::new("x");
-        assert_eq!(parse_u64_auto(p, "0x1000").unwrap(), 4096);
-        assert_eq!(parse_u64_auto(p, "0X10").unwrap(), 16);
-        assert_eq!(parse_u64_auto(p, "4096").unwrap(), 4096);
-        assert!(parse_u64_auto(p, "0x").is_err());
-        assert!(parse_u64_auto(p, "").is_err());
-        assert!(parse_u64_auto(p, "-1").is_err());
-    }
-
-    #[test]
-    fn real_roots_by_default() {
-        let r = Roots::default();
-        assert_eq!(
-            r.device_dir(0, "d"),
-            Path::new("/sys/kernel/config/target/core/user_0/d")
-        );
-        assert_eq!(r.uio_class_dir(), Path::new("/sys/class/uio"));
-        assert_eq!(r.uio_node(3), Path::new("/dev/uio3"));
-        assert_eq!(r.module_dir("tcm_loop"), Path::new("/sys/module/tcm_loop"));
-        assert_eq!(
-            r.loopback_dir(),
-            Path::new("/sys/kernel/config/target/loopback")
-        );
     }
 }

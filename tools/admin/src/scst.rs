@@ -30,15 +30,17 @@
 //! (`<scsi device>/delete`: `del` alone leaves a dead `/dev/sdX`, and
 //! unloading scst_local while it exists oopses), then `del <lun>`.
 //!
-//! Writes go through [`SysfsWrite`] so that tests can play the kernel.
+//! Paths come from a [`Roots`]; writes go through an [`Fs`] so that tests
+//! can play the kernel.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use dataplane::kernfs::{link_name, Fs, FsOp, RealFs, Roots};
 use dataplane::scst::error::ScstError;
 
 /// The default target driver.
@@ -48,65 +50,6 @@ pub const DEFAULT_DRIVER: &str = "scst_local";
 pub const DEFAULT_LOCAL_TARGET: &str = "scst_local_tgt";
 /// The largest LUN SCST accepts (`SCST_MAX_LUN`, 14 bits).
 pub const MAX_LUN: u64 = (1 << 14) - 1;
-
-/// Where the trees are. [`AdminRoots::default`] is the real machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminRoots {
-    /// SCST's sysfs root (`/sys/kernel/scst_tgt`).
-    pub scst: PathBuf,
-    /// sysfs (`/sys`): `bus/scsi/devices`.
-    pub sysfs: PathBuf,
-    /// Device nodes (`/dev`).
-    pub dev: PathBuf,
-}
-
-impl Default for AdminRoots {
-    fn default() -> Self {
-        Self {
-            scst: PathBuf::from("/sys/kernel/scst_tgt"),
-            sysfs: PathBuf::from("/sys"),
-            dev: PathBuf::from("/dev"),
-        }
-    }
-}
-
-impl AdminRoots {
-    /// All roots under one directory, laid out like a real system
-    /// (`<base>/sys/kernel/scst_tgt`, `<base>/sys`, `<base>/dev`). For
-    /// tests; creates nothing.
-    pub fn under(base: &Path) -> Self {
-        Self {
-            scst: base.join("sys/kernel/scst_tgt"),
-            sysfs: base.join("sys"),
-            dev: base.join("dev"),
-        }
-    }
-
-    /// `<scst>/devices`.
-    pub fn devices_dir(&self) -> PathBuf {
-        self.scst.join("devices")
-    }
-
-    /// `<scst>/targets/<driver>`.
-    pub fn driver_dir(&self, driver: &str) -> PathBuf {
-        self.scst.join("targets").join(driver)
-    }
-
-    /// `<scst>/targets/<driver>/<target>`.
-    pub fn target_dir(&self, driver: &str, target: &str) -> PathBuf {
-        self.driver_dir(driver).join(target)
-    }
-
-    /// `<scst>/last_sysfs_mgmt_res`.
-    pub fn mgmt_result(&self) -> PathBuf {
-        self.scst.join("last_sysfs_mgmt_res")
-    }
-
-    /// `<sysfs>/bus/scsi/devices`.
-    pub fn scsi_devices_dir(&self) -> PathBuf {
-        self.sysfs.join("bus/scsi/devices")
-    }
-}
 
 /// The kernel module that provides a target driver (for the
 /// "modprobe ..." advice).
@@ -122,25 +65,6 @@ pub fn driver_module(driver: &str) -> &str {
 /// `scst_local_tgt`).
 pub fn default_target(driver: &str) -> Option<&'static str> {
     (driver == DEFAULT_DRIVER).then_some(DEFAULT_LOCAL_TARGET)
-}
-
-/// Writes sysfs attributes. Implemented by [`RealSysfs`] and test fakes.
-pub trait SysfsWrite {
-    /// One `write(2)` of `value` to the existing attribute `path`; the OS
-    /// error unchanged on failure.
-    fn write(&mut self, path: &Path, value: &str) -> io::Result<()>;
-}
-
-/// The real filesystem.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealSysfs;
-
-impl SysfsWrite for RealSysfs {
-    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
-        // No O_CREAT: sysfs attributes exist or the write is wrong.
-        let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
-        file.write_all(value.as_bytes())
-    }
 }
 
 /// One LUN to add: `<driver>/<target>/luns/<lun>` → `<device>`.
@@ -271,12 +195,12 @@ pub struct ScstDevice {
     pub luns: Vec<String>,
 }
 
-/// SCST LUN management over a set of [`AdminRoots`], writing through a
-/// [`SysfsWrite`] ([`RealSysfs`] unless testing).
+/// SCST LUN management over a set of [`Roots`], writing through an [`Fs`]
+/// ([`RealFs`] unless testing).
 #[derive(Debug)]
-pub struct ScstAdmin<W: SysfsWrite = RealSysfs> {
-    roots: AdminRoots,
-    io: W,
+pub struct ScstAdmin<F: Fs = RealFs> {
+    roots: Roots,
+    fs: F,
     euid: u32,
     /// How long `add_lun` waits for the local disk (default 15 s).
     pub timeout: Duration,
@@ -288,20 +212,20 @@ pub struct ScstAdmin<W: SysfsWrite = RealSysfs> {
     pub poll_interval: Duration,
 }
 
-impl ScstAdmin<RealSysfs> {
+impl ScstAdmin<RealFs> {
     /// The real filesystem, with the process's effective uid.
-    pub fn new(roots: AdminRoots) -> Self {
+    pub fn new(roots: Roots) -> Self {
         let euid = nix::unistd::geteuid().as_raw();
-        Self::with_io(roots, RealSysfs, euid)
+        Self::with_fs(roots, RealFs, euid)
     }
 }
 
-impl<W: SysfsWrite> ScstAdmin<W> {
-    /// A custom writer and effective uid (for tests).
-    pub fn with_io(roots: AdminRoots, io: W, euid: u32) -> Self {
+impl<F: Fs> ScstAdmin<F> {
+    /// A custom [`Fs`] and effective uid (for tests).
+    pub fn with_fs(roots: Roots, fs: F, euid: u32) -> Self {
         Self {
             roots,
-            io,
+            fs,
             euid,
             timeout: Duration::from_secs(15),
             mgmt_timeout: Duration::from_secs(120),
@@ -310,18 +234,18 @@ impl<W: SysfsWrite> ScstAdmin<W> {
     }
 
     /// The roots.
-    pub fn roots(&self) -> &AdminRoots {
+    pub fn roots(&self) -> &Roots {
         &self.roots
     }
 
-    /// The writer.
-    pub fn io(&self) -> &W {
-        &self.io
+    /// The [`Fs`].
+    pub fn fs(&self) -> &F {
+        &self.fs
     }
 
-    /// The writer, mutably.
-    pub fn io_mut(&mut self) -> &mut W {
-        &mut self.io
+    /// The [`Fs`], mutably.
+    pub fn fs_mut(&mut self) -> &mut F {
+        &mut self.fs
     }
 
     /// Adds `spec.device` as LUN `spec.lun` of `spec.driver/spec.target`
@@ -334,7 +258,7 @@ impl<W: SysfsWrite> ScstAdmin<W> {
         spec.validate()?;
         self.check_root()?;
         let target_dir = self.check_target(&spec.driver, &spec.target)?;
-        let device_dir = self.roots.devices_dir().join(&spec.device);
+        let device_dir = self.roots.scst_devices_dir().join(&spec.device);
         if !device_dir.is_dir() {
             return Err(ScstError::DeviceNotRegistered {
                 name: spec.device.clone(),
@@ -374,7 +298,7 @@ impl<W: SysfsWrite> ScstAdmin<W> {
                 target: spec.target.clone(),
                 lun: spec.lun,
                 sessions: target_dir.join("sessions"),
-                mgmt: self.roots.driver_dir(DEFAULT_DRIVER).join("mgmt"),
+                mgmt: self.roots.scst_driver_dir(DEFAULT_DRIVER).join("mgmt"),
             });
         }
         for host in hosts {
@@ -472,8 +396,8 @@ impl<W: SysfsWrite> ScstAdmin<W> {
                     continue;
                 };
                 let delete = scsi_dir.join("delete");
-                self.io
-                    .write(&delete, "1")
+                self.fs
+                    .apply(&FsOp::write(&delete, "1"))
                     .map_err(|error| ScstError::Mgmt {
                         path: delete.clone(),
                         command: "1".into(),
@@ -498,7 +422,7 @@ impl<W: SysfsWrite> ScstAdmin<W> {
 
     /// The SCST devices (only scst_user ones unless `all`), sorted by name.
     pub fn list(&self, all: bool) -> Result<Vec<ScstDevice>, ScstError> {
-        let devices_dir = self.roots.devices_dir();
+        let devices_dir = self.roots.scst_devices_dir();
         if !self.roots.scst.is_dir() {
             return Err(ScstError::ScstNotLoaded {
                 root: self.roots.scst.clone(),
@@ -558,7 +482,7 @@ impl<W: SysfsWrite> ScstAdmin<W> {
                 root: self.roots.scst.clone(),
             });
         }
-        let driver_dir = self.roots.driver_dir(driver);
+        let driver_dir = self.roots.scst_driver_dir(driver);
         if !driver_dir.is_dir() {
             return Err(ScstError::TargetDriverMissing {
                 driver: driver.to_owned(),
@@ -613,10 +537,10 @@ impl<W: SysfsWrite> ScstAdmin<W> {
                 hint: h,
             }
         };
-        match self.io.write(path, command) {
+        match self.fs.apply(&FsOp::write(path, command)) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                let result = self.roots.mgmt_result();
+                let result = self.roots.scst_mgmt_result();
                 let outcome = self.wait_for(self.mgmt_timeout, || {
                     match std::fs::read_to_string(&result) {
                         Ok(text) => Some(parse_mgmt_result(&text)),
@@ -747,12 +671,6 @@ fn parse_hctl(name: &str) -> Option<(u32, u32, u32, u64)> {
     let t = parts.next()?.parse().ok()?;
     let l = parts.next()?.parse().ok()?;
     parts.next().is_none().then_some((h, c, t, l))
-}
-
-/// The last component of a symlink's target.
-fn link_name(link: &Path) -> Option<String> {
-    let target = std::fs::read_link(link).ok()?;
-    target.file_name()?.to_str().map(str::to_owned)
 }
 
 /// Numeric subdirectory names, sorted.

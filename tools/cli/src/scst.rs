@@ -11,11 +11,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use admin::scst::{
-    default_target, AdminProgress, AdminRoots, LunSpec, ScstAdmin, ScstDevice, DEFAULT_DRIVER,
-};
+use admin::scst::{default_target, AdminProgress, LunSpec, ScstAdmin, ScstDevice, DEFAULT_DRIVER};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
+use dataplane::kernfs::Roots;
 
 /// Flags of `dataplane scst`.
 #[derive(Debug, Args)]
@@ -122,10 +121,11 @@ fn target_or_default(driver: &str, target: Option<String>) -> Result<String> {
 
 /// Runs `dataplane scst`.
 pub fn run(args: ScstArgs) -> Result<ExitCode> {
-    let roots = AdminRoots {
+    let roots = Roots {
         scst: args.scst_root,
         sysfs: args.sysfs_root,
         dev: args.dev_root,
+        ..Roots::default()
     };
     let mut admin = ScstAdmin::new(roots);
     let mut report = |p: &AdminProgress| {

@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Fs, Lio, LioError, Roots};
-use dataplane::tcmu::discovery::{self, read_trimmed};
+use super::{Lio, LioError};
+use dataplane::kernfs::{read_trimmed, Fs, Roots};
+use dataplane::tcmu::discovery;
 
 /// One TCMU device as `dataplane lio list` shows it. Fields that cannot be
 /// read are `None`.
@@ -170,11 +171,7 @@ impl LunLink {
             return None;
         }
         let hctl = format!("{address}:{}", self.lun);
-        let dir = roots
-            .sysfs
-            .join("bus/scsi/devices")
-            .join(&hctl)
-            .join("block");
+        let dir = roots.scsi_devices_dir().join(&hctl).join("block");
         Some((hctl, dir))
     }
 

@@ -44,7 +44,6 @@
 
 mod create;
 mod delete;
-mod fs;
 mod list;
 
 use std::fmt;
@@ -52,9 +51,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dataplane::tcmu::discovery::DiscoveryError;
-pub use dataplane::tcmu::discovery::Roots;
-pub use fs::{Fs, FsOp, RealFs};
+use dataplane::kernfs::{Fs, FsOp, KernfsError, RealFs, Roots};
 pub use list::LioDevice;
 
 /// The subtype `dataplane serve` handles unless configured otherwise.
@@ -406,7 +403,7 @@ pub enum LioError {
     },
     /// A file could not be read or parsed.
     #[error(transparent)]
-    Discovery(#[from] DiscoveryError),
+    File(#[from] KernfsError),
     /// No UIO device appeared after `enable`.
     #[error(
         "no UIO device named tcm-user/{hba}/{name}/... appeared under {} within {secs} s \
