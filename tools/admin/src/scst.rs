@@ -40,8 +40,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use dataplane::kernfs::{link_name, Fs, FsOp, RealFs, Roots};
-use dataplane::scst::error::ScstError;
+use dataplane::kernfs::{link_name, Fs, FsOp, KernfsError, RealFs, Roots};
 
 /// The default target driver.
 pub const DEFAULT_DRIVER: &str = "scst_local";
@@ -50,6 +49,142 @@ pub const DEFAULT_DRIVER: &str = "scst_local";
 pub const DEFAULT_LOCAL_TARGET: &str = "scst_local_tgt";
 /// The largest LUN SCST accepts (`SCST_MAX_LUN`, 14 bits).
 pub const MAX_LUN: u64 = (1 << 14) - 1;
+
+/// Errors of `dataplane scst` (LUN management through SCST's sysfs). Each
+/// message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ScstAdminError {
+    /// A value is invalid; the message names it and says what is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// Not running as root.
+    #[error(
+        "must run as root (effective uid is {euid}): /sys/kernel/scst_tgt is writable by root only"
+    )]
+    NotRoot {
+        /// The effective uid.
+        euid: u32,
+    },
+    /// `/sys/kernel/scst_tgt` does not exist.
+    #[error("SCST is not loaded ({} does not exist): modprobe scst", root.display())]
+    ScstNotLoaded {
+        /// The SCST sysfs root.
+        root: PathBuf,
+    },
+    /// The target driver's directory does not exist.
+    #[error(
+        "SCST target driver {driver} is not loaded ({} does not exist): modprobe {module}",
+        dir.display()
+    )]
+    TargetDriverMissing {
+        /// `scst_local`, `iscsi`, ...
+        driver: String,
+        /// `<root>/targets/<driver>`.
+        dir: PathBuf,
+        /// The module to load.
+        module: String,
+    },
+    /// The target does not exist.
+    #[error("SCST target driver {driver} has no target {target:?} ({} does not exist){hint}", dir.display())]
+    TargetMissing {
+        /// The driver.
+        driver: String,
+        /// The target name.
+        target: String,
+        /// `<root>/targets/<driver>/<target>`.
+        dir: PathBuf,
+        /// How to create it (starts with ": " when present).
+        hint: String,
+    },
+    /// No SCST device of that name.
+    #[error(
+        "no SCST device named {name:?} ({} does not exist): is `dataplane serve` running with an \
+         [[scst]] device named {name:?}?",
+        dir.display()
+    )]
+    DeviceNotRegistered {
+        /// The device name.
+        name: String,
+        /// `<root>/devices/<name>`.
+        dir: PathBuf,
+    },
+    /// The LUN number is taken.
+    #[error(
+        "LUN {lun} of {driver}/{target} is in use by device {device:?} ({}); choose another \
+         --lun or remove it with `dataplane scst del-lun {device} --driver {driver} --target \
+         {target} --lun {lun}`",
+        dir.display()
+    )]
+    LunInUse {
+        /// The driver.
+        driver: String,
+        /// The target.
+        target: String,
+        /// The LUN.
+        lun: u64,
+        /// The device that has it (`?` if unknown).
+        device: String,
+        /// `.../luns/<lun>`.
+        dir: PathBuf,
+    },
+    /// The device has no such LUN in the target.
+    #[error("{what}")]
+    NoSuchLun {
+        /// The full message.
+        what: String,
+    },
+    /// A management command failed.
+    #[error("writing {command:?} to {} failed: {error}{hint}", path.display())]
+    Mgmt {
+        /// The `mgmt` file.
+        path: PathBuf,
+        /// What was written.
+        command: String,
+        /// The OS error (or the result from `last_sysfs_mgmt_res`).
+        error: io::Error,
+        /// Extra advice (starts with "; " when present).
+        hint: String,
+    },
+    /// A file under sysfs could not be read.
+    #[error(transparent)]
+    File(#[from] KernfsError),
+    /// The scst_local target has no session, so no disk can appear.
+    #[error(
+        "LUN {lun} was added, but target {target:?} of scst_local has no session ({} is empty), \
+         so no local disk appears: add one with `echo \"add_session {target} scst_local_host\" > \
+         {}`",
+        sessions.display(), mgmt.display()
+    )]
+    NoSession {
+        /// The target.
+        target: String,
+        /// The LUN.
+        lun: u64,
+        /// `<target>/sessions`.
+        sessions: PathBuf,
+        /// `targets/scst_local/mgmt`.
+        mgmt: PathBuf,
+    },
+    /// The LUN was added but no disk appeared in time.
+    #[error(
+        "LUN {lun} of scst_local/{target} was added but no disk appeared under {} within {secs} \
+         s; the LUN is left in place (remove it with `dataplane scst del-lun {device} --target \
+         {target} --lun {lun}`)",
+        looked.display()
+    )]
+    NoDisk {
+        /// The device.
+        device: String,
+        /// The target.
+        target: String,
+        /// The LUN.
+        lun: u64,
+        /// Where disks were looked for.
+        looked: PathBuf,
+        /// How long it waited.
+        secs: f64,
+    },
+}
 
 /// The kernel module that provides a target driver (for the
 /// "modprobe ..." advice).
@@ -93,7 +228,7 @@ impl LunSpec {
 
     /// Checks the names (they go into paths and a whitespace-separated
     /// command) and the LUN range.
-    pub fn validate(&self) -> Result<(), ScstError> {
+    pub fn validate(&self) -> Result<(), ScstAdminError> {
         check_component("device name", &self.device)?;
         check_component("target driver", &self.driver)?;
         check_component("target name", &self.target)?;
@@ -101,9 +236,9 @@ impl LunSpec {
     }
 }
 
-fn check_lun(lun: u64) -> Result<(), ScstError> {
+fn check_lun(lun: u64) -> Result<(), ScstAdminError> {
     if lun > MAX_LUN {
-        return Err(ScstError::Invalid(format!(
+        return Err(ScstAdminError::Invalid(format!(
             "LUN {lun} is out of range (SCST allows 0 to {MAX_LUN})"
         )));
     }
@@ -111,7 +246,7 @@ fn check_lun(lun: u64) -> Result<(), ScstError> {
 }
 
 /// A name used as a path component and a `mgmt` word.
-fn check_component(what: &str, name: &str) -> Result<(), ScstError> {
+fn check_component(what: &str, name: &str) -> Result<(), ScstAdminError> {
     let why = if name.is_empty() {
         "is empty".to_owned()
     } else if name == "." || name == ".." {
@@ -121,7 +256,7 @@ fn check_component(what: &str, name: &str) -> Result<(), ScstError> {
     } else {
         return Ok(());
     };
-    Err(ScstError::Invalid(format!("{what} {name:?} {why}")))
+    Err(ScstAdminError::Invalid(format!("{what} {name:?} {why}")))
 }
 
 /// Something reported as soon as it is known (the stable output lines of
@@ -180,9 +315,11 @@ pub struct AddedLun {
     pub disks: Vec<PathBuf>,
 }
 
-/// One SCST device, as `list` shows it.
+/// One entry of SCST's `devices/` directory: a device registered with SCST
+/// (by a dataplane scst_user handler or another handler), with where it is
+/// exported. A row of `dataplane scst list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ScstDevice {
+pub struct ScstDeviceEntry {
     /// The device name.
     pub name: String,
     /// Its handler (`devices/<name>/handler`'s target).
@@ -254,13 +391,13 @@ impl<F: Fs> ScstAdmin<F> {
         &mut self,
         spec: &LunSpec,
         progress: &mut dyn FnMut(&AdminProgress),
-    ) -> Result<AddedLun, ScstError> {
+    ) -> Result<AddedLun, ScstAdminError> {
         spec.validate()?;
         self.check_root()?;
         let target_dir = self.check_target(&spec.driver, &spec.target)?;
         let device_dir = self.roots.scst_devices_dir().join(&spec.device);
         if !device_dir.is_dir() {
-            return Err(ScstError::DeviceNotRegistered {
+            return Err(ScstAdminError::DeviceNotRegistered {
                 name: spec.device.clone(),
                 dir: device_dir,
             });
@@ -268,7 +405,7 @@ impl<F: Fs> ScstAdmin<F> {
         let luns = target_dir.join("luns");
         let lun_dir = luns.join(spec.lun.to_string());
         if lun_dir.symlink_metadata().is_ok() {
-            return Err(ScstError::LunInUse {
+            return Err(ScstAdminError::LunInUse {
                 driver: spec.driver.clone(),
                 target: spec.target.clone(),
                 lun: spec.lun,
@@ -294,7 +431,7 @@ impl<F: Fs> ScstAdmin<F> {
         }
         let hosts = self.session_hosts(&target_dir);
         if hosts.is_empty() {
-            return Err(ScstError::NoSession {
+            return Err(ScstAdminError::NoSession {
                 target: spec.target.clone(),
                 lun: spec.lun,
                 sessions: target_dir.join("sessions"),
@@ -304,7 +441,7 @@ impl<F: Fs> ScstAdmin<F> {
         for host in hosts {
             let found = self.wait_for(self.timeout, || self.find_disk(host, spec.lun));
             let Some((_, disk)) = found else {
-                return Err(ScstError::NoDisk {
+                return Err(ScstAdminError::NoDisk {
                     device: spec.device.clone(),
                     target: spec.target.clone(),
                     lun: spec.lun,
@@ -332,7 +469,7 @@ impl<F: Fs> ScstAdmin<F> {
         target: &str,
         lun: Option<u64>,
         progress: &mut dyn FnMut(&AdminProgress),
-    ) -> Result<Vec<u64>, ScstError> {
+    ) -> Result<Vec<u64>, ScstAdminError> {
         check_component("device name", device)?;
         check_component("target driver", driver)?;
         check_component("target name", target)?;
@@ -346,7 +483,7 @@ impl<F: Fs> ScstAdmin<F> {
             Some(lun) => {
                 let dir = luns_dir.join(lun.to_string());
                 if !dir.is_dir() {
-                    return Err(ScstError::NoSuchLun {
+                    return Err(ScstAdminError::NoSuchLun {
                         what: format!(
                             "LUN {lun} of {driver}/{target} does not exist ({} is missing)",
                             dir.display()
@@ -356,7 +493,7 @@ impl<F: Fs> ScstAdmin<F> {
                 match link_name(&dir.join("device")) {
                     Some(name) if name == device => vec![lun],
                     other => {
-                        return Err(ScstError::NoSuchLun {
+                        return Err(ScstAdminError::NoSuchLun {
                             what: format!(
                                 "LUN {lun} of {driver}/{target} is device {:?}, not {device:?}",
                                 other.unwrap_or_else(|| "?".into())
@@ -374,7 +511,7 @@ impl<F: Fs> ScstAdmin<F> {
                     })
                     .collect();
                 if found.is_empty() {
-                    return Err(ScstError::NoSuchLun {
+                    return Err(ScstAdminError::NoSuchLun {
                         what: format!(
                             "device {device:?} is not a LUN of {driver}/{target} (no {}/*/device \
                              links to it)",
@@ -396,16 +533,16 @@ impl<F: Fs> ScstAdmin<F> {
                     continue;
                 };
                 let delete = scsi_dir.join("delete");
-                self.fs
-                    .apply(&FsOp::write(&delete, "1"))
-                    .map_err(|error| ScstError::Mgmt {
+                self.fs.apply(&FsOp::write(&delete, "1")).map_err(|error| {
+                    ScstAdminError::Mgmt {
                         path: delete.clone(),
                         command: "1".into(),
                         error,
                         hint: "; the local disk could not be deleted, so the LUN was left in \
                                place"
                             .into(),
-                    })?;
+                    }
+                })?;
                 progress(&AdminProgress::DiskRemoved(disk));
             }
             self.mgmt(&luns_dir.join("mgmt"), &format!("del {lun}"), |_| {
@@ -421,16 +558,18 @@ impl<F: Fs> ScstAdmin<F> {
     }
 
     /// The SCST devices (only scst_user ones unless `all`), sorted by name.
-    pub fn list(&self, all: bool) -> Result<Vec<ScstDevice>, ScstError> {
+    pub fn list(&self, all: bool) -> Result<Vec<ScstDeviceEntry>, ScstAdminError> {
         let devices_dir = self.roots.scst_devices_dir();
         if !self.roots.scst.is_dir() {
-            return Err(ScstError::ScstNotLoaded {
+            return Err(ScstAdminError::ScstNotLoaded {
                 root: self.roots.scst.clone(),
             });
         }
-        let entries = std::fs::read_dir(&devices_dir).map_err(|error| ScstError::Read {
-            path: devices_dir.clone(),
-            error,
+        let entries = std::fs::read_dir(&devices_dir).map_err(|error| {
+            ScstAdminError::File(KernfsError::Read {
+                path: devices_dir.clone(),
+                source: error,
+            })
         })?;
         let mut out = Vec::new();
         for entry in entries.flatten() {
@@ -455,7 +594,7 @@ impl<F: Fs> ScstAdmin<F> {
                 .filter_map(|target| export_name(&target))
                 .collect();
             luns.sort();
-            out.push(ScstDevice {
+            out.push(ScstDeviceEntry {
                 name,
                 handler,
                 scst_user,
@@ -466,25 +605,25 @@ impl<F: Fs> ScstAdmin<F> {
         Ok(out)
     }
 
-    fn check_root(&self) -> Result<(), ScstError> {
+    fn check_root(&self) -> Result<(), ScstAdminError> {
         if self.euid == 0 {
             Ok(())
         } else {
-            Err(ScstError::NotRoot { euid: self.euid })
+            Err(ScstAdminError::NotRoot { euid: self.euid })
         }
     }
 
     /// SCST loaded, the driver loaded, the target present: the target's
     /// directory.
-    fn check_target(&self, driver: &str, target: &str) -> Result<PathBuf, ScstError> {
+    fn check_target(&self, driver: &str, target: &str) -> Result<PathBuf, ScstAdminError> {
         if !self.roots.scst.is_dir() {
-            return Err(ScstError::ScstNotLoaded {
+            return Err(ScstAdminError::ScstNotLoaded {
                 root: self.roots.scst.clone(),
             });
         }
         let driver_dir = self.roots.scst_driver_dir(driver);
         if !driver_dir.is_dir() {
-            return Err(ScstError::TargetDriverMissing {
+            return Err(ScstAdminError::TargetDriverMissing {
                 driver: driver.to_owned(),
                 dir: driver_dir,
                 module: driver_module(driver).to_owned(),
@@ -510,7 +649,7 @@ impl<F: Fs> ScstAdmin<F> {
                 ),
                 _ => String::new(),
             };
-            return Err(ScstError::TargetMissing {
+            return Err(ScstAdminError::TargetMissing {
                 driver: driver.to_owned(),
                 target: target.to_owned(),
                 dir: target_dir,
@@ -527,10 +666,10 @@ impl<F: Fs> ScstAdmin<F> {
         path: &Path,
         command: &str,
         hint: impl Fn(i32) -> String,
-    ) -> Result<(), ScstError> {
+    ) -> Result<(), ScstAdminError> {
         let fail = |error: io::Error| {
             let h = error.raw_os_error().map(&hint).unwrap_or_default();
-            ScstError::Mgmt {
+            ScstAdminError::Mgmt {
                 path: path.to_path_buf(),
                 command: command.to_owned(),
                 error,
@@ -551,7 +690,7 @@ impl<F: Fs> ScstAdmin<F> {
                 match outcome {
                     Some(Ok(())) => Ok(()),
                     Some(Err(e)) => Err(fail(e)),
-                    None => Err(ScstError::Mgmt {
+                    None => Err(ScstAdminError::Mgmt {
                         path: path.to_path_buf(),
                         command: command.to_owned(),
                         error: io::Error::from_raw_os_error(libc::EAGAIN),

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
 
+use admin::scst::ScstAdminError;
 use admin::scst::{AdminProgress, LunSpec, ScstAdmin};
 use dataplane::kernfs::{FsOp, Roots};
-use dataplane::scst::error::ScstError;
 use test_support::fake_fs::{errno, FakeFs, Kernel};
 
 /// The fake kernel: SCST, scst_local and the SCSI layer.
@@ -190,7 +190,7 @@ impl Machine {
         }
     }
 
-    fn add(&mut self, spec: &LunSpec) -> Result<Vec<PathBuf>, ScstError> {
+    fn add(&mut self, spec: &LunSpec) -> Result<Vec<PathBuf>, ScstAdminError> {
         let mut lines = Vec::new();
         let out = self
             .admin
@@ -199,7 +199,7 @@ impl Machine {
         out.map(|a| a.disks)
     }
 
-    fn del(&mut self, device: &str, lun: Option<u64>) -> Result<Vec<u64>, ScstError> {
+    fn del(&mut self, device: &str, lun: Option<u64>) -> Result<Vec<u64>, ScstAdminError> {
         self.del_in(device, "scst_local", "scst_local_tgt", lun)
     }
 
@@ -209,7 +209,7 @@ impl Machine {
         driver: &str,
         target: &str,
         lun: Option<u64>,
-    ) -> Result<Vec<u64>, ScstError> {
+    ) -> Result<Vec<u64>, ScstAdminError> {
         let mut lines = Vec::new();
         let out = self.admin.del_lun(device, driver, target, lun, &mut |p| {
             lines.push(p.to_string())
@@ -349,7 +349,7 @@ fn scst_not_loaded_and_iscsi_driver_missing() {
     );
     assert!(matches!(
         m.admin.list(false).unwrap_err(),
-        ScstError::ScstNotLoaded { .. }
+        ScstAdminError::ScstNotLoaded { .. }
     ));
 }
 
@@ -500,7 +500,7 @@ fn del_lun_with_a_number_checks_whose_it_is() {
     let mut user = Machine::with_euid(7);
     assert!(matches!(
         user.del("disk0", Some(1)).unwrap_err(),
-        ScstError::NotRoot { euid: 7 }
+        ScstAdminError::NotRoot { euid: 7 }
     ));
 }
 

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use admin::scst::{default_target, AdminProgress, LunSpec, ScstAdmin, ScstDevice, DEFAULT_DRIVER};
+use admin::scst::{
+    default_target, AdminProgress, LunSpec, ScstAdmin, ScstDeviceEntry, DEFAULT_DRIVER,
+};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use dataplane::kernfs::Roots;
@@ -168,7 +170,7 @@ pub fn run(args: ScstArgs) -> Result<ExitCode> {
 
 /// The text form of `list`: a header and one aligned row per device, `-`
 /// for none.
-fn table(devices: &[ScstDevice]) -> String {
+fn table(devices: &[ScstDeviceEntry]) -> String {
     let mut rows: Vec<[String; 3]> = vec![["NAME", "HANDLER", "LUNS"].map(str::to_owned)];
     for d in devices {
         rows.push([
