@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 
-use super::list::{numbered_subdirs, LunLink};
-use super::{
-    default_wwn, initiator_wwn, parse_wwn, CreateSpec, Created, Lio, LioError, LoopbackLun,
-    Progress, Rollback,
-};
 use dataplane::kernfs::{read_trimmed, Fs, FsOp, KernfsError};
 use dataplane::tcmu::discovery::{self, RingReset, UioDevice};
+
+use super::admin::Lio;
+use super::error::LioError;
+use super::outcome::{Created, LoopbackLun, Progress, Rollback};
+use super::spec::{default_wwn, initiator_wwn, parse_wwn, CreateSpec};
+use super::tree::{numbered_subdirs, LunLink};
 
 /// One thing to undo if `create` fails.
 #[derive(Debug)]

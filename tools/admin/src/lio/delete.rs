@@ -1,9 +1,13 @@
 //! `dataplane lio delete`.
 
-use super::list::{lun_links, numbered_subdirs, subdirs, user_hbas};
-use super::{validate_name, Deleted, Lio, LioError};
 use dataplane::kernfs::{Fs, FsOp};
 use dataplane::tcmu::discovery::{self, RingReset};
+
+use super::admin::Lio;
+use super::error::LioError;
+use super::outcome::Deleted;
+use super::spec::validate_name;
+use super::tree::{lun_links, numbered_subdirs, subdirs, user_hbas};
 
 impl<F: Fs> Lio<F> {
     /// Deletes TCMU device `name` of HBA `hba` (`None`: the one HBA that has
