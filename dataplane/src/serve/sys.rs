@@ -113,3 +113,51 @@ impl<F: Fs + Send> Host for SysHost<F> {
         Ok(Box::new(ScstFd::open_with_sysfs(&node, &self.roots.sysfs)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernfs::FsOp;
+
+    /// Records the changes instead of making them.
+    #[derive(Debug, Default)]
+    struct Recorder(Vec<FsOp>);
+
+    impl Fs for Recorder {
+        fn apply(&mut self, op: &FsOp) -> std::io::Result<()> {
+            self.0.push(op.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn recovery_blocks_resets_then_unblocks_through_the_fs() {
+        let roots = Roots::under(std::path::Path::new("/fake"));
+        let mut host = SysHost::with_fs(roots, Recorder::default());
+        let name = TcmuUioName::parse("tcm-user/1/disk0/dataplane/ram0").unwrap();
+        host.recover(&name).unwrap();
+        host.unblock(&name).unwrap();
+        let action = "/fake/sys/kernel/config/target/core/user_1/disk0/action";
+        assert_eq!(
+            host.fs().0,
+            [
+                FsOp::write(format!("{action}/block_dev"), "1"),
+                FsOp::write(format!("{action}/reset_ring"), "1"),
+                FsOp::write(format!("{action}/block_dev"), "0"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_action_names_the_file() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let mut host = SysHost::new(Roots::under(tmp.path()));
+        let name = TcmuUioName::parse("tcm-user/0/ghost/dataplane/ram0").unwrap();
+        let err = host.recover(&name).unwrap_err();
+        assert!(err.starts_with("cannot write \"1\" to "), "{err}");
+        assert!(
+            err.ends_with("user_0/ghost/action/block_dev: No such file or directory (os error 2)"),
+            "{err}"
+        );
+    }
+}
