@@ -20,6 +20,7 @@
 
 pub mod exec;
 pub mod frontend;
+pub mod kernfs;
 pub mod latency;
 pub mod lun;
 pub mod port;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dataplane::kernfs::Roots;
 use dataplane::scst::abi::{
     SCST_USER_MEM_NO_REUSE, SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_CALL,
     SCST_USER_ON_FREE_CMD_IGNORE, SCST_USER_PARSE_CALL, SCST_USER_PARSE_STANDARD,
@@ -19,7 +20,6 @@ use dataplane::serve::{
     DeviceFacts, DeviceKind, DeviceStats, FoundDevice, Host, OpenError, ServeOptions, Server,
     SysHost, TcmuUioName,
 };
-use dataplane::tcmu::discovery::Roots;
 use dataplane::tcmu::{Doorbell, SharedRegion};
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData};
 

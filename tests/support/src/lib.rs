@@ -5,3 +5,5 @@
 //! tests use it too.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod fake_fs;

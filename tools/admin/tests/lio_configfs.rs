@@ -1,8 +1,8 @@
 //! `admin::lio` against a fake kernel: a temporary directory tree laid
-//! out like configfs/sysfs/procfs, and an [`Fs`] that records every change
-//! and plays the kernel's part (default groups and attribute files on mkdir,
-//! `control` parsing, the UIO device on `enable`, the SCSI disk on LUN link,
-//! refusals where the kernel refuses).
+//! out like configfs/sysfs/procfs, and a [`FakeFs`] that records every
+//! change, with a [`Kernel`] model that plays LIO's part (default groups and
+//! attribute files on mkdir, `control` parsing, the UIO device on `enable`,
+//! the SCSI disk on LUN link, refusals where the kernel refuses).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -10,20 +10,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
 
-use admin::lio::{CreateSpec, Fs, FsOp, Lio, LioError, Progress, Roots};
+use admin::lio::{CreateSpec, Lio, LioError, Progress};
+use dataplane::kernfs::{FsOp, Roots};
 use dataplane::tcmu::discovery;
+use test_support::fake_fs::{errno, snapshot, walk, FakeFs, Kernel};
+
+/// `Lio` on the fake kernel.
+type FakeLio = Lio<FakeFs<FakeKernel>>;
 
 /// The pid the fake handler runs as.
 const HANDLER_PID: u32 = 4242;
 
-/// The fake kernel.
+/// The fake kernel: LIO, TCMU, tcm_loop and the SCSI layer.
 struct FakeKernel {
     roots: Roots,
-    /// Every attempted change, as `op path [value]` relative to the
-    /// configfs root, with ` FAILED` appended when it failed.
-    log: Vec<String>,
-    /// Fail the change whose log entry is this, with this errno.
-    fail_on: Option<(String, i32)>,
     /// A handler opens each UIO device as soon as it appears.
     handler_attaches: bool,
     /// The SCSI disk appears when a LUN is linked.
@@ -43,16 +43,10 @@ struct FakeKernel {
     next_disk: u8,
 }
 
-fn errno(code: i32) -> io::Error {
-    io::Error::from_raw_os_error(code)
-}
-
 impl FakeKernel {
     fn new(roots: Roots) -> Self {
         Self {
             roots,
-            log: Vec::new(),
-            fail_on: None,
             handler_attaches: true,
             disk_appears: true,
             uio_appears: true,
@@ -67,20 +61,6 @@ impl FakeKernel {
 
     fn rel<'a>(&self, p: &'a Path) -> &'a Path {
         p.strip_prefix(&self.roots.configfs).unwrap_or(p)
-    }
-
-    fn describe(&self, op: &FsOp) -> String {
-        match op {
-            FsOp::Mkdir(p) => format!("mkdir {}", self.rel(p).display()),
-            FsOp::Rmdir(p) => format!("rmdir {}", self.rel(p).display()),
-            FsOp::Write { path, value } => format!("write {} {value}", self.rel(path).display()),
-            FsOp::Symlink { target, link } => format!(
-                "symlink {} -> {}",
-                self.rel(link).display(),
-                self.rel(target).display()
-            ),
-            FsOp::Unlink(p) => format!("unlink {}", self.rel(p).display()),
-        }
     }
 
     fn make_file(&mut self, path: PathBuf, content: &str) {
@@ -373,30 +353,15 @@ impl FakeKernel {
     }
 }
 
-impl Fs for FakeKernel {
+impl Kernel for FakeKernel {
     fn apply(&mut self, op: &FsOp) -> io::Result<()> {
-        let entry = self.describe(op);
-        let injected = self
-            .fail_on
-            .as_ref()
-            .filter(|(e, _)| *e == entry)
-            .map(|(_, code)| *code);
-        let result = match injected {
-            Some(code) => Err(errno(code)),
-            None => match op {
-                FsOp::Mkdir(p) => self.mkdir(p),
-                FsOp::Rmdir(p) => self.rmdir(p),
-                FsOp::Write { path, value } => self.write(path, value),
-                FsOp::Symlink { target, link } => self.symlink(target, link),
-                FsOp::Unlink(p) => self.unlink(p),
-            },
-        };
-        self.log.push(if result.is_ok() {
-            entry
-        } else {
-            format!("{entry} FAILED")
-        });
-        result
+        match op {
+            FsOp::Mkdir(p) => self.mkdir(p),
+            FsOp::Rmdir(p) => self.rmdir(p),
+            FsOp::Write { path, value } => self.write(path, value),
+            FsOp::Symlink { target, link } => self.symlink(target, link),
+            FsOp::Unlink(p) => self.unlink(p),
+        }
     }
 }
 
@@ -444,39 +409,6 @@ fn detach_handler(roots: &Roots) {
     let _ = std::fs::remove_dir_all(roots.proc.join(HANDLER_PID.to_string()));
 }
 
-/// Visits every entry under `dir` (not `dir` itself): `kind` is `d`, `f` or
-/// `l` (symlinks are not followed).
-fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, char)) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        let t = std::fs::symlink_metadata(&p).unwrap().file_type();
-        if t.is_symlink() {
-            visit(&p, 'l');
-        } else if t.is_dir() {
-            visit(&p, 'd');
-            walk(&p, visit);
-        } else {
-            visit(&p, 'f');
-        }
-    }
-}
-
-/// Every path under `base` with its kind, for before/after comparisons.
-fn snapshot(base: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    walk(base, &mut |p, kind| {
-        out.push(format!(
-            "{kind} {}",
-            p.strip_prefix(base).unwrap().display()
-        ));
-    });
-    out
-}
-
 /// A machine with configfs mounted and target_core_user and tcm_loop
 /// loaded, no TCMU device yet.
 struct Machine {
@@ -511,8 +443,14 @@ impl Machine {
         Self { tmp, roots }
     }
 
-    fn lio(&self) -> Lio<FakeKernel> {
-        let mut lio = Lio::with_fs(self.roots.clone(), FakeKernel::new(self.roots.clone()), 0);
+    fn lio(&self) -> FakeLio {
+        self.lio_as(0)
+    }
+
+    /// `Lio` running as `euid`, on a fresh fake (empty log).
+    fn lio_as(&self, euid: u32) -> FakeLio {
+        let fs = FakeFs::new(&self.roots.configfs, FakeKernel::new(self.roots.clone()));
+        let mut lio = Lio::with_fs(self.roots.clone(), fs, euid);
         lio.poll_interval = Duration::from_millis(1);
         lio
     }
@@ -523,7 +461,7 @@ impl Machine {
 }
 
 fn create(
-    lio: &mut Lio<FakeKernel>,
+    lio: &mut FakeLio,
     spec: &CreateSpec,
 ) -> (Result<admin::lio::Created, LioError>, Vec<String>) {
     let mut lines = Vec::new();
@@ -571,7 +509,7 @@ fn create_writes_the_documented_sequence() {
     let mut lio = m.lio();
     let (result, lines) = create(&mut lio, &spec());
     let created = result.unwrap();
-    assert_eq!(lio.fs().log, BACKSTORE_STEPS);
+    assert_eq!(lio.fs().log(), BACKSTORE_STEPS);
     assert_eq!(lines, ["uio: uio0"]);
     assert_eq!(created.uio, "uio0");
     assert_eq!(created.device_dir, m.path("core/user_0/disk0"));
@@ -601,12 +539,12 @@ fn create_writes_the_documented_sequence() {
     second.max_data_area_mb = 8;
     second.cmd_time_out = 0;
     let mut lio = m.lio();
-    lio.fs_mut().next_minor = 1;
+    lio.fs_mut().kernel_mut().next_minor = 1;
     let (result, lines) = create(&mut lio, &second);
     result.unwrap();
     assert_eq!(lines, ["uio: uio1"]);
     assert_eq!(
-        lio.fs().log,
+        lio.fs().log(),
         [
             "mkdir core/user_0/disk1",
             "write core/user_0/disk1/control dev_config=other/ram1",
@@ -630,7 +568,7 @@ fn create_with_loopback_links_a_lun_and_reports_the_disk() {
     let mut expected: Vec<&str> = BACKSTORE_STEPS.to_vec();
     expected.push("mkdir loopback");
     expected.extend(LOOPBACK_STEPS);
-    assert_eq!(lio.fs().log, expected);
+    assert_eq!(lio.fs().log(), expected);
     let disk = m.roots.dev.join("sda");
     assert_eq!(
         lines,
@@ -655,8 +593,8 @@ fn create_with_loopback_links_a_lun_and_reports_the_disk() {
     second.name = "disk1".into();
     second.bdev = "ram1".into();
     let mut lio = m.lio();
-    lio.fs_mut().next_minor = 1;
-    lio.fs_mut().next_disk = 1;
+    lio.fs_mut().kernel_mut().next_minor = 1;
+    lio.fs_mut().kernel_mut().next_disk = 1;
     let (result, lines) = create(&mut lio, &second);
     let lun = result.unwrap().loopback.unwrap();
     assert_eq!(lun.scsi_address, "2:0:1:1");
@@ -665,7 +603,7 @@ fn create_with_loopback_links_a_lun_and_reports_the_disk() {
         format!("disk: {}", m.roots.dev.join("sdb").display())
     );
     assert_eq!(
-        &lio.fs().log[8..],
+        &lio.fs().log()[8..],
         [
             "write core/user_0/disk1/enable 1",
             "mkdir loopback/naa.5001405000000010/tpgt_1/lun/lun_1",
@@ -683,8 +621,8 @@ fn default_wwn_is_derived_from_the_name() {
     let (result, _) = create(&mut lio, &s);
     let wwn = result.unwrap().loopback.unwrap().wwn;
     assert_eq!(wwn, admin::lio::default_wwn(0, "disk0"));
-    assert!(lio.fs().log.contains(&format!("mkdir loopback/{wwn}")));
-    assert!(lio.fs().log.contains(&format!(
+    assert!(lio.fs().log().contains(&format!("mkdir loopback/{wwn}")));
+    assert!(lio.fs().log().contains(&format!(
         "write loopback/{wwn}/tpgt_1/nexus {}",
         admin::lio::initiator_wwn(&wwn)
     )));
@@ -702,7 +640,7 @@ fn every_failing_step_is_rolled_back() {
             .unwrap();
         let before = snapshot(m.tmp.path());
         let mut lio = m.lio();
-        lio.fs_mut().fail_on = Some(((*step).to_owned(), libc::EINVAL));
+        lio.fs_mut().fail_on(*step, libc::EINVAL);
         let (result, _) = create(&mut lio, &loopback_spec());
         let err = result.unwrap_err();
         let msg = err.to_string();
@@ -734,7 +672,7 @@ fn every_failing_step_is_rolled_back() {
             })
             .collect();
         expected.extend(undo.iter().cloned());
-        assert_eq!(lio.fs().log, expected, "failing at {step}");
+        assert_eq!(lio.fs().log(), expected, "failing at {step}");
         assert_eq!(rollback.undone.len(), undo.len());
         if undo.is_empty() {
             assert!(msg.ends_with("; nothing to undo"), "{msg}");
@@ -760,8 +698,8 @@ fn every_failing_step_is_rolled_back() {
 fn a_failure_after_the_link_resets_an_unattended_ring_before_unlinking() {
     let m = Machine::new();
     let mut lio = m.lio();
-    lio.fs_mut().address_override = Some("garbage\n".into());
-    lio.fs_mut().handler_dies_on_link = true;
+    lio.fs_mut().kernel_mut().address_override = Some("garbage\n".into());
+    lio.fs_mut().kernel_mut().handler_dies_on_link = true;
     let (result, lines) = create(&mut lio, &loopback_spec());
     let msg = result.unwrap_err().to_string();
     assert_eq!(lines, ["uio: uio0"]);
@@ -784,17 +722,17 @@ fn a_failure_after_the_link_resets_an_unattended_ring_before_unlinking() {
         "rmdir core/user_0/disk0",
         "rmdir core/user_0",
     ]);
-    assert_eq!(lio.fs().log, expected);
+    assert_eq!(lio.fs().log(), expected);
 
     // With the handler still there, the ring is left alone.
     let m = Machine::new();
     let mut lio = m.lio();
-    lio.fs_mut().address_override = Some("1:0\n".into());
+    lio.fs_mut().kernel_mut().address_override = Some("1:0\n".into());
     let (result, _) = create(&mut lio, &loopback_spec());
     let msg = result.unwrap_err().to_string();
     assert!(msg.contains("cannot parse \"1:0\""), "{msg}");
     assert_eq!(
-        lio.fs().log[BACKSTORE_STEPS.len() + 1 + LOOPBACK_STEPS.len()],
+        lio.fs().log()[BACKSTORE_STEPS.len() + 1 + LOOPBACK_STEPS.len()],
         "unlink loopback/naa.5001405000000010/tpgt_1/lun/lun_0/disk0"
     );
 }
@@ -802,14 +740,14 @@ fn a_failure_after_the_link_resets_an_unattended_ring_before_unlinking() {
 #[test]
 fn create_checks_come_first_and_change_nothing() {
     let m = Machine::new();
-    let refused = |lio: &mut Lio<FakeKernel>, s: &CreateSpec| -> String {
+    let refused = |lio: &mut FakeLio, s: &CreateSpec| -> String {
         let (result, lines) = create(lio, s);
         assert!(lines.is_empty());
-        assert!(lio.fs().log.is_empty(), "{:?}", lio.fs().log);
+        assert!(lio.fs().log().is_empty(), "{:?}", lio.fs().log());
         result.unwrap_err().to_string()
     };
 
-    let mut lio = Lio::with_fs(m.roots.clone(), FakeKernel::new(m.roots.clone()), 1000);
+    let mut lio = m.lio_as(1000);
     assert_eq!(
         refused(&mut lio, &spec()),
         "must run as root (effective uid is 1000): LIO's configfs is writable by root only"
@@ -913,7 +851,7 @@ fn no_uio_device_rolls_back() {
     let m = Machine::new();
     let mut lio = m.lio();
     lio.uio_timeout = Duration::ZERO;
-    lio.fs_mut().uio_appears = false;
+    lio.fs_mut().kernel_mut().uio_appears = false;
     let (result, lines) = create(&mut lio, &spec());
     let msg = result.unwrap_err().to_string();
     assert!(lines.is_empty());
@@ -926,7 +864,7 @@ fn no_uio_device_rolls_back() {
         "{msg}"
     );
     assert_eq!(
-        lio.fs().log[BACKSTORE_STEPS.len()..],
+        lio.fs().log()[BACKSTORE_STEPS.len()..],
         ["rmdir core/user_0/disk0", "rmdir core/user_0"]
     );
     assert!(!m.path("core/user_0").exists());
@@ -937,7 +875,7 @@ fn no_handler_means_no_lun_and_a_hint() {
     let m = Machine::new();
     let mut lio = m.lio();
     lio.timeout = Duration::ZERO;
-    lio.fs_mut().handler_attaches = false;
+    lio.fs_mut().kernel_mut().handler_attaches = false;
     let (result, lines) = create(&mut lio, &loopback_spec());
     let msg = result.unwrap_err().to_string();
     assert_eq!(lines, ["uio: uio0"]);
@@ -950,7 +888,7 @@ fn no_handler_means_no_lun_and_a_hint() {
         "{msg}"
     );
     assert_eq!(
-        lio.fs().log[BACKSTORE_STEPS.len()..],
+        lio.fs().log()[BACKSTORE_STEPS.len()..],
         ["rmdir core/user_0/disk0", "rmdir core/user_0"]
     );
     assert!(!m.roots.loopback_dir().exists());
@@ -962,7 +900,7 @@ fn no_disk_leaves_the_lun_in_place() {
     let m = Machine::new();
     let mut lio = m.lio();
     lio.timeout = Duration::ZERO;
-    lio.fs_mut().disk_appears = false;
+    lio.fs_mut().kernel_mut().disk_appears = false;
     let (result, lines) = create(&mut lio, &loopback_spec());
     let msg = result.unwrap_err().to_string();
     assert_eq!(lines, ["uio: uio0"]);
@@ -993,7 +931,10 @@ fn delete_reverses_create_and_resets_an_unattended_ring_first() {
     // The handler died (kill -9): commands stay in the ring.
     detach_handler(&m.roots);
     let mut lio = m.lio();
-    lio.fs_mut().stuck.insert(m.path("core/user_0/disk0"));
+    lio.fs_mut()
+        .kernel_mut()
+        .stuck
+        .insert(m.path("core/user_0/disk0"));
     let deleted = lio.delete("disk0", None).unwrap();
     let expected = [
         "write core/user_0/disk0/action/reset_ring 2",
@@ -1004,7 +945,7 @@ fn delete_reverses_create_and_resets_an_unattended_ring_first() {
         "rmdir core/user_0/disk0",
         "rmdir core/user_0",
     ];
-    assert_eq!(lio.fs().log, expected);
+    assert_eq!(lio.fs().log(), expected);
     assert_eq!(deleted.hba, 0);
     assert_eq!(deleted.ops.len(), expected.len());
     assert_eq!(
@@ -1030,10 +971,10 @@ fn delete_leaves_the_ring_alone_while_a_handler_has_it() {
     let mut lio = m.lio();
     lio.delete("disk0", Some(0)).unwrap();
     assert_eq!(
-        lio.fs().log[0],
+        lio.fs().log()[0],
         "unlink loopback/naa.5001405000000010/tpgt_1/lun/lun_0/disk0"
     );
-    assert!(!lio.fs().log.iter().any(|l| l.contains("reset_ring")));
+    assert!(!lio.fs().log().iter().any(|l| l.contains("reset_ring")));
 }
 
 #[test]
@@ -1044,14 +985,14 @@ fn delete_keeps_what_others_still_use() {
     let mut second = loopback_spec();
     second.name = "disk1".into();
     let mut lio = m.lio();
-    lio.fs_mut().next_minor = 1;
+    lio.fs_mut().kernel_mut().next_minor = 1;
     let (result, _) = create(&mut lio, &second);
     result.unwrap();
 
     let mut lio = m.lio();
     lio.delete("disk0", None).unwrap();
     assert_eq!(
-        lio.fs().log,
+        lio.fs().log(),
         [
             "unlink loopback/naa.5001405000000010/tpgt_1/lun/lun_0/disk0",
             "rmdir loopback/naa.5001405000000010/tpgt_1/lun/lun_0",
@@ -1061,7 +1002,7 @@ fn delete_keeps_what_others_still_use() {
     let mut lio = m.lio();
     lio.delete("disk1", None).unwrap();
     assert_eq!(
-        lio.fs().log,
+        lio.fs().log(),
         [
             "unlink loopback/naa.5001405000000010/tpgt_1/lun/lun_1/disk1",
             "rmdir loopback/naa.5001405000000010/tpgt_1/lun/lun_1",
@@ -1098,7 +1039,7 @@ fn delete_errors() {
         .unwrap_err()
         .to_string()
         .starts_with("device name \"../x\" contains '/'"));
-    let mut lio = Lio::with_fs(m.roots.clone(), FakeKernel::new(m.roots.clone()), 1);
+    let mut lio = m.lio_as(1);
     assert!(lio
         .delete("disk0", None)
         .unwrap_err()
@@ -1110,7 +1051,7 @@ fn delete_errors() {
         let mut s = spec();
         s.hba = hba;
         let mut lio = m.lio();
-        lio.fs_mut().next_minor = hba;
+        lio.fs_mut().kernel_mut().next_minor = hba;
         create(&mut lio, &s).0.unwrap();
     }
     let mut lio = m.lio();
@@ -1126,7 +1067,7 @@ fn delete_errors() {
     lio.delete("disk0", Some(1)).unwrap();
     // The fake handler holds both UIO devices: no ring reset.
     assert_eq!(
-        lio.fs().log,
+        lio.fs().log(),
         ["rmdir core/user_1/disk0", "rmdir core/user_1"]
     );
 
@@ -1143,7 +1084,7 @@ fn delete_errors() {
             iscsi_lun.join("x").display()
         )
     );
-    assert!(lio.fs().log.is_empty());
+    assert!(lio.fs().log().is_empty());
 }
 
 #[test]
@@ -1151,7 +1092,7 @@ fn delete_stops_at_the_first_failure_and_says_what_was_done() {
     let m = Machine::new();
     create(&mut m.lio(), &loopback_spec()).0.unwrap();
     let mut lio = m.lio();
-    lio.fs_mut().fail_on = Some(("rmdir core/user_0/disk0".into(), libc::EBUSY));
+    lio.fs_mut().fail_on("rmdir core/user_0/disk0", libc::EBUSY);
     let msg = lio.delete("disk0", None).unwrap_err().to_string();
     assert_eq!(
         msg,
@@ -1166,7 +1107,7 @@ fn delete_stops_at_the_first_failure_and_says_what_was_done() {
         )
     );
     assert_eq!(
-        lio.fs().log.last().unwrap(),
+        lio.fs().log().last().unwrap(),
         "rmdir core/user_0/disk0 FAILED"
     );
 }
@@ -1179,7 +1120,7 @@ fn list_shows_devices_with_uio_and_disk() {
     other.subtype = "qcow".into();
     other.hba = 2;
     let mut lio = m.lio();
-    lio.fs_mut().next_minor = 5;
+    lio.fs_mut().kernel_mut().next_minor = 5;
     create(&mut lio, &other).0.unwrap();
     // A device that was never configured nor enabled.
     FakeKernel::new(m.roots.clone())
@@ -1231,6 +1172,6 @@ fn list_shows_devices_with_uio_and_disk() {
     assert!(lio.list(Some("nothing")).unwrap().is_empty());
 
     // Listing needs no root, but configfs.
-    let lio = Lio::with_fs(m.roots.clone(), FakeKernel::new(m.roots.clone()), 1000);
+    let lio = m.lio_as(1000);
     assert_eq!(lio.list(None).unwrap().len(), 3);
 }

@@ -1,23 +1,23 @@
 //! `admin::scst` (LUNs of registered devices) against a fake
 //! kernel: a temporary tree laid out like /sys/kernel/scst_tgt, /sys and
-//! /dev, and a `SysfsWrite` that records every write and plays SCST's part
-//! (`luns/mgmt` add/del with their errnos, the scst_local disk appearing,
-//! `delete` of a SCSI device, EAGAIN + `last_sysfs_mgmt_res`).
+//! /dev, and a [`FakeFs`] that records every write, with a [`Kernel`] model
+//! that plays SCST's part (`luns/mgmt` add/del with their errnos, the
+//! scst_local disk appearing, `delete` of a SCSI device, EAGAIN +
+//! `last_sysfs_mgmt_res`).
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
 
-use admin::scst::{AdminProgress, AdminRoots, LunSpec, ScstAdmin, SysfsWrite};
-use dataplane::scst::error::ScstError;
+use admin::scst::ScstAdminError;
+use admin::scst::{AdminProgress, LunSpec, ScstAdmin};
+use dataplane::kernfs::{FsOp, Roots};
+use test_support::fake_fs::{errno, FakeFs, Kernel};
 
-/// The fake kernel.
+/// The fake kernel: SCST, scst_local and the SCSI layer.
 struct FakeScst {
-    base: PathBuf,
-    roots: AdminRoots,
-    /// Every write as `path-relative-to-base: value`.
-    log: Vec<String>,
+    roots: Roots,
     /// `add` fails with this errno (e.g. EFAULT: the handler did not answer
     /// ATTACH_SESS).
     add_errno: Option<i32>,
@@ -29,23 +29,12 @@ struct FakeScst {
     next_disk: u8,
 }
 
-fn errno(code: i32) -> io::Error {
-    io::Error::from_raw_os_error(code)
-}
-
 impl FakeScst {
-    fn rel(&self, p: &Path) -> String {
-        p.strip_prefix(&self.base)
-            .unwrap_or(p)
-            .display()
-            .to_string()
-    }
-
     fn luns_mgmt(&mut self, luns: &Path, value: &str) -> io::Result<()> {
         let words: Vec<&str> = value.split_whitespace().collect();
         match words.as_slice() {
             ["add", device, lun] => {
-                let dev_dir = self.roots.devices_dir().join(device);
+                let dev_dir = self.roots.scst_devices_dir().join(device);
                 if !dev_dir.is_dir() {
                     return Err(errno(libc::EINVAL));
                 }
@@ -100,9 +89,12 @@ impl FakeScst {
     }
 }
 
-impl SysfsWrite for FakeScst {
-    fn write(&mut self, path: &Path, value: &str) -> io::Result<()> {
-        self.log.push(format!("{}: {value}", self.rel(path)));
+impl Kernel for FakeScst {
+    fn apply(&mut self, op: &FsOp) -> io::Result<()> {
+        // `dataplane scst` only writes attributes.
+        let FsOp::Write { path, value } = op else {
+            return Err(errno(libc::EPERM));
+        };
         let name = path.file_name().unwrap().to_str().unwrap();
         let result = match name {
             "mgmt" if path.parent().unwrap().ends_with("luns") => {
@@ -126,7 +118,7 @@ impl SysfsWrite for FakeScst {
                     Err(e) => -e.raw_os_error().unwrap(),
                 };
                 let forced = self.eagain_result.filter(|&r| r != 0).unwrap_or(code);
-                std::fs::write(self.roots.mgmt_result(), format!("{forced}\n")).unwrap();
+                std::fs::write(self.roots.scst_mgmt_result(), format!("{forced}\n")).unwrap();
                 Err(errno(libc::EAGAIN))
             }
             _ => result,
@@ -139,7 +131,7 @@ impl SysfsWrite for FakeScst {
 /// iSCSI target.
 struct Machine {
     _tmp: TempDir,
-    admin: ScstAdmin<FakeScst>,
+    admin: ScstAdmin<FakeFs<FakeScst>>,
     progress: Vec<String>,
 }
 
@@ -153,7 +145,7 @@ impl Machine {
     fn with_euid(euid: u32) -> Self {
         let tmp = TempDir::new().unwrap();
         let base = tmp.path().to_path_buf();
-        let roots = AdminRoots::under(&base);
+        let roots = Roots::under(&base);
         let s = |rel: &str| roots.scst.join(rel);
         for dir in [
             "handlers/disk0",
@@ -181,15 +173,13 @@ impl Machine {
         std::fs::create_dir_all(roots.scsi_devices_dir()).unwrap();
         std::fs::create_dir_all(&roots.dev).unwrap();
         let fake = FakeScst {
-            base,
             roots: roots.clone(),
-            log: Vec::new(),
             add_errno: None,
             eagain_result: None,
             disk_appears: true,
             next_disk: 0,
         };
-        let mut admin = ScstAdmin::with_io(roots, fake, euid);
+        let mut admin = ScstAdmin::with_fs(roots, FakeFs::new(base, fake), euid);
         admin.timeout = Duration::from_millis(300);
         admin.mgmt_timeout = Duration::from_millis(300);
         admin.poll_interval = Duration::from_millis(5);
@@ -200,7 +190,7 @@ impl Machine {
         }
     }
 
-    fn add(&mut self, spec: &LunSpec) -> Result<Vec<PathBuf>, ScstError> {
+    fn add(&mut self, spec: &LunSpec) -> Result<Vec<PathBuf>, ScstAdminError> {
         let mut lines = Vec::new();
         let out = self
             .admin
@@ -209,7 +199,7 @@ impl Machine {
         out.map(|a| a.disks)
     }
 
-    fn del(&mut self, device: &str, lun: Option<u64>) -> Result<Vec<u64>, ScstError> {
+    fn del(&mut self, device: &str, lun: Option<u64>) -> Result<Vec<u64>, ScstAdminError> {
         self.del_in(device, "scst_local", "scst_local_tgt", lun)
     }
 
@@ -219,7 +209,7 @@ impl Machine {
         driver: &str,
         target: &str,
         lun: Option<u64>,
-    ) -> Result<Vec<u64>, ScstError> {
+    ) -> Result<Vec<u64>, ScstAdminError> {
         let mut lines = Vec::new();
         let out = self.admin.del_lun(device, driver, target, lun, &mut |p| {
             lines.push(p.to_string())
@@ -233,7 +223,11 @@ impl Machine {
     }
 
     fn log(&self) -> Vec<String> {
-        self.admin.io().log.clone()
+        self.admin.fs().log().to_vec()
+    }
+
+    fn kernel(&mut self) -> &mut FakeScst {
+        self.admin.fs_mut().kernel_mut()
     }
 }
 
@@ -252,7 +246,7 @@ fn add_lun_on_scst_local_reports_the_disk() {
     );
     assert_eq!(
         m.log(),
-        vec!["sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt: add disk0 0"]
+        vec!["write sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt add disk0 0"]
     );
     assert_eq!(
         std::fs::read_link(m.s("targets/scst_local/scst_local_tgt/luns/0/device")).unwrap(),
@@ -355,14 +349,14 @@ fn scst_not_loaded_and_iscsi_driver_missing() {
     );
     assert!(matches!(
         m.admin.list(false).unwrap_err(),
-        ScstError::ScstNotLoaded { .. }
+        ScstAdminError::ScstNotLoaded { .. }
     ));
 }
 
 #[test]
 fn a_handler_that_does_not_answer_attach_is_named() {
     let mut m = Machine::new();
-    m.admin.io_mut().add_errno = Some(libc::EFAULT);
+    m.kernel().add_errno = Some(libc::EFAULT);
     let e = m.add(&LunSpec::new("disk0")).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -379,12 +373,12 @@ fn a_handler_that_does_not_answer_attach_is_named() {
 #[test]
 fn slow_mgmt_commands_are_polled_in_last_sysfs_mgmt_res() {
     let mut m = Machine::new();
-    m.admin.io_mut().eagain_result = Some(0);
+    m.kernel().eagain_result = Some(0);
     m.add(&LunSpec::new("disk0")).unwrap();
     assert_eq!(m.progress[0], "lun: scst_local/scst_local_tgt/0");
 
     let mut m = Machine::new();
-    m.admin.io_mut().eagain_result = Some(-libc::EBUSY);
+    m.kernel().eagain_result = Some(-libc::EBUSY);
     let e = m.add(&LunSpec::new("disk0")).unwrap_err().to_string();
     assert!(
         e.ends_with(
@@ -410,7 +404,7 @@ fn without_a_session_or_a_disk_the_lun_stays_and_says_so() {
     assert!(e.contains("add_session scst_local_tgt scst_local_host"));
 
     let mut m = Machine::new();
-    m.admin.io_mut().disk_appears = false;
+    m.kernel().disk_appears = false;
     let e = m.add(&LunSpec::new("disk0")).unwrap_err().to_string();
     assert_eq!(
         e,
@@ -469,10 +463,10 @@ fn del_lun_removes_the_disk_first() {
     assert_eq!(
         m.log()[2..],
         [
-            "sys/bus/scsi/devices/7:0:0:0/delete: 1",
-            "sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt: del 0",
-            "sys/bus/scsi/devices/7:0:0:2/delete: 1",
-            "sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt: del 2",
+            "write sys/bus/scsi/devices/7:0:0:0/delete 1",
+            "write sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt del 0",
+            "write sys/bus/scsi/devices/7:0:0:2/delete 1",
+            "write sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt del 2",
         ]
     );
     assert!(!dev.join("sda").exists());
@@ -506,7 +500,7 @@ fn del_lun_with_a_number_checks_whose_it_is() {
     let mut user = Machine::with_euid(7);
     assert!(matches!(
         user.del("disk0", Some(1)).unwrap_err(),
-        ScstError::NotRoot { euid: 7 }
+        ScstAdminError::NotRoot { euid: 7 }
     ));
 }
 

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use admin::lio::{CreateSpec, Lio, LioDevice, Progress, Roots, DEFAULT_SUBTYPE};
+use admin::lio::{CreateSpec, Lio, LioDevice, Progress, DEFAULT_SUBTYPE};
 use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
+use dataplane::kernfs::Roots;
 
 /// Flags of `dataplane lio`.
 #[derive(Debug, Args)]
@@ -137,6 +138,7 @@ pub fn run(args: LioArgs) -> Result<ExitCode> {
         sysfs: args.sysfs_root,
         dev: args.dev_root,
         proc: args.proc_root,
+        ..Roots::default()
     };
     let mut lio = Lio::new(roots);
     // Errors are printed by their Display alone (which already includes

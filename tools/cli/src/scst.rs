@@ -12,10 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use admin::scst::{
-    default_target, AdminProgress, AdminRoots, LunSpec, ScstAdmin, ScstDevice, DEFAULT_DRIVER,
+    default_target, AdminProgress, LunSpec, ScstAdmin, ScstDeviceEntry, DEFAULT_DRIVER,
 };
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
+use dataplane::kernfs::Roots;
 
 /// Flags of `dataplane scst`.
 #[derive(Debug, Args)]
@@ -122,10 +123,11 @@ fn target_or_default(driver: &str, target: Option<String>) -> Result<String> {
 
 /// Runs `dataplane scst`.
 pub fn run(args: ScstArgs) -> Result<ExitCode> {
-    let roots = AdminRoots {
+    let roots = Roots {
         scst: args.scst_root,
         sysfs: args.sysfs_root,
         dev: args.dev_root,
+        ..Roots::default()
     };
     let mut admin = ScstAdmin::new(roots);
     let mut report = |p: &AdminProgress| {
@@ -168,7 +170,7 @@ pub fn run(args: ScstArgs) -> Result<ExitCode> {
 
 /// The text form of `list`: a header and one aligned row per device, `-`
 /// for none.
-fn table(devices: &[ScstDevice]) -> String {
+fn table(devices: &[ScstDeviceEntry]) -> String {
     let mut rows: Vec<[String; 3]> = vec![["NAME", "HANDLER", "LUNS"].map(str::to_owned)];
     for d in devices {
         rows.push([

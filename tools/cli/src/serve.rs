@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use dataplane::kernfs::Roots;
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::{self, RunOptions, ServeOptions, Server, StatsReport, SysHost};
-use dataplane::tcmu::discovery::Roots;
 use dataplane::tcmu::netlink::{NetlinkError, TcmuNetlink};
 use reactor::ShutdownSignals;
 

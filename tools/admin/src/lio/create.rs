@@ -2,21 +2,24 @@
 
 use std::path::PathBuf;
 
-use super::list::{numbered_subdirs, LunLink};
-use super::{
-    default_wwn, initiator_wwn, parse_wwn, CreateSpec, Created, Fs, FsOp, Lio, LioError,
-    LoopbackLun, Progress, Rollback,
-};
-use dataplane::tcmu::discovery::{self, read_trimmed, UioDevice};
+use dataplane::kernfs::{read_trimmed, Fs, FsOp, KernfsError};
+use dataplane::tcmu::discovery::{self, RingReset, UioDevice};
+
+use super::admin::Lio;
+use super::error::LioError;
+use super::outcome::{Created, LoopbackLun, Progress, Rollback};
+use super::spec::{default_wwn, initiator_wwn, parse_wwn, CreateSpec};
+use super::tree::{numbered_subdirs, LunLink};
 
 /// One thing to undo if `create` fails.
 #[derive(Debug)]
 enum Undo {
     /// Apply this change.
     Op(FsOp),
-    /// Write `action/reset_ring` = 2 if no process has the UIO device open
-    /// (before unlinking a LUN the kernel may have sent commands to).
-    ResetRingIfUnattended { ring_file: PathBuf, minor: u32 },
+    /// Apply `reset` (`action/reset_ring` = 2) if no process has the UIO
+    /// device open (before unlinking a LUN the kernel may have sent
+    /// commands to).
+    ResetRingIfUnattended { reset: FsOp, minor: u32 },
 }
 
 /// A linked LUN, before its disk has appeared.
@@ -226,7 +229,12 @@ impl<F: Fs> Lio<F> {
         )?;
         undo.push(Undo::Op(FsOp::Unlink(link.clone())));
         undo.push(Undo::ResetRingIfUnattended {
-            ring_file: device_dir.join("action/reset_ring"),
+            reset: discovery::reset_ring_op(
+                &self.roots,
+                spec.hba,
+                &spec.name,
+                RingReset::CheckCondition,
+            ),
             minor: uio.minor,
         });
 
@@ -243,7 +251,7 @@ impl<F: Fs> Lio<F> {
         let Some((scsi_address, scsi_dir)) = link.scsi_block_dir(&self.roots) else {
             let address = tpgt_dir.join("address");
             let content = read_trimmed(&address)?;
-            return Err(discovery::DiscoveryError::Parse {
+            return Err(KernfsError::Parse {
                 path: address,
                 content,
                 why: "expected the SCSI address H:C:T",
@@ -267,14 +275,11 @@ impl<F: Fs> Lio<F> {
         for step in undo.into_iter().rev() {
             let op = match step {
                 Undo::Op(op) => op,
-                Undo::ResetRingIfUnattended { ring_file, minor } => {
+                Undo::ResetRingIfUnattended { reset, minor } => {
                     if discovery::is_uio_open(&self.roots, minor) {
                         continue;
                     }
-                    FsOp::Write {
-                        path: ring_file,
-                        value: "2".to_owned(),
-                    }
+                    reset
                 }
             };
             match self.fs.apply(&op) {

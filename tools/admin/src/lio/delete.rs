@@ -1,8 +1,13 @@
 //! `dataplane lio delete`.
 
-use super::list::{lun_links, numbered_subdirs, subdirs, user_hbas};
-use super::{validate_name, Deleted, Fs, FsOp, Lio, LioError};
-use dataplane::tcmu::discovery;
+use dataplane::kernfs::{Fs, FsOp};
+use dataplane::tcmu::discovery::{self, RingReset};
+
+use super::admin::Lio;
+use super::error::LioError;
+use super::outcome::Deleted;
+use super::spec::validate_name;
+use super::tree::{lun_links, numbered_subdirs, subdirs, user_hbas};
 
 impl<F: Fs> Lio<F> {
     /// Deletes TCMU device `name` of HBA `hba` (`None`: the one HBA that has
@@ -32,14 +37,9 @@ impl<F: Fs> Lio<F> {
         // or forever with cmd_time_out = 0.
         if let Some(uio) = discovery::find_uio(&self.roots, hba, name) {
             if !discovery::is_uio_open(&self.roots, uio.minor) {
-                self.delete_step(
-                    &mut ops,
-                    FsOp::Write {
-                        path: device_dir.join("action/reset_ring"),
-                        value: "2".to_owned(),
-                    },
-                    "",
-                )?;
+                let reset =
+                    discovery::reset_ring_op(&self.roots, hba, name, RingReset::CheckCondition);
+                self.delete_step(&mut ops, reset, "")?;
             }
         }
         for link in &links {

@@ -1,0 +1,31 @@
+//! The kernel's control filesystems as the control plane sees them: LIO's
+//! configfs, sysfs (UIO devices, modules, SCSI disks, SCST's
+//! `/sys/kernel/scst_tgt`), procfs and `/dev`.
+//!
+//! # Contract
+//! - [`Roots`]: where each of them is. Every path is built from one value,
+//!   so the same code administers the real machine ([`Roots::default`]) or a
+//!   temporary tree laid out like it ([`Roots::under`]).
+//! - Changes are values ([`FsOp`]: mkdir, rmdir, one attribute write,
+//!   symlink, unlink) applied through the [`Fs`] trait: [`RealFs`] performs
+//!   them; the test fake (`test_support::fake_fs`) records them and plays
+//!   the kernel's part. Code that changes configfs or sysfs takes an `Fs`,
+//!   never calls `std::fs` to write.
+//! - Reads go straight to the filesystem under the roots ([`read_trimmed`],
+//!   [`parse_u64_auto`], [`link_name`]): a fake kernel keeps its tree as the
+//!   kernel would show it, so what the code reads is what it would read on
+//!   a real machine.
+//! - Errors name the file ([`KernfsError`]).
+//!
+//! Off the hot path: used by `serve` (TCMU discovery and recovery actions)
+//! and by the LIO and SCST administration tools.
+
+mod error;
+mod fs;
+mod read;
+mod roots;
+
+pub use error::KernfsError;
+pub use fs::{Fs, FsOp, RealFs};
+pub use read::{link_name, parse_u64_auto, read_trimmed};
+pub use roots::Roots;

@@ -1,0 +1,81 @@
+//! The local disks of scst_local LUNs: the SCSI host of each session, and
+//! the disk of a LUN on a host.
+
+use std::path::{Path, PathBuf};
+
+use dataplane::kernfs::{link_name, Fs};
+
+use super::admin::ScstAdmin;
+
+impl<F: Fs> ScstAdmin<F> {
+    /// SCSI host numbers of the target's sessions
+    /// (`sessions/*/host` → `hostN`), sorted.
+    pub(super) fn session_hosts(&self, target_dir: &Path) -> Vec<u32> {
+        let mut hosts: Vec<u32> = std::fs::read_dir(target_dir.join("sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| link_name(&e.path().join("host")))
+            .filter_map(|name| name.strip_prefix("host")?.parse().ok())
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        hosts
+    }
+
+    /// The disk of LUN `lun` on SCSI host `host`:
+    /// `<sysfs>/bus/scsi/devices/<host>:C:T:<lun>` and `<dev>/<sdX>` from its
+    /// `block` directory.
+    pub(super) fn find_disk(&self, host: u32, lun: u64) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.roots.scsi_devices_dir();
+        let mut matches: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(parse_hctl)
+                    .is_some_and(|(h, _, _, l)| h == host && l == lun)
+            })
+            .map(|e| e.path())
+            .collect();
+        matches.sort();
+        for scsi_dir in matches {
+            let block = std::fs::read_dir(scsi_dir.join("block")).ok()?;
+            let mut names: Vec<String> = block
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            if let Some(name) = names.into_iter().next() {
+                let disk = self.roots.dev.join(name);
+                return Some((scsi_dir, disk));
+            }
+        }
+        None
+    }
+}
+
+/// `H:C:T:L` of a SCSI device directory name.
+fn parse_hctl(name: &str) -> Option<(u32, u32, u32, u64)> {
+    let mut parts = name.split(':');
+    let h = parts.next()?.parse().ok()?;
+    let c = parts.next()?.parse().ok()?;
+    let t = parts.next()?.parse().ok()?;
+    let l = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((h, c, t, l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scsi_addresses_parse() {
+        assert_eq!(parse_hctl("12:0:0:3"), Some((12, 0, 0, 3)));
+        assert_eq!(parse_hctl("host12"), None);
+        assert_eq!(parse_hctl("1:2:3"), None);
+        assert_eq!(parse_hctl("1:2:3:4:5"), None);
+        assert_eq!(parse_hctl("target1:0:0"), None);
+    }
+}
