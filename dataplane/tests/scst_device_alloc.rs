@@ -16,6 +16,7 @@ use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use nix::errno::Errno;
+use test_support::rng::{seeded, Rng};
 
 /// A kernel with memory reuse ALL and ON_FREE_CMD CALL that keeps `depth`
 /// commands going: reads (with a cached buffer or `pbuf` 0) and writes
@@ -31,7 +32,7 @@ struct LoopKernel {
     buffer_of: Vec<u64>,
     in_flight: usize,
     next_h: u32,
-    seed: u64,
+    rng: Rng,
     completed: u64,
     ioctls: u64,
 }
@@ -47,17 +48,10 @@ impl LoopKernel {
             buffer_of: vec![0; HANDLES],
             in_flight: 0,
             next_h: 0,
-            seed: 0x9E37_79B9_7F4A_7C15,
+            rng: seeded(0x9E37_79B9_7F4A_7C15),
             completed: 0,
             ioctls: 0,
         }
-    }
-
-    fn rand(&mut self) -> u64 {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        self.seed
     }
 
     fn handle(&mut self) -> u32 {
@@ -99,7 +93,7 @@ impl LoopKernel {
 
     fn start_command(&mut self) {
         let h = self.handle();
-        let write = self.rand() & 1 == 1;
+        let write = self.rng.bool();
         let pbuf = self.cached.pop().unwrap_or(0);
         if write && pbuf == 0 {
             let mut cmd = ScstUserGetCmd {

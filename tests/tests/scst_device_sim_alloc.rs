@@ -115,7 +115,7 @@ fn steady_state(trust: bool) {
 
     let payload = vec![0x5Au8; 64 << 10];
     let mut data_in = vec![0u8; 64 << 10];
-    let mut seed = 0x1234_5678_9ABC_DEF1_u64;
+    let mut rng = test_support::rng::seeded(0x1234_5678_9ABC_DEF1);
     let mut tag = 0u64;
     let mut in_flight = 0usize;
     let mut completed = 0u64;
@@ -131,16 +131,13 @@ fn steady_state(trust: bool) {
         while completed - start < commands {
             let before = allocations();
             while in_flight < 64 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let blocks = 1 + (seed >> 8) % 16;
-                let lba = (seed >> 24) % (BLOCKS - blocks);
+                let blocks = rng.u64(1..=16);
+                let lba = rng.u64(..BLOCKS - blocks);
                 let mut cdb = [0u8; 10];
                 cdb[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
                 cdb[7..9].copy_from_slice(&(blocks as u16).to_be_bytes());
                 let len = blocks as usize * BS;
-                let r = if seed & 1 == 0 {
+                let r = if rng.bool() {
                     cdb[0] = 0x28;
                     init.submit(sess, &cdb, SimData::In(len), tag)
                 } else {

@@ -57,21 +57,19 @@ fn steady_state_polls_do_not_allocate() {
     let write = [0x2A, 0, 0, 0, 0, 0, 0, 0, 16, 0];
     let payload = vec![0xA5u8; 64 << 10];
     let mut buf = vec![0u8; 64 << 10];
-    let mut seed = 0x1234_5678_u64;
+    let mut rng = test_support::rng::seeded(0x1234_5678);
 
     let mut run = |rounds: usize, sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>| {
         let (mut in_device, mut in_sim, mut completed) = (0, 0, 0);
         for _ in 0..rounds {
             let before = allocations();
             for _ in 0..4 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let len = 512 * (1 + (seed % 128) as usize);
-                let r = if seed & 1 == 0 {
-                    sim.submit(&read, SimData::In(len), seed)
+                let tag = rng.u64(..);
+                let len = 512 * rng.usize(1..=128);
+                let r = if rng.bool() {
+                    sim.submit(&read, SimData::In(len), tag)
                 } else {
-                    sim.submit(&write, SimData::Out(&payload[..len]), seed)
+                    sim.submit(&write, SimData::Out(&payload[..len]), tag)
                 };
                 match r {
                     Ok(_) | Err(SimSubmitError::RingFull | SimSubmitError::DataAreaFull) => {}

@@ -20,7 +20,7 @@ pub use fastrand::Rng;
 pub const TEST_SEED: &str = "TEST_SEED";
 
 /// A generator seeded with `seed`, or with `seed ^ TEST_SEED` when that is
-/// set; prints the seed used (shown when the test fails).
+/// set (and not empty); prints the seed used (shown when the test fails).
 ///
 /// # Panics
 /// If `TEST_SEED` is set but not a number: a typo must not silently run the
@@ -40,10 +40,13 @@ pub fn seeded(seed: u64) -> Rng {
     Rng::with_seed(used)
 }
 
-/// `TEST_SEED`, if set.
+/// `TEST_SEED`, if set and not empty.
 fn test_seed() -> Option<u64> {
     let text = std::env::var(TEST_SEED).ok()?;
     let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
     let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => text.parse(),

@@ -66,7 +66,12 @@ fn padded(text: &str) -> Box<[u8; DESC_STRING_BYTES]> {
 /// A disk's description: `name` (truncated to leave a NUL), `block_size`,
 /// `opt`, the strings of `strings` (which must outlive its use), no SGV
 /// settings.
-pub fn desc(strings: &DescStrings, name: &str, block_size: u32, opt: ScstUserOpt) -> ScstUserDevDesc {
+pub fn desc(
+    strings: &DescStrings,
+    name: &str,
+    block_size: u32,
+    opt: ScstUserOpt,
+) -> ScstUserDevDesc {
     let mut n = [0u8; SCST_MAX_NAME];
     let len = name.len().min(SCST_MAX_NAME - 1);
     n[..len].copy_from_slice(&name.as_bytes()[..len]);

@@ -196,13 +196,18 @@ mod tests {
         assert!(!Need::KernelModule("dp_no_such_module").met());
         assert!(Need::Cpus(1).met());
         assert!(!Need::Cpus(1 << 20).met());
-        assert!(Need::Cpus(1 << 20).reason().starts_with("needs 1048576 CPUs"));
+        assert!(Need::Cpus(1 << 20)
+            .reason()
+            .starts_with("needs 1048576 CPUs"));
     }
 
     #[test]
     fn a_need_not_met_is_reported_and_skips() {
         // Not one CI provides: reported, never a failure.
-        assert!(!can_run(&[Need::Cpus(1), Need::KernelModule("dp_no_such_module")]));
+        assert!(!can_run(&[
+            Need::Cpus(1),
+            Need::KernelModule("dp_no_such_module")
+        ]));
         assert!(can_run(&[]));
         assert_eq!(
             test_name(),

@@ -207,7 +207,7 @@ fn run(on_free: u8) {
     }
     let write_data = vec![0xA5u8; 32 << 10];
     let mut read_buf = vec![0u8; 32 << 10];
-    let mut rng = 0x1234_5678_9abc_def1u64;
+    let mut rng = test_support::rng::seeded(0x1234_5678_9abc_def1);
     let mut cdb = [0u8; 16];
     let mut in_flight = 0usize;
     let mut done = 0u64;
@@ -220,12 +220,9 @@ fn run(on_free: u8) {
         let target = *done + count;
         while *done < target {
             while *in_flight < QD {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let blocks = 1 + (rng % 64) as u32; // up to 32 KiB
-                let lba = (rng >> 16) % (BLOCKS - 64);
-                let write = rng & (1 << 40) != 0;
+                let blocks = rng.u32(1..=64); // up to 32 KiB
+                let lba = rng.u64(..BLOCKS - 64);
+                let write = rng.bool();
                 cdb[0] = if write { 0x8A } else { 0x88 };
                 cdb[2..10].copy_from_slice(&lba.to_be_bytes());
                 cdb[10..14].copy_from_slice(&blocks.to_be_bytes());

@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use fastrand::Rng;
 use super::verify::{Mismatch, VerifyModel};
 use super::workload::{Generator, Workload, WorkloadError};
 use super::{Completion, Initiator, IoData, SubmitError};
 use dataplane::exec::status;
 use dataplane::latency::Latencies;
+use fastrand::Rng;
 
 /// Most error and mismatch descriptions a job keeps for the report.
 const MAX_NOTES: usize = 16;

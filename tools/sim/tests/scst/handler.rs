@@ -15,6 +15,7 @@ use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use memmap2::MmapMut;
 use nix::errno::Errno;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimDriver, ScstSimInitiator, DEV_USER_VERSION_3_11};
+use test_support::rng::Rng;
 
 pub const PAGE: usize = 4096;
 
@@ -686,13 +687,7 @@ pub fn setup(
 
 /// Bytes of a deterministic pattern.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut bytes = vec![0; len];
+    Rng::with_seed(seed).fill(&mut bytes);
+    bytes
 }

@@ -15,24 +15,10 @@ use dataplane::scst::abi::*;
 use dataplane::scst::driver::ScstDriver;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, SimSubmitError};
+use test_support::rng::{seeded, Rng};
 
 const BS: usize = 512;
 const BLOCKS: usize = 4096;
-
-/// Tiny deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Io {
     write: bool,
@@ -60,7 +46,7 @@ struct Workload {
 impl Workload {
     fn new(seed: u64, sessions: Vec<u64>) -> Self {
         Self {
-            rng: Rng(seed | 1),
+            rng: seeded(seed),
             model: vec![0; BLOCKS * BS],
             busy: vec![0; BLOCKS],
             inflight: HashMap::new(),
@@ -76,15 +62,15 @@ impl Workload {
     /// Tries to submit one random command; false if it picked a range in
     /// conflict or the simulator is full.
     fn submit_one(&mut self, ini: &mut ScstSimInitiator) -> bool {
-        let write = self.rng.below(2) == 0;
-        let size = [6usize, 10, 12, 16][self.rng.below(4) as usize];
+        let write = self.rng.u64(..2) == 0;
+        let size = [6usize, 10, 12, 16][self.rng.u64(..4) as usize];
         // Mostly small, sometimes up to 256 blocks (128 KiB).
-        let blocks = if self.rng.below(8) == 0 {
-            1 + self.rng.below(256)
+        let blocks = if self.rng.u64(..8) == 0 {
+            1 + self.rng.u64(..256)
         } else {
-            1 + self.rng.below(16)
+            1 + self.rng.u64(..16)
         };
-        let lba = self.rng.below((BLOCKS as u64) - blocks + 1);
+        let lba = self.rng.u64(..(BLOCKS as u64) - blocks + 1);
         let range = lba as usize..(lba + blocks) as usize;
         let clash = if write {
             self.busy[range.clone()].iter().any(|&b| b != 0)
@@ -95,7 +81,7 @@ impl Workload {
             return false;
         }
         let tag = self.next_tag;
-        let sess = self.sessions[self.rng.below(self.sessions.len() as u64) as usize];
+        let sess = self.sessions[self.rng.u64(..self.sessions.len() as u64) as usize];
         let cdb = rw_cdb(write, size, lba, blocks as u32);
         let len = blocks as usize * BS;
         let data = if write { pattern(tag, len) } else { Vec::new() };
