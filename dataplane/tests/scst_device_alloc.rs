@@ -3,9 +3,6 @@
 //! kernel runs inside the driver call (it pauses counting), so only the
 //! device's own work is measured. Only this test lives in this binary.
 
-mod common;
-
-use common::counting_alloc::{allocations, set_paused};
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
@@ -16,7 +13,11 @@ use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use nix::errno::Errno;
+use test_support::alloc::{paused, thread_allocations, CountingAlloc};
 use test_support::rng::{seeded, Rng};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 /// A kernel with memory reuse ALL and ON_FREE_CMD CALL that keeps `depth`
 /// commands going: reads (with a cached buffer or `pbuf` 0) and writes
@@ -146,62 +147,65 @@ impl ScstDriver for LoopKernel {
         buf: &mut MultiBuf,
         replies: &[ScstUserReplyCmd],
     ) -> Result<(), Errno> {
-        set_paused(true);
-        self.ioctls += 1;
-        for r in replies {
-            match r.subcode {
-                subcode::ALLOC_MEM => {
-                    let pbuf = r.alloc_reply().pbuf;
-                    assert_ne!(pbuf, 0, "pool too small for the test");
-                    self.exec(r.cmd_h, true, pbuf);
-                }
-                subcode::EXEC => {
-                    let e = r.exec_reply();
-                    assert_eq!(e.status, 0);
-                    let pbuf = if e.pbuf != 0 {
-                        e.pbuf
-                    } else {
-                        self.buffer_of[r.cmd_h as usize]
-                    };
-                    assert_ne!(pbuf, 0);
-                    self.cached.push(pbuf);
-                    self.in_flight -= 1;
-                    self.completed += 1;
-                    // ON_FREE_CMD CALL: the kernel tells about every command.
-                    self.simple(subcode::ON_FREE_CMD, |c| {
-                        c.set_on_free_cmd(&ScstUserScsiOnFreeCmd {
-                            pbuf,
-                            buffer_cached: 1,
-                            ..Default::default()
-                        })
-                    });
-                    if self.completed.is_multiple_of(8) {
-                        if let Some(evict) = self.cached.pop() {
-                            self.simple(subcode::ON_CACHED_MEM_FREE, |c| {
-                                c.set_on_cached_mem_free(&ScstUserOnCachedMemFree { pbuf: evict })
-                            });
+        // The fake kernel's own work is not counted.
+        paused(|| {
+            self.ioctls += 1;
+            for r in replies {
+                match r.subcode {
+                    subcode::ALLOC_MEM => {
+                        let pbuf = r.alloc_reply().pbuf;
+                        assert_ne!(pbuf, 0, "pool too small for the test");
+                        self.exec(r.cmd_h, true, pbuf);
+                    }
+                    subcode::EXEC => {
+                        let e = r.exec_reply();
+                        assert_eq!(e.status, 0);
+                        let pbuf = if e.pbuf != 0 {
+                            e.pbuf
+                        } else {
+                            self.buffer_of[r.cmd_h as usize]
+                        };
+                        assert_ne!(pbuf, 0);
+                        self.cached.push(pbuf);
+                        self.in_flight -= 1;
+                        self.completed += 1;
+                        // ON_FREE_CMD CALL: the kernel tells about every command.
+                        self.simple(subcode::ON_FREE_CMD, |c| {
+                            c.set_on_free_cmd(&ScstUserScsiOnFreeCmd {
+                                pbuf,
+                                buffer_cached: 1,
+                                ..Default::default()
+                            })
+                        });
+                        if self.completed.is_multiple_of(8) {
+                            if let Some(evict) = self.cached.pop() {
+                                self.simple(subcode::ON_CACHED_MEM_FREE, |c| {
+                                    c.set_on_cached_mem_free(&ScstUserOnCachedMemFree {
+                                        pbuf: evict,
+                                    })
+                                });
+                            }
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        buf.header_mut().replies_done = replies.len() as i16;
-        while self.in_flight < self.depth {
-            self.start_command();
-        }
-        let want = buf.header().cmds_cnt as usize;
-        let n = want.min(self.queue.len());
-        for i in 0..n {
-            buf.cmds_mut()[i] = self.queue.pop_front().unwrap();
-        }
-        buf.header_mut().cmds_cnt = n as i16;
-        set_paused(false);
-        if n == 0 {
-            Err(Errno::EAGAIN)
-        } else {
-            Ok(())
-        }
+            buf.header_mut().replies_done = replies.len() as i16;
+            while self.in_flight < self.depth {
+                self.start_command();
+            }
+            let want = buf.header().cmds_cnt as usize;
+            let n = want.min(self.queue.len());
+            for i in 0..n {
+                buf.cmds_mut()[i] = self.queue.pop_front().unwrap();
+            }
+            buf.header_mut().cmds_cnt = n as i16;
+            if n == 0 {
+                Err(Errno::EAGAIN)
+            } else {
+                Ok(())
+            }
+        })
     }
 
     fn reply_cmd(&mut self, _: &ScstUserReplyCmd) -> Result<(), Errno> {
@@ -277,12 +281,12 @@ fn steady_state_polls_do_not_allocate() {
     while dev.driver().completed < 20_000 {
         dev.poll();
     }
-    let before = allocations();
+    let before = thread_allocations();
     let start = dev.driver().completed;
     while dev.driver().completed - start < 100_000 {
         dev.poll();
     }
-    assert_eq!(allocations() - before, 0, "device polls allocated");
+    assert_eq!(thread_allocations() - before, 0, "device polls allocated");
     let st = dev.stats().snapshot();
     assert_eq!(st.bad_frees, 0);
     assert_eq!(st.bad_pbufs, 0);

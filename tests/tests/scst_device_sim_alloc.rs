@@ -7,9 +7,6 @@
 //! single allocation in the device's polls. Only this test lives in this
 //! binary.
 
-mod common;
-
-use common::counting_alloc::allocations;
 use std::sync::Arc;
 
 use bdev::ram::RamBdev;
@@ -23,6 +20,10 @@ use dataplane::scst::driver::ScstDriver;
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use reactor::Poller;
 use sim::scst::{ScstSim, ScstSimConfig, SimData, DEV_USER_VERSION_3_11};
+use test_support::alloc::{thread_allocations, CountingAlloc};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const BS: usize = 4096;
 const BLOCKS: u64 = 16384; // 64 MiB
@@ -129,7 +130,7 @@ fn steady_state(trust: bool) {
      -> u64 {
         let start = completed;
         while completed - start < commands {
-            let before = allocations();
+            let before = thread_allocations();
             while in_flight < 64 {
                 let blocks = rng.u64(1..=16);
                 let lba = rng.u64(..BLOCKS - blocks);
@@ -149,11 +150,11 @@ fn steady_state(trust: bool) {
                 in_flight += 1;
             }
             init.notify();
-            let mid = allocations();
+            let mid = thread_allocations();
             dev.poll();
             poller.poll();
             dev.poll();
-            let after = allocations();
+            let after = thread_allocations();
             let n = init
                 .reap(|c| {
                     assert_eq!(c.status, status::GOOD);
@@ -163,7 +164,7 @@ fn steady_state(trust: bool) {
             in_flight -= n;
             completed += n as u64;
             *device_allocs += after - mid;
-            *initiator_allocs += (mid - before) + (allocations() - after);
+            *initiator_allocs += (mid - before) + (thread_allocations() - after);
         }
         completed - start
     };

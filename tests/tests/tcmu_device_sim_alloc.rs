@@ -2,13 +2,14 @@
 //! allocate in steady state. A counting global allocator counts allocations
 //! made by the current thread; only this test lives in this binary.
 
-mod common;
-
 use bdev::IoVec;
-use common::counting_alloc::allocations;
 use dataplane::exec::{CommandExecutor, Response};
 use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use sim::tcmu::{SimConfig, SimData, SimSubmitError, TcmuSim};
+use test_support::alloc::{thread_allocations, CountingAlloc};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 /// Completes every command at the next poll with GOOD and a full data-in
 /// length; preallocated.
@@ -62,7 +63,7 @@ fn steady_state_polls_do_not_allocate() {
     let mut run = |rounds: usize, sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>| {
         let (mut in_device, mut in_sim, mut completed) = (0, 0, 0);
         for _ in 0..rounds {
-            let before = allocations();
+            let before = thread_allocations();
             for _ in 0..4 {
                 let tag = rng.u64(..);
                 let len = 512 * rng.usize(1..=128);
@@ -77,16 +78,16 @@ fn steady_state_polls_do_not_allocate() {
                 }
             }
             sim.notify();
-            let mid = allocations();
+            let mid = thread_allocations();
             dev.poll();
-            let after_poll = allocations();
+            let after_poll = thread_allocations();
             completed += sim
                 .reap(|c| {
                     c.copy_data_in(&mut buf);
                 })
                 .unwrap();
             in_device += after_poll - mid;
-            in_sim += (mid - before) + (allocations() - after_poll);
+            in_sim += (mid - before) + (thread_allocations() - after_poll);
         }
         (in_device, in_sim, completed)
     };

@@ -5,50 +5,14 @@
 //! counting allocator is the process's global allocator and its counter is
 //! process-wide, so any test running beside it would be counted too.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
 use dataplane::scst::abi::*;
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use memmap2::MmapMut;
 use sim::scst::{ScstSim, ScstSimConfig, SimData, DEV_USER_VERSION_3_11};
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use test_support::alloc::{CountingAlloc, ProcessCount};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn counted<T>(f: impl FnOnce() -> T) -> T {
-    COUNTING.store(true, Ordering::Relaxed);
-    let r = f();
-    COUNTING.store(false, Ordering::Relaxed);
-    r
-}
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const SLOT: usize = 64 << 10;
 const SLOTS: usize = 1024;
@@ -136,6 +100,7 @@ fn steady_state_allocates_nothing_per_command() {
 }
 
 fn run(on_free: u8) {
+    let allocs = ProcessCount::take();
     let (mut drv, mut ini) = ScstSim::new(ScstSimConfig {
         max_cmds: 128,
         ..ScstSimConfig::default()
@@ -183,7 +148,7 @@ fn run(on_free: u8) {
         hdr.preplies = h.replies.as_ptr() as u64;
         hdr.replies_cnt = h.replies.len() as i16;
         hdr.cmds_cnt = 64;
-        let res = counted(|| drv.reply_and_get_multi(&mut h.buf, &h.replies));
+        let res = allocs.counting(|| drv.reply_and_get_multi(&mut h.buf, &h.replies));
         assert!(
             matches!(res, Ok(()) | Err(nix::errno::Errno::EAGAIN)),
             "{res:?}"
@@ -232,19 +197,22 @@ fn run(on_free: u8) {
                 } else {
                     SimData::In(len)
                 };
-                counted(|| ini.submit(sess, &cdb, data, next_tag)).unwrap();
+                allocs
+                    .counting(|| ini.submit(sess, &cdb, data, next_tag))
+                    .unwrap();
                 next_tag += 1;
                 *in_flight += 1;
             }
-            counted(|| ini.notify());
+            allocs.counting(|| ini.notify());
             poll(h, drv);
-            let n = counted(|| {
-                ini.reap(|c| {
-                    assert_eq!(c.status, 0);
-                    c.copy_data_in(&mut read_buf);
+            let n = allocs
+                .counting(|| {
+                    ini.reap(|c| {
+                        assert_eq!(c.status, 0);
+                        c.copy_data_in(&mut read_buf);
+                    })
                 })
-            })
-            .unwrap();
+                .unwrap();
             *in_flight -= n;
             *done += n as u64;
         }
@@ -253,12 +221,8 @@ fn run(on_free: u8) {
     // reach their steady sizes.
     measure(30_000, &mut in_flight, &mut done, &mut h, &mut drv);
     // The counter works: the warm-up grew the staging buffers.
-    assert!(ALLOCS.swap(0, Ordering::Relaxed) > 0);
+    assert!(allocs.reset() > 0);
     measure(30_000, &mut in_flight, &mut done, &mut h, &mut drv);
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
-        0,
-        "allocations in steady state"
-    );
+    assert_eq!(allocs.allocations(), 0, "allocations in steady state");
     assert!(ini.stats().cache_hits > 50_000);
 }
