@@ -6,14 +6,13 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
-use bdev::IoVec;
-use dataplane::exec::{CommandExecutor, Response};
 use dataplane::scst::abi::*;
 use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use nix::errno::Errno;
 use test_support::alloc::{paused, thread_allocations, CountingAlloc};
+use test_support::exec::Immediate;
 use test_support::rng::{seeded, Rng};
 
 #[global_allocator]
@@ -228,39 +227,6 @@ impl ScstDriver for LoopKernel {
     }
 }
 
-/// Completes every command at the next poll with GOOD and the full data-in
-/// length, touching the first byte of the buffer; preallocated.
-struct Immediate {
-    finished: Vec<(u32, u32)>,
-}
-
-impl CommandExecutor for Immediate {
-    fn max_tasks(&self) -> u32 {
-        128
-    }
-    unsafe fn submit(&mut self, slot: u32, _cdb: &[u8], data: &[IoVec]) {
-        let len: usize = data.iter().map(|v| v.len).sum();
-        if let Some(v) = data.first() {
-            // SAFETY: the device hands a live pool buffer of v.len bytes.
-            unsafe { v.base.write(slot as u8) };
-        }
-        self.finished.push((slot, len as u32));
-    }
-    fn abort(&mut self, _slot: u32) {}
-    fn flush(&mut self) {}
-    fn poll(&mut self, max: usize, done: &mut dyn FnMut(u32, &Response)) -> usize {
-        let n = self.finished.len().min(max);
-        for &(slot, len) in &self.finished[..n] {
-            done(slot, &Response::good(len));
-        }
-        self.finished.drain(..n);
-        n
-    }
-    fn in_flight(&self) -> usize {
-        self.finished.len()
-    }
-}
-
 #[test]
 fn steady_state_polls_do_not_allocate() {
     let pool = BufferPool::new(PoolConfig {
@@ -269,9 +235,8 @@ fn steady_state_polls_do_not_allocate() {
         populate: false,
     })
     .unwrap();
-    let exec = Immediate {
-        finished: Vec::with_capacity(128),
-    };
+    // Touching each buffer: the pool's buffers reach the executor live.
+    let exec = Immediate::new(128).touching_data();
     let config = ScstDeviceConfig {
         budget: 128,
         ..ScstDeviceConfig::default()

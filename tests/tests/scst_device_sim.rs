@@ -19,7 +19,6 @@ use dataplane::lun::{Lun, LunConfig};
 use dataplane::port::{port_pair, BdevPoller};
 use dataplane::scst::abi::*;
 use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
-use dataplane::scst::driver::ScstDriver;
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use reactor::Poller;
 use sim::scst::{
@@ -27,47 +26,10 @@ use sim::scst::{
     SimSubmitError, DEV_USER_VERSION_3_11,
 };
 use test_support::rng::{seeded, Rng};
+use test_support::scst::{options, register};
 
 const BS: usize = 4096;
 const BLOCKS: u64 = 4096; // 16 MiB
-
-fn register(driver: &mut ScstSimDriver, opt: ScstUserOpt) {
-    // Both strings backed by at least 91 readable bytes.
-    let mut version = [0u8; 128];
-    version[..DEV_USER_VERSION_3_11.len()].copy_from_slice(DEV_USER_VERSION_3_11.as_bytes());
-    let mut license = [0u8; 128];
-    license[..3].copy_from_slice(b"GPL");
-    let mut desc = ScstUserDevDesc {
-        version_str: version.as_ptr() as u64,
-        license_str: license.as_ptr() as u64,
-        type_: TYPE_DISK,
-        sgv_shared: 0,
-        sgv_disable_clustered_pool: 0,
-        _pad0: 0,
-        sgv_single_alloc_pages: 0,
-        sgv_purge_interval: 0,
-        opt,
-        block_size: BS as u32,
-        enable_pr_cmds_notifications: 0,
-        name: [0; SCST_MAX_NAME],
-        sgv_name: [0; SCST_MAX_NAME],
-        _pad1: [0; 7],
-    };
-    desc.name[..5].copy_from_slice(b"disk0");
-    driver.register(&desc).unwrap();
-}
-
-fn options(reuse: u8, on_free: u8, parse: u8) -> ScstUserOpt {
-    ScstUserOpt {
-        parse_type: parse,
-        on_free_cmd_type: on_free,
-        memory_reuse_type: reuse,
-        partial_transfers_type: SCST_USER_PARTIAL_TRANSFERS_NOT_SUPPORTED,
-        tst: 1,
-        queue_alg: 1,
-        ..Default::default()
-    }
-}
 
 type Dev = ScstDevice<ScstSimDriver, Lun>;
 
@@ -114,7 +76,7 @@ impl Rig {
         lun_config.max_tasks = 256;
         let lun = Lun::new(lun_config, port).unwrap();
         let (mut driver, mut init) = ScstSim::new(sim).unwrap();
-        register(&mut driver, opt);
+        register(&mut driver, DEV_USER_VERSION_3_11, BS as u32, opt).unwrap();
         if trust {
             // SAFETY: the driver goes into an `ScstDevice`, which keeps its
             // pool's buffers mapped and untouched while the kernel holds

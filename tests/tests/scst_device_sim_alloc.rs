@@ -16,42 +16,17 @@ use dataplane::lun::{Lun, LunConfig};
 use dataplane::port::{port_pair, BdevPoller};
 use dataplane::scst::abi::*;
 use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
-use dataplane::scst::driver::ScstDriver;
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use reactor::Poller;
 use sim::scst::{ScstSim, ScstSimConfig, SimData, DEV_USER_VERSION_3_11};
 use test_support::alloc::{thread_allocations, CountingAlloc};
+use test_support::scst::register;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const BS: usize = 4096;
 const BLOCKS: u64 = 16384; // 64 MiB
-
-fn register(driver: &mut impl ScstDriver, opt: ScstUserOpt) {
-    let mut version = [0u8; 128];
-    version[..DEV_USER_VERSION_3_11.len()].copy_from_slice(DEV_USER_VERSION_3_11.as_bytes());
-    let mut license = [0u8; 128];
-    license[..3].copy_from_slice(b"GPL");
-    let mut desc = ScstUserDevDesc {
-        version_str: version.as_ptr() as u64,
-        license_str: license.as_ptr() as u64,
-        type_: TYPE_DISK,
-        sgv_shared: 0,
-        sgv_disable_clustered_pool: 0,
-        _pad0: 0,
-        sgv_single_alloc_pages: 0,
-        sgv_purge_interval: 0,
-        opt,
-        block_size: BS as u32,
-        enable_pr_cmds_notifications: 0,
-        name: [0; SCST_MAX_NAME],
-        sgv_name: [0; SCST_MAX_NAME],
-        _pad1: [0; 7],
-    };
-    desc.name[..5].copy_from_slice(b"disk0");
-    driver.register(&desc).unwrap();
-}
 
 #[test]
 fn steady_state_allocates_nothing_per_command() {
@@ -90,7 +65,7 @@ fn steady_state(trust: bool) {
         queue_alg: 1,
         ..Default::default()
     };
-    register(&mut driver, opt);
+    register(&mut driver, DEV_USER_VERSION_3_11, BS as u32, opt).unwrap();
     if trust {
         // SAFETY: the driver goes into an `ScstDevice`, which keeps its
         // pool's buffers mapped and untouched while the kernel holds them

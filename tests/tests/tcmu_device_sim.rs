@@ -15,6 +15,7 @@ use dataplane::frontend::CoalesceConfig;
 use dataplane::tcmu::abi::*;
 use dataplane::tcmu::{RingFault, TcmuDevice, TcmuDeviceConfig, TcmuError};
 use sim::tcmu::{SimCompletion, SimConfig, SimData, SimSubmitError, TcmuSim};
+use test_support::exec::Immediate;
 use test_support::rng::{seeded, Rng};
 
 // ---------------------------------------------------------------- helpers --
@@ -1510,33 +1511,12 @@ fn response_sense_is_copied_whole_and_padded() {
     for (i, b) in r.sense.iter_mut().enumerate() {
         *b = i as u8 + 1;
     }
-    struct Fixed(Response, Vec<u32>);
-    impl CommandExecutor for Fixed {
-        fn max_tasks(&self) -> u32 {
-            4
-        }
-        unsafe fn submit(&mut self, slot: u32, _: &[u8], _: &[IoVec]) {
-            self.1.push(slot);
-        }
-        fn abort(&mut self, _: u32) {}
-        fn flush(&mut self) {}
-        fn poll(&mut self, _: usize, done: &mut dyn FnMut(u32, &Response)) -> usize {
-            let n = self.1.len();
-            for s in self.1.drain(..) {
-                done(s, &self.0);
-            }
-            n
-        }
-        fn in_flight(&self) -> usize {
-            self.1.len()
-        }
-    }
     let mut sim = sim_with(4096, 0xf);
     let (region, bell) = sim.device_endpoint().unwrap();
     let mut dev = TcmuDevice::attach(
         region,
         bell,
-        Fixed(r, Vec::new()),
+        Immediate::new(4).answering(r),
         TcmuDeviceConfig::default(),
     )
     .unwrap();

@@ -2,43 +2,13 @@
 //! allocate in steady state. A counting global allocator counts allocations
 //! made by the current thread; only this test lives in this binary.
 
-use bdev::IoVec;
-use dataplane::exec::{CommandExecutor, Response};
 use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use sim::tcmu::{SimConfig, SimData, SimSubmitError, TcmuSim};
 use test_support::alloc::{thread_allocations, CountingAlloc};
+use test_support::exec::Immediate;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
-
-/// Completes every command at the next poll with GOOD and a full data-in
-/// length; preallocated.
-struct Immediate {
-    finished: Vec<(u32, u32)>,
-}
-
-impl CommandExecutor for Immediate {
-    fn max_tasks(&self) -> u32 {
-        64
-    }
-    unsafe fn submit(&mut self, slot: u32, _cdb: &[u8], data: &[IoVec]) {
-        let len: usize = data.iter().map(|v| v.len).sum();
-        self.finished.push((slot, len as u32));
-    }
-    fn abort(&mut self, _slot: u32) {}
-    fn flush(&mut self) {}
-    fn poll(&mut self, max: usize, done: &mut dyn FnMut(u32, &Response)) -> usize {
-        let n = self.finished.len().min(max);
-        for &(slot, len) in &self.finished[..n] {
-            done(slot, &Response::good(len));
-        }
-        self.finished.drain(..n);
-        n
-    }
-    fn in_flight(&self) -> usize {
-        self.finished.len()
-    }
-}
 
 #[test]
 fn steady_state_polls_do_not_allocate() {
@@ -50,9 +20,7 @@ fn steady_state_polls_do_not_allocate() {
     })
     .unwrap();
     let (region, bell) = sim.device_endpoint().unwrap();
-    let exec = Immediate {
-        finished: Vec::with_capacity(64),
-    };
+    let exec = Immediate::new(64);
     let mut dev = TcmuDevice::attach(region, bell, exec, TcmuDeviceConfig::default()).unwrap();
     let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 16, 0];
     let write = [0x2A, 0, 0, 0, 0, 0, 0, 0, 16, 0];

@@ -10,6 +10,7 @@ use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use memmap2::MmapMut;
 use sim::scst::{ScstSim, ScstSimConfig, SimData, DEV_USER_VERSION_3_11};
 use test_support::alloc::{CountingAlloc, ProcessCount};
+use test_support::scst::{options, register};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -106,36 +107,8 @@ fn run(on_free: u8) {
         ..ScstSimConfig::default()
     })
     .unwrap();
-    let mut version = [0u8; 128];
-    version[..DEV_USER_VERSION_3_11.len()].copy_from_slice(DEV_USER_VERSION_3_11.as_bytes());
-    let mut license = [0u8; 128];
-    license[..3].copy_from_slice(b"GPL");
-    let mut name = [0u8; SCST_MAX_NAME];
-    name[..5].copy_from_slice(b"disk0");
-    let desc = ScstUserDevDesc {
-        version_str: version.as_ptr() as u64,
-        license_str: license.as_ptr() as u64,
-        type_: TYPE_DISK,
-        sgv_shared: 0,
-        sgv_disable_clustered_pool: 0,
-        _pad0: 0,
-        sgv_single_alloc_pages: 0,
-        sgv_purge_interval: 0,
-        opt: ScstUserOpt {
-            parse_type: SCST_USER_PARSE_STANDARD,
-            on_free_cmd_type: on_free,
-            memory_reuse_type: SCST_USER_MEM_REUSE_ALL,
-            tst: 1,
-            queue_alg: 1,
-            ..Default::default()
-        },
-        block_size: BS as u32,
-        enable_pr_cmds_notifications: 0,
-        name,
-        sgv_name: [0; SCST_MAX_NAME],
-        _pad1: [0; 7],
-    };
-    drv.register(&desc).unwrap();
+    let opt = options(SCST_USER_MEM_REUSE_ALL, on_free, SCST_USER_PARSE_STANDARD);
+    register(&mut drv, DEV_USER_VERSION_3_11, BS as u32, opt).unwrap();
     let mut h = Handler {
         region: MmapMut::map_anon(SLOT * SLOTS).unwrap(),
         free: (0..SLOTS).rev().collect(),

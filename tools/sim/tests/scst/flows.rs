@@ -52,7 +52,7 @@ fn config() -> ScstSimConfig {
 }
 
 fn opt(on_free: u8, reuse: u8) -> ScstUserOpt {
-    options(SCST_USER_PARSE_STANDARD, on_free, reuse)
+    options(reuse, on_free, SCST_USER_PARSE_STANDARD)
 }
 
 const TUR: [u8; 6] = [0; 6];
@@ -833,9 +833,9 @@ fn cmd_handles_are_unique_and_parse_call_sees_every_field() {
     let (mut h, mut ini, s) = setup(
         config(),
         options(
-            SCST_USER_PARSE_CALL,
-            SCST_USER_ON_FREE_CMD_CALL,
             SCST_USER_MEM_REUSE_ALL,
+            SCST_USER_ON_FREE_CMD_CALL,
+            SCST_USER_PARSE_CALL,
         ),
         64,
         512,

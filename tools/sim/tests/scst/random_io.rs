@@ -237,7 +237,7 @@ fn random_io_every_option_combination() {
     for &parse in &parses {
         for &on_free in &frees {
             for &reuse in &reuses {
-                let opt = options(parse, on_free, reuse);
+                let opt = options(reuse, on_free, parse);
                 seed += 1;
                 let (mut h, ini, w) = run_random(opt, 1 << 20, 800, 32, seed, false);
                 let stats = ini.stats();
@@ -279,9 +279,9 @@ fn many_random_commands_with_defaults_and_a_small_cache() {
     // buffers are evicted all the time, and ON_CACHED_MEM_FREE must name
     // the command that supplied each buffer (checked by the handler).
     let opt = options(
-        SCST_USER_PARSE_STANDARD,
-        SCST_USER_ON_FREE_CMD_IGNORE,
         SCST_USER_MEM_REUSE_ALL,
+        SCST_USER_ON_FREE_CMD_IGNORE,
+        SCST_USER_PARSE_STANDARD,
     );
     let (mut h, ini, w) = run_random(opt, 64 << 10, 6000, 64, 99, false);
     let stats = ini.stats();
@@ -300,9 +300,9 @@ fn uncached_buffers_may_be_unaligned() {
     // Without reuse any alignment works (only cached pbufs must be
     // page-aligned).
     let opt = options(
-        SCST_USER_PARSE_STANDARD,
-        SCST_USER_ON_FREE_CMD_CALL,
         SCST_USER_MEM_NO_REUSE,
+        SCST_USER_ON_FREE_CMD_CALL,
+        SCST_USER_PARSE_STANDARD,
     );
     let (mut h, ini, _) = run_random(opt, 1 << 20, 600, 16, 7, true);
     assert_eq!(ini.stats().replies_einval, 0);
@@ -312,9 +312,9 @@ fn uncached_buffers_may_be_unaligned() {
 #[test]
 fn handler_on_its_own_thread_sleeps_on_the_wait_fd() {
     let opt = options(
-        SCST_USER_PARSE_STANDARD,
-        SCST_USER_ON_FREE_CMD_CALL,
         SCST_USER_MEM_REUSE_ALL,
+        SCST_USER_ON_FREE_CMD_CALL,
+        SCST_USER_PARSE_STANDARD,
     );
     let config = ScstSimConfig {
         sgv_cache_bytes: 256 << 10,
