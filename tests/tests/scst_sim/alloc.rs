@@ -1,11 +1,10 @@
 //! Steady state of the SCST path allocates nothing per command: the
 //! simulated kernel (inside the device's driver calls), `ScstDevice`, the
-//! `Lun`, the port and the bdev poller over a RAM bdev, under a counting
-//! global allocator that counts this thread's allocations. After a warm-up,
-//! 100 000+ commands (4 KiB to 64 KiB random reads and writes at queue
-//! depth 64, with kernel buffer-cache evictions) must complete without a
-//! single allocation in the device's polls. Only this test lives in this
-//! binary.
+//! `Lun`, the port and the bdev poller over a RAM bdev, under the counting
+//! allocator, counting this thread's allocations. After a warm-up, 100 000+
+//! commands (4 KiB to 64 KiB random reads and writes at queue depth 64,
+//! with kernel buffer-cache evictions) must complete without a single
+//! allocation in the device's polls.
 
 use std::sync::Arc;
 
@@ -19,11 +18,8 @@ use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use reactor::Poller;
 use sim::scst::{ScstSim, ScstSimConfig, SimData, DEV_USER_VERSION_3_11};
-use test_support::alloc::{thread_allocations, CountingAlloc};
+use test_support::alloc::thread_allocations;
 use test_support::scst::register;
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
 
 const BS: usize = 4096;
 const BLOCKS: u64 = 16384; // 64 MiB

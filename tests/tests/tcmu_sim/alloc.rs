@@ -1,14 +1,10 @@
 //! The device's poll (and the simulator's submit/notify/reap) do not
-//! allocate in steady state. A counting global allocator counts allocations
-//! made by the current thread; only this test lives in this binary.
+//! allocate in steady state, counted by the counting allocator per thread.
 
 use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use sim::tcmu::{SimConfig, SimData, SimSubmitError, TcmuSim};
-use test_support::alloc::{thread_allocations, CountingAlloc};
+use test_support::alloc::thread_allocations;
 use test_support::exec::Immediate;
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
 
 #[test]
 fn steady_state_polls_do_not_allocate() {

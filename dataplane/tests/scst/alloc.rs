@@ -1,7 +1,7 @@
-//! `ScstDevice::poll` does not allocate in steady state. A counting global
+//! `ScstDevice::poll` does not allocate in steady state. The counting
 //! allocator counts the allocations of this thread, except while the fake
 //! kernel runs inside the driver call (it pauses counting), so only the
-//! device's own work is measured. Only this test lives in this binary.
+//! device's own work is measured.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -11,12 +11,9 @@ use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use nix::errno::Errno;
-use test_support::alloc::{paused, thread_allocations, CountingAlloc};
+use test_support::alloc::{paused, thread_allocations};
 use test_support::exec::Immediate;
 use test_support::rng::{seeded, Rng};
-
-#[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
 
 /// A kernel with memory reuse ALL and ON_FREE_CMD CALL that keeps `depth`
 /// commands going: reads (with a cached buffer or `pbuf` 0) and writes
