@@ -6,20 +6,14 @@
 //! with kernel buffer-cache evictions) must complete without a single
 //! allocation in the device's polls.
 
-use std::sync::Arc;
-
-use bdev::ram::RamBdev;
-use bdev::BdevRef;
 use dataplane::exec::status;
-use dataplane::lun::{Lun, LunConfig};
-use dataplane::port::{port_pair, BdevPoller};
 use dataplane::scst::abi::*;
-use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
-use dataplane::scst::pool::{BufferPool, PoolConfig};
+use dataplane::scst::device::ScstDeviceConfig;
 use reactor::Poller;
-use sim::scst::{ScstSim, ScstSimConfig, SimData, DEV_USER_VERSION_3_11};
+use sim::scst::{ScstSimConfig, SimData};
 use test_support::alloc::thread_allocations;
-use test_support::scst::register;
+
+use crate::device::Rig;
 
 const BS: usize = 4096;
 const BLOCKS: u64 = 16384; // 64 MiB
@@ -37,20 +31,12 @@ fn steady_state_with_trusted_buffers_allocates_nothing_per_command() {
 }
 
 fn steady_state(trust: bool) {
-    let bdev: BdevRef = Arc::new(RamBdev::new("ram", BS as u32, BLOCKS).unwrap());
-    let (port, end) = port_pair(256).unwrap();
-    let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), 256);
-    poller.attach(end).unwrap();
-    let mut lun_config = LunConfig::for_bdev(bdev.as_ref());
-    lun_config.max_tasks = 256;
-    let lun = Lun::new(lun_config, port).unwrap();
-    let (mut driver, mut init) = ScstSim::new(ScstSimConfig {
+    let sim = ScstSimConfig {
         // Small enough that buffers are evicted (ON_CACHED_MEM_FREE) and
         // fresh ones allocated from the pool throughout.
         sgv_cache_bytes: 1 << 20,
         ..ScstSimConfig::default()
-    })
-    .unwrap();
+    };
     // Memory reuse ALL with ON_FREE_CMD CALL: every subcommand kind of the
     // data path (ALLOC_MEM, EXEC with and without pbuf, ON_FREE_CMD,
     // ON_CACHED_MEM_FREE) occurs.
@@ -61,29 +47,8 @@ fn steady_state(trust: bool) {
         queue_alg: 1,
         ..Default::default()
     };
-    register(&mut driver, DEV_USER_VERSION_3_11, BS as u32, opt).unwrap();
-    if trust {
-        // SAFETY: the driver goes into an `ScstDevice`, which keeps its
-        // pool's buffers mapped and untouched while the kernel holds them
-        // and closes the driver before unmapping the pool.
-        unsafe { driver.trust_mapped_buffers() };
-    }
-    let pool = BufferPool::new(PoolConfig {
-        max_bytes: 64 << 20,
-        max_buffer_bytes: 1 << 20,
-        populate: false,
-    })
-    .unwrap();
-    let config = ScstDeviceConfig {
-        unit: Some(lun.unit().clone()),
-        ..ScstDeviceConfig::default()
-    };
-    let mut dev = ScstDevice::new(driver, lun, pool, config).unwrap();
-    let sess = init
-        .attach_session_with(0, "iqn.test", || {
-            dev.poll();
-        })
-        .unwrap();
+    let config = ScstDeviceConfig::default();
+    let mut rig = Rig::build(opt, sim, config, 256, trust, BLOCKS);
 
     let payload = vec![0x5Au8; 64 << 10];
     let mut data_in = vec![0u8; 64 << 10];
@@ -91,14 +56,10 @@ fn steady_state(trust: bool) {
     let mut tag = 0u64;
     let mut in_flight = 0usize;
     let mut completed = 0u64;
-    let mut device_allocs = 0u64;
-    let mut initiator_allocs = 0u64;
-    let mut run = |commands: u64,
-                   device_allocs: &mut u64,
-                   initiator_allocs: &mut u64,
-                   dev: &mut ScstDevice<_, Lun>,
-                   poller: &mut BdevPoller|
-     -> u64 {
+    // Returns (device allocations, initiator allocations) over `commands`
+    // completions.
+    let mut run = |rig: &mut Rig, commands: u64| -> (u64, u64) {
+        let (mut device_allocs, mut initiator_allocs) = (0, 0);
         let start = completed;
         while completed - start < commands {
             let before = thread_allocations();
@@ -111,22 +72,24 @@ fn steady_state(trust: bool) {
                 let len = blocks as usize * BS;
                 let r = if rng.bool() {
                     cdb[0] = 0x28;
-                    init.submit(sess, &cdb, SimData::In(len), tag)
+                    rig.init.submit(rig.sess, &cdb, SimData::In(len), tag)
                 } else {
                     cdb[0] = 0x2A;
-                    init.submit(sess, &cdb, SimData::Out(&payload[..len]), tag)
+                    rig.init
+                        .submit(rig.sess, &cdb, SimData::Out(&payload[..len]), tag)
                 };
                 r.unwrap();
                 tag += 1;
                 in_flight += 1;
             }
-            init.notify();
+            rig.init.notify();
             let mid = thread_allocations();
-            dev.poll();
-            poller.poll();
-            dev.poll();
+            rig.dev.poll();
+            rig.poller.poll();
+            rig.dev.poll();
             let after = thread_allocations();
-            let n = init
+            let n = rig
+                .init
                 .reap(|c| {
                     assert_eq!(c.status, status::GOOD);
                     c.copy_data_in(&mut data_in);
@@ -134,37 +97,23 @@ fn steady_state(trust: bool) {
                 .unwrap();
             in_flight -= n;
             completed += n as u64;
-            *device_allocs += after - mid;
-            *initiator_allocs += (mid - before) + (thread_allocations() - after);
+            device_allocs += after - mid;
+            initiator_allocs += (mid - before) + (thread_allocations() - after);
         }
-        completed - start
+        assert!(completed - start >= commands);
+        (device_allocs, initiator_allocs)
     };
     // Warm up: the kernel's cache, the pool's split state, the latency
     // histogram and every preallocated list reach their working sizes.
-    run(
-        20_000,
-        &mut device_allocs,
-        &mut initiator_allocs,
-        &mut dev,
-        &mut poller,
-    );
-    device_allocs = 0;
-    initiator_allocs = 0;
-    let done = run(
-        100_000,
-        &mut device_allocs,
-        &mut initiator_allocs,
-        &mut dev,
-        &mut poller,
-    );
-    assert!(done >= 100_000);
+    run(&mut rig, 20_000);
+    let (device_allocs, initiator_allocs) = run(&mut rig, 100_000);
     eprintln!(
-        "{done} commands: {device_allocs} allocations in the device path, {initiator_allocs} in \
-         the simulated initiator"
+        "100 000 commands: {device_allocs} allocations in the device path, {initiator_allocs} \
+         in the simulated initiator"
     );
     assert_eq!(device_allocs, 0, "device path allocated");
-    let st = dev.stats().snapshot();
-    let sim = init.stats();
+    let st = rig.dev.stats().snapshot();
+    let sim = rig.init.stats();
     assert!(sim.evictions > 1000 && sim.cache_misses > 1000, "{sim:?}");
     assert!(
         st.alloc_mem > 500 && st.on_cached_mem_free > 1000 && st.on_free_cmd > 100_000,

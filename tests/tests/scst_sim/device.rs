@@ -33,11 +33,12 @@ const BLOCKS: u64 = 4096; // 16 MiB
 
 type Dev = ScstDevice<ScstSimDriver, Lun>;
 
-struct Rig {
-    init: ScstSimInitiator,
-    dev: Dev,
-    poller: BdevPoller,
-    sess: u64,
+/// The whole SCST stack over a RAM bdev, with one session attached.
+pub(crate) struct Rig {
+    pub(crate) init: ScstSimInitiator,
+    pub(crate) dev: Dev,
+    pub(crate) poller: BdevPoller,
+    pub(crate) sess: u64,
 }
 
 impl Rig {
@@ -48,7 +49,7 @@ impl Rig {
     /// A rig whose simulator copies pinned buffers directly (see
     /// `ScstSimDriver::trust_mapped_buffers`), as `dataplane bench` runs it.
     fn trusting(opt: ScstUserOpt, sim: ScstSimConfig, config: ScstDeviceConfig) -> Self {
-        Self::build(opt, sim, config, 256, true)
+        Self::build(opt, sim, config, 256, true, BLOCKS)
     }
 
     /// `bdev_budget`: requests the bdev poller completes per poll.
@@ -58,17 +59,22 @@ impl Rig {
         config: ScstDeviceConfig,
         bdev_budget: usize,
     ) -> Self {
-        Self::build(opt, sim, config, bdev_budget, false)
+        Self::build(opt, sim, config, bdev_budget, false, BLOCKS)
     }
 
-    fn build(
+    /// A RAM bdev of `blocks` 4 KiB blocks, the port and a bdev poller
+    /// completing `bdev_budget` requests per poll, a `Lun` with 256 tasks,
+    /// the simulator registered with `opt` (pinned buffers copied directly
+    /// if `trust`), a device with `config` and a 64 MiB pool.
+    pub(crate) fn build(
         opt: ScstUserOpt,
         sim: ScstSimConfig,
         config: ScstDeviceConfig,
         bdev_budget: usize,
         trust: bool,
+        blocks: u64,
     ) -> Self {
-        let bdev: BdevRef = Arc::new(RamBdev::new("ram", BS as u32, BLOCKS).unwrap());
+        let bdev: BdevRef = Arc::new(RamBdev::new("ram", BS as u32, blocks).unwrap());
         let (port, end) = port_pair(256).unwrap();
         let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), bdev_budget);
         poller.attach(end).unwrap();

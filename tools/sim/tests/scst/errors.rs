@@ -17,35 +17,11 @@ use test_support::scst::parse_passthrough;
 const READ10_1: [u8; 10] = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
 const WRITE10_1: [u8; 10] = [0x2A, 0, 0, 0, 0, 8, 0, 0, 1, 0];
 
-#[derive(Debug)]
-struct Done {
-    tag: u64,
-    status: u8,
-    sense: Vec<u8>,
-    data: Vec<u8>,
-}
-
+/// The completions waiting, in completion order; none may be aborted.
 fn reap(ini: &mut ScstSimInitiator) -> Vec<Done> {
-    let mut v = Vec::new();
-    ini.reap(|c| {
-        let mut data = vec![0u8; c.data_in_len];
-        c.copy_data_in(&mut data);
-        v.push(Done {
-            tag: c.tag,
-            status: c.status,
-            sense: c.sense.to_vec(),
-            data,
-        });
-        assert!(!c.aborted);
-    })
-    .unwrap();
-    v
-}
-
-/// (key, asc, ascq) of fixed-format sense.
-fn kcq(d: &Done) -> (u8, u8, u8) {
-    assert_eq!(d.status, 2, "{d:?}");
-    (d.sense[2] & 0x0F, d.sense[12], d.sense[13])
+    let done = reap_all(ini);
+    assert!(done.iter().all(|d| !d.aborted), "{done:?}");
+    done
 }
 
 fn opt_std(reuse: u8) -> ScstUserOpt {

@@ -12,36 +12,11 @@ use dataplane::scst::driver::ScstDriver;
 use nix::errno::Errno;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, SimError, SimSubmitError};
 
-#[derive(Debug, Clone)]
-struct Done {
-    tag: u64,
-    status: u8,
-    sense: Vec<u8>,
-    data: Vec<u8>,
-    aborted: bool,
-}
-
+/// The completions waiting, by tag.
 fn reap(ini: &mut ScstSimInitiator) -> Vec<Done> {
-    let mut v = Vec::new();
-    ini.reap(|c| {
-        let mut data = vec![0u8; c.data_in_len];
-        c.copy_data_in(&mut data);
-        v.push(Done {
-            tag: c.tag,
-            status: c.status,
-            sense: c.sense.to_vec(),
-            data,
-            aborted: c.aborted,
-        });
-    })
-    .unwrap();
-    v.sort_by_key(|d| d.tag);
-    v
-}
-
-fn kcq(d: &Done) -> (u8, u8, u8) {
-    assert_eq!(d.status, 2, "{d:?}");
-    (d.sense[2] & 0x0F, d.sense[12], d.sense[13])
+    let mut done = reap_all(ini);
+    done.sort_by_key(|d| d.tag);
+    done
 }
 
 fn config() -> ScstSimConfig {

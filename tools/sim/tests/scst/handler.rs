@@ -623,6 +623,40 @@ pub fn setup(
     (h, ini, sess)
 }
 
+/// A completion as the initiator saw it.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub tag: u64,
+    pub status: u8,
+    pub sense: Vec<u8>,
+    pub data: Vec<u8>,
+    pub aborted: bool,
+}
+
+/// Every completion waiting, in completion order, with its data-in.
+pub fn reap_all(ini: &mut ScstSimInitiator) -> Vec<Done> {
+    let mut v = Vec::new();
+    ini.reap(|c| {
+        let mut data = vec![0u8; c.data_in_len];
+        c.copy_data_in(&mut data);
+        v.push(Done {
+            tag: c.tag,
+            status: c.status,
+            sense: c.sense.to_vec(),
+            data,
+            aborted: c.aborted,
+        });
+    })
+    .unwrap();
+    v
+}
+
+/// (key, asc, ascq) of a CHECK CONDITION's fixed-format sense.
+pub fn kcq(d: &Done) -> (u8, u8, u8) {
+    assert_eq!(d.status, 2, "{d:?}");
+    (d.sense[2] & 0x0F, d.sense[12], d.sense[13])
+}
+
 /// Bytes of a deterministic pattern.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut bytes = vec![0; len];
