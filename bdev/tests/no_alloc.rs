@@ -1,59 +1,15 @@
 //! The data path does not allocate: after a warm-up, submitting and polling
 //! requests on ram, null and striped channels makes no heap allocation.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::Arc;
 
 use bdev::{
     Bdev, BdevChannel, BdevRef, IoOp, IoRequest, IoVec, NullBdev, RamBdev, SgList, StripedBdev,
 };
-
-/// Counts allocations made by the current thread.
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    // `try_with`: the counter may be gone while the thread exits.
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
-
-// SAFETY: forwards every call unchanged to the system allocator, only
-// counting; `count` neither allocates nor panics.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use test_support::alloc::{thread_allocations, CountingAlloc};
 
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const BLOCK: usize = 4096;
 const DEPTH: usize = 32;
@@ -116,10 +72,10 @@ fn check_no_allocation(bdev: &dyn Bdev) {
         .collect();
     let mut ch = bdev.open_channel(DEPTH).unwrap();
     run(ch.as_mut(), blocks, 20, &bufs);
-    let before = allocations();
+    let before = thread_allocations();
     run(ch.as_mut(), blocks, 200, &bufs);
     assert_eq!(
-        allocations() - before,
+        thread_allocations() - before,
         0,
         "{} allocated on the data path",
         bdev.name()

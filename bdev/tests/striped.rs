@@ -7,42 +7,7 @@ use bdev::{
     Bdev, BdevChannel, BdevRef, Capabilities, Error, Geometry, IoCompletion, IoError, IoOp,
     IoRequest, IoVec, RamBdev, SgList, StripedBdev,
 };
-
-/// SplitMix64: small, deterministic, good enough to drive tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.next() as usize % items.len()]
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        let mut chunks = buf.chunks_exact_mut(8);
-        for c in &mut chunks {
-            c.copy_from_slice(&self.next().to_le_bytes());
-        }
-        let rest = chunks.into_remainder();
-        let last = self.next().to_le_bytes();
-        rest.copy_from_slice(&last[..rest.len()]);
-    }
-}
+use test_support::rng::{seeded, Rng};
 
 /// What a test wrapper saw; shared between the bdev and its channels.
 #[derive(Debug, Default)]
@@ -119,7 +84,9 @@ impl Bdev for TestBdev {
             inner: self.inner.open_channel(cap)?,
             cap,
             held: Vec::new(),
-            rng: Rng(self.name.len() as u64 ^ 0x5eed ^ (Arc::as_ptr(&self.stats) as u64)),
+            rng: Rng::with_seed(
+                self.name.len() as u64 ^ 0x5eed ^ (Arc::as_ptr(&self.stats) as u64),
+            ),
             max_transfer_blocks: self.max_transfer_blocks,
             max_unmap_blocks: self.max_unmap_blocks,
             fail: self.fail,
@@ -143,12 +110,6 @@ struct TestChannel {
     reorder: bool,
     log: bool,
     stats: Arc<Mutex<Stats>>,
-}
-
-impl std::fmt::Debug for Rng {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Rng")
-    }
 }
 
 impl BdevChannel for TestChannel {
@@ -192,12 +153,12 @@ impl BdevChannel for TestChannel {
         let mut delivered = 0;
         let mut i = 0;
         while i < self.held.len() {
-            if self.reorder && self.rng.chance(50) {
+            if self.reorder && self.rng.u64(..100) < 50 {
                 i += 1;
                 continue;
             }
             let pick = if self.reorder {
-                i + self.rng.next() as usize % (self.held.len() - i)
+                i + self.rng.usize(..self.held.len() - i)
             } else {
                 i
             };
@@ -234,14 +195,14 @@ impl Scattered {
     /// iovecs of random, mostly odd lengths, some empty, some adjacent.
     fn new(rng: &mut Rng, len: usize) -> Self {
         let total = len
-            + if rng.chance(20) {
-                rng.range(1, 9) as usize
+            + if rng.u64(..100) < 20 {
+                rng.u64(1..=9) as usize
             } else {
                 0
             };
-        let count = rng.range(1, 6) as usize;
+        let count = rng.u64(1..=6) as usize;
         let mut cuts: Vec<usize> = (1..count)
-            .map(|_| rng.range(0, total as u64) as usize)
+            .map(|_| rng.u64(0..=total as u64) as usize)
             .collect();
         cuts.push(0);
         cuts.push(total);
@@ -250,7 +211,7 @@ impl Scattered {
         let mut at = 0;
         for w in cuts.windows(2) {
             let piece = w[1] - w[0];
-            at += rng.pick(&[0usize, 0, 1, 3, 8]);
+            at += rng.choice([0usize, 0, 1, 3, 8]).unwrap();
             pieces.push((at, piece));
             at += piece;
         }
@@ -329,7 +290,7 @@ struct Config {
 
 /// Runs random I/O against a striped bdev and a flat model.
 fn run_model(cfg: &Config) {
-    let mut rng = Rng(cfg.seed);
+    let mut rng = seeded(cfg.seed);
     let bs = cfg.block_size as usize;
     let chunk = u64::from(cfg.chunk);
     let n = cfg.children as u64;
@@ -338,7 +299,7 @@ fn run_model(cfg: &Config) {
     // whole-chunk size is unused.
     let rams: Vec<Arc<RamBdev>> = (0..cfg.children)
         .map(|i| {
-            let blocks = stripes * chunk + rng.range(0, chunk - 1);
+            let blocks = stripes * chunk + rng.u64(..chunk);
             Arc::new(RamBdev::new(format!("ram{i}"), cfg.block_size, blocks).unwrap())
         })
         .collect();
@@ -347,9 +308,9 @@ fn run_model(cfg: &Config) {
         .iter()
         .map(|r| {
             let mut t = TestBdev::new(r.clone());
-            t.channel_cap = rng.pick(&[1, 2, 3, usize::MAX, usize::MAX]);
-            t.max_transfer_blocks = rng.pick(&[0, 0, 0, 1, 5, 17]);
-            t.max_unmap_blocks = rng.pick(&[0, 0, 3, 9]);
+            t.channel_cap = rng.choice([1, 2, 3, usize::MAX, usize::MAX]).unwrap();
+            t.max_transfer_blocks = rng.choice([0, 0, 0, 1, 5, 17]).unwrap();
+            t.max_unmap_blocks = rng.choice([0, 0, 3, 9]).unwrap();
             t.reorder = true;
             Arc::new(t)
         })
@@ -358,7 +319,7 @@ fn run_model(cfg: &Config) {
     let striped = StripedBdev::new("s", children, cfg.chunk).unwrap();
     let capacity = striped.geometry().num_blocks;
     assert_eq!(capacity, per_child * n);
-    let qd = rng.pick(&[1usize, 4, 16]);
+    let qd = rng.choice([1usize, 4, 16]).unwrap();
     let mut ch = striped.open_channel(qd).unwrap();
     let mut model = vec![0u8; capacity as usize * bs];
     let mut pending: Vec<Pending> = Vec::new();
@@ -391,7 +352,7 @@ fn run_model(cfg: &Config) {
     for tag in 0..ops as u64 {
         // Pick an operation and a range that overlaps nothing in flight.
         let (op, lba, blocks, expected_result) = loop {
-            let op = match rng.range(0, 99) {
+            let op = match rng.u64(..100) {
                 0..=34 => IoOp::Read,
                 35..=69 => IoOp::Write,
                 70..=79 => IoOp::Unmap,
@@ -401,19 +362,19 @@ fn run_model(cfg: &Config) {
             if op == IoOp::Flush {
                 break (op, 0, 0, Ok(()));
             }
-            let blocks = match rng.range(0, 9) {
-                0..=3 => rng.range(1, (2 * chunk).min(capacity)),
-                4..=7 => rng.range(1, max_len.min(capacity)),
-                8 => rng.range(1, 4.min(capacity)),
-                _ => rng.range(0, capacity),
+            let blocks = match rng.u64(..10) {
+                0..=3 => rng.u64(1..=(2 * chunk).min(capacity)),
+                4..=7 => rng.u64(1..=max_len.min(capacity)),
+                8 => rng.u64(1..=4.min(capacity)),
+                _ => rng.u64(0..=capacity),
             };
-            if rng.chance(3) {
+            if rng.u64(..100) < 3 {
                 // Out of range.
                 let blocks = blocks.max(1);
-                let lba = capacity - rng.range(0, blocks - 1);
+                let lba = capacity - rng.u64(..blocks);
                 break (op, lba, blocks as u32, Err(IoError::OutOfRange));
             }
-            let lba = rng.range(0, capacity - blocks);
+            let lba = rng.u64(0..=capacity - blocks);
             let end = lba + blocks;
             let overlaps = pending
                 .iter()
@@ -436,7 +397,7 @@ fn run_model(cfg: &Config) {
         let range = lba as usize * bs..lba as usize * bs + len;
         match op {
             IoOp::Read | IoOp::Write => {
-                let short = expected_result.is_ok() && len > 0 && rng.chance(3);
+                let short = expected_result.is_ok() && len > 0 && rng.u64(..100) < 3;
                 let mut buf = Scattered::new(&mut rng, if short { len - 1 } else { len });
                 if short {
                     let total: usize = buf.pieces.iter().map(|p| p.1).sum();
@@ -465,7 +426,7 @@ fn run_model(cfg: &Config) {
         }
         let request = IoRequest {
             op,
-            fua: rng.chance(30),
+            fua: rng.u64(..100) < 30,
             lba,
             blocks,
             sgl: p.buffer.as_ref().map_or(SgList::EMPTY, Scattered::sgl),
@@ -485,7 +446,7 @@ fn run_model(cfg: &Config) {
             }
         }
         assert!(ch.in_flight() <= qd);
-        if rng.chance(40) {
+        if rng.u64(..100) < 40 {
             ch.poll(&mut |c| handle(c, &mut pending, &mut completed));
         }
     }

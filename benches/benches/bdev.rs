@@ -66,19 +66,12 @@ impl Buffers {
     }
 }
 
-/// Uniformly random `io_size`-aligned LBAs (xorshift64*).
+/// Uniformly random `io_size`-aligned LBAs, the same in every run.
 fn lba_table(num_blocks: u64, block_size: u32, io_size: usize) -> Vec<u64> {
     let per_io = (io_size / block_size as usize) as u64;
     let slots = num_blocks / per_io;
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    (0..LBA_TABLE)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % slots) * per_io
-        })
-        .collect()
+    let mut rng = fastrand::Rng::with_seed(0x2545_F491_4F6C_DD1D);
+    (0..LBA_TABLE).map(|_| rng.u64(..slots) * per_io).collect()
 }
 
 /// Writes the whole device once so the measured I/O does not fault pages in.

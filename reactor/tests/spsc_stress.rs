@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::thread;
 
 use reactor::spsc::{self, Consumer, Producer};
+use test_support::rng::{seeded, Rng};
 
 const CAPACITIES: [usize; 4] = [2, 4, 64, 1024];
 
@@ -39,28 +40,6 @@ fn values_for(capacity: usize) -> u64 {
 /// Runs per capacity in the drop test.
 const DROP_ROUNDS: u64 = if cfg!(debug_assertions) { 300 } else { 3_000 };
 
-/// xorshift64*: a small deterministic generator, so a failure can be replayed
-/// from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Waits a little after finding the ring full or empty (`idle` counts the
 /// failures in a row): spins a few `pause`s (about 140 cycles each on recent
 /// Intel cores) and yields every 32nd time, so that a descheduled peer gets a
@@ -70,19 +49,19 @@ fn back_off(rng: &mut Rng, idle: &mut u32) {
     if *idle & 31 == 0 {
         thread::yield_now();
     } else {
-        for _ in 0..rng.below(4) {
+        for _ in 0..rng.u64(..4) {
             spin_loop();
         }
     }
 }
 
 fn produce_sequence(mut p: Producer<u64>, total: u64, seed: u64) {
-    let mut rng = Rng::new(seed);
+    let mut rng = seeded(seed);
     let capacity = p.capacity() as u64;
     let mut next = 0;
     let mut idle = 0;
     while next < total {
-        if rng.below(3) == 0 {
+        if rng.u64(..3) == 0 {
             match p.push(next) {
                 Ok(()) => {
                     next += 1;
@@ -96,7 +75,7 @@ fn produce_sequence(mut p: Producer<u64>, total: u64, seed: u64) {
             continue;
         }
         // A staged run, longer than the ring now and then.
-        let run = 1 + rng.below(2 * capacity + 1);
+        let run = 1 + rng.u64(..2 * capacity + 1);
         let mut staged = 0;
         while staged < run && next < total {
             match p.stage(next) {
@@ -124,12 +103,12 @@ fn produce_sequence(mut p: Producer<u64>, total: u64, seed: u64) {
 }
 
 fn consume_sequence(mut c: Consumer<u64>, total: u64, seed: u64) -> Consumer<u64> {
-    let mut rng = Rng::new(seed);
+    let mut rng = seeded(seed);
     let capacity = c.capacity() as u64;
     let mut expect = 0;
     let mut idle = 0;
     while expect < total {
-        let found_nothing = match rng.below(6) {
+        let found_nothing = match rng.u64(..6) {
             0 | 1 => match c.pop() {
                 Some(value) => {
                     assert_eq!(value, expect, "pop out of order");
@@ -139,7 +118,7 @@ fn consume_sequence(mut c: Consumer<u64>, total: u64, seed: u64) -> Consumer<u64
                 None => true,
             },
             2 | 3 => {
-                let max = rng.below(2 * capacity + 2) as usize;
+                let max = rng.u64(..2 * capacity + 2) as usize;
                 let taken = c.pop_batch(max, |value| {
                     assert_eq!(value, expect, "pop_batch out of order");
                     expect += 1;
@@ -211,16 +190,16 @@ impl Drop for Counted {
 /// its end. Values the producer cannot place any more are dropped by the
 /// producer; values left in the ring (queued or staged) by the ring.
 fn drop_round(capacity: usize, rng: &mut Rng) {
-    let total = rng.below(4 * capacity as u64 + 8) as usize;
-    let consume = rng.below(total as u64 + 1) as usize;
-    let leave_staged = rng.below(2) == 0;
-    let seed = rng.next();
+    let total = rng.u64(..4 * capacity as u64 + 8) as usize;
+    let consume = rng.u64(..total as u64 + 1) as usize;
+    let leave_staged = rng.u64(..2) == 0;
+    let seed = rng.u64(..);
     let drops: Arc<[AtomicU32]> = (0..total).map(|_| AtomicU32::new(0)).collect();
     let (mut p, mut c) = spsc::channel::<Counted>(capacity).unwrap();
     thread::scope(|s| {
         let producer_drops = Arc::clone(&drops);
         s.spawn(move || {
-            let mut rng = Rng::new(seed);
+            let mut rng = Rng::with_seed(seed);
             let mut idle = 0;
             for seq in 0..total {
                 let mut value = Counted {
@@ -242,7 +221,7 @@ fn drop_round(capacity: usize, rng: &mut Rng) {
                     }
                 }
                 let last = seq + 1 == total;
-                if rng.below(3) == 0 && !(last && leave_staged) {
+                if rng.u64(..3) == 0 && !(last && leave_staged) {
                     p.publish();
                 }
             }
@@ -250,11 +229,11 @@ fn drop_round(capacity: usize, rng: &mut Rng) {
             drop(p);
         });
         s.spawn(move || {
-            let mut rng = Rng::new(!seed);
+            let mut rng = Rng::with_seed(!seed);
             let mut taken = 0;
             let mut idle = 0;
             while taken < consume {
-                if rng.below(2) == 0 {
+                if rng.u64(..2) == 0 {
                     match c.pop() {
                         Some(value) => {
                             assert_eq!(value.seq, taken);
@@ -263,7 +242,7 @@ fn drop_round(capacity: usize, rng: &mut Rng) {
                         None => back_off(&mut rng, &mut idle),
                     }
                 } else {
-                    let max = rng.below((consume - taken) as u64 + 1) as usize;
+                    let max = rng.u64(..(consume - taken) as u64 + 1) as usize;
                     c.pop_batch(max, |value| {
                         assert_eq!(value.seq, taken);
                         taken += 1;
@@ -286,7 +265,7 @@ fn drop_round(capacity: usize, rng: &mut Rng) {
 #[test]
 fn every_value_is_dropped_exactly_once() {
     for (i, &capacity) in CAPACITIES.iter().enumerate() {
-        let mut rng = Rng::new(0xd20f + i as u64);
+        let mut rng = seeded(0xd20f + i as u64);
         for _ in 0..DROP_ROUNDS {
             drop_round(capacity, &mut rng);
         }

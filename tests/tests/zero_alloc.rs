@@ -6,9 +6,7 @@
 //! allocator. After a warm-up (buffers reach their steady-state capacity),
 //! 100 000+ commands must complete without a single heap allocation.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bdev::null::NullBdev;
 use bdev::ram::RamBdev;
@@ -21,43 +19,14 @@ use dataplane::port::{port_pair, BdevPoller};
 use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use reactor::Poller;
 use sim::tcmu::{SimConfig, TcmuSim};
+use test_support::alloc::{CountingAlloc, ProcessCount};
 
-/// Counts allocations made while `COUNTING` is set.
-struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; the counter
-// is a side effect that touches no allocator state.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract for `alloc` is passed through.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract for `dealloc` is passed through.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract for `realloc` is passed through.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+// The count is process-wide, so that an allocation on any thread the path
+// may use is caught. Any other test running meanwhile would be counted
+// too, so this binary holds only tests that measure this way: each takes
+// the one `ProcessCount`, which runs them one at a time.
 #[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
-
-/// The counter is process-wide: run one measurement at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const BLOCK: u32 = 4096;
 const SIZE: u64 = 64 << 20;
@@ -117,13 +86,11 @@ fn run(
 
 /// Warms the path up, then counts allocations over `commands` completions.
 fn allocations_in_steady_state(bdev: BdevRef, pattern: Pattern, io_size: u64, verify: bool) -> u64 {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let count = ProcessCount::take();
     let (mut job, mut device, mut poller) = path(bdev, pattern, io_size, verify);
     run(&mut job, &mut device, &mut poller, 20_000);
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    let done = run(&mut job, &mut device, &mut poller, 100_000);
-    COUNTING.store(false, Ordering::SeqCst);
+    count.reset();
+    let done = count.counting(|| run(&mut job, &mut device, &mut poller, 100_000));
     let snapshot = job.snapshot();
     assert!(done >= 100_000);
     assert_eq!(
@@ -132,7 +99,7 @@ fn allocations_in_steady_state(bdev: BdevRef, pattern: Pattern, io_size: u64, ve
         "{:?}",
         job.notes()
     );
-    ALLOCATIONS.load(Ordering::SeqCst)
+    count.allocations()
 }
 
 fn ram() -> BdevRef {
@@ -183,11 +150,8 @@ fn striped_randrw_allocates_nothing_per_command() {
 #[test]
 fn the_counter_sees_allocations() {
     // Guards against a counter that could never fail.
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    let v = std::hint::black_box(vec![1u8; 100]);
-    COUNTING.store(false, Ordering::SeqCst);
+    let count = ProcessCount::take();
+    let v = count.counting(|| std::hint::black_box(vec![1u8; 100]));
     drop(v);
-    assert!(ALLOCATIONS.load(Ordering::SeqCst) >= 1);
+    assert!(count.allocations() >= 1);
 }

@@ -588,13 +588,11 @@ mod tests {
     fn random_alloc_free_keeps_the_accounting_exact() {
         let mut p = pool(2 << 20, 512 << 10);
         let mut live: Vec<PoolBuf> = Vec::new();
-        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+        let mut rng = test_support::rng::seeded(0x2545_F491_4F6C_DD1D);
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            if !seed.is_multiple_of(3) || live.is_empty() {
-                let len = 1 + (seed >> 8) as usize % (300 << 10);
+            // Two allocations for every free.
+            if rng.u32(..3) != 0 || live.is_empty() {
+                let len = rng.usize(1..=300 << 10);
                 if let Some(b) = p.alloc(len) {
                     // No overlap with any live buffer.
                     for l in &live {
@@ -604,7 +602,7 @@ mod tests {
                     live.push(b);
                 }
             } else {
-                let i = (seed >> 20) as usize % live.len();
+                let i = rng.usize(..live.len());
                 let b = live.swap_remove(i);
                 assert!(p.free(b.pbuf));
             }

@@ -816,15 +816,15 @@ mod tests {
         let tmp = Tmp::new("xz");
         let plain = tmp.0.join("scst_user.ko");
         std::fs::write(&plain, blob(&[MASTER])).unwrap();
-        let have_xz = Command::new("xz")
+        if !test_support::skip::can_run(&[test_support::skip::Need::Tool("xz")]) {
+            return;
+        }
+        let compressed = Command::new("xz")
             .args(["-kz", "--"])
             .arg(&plain)
             .status()
-            .is_ok_and(|s| s.success());
-        if !have_xz {
-            eprintln!("skipped: no xz tool");
-            return;
-        }
+            .unwrap();
+        assert!(compressed.success(), "xz -kz: {compressed}");
         std::fs::remove_file(&plain).unwrap();
         let s = VersionSearch {
             module_files: vec![tmp.0.join("scst_user.ko.xz")],

@@ -1,9 +1,31 @@
 //! What the workspace's tests share, so that each helper exists once.
 //!
-//! Only tests depend on this crate (as a dev-dependency). It depends on
-//! `dataplane`, never on the simulators or the bench: `dataplane`'s own
-//! tests use it too.
+//! - [`rng`]: the seeded generator every randomised test draws from.
+//! - [`alloc`]: the counting global allocator of the zero-allocation tests,
+//!   counting per thread and process-wide.
+//! - [`skip`]: how a test that cannot run here says so, and when it must
+//!   run anyway (`CI=true`).
+//!
+//! With the `dataplane` feature, the fixtures built on the data path:
+//! - `exec`: test executors (`CommandExecutor`s);
+//! - `scst`: scst_user fixtures (options, device descriptions,
+//!   registration, the PARSE pass-through);
+//! - `fake_fs`: a fake sysfs/configfs.
+//!
+//! Only tests depend on this crate (as a dev-dependency). It never depends
+//! on the simulators, the bench or the tools: `dataplane`'s own tests use
+//! it, and a fixture that needs a simulator lives in the simulator's crate
+//! or in the one test binary that uses it.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod alloc;
+pub mod rng;
+pub mod skip;
+
+#[cfg(feature = "dataplane")]
+pub mod exec;
+#[cfg(feature = "dataplane")]
 pub mod fake_fs;
+#[cfg(feature = "dataplane")]
+pub mod scst;

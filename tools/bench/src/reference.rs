@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::initiator::Rng;
+use fastrand::Rng;
 
 /// Parameters of the reference loop.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +73,7 @@ impl ReferenceBuffers {
             source,
             ring: vec![2u8; config.ring_size], // even: differs from every source byte
             config,
-            rng: Rng::new(0x5eed),
+            rng: Rng::with_seed(0x5eed),
             slot: 0,
         }
     }
@@ -86,7 +86,7 @@ impl ReferenceBuffers {
         let units = (self.config.source_size / io) as u64;
         let slots = self.config.ring_size / io;
         for _ in 0..n {
-            let src = self.rng.below(units) as usize * io;
+            let src = self.rng.u64(..units) as usize * io;
             let dst = self.slot * io;
             self.ring[dst..dst + io].copy_from_slice(&self.source[src..src + io]);
             self.slot += 1;

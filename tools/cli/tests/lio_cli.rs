@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tempfile::TempDir;
+use test_support::skip::{can_run, Need};
 
 /// A fake machine: `<base>/sys/kernel/config/target`, `<base>/sys`,
 /// `<base>/dev`, `<base>/proc`.
@@ -400,8 +401,8 @@ fn delete_removes_the_device_and_its_empty_hba() {
 
 #[test]
 fn not_root_is_refused() {
-    if nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: running as root (the library test covers the message)");
+    // As root, the library test covers the message.
+    if !can_run(&[Need::NotRoot]) {
         return;
     }
     let f = Fake::loaded();

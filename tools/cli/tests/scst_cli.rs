@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use tempfile::TempDir;
+use test_support::skip::{can_run, Need};
 
 /// A fake machine under one directory.
 struct Fake {
@@ -107,10 +108,6 @@ fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 #[test]
 fn help_lists_the_flags_but_not_the_test_roots() {
     let f = Fake::bare();
@@ -134,8 +131,8 @@ fn help_lists_the_flags_but_not_the_test_roots() {
 
 #[test]
 fn add_lun_names_what_is_missing() {
-    if !is_root() {
-        eprintln!("skipped: the checks after the root check need root");
+    // The checks after the root check.
+    if !can_run(&[Need::Root]) {
         return;
     }
     let f = Fake::bare();
@@ -189,7 +186,8 @@ fn bad_values_are_refused_before_anything() {
     assert!(f
         .refused(&["add-lun", "disk0", "--timeout", "x"])
         .contains("is not a number of seconds"));
-    if is_root() {
+    // Refused after the root check.
+    if can_run(&[Need::Root]) {
         assert_eq!(
             f.refused(&["add-lun", "disk0", "--lun", "16384"]),
             "dataplane: error: LUN 16384 is out of range (SCST allows 0 to 16383)\n"
@@ -208,8 +206,7 @@ fn bad_values_are_refused_before_anything() {
 
 #[test]
 fn add_lun_writes_the_command_and_prints_the_disk() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !can_run(&[Need::Root]) {
         return;
     }
     let f = Fake::loaded();
@@ -249,8 +246,7 @@ fn add_lun_writes_the_command_and_prints_the_disk() {
 
 #[test]
 fn lun_in_use_and_del_lun() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !can_run(&[Need::Root]) {
         return;
     }
     let f = Fake::loaded();
@@ -286,8 +282,8 @@ fn lun_in_use_and_del_lun() {
 
 #[test]
 fn not_root_is_refused() {
-    if is_root() {
-        eprintln!("skipped: running as root (the library test covers the message)");
+    // As root, the library test covers the message.
+    if !can_run(&[Need::NotRoot]) {
         return;
     }
     let f = Fake::loaded();

@@ -5,50 +5,15 @@
 //! counting allocator is the process's global allocator and its counter is
 //! process-wide, so any test running beside it would be counted too.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
 use dataplane::scst::abi::*;
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use memmap2::MmapMut;
 use sim::scst::{ScstSim, ScstSimConfig, SimData, DEV_USER_VERSION_3_11};
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use test_support::alloc::{CountingAlloc, ProcessCount};
+use test_support::scst::{options, register};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn counted<T>(f: impl FnOnce() -> T) -> T {
-    COUNTING.store(true, Ordering::Relaxed);
-    let r = f();
-    COUNTING.store(false, Ordering::Relaxed);
-    r
-}
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const SLOT: usize = 64 << 10;
 const SLOTS: usize = 1024;
@@ -136,41 +101,14 @@ fn steady_state_allocates_nothing_per_command() {
 }
 
 fn run(on_free: u8) {
+    let allocs = ProcessCount::take();
     let (mut drv, mut ini) = ScstSim::new(ScstSimConfig {
         max_cmds: 128,
         ..ScstSimConfig::default()
     })
     .unwrap();
-    let mut version = [0u8; 128];
-    version[..DEV_USER_VERSION_3_11.len()].copy_from_slice(DEV_USER_VERSION_3_11.as_bytes());
-    let mut license = [0u8; 128];
-    license[..3].copy_from_slice(b"GPL");
-    let mut name = [0u8; SCST_MAX_NAME];
-    name[..5].copy_from_slice(b"disk0");
-    let desc = ScstUserDevDesc {
-        version_str: version.as_ptr() as u64,
-        license_str: license.as_ptr() as u64,
-        type_: TYPE_DISK,
-        sgv_shared: 0,
-        sgv_disable_clustered_pool: 0,
-        _pad0: 0,
-        sgv_single_alloc_pages: 0,
-        sgv_purge_interval: 0,
-        opt: ScstUserOpt {
-            parse_type: SCST_USER_PARSE_STANDARD,
-            on_free_cmd_type: on_free,
-            memory_reuse_type: SCST_USER_MEM_REUSE_ALL,
-            tst: 1,
-            queue_alg: 1,
-            ..Default::default()
-        },
-        block_size: BS as u32,
-        enable_pr_cmds_notifications: 0,
-        name,
-        sgv_name: [0; SCST_MAX_NAME],
-        _pad1: [0; 7],
-    };
-    drv.register(&desc).unwrap();
+    let opt = options(SCST_USER_MEM_REUSE_ALL, on_free, SCST_USER_PARSE_STANDARD);
+    register(&mut drv, DEV_USER_VERSION_3_11, BS as u32, opt).unwrap();
     let mut h = Handler {
         region: MmapMut::map_anon(SLOT * SLOTS).unwrap(),
         free: (0..SLOTS).rev().collect(),
@@ -183,7 +121,7 @@ fn run(on_free: u8) {
         hdr.preplies = h.replies.as_ptr() as u64;
         hdr.replies_cnt = h.replies.len() as i16;
         hdr.cmds_cnt = 64;
-        let res = counted(|| drv.reply_and_get_multi(&mut h.buf, &h.replies));
+        let res = allocs.counting(|| drv.reply_and_get_multi(&mut h.buf, &h.replies));
         assert!(
             matches!(res, Ok(()) | Err(nix::errno::Errno::EAGAIN)),
             "{res:?}"
@@ -207,7 +145,7 @@ fn run(on_free: u8) {
     }
     let write_data = vec![0xA5u8; 32 << 10];
     let mut read_buf = vec![0u8; 32 << 10];
-    let mut rng = 0x1234_5678_9abc_def1u64;
+    let mut rng = test_support::rng::seeded(0x1234_5678_9abc_def1);
     let mut cdb = [0u8; 16];
     let mut in_flight = 0usize;
     let mut done = 0u64;
@@ -220,12 +158,9 @@ fn run(on_free: u8) {
         let target = *done + count;
         while *done < target {
             while *in_flight < QD {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let blocks = 1 + (rng % 64) as u32; // up to 32 KiB
-                let lba = (rng >> 16) % (BLOCKS - 64);
-                let write = rng & (1 << 40) != 0;
+                let blocks = rng.u32(1..=64); // up to 32 KiB
+                let lba = rng.u64(..BLOCKS - 64);
+                let write = rng.bool();
                 cdb[0] = if write { 0x8A } else { 0x88 };
                 cdb[2..10].copy_from_slice(&lba.to_be_bytes());
                 cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
@@ -235,19 +170,22 @@ fn run(on_free: u8) {
                 } else {
                     SimData::In(len)
                 };
-                counted(|| ini.submit(sess, &cdb, data, next_tag)).unwrap();
+                allocs
+                    .counting(|| ini.submit(sess, &cdb, data, next_tag))
+                    .unwrap();
                 next_tag += 1;
                 *in_flight += 1;
             }
-            counted(|| ini.notify());
+            allocs.counting(|| ini.notify());
             poll(h, drv);
-            let n = counted(|| {
-                ini.reap(|c| {
-                    assert_eq!(c.status, 0);
-                    c.copy_data_in(&mut read_buf);
+            let n = allocs
+                .counting(|| {
+                    ini.reap(|c| {
+                        assert_eq!(c.status, 0);
+                        c.copy_data_in(&mut read_buf);
+                    })
                 })
-            })
-            .unwrap();
+                .unwrap();
             *in_flight -= n;
             *done += n as u64;
         }
@@ -256,12 +194,8 @@ fn run(on_free: u8) {
     // reach their steady sizes.
     measure(30_000, &mut in_flight, &mut done, &mut h, &mut drv);
     // The counter works: the warm-up grew the staging buffers.
-    assert!(ALLOCS.swap(0, Ordering::Relaxed) > 0);
+    assert!(allocs.reset() > 0);
     measure(30_000, &mut in_flight, &mut done, &mut h, &mut drv);
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
-        0,
-        "allocations in steady state"
-    );
+    assert_eq!(allocs.allocations(), 0, "allocations in steady state");
     assert!(ini.stats().cache_hits > 50_000);
 }

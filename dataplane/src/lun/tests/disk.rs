@@ -1,6 +1,6 @@
 //! The test bdev: a `Vec`-backed disk that logs every request, completes
 //! a random subset in random order, holds completions on demand and injects
-//! failures; and the seeded PRNG it and the tests use.
+//! failures.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,39 +10,9 @@ use bdev::{
     IoRequest,
 };
 
+use test_support::rng::{seeded, Rng};
+
 use super::super::memory::DataBuffer;
-
-#[derive(Debug, Clone)]
-pub(super) struct Rng(u64);
-
-impl Rng {
-    pub(super) fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub(super) fn next(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub(super) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    pub(super) fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    pub(super) fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    pub(super) fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.next() as u8;
-        }
-    }
-}
 
 /// A logged request, as the bdev saw it at submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +67,7 @@ impl TestDisk {
             log: Vec::new(),
             hold: false,
             shuffle: true,
-            rng: Rng::new(seed),
+            rng: seeded(seed),
             in_flight: 0,
         })))
     }
@@ -241,7 +211,7 @@ impl BdevChannel for TestChannel {
         if s.shuffle {
             let mut i = 0;
             while i < self.pending.len() {
-                if s.rng.chance(50) {
+                if s.rng.u64(..100) < 50 {
                     self.chosen.push(self.pending.swap_remove(i));
                 } else {
                     i += 1;
@@ -249,7 +219,7 @@ impl BdevChannel for TestChannel {
             }
             // Shuffle the chosen ones.
             for i in (1..self.chosen.len()).rev() {
-                let j = s.rng.below(i as u64 + 1) as usize;
+                let j = s.rng.u64(..i as u64 + 1) as usize;
                 self.chosen.swap(i, j);
             }
         } else {

@@ -2,10 +2,10 @@
 //! well-formed response.
 
 use bdev::IoOp;
+use test_support::rng::seeded;
 
 use crate::exec::{status, CommandExecutor, Response};
 
-use super::disk::Rng;
 use super::harness::{caps, random_cuts, split, Harness};
 
 fn well_formed(response: &Response, buf_len: usize) {
@@ -28,7 +28,7 @@ fn well_formed(response: &Response, buf_len: usize) {
 
 #[test]
 fn random_cdbs_never_panic() {
-    let mut rng = Rng::new(12345);
+    let mut rng = seeded(12345);
     let mut h = Harness::with(caps(), 8, 77, |_| {});
     let opcodes: Vec<u8> = crate::scsi::opcodes::SUPPORTED
         .iter()
@@ -37,16 +37,16 @@ fn random_cdbs_never_panic() {
     let mut bufs: Vec<Option<Vec<u8>>> = (0..32).map(|_| None).collect();
     let mut good = 0;
     for round in 0..20_000 {
-        let mut cdb = vec![0u8; rng.below(21) as usize];
+        let mut cdb = vec![0u8; rng.u64(..21) as usize];
         rng.fill(&mut cdb);
-        if rng.chance(80) {
+        if rng.u64(..100) < 80 {
             // A supported operation code with its CDB length.
-            let opcode = opcodes[rng.below(opcodes.len() as u64) as usize];
+            let opcode = opcodes[rng.u64(..opcodes.len() as u64) as usize];
             let len = crate::scsi::opcodes::cdb_len(opcode).unwrap();
             cdb.resize(len, 0);
             rng.fill(&mut cdb);
             cdb[0] = opcode;
-            if rng.chance(70) {
+            if rng.u64(..100) < 70 {
                 // Tame it: small LBAs and lengths, fewer unsupported bits.
                 let c = &mut cdb;
                 match len {
@@ -83,9 +83,9 @@ fn random_cdbs_never_panic() {
                 c[len - 1] = 0;
             }
         }
-        let slot = rng.below(32) as usize;
+        let slot = rng.u64(..32) as usize;
         if bufs[slot].is_none() {
-            let mut buf = vec![0u8; rng.below(6 * 512) as usize];
+            let mut buf = vec![0u8; rng.u64(..6 * 512) as usize];
             rng.fill(&mut buf);
             let buf = bufs[slot].insert(buf);
             let cuts = random_cuts(&mut rng, buf.len());
@@ -96,8 +96,8 @@ fn random_cdbs_never_panic() {
         if round % 4 == 0 {
             h.step();
         }
-        if rng.chance(2) {
-            h.lun.abort(rng.below(40) as u32);
+        if rng.u64(..100) < 2 {
+            h.lun.abort(rng.u64(..40) as u32);
         }
         for (slot, response) in h.responses.drain(..) {
             let buf = bufs[slot as usize].take().unwrap();

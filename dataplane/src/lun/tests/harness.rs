@@ -6,13 +6,14 @@
 
 use bdev::{Bdev, Capabilities, IoVec};
 use reactor::Poller;
+use test_support::rng::Rng;
 
 use crate::exec::{CommandExecutor, Response};
 use crate::port::{port_pair, BdevPoller};
 use crate::scsi::{ScsiError, SenseFormat};
 
 use super::super::{Lun, LunConfig};
-use super::disk::{Rng, TestDisk};
+use super::disk::TestDisk;
 
 pub(super) fn caps() -> Capabilities {
     Capabilities {
@@ -182,14 +183,14 @@ pub(super) fn check(error: ScsiError) -> Response {
 
 pub(super) fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0; len];
-    Rng::new(seed).fill(&mut v);
+    Rng::with_seed(seed).fill(&mut v);
     v
 }
 
 pub(super) fn random_cuts(rng: &mut Rng, len: usize) -> Vec<usize> {
-    let mut cuts: Vec<usize> = (0..rng.below(4))
+    let mut cuts: Vec<usize> = (0..rng.u64(..4))
         .filter(|_| len > 1)
-        .map(|_| rng.range(1, len as u64 - 1) as usize)
+        .map(|_| rng.u64(1..=len as u64 - 1) as usize)
         .collect();
     cuts.sort();
     cuts.dedup();

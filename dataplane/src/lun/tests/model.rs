@@ -1,12 +1,12 @@
 //! Tests: random commands, many in flight, against a model of the disk.
 
 use bdev::{Capabilities, IoOp};
+use test_support::rng::{seeded, Rng};
 
 use crate::exec::{CommandExecutor, Response};
 use crate::scsi::ScsiError;
 
 use super::super::LunStats;
-use super::disk::Rng;
 use super::harness::{
     caps, caw, cdb10, cdb16, check, random_cuts, split, unmap_cdb, unmap_list, Harness,
 };
@@ -45,7 +45,7 @@ fn overlaps(busy: &[(u64, u64)], lba: u64, end: u64) -> bool {
 /// Picks `len` free blocks, or None.
 fn pick(rng: &mut Rng, model: &Model, busy: &[(u64, u64)], len: u64, limit: u64) -> Option<u64> {
     for _ in 0..10 {
-        let lba = rng.below(limit.min(model.blocks) - len + 1);
+        let lba = rng.u64(..limit.min(model.blocks) - len + 1);
         if !overlaps(busy, lba, lba + len) {
             return Some(lba);
         }
@@ -55,7 +55,7 @@ fn pick(rng: &mut Rng, model: &Model, busy: &[(u64, u64)], len: u64, limit: u64)
 
 fn rw_cdb(rng: &mut Rng, write: bool, lba: u64, blocks: u32, fua: bool) -> Vec<u8> {
     let small = lba < (1 << 21) && blocks <= 256;
-    match rng.below(4) {
+    match rng.u64(..4) {
         0 if small => {
             let n = if blocks == 256 { 0 } else { blocks as u8 };
             vec![
@@ -102,7 +102,7 @@ fn generate(
 ) -> Option<(Vec<u8>, Pending)> {
     let bs = model.bs;
     let good = Response::good(0);
-    let kind = rng.below(12);
+    let kind = rng.u64(..12);
     if kind == 5 && !unmap {
         return None;
     }
@@ -117,21 +117,21 @@ fn generate(
         data_in,
         what,
     };
-    let ab = |rng: &mut Rng, a: u8, b: u8| if rng.chance(50) { a } else { b };
+    let ab = |rng: &mut Rng, a: u8, b: u8| if rng.u64(..100) < 50 { a } else { b };
     Some(match kind {
         0 | 1 => {
             // READ, sometimes into a short buffer.
-            let blocks = rng.range(1, 64) as u32;
+            let blocks = rng.u64(1..=64) as u32;
             let lba = pick(rng, model, busy, u64::from(blocks), model.blocks)?;
-            let fua = rng.chance(30);
+            let fua = rng.u64(..100) < 30;
             let cdb = rw_cdb(rng, false, lba, blocks, fua);
-            let fit = if rng.chance(20) {
-                rng.below(u64::from(blocks)) as u32
+            let fit = if rng.u64(..100) < 20 {
+                rng.u64(..u64::from(blocks)) as u32
             } else {
                 blocks
             };
             let len =
-                fit as usize * bs + rng.below(if fit < blocks { bs as u64 } else { 700 }) as usize;
+                fit as usize * bs + rng.u64(..if fit < blocks { bs as u64 } else { 700 }) as usize;
             let expected = model.get(lba, u64::from(fit)).to_vec();
             let what = format!("READ {lba}+{blocks} into {len}");
             (
@@ -146,11 +146,11 @@ fn generate(
             )
         }
         2 | 3 => {
-            let blocks = rng.range(1, 64) as u32;
+            let blocks = rng.u64(1..=64) as u32;
             let lba = pick(rng, model, busy, u64::from(blocks), model.blocks)?;
-            let fua = rng.chance(30);
+            let fua = rng.u64(..100) < 30;
             let cdb = rw_cdb(rng, true, lba, blocks, fua);
-            let mut buf = vec![0u8; blocks as usize * bs + rng.below(300) as usize];
+            let mut buf = vec![0u8; blocks as usize * bs + rng.u64(..300) as usize];
             rng.fill(&mut buf);
             model.put(lba, &buf[..blocks as usize * bs]);
             (
@@ -166,16 +166,16 @@ fn generate(
         }
         4 => {
             // WRITE SAME: zero/pattern, UNMAP bit, NDOB.
-            let blocks = rng.range(1, 200) as u32;
+            let blocks = rng.u64(1..=200) as u32;
             let lba = pick(rng, model, busy, u64::from(blocks), model.blocks)?;
-            let unmap = rng.chance(50);
-            let ndob = rng.chance(20);
+            let unmap = rng.u64(..100) < 50;
+            let ndob = rng.u64(..100) < 20;
             let mut block = vec![0u8; bs];
-            if !ndob && rng.chance(60) {
+            if !ndob && rng.u64(..100) < 60 {
                 rng.fill(&mut block);
             }
             let b1 = (if unmap { 0x08 } else { 0 }) | u8::from(ndob);
-            let cdb = if ndob || rng.chance(50) {
+            let cdb = if ndob || rng.u64(..100) < 50 {
                 cdb16(0x93, b1, lba, blocks).to_vec()
             } else {
                 cdb10(0x41, b1, lba as u32, blocks as u16).to_vec()
@@ -190,13 +190,13 @@ fn generate(
         }
         5 => {
             // UNMAP of up to 4 pieces of a range, maybe with empty ones.
-            let span = rng.range(4, 256);
+            let span = rng.u64(4..=256);
             let lba = pick(rng, model, busy, span, model.blocks)?;
             let mut descriptors = Vec::new();
             let mut at = lba;
-            for _ in 0..rng.range(1, 4) {
-                let gap = rng.below(3);
-                let len = rng.below(span / 4 + 1);
+            for _ in 0..rng.u64(1..=4) {
+                let gap = rng.u64(..3);
+                let len = rng.u64(..span / 4 + 1);
                 if at + gap + len > lba + span {
                     break;
                 }
@@ -219,15 +219,15 @@ fn generate(
         }
         6 | 7 => {
             // COMPARE AND WRITE, matching or not.
-            let blocks = rng.range(1, 16);
+            let blocks = rng.u64(1..=16);
             let lba = pick(rng, model, busy, blocks, model.blocks)?;
             let len = blocks as usize * bs;
             let mut buf = model.get(lba, blocks).to_vec();
             let mut new = vec![0u8; len];
             rng.fill(&mut new);
-            let expected = if rng.chance(40) {
-                let offset = rng.below(len as u64) as usize;
-                buf[offset] ^= 1 << rng.below(8);
+            let expected = if rng.u64(..100) < 40 {
+                let offset = rng.u64(..len as u64) as usize;
+                buf[offset] ^= 1 << rng.u64(..8);
                 check(ScsiError::Miscompare {
                     offset: offset as u64,
                 })
@@ -236,7 +236,7 @@ fn generate(
                 good
             };
             buf.extend_from_slice(&new);
-            let cdb = caw(lba, blocks as u8, rng.chance(50)).to_vec();
+            let cdb = caw(lba, blocks as u8, rng.u64(..100) < 50).to_vec();
             (
                 cdb,
                 pending(
@@ -250,16 +250,16 @@ fn generate(
         }
         8 => {
             // VERIFY BYTCHK 01b / 11b / 00b.
-            let blocks = rng.range(1, 40);
+            let blocks = rng.u64(1..=40);
             let lba = pick(rng, model, busy, blocks, model.blocks)?;
-            let mode = rng.below(3);
+            let mode = rng.u64(..3);
             let (b1, mut buf) = match mode {
                 0 => (0x02, model.get(lba, blocks).to_vec()),
                 1 => (0x06, model.get(lba, 1).to_vec()),
                 _ => (0x00, Vec::new()),
             };
-            if !buf.is_empty() && rng.chance(50) {
-                let offset = rng.below(buf.len() as u64) as usize;
+            if !buf.is_empty() && rng.u64(..100) < 50 {
+                let offset = rng.u64(..buf.len() as u64) as usize;
                 buf[offset] ^= 0x80;
             }
             let expected = match mode {
@@ -281,7 +281,7 @@ fn generate(
                     .map_or(good, |o| check(ScsiError::Miscompare { offset: o as u64 })),
                 _ => good,
             };
-            let cdb = if rng.chance(50) {
+            let cdb = if rng.u64(..100) < 50 {
                 cdb10(0x2F, b1, lba as u32, blocks as u16).to_vec()
             } else {
                 cdb16(0x8F, b1, lba, blocks as u32).to_vec()
@@ -298,13 +298,13 @@ fn generate(
             )
         }
         9 => {
-            let blocks = rng.range(1, 40);
+            let blocks = rng.u64(1..=40);
             let lba = pick(rng, model, busy, blocks, model.blocks)?;
             let mut buf = vec![0u8; blocks as usize * bs];
             rng.fill(&mut buf);
             model.put(lba, &buf);
             let b1 = ab(rng, 0x02, 0x00);
-            let cdb = if rng.chance(50) {
+            let cdb = if rng.u64(..100) < 50 {
                 cdb10(0x2E, b1, lba as u32, blocks as u16).to_vec()
             } else {
                 cdb16(0x8E, b1, lba, blocks as u32).to_vec()
@@ -321,7 +321,7 @@ fn generate(
             )
         }
         10 => {
-            let cdb = if rng.chance(50) {
+            let cdb = if rng.u64(..100) < 50 {
                 cdb10(0x35, 0x02, 0, 0).to_vec()
             } else {
                 cdb16(0x91, 0, 10, 100).to_vec()
@@ -359,7 +359,7 @@ fn model_run(
     caps: Capabilities,
     depth: usize,
 ) -> (LunStats, Vec<IoOp>) {
-    let mut rng = Rng::new(seed);
+    let mut rng = seeded(seed);
     let mut h = Harness::with(caps, depth, seed, |_| {});
     let mut model = Model {
         data: vec![0; 4096 * 512],
@@ -376,7 +376,7 @@ fn model_run(
     while submitted < commands || h.lun.in_flight() > 0 {
         steps += 1;
         assert!(steps < 1_000_000, "stuck: {:?}", h.lun);
-        let burst = rng.below(8);
+        let burst = rng.u64(..8);
         for _ in 0..burst {
             if submitted == commands {
                 break;

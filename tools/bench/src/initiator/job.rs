@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::rng::Rng;
 use super::verify::{Mismatch, VerifyModel};
 use super::workload::{Generator, Workload, WorkloadError};
 use super::{Completion, Initiator, IoData, SubmitError};
 use dataplane::exec::status;
 use dataplane::latency::Latencies;
+use fastrand::Rng;
 
 /// Most error and mismatch descriptions a job keeps for the report.
 const MAX_NOTES: usize = 16;
@@ -108,7 +108,7 @@ impl<I: Initiator> Job<I> {
         Ok(Self {
             initiator,
             generator: Generator::new(&workload),
-            rng: Rng::new(workload.seed),
+            rng: Rng::with_seed(workload.seed),
             slots,
             buffers: vec![0u8; depth * io_size],
             free: (0..depth as u32).rev().collect(),

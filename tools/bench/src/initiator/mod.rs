@@ -16,12 +16,10 @@
 //! always exact.
 
 mod job;
-mod rng;
 mod verify;
 mod workload;
 
 pub use job::{Job, JobError, JobSnapshot};
-pub use rng::Rng;
 pub use verify::VerifyModel;
 pub use workload::{Pattern, Workload, WorkloadError};
 

@@ -1,6 +1,6 @@
 //! The per-block checksum model behind `--verify`.
 
-use super::rng::Rng;
+use fastrand::Rng;
 
 /// A mismatch found by [`VerifyModel::check_read`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +49,9 @@ impl VerifyModel {
             let block_lba = lba + i as u64;
             block[..8].copy_from_slice(&block_lba.to_le_bytes());
             block[8..16].copy_from_slice(&seq.to_le_bytes());
-            let mut rng = Rng::new(block_lba.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq);
+            let mut rng = Rng::with_seed(block_lba.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seq);
             for word in block[16..].chunks_exact_mut(8) {
-                word.copy_from_slice(&rng.next_u64().to_le_bytes());
+                word.copy_from_slice(&rng.u64(..).to_le_bytes());
             }
         }
     }

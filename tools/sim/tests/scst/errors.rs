@@ -12,43 +12,20 @@ use dataplane::scst::abi::*;
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use nix::errno::Errno;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, DEV_USER_VERSION_3_11};
+use test_support::scst::parse_passthrough;
 
 const READ10_1: [u8; 10] = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
 const WRITE10_1: [u8; 10] = [0x2A, 0, 0, 0, 0, 8, 0, 0, 1, 0];
 
-#[derive(Debug)]
-struct Done {
-    tag: u64,
-    status: u8,
-    sense: Vec<u8>,
-    data: Vec<u8>,
-}
-
+/// The completions waiting, in completion order; none may be aborted.
 fn reap(ini: &mut ScstSimInitiator) -> Vec<Done> {
-    let mut v = Vec::new();
-    ini.reap(|c| {
-        let mut data = vec![0u8; c.data_in_len];
-        c.copy_data_in(&mut data);
-        v.push(Done {
-            tag: c.tag,
-            status: c.status,
-            sense: c.sense.to_vec(),
-            data,
-        });
-        assert!(!c.aborted);
-    })
-    .unwrap();
-    v
-}
-
-/// (key, asc, ascq) of fixed-format sense.
-fn kcq(d: &Done) -> (u8, u8, u8) {
-    assert_eq!(d.status, 2, "{d:?}");
-    (d.sense[2] & 0x0F, d.sense[12], d.sense[13])
+    let done = reap_all(ini);
+    assert!(done.iter().all(|d| !d.aborted), "{done:?}");
+    done
 }
 
 fn opt_std(reuse: u8) -> ScstUserOpt {
-    options(SCST_USER_PARSE_STANDARD, SCST_USER_ON_FREE_CMD_CALL, reuse)
+    options(reuse, SCST_USER_ON_FREE_CMD_CALL, SCST_USER_PARSE_STANDARD)
 }
 
 fn reply(cmd: &ScstUserGetCmd) -> ScstUserReplyCmd {
@@ -374,18 +351,7 @@ fn replies_not_backed_by_preplies_are_efault() {
 }
 
 fn parse_reply(cmd: &ScstUserGetCmd, f: impl FnOnce(&mut ParseResult)) -> ScstUserReplyCmd {
-    let p = cmd.parse_cmd();
-    let mut pr = ParseResult {
-        queue_type: p.queue_type,
-        data_direction: p.data_direction,
-        cdb_len: p.cdb_len,
-        lba: p.lba,
-        data_len: p.data_len,
-        bufflen: p.bufflen,
-        op_flags: p.op_flags,
-        out_bufflen: p.out_bufflen,
-        ..Default::default()
-    };
+    let mut pr = parse_passthrough(&cmd.parse_cmd());
     f(&mut pr);
     let mut rp = ScstUserScsiCmdReplyParse::default();
     rp.set_result(&pr);
@@ -397,9 +363,9 @@ fn parse_reply(cmd: &ScstUserGetCmd, f: impl FnOnce(&mut ParseResult)) -> ScstUs
 #[test]
 fn parse_replies_are_validated() {
     let opt = options(
-        SCST_USER_PARSE_CALL,
-        SCST_USER_ON_FREE_CMD_CALL,
         SCST_USER_MEM_NO_REUSE,
+        SCST_USER_ON_FREE_CMD_CALL,
+        SCST_USER_PARSE_CALL,
     );
     let (mut h, mut ini, s) = sim(opt);
     let bad: [fn(&mut ParseResult); 9] = [
@@ -701,9 +667,9 @@ fn options_round_trip() {
     let (mut h, mut ini, s) = sim(opt_std(SCST_USER_MEM_REUSE_ALL));
     assert_eq!(h.drv.get_options().unwrap(), h.opt);
     let mut o = options(
-        SCST_USER_PARSE_EXCEPTION,
-        SCST_USER_ON_FREE_CMD_IGNORE,
         SCST_USER_MEM_REUSE_READ,
+        SCST_USER_ON_FREE_CMD_IGNORE,
+        SCST_USER_PARSE_EXCEPTION,
     );
     o.qerr = 3;
     o.d_sense = 1;

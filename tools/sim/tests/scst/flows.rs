@@ -12,36 +12,11 @@ use dataplane::scst::driver::ScstDriver;
 use nix::errno::Errno;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, SimError, SimSubmitError};
 
-#[derive(Debug, Clone)]
-struct Done {
-    tag: u64,
-    status: u8,
-    sense: Vec<u8>,
-    data: Vec<u8>,
-    aborted: bool,
-}
-
+/// The completions waiting, by tag.
 fn reap(ini: &mut ScstSimInitiator) -> Vec<Done> {
-    let mut v = Vec::new();
-    ini.reap(|c| {
-        let mut data = vec![0u8; c.data_in_len];
-        c.copy_data_in(&mut data);
-        v.push(Done {
-            tag: c.tag,
-            status: c.status,
-            sense: c.sense.to_vec(),
-            data,
-            aborted: c.aborted,
-        });
-    })
-    .unwrap();
-    v.sort_by_key(|d| d.tag);
-    v
-}
-
-fn kcq(d: &Done) -> (u8, u8, u8) {
-    assert_eq!(d.status, 2, "{d:?}");
-    (d.sense[2] & 0x0F, d.sense[12], d.sense[13])
+    let mut done = reap_all(ini);
+    done.sort_by_key(|d| d.tag);
+    done
 }
 
 fn config() -> ScstSimConfig {
@@ -52,7 +27,7 @@ fn config() -> ScstSimConfig {
 }
 
 fn opt(on_free: u8, reuse: u8) -> ScstUserOpt {
-    options(SCST_USER_PARSE_STANDARD, on_free, reuse)
+    options(reuse, on_free, SCST_USER_PARSE_STANDARD)
 }
 
 const TUR: [u8; 6] = [0; 6];
@@ -833,9 +808,9 @@ fn cmd_handles_are_unique_and_parse_call_sees_every_field() {
     let (mut h, mut ini, s) = setup(
         config(),
         options(
-            SCST_USER_PARSE_CALL,
-            SCST_USER_ON_FREE_CMD_CALL,
             SCST_USER_MEM_REUSE_ALL,
+            SCST_USER_ON_FREE_CMD_CALL,
+            SCST_USER_PARSE_CALL,
         ),
         64,
         512,

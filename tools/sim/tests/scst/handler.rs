@@ -15,65 +15,11 @@ use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use memmap2::MmapMut;
 use nix::errno::Errno;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimDriver, ScstSimInitiator, DEV_USER_VERSION_3_11};
+use test_support::rng::Rng;
+use test_support::scst;
+pub use test_support::scst::{desc, options, DescStrings};
 
 pub const PAGE: usize = 4096;
-
-/// Strings backed by at least 91 readable bytes each.
-pub struct DescStrings {
-    pub version: Box<[u8; 128]>,
-    pub license: Box<[u8; 128]>,
-}
-
-impl DescStrings {
-    pub fn new(version: &str, license: &str) -> Self {
-        let mut v = Box::new([0u8; 128]);
-        v[..version.len()].copy_from_slice(version.as_bytes());
-        let mut l = Box::new([0u8; 128]);
-        l[..license.len()].copy_from_slice(license.as_bytes());
-        Self {
-            version: v,
-            license: l,
-        }
-    }
-}
-
-pub fn options(parse: u8, on_free: u8, reuse: u8) -> ScstUserOpt {
-    ScstUserOpt {
-        parse_type: parse,
-        on_free_cmd_type: on_free,
-        memory_reuse_type: reuse,
-        partial_transfers_type: SCST_USER_PARTIAL_TRANSFERS_NOT_SUPPORTED,
-        tst: 1,
-        queue_alg: 1,
-        ..Default::default()
-    }
-}
-
-pub fn desc(
-    strings: &DescStrings,
-    name: &str,
-    block_size: u32,
-    opt: ScstUserOpt,
-) -> ScstUserDevDesc {
-    let mut n = [0u8; SCST_MAX_NAME];
-    n[..name.len()].copy_from_slice(name.as_bytes());
-    ScstUserDevDesc {
-        version_str: strings.version.as_ptr() as u64,
-        license_str: strings.license.as_ptr() as u64,
-        type_: TYPE_DISK,
-        sgv_shared: 0,
-        sgv_disable_clustered_pool: 0,
-        _pad0: 0,
-        sgv_single_alloc_pages: 0,
-        sgv_purge_interval: 0,
-        opt,
-        block_size,
-        enable_pr_cmds_notifications: 0,
-        name: n,
-        sgv_name: [0; SCST_MAX_NAME],
-        _pad1: [0; 7],
-    }
-}
 
 /// A buffer the handler allocated.
 struct Buf {
@@ -175,9 +121,12 @@ impl Handler {
 
     /// Registers "disk0" with this handler's options.
     pub fn register(&mut self) -> Result<(), Errno> {
-        let s = DescStrings::new(DEV_USER_VERSION_3_11, "GPL");
-        let d = desc(&s, "disk0", self.bs as u32, self.opt);
-        self.drv.register(&d)
+        scst::register(
+            &mut self.drv,
+            DEV_USER_VERSION_3_11,
+            self.bs as u32,
+            self.opt,
+        )
     }
 
     /// Handler buffers alive now.
@@ -383,17 +332,7 @@ impl Handler {
                         });
                     }
                 } else {
-                    pr.set_result(&ParseResult {
-                        queue_type: p.queue_type,
-                        data_direction: p.data_direction,
-                        cdb_len: p.cdb_len,
-                        lba: p.lba,
-                        data_len: p.data_len,
-                        bufflen: p.bufflen,
-                        op_flags: p.op_flags,
-                        out_bufflen: p.out_bufflen,
-                        ..Default::default()
-                    });
+                    pr.set_result(&scst::parse_passthrough(&p));
                 }
                 let mut r = self.reply(cmd.cmd_h, cmd.subcode);
                 r.set_parse_reply(&pr);
@@ -684,15 +623,43 @@ pub fn setup(
     (h, ini, sess)
 }
 
+/// A completion as the initiator saw it.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub tag: u64,
+    pub status: u8,
+    pub sense: Vec<u8>,
+    pub data: Vec<u8>,
+    pub aborted: bool,
+}
+
+/// Every completion waiting, in completion order, with its data-in.
+pub fn reap_all(ini: &mut ScstSimInitiator) -> Vec<Done> {
+    let mut v = Vec::new();
+    ini.reap(|c| {
+        let mut data = vec![0u8; c.data_in_len];
+        c.copy_data_in(&mut data);
+        v.push(Done {
+            tag: c.tag,
+            status: c.status,
+            sense: c.sense.to_vec(),
+            data,
+            aborted: c.aborted,
+        });
+    })
+    .unwrap();
+    v
+}
+
+/// (key, asc, ascq) of a CHECK CONDITION's fixed-format sense.
+pub fn kcq(d: &Done) -> (u8, u8, u8) {
+    assert_eq!(d.status, 2, "{d:?}");
+    (d.sense[2] & 0x0F, d.sense[12], d.sense[13])
+}
+
 /// Bytes of a deterministic pattern.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut bytes = vec![0; len];
+    Rng::with_seed(seed).fill(&mut bytes);
+    bytes
 }

@@ -10,7 +10,9 @@
 //!   registration and options;
 //! - `handler`: the test handler they share.
 //!
-//! The allocation-counting test is a binary of its own (`scst_alloc.rs`).
+//! The allocation-counting test is a binary of its own (`scst_alloc.rs`):
+//! it counts every thread's allocations (process-wide), so no other test
+//! may run beside it.
 
 mod errors;
 mod flows;

@@ -15,24 +15,10 @@ use dataplane::scst::abi::*;
 use dataplane::scst::driver::ScstDriver;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, SimSubmitError};
+use test_support::rng::{seeded, Rng};
 
 const BS: usize = 512;
 const BLOCKS: usize = 4096;
-
-/// Tiny deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Io {
     write: bool,
@@ -60,7 +46,7 @@ struct Workload {
 impl Workload {
     fn new(seed: u64, sessions: Vec<u64>) -> Self {
         Self {
-            rng: Rng(seed | 1),
+            rng: seeded(seed),
             model: vec![0; BLOCKS * BS],
             busy: vec![0; BLOCKS],
             inflight: HashMap::new(),
@@ -76,15 +62,15 @@ impl Workload {
     /// Tries to submit one random command; false if it picked a range in
     /// conflict or the simulator is full.
     fn submit_one(&mut self, ini: &mut ScstSimInitiator) -> bool {
-        let write = self.rng.below(2) == 0;
-        let size = [6usize, 10, 12, 16][self.rng.below(4) as usize];
+        let write = self.rng.u64(..2) == 0;
+        let size = [6usize, 10, 12, 16][self.rng.u64(..4) as usize];
         // Mostly small, sometimes up to 256 blocks (128 KiB).
-        let blocks = if self.rng.below(8) == 0 {
-            1 + self.rng.below(256)
+        let blocks = if self.rng.u64(..8) == 0 {
+            1 + self.rng.u64(..256)
         } else {
-            1 + self.rng.below(16)
+            1 + self.rng.u64(..16)
         };
-        let lba = self.rng.below((BLOCKS as u64) - blocks + 1);
+        let lba = self.rng.u64(..(BLOCKS as u64) - blocks + 1);
         let range = lba as usize..(lba + blocks) as usize;
         let clash = if write {
             self.busy[range.clone()].iter().any(|&b| b != 0)
@@ -95,7 +81,7 @@ impl Workload {
             return false;
         }
         let tag = self.next_tag;
-        let sess = self.sessions[self.rng.below(self.sessions.len() as u64) as usize];
+        let sess = self.sessions[self.rng.u64(..self.sessions.len() as u64) as usize];
         let cdb = rw_cdb(write, size, lba, blocks as u32);
         let len = blocks as usize * BS;
         let data = if write { pattern(tag, len) } else { Vec::new() };
@@ -251,7 +237,7 @@ fn random_io_every_option_combination() {
     for &parse in &parses {
         for &on_free in &frees {
             for &reuse in &reuses {
-                let opt = options(parse, on_free, reuse);
+                let opt = options(reuse, on_free, parse);
                 seed += 1;
                 let (mut h, ini, w) = run_random(opt, 1 << 20, 800, 32, seed, false);
                 let stats = ini.stats();
@@ -293,9 +279,9 @@ fn many_random_commands_with_defaults_and_a_small_cache() {
     // buffers are evicted all the time, and ON_CACHED_MEM_FREE must name
     // the command that supplied each buffer (checked by the handler).
     let opt = options(
-        SCST_USER_PARSE_STANDARD,
-        SCST_USER_ON_FREE_CMD_IGNORE,
         SCST_USER_MEM_REUSE_ALL,
+        SCST_USER_ON_FREE_CMD_IGNORE,
+        SCST_USER_PARSE_STANDARD,
     );
     let (mut h, ini, w) = run_random(opt, 64 << 10, 6000, 64, 99, false);
     let stats = ini.stats();
@@ -314,9 +300,9 @@ fn uncached_buffers_may_be_unaligned() {
     // Without reuse any alignment works (only cached pbufs must be
     // page-aligned).
     let opt = options(
-        SCST_USER_PARSE_STANDARD,
-        SCST_USER_ON_FREE_CMD_CALL,
         SCST_USER_MEM_NO_REUSE,
+        SCST_USER_ON_FREE_CMD_CALL,
+        SCST_USER_PARSE_STANDARD,
     );
     let (mut h, ini, _) = run_random(opt, 1 << 20, 600, 16, 7, true);
     assert_eq!(ini.stats().replies_einval, 0);
@@ -326,9 +312,9 @@ fn uncached_buffers_may_be_unaligned() {
 #[test]
 fn handler_on_its_own_thread_sleeps_on_the_wait_fd() {
     let opt = options(
-        SCST_USER_PARSE_STANDARD,
-        SCST_USER_ON_FREE_CMD_CALL,
         SCST_USER_MEM_REUSE_ALL,
+        SCST_USER_ON_FREE_CMD_CALL,
+        SCST_USER_PARSE_STANDARD,
     );
     let config = ScstSimConfig {
         sgv_cache_bytes: 256 << 10,

@@ -15,36 +15,10 @@ use dataplane::frontend::CoalesceConfig;
 use dataplane::tcmu::abi::*;
 use dataplane::tcmu::{RingFault, TcmuDevice, TcmuDeviceConfig, TcmuError};
 use sim::tcmu::{SimCompletion, SimConfig, SimData, SimSubmitError, TcmuSim};
+use test_support::exec::Immediate;
+use test_support::rng::{seeded, Rng};
 
 // ---------------------------------------------------------------- helpers --
-
-/// xorshift64*: small, deterministic.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in 0..n (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
 
 const BLOCK: usize = 512;
 const READ_10: u8 = 0x28;
@@ -148,7 +122,7 @@ impl TestExec {
         Self {
             max_tasks,
             disk: vec![0; disk_blocks * BLOCK],
-            rng: Rng::new(seed),
+            rng: seeded(seed),
             max_hold,
             hold_all: false,
             pending: Vec::new(),
@@ -227,7 +201,7 @@ impl CommandExecutor for TestExec {
         let hold = if self.max_hold == 0 {
             0
         } else {
-            self.rng.below(u64::from(self.max_hold) + 1) as u32
+            self.rng.u64(..u64::from(self.max_hold) + 1) as u32
         };
         self.submitted.push((slot, cdb.to_vec()));
         self.pending.push(Task {
@@ -340,7 +314,7 @@ impl Initiator {
             model: vec![0; disk_blocks * BLOCK],
             inflight: HashMap::new(),
             next_tag: 1,
-            rng: Rng::new(seed),
+            rng: seeded(seed),
             read_len,
             max_blocks,
             tally: Tally::default(),
@@ -351,15 +325,15 @@ impl Initiator {
     /// Submits one random command. False if the ring or data area is full.
     fn submit_random(&mut self) -> bool {
         let disk_blocks = self.model.len() / BLOCK;
-        let pick = self.rng.below(100);
+        let pick = self.rng.u64(..100);
         let kind = match pick {
             0..=44 => Kind::Read { short: false },
             45..=49 => Kind::Read { short: true },
             50..=95 => Kind::Write,
             _ => Kind::Other,
         };
-        let blocks = 1 + self.rng.below(self.max_blocks) as usize;
-        let lba = self.rng.below((disk_blocks - blocks + 1) as u64) as usize;
+        let blocks = 1 + self.rng.u64(..self.max_blocks) as usize;
+        let lba = self.rng.u64(..(disk_blocks - blocks + 1) as u64) as usize;
         if self
             .inflight
             .values()
@@ -412,8 +386,8 @@ impl Initiator {
     fn inject_tmr(&mut self) {
         let mut ids: Vec<u16> = self.inflight.values().map(|op| op.cmd_id).collect();
         ids.sort_unstable();
-        let keep = self.rng.below(ids.len() as u64 + 1) as usize;
-        let start = self.rng.below((ids.len() - keep) as u64 + 1) as usize;
+        let keep = self.rng.u64(..ids.len() as u64 + 1) as usize;
+        let start = self.rng.u64(..(ids.len() - keep) as u64 + 1) as usize;
         let chosen = &ids[start..start + keep];
         if self.sim.inject_tmr(TCMU_TMR_ABORT_TASK, chosen).is_ok() {
             self.tally.tmrs += 1;
@@ -575,19 +549,19 @@ fn run_stress(s: Stress) -> Tally {
 
     let step = |init: &mut Initiator, dev: &mut TcmuDevice<TestExec>, submit: bool| {
         if submit {
-            for _ in 0..init.rng.below(6) {
+            for _ in 0..init.rng.u64(..6) {
                 if !init.submit_random() {
                     break;
                 }
             }
-            if s.unknown_ops && init.rng.below(20) == 0 {
-                let len = 8 * (1 + init.rng.below(4) as u32);
+            if s.unknown_ops && init.rng.u64(..20) == 0 {
+                let len = 8 * (1 + init.rng.u64(..4) as u32);
                 if init.sim.inject_unknown_op(len).is_ok() {
                     init.tally.unknown_ops += 1;
                 }
             }
             init.sim.notify();
-            if s.tmr && !init.inflight.is_empty() && init.rng.below(8) == 0 {
+            if s.tmr && !init.inflight.is_empty() && init.rng.u64(..8) == 0 {
                 init.inject_tmr();
             }
         }
@@ -760,7 +734,7 @@ fn random_commands_with_the_device_on_its_own_thread() {
         // Liveness guard only (a hang would otherwise never end).
         let deadline = Instant::now() + Duration::from_secs(300);
         while init.tally.submitted < target {
-            for _ in 0..init.rng.below(8) {
+            for _ in 0..init.rng.u64(..8) {
                 if !init.submit_random() {
                     break;
                 }
@@ -1537,33 +1511,12 @@ fn response_sense_is_copied_whole_and_padded() {
     for (i, b) in r.sense.iter_mut().enumerate() {
         *b = i as u8 + 1;
     }
-    struct Fixed(Response, Vec<u32>);
-    impl CommandExecutor for Fixed {
-        fn max_tasks(&self) -> u32 {
-            4
-        }
-        unsafe fn submit(&mut self, slot: u32, _: &[u8], _: &[IoVec]) {
-            self.1.push(slot);
-        }
-        fn abort(&mut self, _: u32) {}
-        fn flush(&mut self) {}
-        fn poll(&mut self, _: usize, done: &mut dyn FnMut(u32, &Response)) -> usize {
-            let n = self.1.len();
-            for s in self.1.drain(..) {
-                done(s, &self.0);
-            }
-            n
-        }
-        fn in_flight(&self) -> usize {
-            self.1.len()
-        }
-    }
     let mut sim = sim_with(4096, 0xf);
     let (region, bell) = sim.device_endpoint().unwrap();
     let mut dev = TcmuDevice::attach(
         region,
         bell,
-        Fixed(r, Vec::new()),
+        Immediate::new(4).answering(r),
         TcmuDeviceConfig::default(),
     )
     .unwrap();

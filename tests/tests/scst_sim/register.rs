@@ -4,7 +4,7 @@
 //! round trip, and the errors of the issue (bad version → EINVAL with the
 //! way out, bad license → EPERM, a second REGISTER on one fd, a block size
 //! the kernel refuses). The missing-node / module-absent paths of
-//! `ScstFd::open` are in `scst_register.rs`.
+//! `ScstFd::open` are in dataplane's tests (`dataplane/tests/scst/register.rs`).
 
 use std::path::PathBuf;
 

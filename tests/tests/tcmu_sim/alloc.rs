@@ -1,43 +1,10 @@
 //! The device's poll (and the simulator's submit/notify/reap) do not
-//! allocate in steady state. A counting global allocator counts allocations
-//! made by the current thread; only this test lives in this binary.
+//! allocate in steady state, counted by the counting allocator per thread.
 
-mod common;
-
-use bdev::IoVec;
-use common::counting_alloc::allocations;
-use dataplane::exec::{CommandExecutor, Response};
 use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use sim::tcmu::{SimConfig, SimData, SimSubmitError, TcmuSim};
-
-/// Completes every command at the next poll with GOOD and a full data-in
-/// length; preallocated.
-struct Immediate {
-    finished: Vec<(u32, u32)>,
-}
-
-impl CommandExecutor for Immediate {
-    fn max_tasks(&self) -> u32 {
-        64
-    }
-    unsafe fn submit(&mut self, slot: u32, _cdb: &[u8], data: &[IoVec]) {
-        let len: usize = data.iter().map(|v| v.len).sum();
-        self.finished.push((slot, len as u32));
-    }
-    fn abort(&mut self, _slot: u32) {}
-    fn flush(&mut self) {}
-    fn poll(&mut self, max: usize, done: &mut dyn FnMut(u32, &Response)) -> usize {
-        let n = self.finished.len().min(max);
-        for &(slot, len) in &self.finished[..n] {
-            done(slot, &Response::good(len));
-        }
-        self.finished.drain(..n);
-        n
-    }
-    fn in_flight(&self) -> usize {
-        self.finished.len()
-    }
-}
+use test_support::alloc::thread_allocations;
+use test_support::exec::Immediate;
 
 #[test]
 fn steady_state_polls_do_not_allocate() {
@@ -49,29 +16,25 @@ fn steady_state_polls_do_not_allocate() {
     })
     .unwrap();
     let (region, bell) = sim.device_endpoint().unwrap();
-    let exec = Immediate {
-        finished: Vec::with_capacity(64),
-    };
+    let exec = Immediate::new(64);
     let mut dev = TcmuDevice::attach(region, bell, exec, TcmuDeviceConfig::default()).unwrap();
     let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 16, 0];
     let write = [0x2A, 0, 0, 0, 0, 0, 0, 0, 16, 0];
     let payload = vec![0xA5u8; 64 << 10];
     let mut buf = vec![0u8; 64 << 10];
-    let mut seed = 0x1234_5678_u64;
+    let mut rng = test_support::rng::seeded(0x1234_5678);
 
     let mut run = |rounds: usize, sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>| {
         let (mut in_device, mut in_sim, mut completed) = (0, 0, 0);
         for _ in 0..rounds {
-            let before = allocations();
+            let before = thread_allocations();
             for _ in 0..4 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let len = 512 * (1 + (seed % 128) as usize);
-                let r = if seed & 1 == 0 {
-                    sim.submit(&read, SimData::In(len), seed)
+                let tag = rng.u64(..);
+                let len = 512 * rng.usize(1..=128);
+                let r = if rng.bool() {
+                    sim.submit(&read, SimData::In(len), tag)
                 } else {
-                    sim.submit(&write, SimData::Out(&payload[..len]), seed)
+                    sim.submit(&write, SimData::Out(&payload[..len]), tag)
                 };
                 match r {
                     Ok(_) | Err(SimSubmitError::RingFull | SimSubmitError::DataAreaFull) => {}
@@ -79,16 +42,16 @@ fn steady_state_polls_do_not_allocate() {
                 }
             }
             sim.notify();
-            let mid = allocations();
+            let mid = thread_allocations();
             dev.poll();
-            let after_poll = allocations();
+            let after_poll = thread_allocations();
             completed += sim
                 .reap(|c| {
                     c.copy_data_in(&mut buf);
                 })
                 .unwrap();
             in_device += after_poll - mid;
-            in_sim += (mid - before) + (allocations() - after_poll);
+            in_sim += (mid - before) + (thread_allocations() - after_poll);
         }
         (in_device, in_sim, completed)
     };

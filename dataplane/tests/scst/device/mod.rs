@@ -2,9 +2,9 @@
 //! executor: the REPLY_AND_GET_MULTI protocol (batching, EAGAIN, refused
 //! replies), the buffer flows, task management, PARSE, options and faults.
 //!
-//! One test binary: the fake kernel, the manual executor and the shared
-//! fixtures are modules of their own, and the tests are grouped by topic
-//! (`exchange`, `buffers`, `task_mgmt`, `subcommands`).
+//! The fake kernel, the manual executor and the shared fixtures are
+//! modules of their own, and the tests are grouped by topic (`exchange`,
+//! `buffers`, `task_mgmt`, `subcommands`).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;

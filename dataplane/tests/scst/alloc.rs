@@ -1,21 +1,19 @@
-//! `ScstDevice::poll` does not allocate in steady state. A counting global
+//! `ScstDevice::poll` does not allocate in steady state. The counting
 //! allocator counts the allocations of this thread, except while the fake
 //! kernel runs inside the driver call (it pauses counting), so only the
-//! device's own work is measured. Only this test lives in this binary.
+//! device's own work is measured.
 
-mod common;
-
-use common::counting_alloc::{allocations, set_paused};
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
-use bdev::IoVec;
-use dataplane::exec::{CommandExecutor, Response};
 use dataplane::scst::abi::*;
 use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
 use nix::errno::Errno;
+use test_support::alloc::{paused, thread_allocations};
+use test_support::exec::Immediate;
+use test_support::rng::{seeded, Rng};
 
 /// A kernel with memory reuse ALL and ON_FREE_CMD CALL that keeps `depth`
 /// commands going: reads (with a cached buffer or `pbuf` 0) and writes
@@ -31,7 +29,7 @@ struct LoopKernel {
     buffer_of: Vec<u64>,
     in_flight: usize,
     next_h: u32,
-    seed: u64,
+    rng: Rng,
     completed: u64,
     ioctls: u64,
 }
@@ -47,17 +45,10 @@ impl LoopKernel {
             buffer_of: vec![0; HANDLES],
             in_flight: 0,
             next_h: 0,
-            seed: 0x9E37_79B9_7F4A_7C15,
+            rng: seeded(0x9E37_79B9_7F4A_7C15),
             completed: 0,
             ioctls: 0,
         }
-    }
-
-    fn rand(&mut self) -> u64 {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        self.seed
     }
 
     fn handle(&mut self) -> u32 {
@@ -99,7 +90,7 @@ impl LoopKernel {
 
     fn start_command(&mut self) {
         let h = self.handle();
-        let write = self.rand() & 1 == 1;
+        let write = self.rng.bool();
         let pbuf = self.cached.pop().unwrap_or(0);
         if write && pbuf == 0 {
             let mut cmd = ScstUserGetCmd {
@@ -152,62 +143,65 @@ impl ScstDriver for LoopKernel {
         buf: &mut MultiBuf,
         replies: &[ScstUserReplyCmd],
     ) -> Result<(), Errno> {
-        set_paused(true);
-        self.ioctls += 1;
-        for r in replies {
-            match r.subcode {
-                subcode::ALLOC_MEM => {
-                    let pbuf = r.alloc_reply().pbuf;
-                    assert_ne!(pbuf, 0, "pool too small for the test");
-                    self.exec(r.cmd_h, true, pbuf);
-                }
-                subcode::EXEC => {
-                    let e = r.exec_reply();
-                    assert_eq!(e.status, 0);
-                    let pbuf = if e.pbuf != 0 {
-                        e.pbuf
-                    } else {
-                        self.buffer_of[r.cmd_h as usize]
-                    };
-                    assert_ne!(pbuf, 0);
-                    self.cached.push(pbuf);
-                    self.in_flight -= 1;
-                    self.completed += 1;
-                    // ON_FREE_CMD CALL: the kernel tells about every command.
-                    self.simple(subcode::ON_FREE_CMD, |c| {
-                        c.set_on_free_cmd(&ScstUserScsiOnFreeCmd {
-                            pbuf,
-                            buffer_cached: 1,
-                            ..Default::default()
-                        })
-                    });
-                    if self.completed.is_multiple_of(8) {
-                        if let Some(evict) = self.cached.pop() {
-                            self.simple(subcode::ON_CACHED_MEM_FREE, |c| {
-                                c.set_on_cached_mem_free(&ScstUserOnCachedMemFree { pbuf: evict })
-                            });
+        // The fake kernel's own work is not counted.
+        paused(|| {
+            self.ioctls += 1;
+            for r in replies {
+                match r.subcode {
+                    subcode::ALLOC_MEM => {
+                        let pbuf = r.alloc_reply().pbuf;
+                        assert_ne!(pbuf, 0, "pool too small for the test");
+                        self.exec(r.cmd_h, true, pbuf);
+                    }
+                    subcode::EXEC => {
+                        let e = r.exec_reply();
+                        assert_eq!(e.status, 0);
+                        let pbuf = if e.pbuf != 0 {
+                            e.pbuf
+                        } else {
+                            self.buffer_of[r.cmd_h as usize]
+                        };
+                        assert_ne!(pbuf, 0);
+                        self.cached.push(pbuf);
+                        self.in_flight -= 1;
+                        self.completed += 1;
+                        // ON_FREE_CMD CALL: the kernel tells about every command.
+                        self.simple(subcode::ON_FREE_CMD, |c| {
+                            c.set_on_free_cmd(&ScstUserScsiOnFreeCmd {
+                                pbuf,
+                                buffer_cached: 1,
+                                ..Default::default()
+                            })
+                        });
+                        if self.completed.is_multiple_of(8) {
+                            if let Some(evict) = self.cached.pop() {
+                                self.simple(subcode::ON_CACHED_MEM_FREE, |c| {
+                                    c.set_on_cached_mem_free(&ScstUserOnCachedMemFree {
+                                        pbuf: evict,
+                                    })
+                                });
+                            }
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        buf.header_mut().replies_done = replies.len() as i16;
-        while self.in_flight < self.depth {
-            self.start_command();
-        }
-        let want = buf.header().cmds_cnt as usize;
-        let n = want.min(self.queue.len());
-        for i in 0..n {
-            buf.cmds_mut()[i] = self.queue.pop_front().unwrap();
-        }
-        buf.header_mut().cmds_cnt = n as i16;
-        set_paused(false);
-        if n == 0 {
-            Err(Errno::EAGAIN)
-        } else {
-            Ok(())
-        }
+            buf.header_mut().replies_done = replies.len() as i16;
+            while self.in_flight < self.depth {
+                self.start_command();
+            }
+            let want = buf.header().cmds_cnt as usize;
+            let n = want.min(self.queue.len());
+            for i in 0..n {
+                buf.cmds_mut()[i] = self.queue.pop_front().unwrap();
+            }
+            buf.header_mut().cmds_cnt = n as i16;
+            if n == 0 {
+                Err(Errno::EAGAIN)
+            } else {
+                Ok(())
+            }
+        })
     }
 
     fn reply_cmd(&mut self, _: &ScstUserReplyCmd) -> Result<(), Errno> {
@@ -230,39 +224,6 @@ impl ScstDriver for LoopKernel {
     }
 }
 
-/// Completes every command at the next poll with GOOD and the full data-in
-/// length, touching the first byte of the buffer; preallocated.
-struct Immediate {
-    finished: Vec<(u32, u32)>,
-}
-
-impl CommandExecutor for Immediate {
-    fn max_tasks(&self) -> u32 {
-        128
-    }
-    unsafe fn submit(&mut self, slot: u32, _cdb: &[u8], data: &[IoVec]) {
-        let len: usize = data.iter().map(|v| v.len).sum();
-        if let Some(v) = data.first() {
-            // SAFETY: the device hands a live pool buffer of v.len bytes.
-            unsafe { v.base.write(slot as u8) };
-        }
-        self.finished.push((slot, len as u32));
-    }
-    fn abort(&mut self, _slot: u32) {}
-    fn flush(&mut self) {}
-    fn poll(&mut self, max: usize, done: &mut dyn FnMut(u32, &Response)) -> usize {
-        let n = self.finished.len().min(max);
-        for &(slot, len) in &self.finished[..n] {
-            done(slot, &Response::good(len));
-        }
-        self.finished.drain(..n);
-        n
-    }
-    fn in_flight(&self) -> usize {
-        self.finished.len()
-    }
-}
-
 #[test]
 fn steady_state_polls_do_not_allocate() {
     let pool = BufferPool::new(PoolConfig {
@@ -271,9 +232,8 @@ fn steady_state_polls_do_not_allocate() {
         populate: false,
     })
     .unwrap();
-    let exec = Immediate {
-        finished: Vec::with_capacity(128),
-    };
+    // Touching each buffer: the pool's buffers reach the executor live.
+    let exec = Immediate::new(128).touching_data();
     let config = ScstDeviceConfig {
         budget: 128,
         ..ScstDeviceConfig::default()
@@ -283,12 +243,12 @@ fn steady_state_polls_do_not_allocate() {
     while dev.driver().completed < 20_000 {
         dev.poll();
     }
-    let before = allocations();
+    let before = thread_allocations();
     let start = dev.driver().completed;
     while dev.driver().completed - start < 100_000 {
         dev.poll();
     }
-    assert_eq!(allocations() - before, 0, "device polls allocated");
+    assert_eq!(thread_allocations() - before, 0, "device polls allocated");
     let st = dev.stats().snapshot();
     assert_eq!(st.bad_frees, 0);
     assert_eq!(st.bad_pbufs, 0);

@@ -2,22 +2,12 @@
 
 use super::*;
 
+pub use test_support::scst::options;
+
 pub const READ_10: [u8; 10] = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
 pub const WRITE_10: [u8; 10] = [0x2A, 0, 0, 0, 0, 8, 0, 0, 2, 0];
 pub const SESS_A: u64 = 0xA000;
 pub const SESS_B: u64 = 0xB000;
-
-pub fn options(reuse: u8, on_free: u8, parse: u8) -> ScstUserOpt {
-    ScstUserOpt {
-        parse_type: parse,
-        on_free_cmd_type: on_free,
-        memory_reuse_type: reuse,
-        partial_transfers_type: SCST_USER_PARTIAL_TRANSFERS_NOT_SUPPORTED,
-        tst: 1,
-        queue_alg: 1,
-        ..Default::default()
-    }
-}
 
 pub fn default_options() -> ScstUserOpt {
     options(

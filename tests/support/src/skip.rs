@@ -1,0 +1,217 @@
+//! How a test that cannot run here says so, and when it must run anyway.
+//!
+//! A test that needs something a machine may lack asks first and returns
+//! when told no:
+//! ```
+//! use test_support::skip::{can_run, Need};
+//! # fn a_test() {
+//! if !can_run(&[Need::KernelModule("scst_user")]) {
+//!     return;
+//! }
+//! # }
+//! # a_test();
+//! ```
+//! A need that is not met is reported as `skipped: <test>: <reason>` on
+//! stderr, written past the test harness's output capture so that every
+//! run shows it. But when the environment variable `CI` is `true` and CI
+//! provides that need, the test fails with the reason instead: CI must run
+//! every test it can. What CI provides is written down here, in
+//! [`Need::provided_by_ci`], and nowhere else: CI runs `.ci/run` as root on
+//! the project's Debian 12 machine image (which has build-essential, so the
+//! kernel's UAPI headers, and xz-utils) with two CPUs; its host kernel has
+//! neither LIO/TCMU nor SCST loaded (the real kernel runs in the VM test).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Programs on every CI machine when the tests run (the machine image's;
+/// `.ci/run` installs nothing before `cargo test` on a machine with Rust).
+pub const CI_TOOLS: &[&str] = &["cc", "make", "xz"];
+
+/// CPUs of the CI machine.
+pub const CI_CPUS: usize = 2;
+
+/// Something a test needs from the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Effective user id 0.
+    Root,
+    /// Any user but root: the test checks what other users are told.
+    NotRoot,
+    /// A program on `PATH`.
+    Tool(&'static str),
+    /// A kernel UAPI header, relative to `/usr/include` (package
+    /// linux-libc-dev).
+    UapiHeader(&'static str),
+    /// A loaded kernel module (`/sys/module/<name>`).
+    KernelModule(&'static str),
+    /// At least this many CPUs this process may run on.
+    Cpus(usize),
+}
+
+impl Need {
+    /// Whether this machine meets the need.
+    pub fn met(&self) -> bool {
+        match *self {
+            Need::Root => nix::unistd::geteuid().is_root(),
+            Need::NotRoot => !nix::unistd::geteuid().is_root(),
+            Need::Tool(name) => on_path(name),
+            Need::UapiHeader(header) => Path::new("/usr/include").join(header).is_file(),
+            Need::KernelModule(name) => Path::new("/sys/module").join(name).exists(),
+            Need::Cpus(n) => usable_cpus() >= n,
+        }
+    }
+
+    /// Whether CI meets the need (see the module docs).
+    pub fn provided_by_ci(&self) -> bool {
+        match *self {
+            Need::Root => true,
+            Need::NotRoot => false,
+            Need::Tool(name) => CI_TOOLS.contains(&name),
+            Need::UapiHeader(_) => true,
+            Need::KernelModule(_) => false,
+            Need::Cpus(n) => n <= CI_CPUS,
+        }
+    }
+
+    /// What is missing, in words.
+    pub fn reason(&self) -> String {
+        match *self {
+            Need::Root => format!(
+                "needs root (running as uid {})",
+                nix::unistd::geteuid().as_raw()
+            ),
+            Need::NotRoot => "checks what a user other than root is told; running as root".into(),
+            Need::Tool(name) => format!("needs the program `{name}` on PATH"),
+            Need::UapiHeader(header) => {
+                format!("needs the kernel header /usr/include/{header} (package linux-libc-dev)")
+            }
+            Need::KernelModule(name) => {
+                format!("needs the kernel module {name} loaded (no /sys/module/{name})")
+            }
+            Need::Cpus(n) => format!(
+                "needs {n} CPUs to run on; this process may use {}",
+                usable_cpus()
+            ),
+        }
+    }
+}
+
+/// Whether the calling test can run here: true when every need is met.
+/// Otherwise [`report`]s the first need that is not and returns false, and
+/// the test returns.
+///
+/// # Panics
+/// Under `CI=true`, when that need is one CI provides.
+pub fn can_run(needs: &[Need]) -> bool {
+    match needs.iter().find(|need| !need.met()) {
+        None => true,
+        Some(need) => {
+            report(*need);
+            false
+        }
+    }
+}
+
+/// Reports that the calling test skips (some of) its work for want of
+/// `need`: prints `skipped: <test>: <reason>` on stderr.
+///
+/// # Panics
+/// Under `CI=true`, when CI provides `need`: there the test must run.
+pub fn report(need: Need) {
+    let test = test_name();
+    let reason = need.reason();
+    if on_ci() && need.provided_by_ci() {
+        panic!("{test}: {reason}; CI provides this (CI=true), so the test must run");
+    }
+    // Straight to the process's stderr: the harness captures only the
+    // print macros, and a skip must show in every run.
+    let _ = writeln!(std::io::stderr().lock(), "skipped: {test}: {reason}");
+}
+
+/// Whether this run is CI's (`CI=true`).
+pub fn on_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The running test's name: the harness runs each test on a thread named
+/// after it.
+fn test_name() -> String {
+    match std::thread::current().name() {
+        Some(name) if name != "main" => name.to_owned(),
+        _ => "(unnamed test thread)".to_owned(),
+    }
+}
+
+/// Whether an executable file `name` is in a `PATH` directory.
+fn on_path(name: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(name))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// CPUs in this process's affinity mask.
+fn usable_cpus() -> usize {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
+        return 0;
+    };
+    (0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_not_root_are_exclusive() {
+        assert_ne!(Need::Root.met(), Need::NotRoot.met());
+        assert!(Need::Root.provided_by_ci());
+        assert!(!Need::NotRoot.provided_by_ci());
+    }
+
+    #[test]
+    fn what_ci_provides() {
+        assert!(Need::Tool("xz").provided_by_ci());
+        assert!(!Need::Tool("no-such-tool").provided_by_ci());
+        assert!(Need::UapiHeader("linux/target_core_user.h").provided_by_ci());
+        assert!(!Need::KernelModule("scst_user").provided_by_ci());
+        assert!(Need::Cpus(2).provided_by_ci());
+        assert!(!Need::Cpus(3).provided_by_ci());
+    }
+
+    #[test]
+    fn needs_are_checked_on_this_machine() {
+        assert!(Need::Tool("sh").met(), "every Unix machine has sh");
+        assert!(!Need::Tool("dp-no-such-tool").met());
+        assert!(!Need::UapiHeader("dp-no-such-header.h").met());
+        assert!(!Need::KernelModule("dp_no_such_module").met());
+        assert!(Need::Cpus(1).met());
+        assert!(!Need::Cpus(1 << 20).met());
+        assert!(Need::Cpus(1 << 20)
+            .reason()
+            .starts_with("needs 1048576 CPUs"));
+    }
+
+    #[test]
+    fn a_need_not_met_is_reported_and_skips() {
+        // Not one CI provides: reported, never a failure.
+        assert!(!can_run(&[
+            Need::Cpus(1),
+            Need::KernelModule("dp_no_such_module")
+        ]));
+        assert!(can_run(&[]));
+        assert_eq!(
+            test_name(),
+            "skip::tests::a_need_not_met_is_reported_and_skips"
+        );
+    }
+}

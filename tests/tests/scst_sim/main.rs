@@ -1,0 +1,18 @@
+//! `ScstDevice` and registration against the SCST simulator, one module per
+//! concern:
+//! - `device`: end to end (initiator → simulated kernel → `ScstDevice` →
+//!   `Lun` → port → bdev poller → RAM bdev) against a model disk, task
+//!   management, sessions and the ioctls per I/O;
+//! - `register`: registration, with the simulator reading the version and
+//!   license strings as the kernel does;
+//! - `alloc`: the SCST path allocates nothing per command in steady state.
+//!
+//! The counting allocator counts per thread here, so the allocation tests
+//! share the binary with the others.
+
+mod alloc;
+mod device;
+mod register;
+
+#[global_allocator]
+static ALLOC: test_support::alloc::CountingAlloc = test_support::alloc::CountingAlloc;
