@@ -17,16 +17,17 @@
 //! provides that need, the test fails with the reason instead: CI must run
 //! every test it can. What CI provides is written down here, in
 //! [`Need::provided_by_ci`], and nowhere else: CI runs `.ci/run` as root on
-//! the project's Debian 12 machine image (which has build-essential, so the
-//! kernel's UAPI headers, and xz-utils) with two CPUs; its host kernel has
-//! neither LIO/TCMU nor SCST loaded (the real kernel runs in the VM test).
+//! a Debian 12 machine with two CPUs, and `.ci/run` installs
+//! build-essential, xz-utils and linux-libc-dev (the kernel's UAPI headers)
+//! before the tests; its host kernel has neither LIO/TCMU nor SCST loaded
+//! (the real kernel runs in the VM test).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Programs on every CI machine when the tests run (the machine image's;
-/// `.ci/run` installs nothing before `cargo test` on a machine with Rust).
+/// Programs on every CI machine when the tests run (`.ci/run` installs
+/// build-essential and xz-utils before `cargo test`).
 pub const CI_TOOLS: &[&str] = &["cc", "make", "xz"];
 
 /// CPUs of the CI machine.
