@@ -572,6 +572,24 @@ pub struct ParseResult {
     pub _pad1: [u8; 4],
 }
 
+impl ParseResult {
+    /// The kernel's own parse of `p` handed back unchanged: the reply a
+    /// handler gives to a command it leaves as SCST's core sized it.
+    pub fn passthrough(p: &ScstUserScsiCmdParse) -> Self {
+        Self {
+            queue_type: p.queue_type,
+            data_direction: p.data_direction,
+            cdb_len: p.cdb_len,
+            lba: p.lba,
+            data_len: p.data_len,
+            bufflen: p.bufflen,
+            op_flags: p.op_flags,
+            out_bufflen: p.out_bufflen,
+            ..Default::default()
+        }
+    }
+}
+
 /// Sense of a reply (`sense_len`, `psense_buffer`), the second member of
 /// the parse and exec reply unions.
 #[repr(C)]

@@ -105,20 +105,3 @@ pub fn register<D: ScstDriver + ?Sized>(
     let strings = DescStrings::new(version, "GPL");
     driver.register(&desc(&strings, DEVICE_NAME, block_size, opt))
 }
-
-/// The PARSE reply that keeps what the core decided: queue type, data
-/// direction, CDB length, LBA, lengths and flags as the PARSE subcommand
-/// gave them.
-pub fn parse_passthrough(p: &ScstUserScsiCmdParse) -> ParseResult {
-    ParseResult {
-        queue_type: p.queue_type,
-        data_direction: p.data_direction,
-        cdb_len: p.cdb_len,
-        lba: p.lba,
-        data_len: p.data_len,
-        bufflen: p.bufflen,
-        op_flags: p.op_flags,
-        out_bufflen: p.out_bufflen,
-        ..Default::default()
-    }
-}

@@ -30,17 +30,6 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     fn parse_reply(&self, p: &ScstUserScsiCmdParse) -> Result<ParseResult, Response> {
         let format = self.sense_format;
         let core_local = p.op_flags & SCST_INFO_VALID != 0 && p.op_flags & SCST_LOCAL_CMD != 0;
-        let passthrough = ParseResult {
-            queue_type: p.queue_type,
-            data_direction: p.data_direction,
-            cdb_len: p.cdb_len,
-            lba: p.lba,
-            data_len: p.data_len,
-            bufflen: p.bufflen,
-            op_flags: p.op_flags,
-            out_bufflen: p.out_bufflen,
-            ..Default::default()
-        };
         let len = usize::from(p.cdb_len);
         let decoded = match &self.config.unit {
             Some(unit) if (1..=SCST_MAX_CDB_SIZE).contains(&len) => {
@@ -52,7 +41,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             Ok((command, unit)) => {
                 parse_result(&command, unit, p).map_err(|e| e.to_response(format))
             }
-            Err(_) if core_local => Ok(passthrough),
+            Err(_) if core_local => Ok(ParseResult::passthrough(p)),
             Err(e) => Err(e.to_response(format)),
         }
     }

@@ -12,7 +12,6 @@ use dataplane::scst::abi::*;
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use nix::errno::Errno;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData, DEV_USER_VERSION_3_11};
-use test_support::scst::parse_passthrough;
 
 const READ10_1: [u8; 10] = [0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0];
 const WRITE10_1: [u8; 10] = [0x2A, 0, 0, 0, 0, 8, 0, 0, 1, 0];
@@ -351,7 +350,7 @@ fn replies_not_backed_by_preplies_are_efault() {
 }
 
 fn parse_reply(cmd: &ScstUserGetCmd, f: impl FnOnce(&mut ParseResult)) -> ScstUserReplyCmd {
-    let mut pr = parse_passthrough(&cmd.parse_cmd());
+    let mut pr = ParseResult::passthrough(&cmd.parse_cmd());
     f(&mut pr);
     let mut rp = ScstUserScsiCmdReplyParse::default();
     rp.set_result(&pr);

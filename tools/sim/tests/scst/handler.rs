@@ -332,7 +332,7 @@ impl Handler {
                         });
                     }
                 } else {
-                    pr.set_result(&scst::parse_passthrough(&p));
+                    pr.set_result(&ParseResult::passthrough(&p));
                 }
                 let mut r = self.reply(cmd.cmd_h, cmd.subcode);
                 r.set_parse_reply(&pr);
