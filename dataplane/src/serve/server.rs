@@ -46,11 +46,12 @@ use bdev::null::NullBdev;
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
 use bdev::BdevRef;
+use reactor::stats::ReactorLoad;
 use reactor::{PollerId, Reactor, ReactorConfig, ReactorHandle, ReactorStats};
 
 use super::config::{BdevConfig, ConfigError, ServeConfig};
 use super::scst;
-use super::stats::{DeviceKind, DeviceStats, ReactorLoad, StatsReport};
+use super::stats::{DeviceKind, DeviceStats, StatsReport};
 use crate::latency::SharedLatency;
 use crate::lun::{Lun, LunConfig};
 use crate::port::{port_pair, BdevPoller, BdevPollerHandle};
@@ -845,18 +846,7 @@ impl<H: Host> Server<H> {
         let mut reactors = Vec::with_capacity(self.reactors.len());
         for (i, handle) in self.reactors.iter().enumerate() {
             let stats = handle.stats();
-            let before = &self.last_reactor_stats[i];
-            let busy = stats.busy_ns.saturating_sub(before.busy_ns);
-            let idle = stats.idle_ns.saturating_sub(before.idle_ns);
-            let sleep = stats.sleep_ns.saturating_sub(before.sleep_ns);
-            reactors.push(ReactorLoad {
-                name: stats.name.clone(),
-                core: stats.core,
-                busy_fraction: busy as f64 / (busy + idle + sleep).max(1) as f64,
-                busy_ns: busy,
-                idle_ns: idle,
-                sleep_ns: sleep,
-            });
+            reactors.push(ReactorLoad::between(&self.last_reactor_stats[i], &stats));
             self.last_reactor_stats[i] = stats;
         }
         StatsReport {

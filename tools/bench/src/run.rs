@@ -17,6 +17,7 @@ use bdev::null::NullBdev;
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
 use bdev::{BdevRef, Geometry};
+use reactor::stats::ReactorLoad;
 use reactor::{IdlePolicy, Reactor, ReactorConfig, ReactorHandle, ReactorStats};
 
 use crate::initiator::{Initiator, Job, JobError, JobSnapshot, Pattern, VerifyModel, Workload};
@@ -32,7 +33,7 @@ use sim::tcmu::{SimConfig, TcmuSim};
 
 use crate::frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
 use crate::reference::{ReferenceBuffers, ReferenceConfig};
-use crate::report::{BenchReport, CompareReport, PollerReport, ReactorReport, ReferenceReport};
+use crate::report::{BenchReport, CompareReport, ReferenceReport};
 
 /// Kernel interface the bench simulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -708,41 +709,16 @@ fn run_frontend(
     let ios = totals.ios;
     let per_io = |x: f64| if ios == 0 { 0.0 } else { x / ios as f64 };
 
-    let mut reactor_reports = Vec::new();
-    let mut busy_total = 0u64;
-    let mut fraction_sum = 0.0;
-    for (start, end) in base.reactors.iter().zip(&reactor_end) {
-        let busy = end.busy_ns - start.busy_ns;
-        let idle = end.idle_ns - start.idle_ns;
-        let sleep = end.sleep_ns - start.sleep_ns;
-        let wall = (busy + idle + sleep).max(1);
-        let fraction = busy as f64 / wall as f64;
-        busy_total += busy;
-        fraction_sum += fraction;
-        let pollers = end
-            .pollers
-            .iter()
-            .map(|p| {
-                let before = start.pollers.iter().find(|q| q.id == p.id);
-                PollerReport {
-                    name: p.name.clone(),
-                    busy_ns: p.busy_ns - before.map_or(0, |q| q.busy_ns),
-                    work: p.work - before.map_or(0, |q| q.work),
-                }
-            })
-            .collect();
-        reactor_reports.push(ReactorReport {
-            name: end.name.clone(),
-            core: end.core,
-            busy_fraction: fraction,
-            busy_ns: busy,
-            idle_ns: idle,
-            sleep_ns: sleep,
-            iterations: end.iterations - start.iterations,
-            busy_iterations: end.busy_iterations - start.busy_iterations,
-            pollers,
-        });
-    }
+    let reactor_reports: Vec<ReactorLoad> = base
+        .reactors
+        .iter()
+        .zip(&reactor_end)
+        .map(|(start, end)| ReactorLoad::with_detail(start, end))
+        .collect();
+    let busy_total: u64 = reactor_reports.iter().map(|r| r.busy_ns).sum();
+    let fraction_sum = reactor_reports
+        .iter()
+        .fold(0.0, |sum, r| sum + r.busy_fraction);
     let iops = ios as f64 / secs;
     Ok(BenchReport {
         frontend: frontend.name().into(),
