@@ -14,7 +14,7 @@ use dataplane::scst::abi::{
 };
 use dataplane::scst::driver::ScstDriver;
 use dataplane::scst::error::ScstError;
-use dataplane::scst::version::VersionSource;
+use dataplane::scst::version::{VersionMiss, VersionSource};
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::{
     DeviceFacts, DeviceKind, DeviceStats, FoundDevice, Host, OpenError, ServeOptions, Server,
@@ -112,7 +112,7 @@ impl Host for ScstSimHost {
                 },
             )),
             None => Err(ScstError::VersionNotFound {
-                looked: vec!["the test host has none".into()],
+                looked: vec![VersionMiss::UnknownRelease],
             }),
         }
     }
@@ -546,8 +546,8 @@ fn registration_failures_stop_the_start_naming_the_device() {
     .unwrap_err();
     assert!(
         err.starts_with(
-            "scst \"disk0\": cannot find the DEV_USER_VERSION of the installed SCST: the test \
-             host has none; set it with `version = \"...\"`"
+            "scst \"disk0\": cannot find the DEV_USER_VERSION of the installed SCST: the kernel \
+             release is unknown (no /proc/sys/kernel/osrelease); set it with `version = \"...\"`"
         ),
         "{err}"
     );

@@ -456,7 +456,8 @@ pub fn register_with_version<D: ScstDriver + ?Sized>(
     };
     check_version_string(version).map_err(unusable)?;
     let version_buf = KernelString::new(version).map_err(unusable)?;
-    let license_buf = KernelString::new(LICENSE).map_err(ScstError::Invalid)?;
+    let license_buf =
+        KernelString::new(LICENSE).map_err(|why| ScstError::Invalid(why.to_string()))?;
     let desc = spec.dev_desc(&version_buf, &license_buf);
     let attempt = RegisterAttempt {
         device: &spec.name,
