@@ -17,7 +17,7 @@ use dataplane::scst::error::ScstError;
 use dataplane::scst::version::{VersionMiss, VersionSource};
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::{
-    DeviceFacts, DeviceKind, DeviceStats, FoundDevice, Host, OpenError, ServeOptions, Server,
+    DeviceFacts, DeviceKind, DeviceStats, FoundDevice, Host, HostError, ServeOptions, Server,
     SysHost, TcmuUioName,
 };
 use dataplane::tcmu::{Doorbell, SharedRegion};
@@ -68,20 +68,21 @@ impl Host for ScstSimHost {
         Vec::new()
     }
 
-    fn facts(&mut self, _name: &TcmuUioName) -> Result<DeviceFacts, String> {
-        Err("no TCMU here".into())
+    // No TCMU here.
+    fn facts(&mut self, _name: &TcmuUioName) -> Result<DeviceFacts, HostError> {
+        Err(HostError::NoDevice)
     }
 
-    fn open(&mut self, _device: &FoundDevice) -> Result<(SharedRegion, Doorbell), OpenError> {
-        Err(OpenError::Failed("no TCMU here".into()))
+    fn open(&mut self, _device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
+        Err(HostError::NoDevice)
     }
 
-    fn recover(&mut self, _name: &TcmuUioName) -> Result<(), String> {
-        Err("no TCMU here".into())
+    fn recover(&mut self, _name: &TcmuUioName) -> Result<(), HostError> {
+        Err(HostError::NoDevice)
     }
 
-    fn unblock(&mut self, _name: &TcmuUioName) -> Result<(), String> {
-        Err("no TCMU here".into())
+    fn unblock(&mut self, _name: &TcmuUioName) -> Result<(), HostError> {
+        Err(HostError::NoDevice)
     }
 
     fn open_scst(&mut self, name: &str) -> Result<Box<dyn ScstDriver>, ScstError> {
