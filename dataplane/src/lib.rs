@@ -14,7 +14,9 @@
 //! [`port::BdevPort`]; a [`port::BdevPoller`] runs the bdev channel. Responses
 //! flow back through the unit to the frontend, which completes them to the
 //! kernel in batches. What both frontends share (completion coalescing,
-//! statistics, drain) is in [`frontend`].
+//! statistics, drain) is in [`frontend`]; [`stack`] assembles the chain
+//! (bdev, port, bdev poller, LUN, frontend device) for `serve` and the
+//! bench alike.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -27,4 +29,5 @@ pub mod port;
 pub mod scsi;
 pub mod scst;
 pub mod serve;
+pub mod stack;
 pub mod tcmu;

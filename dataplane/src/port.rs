@@ -22,6 +22,8 @@ use bdev::{BdevChannel, IoCompletion, IoRequest};
 use reactor::spsc::{self, Consumer, Producer};
 use reactor::{Poller, Waker};
 
+use crate::frontend::Drain;
+
 /// High tag bits the bdev poller uses to route completions to their port.
 pub const PORT_TAG_BITS: u32 = 16;
 /// Mask of the tag bits a port may use.
@@ -210,7 +212,9 @@ pub struct BdevPoller {
     pending: Arc<AtomicBool>,
     /// Polls so far (wrapping).
     polls: u64,
-    shutting_down: bool,
+    /// Shutdown state. The poller keeps moving requests while draining:
+    /// the frontends it serves are draining too and still complete theirs.
+    drain: Drain,
 }
 
 /// Polls between two looks for ports whose frontend went away.
@@ -228,7 +232,7 @@ impl BdevPoller {
             inbox: Arc::new(Mutex::new(Vec::new())),
             pending: Arc::new(AtomicBool::new(false)),
             polls: 0,
-            shutting_down: false,
+            drain: Drain::default(),
         }
     }
 
@@ -375,11 +379,15 @@ impl Poller for BdevPoller {
     }
 
     fn begin_shutdown(&mut self) {
-        self.shutting_down = true;
+        self.drain.begin();
     }
 
+    /// Drained once the channel holds no request and no port has one held
+    /// back (what is still in a port's ring is its frontend's to drain).
     fn is_drained(&self) -> bool {
-        self.channel.in_flight() == 0 && self.ports.iter().flatten().all(|p| p.held.is_none())
+        Drain::drained(self.channel.in_flight(), false, || {
+            self.ports.iter().flatten().all(|p| p.held.is_none())
+        })
     }
 }
 
@@ -451,6 +459,21 @@ mod tests {
         b.poll(8, |x| got.push(x.tag));
         assert_eq!(got, [1, 2]);
         assert!(p.is_drained());
+    }
+
+    #[test]
+    fn a_draining_poller_still_serves_its_ports() {
+        let mut p = poller();
+        let (mut a, end_a) = port_pair(4).unwrap();
+        p.attach(end_a).unwrap();
+        a.stage(flush(3)).unwrap();
+        a.publish();
+        p.begin_shutdown();
+        assert_eq!(p.poll(), 2, "submitted and completed while draining");
+        assert!(p.is_drained());
+        let mut got = Vec::new();
+        a.poll(8, |c| got.push(c.tag));
+        assert_eq!(got, [3]);
     }
 
     #[test]

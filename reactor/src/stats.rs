@@ -13,6 +13,14 @@
 //! Times are kept in [`clock`] ticks and converted to
 //! nanoseconds when a snapshot is taken.
 //!
+//! # Over an interval
+//! Counters only grow; what users report is the difference of two
+//! snapshots of one reactor: [`ReactorLoad::between`] (busy, idle and sleep
+//! time, as `dataplane serve`'s statistics show them) and
+//! [`ReactorLoad::with_detail`] (plus loop iterations and per-poller busy
+//! time and work, as `dataplane bench` reports them). Its field names are
+//! the JSON keys of both reports.
+//!
 //! # Attribution (as SPDK's `_reactor_run`)
 //! - Per poller: the time from the end of the previous poll (or from the
 //!   start of the iteration) to the end of this poll is *busy* if the poll
@@ -24,6 +32,7 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use crossbeam_utils::CachePadded;
+use serde::Serialize;
 
 use crate::clock;
 use crate::poller::PollerId;
@@ -131,6 +140,100 @@ impl ReactorStats {
     /// The stats of one poller, if it is on the reactor.
     pub fn poller(&self, id: PollerId) -> Option<&PollerStats> {
         self.pollers.iter().find(|p| p.id == id)
+    }
+}
+
+/// One reactor over an interval: the difference of two [`ReactorStats`] of
+/// it. The field names are the JSON keys of the reports that carry it.
+///
+/// Invariant: `busy_fraction` is `busy_ns / (busy_ns + idle_ns +
+/// sleep_ns)`, 0 for an empty interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReactorLoad {
+    /// Reactor name.
+    pub name: String,
+    /// The CPU it is pinned to, if any.
+    pub core: Option<usize>,
+    /// Busy time / wall time (awake and asleep).
+    pub busy_fraction: f64,
+    /// Nanoseconds in iterations that did work.
+    pub busy_ns: u64,
+    /// Nanoseconds in iterations that did none.
+    pub idle_ns: u64,
+    /// Nanoseconds asleep (adaptive idle policy).
+    pub sleep_ns: u64,
+    /// Loop iterations and per-poller figures; `None` leaves their keys
+    /// out.
+    #[serde(flatten)]
+    pub detail: Option<LoadDetail>,
+}
+
+/// The loop and the pollers of one reactor over an interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadDetail {
+    /// Loop iterations.
+    pub iterations: u64,
+    /// Loop iterations in which some poller did work.
+    pub busy_iterations: u64,
+    /// The pollers on the reactor at the end of the interval, in polling
+    /// order.
+    pub pollers: Vec<PollerLoad>,
+}
+
+/// One poller over an interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PollerLoad {
+    /// Poller name.
+    pub name: String,
+    /// Nanoseconds in polls that did work.
+    pub busy_ns: u64,
+    /// Work items reported.
+    pub work: u64,
+}
+
+impl ReactorLoad {
+    /// Busy, idle and sleep time of the reactor from `start` to `end` (two
+    /// snapshots of the same reactor, `start` first), without the detail.
+    pub fn between(start: &ReactorStats, end: &ReactorStats) -> Self {
+        let busy_ns = end.busy_ns.saturating_sub(start.busy_ns);
+        let idle_ns = end.idle_ns.saturating_sub(start.idle_ns);
+        let sleep_ns = end.sleep_ns.saturating_sub(start.sleep_ns);
+        let wall = (busy_ns + idle_ns + sleep_ns).max(1);
+        Self {
+            name: end.name.clone(),
+            core: end.core,
+            busy_fraction: busy_ns as f64 / wall as f64,
+            busy_ns,
+            idle_ns,
+            sleep_ns,
+            detail: None,
+        }
+    }
+
+    /// [`between`](Self::between) with the loop iterations and every
+    /// poller of `end` (a poller added during the interval counts from
+    /// zero).
+    pub fn with_detail(start: &ReactorStats, end: &ReactorStats) -> Self {
+        let pollers = end
+            .pollers
+            .iter()
+            .map(|p| {
+                let before = start.poller(p.id);
+                PollerLoad {
+                    name: p.name.clone(),
+                    busy_ns: p.busy_ns.saturating_sub(before.map_or(0, |q| q.busy_ns)),
+                    work: p.work.saturating_sub(before.map_or(0, |q| q.work)),
+                }
+            })
+            .collect();
+        Self {
+            detail: Some(LoadDetail {
+                iterations: end.iterations.saturating_sub(start.iterations),
+                busy_iterations: end.busy_iterations.saturating_sub(start.busy_iterations),
+                pollers,
+            }),
+            ..Self::between(start, end)
+        }
     }
 }
 
@@ -316,6 +419,76 @@ mod tests {
         assert_eq!((stats.polls, stats.busy_polls, stats.work), (7, 3, 11));
         assert_eq!(stats.id, PollerId::from_raw(4));
         assert_eq!(stats.name, "p");
+    }
+
+    fn stats(busy: u64, idle: u64, sleep: u64, pollers: Vec<PollerStats>) -> ReactorStats {
+        let mut stats = ReactorCell::default().snapshot("r0", Some(3), false, pollers);
+        stats.busy_ns = busy;
+        stats.idle_ns = idle;
+        stats.sleep_ns = sleep;
+        stats
+    }
+
+    fn poller(id: u64, busy_ns: u64, work: u64) -> PollerStats {
+        let mut p = PollerCell::default().snapshot(PollerId::from_raw(id), &format!("p{id}"));
+        p.busy_ns = busy_ns;
+        p.work = work;
+        p
+    }
+
+    #[test]
+    fn load_is_the_difference_of_two_snapshots() {
+        let mut start = stats(100, 200, 0, vec![poller(1, 50, 5)]);
+        start.iterations = 10;
+        let mut end = stats(400, 500, 100, vec![poller(1, 80, 9), poller(2, 7, 1)]);
+        end.iterations = 30;
+        end.busy_iterations = 4;
+        let load = ReactorLoad::between(&start, &end);
+        assert_eq!(
+            (load.name.as_str(), load.core, load.detail.as_ref()),
+            ("r0", Some(3), None)
+        );
+        assert_eq!((load.busy_ns, load.idle_ns, load.sleep_ns), (300, 300, 100));
+        assert_eq!(load.busy_fraction, 300.0 / 700.0);
+        let detail = ReactorLoad::with_detail(&start, &end).detail.unwrap();
+        assert_eq!((detail.iterations, detail.busy_iterations), (20, 4));
+        assert_eq!(
+            detail.pollers,
+            [
+                PollerLoad {
+                    name: "p1".into(),
+                    busy_ns: 30,
+                    work: 4
+                },
+                PollerLoad {
+                    name: "p2".into(),
+                    busy_ns: 7,
+                    work: 1
+                }
+            ]
+        );
+        // An empty interval is not busy.
+        assert_eq!(ReactorLoad::between(&end, &end).busy_fraction, 0.0);
+    }
+
+    #[test]
+    fn load_keys_are_the_report_keys() {
+        let start = stats(0, 0, 0, Vec::new());
+        let end = stats(1, 2, 3, vec![poller(1, 1, 1)]);
+        let summary = "{\"name\":\"r0\",\"core\":3,\"busy_fraction\":0.16666666666666666,\
+                       \"busy_ns\":1,\"idle_ns\":2,\"sleep_ns\":3";
+        let json = |load: ReactorLoad| serde_json::to_string(&load).unwrap();
+        assert_eq!(
+            json(ReactorLoad::between(&start, &end)),
+            format!("{summary}}}")
+        );
+        assert_eq!(
+            json(ReactorLoad::with_detail(&start, &end)),
+            format!(
+                "{summary},\"iterations\":0,\"busy_iterations\":0,\
+                 \"pollers\":[{{\"name\":\"p1\",\"busy_ns\":1,\"work\":1}}]}}"
+            )
+        );
     }
 
     #[test]

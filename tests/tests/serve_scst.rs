@@ -14,10 +14,10 @@ use dataplane::scst::abi::{
 };
 use dataplane::scst::driver::ScstDriver;
 use dataplane::scst::error::ScstError;
-use dataplane::scst::version::VersionSource;
+use dataplane::scst::version::{VersionMiss, VersionSource};
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::{
-    DeviceFacts, DeviceKind, DeviceStats, FoundDevice, Host, OpenError, ServeOptions, Server,
+    DeviceFacts, DeviceKind, DeviceStats, FoundDevice, Host, HostError, ServeOptions, Server,
     SysHost, TcmuUioName,
 };
 use dataplane::tcmu::{Doorbell, SharedRegion};
@@ -68,20 +68,21 @@ impl Host for ScstSimHost {
         Vec::new()
     }
 
-    fn facts(&mut self, _name: &TcmuUioName) -> Result<DeviceFacts, String> {
-        Err("no TCMU here".into())
+    // No TCMU here.
+    fn facts(&mut self, _name: &TcmuUioName) -> Result<DeviceFacts, HostError> {
+        Err(HostError::NoDevice)
     }
 
-    fn open(&mut self, _device: &FoundDevice) -> Result<(SharedRegion, Doorbell), OpenError> {
-        Err(OpenError::Failed("no TCMU here".into()))
+    fn open(&mut self, _device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
+        Err(HostError::NoDevice)
     }
 
-    fn recover(&mut self, _name: &TcmuUioName) -> Result<(), String> {
-        Err("no TCMU here".into())
+    fn recover(&mut self, _name: &TcmuUioName) -> Result<(), HostError> {
+        Err(HostError::NoDevice)
     }
 
-    fn unblock(&mut self, _name: &TcmuUioName) -> Result<(), String> {
-        Err("no TCMU here".into())
+    fn unblock(&mut self, _name: &TcmuUioName) -> Result<(), HostError> {
+        Err(HostError::NoDevice)
     }
 
     fn open_scst(&mut self, name: &str) -> Result<Box<dyn ScstDriver>, ScstError> {
@@ -112,7 +113,7 @@ impl Host for ScstSimHost {
                 },
             )),
             None => Err(ScstError::VersionNotFound {
-                looked: vec!["the test host has none".into()],
+                looked: vec![VersionMiss::UnknownRelease],
             }),
         }
     }
@@ -546,8 +547,8 @@ fn registration_failures_stop_the_start_naming_the_device() {
     .unwrap_err();
     assert!(
         err.starts_with(
-            "scst \"disk0\": cannot find the DEV_USER_VERSION of the installed SCST: the test \
-             host has none; set it with `version = \"...\"`"
+            "scst \"disk0\": cannot find the DEV_USER_VERSION of the installed SCST: the kernel \
+             release is unknown (no /proc/sys/kernel/osrelease); set it with `version = \"...\"`"
         ),
         "{err}"
     );

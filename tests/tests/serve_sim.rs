@@ -13,7 +13,7 @@ use dataplane::scst::driver::ScstDriver;
 use dataplane::scst::error::ScstError;
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::{
-    self, DeviceFacts, DeviceKind, FoundDevice, Host, OpenError, RunOptions, ServeOptions, Server,
+    self, DeviceFacts, DeviceKind, FoundDevice, Host, HostError, RunOptions, ServeOptions, Server,
     TcmuUioName,
 };
 use dataplane::tcmu::{Doorbell, SharedRegion};
@@ -90,22 +90,21 @@ impl Host for SimHost {
             .collect()
     }
 
-    fn facts(&mut self, name: &TcmuUioName) -> Result<DeviceFacts, String> {
-        self.device(name, |d| d.facts)
-            .ok_or_else(|| "no such device".into())
+    fn facts(&mut self, name: &TcmuUioName) -> Result<DeviceFacts, HostError> {
+        self.device(name, |d| d.facts).ok_or(HostError::NoDevice)
     }
 
-    fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), OpenError> {
+    fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
         let devices = self.devices.lock().unwrap();
         let d = devices
             .iter()
             .find(|d| d.minor == device.minor)
-            .ok_or(OpenError::Failed("gone".into()))?;
+            .ok_or(HostError::NoDevice)?;
         let endpoint = d.sim.lock().unwrap().device_endpoint();
-        endpoint.map_err(|e| OpenError::Failed(e.to_string()))
+        Ok(endpoint?)
     }
 
-    fn recover(&mut self, name: &TcmuUioName) -> Result<(), String> {
+    fn recover(&mut self, name: &TcmuUioName) -> Result<(), HostError> {
         self.actions
             .lock()
             .unwrap()
@@ -117,10 +116,10 @@ impl Host for SimHost {
                 .unwrap()
                 .reset_ring(1, |c| statuses.lock().unwrap().push(c.status));
         })
-        .ok_or_else(|| "no such device".to_string())
+        .ok_or(HostError::NoDevice)
     }
 
-    fn unblock(&mut self, name: &TcmuUioName) -> Result<(), String> {
+    fn unblock(&mut self, name: &TcmuUioName) -> Result<(), HostError> {
         self.actions
             .lock()
             .unwrap()

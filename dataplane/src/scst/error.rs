@@ -1,6 +1,8 @@
 //! [`ScstError`]: every error of the SCST control path (opening
 //! `/dev/scst_user`, finding DEV_USER_VERSION, registering a device), each
-//! worded to say what to do about it.
+//! worded to say what to do about it. The reasons the DEV_USER_VERSION
+//! search gives ([`KernelStringError`], [`VersionMiss`]) are its own, in
+//! [`super::version`].
 //!
 //! The errno-to-message mapping of the control ioctls lives here, in
 //! [`ScstError::from_register_errno`], [`ScstError::from_open_errno`] and
@@ -10,6 +12,8 @@
 use std::path::PathBuf;
 
 use nix::errno::Errno;
+
+use super::version::{KernelStringError, VersionMiss};
 
 /// Errors of the SCST control path. Each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -121,11 +125,11 @@ pub enum ScstError {
         "cannot find the DEV_USER_VERSION of the installed SCST: {}; set it with \
          `version = \"...\"` in the device's [[scst]] config (the kernel prints the expected \
          string in dmesg after a failed registration)",
-        looked.join("; ")
+        looked.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )]
     VersionNotFound {
         /// What was looked at, and why each did not give the version.
-        looked: Vec<String>,
+        looked: Vec<VersionMiss>,
     },
     /// A module file holds several different DEV_USER_VERSION candidates.
     #[error(
@@ -147,7 +151,7 @@ pub enum ScstError {
         /// Where it came from.
         origin: String,
         /// What is wrong with it.
-        why: String,
+        why: KernelStringError,
     },
 }
 

@@ -2,16 +2,36 @@
 //! devices.
 //!
 //! [`config`] is the configuration file, [`server`] attaches devices to
-//! reactors, [`scst`] builds the `[[scst]]` devices, [`stats`] reports on
-//! them, and [`run`] is the control loop that ties them to signals, netlink
-//! events and timers. Everything here is control plane: it runs on the main
-//! thread, never on a reactor.
+//! reactors through a [`Host`] ([`host`]; the real one is [`sys`]),
+//! [`stats`] reports on them, and [`run`] is the control loop that ties
+//! them to signals, netlink events and timers. Everything here is control
+//! plane: it runs on the main thread, never on a reactor.
+//!
+//! # Files
+//! - `server.rs`: [`Server`], which owns the rest.
+//! - `resources.rs`: the bdevs (made by `bdevs.rs`), the reactors, their
+//!   bdev pollers and the round-robin placement, shared by both frontends.
+//! - `tcmu.rs`: the TCMU device table: rescan, checks, attach, detach;
+//!   `recovery.rs`: the state files that detect a handler that died.
+//! - `scst.rs`: the `[[scst]]` devices, registered at start.
+//! - `lu_id.rs`: the stable LUN ids of both.
+//! - [`error`]: why the server, an SCST device or a placement failed.
+//!
+//! Each device's chain (bdev, port, bdev poller, LUN, device) is assembled
+//! by [`crate::stack`].
 
+mod bdevs;
 pub mod config;
-pub mod scst;
+pub mod error;
+pub mod host;
+mod lu_id;
+mod recovery;
+mod resources;
+mod scst;
 pub mod server;
 pub mod stats;
 pub mod sys;
+mod tcmu;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +40,9 @@ use std::time::{Duration, Instant};
 use reactor::ShutdownSignals;
 
 pub use crate::tcmu::discovery::TcmuUioName;
-pub use server::{DeviceFacts, FoundDevice, Host, OpenError, ServeError, ServeOptions, Server};
+pub use error::{PlacementError, ScstStartError, ServeError};
+pub use host::{DeviceFacts, FoundDevice, Host, HostError};
+pub use server::{ServeOptions, Server};
 pub use stats::{DeviceKind, DeviceStats, StatsReport};
 pub use sys::SysHost;
 

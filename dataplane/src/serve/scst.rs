@@ -1,120 +1,203 @@
 //! `[[scst]]` devices of `dataplane serve`: an scst_user device per entry,
 //! registered at start and served until shutdown.
 //!
-//! # Building one ([`build_device`])
+//! # Starting one ([`ScstDevices::start`])
 //! 1. The host opens a fresh `/dev/scst_user` fd (`O_NONBLOCK`: scst_user
-//!    latches the mode at REGISTER_DEVICE) — [`super::Host::open_scst`].
-//! 2. REGISTER_DEVICE with the configured or discovered DEV_USER_VERSION,
-//!    then SET_OPTIONS / GET_OPTIONS ([`register_with_version`], whose
-//!    errors say what to do).
-//! 3. A LUN over the bdev (serial = the device name, a stable `lu_id`
-//!    derived from it, sense format per `d_sense`), a [`BufferPool`] capped
-//!    at `pool_mb`, and the [`ScstDevice`] polling both; the LUN's bdev port
-//!    goes to the reactor's bdev poller (the caller's job).
+//!    latches the mode at REGISTER_DEVICE) — [`Host::open_scst`].
+//! 2. The DEV_USER_VERSION: the configured one, else found on the machine
+//!    ([`Host::dev_user_version`], once for every device).
+//! 3. The stack ([`Stack::scst`]): REGISTER_DEVICE with that version, then
+//!    SET_OPTIONS / GET_OPTIONS (whose errors say what to do); a LUN over
+//!    the bdev (serial = the device name, a stable `lu_id` derived from it,
+//!    sense format per `d_sense`), a buffer pool capped at `pool_mb`, and
+//!    the device polling both.
+//! 4. The device goes on its reactor (configured `reactor`, else the
+//!    round-robin it shares with the TCMU devices), its LUN's port to that
+//!    reactor's bdev poller for the bdev.
 //!
 //! Unlike TCMU devices, which come and go with LIO, SCST devices exist
 //! because this process registers them: a failure here is fatal at start,
 //! and closing the fd (at shutdown, after the device drained) unregisters
 //! the device and removes its LUNs from SCST.
 
-use bdev::BdevRef;
+use std::sync::Arc;
 
 use super::config::ScstConfig;
-use super::server::MAX_TRANSFER_BYTES;
-use crate::lun::{Lun, LunConfig};
-use crate::port::{port_pair, ChannelEnd};
-use crate::scsi::SenseFormat;
-use crate::scst::device::{ScstDevice, ScstDeviceConfig};
-use crate::scst::driver::ScstDriver;
-use crate::scst::pool::{BufferPool, PoolConfig};
-use crate::scst::register::{register_with_version, RegisterSpec};
+use super::error::{ScstStartError, ServeError};
+use super::host::Host;
+use super::lu_id;
+use super::resources::Resources;
+use super::stats::{DeviceKind, DeviceStats};
+use crate::latency::SharedLatency;
+use crate::scst::device::{ScstDeviceConfig, ScstStats, ScstStatsSnapshot};
+use crate::scst::pool::PoolConfig;
 use crate::scst::version::VersionSource;
+use crate::stack::{LunSpec, ScstRegistration, Stack, MAX_TRANSFER_BYTES};
 
 /// Task slots of an SCST device's LUN.
 const MAX_TASKS: u32 = 1024;
 
-/// The device type `dataplane serve` runs for an `[[scst]]` entry.
-pub type ServedScstDevice = ScstDevice<Box<dyn ScstDriver>, Lun>;
-
-/// A stable, non-zero 64-bit id of an SCST device (for VPD 0x83): FNV-1a
-/// of `scst/<name>`, so it differs from the id of a TCMU device of the same
-/// name.
-pub fn lu_id(name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in b"scst/".iter().chain(name.as_bytes()) {
-        h ^= u64::from(*byte);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h.max(1)
+/// An `[[scst]]` device on its reactor.
+struct AttachedScst {
+    name: String,
+    bdev: String,
+    reactor: usize,
+    stats: Arc<ScstStats>,
+    latency: Option<Arc<SharedLatency>>,
+    /// Counters at the previous statistics report.
+    last: ScstStatsSnapshot,
 }
 
-/// Registers the device of `config` on `driver` with `version` and builds
-/// its LUN, pool and [`ScstDevice`]. Returns the device and the bdev end of
-/// its LUN's port (to attach to a bdev poller). An error is the message of
-/// the failing step (registration errors are [`register_with_version`]'s).
-pub fn build_device(
-    config: &ScstConfig,
-    bdev: &BdevRef,
-    mut driver: Box<dyn ScstDriver>,
-    version: &str,
-    source: &VersionSource,
-) -> Result<(ServedScstDevice, ChannelEnd), String> {
-    let geometry = bdev.geometry();
-    let options = config.options();
-    let mut spec = RegisterSpec::new(config.name.clone(), geometry.block_size);
-    spec.version = Some(version.to_owned());
-    spec.options = options;
-    register_with_version(&mut driver, &spec, version, source).map_err(|e| e.to_string())?;
-
-    let mut lun_config = LunConfig::for_bdev(bdev.as_ref());
-    lun_config.serial = config.name.clone();
-    lun_config.lu_id = lu_id(&config.name);
-    lun_config.max_tasks = MAX_TASKS;
-    lun_config.sense_format = if options.d_sense != 0 {
-        SenseFormat::Descriptor
-    } else {
-        SenseFormat::Fixed
-    };
-    let depth = MAX_TASKS.next_power_of_two() as usize;
-    let (port, end) = port_pair(depth).map_err(|e| e.to_string())?;
-    let lun = Lun::new(lun_config, port).map_err(|e| format!("LUN configuration: {e}"))?;
-    let unit = lun.unit().clone();
-    // The largest buffer covers the largest transfer SCST may send (the
-    // LUN answers anything beyond its own limit with INVALID FIELD IN CDB);
-    // pages are faulted in on first use and then reused.
-    let pool = BufferPool::new(PoolConfig {
-        max_bytes: config.pool_bytes(),
-        max_buffer_bytes: MAX_TRANSFER_BYTES as usize,
-        populate: false,
-    })
-    .map_err(|e| e.to_string())?;
-    let device = ScstDevice::new(
-        driver,
-        lun,
-        pool,
-        ScstDeviceConfig {
-            name: format!("scst:{}", config.name),
-            unit: Some(unit),
-            idle_poll_interval: config.idle_poll_interval(),
-            coalesce: config.coalesce(),
-            ..ScstDeviceConfig::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok((device, end))
+/// The `[[scst]]` devices, in configuration order.
+#[derive(Default)]
+pub(super) struct ScstDevices {
+    devices: Vec<AttachedScst>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lu_ids_are_stable_and_distinct() {
-        // FNV-1a 64 of "scst/disk0": the same in every build and run.
-        assert_eq!(lu_id("disk0"), LU_ID_DISK0);
-        assert_ne!(lu_id("disk1"), LU_ID_DISK0);
-        assert_ne!(lu_id(""), 0);
+impl ScstDevices {
+    /// Registers every device of `configs` and puts it on its reactor. The
+    /// first that fails stops the start, naming the device; those already
+    /// attached stay on their reactors (stopping them drains and closes
+    /// them).
+    pub(super) fn start<H: Host>(
+        &mut self,
+        host: &mut H,
+        resources: &mut Resources,
+        configs: &[ScstConfig],
+        log: &mut dyn FnMut(&str),
+    ) -> Result<(), ServeError> {
+        // Discovered once: every device talks to the same kernel.
+        let mut discovered = None;
+        for config in configs {
+            self.start_one(host, resources, config, &mut discovered, log)
+                .map_err(|error| ServeError::Scst {
+                    device: config.name.clone(),
+                    error,
+                })?;
+        }
+        Ok(())
     }
 
-    const LU_ID_DISK0: u64 = 0xcc7e_6a26_1108_1a50;
+    fn start_one<H: Host>(
+        &mut self,
+        host: &mut H,
+        resources: &mut Resources,
+        config: &ScstConfig,
+        discovered: &mut Option<(String, VersionSource)>,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<(), ScstStartError> {
+        // Open first: without scst_user, "not loaded" is the message that
+        // helps, not a failed version search.
+        let driver = host.open_scst(&config.name)?;
+        let (version, source) = match (&config.version, &*discovered) {
+            (None, Some(found)) => found.clone(),
+            (configured, _) => {
+                let found = host.dev_user_version(configured.as_deref())?;
+                if configured.is_none() {
+                    *discovered = Some(found.clone());
+                }
+                found
+            }
+        };
+        let bdev = resources
+            .bdev(&config.bdev)
+            .cloned()
+            .ok_or_else(|| ScstStartError::NoBdev(config.bdev.clone()))?;
+        let stack = Stack::scst(
+            bdev.as_ref(),
+            &LunSpec::new(config.name.clone(), lu_id::scst(&config.name), MAX_TASKS),
+            driver,
+            &ScstRegistration {
+                name: config.name.clone(),
+                options: config.options(),
+                version,
+                source: source.clone(),
+            },
+            // The largest buffer covers the largest transfer SCST may send
+            // (the LUN answers anything beyond its own limit with INVALID
+            // FIELD IN CDB); pages are faulted in on first use and then
+            // reused.
+            PoolConfig {
+                max_bytes: config.pool_bytes(),
+                max_buffer_bytes: MAX_TRANSFER_BYTES as usize,
+                populate: false,
+            },
+            ScstDeviceConfig {
+                name: format!("scst:{}", config.name),
+                idle_poll_interval: config.idle_poll_interval(),
+                coalesce: config.coalesce(),
+                ..ScstDeviceConfig::default()
+            },
+        )?;
+        let reactor = config.reactor.unwrap_or_else(|| resources.round_robin());
+        let stats = stack.device().stats();
+        let latency = stack.device().latency();
+        let handle = resources.bdev_poller(reactor, &config.bdev, &bdev)?;
+        resources.add_poller(reactor, Box::new(stack.attach_to(&handle)))?;
+        log(&format!(
+            "registered SCST device {} (bdev {}, {}-byte blocks, DEV_USER_VERSION from \
+             {source}, {}) on reactor {reactor}",
+            config.name,
+            config.bdev,
+            bdev.geometry().block_size,
+            config.options()
+        ));
+        self.devices.push(AttachedScst {
+            name: config.name.clone(),
+            bdev: config.bdev.clone(),
+            reactor,
+            stats,
+            latency,
+            last: ScstStatsSnapshot::default(),
+        });
+        Ok(())
+    }
+
+    /// The devices' names, with their reactors.
+    pub(super) fn placed(&self) -> Vec<(String, usize)> {
+        self.devices
+            .iter()
+            .map(|d| (d.name.clone(), d.reactor))
+            .collect()
+    }
+
+    /// Each device over the `interval` (seconds) since the previous call.
+    pub(super) fn stats(&mut self, interval: f64) -> Vec<DeviceStats> {
+        let mut devices = Vec::with_capacity(self.devices.len());
+        for a in &mut self.devices {
+            let snap = a.stats.snapshot();
+            let commands = snap.commands_completed - a.last.commands_completed;
+            // One REPLY_AND_GET_MULTI carries a batch of replies: the
+            // ioctls are the doorbells.
+            let ioctls = snap.ioctls - a.last.ioctls;
+            let bytes = snap.data_bytes - a.last.data_bytes;
+            let latency = a.latency.as_ref().map(|l| l.take()).unwrap_or_default();
+            devices.push(DeviceStats {
+                name: a.name.clone(),
+                kind: DeviceKind::Scst,
+                hba: None,
+                uio: None,
+                bdev: a.bdev.clone(),
+                reactor: a.reactor,
+                commands,
+                iops: commands as f64 / interval,
+                bytes_per_sec: bytes as f64 / interval,
+                doorbells: ioctls,
+                doorbells_per_io: if commands == 0 {
+                    0.0
+                } else {
+                    ioctls as f64 / commands as f64
+                },
+                latency_ns: latency.summary,
+                commands_total: snap.commands_completed,
+                received_total: snap.exec,
+                malformed_total: snap.bad_pbufs + snap.bad_frees + snap.unknown_subcodes,
+                busy_total: Some(snap.busy),
+                sessions: Some(snap.sessions),
+                fault: None,
+            });
+            a.last = snap;
+        }
+        devices
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use reactor::stats::ReactorLoad;
 use serde::Serialize;
 
 use crate::latency::{us, LatencySummary};
@@ -78,23 +79,6 @@ pub struct DeviceStats {
     pub fault: Option<String>,
 }
 
-/// One reactor over the interval.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ReactorLoad {
-    /// Reactor name.
-    pub name: String,
-    /// Pinned CPU.
-    pub core: Option<usize>,
-    /// Busy time / wall time.
-    pub busy_fraction: f64,
-    /// Busy nanoseconds.
-    pub busy_ns: u64,
-    /// Idle nanoseconds.
-    pub idle_ns: u64,
-    /// Nanoseconds asleep.
-    pub sleep_ns: u64,
-}
-
 /// A statistics report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StatsReport {
@@ -104,7 +88,7 @@ pub struct StatsReport {
     pub interval_s: f64,
     /// Attached devices.
     pub devices: Vec<DeviceStats>,
-    /// Reactors.
+    /// Reactors over the interval (busy, idle and sleep time only).
     pub reactors: Vec<ReactorLoad>,
 }
 

@@ -2,7 +2,7 @@
 //! and `/dev/scst_user` for SCST devices. Paths come from a [`Roots`];
 //! configfs is changed through an [`Fs`] ([`RealFs`] unless testing).
 
-use super::server::{DeviceFacts, FoundDevice, Host, OpenError};
+use super::host::{DeviceFacts, FoundDevice, Host, HostError};
 use crate::kernfs::{Fs, RealFs, Roots};
 use crate::scst::abi::DEV_USER_NAME;
 use crate::scst::driver::ScstDriver;
@@ -68,9 +68,8 @@ impl<F: Fs + Send> Host for SysHost<F> {
             .collect()
     }
 
-    fn facts(&mut self, name: &TcmuUioName) -> Result<DeviceFacts, String> {
-        let facts = discovery::device_facts(&self.roots, name.hba, &name.name)
-            .map_err(|e| e.to_string())?;
+    fn facts(&mut self, name: &TcmuUioName) -> Result<DeviceFacts, HostError> {
+        let facts = discovery::device_facts(&self.roots, name.hba, &name.name)?;
         Ok(DeviceFacts {
             block_size: facts.hw_block_size,
             max_sectors: facts.hw_max_sectors,
@@ -78,31 +77,31 @@ impl<F: Fs + Send> Host for SysHost<F> {
         })
     }
 
-    fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), OpenError> {
+    fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
         let sysfs_dir = self
             .roots
             .uio_class_dir()
             .join(format!("uio{}", device.minor));
-        let len = uio_map0_size(&sysfs_dir).map_err(|e| OpenError::Failed(e.to_string()))?;
+        let len = uio_map0_size(&sysfs_dir)?;
         match open_uio_node(&self.roots.uio_node(device.minor), len) {
             Ok(opened) => Ok(opened),
             Err(TcmuError::Open { source, .. }) if source.raw_os_error() == Some(libc::EBUSY) => {
-                Err(OpenError::Busy)
+                Err(HostError::Busy)
             }
-            Err(e) => Err(OpenError::Failed(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
-    fn recover(&mut self, name: &TcmuUioName) -> Result<(), String> {
+    fn recover(&mut self, name: &TcmuUioName) -> Result<(), HostError> {
         let (fs, roots) = (&mut self.fs, &self.roots);
-        discovery::block_dev(fs, roots, name.hba, &name.name, true).map_err(|e| e.to_string())?;
-        discovery::reset_ring(fs, roots, name.hba, &name.name, RingReset::Busy)
-            .map_err(|e| e.to_string())
+        discovery::block_dev(fs, roots, name.hba, &name.name, true)?;
+        discovery::reset_ring(fs, roots, name.hba, &name.name, RingReset::Busy)?;
+        Ok(())
     }
 
-    fn unblock(&mut self, name: &TcmuUioName) -> Result<(), String> {
-        discovery::block_dev(&mut self.fs, &self.roots, name.hba, &name.name, false)
-            .map_err(|e| e.to_string())
+    fn unblock(&mut self, name: &TcmuUioName) -> Result<(), HostError> {
+        discovery::block_dev(&mut self.fs, &self.roots, name.hba, &name.name, false)?;
+        Ok(())
     }
 
     /// `<dev>/scst_user`, opened `O_RDWR | O_NONBLOCK | O_CLOEXEC`; a
@@ -153,7 +152,7 @@ mod tests {
         let tmp = tempfile::TempDir::new().unwrap();
         let mut host = SysHost::new(Roots::under(tmp.path()));
         let name = TcmuUioName::parse("tcm-user/0/ghost/dataplane/ram0").unwrap();
-        let err = host.recover(&name).unwrap_err();
+        let err = host.recover(&name).unwrap_err().to_string();
         assert!(err.starts_with("cannot write \"1\" to "), "{err}");
         assert!(
             err.ends_with("user_0/ghost/action/block_dev: No such file or directory (os error 2)"),

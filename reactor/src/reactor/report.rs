@@ -1,5 +1,8 @@
 //! What a reactor hands back: the pollers and final counters at exit, and a
 //! poller taken off by a removal.
+//!
+//! A reactor's load over an interval, which `dataplane bench` and
+//! `dataplane serve` report, is [`ReactorLoad`](crate::stats::ReactorLoad).
 
 use std::fmt;
 

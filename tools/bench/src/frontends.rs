@@ -3,7 +3,7 @@
 
 use crate::initiator::{Completion, Initiator, IoData, SubmitError};
 use sim::scst::{
-    ScstSimInitiator, SimCompletion as ScstCompletion, SimData as ScstData,
+    ScstSimInitiator, SimCompletion as ScstCompletion, SimData as ScstData, SimError,
     SimSubmitError as ScstSubmitError,
 };
 use sim::tcmu::{SimCompletion as TcmuCompletion, SimData, SimSubmitError, TcmuSim};
@@ -100,11 +100,8 @@ impl ScstInitiator {
 
     /// Attaches the session (LUN 0) the commands go to. The device must be
     /// polled meanwhile (its reactor runs): the handler answers ATTACH_SESS.
-    pub fn attach(&mut self, initiator_name: &str) -> Result<(), String> {
-        self.sess_h = self
-            .sim
-            .attach_session(0, initiator_name)
-            .map_err(|e| format!("attaching the SCST session: {e}"))?;
+    pub fn attach(&mut self, initiator_name: &str) -> Result<(), SimError> {
+        self.sess_h = self.sim.attach_session(0, initiator_name)?;
         Ok(())
     }
 

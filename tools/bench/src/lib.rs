@@ -4,19 +4,31 @@
 //! - [`initiator`]: the workload engine ([`initiator::Job`]) that drives a
 //!   simulated kernel the way fio drives a LUN, with verification and
 //!   latency histograms.
-//! - [`run`](mod@run): builds the devices, reactors and simulators of a bench job,
-//!   runs it and reports ([`report`]).
-//! - [`reference`], [`jitter`]: the reference copy loop and the platform
+//! - [`run`](mod@run): runs a bench job ([`BenchConfig`], checked and placed
+//!   on CPUs by `config.rs`): builds its devices (`devices.rs`, with
+//!   [`dataplane::stack`]), reactors and simulators (`frontends.rs`),
+//!   drives them through the measured window (`window.rs`) and reports
+//!   ([`report`]). The bench thread's CPU is handled by `affinity.rs`;
+//!   what can go wrong is in [`error`].
+//! - [`reference`](mod@reference), [`jitter`]: the reference copy loop and the platform
 //!   stall floor measured beside a run.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod affinity;
+mod config;
+mod devices;
+pub mod error;
 mod frontends;
 pub mod initiator;
 pub mod jitter;
 pub mod reference;
 pub mod report;
 pub mod run;
+mod window;
 
+pub use config::{BdevKind, BenchConfig, Frontend, MAX_IO_BYTES};
+pub use error::{BenchConfigError, BenchError, ScstSetupError};
 pub use frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
-pub use run::{run, BdevKind, BenchConfig, BenchError, Frontend, Progress, MAX_IO_BYTES};
+pub use run::run;
+pub use window::Progress;

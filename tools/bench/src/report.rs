@@ -5,40 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use dataplane::latency::{us, LatencySummary};
-
-/// Busy/idle time of one reactor over the measured window.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ReactorReport {
-    /// Reactor name.
-    pub name: String,
-    /// CPU it was pinned to.
-    pub core: Option<usize>,
-    /// Busy time / wall time.
-    pub busy_fraction: f64,
-    /// Nanoseconds in iterations that did work.
-    pub busy_ns: u64,
-    /// Nanoseconds in iterations that did none.
-    pub idle_ns: u64,
-    /// Nanoseconds asleep (adaptive idle policy).
-    pub sleep_ns: u64,
-    /// Loop iterations.
-    pub iterations: u64,
-    /// Loop iterations in which some poller did work.
-    pub busy_iterations: u64,
-    /// Per poller: (name, busy_ns, work items).
-    pub pollers: Vec<PollerReport>,
-}
-
-/// Busy time and work of one poller over the measured window.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PollerReport {
-    /// Poller name.
-    pub name: String,
-    /// Nanoseconds in polls that did work.
-    pub busy_ns: u64,
-    /// Work items reported.
-    pub work: u64,
-}
+use reactor::stats::ReactorLoad;
 
 /// The reference loop measured in the same run (`--reference`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -123,8 +90,9 @@ pub struct BenchReport {
     pub reactor_ns_per_io: f64,
     /// Reactor idle policy.
     pub idle: String,
-    /// Per-reactor detail.
-    pub reactors: Vec<ReactorReport>,
+    /// Per-reactor detail over the measured window, with the loop and
+    /// poller figures.
+    pub reactors: Vec<ReactorLoad>,
     /// The reference loop, when requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
@@ -192,6 +160,10 @@ impl BenchReport {
         );
         for r in &self.reactors {
             let core = r.core.map_or_else(|| "-".to_string(), |c| c.to_string());
+            let (iterations, busy_iterations) = r
+                .detail
+                .as_ref()
+                .map_or((0, 0), |d| (d.iterations, d.busy_iterations));
             let _ = writeln!(
                 s,
                 "    {} (core {}): busy {:.1}%, sleep {:.1} ms, {} iterations ({} busy)",
@@ -199,10 +171,10 @@ impl BenchReport {
                 core,
                 r.busy_fraction * 100.0,
                 r.sleep_ns as f64 / 1e6,
-                r.iterations,
-                r.busy_iterations
+                iterations,
+                busy_iterations
             );
-            for p in &r.pollers {
+            for p in r.detail.iter().flat_map(|d| &d.pollers) {
                 let _ = writeln!(
                     s,
                     "      {}: {:.1} ms busy, {} work items",

@@ -1,0 +1,123 @@
+//! `[tcmu]`: which UIO devices are ours, how often to look for them, where
+//! they run and how their completions are coalesced.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::frontend::CoalesceConfig;
+
+use super::coalesce::{check_coalesce, coalesce_config, default_doorbell_batch};
+use super::error::{err, ConfigError};
+use super::value::check_name;
+
+/// How devices are spread over reactors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// In order of discovery, reactor 0, 1, ..., wrapping.
+    #[default]
+    RoundRobin,
+}
+
+/// One `[[tcmu.pin]]`: a device placed on a given reactor.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// LIO device name (the configfs directory under `core/user_<hba>/`).
+    pub device: String,
+    /// Index into `reactors.cores`.
+    pub reactor: usize,
+}
+
+fn default_subtype() -> String {
+    "dataplane".into()
+}
+
+fn default_rescan() -> u64 {
+    1000
+}
+
+/// `[tcmu]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcmuConfig {
+    /// Our subtype: devices whose `dev_config` starts with `<subtype>/`.
+    #[serde(default = "default_subtype")]
+    pub subtype: String,
+    /// Placement of devices on reactors.
+    #[serde(default)]
+    pub placement: Placement,
+    /// Period of the /sys/class/uio rescan (the fallback to netlink events).
+    #[serde(default = "default_rescan")]
+    pub rescan_interval_ms: u64,
+    /// Devices pinned to reactors.
+    #[serde(default)]
+    pub pin: Vec<Pin>,
+    /// Most completions one doorbell carries while a batch builds up
+    /// ([`CoalesceConfig::batch`]).
+    #[serde(default = "default_doorbell_batch")]
+    pub doorbell_batch: usize,
+    /// Completion coalescing window in microseconds (0 = off): see
+    /// [`CoalesceConfig::window`]. For hosts short of CPU.
+    #[serde(default)]
+    pub completion_coalesce_us: u64,
+}
+
+impl TcmuConfig {
+    /// The devices' completion coalescing settings.
+    pub fn coalesce(&self) -> CoalesceConfig {
+        coalesce_config(self.doorbell_batch, self.completion_coalesce_us)
+    }
+
+    /// The reactor a device is pinned to.
+    pub fn pinned_reactor(&self, device: &str) -> Option<usize> {
+        self.pin
+            .iter()
+            .find(|p| p.device == device)
+            .map(|p| p.reactor)
+    }
+
+    /// Checks the subtype, the rescan interval, the coalescing keys and the
+    /// pins against the number of `reactors`.
+    pub(super) fn check(&self, reactors: usize) -> Result<(), ConfigError> {
+        check_name("tcmu.subtype", &self.subtype)?;
+        if self.rescan_interval_ms < 10 || self.rescan_interval_ms > 3_600_000 {
+            return err(format!(
+                "tcmu.rescan_interval_ms: {} is not between 10 and 3600000",
+                self.rescan_interval_ms
+            ));
+        }
+        check_coalesce("tcmu", self.doorbell_batch, self.completion_coalesce_us)?;
+        let mut pinned = HashSet::new();
+        for (i, pin) in self.pin.iter().enumerate() {
+            check_name(&format!("tcmu.pin[{i}].device"), &pin.device)?;
+            if pin.reactor >= reactors {
+                return err(format!(
+                    "tcmu.pin[{i}].reactor: {} is not a reactor index (reactors.cores has {reactors})",
+                    pin.reactor
+                ));
+            }
+            if !pinned.insert(pin.device.as_str()) {
+                return err(format!(
+                    "tcmu.pin[{i}].device: {:?} is pinned twice",
+                    pin.device
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for TcmuConfig {
+    fn default() -> Self {
+        Self {
+            subtype: default_subtype(),
+            placement: Placement::default(),
+            rescan_interval_ms: default_rescan(),
+            pin: Vec::new(),
+            doorbell_batch: default_doorbell_batch(),
+            completion_coalesce_us: 0,
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Tests of the configuration: every section parses with its defaults and
+//! every error names its key.
+
+use super::*;
+use crate::frontend::CoalesceConfig;
+use crate::scst::register::{MemoryReuse, OnFreeCmd, ParseType, ScstOptions};
+
+const GOOD: &str = r#"
+[reactors]
+cores = [0]
+idle = "busy"
+
+[[bdev]]
+name = "ram0"
+type = "ram"
+size = "64MiB"
+
+[[bdev]]
+name = "r1"
+type = "ram"
+size = 1048576
+block_size = 4096
+
+[[bdev]]
+name = "r2"
+type = "null"
+size = "1M"
+block_size = 4096
+
+[[bdev]]
+name = "fast"
+type = "striped"
+children = ["r1", "r2"]
+chunk = "64KiB"
+
+[tcmu]
+subtype = "dataplane"
+rescan_interval_ms = 500
+
+[[tcmu.pin]]
+device = "disk0"
+reactor = 0
+"#;
+
+fn check(text: &str) -> Result<ServeConfig, ConfigError> {
+    let c = ServeConfig::parse(text)?;
+    c.validate(&[0, 1])?;
+    Ok(c)
+}
+
+#[test]
+fn good_config_parses() {
+    let c = check(GOOD).unwrap();
+    assert_eq!(c.reactors.idle, Idle::Busy);
+    assert_eq!(c.bdevs.len(), 4);
+    assert_eq!(
+        c.bdev("ram0"),
+        Some(&BdevConfig::Ram {
+            name: "ram0".into(),
+            size: Size(64 << 20),
+            block_size: 512
+        })
+    );
+    assert_eq!(c.parent_of("r2"), Some("fast"));
+    assert_eq!(c.pinned_reactor("disk0"), Some(0));
+    assert_eq!(c.tcmu.rescan_interval_ms, 500);
+    let minimal = check("[reactors]\ncores = [1]\n").unwrap();
+    assert_eq!(minimal.reactors.idle, Idle::Adaptive);
+    assert_eq!(minimal.tcmu.subtype, "dataplane");
+}
+
+fn error(text: &str) -> String {
+    check(text).unwrap_err().0
+}
+
+#[test]
+fn every_error_names_its_key() {
+    assert!(error("[reactors]\ncores = [1]\nspeed = 3\n").contains("unknown field `speed`"));
+    assert!(error("[reactor]\ncores = [1]\n").contains("unknown field `reactor`"));
+    assert!(error("").contains("missing field `reactors`"));
+    assert!(error("[reactors]\ncores = []\n").contains("reactors.cores: at least one CPU"));
+    assert!(error("[reactors]\ncores = [7]\n").contains("reactors.cores[0]: CPU 7 does not exist"));
+    assert!(
+        error("[reactors]\ncores = [1, 1]\n").contains("reactors.cores[1]: CPU 1 is listed twice")
+    );
+    assert!(error("[reactors]\ncores = [1]\nidle = \"lazy\"\n").contains("unknown variant `lazy`"));
+    let bdev = |body: &str| format!("[reactors]\ncores = [1]\n[[bdev]]\n{body}\n");
+    assert!(
+        error(&bdev("name = \"a\"\ntype = \"disk\"\nsize = 1")).contains("unknown variant `disk`")
+    );
+    assert!(error(&bdev("name = \"a\"\ntype = \"ram\"\nsize = \"1Q\"")).contains("unknown unit"));
+    assert!(error(&bdev("name = \"a\"\ntype = \"ram\"\nsize = 0"))
+        .contains("bdev[0] (\"a\").size: must be greater than zero"));
+    assert!(error(&bdev("name = \"a\"\ntype = \"ram\"\nsize = 1000"))
+        .contains("bdev[0] (\"a\").size: 1000 is not a multiple of block_size 512"));
+    assert!(error(&bdev(
+        "name = \"a\"\ntype = \"ram\"\nsize = 4096\nblock_size = 1000"
+    ))
+    .contains("bdev[0] (\"a\").block_size: 1000"));
+    assert!(error(&bdev("name = \"a/b\"\ntype = \"ram\"\nsize = 4096"))
+        .contains("bdev[0].name: \"a/b\" contains '/'"));
+    assert!(error(&bdev(
+        "name = \"a\"\ntype = \"ram\"\nsize = 4096\ncolor = 1"
+    ))
+    .contains("unknown field `color`"));
+    assert!(error(&bdev(
+        "name = \"s\"\ntype = \"striped\"\nchildren = [\"x\"]\nchunk = 4096"
+    ))
+    .contains("bdev[0] (\"s\").children[0]: no bdev named \"x\""));
+    let dup = format!(
+        "{}[[bdev]]\nname = \"a\"\ntype = \"null\"\nsize = 4096\n",
+        bdev("name = \"a\"\ntype = \"ram\"\nsize = 4096")
+    );
+    assert!(error(&dup).contains("bdev[1].name: \"a\" is defined twice"));
+    let bad_chunk = GOOD.replace("chunk = \"64KiB\"", "chunk = 3000");
+    assert!(error(&bad_chunk).contains("bdev[3] (\"fast\").chunk: 3000 is not a power of two"));
+    let mixed = GOOD.replace(
+        "block_size = 4096\n\n[[bdev]]\nname = \"fast\"",
+        "block_size = 512\n\n[[bdev]]\nname = \"fast\"",
+    );
+    assert!(
+        error(&mixed).contains("children[1]: block size 512 differs from the first child's 4096")
+    );
+    let bad_pin = GOOD.replace("reactor = 0", "reactor = 3");
+    assert!(error(&bad_pin).contains("tcmu.pin[0].reactor: 3 is not a reactor index"));
+    let bad_subtype = GOOD.replace("subtype = \"dataplane\"", "subtype = \"\"");
+    assert!(error(&bad_subtype).contains("tcmu.subtype: must not be empty"));
+    let bad_rescan = GOOD.replace("rescan_interval_ms = 500", "rescan_interval_ms = 1");
+    assert!(error(&bad_rescan).contains("tcmu.rescan_interval_ms: 1 is not between"));
+}
+
+/// GOOD plus one `[[scst]]` with `body` (and a second reactor).
+fn scst(body: &str) -> String {
+    format!(
+        "{}\n[[scst]]\n{body}\n",
+        GOOD.replace("cores = [0]", "cores = [0, 1]")
+    )
+}
+
+#[test]
+fn scst_devices_parse_with_defaults() {
+    let c = check(&scst("name = \"disk1\"\nbdev = \"ram0\"")).unwrap();
+    assert_eq!(c.scst.len(), 1);
+    let d = &c.scst[0];
+    assert_eq!((d.name.as_str(), d.bdev.as_str()), ("disk1", "ram0"));
+    assert_eq!(
+        (d.block_size, d.reactor, d.version.as_deref()),
+        (None, None, None)
+    );
+    assert_eq!(d.options(), ScstOptions::default());
+    assert_eq!(d.pool_bytes(), 256 << 20);
+    assert_eq!(d.idle_poll_interval(), std::time::Duration::from_micros(5));
+    assert_eq!(d.coalesce(), CoalesceConfig::default());
+    let c = check(&scst(
+        "name = \"disk1\"\nbdev = \"fast\"\nblock_size = 4096\nreactor = 1\n\
+         version = \"3.10.0abc\"\nparse_type = \"call\"\nmemory_reuse = \"read\"\n\
+         tst = 0\nqueue_alg = false\nqerr = 3\ntas = true\nswp = 1\nd_sense = true\n\
+         pool_mb = 64\nidle_poll_us = 0",
+    ))
+    .unwrap();
+    let d = &c.scst[0];
+    assert_eq!((d.block_size, d.reactor), (Some(4096), Some(1)));
+    assert_eq!(d.version.as_deref(), Some("3.10.0abc"));
+    assert_eq!(
+        d.options(),
+        ScstOptions {
+            parse_type: ParseType::Call,
+            memory_reuse: MemoryReuse::Read,
+            on_free_cmd: None,
+            tst: 0,
+            queue_alg: 0,
+            qerr: 3,
+            tas: 1,
+            swp: 1,
+            d_sense: 1,
+        }
+    );
+    assert_eq!(d.options().effective_on_free_cmd(), OnFreeCmd::Call);
+    assert_eq!(d.pool_bytes(), 64 << 20);
+    assert_eq!(d.idle_poll_interval(), std::time::Duration::ZERO);
+    // `parse` is another name of `parse_type`.
+    let c = check(&scst(
+        "name = \"d\"\nbdev = \"ram0\"\nparse = \"exception\"\non_free_cmd = \"call\"",
+    ))
+    .unwrap();
+    assert_eq!(c.scst[0].options().parse_type, ParseType::Exception);
+    assert_eq!(c.scst[0].options().on_free_cmd, Some(OnFreeCmd::Call));
+    assert_eq!(c.block_size_of(c.bdev("fast").unwrap()), Some(4096));
+}
+
+#[test]
+fn scst_errors_name_their_key() {
+    let dev = |extra: &str| scst(&format!("name = \"disk1\"\nbdev = \"ram0\"\n{extra}"));
+    assert!(error(&dev("colour = 1")).contains("unknown field `colour`"));
+    assert!(error(&scst("bdev = \"ram0\"")).contains("missing field `name`"));
+    assert!(error(&scst("name = \"d\"")).contains("missing field `bdev`"));
+    assert_eq!(
+        error(&scst("name = \"d\"\nbdev = \"x\"")),
+        "scst[0] (\"d\").bdev: no [[bdev]] named \"x\""
+    );
+    assert_eq!(
+        error(&scst("name = \"d\"\nbdev = \"r1\"")),
+        "scst[0] (\"d\").bdev: \"r1\" is a child of striped bdev \"fast\" and cannot back \
+         a LUN"
+    );
+    assert_eq!(
+        error(&dev("block_size = 4096")),
+        "scst[0] (\"disk1\").block_size: 4096 differs from the block size of bdev \"ram0\" \
+         (512); leave it out or make them equal"
+    );
+    assert_eq!(
+        error(&dev("reactor = 2")),
+        "scst[0] (\"disk1\").reactor: 2 is not a reactor index (reactors.cores has 2)"
+    );
+    let parse = error(&dev("parse_type = \"sometimes\""));
+    assert!(
+        parse.contains("parse_type = \"sometimes\"")
+            && parse.contains(
+                "unknown variant `sometimes`, expected one of `standard`, `call`, `exception`"
+            ),
+        "{parse}"
+    );
+    let reuse = error(&dev("memory_reuse = \"most\""));
+    assert!(
+        reuse.contains("memory_reuse = \"most\"") && reuse.contains("unknown variant `most`"),
+        "{reuse}"
+    );
+    assert_eq!(
+        error(&dev("qerr = 2")),
+        "scst[0] (\"disk1\"): SCST option qerr = 2 is invalid: allowed values are 0, 1 and 3"
+    );
+    assert_eq!(
+        error(&dev("tst = 7")),
+        "scst[0] (\"disk1\"): SCST option tst = 7 is invalid: allowed values are 0 (one task \
+         set) and 1 (separate task sets)"
+    );
+    assert!(error(&dev("d_sense = 300")).contains("300 is out of range"));
+    assert!(error(&dev("swp = -1")).contains("-1 is out of range"));
+    assert!(
+        error(&dev("on_free_cmd = \"ignore\"\nmemory_reuse = \"none\"")).starts_with(
+            "scst[0] (\"disk1\"): SCST option on_free_cmd = ignore needs memory_reuse = all"
+        )
+    );
+    assert_eq!(
+        error(&dev("idle_poll_us = 2000000")),
+        "scst[0] (\"disk1\").idle_poll_us: 2000000 is more than 1000000 (one second)"
+    );
+    assert_eq!(
+        error(&dev("pool_mb = 4")),
+        "scst[0] (\"disk1\").pool_mb: 4 is not between 8 (one buffer of the largest \
+         transfer) and 1048576"
+    );
+    assert_eq!(
+        error(&dev("version = \"3.11 pre\"")),
+        "scst[0] (\"disk1\").version: it contains ' ' (a DEV_USER_VERSION has no spaces)"
+    );
+    assert_eq!(
+        error(&scst(&format!(
+            "name = \"{}\"\nbdev = \"ram0\"",
+            "d".repeat(49)
+        ))),
+        format!(
+            "scst[0].name: SCST device name \"{}\" is 49 bytes long (at most 48)",
+            "d".repeat(49)
+        )
+    );
+    assert!(check(&scst(&format!(
+        "name = \"{}\"\nbdev = \"ram0\"",
+        "d".repeat(48)
+    )))
+    .is_ok());
+    assert_eq!(
+        error(&scst("name = \"a:b\"\nbdev = \"ram0\"")),
+        "scst[0].name: \"a:b\" contains ':'; names may not contain '/', ':' or spaces"
+    );
+    assert_eq!(
+        error(&scst("name = \"dìsk\"\nbdev = \"ram0\"")),
+        "scst[0].name: SCST device name \"dìsk\" contains 'ì' (allowed: printable ASCII \
+         without spaces and '/')"
+    );
+    assert!(
+        error(&scst("name = \"\"\nbdev = \"ram0\"")).contains("scst[0].name: must not be empty")
+    );
+    let twice = format!("{}[[scst]]\nname = \"disk1\"\nbdev = \"fast\"\n", dev(""));
+    assert_eq!(error(&twice), "scst[1].name: \"disk1\" is defined twice");
+}
+
+#[test]
+fn both_frontends_take_the_same_coalescing_keys() {
+    let defaults = check(&scst("name = \"disk1\"\nbdev = \"ram0\"")).unwrap();
+    assert_eq!(defaults.tcmu.coalesce(), CoalesceConfig::default());
+    assert_eq!(defaults.scst[0].coalesce(), CoalesceConfig::default());
+    let expected = CoalesceConfig {
+        batch: 8,
+        window: std::time::Duration::from_micros(50),
+        ..CoalesceConfig::default()
+    };
+    let keys = "doorbell_batch = 8\ncompletion_coalesce_us = 50";
+    let tcmu = GOOD.replace(
+        "rescan_interval_ms = 500",
+        &format!("rescan_interval_ms = 500\n{keys}"),
+    );
+    assert_eq!(check(&tcmu).unwrap().tcmu.coalesce(), expected);
+    let c = check(&scst(&format!("name = \"disk1\"\nbdev = \"ram0\"\n{keys}"))).unwrap();
+    assert_eq!(c.scst[0].coalesce(), expected);
+
+    let bad_batch = GOOD.replace(
+        "rescan_interval_ms = 500",
+        "rescan_interval_ms = 500\ndoorbell_batch = 0",
+    );
+    assert_eq!(
+        error(&bad_batch),
+        "tcmu.doorbell_batch: 0 is not between 1 and 65535"
+    );
+    let bad_window = GOOD.replace(
+        "rescan_interval_ms = 500",
+        "rescan_interval_ms = 500\ncompletion_coalesce_us = 100001",
+    );
+    assert_eq!(
+        error(&bad_window),
+        "tcmu.completion_coalesce_us: 100001 is above 100000 (100 ms)"
+    );
+    let dev = |extra: &str| scst(&format!("name = \"disk1\"\nbdev = \"ram0\"\n{extra}"));
+    assert_eq!(
+        error(&dev("doorbell_batch = 65536")),
+        "scst[0] (\"disk1\").doorbell_batch: 65536 is not between 1 and 65535"
+    );
+    assert_eq!(
+        error(&dev("completion_coalesce_us = 100001")),
+        "scst[0] (\"disk1\").completion_coalesce_us: 100001 is above 100000 (100 ms)"
+    );
+}

@@ -1,0 +1,76 @@
+//! Why the server could not start ([`ServeError`]), why an `[[scst]]`
+//! device could not ([`ScstStartError`]), and why a device could not be
+//! placed on its reactor ([`PlacementError`]).
+
+use std::path::PathBuf;
+
+use super::config::ConfigError;
+use crate::scst::error::ScstError;
+use crate::stack::StackError;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state directory could not be created.
+    #[error("state directory {}: {error}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why (part of the message, not a source: it would print twice).
+        error: std::io::Error,
+    },
+    /// A bdev could not be created.
+    #[error("bdev {name}: {source}")]
+    Bdev {
+        /// Bdev name.
+        name: String,
+        /// Why.
+        source: bdev::Error,
+    },
+    /// A reactor could not be started or stopped.
+    #[error("reactor: {0}")]
+    Reactor(#[from] reactor::Error),
+    /// An `[[scst]]` device could not be opened, registered or set up.
+    #[error("scst {device:?}: {error}")]
+    Scst {
+        /// The SCST device name.
+        device: String,
+        /// What failed (part of the message, not a source: it would print
+        /// twice).
+        error: ScstStartError,
+    },
+}
+
+/// Why an `[[scst]]` device could not be started; each message is the
+/// failing layer's, which says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ScstStartError {
+    /// Opening `/dev/scst_user` or finding DEV_USER_VERSION failed.
+    #[error(transparent)]
+    Scst(#[from] ScstError),
+    /// The device's bdev is not among the server's (validation prevents
+    /// it).
+    #[error("bdev {0:?} is not in the configuration")]
+    NoBdev(String),
+    /// Registration, the LUN, the buffer pool or the device failed.
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    /// The device could not be put on its reactor.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+}
+
+/// Why a device could not be put on its reactor.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    /// The reactor's bdev poller for the device's bdev needed a channel,
+    /// which the bdev refused.
+    #[error("bdev channel: {0}")]
+    Channel(bdev::Error),
+    /// The reactor refused a poller (it stopped).
+    #[error("reactor: {0}")]
+    Reactor(reactor::Error),
+}

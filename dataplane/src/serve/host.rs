@@ -1,0 +1,76 @@
+//! [`Host`]: the system the server runs on, where its devices come from
+//! (TCMU's UIO devices and configfs, SCST's `/dev/scst_user`).
+//! [`SysHost`](super::SysHost) is the real one; tests provide simulated
+//! devices.
+
+use crate::scst::driver::ScstDriver;
+use crate::scst::error::ScstError;
+use crate::scst::version::{VersionSearch, VersionSource};
+use crate::tcmu::discovery::{DiscoveryError, TcmuUioName};
+use crate::tcmu::{Doorbell, SharedRegion, TcmuError};
+
+/// A UIO device as found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundDevice {
+    /// UIO minor (`uio<minor>`).
+    pub minor: u32,
+    /// Its UIO name, e.g. `tcm-user/0/disk0/dataplane/ram0`.
+    pub uio_name: String,
+}
+
+/// What configfs says about a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceFacts {
+    /// `hw_block_size`.
+    pub block_size: u32,
+    /// `hw_max_sectors` (in blocks).
+    pub max_sectors: u32,
+    /// `dev_size` in bytes.
+    pub size: u64,
+}
+
+/// Why the host could not read, open, reset or unblock a TCMU device.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Another process holds the UIO device.
+    #[error("the device is held by another process")]
+    Busy,
+    /// The device is not on the host (any more).
+    #[error("no such device")]
+    NoDevice,
+    /// Reading sysfs or configfs, or writing a configfs action, failed.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// Opening or mapping the UIO device failed.
+    #[error(transparent)]
+    Tcmu(#[from] TcmuError),
+}
+
+/// The system the server runs on: where devices come from (TCMU's UIO
+/// devices and configfs, SCST's `/dev/scst_user`).
+pub trait Host: Send {
+    /// Every UIO device present now.
+    fn scan(&mut self) -> Vec<FoundDevice>;
+    /// Block size, max sectors and size of a TCMU device.
+    fn facts(&mut self, name: &TcmuUioName) -> Result<DeviceFacts, HostError>;
+    /// Opens and maps the device ([`HostError::Busy`] if another process
+    /// holds it).
+    fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError>;
+    /// Blocks the device and resets its ring (in-flight commands complete
+    /// with BUSY).
+    fn recover(&mut self, name: &TcmuUioName) -> Result<(), HostError>;
+    /// Unblocks a device blocked by `recover`.
+    fn unblock(&mut self, name: &TcmuUioName) -> Result<(), HostError>;
+    /// Opens a new scst_user fd (`/dev/scst_user`, non-blocking) for the
+    /// `[[scst]]` device `name`: one fd per device.
+    fn open_scst(&mut self, name: &str) -> Result<Box<dyn ScstDriver>, ScstError>;
+    /// The DEV_USER_VERSION to register SCST devices with: `configured`
+    /// (a device's `version`) as given, else found on the machine
+    /// ([`VersionSearch::system`]).
+    fn dev_user_version(
+        &mut self,
+        configured: Option<&str>,
+    ) -> Result<(String, VersionSource), ScstError> {
+        VersionSearch::system().find(configured)
+    }
+}

@@ -1,0 +1,132 @@
+//! What the devices of both frontends share: the bdevs, the reactors, the
+//! bdev poller of each (reactor, bdev) pair, and the round-robin placement.
+
+use std::collections::HashMap;
+
+use bdev::BdevRef;
+use reactor::{Poller, PollerId, Reactor, ReactorConfig, ReactorHandle, RemovedPoller};
+
+use super::bdevs::make_bdevs;
+use super::config::ServeConfig;
+use super::error::{PlacementError, ServeError};
+use crate::port::BdevPollerHandle;
+use crate::stack::bdev_poller;
+
+/// Queue depth of a bdev channel shared by the devices of one reactor.
+const CHANNEL_DEPTH: usize = 4096;
+
+/// The bdevs and reactors, and the pollers placed on them.
+///
+/// Invariant: there is at most one bdev poller per (reactor, bdev), made on
+/// first use and kept until the reactor stops; ports are added to it while
+/// it runs.
+pub(super) struct Resources {
+    bdevs: HashMap<String, BdevRef>,
+    reactors: Vec<ReactorHandle>,
+    bdev_pollers: HashMap<(usize, String), BdevPollerHandle>,
+    /// The next round-robin placement (before taking it modulo the number
+    /// of reactors).
+    next_reactor: usize,
+}
+
+impl Resources {
+    /// Creates the bdevs of `config`, then starts one reactor per
+    /// configured CPU (`reactor<i>`), with the configured idle policy.
+    pub(super) fn start(config: &ServeConfig) -> Result<Self, ServeError> {
+        let bdevs = make_bdevs(config)?;
+        let idle = config.reactors.idle_policy();
+        let mut reactors = Vec::with_capacity(config.reactors.cores.len());
+        for (i, &core) in config.reactors.cores.iter().enumerate() {
+            let reactor_config = ReactorConfig::new(format!("reactor{i}"))
+                .with_core(core)
+                .with_idle(idle);
+            reactors.push(Reactor::spawn(reactor_config, Vec::new())?);
+        }
+        Ok(Self {
+            bdevs,
+            reactors,
+            bdev_pollers: HashMap::new(),
+            next_reactor: 0,
+        })
+    }
+
+    /// The bdev named `name`.
+    pub(super) fn bdev(&self, name: &str) -> Option<&BdevRef> {
+        self.bdevs.get(name)
+    }
+
+    /// The reactors, in configuration order.
+    pub(super) fn reactors(&self) -> &[ReactorHandle] {
+        &self.reactors
+    }
+
+    /// The next reactor of the round-robin placement (TCMU and SCST devices
+    /// share it).
+    pub(super) fn round_robin(&mut self) -> usize {
+        let r = self.next_reactor % self.reactors.len();
+        self.next_reactor += 1;
+        r
+    }
+
+    /// The bdev poller of `reactor` for bdev `name`, created on first use
+    /// (over a channel of [`CHANNEL_DEPTH`] requests).
+    pub(super) fn bdev_poller(
+        &mut self,
+        reactor: usize,
+        name: &str,
+        bdev: &BdevRef,
+    ) -> Result<BdevPollerHandle, PlacementError> {
+        let key = (reactor, name.to_owned());
+        if let Some(handle) = self.bdev_pollers.get(&key) {
+            return Ok(handle.clone());
+        }
+        let poller = bdev_poller(bdev.as_ref(), CHANNEL_DEPTH).map_err(PlacementError::Channel)?;
+        let mut handle = poller.handle();
+        handle.set_waker(Some(self.reactors[reactor].waker().clone()));
+        self.add_poller(reactor, Box::new(poller))?;
+        self.bdev_pollers.insert(key, handle.clone());
+        Ok(handle)
+    }
+
+    /// Puts `poller` on `reactor`.
+    pub(super) fn add_poller(
+        &self,
+        reactor: usize,
+        poller: Box<dyn Poller>,
+    ) -> Result<PollerId, PlacementError> {
+        self.reactors[reactor]
+            .add_poller(poller)
+            .map_err(PlacementError::Reactor)
+    }
+
+    /// Takes poller `id` off `reactor`, draining it first.
+    pub(super) fn remove_poller(
+        &self,
+        reactor: usize,
+        id: PollerId,
+    ) -> Result<RemovedPoller, reactor::Error> {
+        self.reactors[reactor].remove_poller(id)
+    }
+
+    /// True once every reactor stopped.
+    pub(super) fn is_stopped(&self) -> bool {
+        self.reactors.iter().all(ReactorHandle::is_finished)
+    }
+
+    /// Stops every reactor (each drains its pollers) and joins them;
+    /// returns true if everything drained. A reactor that fails to stop is
+    /// logged.
+    pub(super) fn shutdown(&mut self, log: &mut dyn FnMut(&str)) -> bool {
+        let mut drained = true;
+        for handle in std::mem::take(&mut self.reactors) {
+            match handle.shutdown() {
+                Ok(report) => drained &= report.drained,
+                Err(e) => {
+                    drained = false;
+                    log(&format!("reactor: {e}"));
+                }
+            }
+        }
+        drained
+    }
+}

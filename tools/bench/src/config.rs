@@ -1,0 +1,242 @@
+//! What a bench run is: the frontend, the bdev, the workload, the CPUs
+//! ([`BenchConfig`]), the checks of its values and where its reactors,
+//! simulator and devices go ([`Placement`]).
+
+use std::time::Duration;
+
+use reactor::IdlePolicy;
+
+use crate::error::BenchConfigError;
+use crate::initiator::Pattern;
+
+/// The largest transfer the bench's LUNs accept.
+pub const MAX_IO_BYTES: u64 = dataplane::stack::MAX_TRANSFER_BYTES;
+
+/// Kernel interface the bench simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// LIO's TCMU command ring.
+    Tcmu,
+    /// SCST's scst_user.
+    Scst,
+}
+
+impl Frontend {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Frontend::Tcmu => "tcmu",
+            Frontend::Scst => "scst",
+        }
+    }
+
+    /// The other frontend (for `--compare`).
+    pub fn other(self) -> Self {
+        match self {
+            Frontend::Tcmu => Frontend::Scst,
+            Frontend::Scst => Frontend::Tcmu,
+        }
+    }
+}
+
+/// Block device behind each LUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BdevKind {
+    /// Anonymous memory.
+    Ram,
+    /// Completes without touching data.
+    Null,
+    /// RAID0 over `width` RAM children with a `chunk`-byte strip.
+    Striped {
+        /// Number of children.
+        width: u32,
+        /// Strip size in bytes (a power of two, a multiple of the block size).
+        chunk: u64,
+    },
+}
+
+impl BdevKind {
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BdevKind::Ram => "ram",
+            BdevKind::Null => "null",
+            BdevKind::Striped { .. } => "striped",
+        }
+    }
+}
+
+/// Everything `dataplane bench` needs to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Kernel interface.
+    pub frontend: Frontend,
+    /// Bdev type.
+    pub bdev: BdevKind,
+    /// Bytes per device.
+    pub size: u64,
+    /// Logical block size of the devices.
+    pub block_size: u32,
+    /// Access pattern.
+    pub pattern: Pattern,
+    /// Percent reads for randrw.
+    pub rwmix_read: u32,
+    /// Bytes per I/O.
+    pub io_size: u64,
+    /// I/Os in flight per device.
+    pub iodepth: u32,
+    /// Measured time.
+    pub runtime: Duration,
+    /// Warm-up before measuring.
+    pub ramp: Duration,
+    /// Reactor cores; empty = the last available core.
+    pub cores: Vec<usize>,
+    /// Core of the simulated kernel; `None` = first core without a reactor.
+    pub sim_core: Option<usize>,
+    /// Devices; `None` = one per reactor.
+    pub devices: Option<usize>,
+    /// Reactor idle policy.
+    pub idle: IdlePolicy,
+    /// Check data with per-block checksums.
+    pub verify: bool,
+    /// Also run the reference copy loop (before and after the run).
+    pub reference: bool,
+    /// Measure the platform's own stalls on the bench's CPUs first.
+    pub jitter: bool,
+    /// Also run the other frontend with the same settings, in the same
+    /// process, and report the ratio.
+    pub compare: bool,
+    /// Seed for offsets and data.
+    pub seed: u64,
+    /// Simulated TCMU ring size including the 128-byte mailbox.
+    pub ring_size: u64,
+    /// Simulated TCMU data area; `None` = automatic.
+    pub data_area: Option<u64>,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            frontend: Frontend::Tcmu,
+            bdev: BdevKind::Ram,
+            size: 1 << 30,
+            block_size: 4096,
+            pattern: Pattern::RandRead,
+            rwmix_read: 50,
+            io_size: 4096,
+            iodepth: 128,
+            runtime: Duration::from_secs(10),
+            ramp: Duration::from_secs(1),
+            cores: Vec::new(),
+            sim_core: None,
+            devices: None,
+            idle: IdlePolicy::Busy,
+            verify: false,
+            reference: false,
+            jitter: false,
+            compare: false,
+            seed: 1,
+            ring_size: 8 << 20,
+            data_area: None,
+        }
+    }
+}
+
+/// Where a run's threads and devices go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placement {
+    /// Reactor CPUs, one reactor each.
+    pub cores: Vec<usize>,
+    /// CPU of the simulated kernel and the initiator.
+    pub sim_core: usize,
+    /// Devices, spread round-robin over the reactors.
+    pub devices: usize,
+}
+
+impl BenchConfig {
+    /// Checks the values of the configuration; the error names the flag.
+    pub(crate) fn check(&self) -> Result<(), BenchConfigError> {
+        if self.size == 0 {
+            return Err(BenchConfigError::ZeroSize);
+        }
+        if self.block_size < 512 || !self.block_size.is_power_of_two() {
+            return Err(BenchConfigError::BlockSize(self.block_size));
+        }
+        if !self.size.is_multiple_of(u64::from(self.block_size)) {
+            return Err(BenchConfigError::SizeNotBlocks {
+                size: self.size,
+                block_size: self.block_size,
+            });
+        }
+        if self.verify && self.bdev == BdevKind::Null {
+            return Err(BenchConfigError::VerifyNull);
+        }
+        if let BdevKind::Striped { width, chunk } = self.bdev {
+            if width == 0 {
+                return Err(BenchConfigError::StripeWidth);
+            }
+            if chunk < u64::from(self.block_size) || !chunk.is_power_of_two() {
+                return Err(BenchConfigError::Chunk {
+                    chunk,
+                    block_size: self.block_size,
+                });
+            }
+            let per_child = self.size / u64::from(width);
+            if per_child < chunk || !self.size.is_multiple_of(u64::from(width) * chunk) {
+                return Err(BenchConfigError::Stripes {
+                    size: self.size,
+                    width,
+                    chunk,
+                });
+            }
+        }
+        if self.ring_size < 64 << 10
+            || self.ring_size > 256 << 20
+            || !self.ring_size.is_multiple_of(8)
+        {
+            return Err(BenchConfigError::RingSize(self.ring_size));
+        }
+        Ok(())
+    }
+
+    /// The reactor CPUs (default: the last available), the simulator's
+    /// (default: the first available one without a reactor) and the number
+    /// of devices (default: one per reactor), checked against the CPUs this
+    /// thread may run on.
+    pub(crate) fn placement(&self) -> Result<Placement, BenchConfigError> {
+        let available = reactor::available_cores();
+        let Some(&last) = available.last() else {
+            return Err(BenchConfigError::NoCpu);
+        };
+        let cores = if self.cores.is_empty() {
+            vec![last]
+        } else {
+            self.cores.clone()
+        };
+        for &core in &cores {
+            if !available.contains(&core) {
+                return Err(BenchConfigError::CoreNotAvailable { core, available });
+            }
+        }
+        let sim_core = match self.sim_core {
+            Some(core) if !available.contains(&core) => {
+                return Err(BenchConfigError::SimCoreNotAvailable { core, available })
+            }
+            Some(core) => core,
+            None => available
+                .iter()
+                .copied()
+                .find(|c| !cores.contains(c))
+                .unwrap_or(available[0]),
+        };
+        let devices = self.devices.unwrap_or(cores.len());
+        if devices == 0 {
+            return Err(BenchConfigError::NoDevices);
+        }
+        Ok(Placement {
+            cores,
+            sim_core,
+            devices,
+        })
+    }
+}

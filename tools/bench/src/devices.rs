@@ -1,0 +1,182 @@
+//! The devices of a bench run: per device a bdev, the dataplane stack over
+//! it ([`dataplane::stack`]: LUN, frontend device, a bdev poller of its
+//! own) serving a simulated kernel, and the job that drives that kernel.
+
+use std::sync::Arc;
+
+use bdev::null::NullBdev;
+use bdev::ram::RamBdev;
+use bdev::striped::StripedBdev;
+use bdev::BdevRef;
+use dataplane::scst::device::ScstDeviceConfig;
+use dataplane::scst::pool::PoolConfig;
+use dataplane::scst::register::ScstOptions;
+use dataplane::scst::version::VersionSource;
+use dataplane::stack::{LunSpec, MaxTransfer, ScstRegistration, Stack};
+use dataplane::tcmu::TcmuDeviceConfig;
+use reactor::Poller;
+use sim::scst::{ScstSim, ScstSimConfig};
+use sim::tcmu::{SimConfig, TcmuSim};
+
+use crate::config::{BdevKind, BenchConfig, Frontend, MAX_IO_BYTES};
+use crate::error::{BenchError, ScstSetupError};
+use crate::frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
+use crate::initiator::{Job, VerifyModel, Workload};
+
+/// The initiator's side of one device (the rest runs on a reactor).
+pub(crate) struct BenchDevice {
+    /// The workload over the device's simulated kernel.
+    pub job: Job<BenchInitiator>,
+}
+
+/// Device `index`'s bdev (`<kind><index>`; a striped bdev's children are
+/// `<name>.<child>`), its RAM committed.
+fn make_bdev(config: &BenchConfig, index: usize) -> Result<BdevRef, BenchError> {
+    let blocks = config.size / u64::from(config.block_size);
+    let name = format!("{}{index}", config.bdev.name());
+    Ok(match config.bdev {
+        BdevKind::Null => Arc::new(NullBdev::new(name, config.block_size, blocks)?),
+        BdevKind::Ram => {
+            let ram = RamBdev::new(name, config.block_size, blocks)?;
+            ram.prefault();
+            Arc::new(ram)
+        }
+        BdevKind::Striped { width, chunk } => {
+            let child_blocks = blocks / u64::from(width);
+            let children = (0..width)
+                .map(|c| {
+                    let ram = RamBdev::new(format!("{name}.{c}"), config.block_size, child_blocks)?;
+                    ram.prefault();
+                    Ok(Arc::new(ram) as BdevRef)
+                })
+                .collect::<Result<Vec<_>, bdev::Error>>()?;
+            let chunk_blocks = (chunk / u64::from(config.block_size)) as u32;
+            Arc::new(StripedBdev::new(name, children, chunk_blocks)?)
+        }
+    })
+}
+
+/// The data area the simulator gets: room for two full queues of I/O.
+fn data_area_size(config: &BenchConfig) -> usize {
+    let need = 2 * u64::from(config.iodepth) * config.io_size;
+    let size = config.data_area.unwrap_or_else(|| need.max(64 << 20));
+    size.next_multiple_of(4096) as usize
+}
+
+/// Builds device `index` for `frontend`: bdev, stack and simulated kernel.
+/// The frontend device and then its bdev poller are pushed to `pollers`
+/// (polled in that order); returns the job that drives the device.
+pub(crate) fn build_device(
+    config: &BenchConfig,
+    frontend: Frontend,
+    index: usize,
+    pollers: &mut Vec<Box<dyn Poller>>,
+) -> Result<BenchDevice, BenchError> {
+    let bdev = make_bdev(config, index)?;
+    let geometry = bdev.geometry();
+    let lun = LunSpec {
+        max_transfer: MaxTransfer::Bytes(MAX_IO_BYTES as u32),
+        ..LunSpec::new(
+            format!("bench{index:04}"),
+            0x1000 + index as u64,
+            config.iodepth.next_power_of_two().max(256),
+        )
+    };
+    let depth = lun.port_depth();
+    let stack_error = |e| BenchError::from_stack(e, depth);
+
+    let (initiator, bdev_poller) = match frontend {
+        Frontend::Tcmu => {
+            let sim = TcmuSim::new(SimConfig {
+                cmdr_size: (config.ring_size - 128) as u32,
+                data_area_size: data_area_size(config),
+                ..SimConfig::default()
+            })?;
+            let (region, doorbell) = sim.device_endpoint()?;
+            let stack = Stack::tcmu(
+                bdev.as_ref(),
+                &lun,
+                region,
+                doorbell,
+                TcmuDeviceConfig {
+                    name: format!("tcmu:dev{index}"),
+                    // The reactor registers wait fds edge-triggered, so an
+                    // unread notification never keeps it awake.
+                    ..TcmuDeviceConfig::default()
+                },
+            )
+            .map_err(stack_error)?;
+            let (device, bdev_poller) = stack
+                .with_own_poller(bdev.as_ref(), depth)
+                .map_err(stack_error)?;
+            pollers.push(Box::new(device));
+            (
+                BenchInitiator::Tcmu(Box::new(TcmuInitiator::new(sim))),
+                bdev_poller,
+            )
+        }
+        Frontend::Scst => {
+            let in_flight_bytes = 2 * u64::from(config.iodepth) * config.io_size;
+            let sim_config = ScstSimConfig {
+                max_cmds: (config.iodepth as usize * 2).max(1024),
+                max_transfer_bytes: MAX_IO_BYTES as usize,
+                // The kernel's SGV cache keeps the buffers of finished
+                // commands for reuse: room for two full queues.
+                sgv_cache_bytes: (in_flight_bytes as usize).max(64 << 20),
+                ..ScstSimConfig::default()
+            };
+            let version = sim_config.version.clone();
+            let (mut driver, sim) = ScstSim::new(sim_config).map_err(ScstSetupError::Sim)?;
+            // SAFETY: the driver goes into an `ScstDevice` below, which
+            // hands the kernel only buffers of its pool, never touches one
+            // the kernel holds (the pool tracks them until ON_FREE_CMD or
+            // ON_CACHED_MEM_FREE), and closes the driver before it unmaps
+            // the pool (or leaks the pool when I/O is still in flight).
+            unsafe { driver.trust_mapped_buffers() };
+            let stack = Stack::scst(
+                bdev.as_ref(),
+                &lun,
+                driver,
+                &ScstRegistration {
+                    name: format!("bench{index}"),
+                    options: ScstOptions::default(),
+                    version,
+                    source: VersionSource::Config,
+                },
+                // Cached buffers plus those in flight, with slack for size
+                // classes: the pool must never be what limits the queue.
+                PoolConfig {
+                    max_bytes: (4 * in_flight_bytes + (128 << 20)).next_power_of_two() as usize,
+                    max_buffer_bytes: MAX_IO_BYTES as usize,
+                    populate: true,
+                },
+                ScstDeviceConfig {
+                    name: format!("scst:dev{index}"),
+                    ..ScstDeviceConfig::default()
+                },
+            )
+            .map_err(stack_error)?;
+            let (device, bdev_poller) = stack
+                .with_own_poller(bdev.as_ref(), depth)
+                .map_err(stack_error)?;
+            pollers.push(Box::new(device));
+            (BenchInitiator::Scst(ScstInitiator::new(sim)), bdev_poller)
+        }
+    };
+    pollers.push(Box::new(bdev_poller));
+
+    let workload = Workload {
+        pattern: config.pattern,
+        block_size: geometry.block_size,
+        io_size: config.io_size,
+        iodepth: config.iodepth,
+        size: config.size,
+        rwmix_read: config.rwmix_read,
+        seed: config.seed.wrapping_add(index as u64),
+    };
+    let model = config
+        .verify
+        .then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, true));
+    let job = Job::new(initiator, workload, model, MAX_IO_BYTES)?;
+    Ok(BenchDevice { job })
+}
