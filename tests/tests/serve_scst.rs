@@ -589,11 +589,10 @@ fn without_scst_user_the_real_host_says_to_load_it() {
 
 #[test]
 fn scst_devices_share_the_round_robin_placement() {
-    let cores = reactor::available_cores();
-    if cores.len() < 2 {
-        eprintln!("skipped: needs two CPUs, this process may use {cores:?}");
+    if !test_support::skip::can_run(&[test_support::skip::Need::Cpus(2)]) {
         return;
     }
+    let cores = reactor::available_cores();
     let host = ScstSimHost::new(SIM_VERSION);
     let scst = "[[scst]]\nname = \"a\"\nbdev = \"ram0\"\n\n\
                 [[scst]]\nname = \"b\"\nbdev = \"ram0\"\nreactor = 0\n\n\

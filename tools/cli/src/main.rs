@@ -7,6 +7,10 @@
 //!   configuration file.
 //! - `dataplane lio`: create, delete and list TCMU devices in LIO's configfs.
 //! - `dataplane scst`: add SCST LUNs for the dataplane's scst_user devices.
+//!
+//! The doc comments of the argument types are clap's `--help` text, written
+//! for a terminal (`[[scst]]`, `user_<HBA>`), not as rustdoc markup.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
 //! The initiator side of the simulators: a workload generator that drives a
-//! simulated kernel (TCMU now, SCST later) the way fio drives a LUN, with data
+//! simulated kernel (TCMU or SCST) the way fio drives a LUN, with data
 //! verification and latency histograms.
 //!
 //! A [`Job`] owns `iodepth` I/O slots, each with a preallocated buffer. Its
