@@ -9,7 +9,7 @@
 //! With the `dataplane` feature, the fixtures built on the data path:
 //! - `exec`: test executors (`CommandExecutor`s);
 //! - `scst`: scst_user fixtures (options, device descriptions,
-//!   registration, the PARSE pass-through);
+//!   registration);
 //! - `fake_fs`: a fake sysfs/configfs.
 //!
 //! Only tests depend on this crate (as a dev-dependency). It never depends
