@@ -2,10 +2,10 @@
 //! between a LUN and a bdev, the kernel frontends (LIO's TCMU and SCST's
 //! scst_user) and `dataplane serve`.
 //!
-//! Nothing here knows about the kernel simulators, the initiator or the
-//! bench: those are tools built on this crate (`tools/sim`, `tools/bench`),
-//! and the frontends only ever see the kernel through their own contracts
-//! ([`tcmu::SharedRegion`] and [`tcmu::Doorbell`], [`scst::driver::ScstDriver`]).
+//! This crate is what runs in production and nothing else: the frontends
+//! see the kernel only through their own contracts ([`tcmu::SharedRegion`]
+//! and [`tcmu::Doorbell`], [`scst::driver::ScstDriver`]), which a kernel
+//! side in another crate may implement as well as the real kernel does.
 //!
 //! Data path: a frontend poller receives a command from the kernel, gives it a
 //! task slot and hands it to the SCSI logical unit ([`lun::Lun`], through the
@@ -15,8 +15,7 @@
 //! flow back through the unit to the frontend, which completes them to the
 //! kernel in batches. What both frontends share (completion coalescing,
 //! statistics, drain) is in [`frontend`]; [`stack`] assembles the chain
-//! (bdev, port, bdev poller, LUN, frontend device) for `serve` and the
-//! bench alike.
+//! (bdev, port, bdev poller, LUN, frontend device) wherever one is built.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 

@@ -4,8 +4,8 @@
 //! bdev ── channel ── BdevPoller ══ port ══ Lun ── TcmuDevice | ScstDevice
 //! ```
 //!
-//! `dataplane serve` and `dataplane bench` both build this chain; what
-//! differs between them is a parameter here, not a copy:
+//! Every user builds this chain the same way; what differs between them
+//! (`serve`, a load-generating rig) is a parameter here, not a copy:
 //! - **The LUN** ([`LunSpec`]): identity (serial, `lu_id`), task slots, the
 //!   capacity and transfer limit the device advertises. Everything else
 //!   comes from the bdev ([`LunSpec::lun_config`] is the one place a
@@ -18,7 +18,7 @@
 //!   port until it is given a poller: one that already runs and serves
 //!   other ports (`serve` shares one per bdev and reactor:
 //!   [`Stack::attach_to`]), or one of its own ([`Stack::with_own_poller`],
-//!   as the bench builds one per device).
+//!   for a chain that is alone on its bdev).
 //!
 //! The port's depth is the LUN's task slots rounded up to a power of two,
 //! so the port never refuses a request the LUN accepted.

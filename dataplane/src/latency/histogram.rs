@@ -3,8 +3,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Latency percentiles in nanoseconds, as reported by `dataplane bench` and
-/// `dataplane serve`.
+/// Latency percentiles in nanoseconds, as reports print them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct LatencySummary {
     /// Smallest latency.
@@ -74,7 +73,7 @@ impl Latencies {
         self.histogram.value_at_percentile(p)
     }
 
-    /// The summary reported by the bench.
+    /// The percentiles and extremes.
     pub fn summary(&self) -> LatencySummary {
         if self.histogram.is_empty() {
             return LatencySummary::default();

@@ -2,10 +2,10 @@
 //! scst_user device.
 //!
 //! [`ScstDriver`] is what the frontend ([`super::device`]) calls: the real
-//! `/dev/scst_user` file descriptor (`super::ioctl`) or an in-process
-//! simulator of the kernel side. Both take exactly the ABI structs, so the same
-//! frontend code serves both, and the simulator checks everything the kernel
-//! would.
+//! `/dev/scst_user` file descriptor (`super::ioctl`) or a kernel side in the
+//! same process. Both take exactly the ABI structs, so the same frontend code
+//! serves both, and an in-process kernel side can check everything the
+//! kernel would.
 //!
 //! Errors are errno values, as the ioctls return them; the frontend maps them
 //! to actions (EAGAIN = nothing new, ESRCH/EINVAL on a reply = that reply was
@@ -144,8 +144,8 @@ pub trait ScstDriver: Send {
     fn ioctls(&self) -> u64;
 }
 
-/// A driver chosen at run time (the real fd or a simulator, as `dataplane
-/// serve` does): every call forwards, one indirect call per ioctl.
+/// A driver chosen at run time (the real fd or an in-process kernel side,
+/// as `dataplane serve`'s hosts do): every call forwards, one indirect call per ioctl.
 impl<T: ScstDriver + ?Sized> ScstDriver for Box<T> {
     fn register(&mut self, desc: &ScstUserDevDesc) -> Result<(), Errno> {
         (**self).register(desc)

@@ -6,7 +6,7 @@
 //! - [`abi`]: `scst_user.h` structs, ioctl numbers and constants with
 //!   compile-time layout checks.
 //! - [`driver`]: the [`ScstDriver`](driver::ScstDriver) contract (real fd or
-//!   simulator) and the REPLY_AND_GET_MULTI buffer.
+//!   in-process kernel side) and the REPLY_AND_GET_MULTI buffer.
 
 pub mod abi;
 pub mod device;

@@ -1,7 +1,7 @@
 //! [`Host`]: the system the server runs on, where its devices come from
 //! (TCMU's UIO devices and configfs, SCST's `/dev/scst_user`).
-//! [`SysHost`](super::SysHost) is the real one; tests provide simulated
-//! devices.
+//! [`SysHost`](super::SysHost) is the real one; tests provide hosts
+//! whose devices are in-process kernel sides.
 
 use crate::scst::driver::ScstDriver;
 use crate::scst::error::ScstError;

@@ -2,12 +2,12 @@
 //!
 //! - **Kick** (device → kernel, "completions are ready"): on `/dev/uioN` a
 //!   4-byte `write` (the value is ignored; `uio_write` runs
-//!   `tcmu_irqcontrol`, which reaps completions). For the simulator, an 8-byte
-//!   write of 1 to its "kick" eventfd.
+//!   `tcmu_irqcontrol`, which reaps completions). For a kernel side in the
+//!   same process, an 8-byte write of 1 to its "kick" eventfd.
 //! - **Notification** (kernel → device, "new entries"): `/dev/uioN` becomes
 //!   readable when the kernel calls `uio_event_notify`; reading 4 bytes (the
-//!   event count) acknowledges it. For the simulator, the "notify" eventfd;
-//!   reading 8 bytes drains it.
+//!   event count) acknowledges it. For an in-process kernel side, the
+//!   "notify" eventfd; reading 8 bytes drains it.
 //!
 //! The device busy-polls `cmd_head` and never needs the notification while it
 //! spins; the notification fd only matters when the reactor sleeps in epoll.
@@ -27,12 +27,12 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 pub enum Doorbell {
     /// `/dev/uioN`: kick = 4-byte write; notification = readable, 4-byte read.
     Uio(OwnedFd),
-    /// Simulator: kick = 8-byte write to `kick`; notification = `notify`
+    /// In-process kernel side: kick = 8-byte write to `kick`; notification = `notify`
     /// readable, 8-byte read.
     EventFds {
         /// Written by the device.
         kick: OwnedFd,
-        /// Written by the simulator, read by the device.
+        /// Written by the kernel side, read by the device.
         notify: OwnedFd,
     },
 }

@@ -5,8 +5,8 @@
 //! - [`abi`]: the `target_core_user.h` structs and constants, with
 //!   compile-time layout checks.
 //! - [`SharedRegion`]: the whole mapping (mailbox, ring, data area) with
-//!   bounds-checked, reference-free access; from `/dev/uioN` or from the
-//!   simulator's shared memory.
+//!   bounds-checked, reference-free access; from `/dev/uioN` or from a
+//!   memfd shared with an in-process kernel side.
 //! - [`Doorbell`]: the completion kick (4-byte `write` on `/dev/uioN`, or an
 //!   eventfd) and the notification fd the reactor sleeps on.
 //! - [`TcmuDevice`]: walks the ring, copies each command out into a
@@ -62,8 +62,8 @@ pub fn open_uio_node(
 }
 
 /// Why the ring cannot be walked or completed any more. Reported by
-/// [`TcmuDevice::fault`] (the device's view) and by the simulator (the
-/// kernel's view, where the kernel would set `TCMU_DEV_BIT_BROKEN`).
+/// [`TcmuDevice::fault`] (the device's view) and by a kernel side in the
+/// same process (the kernel's view, where the kernel would set `TCMU_DEV_BIT_BROKEN`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RingFault {
     /// `cmd_head` is not inside the ring.
@@ -147,14 +147,14 @@ pub enum RingFault {
         /// The value read.
         tail: u32,
     },
-    /// Kernel side (simulator check): `cmd_tail` does not land on the
+    /// Kernel side (an in-process kernel's check): `cmd_tail` does not land on the
     /// boundary of an entry between the last cleaned position and the head.
     #[error("cmd_tail {tail} is not on an entry boundary")]
     TailNotOnBoundary {
         /// The value read.
         tail: u32,
     },
-    /// Kernel side (simulator check): userspace changed an entry's `len_op`.
+    /// Kernel side (an in-process kernel's check): userspace changed an entry's `len_op`.
     #[error("len_op of the entry at ring offset {offset} was changed")]
     EntryHeaderChanged {
         /// Ring offset of the entry.
@@ -175,7 +175,7 @@ pub enum RingFault {
     },
 }
 
-/// Errors of the TCMU frontend and its simulator.
+/// Errors of the TCMU frontend and of an in-process kernel side of its ring.
 #[derive(Debug, thiserror::Error)]
 pub enum TcmuError {
     /// Opening the UIO device failed.
@@ -259,7 +259,7 @@ pub enum TcmuError {
     /// The ring is broken; see the fault.
     #[error("ring broken: {0}")]
     RingBroken(#[from] RingFault),
-    /// A device or simulator setting is invalid.
+    /// A device or kernel-side setting is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
 }

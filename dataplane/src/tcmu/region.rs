@@ -1,7 +1,7 @@
 //! The shared region: `[mailbox 128][command ring][data area]`.
 //!
-//! The mapping is shared with a less trusted party (the kernel, or the
-//! simulator on another thread) that writes parts of it concurrently. So this
+//! The mapping is shared with a less trusted party (the kernel, or a
+//! kernel side on another thread of the same process) that writes parts of it concurrently. So this
 //! type never hands out Rust references into the mapping: every access goes
 //! through a bounds-checked accessor built on raw pointers
 //! (`ptr::read_volatile`, `ptr::write_volatile`, `ptr::copy_nonoverlapping`),
@@ -91,14 +91,14 @@ impl SharedRegion {
     }
 
     /// Creates a zero-filled shared mapping of `len` bytes backed by a memfd
-    /// (for the simulator). It behaves like the UIO mapping: `MAP_SHARED`,
+    /// (for a kernel side in the same process). It behaves like the UIO mapping: `MAP_SHARED`,
     /// page-aligned, pages allocated on first touch.
     pub fn anonymous(len: usize) -> Result<Self, TcmuError> {
         use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
         if len < super::abi::CMDR_OFF as usize {
             return Err(TcmuError::RegionTooSmall { len });
         }
-        let fd = memfd_create(c"tcmu-sim", MemFdCreateFlag::MFD_CLOEXEC)
+        let fd = memfd_create(c"tcmu-region", MemFdCreateFlag::MFD_CLOEXEC)
             .map_err(|e| TcmuError::Map(e.into()))?;
         let file = File::from(fd);
         file.set_len(len as u64).map_err(TcmuError::Map)?;
@@ -287,13 +287,15 @@ impl SharedRegion {
         self.atomic_u32(MB_CMD_HEAD).load(Ordering::Acquire)
     }
 
-    /// Publishes `cmd_head` with a release store (simulator only).
+    /// Publishes `cmd_head` with a release store (the kernel side's
+    /// store; the device never writes it).
     #[inline]
     pub fn store_cmd_head(&self, head: u32) {
         self.atomic_u32(MB_CMD_HEAD).store(head, Ordering::Release)
     }
 
-    /// `cmd_tail`, acquire load (the simulator reads completions after it).
+    /// `cmd_tail`, acquire load (the kernel side reads completions after
+    /// it).
     #[inline]
     pub fn load_cmd_tail(&self) -> u32 {
         self.atomic_u32(MB_CMD_TAIL).load(Ordering::Acquire)

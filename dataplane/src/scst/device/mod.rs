@@ -115,9 +115,9 @@
 //! - **Coalescing** (the [`Coalescer`] both frontends use): at a deep queue
 //!   most replies are EXEC completions that nothing waits for but the
 //!   initiator; holding them until `coalesce.batch` are queued (while other
-//!   commands still execute) turns one ioctl per poll into one per batch. In
-//!   the simulator at queue depth 128 with completions trickling in 8 at a
-//!   time this is 0.031 ioctls per I/O instead of 0.25. Replies that a
+//!   commands still execute) turns one ioctl per poll into one per batch. At
+//!   queue depth 128 with completions trickling in 8 at a time this is
+//!   0.031 ioctls per I/O instead of 0.25. Replies that a
 //!   command or the kernel waits on (PARSE, ALLOC_MEM, sessions, task
 //!   management) are never held, and nothing is held when no command
 //!   executes unless a coalescing window (`coalesce.window`, off by
