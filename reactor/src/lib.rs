@@ -31,8 +31,8 @@ pub mod waker;
 pub use error::Error;
 pub use poller::{Poller, PollerId};
 pub use reactor::{
-    available_cores, IdlePolicy, Reactor, ReactorConfig, ReactorContext, ReactorHandle,
-    ReactorReport, RemovedPoller, Stopper,
+    available_cores, IdlePolicy, Reactor, ReactorConfig, ReactorContext, ReactorExit,
+    ReactorHandle, RemovedPoller, Stopper,
 };
 pub use signals::{ShutdownCause, ShutdownSignals};
 pub use stats::{PollerStats, ReactorState, ReactorStats};

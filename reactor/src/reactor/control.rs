@@ -16,7 +16,7 @@ use std::thread::{self, ThreadId};
 use crossbeam_utils::CachePadded;
 
 use super::context::Task;
-use super::report::RemovedPoller;
+use super::exit::RemovedPoller;
 use crate::error::Error;
 use crate::poller::PollerId;
 use crate::stats::{ReactorCell, ReactorStats, SharedPollerCell};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::config::IdlePolicy;
 use super::context::{ReactorContext, ReactorOps};
 use super::control::{Message, Shared};
-use super::report::{ReactorReport, RemovedPoller};
+use super::exit::{ReactorExit, RemovedPoller};
 use crate::clock;
 use crate::error::Error;
 use crate::poller::{Poller, PollerId};
@@ -130,7 +130,7 @@ impl Engine {
     }
 
     /// The loop (see the module docs); returns once the shutdown drain ends.
-    pub(super) fn run(mut self) -> ReactorReport {
+    pub(super) fn run(mut self) -> ReactorExit {
         self.shared.stats.set_state(ReactorState::Running);
         self.iteration_start = clock::now();
         loop {
@@ -339,7 +339,7 @@ impl Engine {
     }
 
     /// Final accounting; hands back removals, returns the rest.
-    pub(super) fn exit(mut self, drained: bool) -> ReactorReport {
+    pub(super) fn exit(mut self, drained: bool) -> ReactorExit {
         self.publish();
         self.shared.close();
         let mut pollers = Vec::with_capacity(self.slots.len());
@@ -358,7 +358,7 @@ impl Engine {
         stats.state = ReactorState::Stopped;
         stats.sleeping = false;
         self.shared.stats.set_state(ReactorState::Stopped);
-        ReactorReport {
+        ReactorExit {
             stats,
             drained,
             pollers,

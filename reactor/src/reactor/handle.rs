@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use super::context::ReactorContext;
 use super::control::{Message, Shared};
-use super::report::{ReactorReport, RemovedPoller};
+use super::exit::{ReactorExit, RemovedPoller};
 use crate::error::Error;
 use crate::poller::{Poller, PollerId};
 use crate::stats::ReactorStats;
@@ -22,7 +22,7 @@ use crate::waker::Waker;
 /// Owner's handle of a running reactor.
 pub struct ReactorHandle {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<ReactorReport>>,
+    thread: Option<JoinHandle<ReactorExit>>,
 }
 
 impl fmt::Debug for ReactorHandle {
@@ -37,7 +37,7 @@ impl fmt::Debug for ReactorHandle {
 
 impl ReactorHandle {
     /// The handle of the reactor thread `thread`, which runs and is pinned.
-    pub(super) fn new(shared: Arc<Shared>, thread: JoinHandle<ReactorReport>) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, thread: JoinHandle<ReactorExit>) -> Self {
         ReactorHandle {
             shared,
             thread: Some(thread),
@@ -133,7 +133,7 @@ impl ReactorHandle {
 
     /// Waits for the reactor thread to exit (it exits only after a stop:
     /// [`stop`](Self::stop), a [`Stopper`], or `ReactorContext::stop`).
-    pub fn join(mut self) -> Result<ReactorReport, Error> {
+    pub fn join(mut self) -> Result<ReactorExit, Error> {
         self.shared.refuse_on_reactor_thread()?;
         let Some(thread) = self.thread.take() else {
             // Unreachable: only `join` and `drop` take the thread, and both
@@ -146,7 +146,7 @@ impl ReactorHandle {
     }
 
     /// [`stop`](Self::stop) then [`join`](Self::join).
-    pub fn shutdown(self) -> Result<ReactorReport, Error> {
+    pub fn shutdown(self) -> Result<ReactorExit, Error> {
         self.stop();
         self.join()
     }

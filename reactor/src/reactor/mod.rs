@@ -46,7 +46,7 @@
 //!   the control queue (later requests fail with [`Error::Stopped`]), and the
 //!   reactor, at its next iteration, calls `begin_shutdown` on every poller
 //!   once and polls until all report `is_drained` or `drain_timeout` passes,
-//!   then exits. [`ReactorHandle::join`] returns a [`ReactorReport`]: final
+//!   then exits. [`ReactorHandle::join`] returns a [`ReactorExit`]: final
 //!   stats, whether everything drained, and the pollers. Dropping a handle
 //!   without joining stops and joins the reactor (blocking for at most about
 //!   `drain_timeout`).
@@ -62,10 +62,10 @@
 //!   stop request, published stats).
 //! - `engine`: the reactor thread: the loop, control messages, removal and
 //!   shutdown drains, the adaptive sleep.
-//! - `report`: [`ReactorReport`] and [`RemovedPoller`], what comes back.
+//! - `exit`: [`ReactorExit`] and [`RemovedPoller`], what comes back.
 //!
 //! Dependencies between these files point one way: `spawn` uses `engine`
-//! and `handle`, which use `control`, which uses `context` and `report`.
+//! and `handle`, which use `control`, which uses `context` and `exit`.
 //! The engine reaches a task's [`ReactorContext`] through a trait the engine
 //! implements, so `context` needs nothing from `engine`.
 //!
@@ -81,13 +81,13 @@ mod config;
 mod context;
 mod control;
 mod engine;
+mod exit;
 mod handle;
-mod report;
 mod spawn;
 
 pub use crate::poller::PollerId;
 pub use config::{available_cores, IdlePolicy, ReactorConfig};
 pub use context::ReactorContext;
+pub use exit::{ReactorExit, RemovedPoller};
 pub use handle::{ReactorHandle, Stopper};
-pub use report::{ReactorReport, RemovedPoller};
 pub use spawn::Reactor;

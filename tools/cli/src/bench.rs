@@ -10,6 +10,8 @@ use bench::{self, BdevKind, BenchConfig, Frontend, Progress};
 use clap::{Args, ValueEnum};
 use reactor::IdlePolicy;
 
+use crate::args::parse_size;
+
 /// Flags of `dataplane bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -118,10 +120,6 @@ enum IdleArg {
     Busy,
     /// Sleep in epoll after a run of idle polls.
     Adaptive,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    bdev::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Parses "1", "1,3", "0-2,5" into a list of CPU numbers.

@@ -14,6 +14,8 @@ use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use dataplane::kernfs::Roots;
 
+use crate::args::{parse_seconds, parse_size};
+
 /// Flags of `dataplane lio`.
 #[derive(Debug, Args)]
 pub struct LioArgs {
@@ -116,19 +118,6 @@ struct ListArgs {
     /// Every TCMU device, whatever its subtype.
     #[arg(long, conflicts_with = "subtype")]
     all: bool,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    bdev::parse_size(s).map_err(|e| e.to_string())
-}
-
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds between 0 and 86400"
-        )),
-    }
 }
 
 /// Runs `dataplane lio`.

@@ -18,6 +18,8 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use dataplane::kernfs::Roots;
 
+use crate::args::parse_seconds;
+
 /// Flags of `dataplane scst`.
 #[derive(Debug, Args)]
 pub struct ScstArgs {
@@ -102,15 +104,6 @@ struct ListArgs {
     /// Every SCST device, not only those served through scst_user.
     #[arg(long)]
     all: bool,
-}
-
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds between 0 and 86400"
-        )),
-    }
 }
 
 /// `--target`, or the driver's default one.

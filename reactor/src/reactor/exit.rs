@@ -1,8 +1,8 @@
 //! What a reactor hands back: the pollers and final counters at exit, and a
 //! poller taken off by a removal.
 //!
-//! A reactor's load over an interval, which `dataplane bench` and
-//! `dataplane serve` report, is [`ReactorLoad`](crate::stats::ReactorLoad).
+//! Not a report of load: a reactor's load over an interval is
+//! [`ReactorLoad`](crate::stats::ReactorLoad), the one report type.
 
 use std::fmt;
 
@@ -10,7 +10,7 @@ use crate::poller::{Poller, PollerId};
 use crate::stats::{PollerStats, ReactorStats};
 
 /// What [`ReactorHandle::join`](super::ReactorHandle::join) returns.
-pub struct ReactorReport {
+pub struct ReactorExit {
     /// Final, exact counters, with every poller still on the reactor.
     pub stats: ReactorStats,
     /// True if every poller reported `is_drained` before the deadline.
@@ -19,9 +19,9 @@ pub struct ReactorReport {
     pub pollers: Vec<(PollerId, Box<dyn Poller>)>,
 }
 
-impl fmt::Debug for ReactorReport {
+impl fmt::Debug for ReactorExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReactorReport")
+        f.debug_struct("ReactorExit")
             .field("stats", &self.stats)
             .field("drained", &self.drained)
             .field(
