@@ -10,3 +10,4 @@
 
 pub mod lio;
 pub mod scst;
+mod wait;

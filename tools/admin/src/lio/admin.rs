@@ -1,7 +1,7 @@
 //! [`Lio`]: LIO configfs management over one machine's trees, with the
 //! change and wait primitives every operation shares.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dataplane::kernfs::{Fs, FsOp, RealFs, Roots};
 
@@ -81,21 +81,12 @@ impl<F: Fs> Lio<F> {
     }
 
     /// Polls `probe` every `poll_interval` until it gives a value or
-    /// `timeout` has passed (it is always tried at least once).
+    /// `timeout` has passed ([`poll_until`](crate::wait::poll_until)).
     pub(super) fn wait_for<T>(
         &self,
         timeout: Duration,
-        mut probe: impl FnMut() -> Option<T>,
+        probe: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        let start = Instant::now();
-        loop {
-            if let Some(value) = probe() {
-                return Some(value);
-            }
-            if start.elapsed() >= timeout {
-                return None;
-            }
-            std::thread::sleep(self.poll_interval);
-        }
+        crate::wait::poll_until(timeout, self.poll_interval, probe)
     }
 }
