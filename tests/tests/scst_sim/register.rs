@@ -1,4 +1,4 @@
-//! Registration against the scst_user simulator (`scst::sim`), which reads
+//! Registration against the scst_user simulator (`sim::scst`), which reads
 //! the version and license strings through their pointers and checks them
 //! like `dev_user_check_version`: a good registration with its options
 //! round trip, and the errors of the issue (bad version → EINVAL with the
