@@ -84,7 +84,9 @@ fn rw(
 
 /// One single-iovec list per 4 KiB page of `mem`.
 fn pages(mem: &mut [u8]) -> Vec<[IoVec; 1]> {
-    mem.chunks_mut(4096).map(|page| [IoVec::from_slice(page)]).collect()
+    mem.chunks_mut(4096)
+        .map(|page| [IoVec::from_slice(page)])
+        .collect()
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
