@@ -123,6 +123,12 @@ pub enum OpenProblem {
          (`direct = false`) to go through the page cache"
     )]
     DirectRefused(String),
+    /// IOPOLL was asked for and the file or device cannot be polled.
+    #[error(
+        "refuses polled I/O ({0}): the device needs poll queues (nvme.poll_queues) \
+         and the file O_DIRECT; turn IOPOLL off"
+    )]
+    IopollRefused(String),
     /// The kernel gave no io_uring.
     #[error(
         "cannot set up an io_uring ({0}): the kernel lacks io_uring or has it \

@@ -645,3 +645,250 @@ fn no_allocation_per_request_in_steady_state() {
     let stats = bdev.stats();
     assert!(stats.bounced >= 200 * 16 && stats.waited > 0, "{stats:?}");
 }
+
+/// Writes 16 pages, flushes, unmaps the first two pages' blocks and zeroes
+/// the next two, and reads everything back.
+fn exercise(bdev: &FileBdev) {
+    let block = bdev.geometry().block_size as u64;
+    let per_page = 4096 / block;
+    let mut ch = bdev.open_channel(16).unwrap();
+    let mut mem = aligned(16 * 4096);
+    for (i, page) in mem.chunks_mut(4096).enumerate() {
+        page.fill(i as u8 + 1);
+    }
+    let blocks = per_page as u32;
+    let bufs = pages(&mut mem);
+    for (i, iov) in bufs.iter().enumerate() {
+        let lba = i as u64 * per_page;
+        ch.submit(IoRequest::new(
+            IoOp::Write,
+            lba,
+            blocks,
+            sgl_of(iov),
+            i as u64,
+        ))
+        .unwrap();
+    }
+    while ch.in_flight() > 0 {
+        ch.poll(&mut |c| assert_eq!(c.result, Ok(())));
+    }
+    run(
+        ch.as_mut(),
+        IoRequest::new(IoOp::Flush, 0, 0, SgList::EMPTY, 100),
+    )
+    .unwrap();
+    let two = 2 * blocks;
+    run(
+        ch.as_mut(),
+        IoRequest::new(IoOp::Unmap, 0, two, SgList::EMPTY, 101),
+    )
+    .unwrap();
+    let zeroes = IoRequest::new(IoOp::WriteZeroes, 2 * per_page, two, SgList::EMPTY, 102);
+    run(ch.as_mut(), zeroes).unwrap();
+    mem.fill(0xFF);
+    let bufs = pages(&mut mem);
+    for (i, iov) in bufs.iter().enumerate() {
+        let lba = i as u64 * per_page;
+        ch.submit(IoRequest::new(
+            IoOp::Read,
+            lba,
+            blocks,
+            sgl_of(iov),
+            i as u64,
+        ))
+        .unwrap();
+    }
+    while ch.in_flight() > 0 {
+        ch.poll(&mut |c| assert_eq!(c.result, Ok(())));
+    }
+    for (i, page) in mem.chunks(4096).enumerate() {
+        let expected = if i < 4 { 0 } else { i as u8 + 1 };
+        assert!(page.iter().all(|&b| b == expected), "page {i}");
+    }
+}
+
+#[test]
+fn sqpoll_submits_without_entering_while_its_thread_is_awake() {
+    if !io_uring() {
+        return;
+    }
+    let dir = scratch_dir();
+    let bdev = bdev_in(dir.path(), 4 * MIB, |o| o.sqpoll = true);
+    exercise(&bdev);
+    let stats = bdev.stats();
+    assert!(stats.submit_syscalls < stats.completed, "{stats:?}");
+}
+
+#[test]
+fn iopoll_is_for_block_devices() {
+    if !io_uring() {
+        return;
+    }
+    let dir = scratch_dir();
+    let mut options = FileOptions::new(dir.path().join("disk"));
+    options.size = Some(MIB);
+    options.iopoll = true;
+    let problem = open_error(options);
+    assert!(
+        matches!(problem, OpenProblem::IopollRefused(_)),
+        "{problem}"
+    );
+}
+
+/// A loop device over a new sparse file, detached on drop.
+struct LoopDevice {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopDevice {
+    fn new(size: u64, read_only: bool) -> Option<Self> {
+        let dir = scratch_dir();
+        let backing = dir.path().join("backing");
+        std::fs::File::create(&backing)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        let mut losetup = std::process::Command::new("losetup");
+        if read_only {
+            losetup.arg("-r");
+        }
+        let out = losetup.args(["-f", "--show"]).arg(&backing).output().ok()?;
+        if !out.status.success() {
+            eprintln!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+        Some(Self { path, _dir: dir })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+fn loop_device(size: u64, read_only: bool) -> Option<LoopDevice> {
+    if !io_uring() || !can_run(&[Need::Root, Need::Tool("losetup")]) {
+        return None;
+    }
+    let device = LoopDevice::new(size, read_only);
+    if device.is_none() {
+        eprintln!("skipped: no loop device could be set up here");
+    }
+    device
+}
+
+#[test]
+fn a_block_device_reports_what_the_kernel_says_and_keeps_data() {
+    let Some(device) = loop_device(16 * MIB, false) else {
+        return;
+    };
+    let bdev = FileBdev::open("blk", FileOptions::new(&device.path)).unwrap();
+    assert!(bdev.is_block_device());
+    let sys = |name: &str| {
+        let dev = device
+            .path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        std::fs::read_to_string(format!("/sys/block/{dev}/queue/{name}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let logical: u32 = sys("logical_block_size").parse().unwrap();
+    let g = bdev.geometry();
+    assert_eq!(
+        (g.block_size, g.num_blocks),
+        (logical, 16 * MIB / u64::from(logical))
+    );
+    let caps = bdev.capabilities();
+    assert_eq!(caps.volatile_cache, sys("write_cache") == "write back");
+    let write_zeroes_max: u64 = sys("write_zeroes_max_bytes").parse().unwrap();
+    assert_eq!(caps.unmap, write_zeroes_max > 0);
+    assert!(caps.unmap_reads_zeroes && caps.write_zeroes);
+    let physical: u32 = sys("physical_block_size").parse().unwrap();
+    assert_eq!(bdev.topology().physical_block_size, physical.max(logical));
+    let discard: u64 = sys("discard_granularity").parse().unwrap();
+    if caps.unmap && discard > 0 {
+        assert_eq!(
+            u64::from(bdev.topology().unmap_granularity_blocks),
+            discard / u64::from(logical)
+        );
+    }
+    if caps.unmap {
+        exercise(&bdev);
+    }
+    drop(bdev);
+    // A larger block than the device's, and a smaller one refused.
+    let mut options = FileOptions::new(&device.path);
+    options.block_size = Some(4096);
+    let big = FileBdev::open("blk", options.clone()).unwrap();
+    assert_eq!(big.geometry().num_blocks, 16 * MIB / 4096);
+    if logical > 512 {
+        options.block_size = Some(512);
+        assert!(matches!(
+            open_error(options),
+            OpenProblem::BlockSizeBelowAlignment { .. }
+        ));
+    }
+}
+
+#[test]
+fn iopoll_on_a_block_device_polls_or_says_why_not() {
+    let Some(device) = loop_device(4 * MIB, false) else {
+        return;
+    };
+    let mut options = FileOptions::new(&device.path);
+    options.iopoll = true;
+    match FileBdev::open("blk", options) {
+        Ok(bdev) => {
+            if bdev.capabilities().unmap {
+                exercise(&bdev);
+            }
+            let stats = bdev.stats();
+            assert!(stats.submit_syscalls <= 2 * stats.polls, "{stats:?}");
+        }
+        Err(Error::Open {
+            problem: OpenProblem::IopollRefused(why),
+            ..
+        }) => eprintln!("this kernel does not poll a loop device: {why}"),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_read_only_block_device_is_refused() {
+    let Some(device) = loop_device(MIB, true) else {
+        return;
+    };
+    let problem = open_error(FileOptions::new(&device.path));
+    assert!(matches!(problem, OpenProblem::ReadOnly(_)), "{problem}");
+}
+
+#[test]
+fn buffered_io_without_o_direct_takes_any_buffer() {
+    if !io_uring() {
+        return;
+    }
+    let dir = scratch_dir();
+    let bdev = bdev_in(dir.path(), MIB, |o| o.direct = false);
+    assert_eq!((bdev.alignment().mem, bdev.alignment().offset), (1, 1));
+    let mut ch = bdev.open_channel(2).unwrap();
+    let mut heap = vec![0u8; 1025];
+    heap[1..].copy_from_slice(&pattern(1024, 8));
+    let iov = [IoVec::from_slice(&mut heap[1..])];
+    rw(ch.as_mut(), IoOp::Write, 3, 2, &iov).unwrap();
+    let mut back = vec![0u8; 1024];
+    let iov = [IoVec::from_slice(&mut back)];
+    rw(ch.as_mut(), IoOp::Read, 3, 2, &iov).unwrap();
+    assert_eq!(back, pattern(1024, 8));
+    assert_eq!(bdev.stats().bounced, 0);
+}

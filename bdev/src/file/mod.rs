@@ -66,7 +66,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::uring::{Ring, RingConfig};
-use crate::{Bdev, BdevChannel, Capabilities, Error, Geometry, OpenProblem, Topology};
+use crate::{
+    Bdev, BdevChannel, Capabilities, Error, Geometry, IoOp, IoRequest, IoVec, OpenProblem, SgList,
+    Topology,
+};
 
 pub use open::Alignment;
 pub use stats::FileStats;
@@ -92,7 +95,9 @@ pub struct FileOptions {
     pub queue_depth: u32,
     /// O_DIRECT: bypass the page cache. Default true.
     pub direct: bool,
-    /// `IORING_SETUP_IOPOLL` for devices with poll queues (needs `direct`).
+    /// `IORING_SETUP_IOPOLL` for block devices with poll queues (needs
+    /// `direct`; refused at open for a regular file or a device that
+    /// cannot be polled).
     /// Completions are then reaped by an `io_uring_enter` on every poll with
     /// I/O in flight, and flushes and deallocations go through a second,
     /// interrupt-driven ring. Default false.
@@ -209,7 +214,7 @@ impl FileBdev {
                 options.max_transfer_bytes, opened.geometry.block_size
             )));
         }
-        Ok(Self {
+        let bdev = Self {
             shared: Arc::new(Shared {
                 name,
                 options,
@@ -222,6 +227,54 @@ impl FileBdev {
                 channels: Mutex::new(Vec::new()),
                 refusal_reported: AtomicBool::new(false),
             }),
+        };
+        if bdev.shared.options.iopoll {
+            if !bdev.shared.block_device {
+                // Filesystems poll reads but may refuse polled writes that
+                // allocate (ext4 does): only block devices are polled.
+                return Err(Error::Open {
+                    name: bdev.shared.name.clone(),
+                    path: bdev.shared.options.path.clone(),
+                    problem: OpenProblem::IopollRefused("it is not a block device".into()),
+                });
+            }
+            bdev.probe_iopoll()?;
+        }
+        Ok(bdev)
+    }
+
+    /// Reads block 0 through an IOPOLL ring: a device that cannot be
+    /// polled refuses every read and write there, which is better said at
+    /// open.
+    fn probe_iopoll(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        let mut buffer = memmap2::MmapMut::map_anon(shared.geometry.block_size as usize)?;
+        let iov = [IoVec::from_slice(&mut buffer)];
+        let result = {
+            let mut channel = FileChannel::new(Arc::clone(shared), 1)?;
+            // SAFETY: `buffer` and `iov` outlive the request, which is polled
+            // to completion (or waited for by the channel's drop) below.
+            let sgl = unsafe { SgList::from_slice(&iov) };
+            let read = IoRequest::new(IoOp::Read, 0, 1, sgl, 0);
+            channel
+                .submit(read)
+                .expect("an empty channel takes a request");
+            let mut result = None;
+            while result.is_none() {
+                channel.poll(&mut |c| result = Some(c.result));
+            }
+            result.unwrap_or(Ok(()))
+        };
+        // The probe is not the bdev's work: forget its counters.
+        shared
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        result.map_err(|error| Error::Open {
+            name: shared.name.clone(),
+            path: shared.options.path.clone(),
+            problem: OpenProblem::IopollRefused(error.to_string()),
         })
     }
 

@@ -166,7 +166,8 @@ impl<S: squeue::EntryMarker, C: cqueue::EntryMarker> Ring<S, C> {
             flags |= EnterFlags::GETEVENTS;
         }
         let to_submit = if self.config.sqpoll_idle_ms.is_some() {
-            if sqpoll_needs_wakeup {
+            // The thread only needs waking for work it has not picked up.
+            if sqpoll_needs_wakeup && pending > 0 {
                 flags |= EnterFlags::SQ_WAKEUP;
             }
             0
@@ -197,11 +198,13 @@ impl<S: squeue::EntryMarker, C: cqueue::EntryMarker> Ring<S, C> {
         let mut cq = self.ring.completion();
         let mut n = 0;
         for cqe in &mut cq {
+            // Counted before `each` runs: should it panic, the CQE is
+            // consumed (the queue's drop publishes the head) and no longer
+            // outstanding, so `wait_idle` does not wait for it forever.
             n += 1;
+            self.outstanding -= 1;
             each(cqe);
         }
-        drop(cq);
-        self.outstanding -= n as u32;
         n
     }
 
