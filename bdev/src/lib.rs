@@ -36,7 +36,7 @@
 //! channel's implementer.
 //!
 //! Modules: [`ram`] (anonymous memory), [`null`] (completes without touching
-//! data), [`striped`] (RAID0 over child bdevs) and [`file`] (a regular file
+//! data), [`striped`] (RAID0 over child bdevs) and [`file`](mod@file) (a regular file
 //! or a block device through io_uring, on the engine in [`uring`]).
 //! [`parse_size`] reads the sizes that configuration and command lines give
 //! them.

@@ -410,6 +410,49 @@ fn registered_memory_is_used_as_fixed_buffers() {
 }
 
 #[test]
+fn memory_the_kernel_will_not_pin_falls_back_to_plain_io() {
+    if !io_uring() {
+        return;
+    }
+    let dir = scratch_dir();
+    let bdev = bdev_in(dir.path(), 4 * MIB, |_| {});
+    let mut ch = bdev.open_channel(4).unwrap();
+    // A shared mapping of a file on a disk filesystem: long-term pinning
+    // of such pages is refused (as it may be for a UIO mapping).
+    let backing = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.path().join("mapped"))
+        .unwrap();
+    backing.set_len(65536).unwrap();
+    // SAFETY: the file is this test's own and nobody else maps or resizes it.
+    let mut region = unsafe { memmap2::MmapMut::map_mut(&backing) }.unwrap();
+    let whole = [IoVec {
+        base: region.as_mut_ptr(),
+        len: region.len(),
+    }];
+    // SAFETY: `region` stays mapped until after the channel is dropped.
+    let registered = unsafe { ch.register_memory(&whole) }.unwrap();
+    let data = pattern(4096, 11);
+    region[..4096].copy_from_slice(&data);
+    let iov = [IoVec::from_slice(&mut region[..4096])];
+    rw(ch.as_mut(), IoOp::Write, 8, 8, &iov).unwrap();
+    region[..4096].fill(0);
+    rw(ch.as_mut(), IoOp::Read, 8, 8, &iov).unwrap();
+    assert_eq!(&region[..4096], &data[..]);
+    let fixed = bdev.stats().fixed;
+    if registered {
+        eprintln!("this kernel pinned a file-backed mapping");
+        assert_eq!(fixed, 2);
+    } else {
+        assert_eq!(fixed, 0, "refused: plain READ/WRITE");
+    }
+    drop(ch);
+}
+
+#[test]
 fn bad_requests_fail_with_the_right_error() {
     if !io_uring() {
         return;

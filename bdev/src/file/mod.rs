@@ -46,6 +46,12 @@
 //!   every write completed before it was submitted is durable in the same
 //!   sense. The caller orders flushes after the writes they cover.
 //!
+//! # Where the unsafe code is
+//! `channel.rs` pushes SQEs under [`Ring::push`]'s contract (the memory
+//! they name lives until their CQE is reaped), `bounce.rs` copies between
+//! the pool and a request's memory under the [`SgList`] contract, `open.rs`
+//! calls `ioctl`, `statx` and `fallocate` at open.
+//!
 //! # Errors
 //! Open errors ([`Error::Open`]) name the bdev, the path and the problem.
 //! A failed operation maps its errno in one place (`errno.rs`): `ENOSPC` to
@@ -165,7 +171,7 @@ impl Shared {
         if !self.refusal_reported.swap(true, Ordering::Relaxed) {
             eprintln!(
                 "bdev {}: the kernel refused to register {bytes} bytes of frontend memory \
-                 as io_uring fixed buffers ({error}); reads and writes use READV/WRITEV",
+                 as io_uring fixed buffers ({error}); reads and writes go without them",
                 self.name
             );
         }
