@@ -534,6 +534,7 @@ mod tests {
             (ScsiError::LbaOutOfRange, 0x05, 0x21, 0x00),
             (ScsiError::SavingParametersNotSupported, 0x05, 0x39, 0x00),
             (ScsiError::WriteProtected, 0x07, 0x27, 0x00),
+            (ScsiError::SpaceAllocationFailed, 0x07, 0x27, 0x07),
             (ScsiError::UnrecoveredReadError, 0x03, 0x11, 0x00),
             (ScsiError::WriteError, 0x03, 0x0C, 0x00),
             (ScsiError::AbortedCommand, 0x0B, 0x00, 0x00),
@@ -581,18 +582,6 @@ mod tests {
         assert_eq!(
             ScsiError::from(IoError::TooLarge),
             ScsiError::InvalidFieldInCdb(None)
-        );
-    }
-
-    #[test]
-    fn no_space_is_space_allocation_failed_write_protect() {
-        assert_eq!(
-            fixed(ScsiError::from(IoError::NoSpace(28))),
-            [0x70, 0, 7, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x27, 0x07, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            descriptor(ScsiError::SpaceAllocationFailed),
-            [0x72, 7, 0x27, 0x07, 0, 0, 0, 0]
         );
     }
 }
