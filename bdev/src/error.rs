@@ -5,6 +5,8 @@
 //! [`IoCompletion`](crate::IoCompletion); the SCSI layer maps each variant to
 //! sense data in one place (`dataplane::scsi::sense`).
 
+use std::path::PathBuf;
+
 /// Why one I/O request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IoError {
@@ -32,6 +34,10 @@ pub enum IoError {
     /// Temporarily out of resources; retry later.
     #[error("out of resources")]
     NoResources,
+    /// The device has no space left for the write (a thin or file-backed
+    /// device whose filesystem is full, `ENOSPC`/`EDQUOT`).
+    #[error("no space left on the backing device (errno {0})")]
+    NoSpace(i32),
 }
 
 /// Control-path errors of the bdev crate.
@@ -59,7 +65,82 @@ pub enum Error {
         /// What does not match.
         reason: String,
     },
+    /// The file or block device behind a bdev cannot be used.
+    #[error("bdev {name}: {path}: {problem}")]
+    Open {
+        /// Bdev name.
+        name: String,
+        /// The path as configured.
+        path: PathBuf,
+        /// What is wrong (in the message, not a separate source).
+        problem: OpenProblem,
+    },
     /// An OS error while opening or driving a bdev.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// Why a file or block device cannot back a bdev (see [`Error::Open`]).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenProblem {
+    /// Nothing at the path, and no size to create a file with.
+    #[error("does not exist (give a size to create a sparse file there)")]
+    Missing,
+    /// The path names something else.
+    #[error("is a {0}, not a regular file or a block device")]
+    WrongType(&'static str),
+    /// The file or device has no blocks.
+    #[error("is empty")]
+    Empty,
+    /// A regular file's size does not divide into blocks.
+    #[error("its size {size} bytes is not a multiple of the block size {block_size}")]
+    MisalignedSize {
+        /// Size in bytes.
+        size: u64,
+        /// Logical block size.
+        block_size: u32,
+    },
+    /// The configured logical block size cannot be used.
+    #[error("block size {0} is not a power of two of at least 512")]
+    BadBlockSize(u32),
+    /// With O_DIRECT, blocks must be a multiple of the file's I/O alignment.
+    #[error(
+        "block size {block_size} is smaller than the O_DIRECT offset alignment {align} \
+         of this file: use a block size of at least {align}, or turn direct I/O off"
+    )]
+    BlockSizeBelowAlignment {
+        /// Logical block size.
+        block_size: u32,
+        /// The file's O_DIRECT offset alignment.
+        align: u32,
+    },
+    /// Opened for reading and writing, the file or device said no.
+    #[error("is read-only ({0}); a file bdev needs read and write access")]
+    ReadOnly(String),
+    /// The filesystem does not do direct I/O.
+    #[error(
+        "its filesystem refuses O_DIRECT ({0}); turn direct I/O off \
+         (`direct = false`) to go through the page cache"
+    )]
+    DirectRefused(String),
+    /// IOPOLL was asked for and the file or device cannot be polled.
+    #[error(
+        "refuses polled I/O ({0}): the device needs poll queues (nvme.poll_queues) \
+         and the file O_DIRECT; turn IOPOLL off"
+    )]
+    IopollRefused(String),
+    /// The kernel gave no io_uring.
+    #[error(
+        "cannot set up an io_uring ({0}): the kernel lacks io_uring or has it \
+         disabled (sysctl kernel.io_uring_disabled)"
+    )]
+    NoIoUring(std::io::Error),
+    /// Another system call failed; the text names it.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }

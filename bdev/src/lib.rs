@@ -17,29 +17,47 @@
 //!   scatter-gather list shorter than `blocks * block_size`, or an operation
 //!   the bdev does not support completes with an [`IoError`], never a panic.
 //!
+//! # Durability
+//! - A write completes successfully only once the device has accepted it:
+//!   a later read returns its data, but unless the device has no volatile
+//!   cache ([`Capabilities::volatile_cache`] false) it may not survive a
+//!   power loss yet.
+//! - A write with [`IoRequest::fua`] completes only once its data is on
+//!   stable media, as far as the device promises.
+//! - A completed [`IoOp::Flush`] makes every write that completed before the
+//!   flush was submitted durable in the same sense. Writes still in flight
+//!   when it is submitted are not covered: the caller orders (the SCSI layer
+//!   submits SYNCHRONIZE CACHE's flush after the writes it must cover have
+//!   completed, and answers only when the flush has).
+//!
 //! [`request`] is the generic request layer every bdev shares: the checks
 //! ([`check_request`], [`check_supported`]) and the deferred completion
 //! queue ([`CompletionQueue`]), with the contract above spelled out for a
 //! channel's implementer.
 //!
 //! Modules: [`ram`] (anonymous memory), [`null`] (completes without touching
-//! data) and [`striped`] (RAID0 over child bdevs). [`parse_size`] reads the
-//! sizes that configuration and command lines give them.
+//! data), [`striped`] (RAID0 over child bdevs) and [`file`](mod@file) (a regular file
+//! or a block device through io_uring, on the engine in [`uring`]).
+//! [`parse_size`] reads the sizes that configuration and command lines give
+//! them.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod file;
 pub mod io;
 pub mod null;
 pub mod ram;
 pub mod request;
 mod size;
 pub mod striped;
+pub mod uring;
 
 use std::fmt;
 use std::sync::Arc;
 
-pub use error::{Error, IoError};
+pub use error::{Error, IoError, OpenProblem};
+pub use file::{FileBdev, FileOptions, FileStats};
 pub use io::{IoCompletion, IoOp, IoRequest, IoVec, SgList};
 pub use null::NullBdev;
 pub use ram::{Backing, HugePages, RamBdev};
@@ -110,6 +128,51 @@ pub struct Capabilities {
     pub optimal_boundary_blocks: u32,
 }
 
+/// How the medium below the logical blocks is organised, as far as it
+/// matters to an initiator: the SCSI layer reports it in READ CAPACITY (16)
+/// (LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT) and the Block Limits VPD page
+/// (OPTIMAL TRANSFER LENGTH GRANULARITY, OPTIMAL UNMAP GRANULARITY).
+///
+/// Invariants (checked by [`Topology::is_valid_for`]): `physical_block_size`
+/// is a power of two, a multiple of the logical block size and at most 2^15
+/// logical blocks; `unmap_granularity_blocks` is at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// Bytes the device writes atomically and without a read-modify-write
+    /// (the physical sector of a disk, the block of a filesystem).
+    pub physical_block_size: u32,
+    /// Logical blocks in the smallest unit the device deallocates: an
+    /// `Unmap` of a smaller or misaligned range may only zero part of it.
+    pub unmap_granularity_blocks: u32,
+}
+
+impl Topology {
+    /// One physical block per logical block, unmapping at any block: what a
+    /// bdev without a medium of its own (memory, null) reports.
+    pub fn flat(block_size: u32) -> Self {
+        Self {
+            physical_block_size: block_size,
+            unmap_granularity_blocks: 1,
+        }
+    }
+
+    /// log2 of the logical blocks per physical block.
+    pub fn physical_block_exponent(&self, block_size: u32) -> u32 {
+        (self.physical_block_size / block_size.max(1)).trailing_zeros()
+    }
+
+    /// Whether the invariants hold for logical blocks of `block_size`.
+    pub fn is_valid_for(&self, block_size: u32) -> bool {
+        let phys = self.physical_block_size;
+        block_size != 0
+            && phys.is_power_of_two()
+            && phys >= block_size
+            && phys.is_multiple_of(block_size)
+            && phys / block_size <= 1 << 15
+            && self.unmap_granularity_blocks >= 1
+    }
+}
+
 /// A block device. Shared between reactors (`Arc<dyn Bdev>`); all per-thread
 /// state lives in the channels it opens.
 pub trait Bdev: Send + Sync + fmt::Debug {
@@ -121,6 +184,13 @@ pub trait Bdev: Send + Sync + fmt::Debug {
 
     /// Supported operations and limits.
     fn capabilities(&self) -> Capabilities;
+
+    /// The medium's physical block and unmap granularity. By default
+    /// [`Topology::flat`]: a bdev over a real device says what the device
+    /// reports.
+    fn topology(&self) -> Topology {
+        Topology::flat(self.geometry().block_size)
+    }
 
     /// Opens a channel for the calling reactor. `queue_depth` is the most
     /// requests the caller will keep in flight on it; the channel preallocates
@@ -143,4 +213,22 @@ pub trait BdevChannel: Send + fmt::Debug {
 
     /// Requests submitted and not yet delivered by `poll`.
     fn in_flight(&self) -> usize;
+
+    /// Offers the memory a frontend will name in its requests' buffers (its
+    /// whole data mapping) so that the channel can register it with the
+    /// kernel once, for I/O without a per-request page walk (io_uring fixed
+    /// buffers). Returns whether the memory is now registered: `Ok(false)`
+    /// when the channel has no use for it (the default: memory-backed bdevs)
+    /// or when the kernel refused (then the channel works as before and says
+    /// so once on stderr). Call it before submitting requests; a later call
+    /// replaces the earlier registration.
+    ///
+    /// # Safety
+    /// Each region must stay mapped to the same memory for as long as the
+    /// channel lives: the kernel keeps the pages it registered, and a request
+    /// whose buffer lies in a region is done on those pages.
+    unsafe fn register_memory(&mut self, regions: &[IoVec]) -> Result<bool, Error> {
+        let _ = regions;
+        Ok(false)
+    }
 }

@@ -2,7 +2,7 @@
 //! its validation into the unit description the SCSI layer works with
 //! ([`UnitInfo`]).
 
-use bdev::{Bdev, Capabilities, Geometry};
+use bdev::{Bdev, Capabilities, Geometry, Topology};
 
 use crate::scsi::unit::{ascii_field, MAX_SERIAL_LEN};
 use crate::scsi::{unmap, SenseFormat, UnitInfo};
@@ -46,6 +46,10 @@ pub struct LunConfig {
     pub bdev_geometry: Geometry,
     /// The bdev's capabilities (advertised as they are).
     pub capabilities: Capabilities,
+    /// The bdev's physical block and unmap granularity (advertised as they
+    /// are). [`LunConfig::new`]: [`Topology::flat`]; [`LunConfig::for_bdev`]:
+    /// the bdev's.
+    pub bdev_topology: Topology,
     /// Blocks exposed, 1..=the bdev's. Default: all of the bdev.
     pub num_blocks: u64,
     /// Sense format at start (D_SENSE default). Default fixed.
@@ -101,6 +105,7 @@ impl LunConfig {
             ieee_company_id: 0x001405,
             bdev_geometry: geometry,
             capabilities,
+            bdev_topology: Topology::flat(geometry.block_size),
             num_blocks: geometry.num_blocks,
             sense_format: SenseFormat::Fixed,
             write_cache: capabilities.volatile_cache,
@@ -118,7 +123,10 @@ impl LunConfig {
 
     /// The default configuration for `bdev`.
     pub fn for_bdev(bdev: &dyn Bdev) -> Self {
-        Self::new(bdev.geometry(), bdev.capabilities())
+        Self {
+            bdev_topology: bdev.topology(),
+            ..Self::new(bdev.geometry(), bdev.capabilities())
+        }
     }
 
     /// Checks the configuration and derives the unit description.
@@ -164,6 +172,13 @@ impl LunConfig {
             return bad(format!(
                 "num_blocks {} must be 1..={} (the bdev's)",
                 self.num_blocks, self.bdev_geometry.num_blocks
+            ));
+        }
+        let topology = self.bdev_topology;
+        if !topology.is_valid_for(bs) {
+            return bad(format!(
+                "bdev physical block {} must be a power-of-two multiple (at most 2^15) of the block size {bs}, and unmap granularity {} at least 1",
+                topology.physical_block_size, topology.unmap_granularity_blocks
             ));
         }
         let caps = self.capabilities;
@@ -241,7 +256,9 @@ impl LunConfig {
             volatile_cache: caps.volatile_cache,
             unmap: caps.unmap,
             unmap_reads_zeroes: caps.unmap_reads_zeroes,
+            physical_block_exponent: topology.physical_block_exponent(bs) as u8,
             optimal_granularity_blocks: caps.optimal_boundary_blocks,
+            unmap_granularity_blocks: topology.unmap_granularity_blocks,
             max_transfer_blocks: (max_transfer / u64::from(bs)) as u32,
             max_unmap_lba_count: if caps.unmap {
                 self.max_unmap_lba_count

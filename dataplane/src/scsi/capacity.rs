@@ -18,15 +18,17 @@ pub fn read_capacity_10(unit: &UnitInfo, out: &mut [u8]) -> usize {
 }
 
 /// Writes the READ CAPACITY (16) data: last LBA, block length, RC BASIS 01b
-/// (the returned LBA is the last one of the unit), no protection, one logical
-/// block per physical block, LBPME/LBPRZ from the unit, lowest aligned LBA 0.
+/// (the returned LBA is the last one of the unit), no protection, the
+/// unit's logical blocks per physical block exponent, LBPME/LBPRZ from the
+/// unit, lowest aligned LBA 0.
 pub fn read_capacity_16(unit: &UnitInfo, out: &mut [u8]) -> usize {
     let data = &mut out[..READ_CAPACITY_16_LEN];
     data.fill(0);
     data[0..8].copy_from_slice(&unit.last_lba().to_be_bytes());
     data[8..12].copy_from_slice(&unit.block_size.to_be_bytes());
     data[12] = 0x10; // RC BASIS 01b, P_TYPE 0, PROT_EN 0
-    data[13] = 0x00; // P_I_EXPONENT 0, LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 0
+                     // P_I_EXPONENT 0, LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
+    data[13] = unit.physical_block_exponent & 0x0F;
     if unit.lbpme() {
         data[14] |= 0x80;
     }
@@ -84,5 +86,12 @@ mod tests {
         };
         read_capacity_16(&no_lbprz, &mut out);
         assert_eq!(out[14], 0x80);
+        // 512-byte logical blocks on 4 KiB physical blocks: exponent 3.
+        let advanced = UnitInfo {
+            physical_block_exponent: 3,
+            ..test_unit()
+        };
+        read_capacity_16(&advanced, &mut out);
+        assert_eq!(out[13], 0x03);
     }
 }

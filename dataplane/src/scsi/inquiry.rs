@@ -100,11 +100,18 @@ fn block_limits(unit: &UnitInfo, out: &mut [u8]) -> usize {
     body.fill(0);
     body[0] = 0x01; // WSNZ
     body[1] = unit.max_compare_write_blocks;
-    let granularity = u16::try_from(unit.optimal_granularity_blocks).unwrap_or(0);
+    // OPTIMAL TRANSFER LENGTH GRANULARITY: the optimal run (a strip) or,
+    // without one, the physical block (smaller I/O is read-modify-write).
+    let run = u16::try_from(unit.optimal_granularity_blocks).unwrap_or(0);
+    let granularity = if run != 0 {
+        run
+    } else {
+        (1u16 << unit.physical_block_exponent.min(15)) & !1
+    };
     body[2..4].copy_from_slice(&granularity.to_be_bytes());
     body[4..8].copy_from_slice(&unit.max_transfer_blocks.to_be_bytes());
     // OPTIMAL TRANSFER LENGTH: a whole optimal run (e.g. a strip), if any.
-    let optimal = if granularity == 0 {
+    let optimal = if run == 0 {
         0
     } else {
         unit.optimal_granularity_blocks
@@ -115,7 +122,8 @@ fn block_limits(unit: &UnitInfo, out: &mut [u8]) -> usize {
     if unit.unmap {
         body[16..20].copy_from_slice(&unit.max_unmap_lba_count.to_be_bytes());
         body[20..24].copy_from_slice(&unit.max_unmap_descriptors.to_be_bytes());
-        body[24..28].copy_from_slice(&1u32.to_be_bytes()); // OPTIMAL UNMAP GRANULARITY
+        let unmap_granularity = unit.unmap_granularity_blocks.max(1);
+        body[24..28].copy_from_slice(&unmap_granularity.to_be_bytes()); // OPTIMAL UNMAP GRANULARITY
     }
     // bytes 28..32: UGAVALID 0, UNMAP GRANULARITY ALIGNMENT 0
     body[32..40].copy_from_slice(&u64::from(unit.max_write_same_blocks).to_be_bytes());
@@ -215,6 +223,35 @@ mod tests {
         expected[28..32].copy_from_slice(&1u32.to_be_bytes()); // optimal unmap granularity
         expected[36..44].copy_from_slice(&0x8000u64.to_be_bytes()); // max write same
         assert_eq!(data, expected);
+    }
+
+    #[test]
+    fn block_limits_page_reports_the_physical_block_and_unmap_granularity() {
+        // 512-byte blocks on a 4 KiB-block medium that deallocates 64 KiB.
+        let unit = UnitInfo {
+            physical_block_exponent: 3,
+            optimal_granularity_blocks: 0,
+            unmap_granularity_blocks: 128,
+            ..test_unit()
+        };
+        let data = page(&unit, 0xB0);
+        assert_eq!(
+            &data[6..8],
+            8u16.to_be_bytes(),
+            "granularity: one physical block"
+        );
+        assert_eq!(&data[12..16], [0; 4], "no optimal transfer length");
+        assert_eq!(
+            &data[28..32],
+            128u32.to_be_bytes(),
+            "optimal unmap granularity"
+        );
+        // A strip, when there is one, is the granularity.
+        let striped = UnitInfo {
+            optimal_granularity_blocks: 256,
+            ..unit
+        };
+        assert_eq!(&page(&striped, 0xB0)[6..8], 256u16.to_be_bytes());
     }
 
     #[test]

@@ -65,6 +65,8 @@ impl Asc {
     pub const INVALID_FIELD_IN_PARAMETER_LIST: Asc = Asc::new(0x26, 0x00);
     /// WRITE PROTECTED (27/00).
     pub const WRITE_PROTECTED: Asc = Asc::new(0x27, 0x00);
+    /// SPACE ALLOCATION FAILED WRITE PROTECT (27/07).
+    pub const SPACE_ALLOCATION_FAILED: Asc = Asc::new(0x27, 0x07);
     /// SAVING PARAMETERS NOT SUPPORTED (39/00).
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Asc = Asc::new(0x39, 0x00);
     /// INTERNAL TARGET FAILURE (44/00).
@@ -262,6 +264,9 @@ pub enum ScsiError {
     SavingParametersNotSupported,
     /// DATA PROTECT, WRITE PROTECTED (27/00).
     WriteProtected,
+    /// DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (27/07): a thin
+    /// or file-backed unit ran out of space for a write.
+    SpaceAllocationFailed,
     /// MEDIUM ERROR, UNRECOVERED READ ERROR (11/00).
     UnrecoveredReadError,
     /// MEDIUM ERROR, WRITE ERROR (0C/00).
@@ -312,6 +317,9 @@ impl ScsiError {
     ///   length.
     /// - `Aborted` → ABORTED COMMAND (the initiator may retry).
     /// - `NoResources` → BUSY status.
+    /// - `NoSpace` → DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT
+    ///   (SBC-4 4.7.3.6: what a thin-provisioned unit reports when it cannot
+    ///   allocate for a write; Linux fails the write without retrying).
     pub fn from_io(error: IoError, transfer_length: Option<FieldPointer>) -> Self {
         match error {
             IoError::OutOfRange => ScsiError::LbaOutOfRange,
@@ -323,6 +331,7 @@ impl ScsiError {
             }
             IoError::Aborted => ScsiError::AbortedCommand,
             IoError::NoResources => ScsiError::Busy,
+            IoError::NoSpace(_) => ScsiError::SpaceAllocationFailed,
         }
     }
 
@@ -363,6 +372,9 @@ impl ScsiError {
                 Sense::new(key::ILLEGAL_REQUEST, Asc::SAVING_PARAMETERS_NOT_SUPPORTED)
             }
             ScsiError::WriteProtected => Sense::new(key::DATA_PROTECT, Asc::WRITE_PROTECTED),
+            ScsiError::SpaceAllocationFailed => {
+                Sense::new(key::DATA_PROTECT, Asc::SPACE_ALLOCATION_FAILED)
+            }
             ScsiError::UnrecoveredReadError => {
                 Sense::new(key::MEDIUM_ERROR, Asc::UNRECOVERED_READ_ERROR)
             }
@@ -522,6 +534,7 @@ mod tests {
             (ScsiError::LbaOutOfRange, 0x05, 0x21, 0x00),
             (ScsiError::SavingParametersNotSupported, 0x05, 0x39, 0x00),
             (ScsiError::WriteProtected, 0x07, 0x27, 0x00),
+            (ScsiError::SpaceAllocationFailed, 0x07, 0x27, 0x07),
             (ScsiError::UnrecoveredReadError, 0x03, 0x11, 0x00),
             (ScsiError::WriteError, 0x03, 0x0C, 0x00),
             (ScsiError::AbortedCommand, 0x0B, 0x00, 0x00),
@@ -561,6 +574,7 @@ mod tests {
             (IoError::TooLarge, ScsiError::cdb_byte(7)),
             (IoError::Aborted, ScsiError::AbortedCommand),
             (IoError::NoResources, ScsiError::Busy),
+            (IoError::NoSpace(28), ScsiError::SpaceAllocationFailed),
         ];
         for (io, expected) in cases {
             assert_eq!(ScsiError::from_io(io, length), expected, "{io:?}");

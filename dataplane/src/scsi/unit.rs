@@ -9,7 +9,8 @@ use super::sense::{ScsiError, SenseFormat};
 ///
 /// Invariants (checked by `lun::Lun::new`): `block_size` is a power of two
 /// of at least 512, `num_blocks >= 1`, the ASCII fields are printable and
-/// space-padded, `max_compare_write_blocks >= 1`, `max_transfer_blocks >= 1`.
+/// space-padded, `max_compare_write_blocks >= 1`, `max_transfer_blocks >= 1`,
+/// `physical_block_exponent <= 15`, `unmap_granularity_blocks >= 1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitInfo {
     /// T10 VENDOR IDENTIFICATION, space padded.
@@ -38,8 +39,14 @@ pub struct UnitInfo {
     pub unmap: bool,
     /// Deallocated blocks read back as zeroes (LBPRZ).
     pub unmap_reads_zeroes: bool,
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY (16)):
+    /// the medium's physical block is `block_size << exponent` bytes.
+    pub physical_block_exponent: u8,
     /// OPTIMAL TRANSFER LENGTH GRANULARITY in blocks (0 = not reported).
     pub optimal_granularity_blocks: u32,
+    /// OPTIMAL UNMAP GRANULARITY in blocks (at least 1): the unit
+    /// deallocates in runs of this many blocks.
+    pub unmap_granularity_blocks: u32,
     /// MAXIMUM TRANSFER LENGTH in blocks for READ/WRITE/VERIFY/WRITE AND
     /// VERIFY.
     pub max_transfer_blocks: u32,
@@ -150,7 +157,9 @@ pub(crate) fn test_unit() -> UnitInfo {
         volatile_cache: true,
         unmap: true,
         unmap_reads_zeroes: true,
+        physical_block_exponent: 0,
         optimal_granularity_blocks: 16,
+        unmap_granularity_blocks: 1,
         max_transfer_blocks: 2048,
         max_unmap_lba_count: 0x10000,
         max_unmap_descriptors: 4,

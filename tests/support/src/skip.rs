@@ -19,8 +19,8 @@
 //! [`Need::provided_by_ci`], and nowhere else: CI runs `.ci/run` as root on
 //! a Debian 12 machine with two CPUs, and `.ci/run` installs
 //! build-essential, xz-utils and linux-libc-dev (the kernel's UAPI headers)
-//! before the tests; its host kernel has neither LIO/TCMU nor SCST loaded
-//! (the real kernel runs in the VM test).
+//! before the tests; its host kernel has io_uring enabled but neither
+//! LIO/TCMU nor SCST loaded (the real kernel runs in the VM test).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -49,6 +49,9 @@ pub enum Need {
     KernelModule(&'static str),
     /// At least this many CPUs this process may run on.
     Cpus(usize),
+    /// The kernel sets up an io_uring for this process (not compiled out,
+    /// not disabled by `kernel.io_uring_disabled`, not blocked by seccomp).
+    IoUring,
 }
 
 impl Need {
@@ -61,6 +64,7 @@ impl Need {
             Need::UapiHeader(header) => Path::new("/usr/include").join(header).is_file(),
             Need::KernelModule(name) => Path::new("/sys/module").join(name).exists(),
             Need::Cpus(n) => usable_cpus() >= n,
+            Need::IoUring => io_uring_works(),
         }
     }
 
@@ -73,6 +77,7 @@ impl Need {
             Need::UapiHeader(_) => true,
             Need::KernelModule(_) => false,
             Need::Cpus(n) => n <= CI_CPUS,
+            Need::IoUring => true,
         }
     }
 
@@ -94,6 +99,10 @@ impl Need {
             Need::Cpus(n) => format!(
                 "needs {n} CPUs to run on; this process may use {}",
                 usable_cpus()
+            ),
+            Need::IoUring => format!(
+                "needs io_uring, which this kernel refuses ({})",
+                io_uring_setup().err().unwrap_or_default()
             ),
         }
     }
@@ -156,6 +165,27 @@ fn on_path(name: &str) -> bool {
     })
 }
 
+/// Whether `io_uring_setup` gives this process a ring.
+fn io_uring_works() -> bool {
+    io_uring_setup().is_ok()
+}
+
+/// Sets up (and closes) a two-entry io_uring; the error is the kernel's.
+fn io_uring_setup() -> Result<(), String> {
+    use nix::libc;
+    // `struct io_uring_params` is 120 bytes; all zero asks for defaults.
+    let mut params = [0u64; 15];
+    // SAFETY: io_uring_setup reads and writes the 120-byte params struct
+    // through the pointer, which points to 120 zeroed, live bytes.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: `fd` is the ring's descriptor, owned here and closed once.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
 /// CPUs in this process's affinity mask.
 fn usable_cpus() -> usize {
     use nix::sched::{sched_getaffinity, CpuSet};
@@ -187,6 +217,7 @@ mod tests {
         assert!(!Need::KernelModule("scst_user").provided_by_ci());
         assert!(Need::Cpus(2).provided_by_ci());
         assert!(!Need::Cpus(3).provided_by_ci());
+        assert!(Need::IoUring.provided_by_ci());
     }
 
     #[test]

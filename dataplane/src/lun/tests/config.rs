@@ -38,6 +38,24 @@ fn config_defaults() {
     let config = LunConfig::for_bdev(&null);
     assert!(!config.write_cache);
     assert!(config.validate().is_ok());
+    // No topology from the bdev: one physical block per logical block.
+    assert_eq!(config.bdev_topology, bdev::Topology::flat(512));
+    let unit = config.validate().unwrap();
+    assert_eq!(
+        (unit.physical_block_exponent, unit.unmap_granularity_blocks),
+        (0, 1)
+    );
+    // 512-byte blocks on a medium of 4 KiB blocks deallocating 64 KiB.
+    let mut advanced = LunConfig::for_bdev(&null);
+    advanced.bdev_topology = bdev::Topology {
+        physical_block_size: 4096,
+        unmap_granularity_blocks: 128,
+    };
+    let unit = advanced.validate().unwrap();
+    assert_eq!(
+        (unit.physical_block_exponent, unit.unmap_granularity_blocks),
+        (3, 128)
+    );
 }
 
 #[test]
@@ -63,6 +81,18 @@ fn config_validation() {
         (
             "block size",
             Box::new(|c| c.bdev_geometry.block_size = 1000),
+        ),
+        (
+            "physical block",
+            Box::new(|c| c.bdev_topology.physical_block_size = 256),
+        ),
+        (
+            "physical block",
+            Box::new(|c| c.bdev_topology.physical_block_size = 3 * 512),
+        ),
+        (
+            "unmap granularity",
+            Box::new(|c| c.bdev_topology.unmap_granularity_blocks = 0),
         ),
         (
             "write_cache",

@@ -8,6 +8,7 @@ mod harness;
 mod abort;
 mod compare_and_write;
 mod config;
+mod durability;
 mod emulated;
 mod fuzz;
 mod model;
