@@ -500,7 +500,7 @@ fn a_full_filesystem_is_no_space() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("skipped: a_full_filesystem_is_no_space: cannot mount a tmpfs here");
+        test_support::skip::report(Need::Privilege("mount a tmpfs"));
         return;
     }
     struct Unmount(PathBuf);
@@ -624,7 +624,7 @@ fn a_read_only_file_is_refused_for_what_it_is() {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("skipped: a_read_only_file_is_refused_for_what_it_is: chattr +i failed");
+            test_support::skip::report(Need::Privilege("make a file immutable (chattr +i)"));
             return;
         }
     } else {
@@ -821,7 +821,7 @@ fn loop_device(size: u64, read_only: bool) -> Option<LoopDevice> {
     }
     let device = LoopDevice::new(size, read_only);
     if device.is_none() {
-        eprintln!("skipped: no loop device could be set up here");
+        test_support::skip::report(Need::Privilege("set up a loop device"));
     }
     device
 }

@@ -27,8 +27,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Programs on every CI machine when the tests run (`.ci/run` installs
-/// build-essential and xz-utils before `cargo test`).
-pub const CI_TOOLS: &[&str] = &["cc", "make", "xz"];
+/// build-essential, xz-utils, mount (losetup) and e2fsprogs (chattr)
+/// before `cargo test`).
+pub const CI_TOOLS: &[&str] = &["cc", "make", "xz", "losetup", "chattr", "mount"];
 
 /// CPUs of the CI machine.
 pub const CI_CPUS: usize = 2;
@@ -52,6 +53,11 @@ pub enum Need {
     /// The kernel sets up an io_uring for this process (not compiled out,
     /// not disabled by `kernel.io_uring_disabled`, not blocked by seccomp).
     IoUring,
+    /// A privileged action that root can do on a whole machine but not
+    /// always in a container (mount a tmpfs, set up a loop device, make a
+    /// file immutable). Never met by asking: a test reports it with
+    /// [`report`] when the action failed.
+    Privilege(&'static str),
 }
 
 impl Need {
@@ -65,6 +71,7 @@ impl Need {
             Need::KernelModule(name) => Path::new("/sys/module").join(name).exists(),
             Need::Cpus(n) => usable_cpus() >= n,
             Need::IoUring => io_uring_works(),
+            Need::Privilege(_) => false,
         }
     }
 
@@ -78,6 +85,8 @@ impl Need {
             Need::KernelModule(_) => false,
             Need::Cpus(n) => n <= CI_CPUS,
             Need::IoUring => true,
+            // CI is root on a whole Debian machine, not a container.
+            Need::Privilege(_) => true,
         }
     }
 
@@ -104,6 +113,7 @@ impl Need {
                 "needs io_uring, which this kernel refuses ({})",
                 io_uring_setup().err().unwrap_or_default()
             ),
+            Need::Privilege(action) => format!("needs to {action}, which failed here"),
         }
     }
 }
