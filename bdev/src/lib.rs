@@ -192,6 +192,16 @@ pub trait Bdev: Send + Sync + fmt::Debug {
         Topology::flat(self.geometry().block_size)
     }
 
+    /// The fraction (0.0 to 1.0) of the bdev's memory backed by huge pages
+    /// now, for a bdev that keeps its blocks in memory (`ram`; a `striped`
+    /// bdev weighs its children's with
+    /// [`ram::combined_huge_page_fraction`]). `None` (the default) when the
+    /// bdev has no such memory or it cannot be known. May read `/proc`: a
+    /// control-path call, never for a reactor.
+    fn huge_page_fraction(&self) -> Option<f64> {
+        None
+    }
+
     /// Opens a channel for the calling reactor. `queue_depth` is the most
     /// requests the caller will keep in flight on it; the channel preallocates
     /// for that many so the data path never allocates.

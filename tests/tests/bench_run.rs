@@ -120,6 +120,7 @@ fn null_report_has_every_documented_json_key() {
         "doorbells_per_io",
         "reactor_busy_fraction",
         "reactor_ns_per_io",
+        "ram_huge_page_fraction",
     ] {
         assert!(json.get(key).is_some(), "missing key {key}");
     }
@@ -137,6 +138,37 @@ fn null_report_has_every_documented_json_key() {
     let l = r.latency_ns;
     assert!(l.min <= l.p50 && l.p50 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max);
     assert!(r.reactor_busy_fraction > 0.0 && r.reactor_busy_fraction <= 1.0);
+    // No memory behind a null bdev: nothing to say about huge pages.
+    assert!(json["ram_huge_page_fraction"].is_null());
+    assert_eq!(r.huge_page_warning(0), None);
+}
+
+/// The huge-page fraction of a bench's RAM memory, whatever the machine
+/// gave (it is reported, not asserted: see `huge_page_warning`).
+fn check_huge_page_fraction(r: &bench::report::BenchReport) {
+    let json = serde_json::to_value(r).unwrap();
+    let fraction = json["ram_huge_page_fraction"].as_f64();
+    if std::path::Path::new("/proc/self/smaps").exists() {
+        let f = fraction.expect("RAM memory reports its huge pages");
+        assert!((0.0..=1.0).contains(&f), "{f}");
+        assert_eq!(r.huge_page_warning(64 << 20).is_some(), f < 1.0);
+    }
+}
+
+#[test]
+fn ram_and_striped_reports_carry_their_huge_page_fraction() {
+    let r = run(&small(BdevKind::Ram, Pattern::RandRead, false));
+    check_huge_page_fraction(&r);
+    let mut striped = small(
+        BdevKind::Striped {
+            width: 2,
+            chunk: 128 << 10,
+        },
+        Pattern::RandRead,
+        false,
+    );
+    striped.size = 2 * (16 << 20);
+    check_huge_page_fraction(&run(&striped));
 }
 
 fn config_error(config: BenchConfig) -> String {

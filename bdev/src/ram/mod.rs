@@ -1,7 +1,10 @@
 //! The `ram` bdev: a block device in anonymous memory.
 //!
 //! All blocks live in one private anonymous mapping, obtained once at
-//! construction (see [`Backing`] for the huge-page policy) and zero at start.
+//! construction (a [`RamMapping`]: hugetlbfs pages when reserved, else
+//! transparent huge pages collapsed at [`prefault`](RamBdev::prefault), see
+//! its module for the policy) and zero at start. How much of it is on huge
+//! pages is measured, not assumed: [`Bdev::huge_page_fraction`].
 //! Nothing is ever allocated, locked or system-called per request, except that
 //! an unmap or write-zeroes covering at least [`DISCARD_MIN_BYTES`] of whole
 //! discard units (2 MiB huge pages, or base pages for a [`Backing::Normal`]
@@ -31,12 +34,18 @@
 //! without ordering them, exactly as it would not to a disk.
 //!
 //! # Files
-//! `memory` holds the mapping and its page-level operations (huge-page
-//! policy, discard, prefault); `channel` the per-reactor request execution;
-//! this file the bdev itself.
+//! `mapping` holds the mapping under its huge-page policy (allocation,
+//! prefault and collapse, the huge-page fraction; also used by the bench's
+//! reference loop), reading `/proc/self/smaps` in `smaps`; `fraction`
+//! combines fractions over bdevs and words the fix; `memory` is the bdev's
+//! view of the mapping (discard); `channel` the per-reactor request
+//! execution; this file the bdev itself.
 
 mod channel;
+mod fraction;
+mod mapping;
 mod memory;
+mod smaps;
 #[cfg(test)]
 mod tests;
 
@@ -44,8 +53,12 @@ use std::sync::Arc;
 
 use crate::{Bdev, BdevChannel, Capabilities, Error, Geometry};
 use channel::RamChannel;
+pub use fraction::{
+    combined_huge_page_fraction, huge_page_percent, huge_page_remedy, huge_pages_for,
+};
+pub use mapping::{Backing, Collapse, HugePages, RamMapping, HUGE_PAGE_SIZE};
 use memory::RamMemory;
-pub use memory::{Backing, HugePages, DISCARD_MIN_BYTES, HUGE_PAGE_SIZE};
+pub use memory::DISCARD_MIN_BYTES;
 
 /// A block device in anonymous memory. See the [module docs](self) for the
 /// backing and the concurrency contract.
@@ -95,24 +108,28 @@ impl RamBdev {
 
     /// What backs the memory (decided once, at construction).
     pub fn backing(&self) -> Backing {
-        self.memory.backing()
+        self.memory.mapping().backing()
     }
 
     /// Bytes mapped (the device size, rounded up to whole huge pages when
     /// huge pages are used).
     pub fn mapped_bytes(&self) -> usize {
-        self.memory.mapped_bytes()
+        self.memory.mapping().len()
     }
 
     /// Commits all of the device's memory now, so that I/O never takes a
-    /// page fault (for benchmarks and latency-sensitive setups). Contents are
-    /// unchanged, so it may be called at any time, even with I/O in flight.
+    /// page fault, and brings it onto huge pages where the kernel can (for
+    /// benchmarks and latency-sensitive setups). Contents are unchanged, so
+    /// it may be called at any time, even with I/O in flight; it may take a
+    /// while (reclaim and compaction), so never on a reactor.
     ///
-    /// Uses one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14+); if the kernel
-    /// refuses it, touches every page with an atomic no-op write instead.
+    /// Uses one `madvise(MADV_POPULATE_WRITE)` (Linux 5.14+; if the kernel
+    /// refuses it, touches every page with an atomic no-op write instead),
+    /// then, for transparent huge pages not all in place, one
+    /// `madvise(MADV_COLLAPSE)` (Linux 6.1+), whose outcome is returned.
     /// A later unmap hands large ranges back to the kernel again.
-    pub fn prefault(&self) {
-        self.memory.prefault();
+    pub fn prefault(&self) -> Collapse {
+        self.memory.prefault()
     }
 }
 
@@ -135,6 +152,14 @@ impl Bdev for RamBdev {
             max_unmap_blocks: 0,
             optimal_boundary_blocks: 0,
         }
+    }
+
+    /// 1.0 on hugetlbfs pages; on transparent huge pages, measured now from
+    /// `/proc/self/smaps` ([`RamMapping::huge_page_fraction`]); `None` with
+    /// [`HugePages::Off`] or below one huge page, where huge pages do not
+    /// apply.
+    fn huge_page_fraction(&self) -> Option<f64> {
+        self.memory.mapping().huge_page_fraction()
     }
 
     fn open_channel(&self, queue_depth: usize) -> Result<Box<dyn BdevChannel>, Error> {

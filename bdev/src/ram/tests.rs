@@ -1,5 +1,7 @@
-//! Tests of the ram bdev: backing policy, round trips, zeroing, errors and
-//! concurrent channels.
+//! Tests of the ram bdev: backing policy and huge pages, round trips,
+//! zeroing, errors and concurrent channels.
+
+use std::io::Write as _;
 
 use super::*;
 use crate::{IoError, IoOp, IoRequest, IoVec, SgList};
@@ -75,15 +77,109 @@ fn backing_policy() {
     let bdev = RamBdev::with_huge_pages("r", 4096, 1000, HugePages::Off).unwrap();
     assert_eq!(bdev.backing(), Backing::Normal);
     assert_eq!(bdev.mapped_bytes(), 1000 * 4096);
-    // 3 MiB + 1 block with huge pages when the machine has them: the
-    // mapping is rounded up to whole huge pages.
+    assert_eq!(bdev.huge_page_fraction(), None, "huge pages not asked for");
+    // 3 MiB + 1 block: huge pages are tried, so the mapping is rounded up to
+    // whole huge pages whatever backs it in the end.
     let bdev = RamBdev::new("r", 4096, 769).unwrap();
-    match bdev.backing() {
-        Backing::HugeTlb | Backing::TransparentHuge => {
-            assert_eq!(bdev.mapped_bytes(), 4 << 20)
-        }
-        Backing::Normal => assert_eq!(bdev.mapped_bytes(), 769 * 4096),
+    assert_eq!(bdev.mapped_bytes(), 4 << 20);
+    if bdev.backing() != Backing::HugeTlb {
+        // Transparent huge pages need a 2 MiB-aligned address.
+        let mapping = bdev.memory.mapping();
+        assert_eq!(mapping.as_ptr() as usize % HUGE_PAGE_SIZE, 0);
     }
+}
+
+/// The huge pages this machine has reserved and free (`HugePages_Free`).
+#[test]
+fn huge_page_fraction_is_measured_after_prefault() {
+    let bs = 4096usize;
+    let blocks = 16 << 8; // 16 MiB
+    let bdev = RamBdev::new("r", bs as u32, blocks).unwrap();
+    let collapse = bdev.prefault();
+    let fraction = bdev.huge_page_fraction();
+    // Not asserted beyond its range: it depends on the machine's memory.
+    let _ = writeln!(
+        std::io::stderr(),
+        "ram bdev of 16 MiB: {:?}, collapse {collapse:?}, huge-page fraction {fraction:?}",
+        bdev.backing()
+    );
+    match bdev.backing() {
+        Backing::HugeTlb => assert_eq!(fraction, Some(1.0)),
+        Backing::TransparentHuge | Backing::Normal => {
+            if std::path::Path::new("/proc/self/smaps").exists() {
+                assert!(
+                    fraction.is_some_and(|f| (0.0..=1.0).contains(&f)),
+                    "{fraction:?}"
+                );
+            }
+        }
+    }
+    if bdev.backing() == Backing::Normal {
+        assert_eq!(collapse, Collapse::NotNeeded);
+    }
+    // Prefault and collapse keep the contents, and the bdev still works.
+    let mut ch = bdev.open_channel(1).unwrap();
+    let mut data = pattern(8 * bs, 7);
+    let written = data.clone();
+    write_all(ch.as_mut(), 3000, &mut data, bs);
+    bdev.prefault();
+    assert_eq!(read_all(ch.as_mut(), bs, 3000, 8), written);
+    // Small bdevs stay on base pages and have nothing to report.
+    let small = RamBdev::new("s", 4096, 256).unwrap();
+    assert_eq!(
+        (small.prefault(), small.huge_page_fraction()),
+        (Collapse::NotNeeded, None)
+    );
+}
+
+#[test]
+fn hugetlb_backing_is_wholly_huge() {
+    // Reserving pages would change the machine for every other program:
+    // this test only runs where some are reserved and free already.
+    if !test_support::skip::can_run(&[test_support::skip::Need::ReservedHugePages(2)]) {
+        return;
+    }
+    let bs = 4096usize;
+    let bdev = RamBdev::new("h", bs as u32, 1024).unwrap();
+    assert_eq!(bdev.backing(), Backing::HugeTlb);
+    assert_eq!(bdev.prefault(), Collapse::NotNeeded);
+    assert_eq!(bdev.huge_page_fraction(), Some(1.0));
+    let mut ch = bdev.open_channel(1).unwrap();
+    let mut data = pattern(4 * bs, 3);
+    let written = data.clone();
+    write_all(ch.as_mut(), 600, &mut data, bs);
+    assert_eq!(read_all(ch.as_mut(), bs, 600, 4), written);
+}
+
+#[test]
+fn a_mapping_is_usable_as_a_slice() {
+    let mut mapping = RamMapping::new("buffer", 3 << 20, HugePages::Auto).unwrap();
+    assert_eq!(mapping.len(), 4 << 20);
+    assert!(!mapping.is_empty());
+    assert!(mapping.as_slice().iter().all(|&b| b == 0));
+    mapping.as_mut_slice()[(4 << 20) - 1] = 7;
+    mapping.prefault();
+    assert_eq!(mapping.as_slice()[(4 << 20) - 1], 7);
+    let fraction = mapping.huge_page_fraction();
+    assert!(
+        fraction.is_none_or(|f| (0.0..=1.0).contains(&f)),
+        "{fraction:?}"
+    );
+    assert!(matches!(
+        RamMapping::new("empty", 0, HugePages::Auto),
+        Err(Error::InvalidParameter(_))
+    ));
+}
+
+#[test]
+fn collapse_failures_say_why() {
+    assert_eq!(Collapse::Done.failure(), None);
+    assert_eq!(Collapse::Unsupported.failure(), None);
+    let why = Collapse::Failed(libc::ENOMEM).failure().unwrap();
+    assert!(
+        why.starts_with("MADV_COLLAPSE failed: Cannot allocate memory"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -129,7 +225,7 @@ fn prefault_keeps_contents() {
     bdev.prefault();
     assert!(read_all(ch.as_mut(), bs, 0, 1024) == expected);
     // The fallback for kernels without MADV_POPULATE_WRITE.
-    bdev.memory.touch_pages();
+    bdev.memory.mapping().touch_pages();
     assert!(read_all(ch.as_mut(), bs, 0, 1024) == expected);
 }
 
@@ -342,4 +438,52 @@ fn two_threads_disjoint_ranges() {
             "block {lba}"
         );
     }
+}
+
+#[test]
+fn collapse_brings_base_pages_onto_huge_pages() {
+    use test_support::skip::{can_run, Need};
+    // Reserved hugetlbfs pages take precedence over THP (nothing then to
+    // collapse); without either there is nothing to test.
+    if !can_run(&[Need::TransparentHugePages]) {
+        return;
+    }
+    let mapping = RamMapping::new("collapse", 8 << 20, HugePages::Auto).unwrap();
+    if mapping.backing() == Backing::HugeTlb {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: collapse_brings_base_pages_onto_huge_pages: reserved huge pages back \
+             the mapping, so nothing is left to collapse"
+        );
+        return;
+    }
+    assert_eq!(mapping.backing(), Backing::TransparentHuge);
+    // Fault the memory in on base pages first, as a fragmented machine would.
+    let advise = |advice| {
+        // SAFETY: the whole usable range of our own private anonymous
+        // mapping; (NO)HUGEPAGE and POPULATE_WRITE change which pages back
+        // it, never its contents.
+        unsafe { libc::madvise(mapping.as_ptr().cast(), mapping.len(), advice) }
+    };
+    assert_eq!(advise(libc::MADV_NOHUGEPAGE), 0);
+    assert_eq!(advise(libc::MADV_POPULATE_WRITE), 0);
+    assert_eq!(advise(libc::MADV_HUGEPAGE), 0);
+    let before = mapping.huge_page_fraction();
+    let collapse = mapping.prefault();
+    let after = mapping.huge_page_fraction();
+    let _ = writeln!(
+        std::io::stderr(),
+        "8 MiB on base pages: fraction {before:?}, then {collapse:?}, fraction {after:?}"
+    );
+    assert_eq!(before, Some(0.0));
+    match collapse {
+        // The kernel's contract: every 2 MiB region is now a huge page.
+        Collapse::Done => assert_eq!(after, Some(1.0)),
+        // An older kernel, or no huge page to be had: reported as is.
+        Collapse::Unsupported | Collapse::Failed(_) => {
+            assert!(after.is_some_and(|f| f < 1.0))
+        }
+        Collapse::NotNeeded => panic!("base pages needed collapsing"),
+    }
+    assert!(mapping.as_slice().iter().all(|&b| b == 0));
 }

@@ -211,6 +211,11 @@ impl Bdev for StripedBdev {
         self.capabilities
     }
 
+    /// The size-weighted fraction of the children's.
+    fn huge_page_fraction(&self) -> Option<f64> {
+        crate::ram::combined_huge_page_fraction(&self.children)
+    }
+
     fn open_channel(&self, queue_depth: usize) -> Result<Box<dyn BdevChannel>, Error> {
         Ok(Box::new(self.open_striped_channel(queue_depth)?))
     }

@@ -13,8 +13,13 @@ use super::config::{BdevConfig, ServeConfig};
 use super::error::ServeError;
 
 /// Creates every `[[bdev]]` of `config` (validated), by name. RAM is
-/// committed now, so first writes do not page-fault on the data path.
-pub(super) fn make_bdevs(config: &ServeConfig) -> Result<HashMap<String, BdevRef>, ServeError> {
+/// committed now, so first writes do not page-fault on the data path, and
+/// brought onto huge pages where the kernel can; a collapse that failed is
+/// logged to `log`.
+pub(super) fn make_bdevs(
+    config: &ServeConfig,
+    log: &mut dyn FnMut(&str),
+) -> Result<HashMap<String, BdevRef>, ServeError> {
     let mut bdevs: HashMap<String, BdevRef> = HashMap::new();
     let wrap = |name: &str| {
         let name = name.to_string();
@@ -32,7 +37,9 @@ pub(super) fn make_bdevs(config: &ServeConfig) -> Result<HashMap<String, BdevRef
                     .map_err(wrap(name))?;
                 // Commit the memory now, so first writes do not page-fault on
                 // the data path.
-                ram.prefault();
+                if let Some(why) = ram.prefault().failure() {
+                    log(&format!("bdev {name}: {why}"));
+                }
                 Arc::new(ram)
             }
             BdevConfig::Null {

@@ -43,7 +43,7 @@ pub use crate::tcmu::discovery::TcmuUioName;
 pub use error::{PlacementError, ScstStartError, ServeError};
 pub use host::{DeviceFacts, FoundDevice, Host, HostError};
 pub use server::{ServeOptions, Server};
-pub use stats::{DeviceKind, DeviceStats, StatsReport};
+pub use stats::{BdevStats, DeviceKind, DeviceStats, StatsReport};
 pub use sys::SysHost;
 
 /// Timers and hooks of the control loop.

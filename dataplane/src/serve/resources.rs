@@ -9,6 +9,7 @@ use reactor::{Poller, PollerId, Reactor, ReactorConfig, ReactorHandle, RemovedPo
 use super::bdevs::make_bdevs;
 use super::config::ServeConfig;
 use super::error::{PlacementError, ServeError};
+use super::stats::BdevStats;
 use crate::port::BdevPollerHandle;
 use crate::stack::bdev_poller;
 
@@ -30,10 +31,14 @@ pub(super) struct Resources {
 }
 
 impl Resources {
-    /// Creates the bdevs of `config`, then starts one reactor per
-    /// configured CPU (`reactor<i>`), with the configured idle policy.
-    pub(super) fn start(config: &ServeConfig) -> Result<Self, ServeError> {
-        let bdevs = make_bdevs(config)?;
+    /// Creates the bdevs of `config` (logging to `log` what went wrong with
+    /// their huge pages), then starts one reactor per configured CPU
+    /// (`reactor<i>`), with the configured idle policy.
+    pub(super) fn start(
+        config: &ServeConfig,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Self, ServeError> {
+        let bdevs = make_bdevs(config, log)?;
         let idle = config.reactors.idle_policy();
         let mut reactors = Vec::with_capacity(config.reactors.cores.len());
         for (i, &core) in config.reactors.cores.iter().enumerate() {
@@ -53,6 +58,21 @@ impl Resources {
     /// The bdev named `name`.
     pub(super) fn bdev(&self, name: &str) -> Option<&BdevRef> {
         self.bdevs.get(name)
+    }
+
+    /// Every bdev's statistics, by name. Reads `/proc/self/smaps` for the
+    /// RAM bdevs: a control-path call.
+    pub(super) fn bdev_stats(&self) -> Vec<BdevStats> {
+        let mut stats: Vec<BdevStats> = self
+            .bdevs
+            .iter()
+            .map(|(name, bdev)| BdevStats {
+                name: name.clone(),
+                huge_page_fraction: bdev.huge_page_fraction(),
+            })
+            .collect();
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
     }
 
     /// The reactors, in configuration order.

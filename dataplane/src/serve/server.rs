@@ -32,6 +32,12 @@
 //! SIGTERM/SIGINT stop every reactor, which drains every device; the state
 //! files then say "clean" so the next start picks up waiting commands.
 //!
+//! # Huge pages
+//! RAM bdevs are prefaulted and collapsed onto huge pages at start (see
+//! `bdev::ram`); a collapse that failed is logged, and when any RAM bdev is
+//! not wholly on huge pages one warning names them, their fractions and the
+//! fix. Every statistics report reads the fractions again (`bdevs`).
+//!
 //! # SCST devices
 //! Each `[[scst]]` entry is registered with scst_user at
 //! [`Server::start`] (see `scst.rs`) and placed on its reactor like a
@@ -50,12 +56,12 @@ use std::time::{Instant, SystemTime};
 use reactor::stats::ReactorLoad;
 use reactor::{ReactorHandle, ReactorStats};
 
-use super::config::ServeConfig;
+use super::config::{BdevConfig, ServeConfig};
 use super::error::ServeError;
 use super::host::Host;
 use super::resources::Resources;
 use super::scst::ScstDevices;
-use super::stats::StatsReport;
+use super::stats::{huge_page_warning, StatsReport};
 use super::tcmu::TcmuDevices;
 
 /// Options of a server.
@@ -117,7 +123,11 @@ impl<H: Host> Server<H> {
         host: H,
         log: Box<dyn FnMut(&str) + Send>,
     ) -> Result<Self, ServeError> {
-        let resources = Resources::start(&options.config)?;
+        let mut log = log;
+        let resources = Resources::start(&options.config, &mut *log)?;
+        if let Some(warning) = ram_huge_page_warning(&options.config, &resources) {
+            log(&warning);
+        }
         if let Some(dir) = &options.state_dir {
             if let Err(error) = std::fs::create_dir_all(dir) {
                 return Err(ServeError::StateDir {
@@ -213,6 +223,7 @@ impl<H: Host> Server<H> {
             interval_s: interval,
             devices,
             reactors,
+            bdevs: self.resources.bdev_stats(),
         }
     }
 
@@ -230,4 +241,24 @@ impl<H: Host> Server<H> {
         }
         drained
     }
+}
+
+/// The warning for the RAM bdevs of `config` not wholly on huge pages right
+/// after they were made (see [`huge_page_warning`]), if any.
+fn ram_huge_page_warning(config: &ServeConfig, resources: &Resources) -> Option<String> {
+    let mut short = Vec::new();
+    let mut bytes = 0;
+    for b in &config.bdevs {
+        let BdevConfig::Ram { name, size, .. } = b else {
+            continue;
+        };
+        let Some(fraction) = resources.bdev(name).and_then(|r| r.huge_page_fraction()) else {
+            continue; // huge pages do not apply to it
+        };
+        bytes += size.0.next_multiple_of(bdev::ram::HUGE_PAGE_SIZE as u64);
+        if fraction < 1.0 {
+            short.push((name.clone(), fraction));
+        }
+    }
+    huge_page_warning(&short, bytes)
 }

@@ -1,8 +1,11 @@
 //! Statistics of `dataplane serve`: per device and per reactor, over an
-//! interval, as text and JSON.
+//! interval, and per bdev (the huge pages of RAM bdevs, read at each
+//! report), as text and JSON; and the warning serve gives at start when RAM
+//! bdevs are not wholly on huge pages.
 
 use std::fmt::Write as _;
 
+use bdev::ram::huge_page_percent as percent;
 use reactor::stats::ReactorLoad;
 use serde::Serialize;
 
@@ -79,6 +82,20 @@ pub struct DeviceStats {
     pub fault: Option<String>,
 }
 
+/// One bdev, now.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BdevStats {
+    /// The bdev's configured name.
+    pub name: String,
+    /// Fraction (0 to 1) of its memory backed by huge pages, read when the
+    /// report is made (RAM bdevs of at least one huge page; absent for the
+    /// others). It can fall after start: an UNMAP of whole huge pages
+    /// returns them to the kernel, and the memory written again later may
+    /// come back on base pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub huge_page_fraction: Option<f64>,
+}
+
 /// A statistics report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StatsReport {
@@ -90,6 +107,28 @@ pub struct StatsReport {
     pub devices: Vec<DeviceStats>,
     /// Reactors over the interval (busy, idle and sleep time only).
     pub reactors: Vec<ReactorLoad>,
+    /// Every configured bdev, by name.
+    pub bdevs: Vec<BdevStats>,
+}
+
+/// The warning serve logs at start when RAM bdevs are not wholly on huge
+/// pages: `short` names them with their fractions; `huge_page_bytes` is
+/// the memory of all RAM bdevs, which the fix must cover. `None` when
+/// `short` is empty.
+pub(super) fn huge_page_warning(short: &[(String, f64)], huge_page_bytes: u64) -> Option<String> {
+    if short.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = short
+        .iter()
+        .map(|(name, f)| format!("{name} {}", percent(*f)))
+        .collect();
+    Some(format!(
+        "warning: RAM bdev memory not wholly on huge pages ({}): TLB misses there cost \
+         page walks, which can make its I/O several times slower; to fix, {}",
+        list.join(", "),
+        bdev::ram::huge_page_remedy(huge_page_bytes)
+    ))
 }
 
 impl StatsReport {
@@ -131,6 +170,11 @@ impl StatsReport {
                 us(l.p999),
                 d.doorbells_per_io,
             );
+        }
+        for b in &self.bdevs {
+            if let Some(f) = b.huge_page_fraction {
+                let _ = writeln!(s, "  bdev {}: {} on huge pages", b.name, percent(f));
+            }
         }
         for r in &self.reactors {
             let core = r.core.map_or_else(|| "-".into(), |c| c.to_string());
@@ -186,6 +230,16 @@ mod tests {
             interval_s: 2.0,
             devices: vec![device(DeviceKind::Tcmu), device(DeviceKind::Scst)],
             reactors: Vec::new(),
+            bdevs: vec![
+                BdevStats {
+                    name: "ram0".into(),
+                    huge_page_fraction: Some(0.99951),
+                },
+                BdevStats {
+                    name: "null0".into(),
+                    huge_page_fraction: None,
+                },
+            ],
         };
         let text = report.render_text();
         let lines: Vec<&str> = text.lines().collect();
@@ -204,7 +258,24 @@ mod tests {
             "{}",
             lines[2]
         );
+        assert_eq!(lines[3], "  bdev ram0: 99.9% on huge pages");
+        assert_eq!(lines.len(), 4, "no line for a bdev without memory");
         assert_eq!(DeviceKind::Scst.as_str(), "scst");
         assert_eq!(DeviceKind::Tcmu.as_str(), "tcmu");
+    }
+
+    #[test]
+    fn huge_page_warning_names_the_bdevs_and_the_fix() {
+        assert_eq!(huge_page_warning(&[], 1 << 30), None);
+        let warning =
+            huge_page_warning(&[("ram0".into(), 0.375), ("ram1".into(), 0.0)], 2 << 30).unwrap();
+        assert_eq!(
+            warning,
+            "warning: RAM bdev memory not wholly on huge pages (ram0 37.5%, ram1 0.0%): TLB \
+             misses there cost page walks, which can make its I/O several times slower; to \
+             fix, reserve huge pages (`sysctl vm.nr_hugepages=1024` for 2 GiB, more if other \
+             programs use huge pages) or compact memory (`echo 1 > /proc/sys/vm/compact_memory`) \
+             and retry"
+        );
     }
 }

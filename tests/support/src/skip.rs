@@ -53,6 +53,13 @@ pub enum Need {
     /// The kernel sets up an io_uring for this process (not compiled out,
     /// not disabled by `kernel.io_uring_disabled`, not blocked by seccomp).
     IoUring,
+    /// At least this many free reserved (hugetlbfs) huge pages
+    /// (`HugePages_Free` in `/proc/meminfo`). Reserving them changes the
+    /// machine for every program, so neither tests nor CI do it.
+    ReservedHugePages(u64),
+    /// Transparent huge pages available to `madvise` (the kernel has them
+    /// and `enabled` is not `never`).
+    TransparentHugePages,
     /// A privileged action that root can do on a whole machine but not
     /// always in a container (mount a tmpfs, set up a loop device, make a
     /// file immutable). Never met by asking: a test reports it with
@@ -71,6 +78,10 @@ impl Need {
             Need::KernelModule(name) => Path::new("/sys/module").join(name).exists(),
             Need::Cpus(n) => usable_cpus() >= n,
             Need::IoUring => io_uring_works(),
+            Need::ReservedHugePages(n) => free_reserved_huge_pages() >= n,
+            Need::TransparentHugePages => {
+                std::fs::read_to_string(THP_ENABLED).is_ok_and(|s| !s.contains("[never]"))
+            }
             Need::Privilege(_) => false,
         }
     }
@@ -85,6 +96,8 @@ impl Need {
             Need::KernelModule(_) => false,
             Need::Cpus(n) => n <= CI_CPUS,
             Need::IoUring => true,
+            Need::ReservedHugePages(_) => false,
+            Need::TransparentHugePages => true,
             // CI is root on a whole Debian machine, not a container.
             Need::Privilege(_) => true,
         }
@@ -113,9 +126,35 @@ impl Need {
                 "needs io_uring, which this kernel refuses ({})",
                 io_uring_setup().err().unwrap_or_default()
             ),
+            Need::ReservedHugePages(n) => format!(
+                "needs {n} free reserved huge pages, {} here (HugePages_Free in /proc/meminfo; \
+                 `sysctl vm.nr_hugepages={n}`)",
+                free_reserved_huge_pages()
+            ),
+            Need::TransparentHugePages => format!(
+                "needs transparent huge pages ({THP_ENABLED}: {})",
+                std::fs::read_to_string(THP_ENABLED)
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|e| e.to_string())
+            ),
             Need::Privilege(action) => format!("needs to {action}, which failed here"),
         }
     }
+}
+
+/// Where the kernel says whether transparent huge pages are on.
+const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+
+/// Free reserved huge pages (`HugePages_Free`), 0 when unknown.
+fn free_reserved_huge_pages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("HugePages_Free:"))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Whether the calling test can run here: true when every need is met.

@@ -4,10 +4,12 @@
 
 use std::time::Duration;
 
+use bdev::ram::HUGE_PAGE_SIZE;
 use reactor::IdlePolicy;
 
 use crate::error::BenchConfigError;
 use crate::initiator::Pattern;
+use crate::reference::ReferenceConfig;
 
 /// The largest transfer the bench's LUNs accept.
 pub const MAX_IO_BYTES: u64 = dataplane::stack::MAX_TRANSFER_BYTES;
@@ -238,5 +240,59 @@ impl BenchConfig {
             sim_core,
             devices,
         })
+    }
+
+    /// Bytes of memory a run over `devices` devices wants on huge pages:
+    /// every RAM bdev as it is mapped (each RAM bdev, or each child of a
+    /// striped one, rounded up to whole huge pages; none for `null`), and
+    /// the reference loop's source buffer when it is asked for. What
+    /// `vm.nr_hugepages` has to cover.
+    pub fn huge_page_bytes(&self, devices: usize) -> u64 {
+        let mapped = |bytes: u64| bytes.next_multiple_of(HUGE_PAGE_SIZE as u64);
+        let block = u64::from(self.block_size.max(1));
+        let per_device = match self.bdev {
+            BdevKind::Null => 0,
+            BdevKind::Ram => mapped(self.size),
+            BdevKind::Striped { width, .. } => {
+                let width = u64::from(width.max(1));
+                width * mapped(self.size / block / width * block)
+            }
+        };
+        let reference = if self.reference {
+            ReferenceConfig::default().source_size as u64
+        } else {
+            0
+        };
+        per_device * devices as u64 + reference
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_page_bytes_cover_every_mapping() {
+        let ram = BenchConfig {
+            size: 3 << 20,
+            ..BenchConfig::default()
+        };
+        // Rounded up to whole huge pages, per device.
+        assert_eq!(ram.huge_page_bytes(2), 8 << 20);
+        let striped = BenchConfig {
+            bdev: BdevKind::Striped {
+                width: 4,
+                chunk: 128 << 10,
+            },
+            size: 1 << 30,
+            reference: true,
+            ..BenchConfig::default()
+        };
+        assert_eq!(striped.huge_page_bytes(1), 2 << 30);
+        let null = BenchConfig {
+            bdev: BdevKind::Null,
+            ..BenchConfig::default()
+        };
+        assert_eq!(null.huge_page_bytes(4), 0);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bdev::null::NullBdev;
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
-use bdev::BdevRef;
+use bdev::{Bdev, BdevRef};
 use dataplane::scst::device::ScstDeviceConfig;
 use dataplane::scst::pool::PoolConfig;
 use dataplane::scst::register::ScstOptions;
@@ -27,32 +27,73 @@ use crate::initiator::{Job, VerifyModel, Workload};
 pub(crate) struct BenchDevice {
     /// The workload over the device's simulated kernel.
     pub job: Job<BenchInitiator>,
+    /// The RAM bdevs whose memory serves the device (the bdev itself, or a
+    /// striped bdev's children; none for `null`), for their huge pages.
+    pub ram: Vec<BdevRef>,
+    /// Why `MADV_COLLAPSE` failed on one of them, if it did.
+    pub collapse_failure: Option<String>,
+}
+
+/// A bench device's bdev and what serves it from memory.
+struct MadeBdev {
+    bdev: BdevRef,
+    ram: Vec<BdevRef>,
+    collapse_failure: Option<String>,
+}
+
+/// A RAM bdev, its memory committed and brought onto huge pages where the
+/// kernel can (at build time, before the run).
+fn ram_bdev(
+    name: String,
+    config: &BenchConfig,
+    blocks: u64,
+    collapse_failure: &mut Option<String>,
+) -> Result<BdevRef, bdev::Error> {
+    let ram = RamBdev::new(name, config.block_size, blocks)?;
+    if let Some(why) = ram.prefault().failure() {
+        collapse_failure.get_or_insert_with(|| format!("{}: {why}", ram.name()));
+    }
+    Ok(Arc::new(ram))
 }
 
 /// Device `index`'s bdev (`<kind><index>`; a striped bdev's children are
 /// `<name>.<child>`), its RAM committed.
-fn make_bdev(config: &BenchConfig, index: usize) -> Result<BdevRef, BenchError> {
+fn make_bdev(config: &BenchConfig, index: usize) -> Result<MadeBdev, BenchError> {
     let blocks = config.size / u64::from(config.block_size);
     let name = format!("{}{index}", config.bdev.name());
-    Ok(match config.bdev {
-        BdevKind::Null => Arc::new(NullBdev::new(name, config.block_size, blocks)?),
+    let mut collapse_failure = None;
+    let (bdev, ram): (BdevRef, Vec<BdevRef>) = match config.bdev {
+        BdevKind::Null => (
+            Arc::new(NullBdev::new(name, config.block_size, blocks)?),
+            Vec::new(),
+        ),
         BdevKind::Ram => {
-            let ram = RamBdev::new(name, config.block_size, blocks)?;
-            ram.prefault();
-            Arc::new(ram)
+            let ram = ram_bdev(name, config, blocks, &mut collapse_failure)?;
+            (Arc::clone(&ram), vec![ram])
         }
         BdevKind::Striped { width, chunk } => {
             let child_blocks = blocks / u64::from(width);
             let children = (0..width)
                 .map(|c| {
-                    let ram = RamBdev::new(format!("{name}.{c}"), config.block_size, child_blocks)?;
-                    ram.prefault();
-                    Ok(Arc::new(ram) as BdevRef)
+                    ram_bdev(
+                        format!("{name}.{c}"),
+                        config,
+                        child_blocks,
+                        &mut collapse_failure,
+                    )
                 })
                 .collect::<Result<Vec<_>, bdev::Error>>()?;
             let chunk_blocks = (chunk / u64::from(config.block_size)) as u32;
-            Arc::new(StripedBdev::new(name, children, chunk_blocks)?)
+            (
+                Arc::new(StripedBdev::new(name, children.clone(), chunk_blocks)?),
+                children,
+            )
         }
+    };
+    Ok(MadeBdev {
+        bdev,
+        ram,
+        collapse_failure,
     })
 }
 
@@ -72,7 +113,11 @@ pub(crate) fn build_device(
     index: usize,
     pollers: &mut Vec<Box<dyn Poller>>,
 ) -> Result<BenchDevice, BenchError> {
-    let bdev = make_bdev(config, index)?;
+    let MadeBdev {
+        bdev,
+        ram,
+        collapse_failure,
+    } = make_bdev(config, index)?;
     let geometry = bdev.geometry();
     let lun = LunSpec {
         max_transfer: MaxTransfer::Bytes(MAX_IO_BYTES as u32),
@@ -178,5 +223,9 @@ pub(crate) fn build_device(
         .verify
         .then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, true));
     let job = Job::new(initiator, workload, model, MAX_IO_BYTES)?;
-    Ok(BenchDevice { job })
+    Ok(BenchDevice {
+        job,
+        ram,
+        collapse_failure,
+    })
 }

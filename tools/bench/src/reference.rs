@@ -6,9 +6,17 @@
 //! read from RAM into a shared data area. `dataplane bench --reference` runs it
 //! in the same process and reports the dataplane's rate as a ratio of it; the
 //! criterion benchmark `benches/benches/reference.rs` runs the same loop.
+//!
+//! The source buffer is memory exactly like a RAM bdev's: a
+//! [`RamMapping`] under the same huge-page policy, prefaulted and collapsed
+//! the same way, and its [`huge_page_fraction`](ReferenceBuffers::huge_page_fraction)
+//! is reported beside the bdev's, so that the ratio compares like with like
+//! (a page walk per copy on one side and not on the other would make it a
+//! measure of the TLB).
 
 use std::time::{Duration, Instant};
 
+use bdev::ram::{Collapse, HugePages, RamMapping};
 use fastrand::Rng;
 
 /// Parameters of the reference loop.
@@ -55,7 +63,11 @@ impl ReferenceResult {
 /// timed loop measures copies, not page faults.
 #[derive(Debug)]
 pub struct ReferenceBuffers {
-    source: Vec<u8>,
+    /// The source, mapped like a RAM bdev's memory (at least
+    /// `config.source_size` bytes).
+    source: RamMapping,
+    /// What `MADV_COLLAPSE` did to the source.
+    collapse: Collapse,
     ring: Vec<u8>,
     config: ReferenceConfig,
     rng: Rng,
@@ -64,18 +76,46 @@ pub struct ReferenceBuffers {
 
 impl ReferenceBuffers {
     /// Allocates and fills both buffers (non-zero, so no page is shared).
+    ///
+    /// # Panics
+    /// When the source cannot be mapped (as `vec!` would abort); see
+    /// [`try_new`](Self::try_new).
     pub fn new(config: ReferenceConfig) -> Self {
-        let mut source = vec![0u8; config.source_size];
-        for (i, page) in source.chunks_mut(4096).enumerate() {
+        Self::try_new(config).unwrap_or_else(|e| panic!("reference loop: {e}"))
+    }
+
+    /// Allocates both buffers, the source as a RAM bdev's memory is
+    /// ([`RamMapping`], [`HugePages::Auto`], prefaulted and collapsed onto
+    /// huge pages where the kernel can), and fills them (non-zero, so no
+    /// page is shared). Fails when the source cannot be mapped.
+    pub fn try_new(config: ReferenceConfig) -> Result<Self, bdev::Error> {
+        let mut source = RamMapping::new("reference", config.source_size, HugePages::Auto)?;
+        let collapse = source.prefault();
+        for (i, page) in source.as_mut_slice()[..config.source_size]
+            .chunks_mut(4096)
+            .enumerate()
+        {
             page.fill(i as u8 | 1);
         }
-        Self {
+        Ok(Self {
             source,
+            collapse,
             ring: vec![2u8; config.ring_size], // even: differs from every source byte
             config,
             rng: Rng::with_seed(0x5eed),
             slot: 0,
-        }
+        })
+    }
+
+    /// The fraction of the source buffer on huge pages, measured now (see
+    /// [`RamMapping::huge_page_fraction`]; a control-path call).
+    pub fn huge_page_fraction(&self) -> Option<f64> {
+        self.source.huge_page_fraction()
+    }
+
+    /// What `MADV_COLLAPSE` did to the source buffer.
+    pub fn collapse(&self) -> Collapse {
+        self.collapse
     }
 
     /// Does `n` copies; returns a value derived from the data so the copies
@@ -85,10 +125,11 @@ impl ReferenceBuffers {
         let io = self.config.io_size;
         let units = (self.config.source_size / io) as u64;
         let slots = self.config.ring_size / io;
+        let source = self.source.as_slice();
         for _ in 0..n {
             let src = self.rng.u64(..units) as usize * io;
             let dst = self.slot * io;
-            self.ring[dst..dst + io].copy_from_slice(&self.source[src..src + io]);
+            self.ring[dst..dst + io].copy_from_slice(&source[src..src + io]);
             self.slot += 1;
             if self.slot == slots {
                 self.slot = 0;
@@ -134,6 +175,9 @@ mod tests {
             assert!(slot.iter().all(|&b| b == slot[0] && b & 1 == 1));
         }
         assert_eq!(r.slot, 1);
+        // 256 KiB: below one huge page, so huge pages do not apply.
+        assert_eq!(r.huge_page_fraction(), None);
+        assert_eq!(r.collapse(), Collapse::NotNeeded);
         let result = r.run();
         assert!(result.copies > 0 && result.rate() > 0.0);
     }

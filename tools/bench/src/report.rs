@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use bdev::ram::huge_page_percent as percent;
 use dataplane::latency::{us, LatencySummary};
 use reactor::stats::ReactorLoad;
 
@@ -19,6 +20,10 @@ pub struct ReferenceReport {
     pub after_copies_per_sec: f64,
     /// The dataplane's IOPS divided by `copies_per_sec`.
     pub ratio: f64,
+    /// Fraction of the source buffer backed by huge pages (it is mapped
+    /// like a RAM bdev's memory, so that the ratio compares like with like);
+    /// `null` where it cannot be read.
+    pub huge_page_fraction: Option<f64>,
 }
 
 /// The other frontend, run with the same settings in the same process
@@ -37,6 +42,8 @@ pub struct CompareReport {
     pub verify_mismatches: u64,
     /// This run's IOPS divided by its IOPS.
     pub ratio: f64,
+    /// Its RAM bdevs' fraction on huge pages (`null` for `null`).
+    pub ram_huge_page_fraction: Option<f64>,
 }
 
 /// The result of one bench run. The field names are the JSON keys.
@@ -93,6 +100,15 @@ pub struct BenchReport {
     /// Per-reactor detail over the measured window, with the loop and
     /// poller figures.
     pub reactors: Vec<ReactorLoad>,
+    /// Fraction (0 to 1) of the RAM bdevs' memory backed by huge pages,
+    /// measured after it was prefaulted and collapsed, before the run
+    /// (`ram`, `striped`; `null` for the `null` bdev). Below 1, TLB misses
+    /// cost page walks and RAM-bdev figures are not comparable.
+    pub ram_huge_page_fraction: Option<f64>,
+    /// Why `MADV_COLLAPSE` could not bring all of it onto huge pages, when
+    /// it failed (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ram_huge_page_collapse: Option<String>,
     /// The reference loop, when requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceReport>,
@@ -108,6 +124,39 @@ pub struct BenchReport {
 
 fn human_rate(bytes_per_sec: f64) -> String {
     format!("{:.1} MiB/s", bytes_per_sec / (1 << 20) as f64)
+}
+
+impl BenchReport {
+    /// The warning for stderr when the RAM bdevs' memory or the reference
+    /// buffer is not wholly on huge pages: the fractions, why the figures
+    /// are then not comparable, and the fix for `huge_page_bytes` of such
+    /// memory ([`BenchConfig::huge_page_bytes`](crate::BenchConfig::huge_page_bytes)).
+    /// `None` when everything measured is on huge pages.
+    pub fn huge_page_warning(&self, huge_page_bytes: u64) -> Option<String> {
+        let mut short = Vec::new();
+        if let Some(f) = self.ram_huge_page_fraction.filter(|&f| f < 1.0) {
+            short.push(format!("{} of the RAM bdev memory", percent(f)));
+        }
+        let reference = self.reference.as_ref().and_then(|r| r.huge_page_fraction);
+        if let Some(f) = reference.filter(|&f| f < 1.0) {
+            short.push(format!("{} of the reference loop's buffer", percent(f)));
+        }
+        if short.is_empty() {
+            return None;
+        }
+        let why = self
+            .ram_huge_page_collapse
+            .as_ref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        Some(format!(
+            "warning: only {} on huge pages{why}: RAM-bdev figures are then not comparable \
+             (TLB misses on the rest cost page walks, which can cut IOPS several-fold); \
+             to fix, {}",
+            short.join(" and "),
+            bdev::ram::huge_page_remedy(huge_page_bytes)
+        ))
+    }
 }
 
 impl BenchReport {
@@ -184,6 +233,17 @@ impl BenchReport {
                 );
             }
         }
+        let reference_huge = self.reference.as_ref().and_then(|r| r.huge_page_fraction);
+        if self.ram_huge_page_fraction.is_some() || reference_huge.is_some() {
+            let mut parts = Vec::new();
+            if let Some(f) = self.ram_huge_page_fraction {
+                parts.push(format!("RAM bdev memory {}", percent(f)));
+            }
+            if let Some(f) = reference_huge {
+                parts.push(format!("reference buffer {}", percent(f)));
+            }
+            let _ = writeln!(s, "  on huge pages: {}", parts.join(", "));
+        }
         if let Some(reference) = &self.reference {
             let _ = writeln!(
                 s,
@@ -228,5 +288,106 @@ impl BenchReport {
             let _ = writeln!(s, "  ! {note}");
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ram: Option<f64>, reference: Option<f64>) -> BenchReport {
+        BenchReport {
+            frontend: "tcmu".into(),
+            bdev: "ram".into(),
+            rw: "randread".into(),
+            block_size: 4096,
+            device_block_size: 4096,
+            iodepth: 128,
+            devices: 1,
+            rwmix_read: 50,
+            runtime_s: 1.0,
+            ios: 1000,
+            reads: 1000,
+            writes: 0,
+            iops: 1000.0,
+            bytes_per_sec: 4096000.0,
+            errors: 0,
+            verify_mismatches: 0,
+            verify: false,
+            latency_ns: LatencySummary::default(),
+            doorbells: 10,
+            doorbells_per_io: 0.01,
+            notifications: 10,
+            reactor_busy_fraction: 1.0,
+            reactor_ns_per_io: 1000.0,
+            idle: "busy".into(),
+            reactors: Vec::new(),
+            ram_huge_page_fraction: ram,
+            ram_huge_page_collapse: None,
+            reference: reference.map(|f| ReferenceReport {
+                copies_per_sec: 2000.0,
+                before_copies_per_sec: 2000.0,
+                after_copies_per_sec: 2000.0,
+                ratio: 0.5,
+                huge_page_fraction: Some(f),
+            }),
+            compare: None,
+            jitter: None,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn no_warning_when_all_memory_is_on_huge_pages() {
+        assert_eq!(
+            report(Some(1.0), Some(1.0)).huge_page_warning(1 << 31),
+            None
+        );
+        // The null bdev has no memory to speak of.
+        assert_eq!(report(None, None).huge_page_warning(0), None);
+        let text = report(Some(1.0), Some(1.0)).render_text();
+        assert!(
+            text.contains("\n  on huge pages: RAM bdev memory 100.0%, reference buffer 100.0%\n"),
+            "{text}"
+        );
+        assert!(!report(None, None).render_text().contains("huge pages"));
+    }
+
+    #[test]
+    fn warning_names_the_fraction_the_consequence_and_the_fix() {
+        let mut r = report(Some(0.3756), None);
+        r.ram_huge_page_collapse =
+            Some("ram0: MADV_COLLAPSE failed: Cannot allocate memory".into());
+        let warning = r.huge_page_warning(1 << 30).unwrap();
+        assert_eq!(
+            warning,
+            "warning: only 37.5% of the RAM bdev memory on huge pages \
+             (ram0: MADV_COLLAPSE failed: Cannot allocate memory): RAM-bdev figures are then \
+             not comparable (TLB misses on the rest cost page walks, which can cut IOPS \
+             several-fold); to fix, reserve huge pages (`sysctl vm.nr_hugepages=512` for 1 GiB, \
+             more if other programs use huge pages) or compact memory \
+             (`echo 1 > /proc/sys/vm/compact_memory`) and retry"
+        );
+        // Only the reference buffer short, and just short: not shown as 100%.
+        let warning = report(Some(1.0), Some(0.9999))
+            .huge_page_warning(3 << 30)
+            .unwrap();
+        assert!(
+            warning
+                .starts_with("warning: only 99.9% of the reference loop's buffer on huge pages:"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("`sysctl vm.nr_hugepages=1536` for 3 GiB"),
+            "{warning}"
+        );
+        let both = report(Some(0.0), Some(0.5))
+            .huge_page_warning(1 << 30)
+            .unwrap();
+        assert!(both.starts_with(
+            "warning: only 0.0% of the RAM bdev memory and 50.0% of the reference loop's buffer on huge pages:"
+        ));
+        let text = report(Some(0.0), Some(0.5)).render_text();
+        assert!(text.contains("\n  on huge pages: RAM bdev memory 0.0%, reference buffer 50.0%\n"));
     }
 }

@@ -23,12 +23,13 @@
 
 use std::time::Duration;
 
+use bdev::ram::combined_huge_page_fraction;
 use reactor::stats::ReactorLoad;
 use reactor::{IdlePolicy, Reactor, ReactorConfig};
 
 use crate::affinity::{pin_current_thread, AffinityGuard};
 use crate::config::{BenchConfig, Frontend, Placement, MAX_IO_BYTES};
-use crate::devices::build_device;
+use crate::devices::{build_device, BenchDevice};
 use crate::error::{BenchError, ScstSetupError};
 use crate::frontends::BenchInitiator;
 use crate::initiator::{Initiator, JobSnapshot, Workload};
@@ -74,11 +75,11 @@ pub fn run(
     // copy runs on), half before and half after the run, so a drift of the
     // machine during the run shows up in both figures.
     let mut reference = if config.reference {
-        let buffers = ReferenceBuffers::new(ReferenceConfig {
+        let buffers = ReferenceBuffers::try_new(ReferenceConfig {
             io_size: config.io_size as usize,
             runtime: (config.runtime / 2).clamp(Duration::from_millis(500), Duration::from_secs(3)),
             ..ReferenceConfig::default()
-        });
+        })?;
         pin_current_thread(cores[0])?;
         let mut buffers = buffers;
         let before = buffers.run();
@@ -116,6 +117,7 @@ pub fn run(
             } else {
                 0.0
             },
+            ram_huge_page_fraction: other.ram_huge_page_fraction,
         });
     }
     if let Some((buffers, before)) = reference.as_mut() {
@@ -127,7 +129,14 @@ pub fn run(
             before_copies_per_sec: before.rate(),
             after_copies_per_sec: after.rate(),
             ratio: report.iops / mean,
+            huge_page_fraction: buffers.huge_page_fraction(),
         });
+        if report.ram_huge_page_collapse.is_none() {
+            report.ram_huge_page_collapse = buffers
+                .collapse()
+                .failure()
+                .map(|why| format!("reference buffer: {why}"));
+        }
     }
     report.jitter = jitter;
     Ok(report)
@@ -153,6 +162,11 @@ fn run_frontend(
             &mut pollers[index % cores.len()],
         )?);
     }
+    // Measured once the memory is prefaulted and collapsed, before the
+    // reactors start (reading smaps is no work for the measured window).
+    let ram_huge_page_fraction =
+        combined_huge_page_fraction(devices.iter().flat_map(|d: &BenchDevice| &d.ram));
+    let ram_huge_page_collapse = devices.iter().find_map(|d| d.collapse_failure.clone());
     let mut reactors = Vec::with_capacity(cores.len());
     for (i, (core, pollers)) in cores.iter().zip(pollers).enumerate() {
         let reactor_config = ReactorConfig::new(format!("reactor{i}"))
@@ -258,6 +272,8 @@ fn run_frontend(
             IdlePolicy::Adaptive { .. } => "adaptive".into(),
         },
         reactors: reactor_reports,
+        ram_huge_page_fraction,
+        ram_huge_page_collapse,
         reference: None,
         compare: None,
         jitter: None,

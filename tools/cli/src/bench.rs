@@ -235,6 +235,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     } else {
         print!("{}", report.render_text());
     }
+    // Whatever --quiet says: without it the figures mislead.
+    if let Some(warning) = report.huge_page_warning(config.huge_page_bytes(report.devices)) {
+        eprintln!("dataplane bench: {warning}");
+    }
     // Data errors make the run fail, so scripts and CI notice them.
     let compared_bad = report
         .compare

@@ -175,5 +175,13 @@ fn sigterm_drains_and_exits_zero() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(last["reactors"].is_array());
+    // The RAM bdev's huge pages, read again for the report (how many the
+    // machine gave is its business: serve warned at start if not all).
+    assert_eq!(last["bdevs"][0]["name"], "ram0");
+    let fraction = last["bdevs"][0]["huge_page_fraction"].as_f64();
+    if std::path::Path::new("/proc/self/smaps").exists() {
+        let f = fraction.expect("a RAM bdev reports its huge pages");
+        assert!((0.0..=1.0).contains(&f), "{f}");
+    }
     let _ = std::fs::remove_file(&path);
 }
