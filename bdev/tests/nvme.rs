@@ -11,6 +11,18 @@
 //! Linux before 6.2). CI's host has no NVMe: they skip there, saying so,
 //! and run in the VM test on its emulated drive. Each test works in its
 //! own 8 MiB region of the namespace, so they may run in parallel.
+//!
+//! How the VM runs them: the host builds this binary (`cargo test -p bdev
+//! --test nvme --no-run`; the path is the `executable` of its artifact in
+//! `--message-format=json`), and the guest, with the `nvme` module loaded
+//! and root, runs it through the host's loader as it runs other host
+//! programs: `DATAPLANE_TEST_NVME=/dev/ng0n1 "$LD" --library-path "$LIBPATH"
+//! /host<executable>`. The unit tests of `bdev::nvme` that need a device
+//! (`nvme::open::tests`) run the same way from the crate's unit-test
+//! binary, filtered with `nvme::`. The drive needs `discard=unmap` on its
+//! QEMU `-drive` for deallocated blocks to read back zeroes, and the nvme
+//! module `poll_queues=1` for the IOPOLL test to poll (without, it says
+//! why not and passes).
 
 use std::path::{Path, PathBuf};
 
