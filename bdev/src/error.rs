@@ -38,6 +38,20 @@ pub enum IoError {
     /// device whose filesystem is full, `ENOSPC`/`EDQUOT`).
     #[error("no space left on the backing device (errno {0})")]
     NoSpace(i32),
+    /// The device is not ready to do I/O now (an NVMe namespace being
+    /// formatted or sanitized, or not ready).
+    #[error("the device is not ready")]
+    NotReady,
+    /// The device refuses writes to the range (write protected).
+    #[error("the device is write protected")]
+    WriteProtected,
+    /// The device refused a field of the command it was sent (an NVMe
+    /// Invalid Field in Command), not the operation as a whole.
+    #[error("the device refused a field of the command")]
+    InvalidField,
+    /// The device failed internally (an NVMe Internal Error).
+    #[error("internal device failure")]
+    DeviceFailure,
 }
 
 /// Control-path errors of the bdev crate.
@@ -65,7 +79,7 @@ pub enum Error {
         /// What does not match.
         reason: String,
     },
-    /// The file or block device behind a bdev cannot be used.
+    /// The file, block device or NVMe namespace behind a bdev cannot be used.
     #[error("bdev {name}: {path}: {problem}")]
     Open {
         /// Bdev name.
@@ -80,7 +94,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-/// Why a file or block device cannot back a bdev (see [`Error::Open`]).
+/// Why a file, a block device or an NVMe namespace cannot back a bdev (see
+/// [`Error::Open`]).
 #[derive(Debug, thiserror::Error)]
 pub enum OpenProblem {
     /// Nothing at the path, and no size to create a file with.
@@ -135,6 +150,45 @@ pub enum OpenProblem {
          disabled (sysctl kernel.io_uring_disabled)"
     )]
     NoIoUring(std::io::Error),
+    /// Nothing at the path of an `nvme` bdev.
+    #[error(
+        "does not exist (an NVMe namespace's generic character device is /dev/ngXnY, \
+         created by the nvme driver since Linux 5.13)"
+    )]
+    NoSuchDevice,
+    /// An `nvme` bdev's path names something else than an NVMe namespace's
+    /// generic character device; the text says what.
+    #[error("is {0}, not an NVMe namespace's generic character device (/dev/ngXnY)")]
+    NotNvmeGeneric(String),
+    /// The kernel cannot pass NVMe commands through io_uring.
+    #[error(
+        "the kernel cannot pass NVMe commands through io_uring ({0}): NVMe passthrough \
+         with IORING_OP_URING_CMD needs Linux 5.19 or later"
+    )]
+    NoPassthrough(String),
+    /// The kernel refused NVMe passthrough for want of privilege.
+    #[error(
+        "permission denied ({0}): NVMe passthrough needs read and write access to the \
+         device and, before Linux 6.2, CAP_SYS_ADMIN (run as root)"
+    )]
+    PassthroughDenied(String),
+    /// The namespace's LBA format cannot be served; the text says why.
+    #[error("unsupported LBA format: {0}")]
+    UnsupportedFormat(String),
+    /// An Identify command at open failed.
+    #[error("Identify {what} failed: {detail}")]
+    Identify {
+        /// Which Identify (controller, namespace).
+        what: &'static str,
+        /// The errno or NVMe status.
+        detail: String,
+    },
+    /// The NVMe namespace is write protected.
+    #[error("is write protected ({0}); an nvme bdev needs read and write access")]
+    WriteProtected(String),
+    /// A passthrough read of the first block, made at open, failed.
+    #[error("a passthrough read of block 0 failed: {0}")]
+    ProbeFailed(String),
     /// Another system call failed; the text names it.
     #[error("{what}: {source}")]
     Os {

@@ -36,8 +36,9 @@
 //! channel's implementer.
 //!
 //! Modules: [`ram`] (anonymous memory), [`null`] (completes without touching
-//! data), [`striped`] (RAID0 over child bdevs) and [`file`](mod@file) (a regular file
-//! or a block device through io_uring, on the engine in [`uring`]).
+//! data), [`striped`] (RAID0 over child bdevs), [`file`](mod@file) (a regular file
+//! or a block device through io_uring, on the engine in [`uring`]) and
+//! [`nvme`] (an NVMe namespace through NVMe passthrough on the same engine).
 //! [`parse_size`] reads the sizes that configuration and command lines give
 //! them.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -47,6 +48,7 @@ pub mod error;
 pub mod file;
 pub mod io;
 pub mod null;
+pub mod nvme;
 pub mod ram;
 pub mod request;
 mod size;
@@ -60,6 +62,7 @@ pub use error::{Error, IoError, OpenProblem};
 pub use file::{FileBdev, FileOptions, FileStats};
 pub use io::{IoCompletion, IoOp, IoRequest, IoVec, SgList};
 pub use null::NullBdev;
+pub use nvme::{NvmeBdev, NvmeIdentity, NvmeOptions, NvmeStats, UnmapMode};
 pub use ram::{Backing, HugePages, RamBdev};
 pub use request::{check_request, check_supported, CompletionQueue};
 pub use size::parse_size;

@@ -47,6 +47,8 @@ pub struct Asc {
 impl Asc {
     /// NO ADDITIONAL SENSE INFORMATION (00/00).
     pub const NO_ADDITIONAL_SENSE: Asc = Asc::new(0x00, 0x00);
+    /// LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE (04/00).
+    pub const LOGICAL_UNIT_NOT_READY: Asc = Asc::new(0x04, 0x00);
     /// WRITE ERROR (0C/00).
     pub const WRITE_ERROR: Asc = Asc::new(0x0C, 0x00);
     /// UNRECOVERED READ ERROR (11/00).
@@ -277,6 +279,8 @@ pub enum ScsiError {
     Busy,
     /// HARDWARE ERROR, INTERNAL TARGET FAILURE (44/00).
     InternalTargetFailure,
+    /// NOT READY, LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE (04/00).
+    NotReady,
 }
 
 impl ScsiError {
@@ -320,6 +324,14 @@ impl ScsiError {
     /// - `NoSpace` → DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT
     ///   (SBC-4 4.7.3.6: what a thin-provisioned unit reports when it cannot
     ///   allocate for a write; Linux fails the write without retrying).
+    /// - `NotReady` → NOT READY, LOGICAL UNIT NOT READY, CAUSE NOT
+    ///   REPORTABLE (what the NVM Express SCSI translation reference gives
+    ///   for Namespace Not Ready).
+    /// - `WriteProtected` → DATA PROTECT, WRITE PROTECTED.
+    /// - `InvalidField` → ILLEGAL REQUEST, INVALID FIELD IN CDB without a
+    ///   field pointer (the device refused a field of the command the bdev
+    ///   built, which names no field of the CDB).
+    /// - `DeviceFailure` → HARDWARE ERROR, INTERNAL TARGET FAILURE.
     pub fn from_io(error: IoError, transfer_length: Option<FieldPointer>) -> Self {
         match error {
             IoError::OutOfRange => ScsiError::LbaOutOfRange,
@@ -332,6 +344,10 @@ impl ScsiError {
             IoError::Aborted => ScsiError::AbortedCommand,
             IoError::NoResources => ScsiError::Busy,
             IoError::NoSpace(_) => ScsiError::SpaceAllocationFailed,
+            IoError::NotReady => ScsiError::NotReady,
+            IoError::WriteProtected => ScsiError::WriteProtected,
+            IoError::InvalidField => ScsiError::InvalidFieldInCdb(None),
+            IoError::DeviceFailure => ScsiError::InternalTargetFailure,
         }
     }
 
@@ -384,6 +400,7 @@ impl ScsiError {
             ScsiError::InternalTargetFailure => {
                 Sense::new(key::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE)
             }
+            ScsiError::NotReady => Sense::new(key::NOT_READY, Asc::LOGICAL_UNIT_NOT_READY),
         };
         Some(sense)
     }
@@ -539,6 +556,7 @@ mod tests {
             (ScsiError::WriteError, 0x03, 0x0C, 0x00),
             (ScsiError::AbortedCommand, 0x0B, 0x00, 0x00),
             (ScsiError::InternalTargetFailure, 0x04, 0x44, 0x00),
+            (ScsiError::NotReady, 0x02, 0x04, 0x00),
         ];
         for (error, sense_key, asc, ascq) in cases {
             assert_eq!(
@@ -575,6 +593,10 @@ mod tests {
             (IoError::Aborted, ScsiError::AbortedCommand),
             (IoError::NoResources, ScsiError::Busy),
             (IoError::NoSpace(28), ScsiError::SpaceAllocationFailed),
+            (IoError::NotReady, ScsiError::NotReady),
+            (IoError::WriteProtected, ScsiError::WriteProtected),
+            (IoError::InvalidField, ScsiError::InvalidFieldInCdb(None)),
+            (IoError::DeviceFailure, ScsiError::InternalTargetFailure),
         ];
         for (io, expected) in cases {
             assert_eq!(ScsiError::from_io(io, length), expected, "{io:?}");

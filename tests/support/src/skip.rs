@@ -20,7 +20,8 @@
 //! a Debian 12 machine with two CPUs, and `.ci/run` installs
 //! build-essential, xz-utils and linux-libc-dev (the kernel's UAPI headers)
 //! before the tests; its host kernel has io_uring enabled but neither
-//! LIO/TCMU nor SCST loaded (the real kernel runs in the VM test).
+//! LIO/TCMU nor SCST loaded, and no NVMe device (the real kernel, and an
+//! emulated NVMe drive, run in the VM test).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -33,6 +34,11 @@ pub const CI_TOOLS: &[&str] = &["cc", "make", "xz", "losetup", "chattr", "mount"
 
 /// CPUs of the CI machine.
 pub const CI_CPUS: usize = 2;
+
+/// The environment variable naming the NVMe namespace's generic character
+/// device (`/dev/ngXnY`) that tests needing [`Need::NvmeGeneric`] use, and
+/// overwrite.
+pub const NVME_DEVICE_VAR: &str = "DATAPLANE_TEST_NVME";
 
 /// Something a test needs from the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +66,11 @@ pub enum Need {
     /// Transparent huge pages available to `madvise` (the kernel has them
     /// and `enabled` is not `never`).
     TransparentHugePages,
+    /// An NVMe namespace's generic character device (`/dev/ngXnY`) that the
+    /// test may overwrite, named by [`NVME_DEVICE_VAR`] (see
+    /// [`nvme_device`]). CI's host has none; the VM test boots with an
+    /// emulated NVMe drive and runs these tests there.
+    NvmeGeneric,
     /// A privileged action that root can do on a whole machine but not
     /// always in a container (mount a tmpfs, set up a loop device, make a
     /// file immutable). Never met by asking: a test reports it with
@@ -82,6 +93,7 @@ impl Need {
             Need::TransparentHugePages => {
                 std::fs::read_to_string(THP_ENABLED).is_ok_and(|s| !s.contains("[never]"))
             }
+            Need::NvmeGeneric => nvme_device().is_some(),
             Need::Privilege(_) => false,
         }
     }
@@ -98,6 +110,7 @@ impl Need {
             Need::IoUring => true,
             Need::ReservedHugePages(_) => false,
             Need::TransparentHugePages => true,
+            Need::NvmeGeneric => false,
             // CI is root on a whole Debian machine, not a container.
             Need::Privilege(_) => true,
         }
@@ -137,9 +150,30 @@ impl Need {
                     .map(|s| s.trim().to_owned())
                     .unwrap_or_else(|e| e.to_string())
             ),
+            Need::NvmeGeneric => match std::env::var_os(NVME_DEVICE_VAR) {
+                None => format!(
+                    "needs an NVMe namespace's generic character device it may overwrite, \
+                     named by {NVME_DEVICE_VAR} (e.g. {NVME_DEVICE_VAR}=/dev/ng0n1; the VM \
+                     test runs these tests on its emulated drive)"
+                ),
+                Some(path) => format!(
+                    "{NVME_DEVICE_VAR}={} is not a character device",
+                    Path::new(&path).display()
+                ),
+            },
             Need::Privilege(action) => format!("needs to {action}, which failed here"),
         }
     }
+}
+
+/// The device [`NVME_DEVICE_VAR`] names, when it names a character
+/// device.
+pub fn nvme_device() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = std::path::PathBuf::from(std::env::var_os(NVME_DEVICE_VAR)?);
+    std::fs::metadata(&path)
+        .is_ok_and(|m| m.file_type().is_char_device())
+        .then_some(path)
 }
 
 /// Where the kernel says whether transparent huge pages are on.
@@ -267,6 +301,7 @@ mod tests {
         assert!(Need::Cpus(2).provided_by_ci());
         assert!(!Need::Cpus(3).provided_by_ci());
         assert!(Need::IoUring.provided_by_ci());
+        assert!(!Need::NvmeGeneric.provided_by_ci());
     }
 
     #[test]
