@@ -10,11 +10,11 @@ use io_uring::{cqueue, opcode, squeue, types};
 
 use super::bounce::BouncePool;
 use super::errno;
-use super::fixed::FixedRegions;
 use super::open::Alignment;
 use super::stats::{ChannelCounters, FileStats};
 use super::Shared;
 use crate::request::{check_request, check_supported, CompletionQueue};
+use crate::uring::{FixedRegions, MAX_FIXED_BUFFER};
 use crate::uring::{Ring, RingConfig, Slots};
 use crate::{
     BdevChannel, Capabilities, Error, Geometry, IoCompletion, IoError, IoOp, IoRequest, IoVec,
@@ -414,27 +414,19 @@ impl BdevChannel for FileChannel {
                 self.shared.name
             )));
         }
-        let Some(pieces) = FixedRegions::plan(regions) else {
-            return Err(Error::InvalidParameter(format!(
-                "bdev {}: too many regions to register as fixed buffers",
-                self.shared.name
-            )));
-        };
         self.fixed = FixedRegions::default();
-        self.ring.unregister_buffers();
-        if pieces.is_empty() {
-            return Ok(false);
-        }
         // SAFETY: this function's contract: the regions stay mapped to the
         // same memory for the channel's life, which is the ring's.
-        match unsafe { self.ring.register_buffers(&pieces) } {
-            Ok(()) => {
-                self.fixed = FixedRegions::registered(&pieces);
-                Ok(true)
+        match unsafe { self.ring.register_fixed(regions, MAX_FIXED_BUFFER) } {
+            Ok(table) => {
+                self.fixed = table;
+                Ok(!self.fixed.is_empty())
             }
-            Err(error) => {
-                let bytes = pieces.iter().map(|p| p.iov_len).sum();
-                self.shared.report_refused_registration(bytes, &error);
+            Err(refused) => {
+                let name = &self.shared.name;
+                self.shared
+                    .refusal
+                    .report(name, &refused, "reads and writes");
                 Ok(false)
             }
         }

@@ -61,17 +61,14 @@
 mod bounce;
 mod channel;
 mod errno;
-mod fixed;
 mod open;
 mod stats;
 
 use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::uring::{Ring, RingConfig};
+use crate::uring::{RefusalNotice, Ring, RingConfig};
 use crate::{
     Bdev, BdevChannel, Capabilities, Error, Geometry, IoOp, IoRequest, IoVec, OpenProblem, SgList,
     Topology,
@@ -156,25 +153,14 @@ struct Shared {
     alignment: Alignment,
     /// Every channel's counters, closed channels' included.
     channels: Mutex<Vec<Arc<ChannelCounters>>>,
-    /// The kernel's refusal to register fixed buffers was reported.
-    refusal_reported: AtomicBool,
+    /// Reports once that the kernel refused fixed buffers.
+    refusal: RefusalNotice,
 }
 
 impl Shared {
     fn register_counters(&self, counters: &Arc<ChannelCounters>) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.push(Arc::clone(counters));
-    }
-
-    /// Says once per bdev, on stderr, that fixed buffers are not used.
-    fn report_refused_registration(&self, bytes: usize, error: &io::Error) {
-        if !self.refusal_reported.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "bdev {}: the kernel refused to register {bytes} bytes of frontend memory \
-                 as io_uring fixed buffers ({error}); reads and writes go without them",
-                self.name
-            );
-        }
     }
 }
 
@@ -231,7 +217,7 @@ impl FileBdev {
                 capabilities: opened.capabilities,
                 alignment: opened.alignment,
                 channels: Mutex::new(Vec::new()),
-                refusal_reported: AtomicBool::new(false),
+                refusal: RefusalNotice::default(),
             }),
         };
         if bdev.shared.options.iopoll {

@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
@@ -14,12 +13,12 @@ use memmap2::MmapMut;
 
 use super::bounce::BouncePool;
 use super::cmd::{self, Data, UringCmd, DSM_LIST_LEN, URING_CMD_IO, URING_CMD_IO_VEC};
-use super::fixed::FixedRegions;
 use super::plan::{self, Cursor, Placement};
 use super::profile::{UnmapCommand, CTRL_PAGE};
 use super::stats::{ChannelCounters, NvmeStats};
 use super::{status, Shared};
 use crate::request::{check_request, check_supported, CompletionQueue};
+use crate::uring::FixedRegions;
 use crate::uring::{Ring, RingConfig, Slots};
 use crate::{
     BdevChannel, Capabilities, Error, Geometry, IoCompletion, IoError, IoOp, IoRequest, IoVec,
@@ -523,29 +522,17 @@ impl BdevChannel for NvmeChannel {
             )));
         }
         self.fixed = FixedRegions::default();
-        self.ring.unregister_buffers();
         let piece = self.shared.fixed_piece_bytes;
-        let Some(pieces) = FixedRegions::plan(regions, piece) else {
-            let bytes = regions.iter().map(|r| r.len).sum();
-            let error = io::Error::other(format!(
-                "more than the kernel's 16384 fixed buffers of {piece} bytes"
-            ));
-            self.shared.report_refused_registration(bytes, &error);
-            return Ok(false);
-        };
-        if pieces.is_empty() {
-            return Ok(false);
-        }
         // SAFETY: this function's contract: the regions stay mapped to the
         // same memory for the channel's life, which is the ring's.
-        match unsafe { self.ring.register_buffers(&pieces) } {
-            Ok(()) => {
-                self.fixed = FixedRegions::registered(&pieces);
-                Ok(true)
+        match unsafe { self.ring.register_fixed(regions, piece) } {
+            Ok(table) => {
+                self.fixed = table;
+                Ok(!self.fixed.is_empty())
             }
-            Err(error) => {
-                let bytes = pieces.iter().map(|p| p.iov_len).sum();
-                self.shared.report_refused_registration(bytes, &error);
+            Err(refused) => {
+                let name = &self.shared.name;
+                self.shared.refusal.report(name, &refused, "commands");
                 Ok(false)
             }
         }

@@ -51,7 +51,7 @@
 //! # How SCSI maps onto it
 //! | request | NVMe command |
 //! | --- | --- |
-//! | `Read`/`Write` | Read (02h) / Write (01h), split at the largest command; one buffer as `NVME_URING_CMD_IO`, several iovecs as `NVME_URING_CMD_IO_VEC`, a buffer inside registered memory as a fixed-buffer command (`IORING_URING_CMD_FIXED`, Linux 6.1; the memory registered in pieces of at most `max_segments - 1` pages, as `fixed.rs` explains) |
+//! | `Read`/`Write` | Read (02h) / Write (01h), split at the largest command; one buffer as `NVME_URING_CMD_IO`, several iovecs as `NVME_URING_CMD_IO_VEC`, a buffer inside registered memory as a fixed-buffer command (`IORING_URING_CMD_FIXED`, Linux 6.1; the memory registered in pieces of at most `max_segments - 1` pages, as `uring/fixed.rs` explains) |
 //! | `Write` with FUA | Write with FUA (CDW12 bit 30) |
 //! | `Flush` | Flush (00h) of the namespace; completes at once without a volatile cache |
 //! | `Unmap` (UNMAP, and WRITE SAME with UNMAP when LBPRZ is reported) | [`UnmapMode::Auto`]: Write Zeroes with Deallocate (CDW12 bit 25) when DLFEAT says it deallocates and reads back zeroes (bit 3 and 001b), else Dataset Management (09h) with Attribute Deallocate over one range |
@@ -103,7 +103,6 @@
 mod bounce;
 mod channel;
 mod cmd;
-mod fixed;
 mod identify;
 mod open;
 mod plan;
@@ -112,12 +111,10 @@ mod stats;
 mod status;
 
 use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::uring::{Ring, RingConfig};
+use crate::uring::{RefusalNotice, Ring, RingConfig};
 use crate::{Bdev, BdevChannel, Capabilities, Error, Geometry, OpenProblem, Topology};
 
 pub use profile::UnmapMode;
@@ -207,30 +204,19 @@ struct Shared {
     nsid: u32,
     profile: Profile,
     vectored: bool,
-    /// Largest fixed buffer to register (see `fixed.rs`).
+    /// Largest fixed buffer to register (see `uring/fixed.rs`).
     fixed_piece_bytes: usize,
     identity: NvmeIdentity,
     /// Every channel's counters, closed channels' included.
     channels: Mutex<Vec<Arc<ChannelCounters>>>,
-    /// The kernel's refusal to register fixed buffers was reported.
-    refusal_reported: AtomicBool,
+    /// Reports once that the kernel refused fixed buffers.
+    refusal: RefusalNotice,
 }
 
 impl Shared {
     fn register_counters(&self, counters: &Arc<ChannelCounters>) {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         channels.push(Arc::clone(counters));
-    }
-
-    /// Says once per bdev, on stderr, that fixed buffers are not used.
-    fn report_refused_registration(&self, bytes: usize, error: &io::Error) {
-        if !self.refusal_reported.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "bdev {}: the kernel refused to register {bytes} bytes of frontend memory \
-                 as io_uring fixed buffers ({error}); commands go without them",
-                self.name
-            );
-        }
     }
 }
 
@@ -319,7 +305,7 @@ impl NvmeBdev {
                 fixed_piece_bytes: fixed_piece_bytes(&opened.queue),
                 identity,
                 channels: Mutex::new(Vec::new()),
-                refusal_reported: AtomicBool::new(false),
+                refusal: RefusalNotice::default(),
             }),
         })
     }
@@ -348,7 +334,7 @@ impl NvmeBdev {
 }
 
 /// Bytes of the pieces registered memory is cut into: `max_segments - 1`
-/// pages of the queue (see `fixed.rs`).
+/// pages of the queue (see `uring/fixed.rs`).
 fn fixed_piece_bytes(queue: &profile::QueueLimits) -> usize {
     let segments = queue.max_segments.unwrap_or(127).max(2) as usize;
     ((segments - 1) * profile::CTRL_PAGE).min(1 << 30)

@@ -32,8 +32,10 @@
 //! the subject of the one unsafe contract here, on [`Ring::push`] and
 //! [`Ring::register_buffers`]; `ring.rs` is the only file with unsafe code.
 
+mod fixed;
 mod ring;
 mod slots;
 
+pub use fixed::{FixedRefused, FixedRegions, RefusalNotice, MAX_FIXED_BUFFER};
 pub use ring::{Ring, RingConfig};
 pub use slots::Slots;

@@ -22,6 +22,9 @@ use std::io;
 
 use io_uring::{cqueue, squeue, EnterFlags, IoUring};
 
+use super::fixed::{FixedRefused, FixedRegions};
+use crate::IoVec;
+
 /// How to set a ring up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingConfig {
@@ -221,6 +224,41 @@ impl<S: squeue::EntryMarker, C: cqueue::EntryMarker> Ring<S, C> {
     pub unsafe fn register_buffers(&mut self, bufs: &[libc::iovec]) -> io::Result<()> {
         // SAFETY: the caller keeps the buffers mapped for the ring's life.
         unsafe { self.ring.submitter().register_buffers(bufs) }
+    }
+
+    /// Replaces the ring's fixed buffers with `regions`, cut into pieces of
+    /// at most `piece` bytes ([`FixedRegions::plan`]), and returns the table
+    /// that finds a request's buffer in them (empty when `regions` is).
+    /// Call it with no request outstanding.
+    ///
+    /// # Safety
+    /// As [`register_buffers`](Self::register_buffers): the regions stay
+    /// mapped to the same memory until the ring is dropped.
+    pub unsafe fn register_fixed(
+        &mut self,
+        regions: &[IoVec],
+        piece: usize,
+    ) -> Result<FixedRegions, FixedRefused> {
+        self.unregister_buffers();
+        let Some(pieces) = FixedRegions::plan(regions, piece) else {
+            return Err(FixedRefused {
+                bytes: regions.iter().map(|r| r.len).sum(),
+                error: io::Error::other(format!(
+                    "more than the kernel's 16384 fixed buffers of {piece} bytes"
+                )),
+            });
+        };
+        if pieces.is_empty() {
+            return Ok(FixedRegions::default());
+        }
+        // SAFETY: this function's contract is `register_buffers`'.
+        match unsafe { self.register_buffers(&pieces) } {
+            Ok(()) => Ok(FixedRegions::registered(&pieces)),
+            Err(error) => Err(FixedRefused {
+                bytes: pieces.iter().map(|p| p.iov_len).sum(),
+                error,
+            }),
+        }
     }
 
     /// Drops any fixed buffers (no-op if none). Waits for nothing: call it

@@ -1,31 +1,71 @@
 //! The regions registered as io_uring fixed buffers, and the lookup that
-//! tells whether a command's buffer lies inside one.
+//! tells whether a request's buffer lies inside one; shared by the bdevs
+//! over the engine.
 //!
-//! A frontend offers its whole data mapping once
+//! A frontend offers its data memory once
 //! ([`BdevChannel::register_memory`](crate::BdevChannel::register_memory)).
 //! It is cut into pieces, sorted by address and registered in that order,
-//! so that a piece's position is its buffer index; a command whose one
-//! buffer lies inside a piece names it (`IORING_URING_CMD_FIXED`), which
-//! spares the kernel pinning its pages on every command.
+//! so that a piece's position is its buffer index; a request whose one
+//! buffer lies inside a piece names it (`READ_FIXED`/`WRITE_FIXED`, or
+//! `IORING_URING_CMD_FIXED` for passthrough), which spares the kernel
+//! pinning its pages on every request. A buffer that straddles two pieces
+//! goes without a fixed buffer.
 //!
-//! # Why pieces of at most `max_segments - 1` pages (Linux 6.1)
-//! A fixed-buffer passthrough command is mapped from the registered
-//! buffer's page list starting at the command's offset, and Linux 6.1's
-//! `blk_rq_map_user_bvec` refuses it with `EINVAL` when that list, to the
-//! end of the registered buffer, has more entries than the queue has
-//! segments (127 for nvme-pci), however short the command. Pieces of at
-//! most `max_segments - 1` pages keep every command within the limit; a
-//! buffer that straddles two pieces goes without a fixed buffer.
+//! # How large a piece
+//! - Reads and writes (`file`): at most [`MAX_FIXED_BUFFER`], the kernel's
+//!   limit per fixed buffer.
+//! - NVMe passthrough (`nvme`): at most `max_segments - 1` pages. A
+//!   fixed-buffer passthrough command is mapped from the registered
+//!   buffer's page list starting at the command's offset, and Linux 6.1's
+//!   `blk_rq_map_user_bvec` refuses it with `EINVAL` when that list, to the
+//!   end of the registered buffer, has more entries than the queue has
+//!   segments (127 for nvme-pci), however short the command.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::IoVec;
+
+/// Largest fixed buffer the kernel takes (1 GiB).
+pub const MAX_FIXED_BUFFER: usize = 1 << 30;
 
 /// Most fixed buffers per ring (`IORING_MAX_REG_BUFFERS`).
 const MAX_BUFFERS: usize = 1 << 14;
 
+/// Why offered memory was not registered: the kernel refused it (memory it
+/// cannot pin, `RLIMIT_MEMLOCK`) or it would take more buffers than a ring
+/// holds. The channel then goes without fixed buffers.
+#[derive(Debug)]
+pub struct FixedRefused {
+    /// Bytes offered.
+    pub bytes: usize,
+    /// The kernel's error, or why the plan failed.
+    pub error: io::Error,
+}
+
+/// Says once per bdev, on stderr, that its channels go without fixed
+/// buffers (every channel of a bdev is offered the same memory).
+#[derive(Debug, Default)]
+pub struct RefusalNotice(AtomicBool);
+
+impl RefusalNotice {
+    /// Prints the refusal the first time; `without` says what goes on
+    /// without fixed buffers ("reads and writes", "commands").
+    pub fn report(&self, bdev: &str, refused: &FixedRefused, without: &str) {
+        if !self.0.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "bdev {bdev}: the kernel refused to register {} bytes of frontend memory \
+                 as io_uring fixed buffers ({}); {without} go without them",
+                refused.bytes, refused.error
+            );
+        }
+    }
+}
+
 /// Registered pieces, sorted by start address. Empty when nothing is
 /// registered.
 #[derive(Debug, Default)]
-pub(super) struct FixedRegions {
+pub struct FixedRegions {
     /// `(start, end)` addresses of each piece; index = buffer index.
     pieces: Vec<(usize, usize)>,
 }
@@ -55,6 +95,11 @@ impl FixedRegions {
         }
         pieces.sort_by_key(|p| p.iov_base as usize);
         Some(pieces)
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
     }
 
     /// The table for pieces that were registered as planned.
