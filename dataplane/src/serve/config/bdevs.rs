@@ -134,7 +134,7 @@ impl fmt::Display for BdevConfig {
 }
 
 fn check_block_size(at: &str, block_size: u32) -> Result<(), ConfigError> {
-    if block_size < 512 || block_size > 65536 || !block_size.is_power_of_two() {
+    if !(512..=65536).contains(&block_size) || !block_size.is_power_of_two() {
         return err(format!(
             "{at}.block_size: {block_size} is not a power of two between 512 and 65536"
         ));
@@ -146,7 +146,7 @@ fn check_size(at: &str, size: u64, block_size: u32) -> Result<(), ConfigError> {
     if size == 0 {
         return err(format!("{at}.size: must be greater than zero"));
     }
-    if size % u64::from(block_size) != 0 {
+    if !size.is_multiple_of(u64::from(block_size)) {
         return err(format!(
             "{at}.size: {size} is not a multiple of block_size {block_size}"
         ));
