@@ -278,6 +278,9 @@ fn a_file_bdev_that_cannot_open_is_left_out_and_serve_runs_on() {
     let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let bdevs = last["bdevs"].as_array().unwrap();
     let f0 = bdevs.iter().find(|b| b["name"] == "f0").unwrap();
-    assert!(f0["unavailable"].as_str().unwrap().contains("does not exist"));
+    assert!(f0["unavailable"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
     assert!(bdevs.iter().any(|b| b["name"] == "ram0"));
 }
