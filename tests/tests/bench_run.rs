@@ -392,3 +392,19 @@ fn bad_file_configurations_are_refused_with_a_reason() {
     });
     assert!(msg.contains("--path: 1 paths for 2 files"), "{msg}");
 }
+
+#[test]
+fn compare_over_a_file_verifies_both_frontends() {
+    if !io_uring() {
+        return;
+    }
+    let dir = disk_dir();
+    let mut config = small(BdevKind::File, Pattern::RandRw, true);
+    config.size = 8 << 20;
+    config.compare = true;
+    config.file.paths = vec![dir.path().join("disk.img")];
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    let c = r.compare.unwrap();
+    assert_eq!((c.errors, c.verify_mismatches), (0, 0), "{c:?}");
+}

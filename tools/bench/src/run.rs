@@ -156,12 +156,17 @@ pub fn run(
     );
     if config.compare {
         affinity.restore();
+        // The first run wrote to the files: they no longer read as zeroes.
+        let mut written = files.clone();
+        for file in written.iter_mut().flatten() {
+            file.created = false;
+        }
         let other = run_frontend(
             config,
             config.frontend.other(),
             &cores,
             sim_core,
-            &files,
+            &written,
             &mut progress,
         )?;
         report.compare = Some(CompareReport {
