@@ -63,11 +63,6 @@ impl MemoryOffer {
     pub fn regions(&self) -> &[IoVec] {
         &self.regions
     }
-
-    /// Bytes offered.
-    pub fn bytes(&self) -> usize {
-        self.regions.iter().map(|r| r.len).sum()
-    }
 }
 
 impl fmt::Debug for MemoryOffer {

@@ -59,10 +59,13 @@ pub(super) struct ScstDevices {
 }
 
 impl ScstDevices {
-    /// Registers every device of `configs` and puts it on its reactor. The
-    /// first that fails stops the start, naming the device; those already
-    /// attached stay on their reactors (stopping them drains and closes
-    /// them).
+    /// Registers every `[[scst]]` device of `serve_config` and puts it on
+    /// its reactor, its memory offered to the bdev unless the bdev says
+    /// `fixed_buffers = false`. A device over a bdev left out (or of
+    /// another block size than a file bdev's device) is skipped with a log
+    /// line. The first that fails stops the start, naming the device;
+    /// those already attached stay on their reactors (stopping them drains
+    /// and closes them).
     pub(super) fn start<H: Host>(
         &mut self,
         host: &mut H,
