@@ -743,9 +743,17 @@ fn file_bdevs_serve_and_bad_ones_are_left_out_while_the_rest_serves() {
         "{f0_stats:?}"
     );
     assert_eq!(f0_stats.bounced, 0, "{f0_stats:?}");
-    // The simulator's data area can be pinned: registered, and used.
-    assert_eq!(f0_stats.memory_registered, Some(true), "{f0_stats:?}");
-    assert!(f0_stats.fixed_ios > 0, "{f0_stats:?}");
+    // The simulator's data area (a memfd) was offered: registered and
+    // used, or refused by a kernel that will not pin shared memory (then
+    // plain reads and writes).
+    match f0_stats.memory_registered {
+        Some(true) => assert!(f0_stats.fixed_ios > 0, "{f0_stats:?}"),
+        Some(false) => {
+            eprintln!("this kernel refused to register the simulator's memfd");
+            assert_eq!(f0_stats.fixed_ios, 0, "{f0_stats:?}");
+        }
+        None => panic!("the data area was offered: {f0_stats:?}"),
+    }
     // The children of the striped bdev served through it: the striped
     // channel takes no fixed buffers, and the children have no poller.
     let f1_stats = bdev("f1").file.unwrap();
@@ -768,7 +776,10 @@ fn file_bdevs_serve_and_bad_ones_are_left_out_while_the_rest_serves() {
         f0_json["file"]["submit_syscalls_per_io"].is_f64(),
         "{f0_json}"
     );
-    assert_eq!(f0_json["file"]["memory_registered"], true);
+    assert!(
+        f0_json["file"]["memory_registered"].is_boolean(),
+        "{f0_json}"
+    );
     let text = report.render_text();
     assert!(text.contains("  bdev f0 ("), "{text}");
     assert!(
