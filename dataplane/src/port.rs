@@ -14,6 +14,16 @@
 //! - Tags travel through the poller with their top [`PORT_TAG_BITS`] bits
 //!   replaced by the port index and restored on the way back: a port's tags
 //!   must fit in the low `64 - PORT_TAG_BITS` bits.
+//!
+//! # Fixed buffers
+//! A port's bdev end can carry the frontend's data mapping
+//! ([`ChannelEnd::offer_memory`]); the poller registers the memory of all
+//! its ports with its channel, on its reactor (the contract is in
+//! `memory.rs`: [`MemoryOffer`], [`FixedBuffers`]).
+
+mod memory;
+
+pub use memory::{FixedBuffers, FixedBuffersStatus, MemoryOffer};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +33,7 @@ use reactor::spsc::{self, Consumer, Producer};
 use reactor::{Poller, Waker};
 
 use crate::frontend::Drain;
+use memory::Registration;
 
 /// High tag bits the bdev poller uses to route completions to their port.
 pub const PORT_TAG_BITS: u32 = 16;
@@ -49,6 +60,8 @@ pub struct ChannelEnd {
     complete: Producer<IoCompletion>,
     /// Wakes the reactor running the frontend, if it may sleep.
     peer_waker: Option<Waker>,
+    /// The frontend's memory, for the channel to register.
+    memory: Option<MemoryOffer>,
 }
 
 /// Creates a port whose rings hold `depth` entries (a power of two).
@@ -67,6 +80,7 @@ pub fn port_pair(depth: usize) -> Result<(BdevPort, ChannelEnd), spsc::RingError
             submit: submit_rx,
             complete: complete_tx,
             peer_waker: None,
+            memory: None,
         },
     ))
 }
@@ -135,6 +149,23 @@ impl ChannelEnd {
     pub fn set_peer_waker(&mut self, waker: Option<Waker>) {
         self.peer_waker = waker;
     }
+
+    /// Offers the memory the frontend's requests will name: the poller
+    /// that adopts this end registers it with its channel (replacing an
+    /// earlier offer).
+    pub fn offer_memory(&mut self, offer: MemoryOffer) {
+        self.memory = Some(offer);
+    }
+
+    /// The memory offered, if any.
+    pub fn memory(&self) -> Option<&MemoryOffer> {
+        self.memory.as_ref()
+    }
+
+    /// Withdraws the offer (before the end is attached).
+    pub fn withdraw_memory(&mut self) -> Option<MemoryOffer> {
+        self.memory.take()
+    }
 }
 
 /// A bdev poller already serves [`MAX_PORTS`] ports.
@@ -172,6 +203,7 @@ pub struct BdevPollerHandle {
     pending: Arc<AtomicBool>,
     /// Wakes the reactor running the poller (adaptive idle policy).
     waker: Option<Waker>,
+    fixed_buffers: FixedBuffersStatus,
 }
 
 impl BdevPollerHandle {
@@ -190,6 +222,11 @@ impl BdevPollerHandle {
     /// Sets the waker of the reactor that runs the poller.
     pub fn set_waker(&mut self, waker: Option<Waker>) {
         self.waker = waker;
+    }
+
+    /// Whether the memory its ports offered is registered with its channel.
+    pub fn fixed_buffers(&self) -> FixedBuffers {
+        self.fixed_buffers.get()
     }
 }
 
@@ -215,6 +252,8 @@ pub struct BdevPoller {
     /// Shutdown state. The poller keeps moving requests while draining:
     /// the frontends it serves are draining too and still complete theirs.
     drain: Drain,
+    /// The fixed-buffer registration of the ports' offers.
+    memory: Registration,
 }
 
 /// Polls between two looks for ports whose frontend went away.
@@ -233,6 +272,7 @@ impl BdevPoller {
             pending: Arc::new(AtomicBool::new(false)),
             polls: 0,
             drain: Drain::default(),
+            memory: Registration::default(),
         }
     }
 
@@ -242,6 +282,7 @@ impl BdevPoller {
             inbox: Arc::clone(&self.inbox),
             pending: Arc::clone(&self.pending),
             waker: None,
+            fixed_buffers: self.memory.status(),
         }
     }
 
@@ -250,8 +291,15 @@ impl BdevPoller {
         self.active
     }
 
+    /// Whether the memory its ports offered is registered with its channel.
+    pub fn fixed_buffers(&self) -> FixedBuffers {
+        self.memory.status().get()
+    }
+
     /// Attaches a port; returns its index. Fails past [`MAX_PORTS`] (the
     /// port is then dropped, which its frontend sees as an abandoned ring).
+    /// Memory it offers is registered at the next poll with an empty
+    /// channel.
     pub fn attach(&mut self, end: ChannelEnd) -> Result<usize, TooManyPorts> {
         let slot = PortSlot {
             end,
@@ -266,6 +314,7 @@ impl BdevPoller {
                 self.ports.len() - 1
             }
         };
+        self.memory.adopted(slot.end.memory.as_ref());
         self.ports[index] = Some(slot);
         self.active += 1;
         Ok(index)
@@ -288,10 +337,22 @@ impl BdevPoller {
         }
         for port in &mut self.ports {
             if port.as_mut().is_some_and(PortSlot::is_finished) {
-                *port = None;
+                let released = port.take().and_then(|mut p| p.end.memory.take());
+                self.memory.released(released);
                 self.active -= 1;
             }
         }
+    }
+
+    /// Registers the ports' offers when they changed and the channel is
+    /// empty; returns whether requests may move into the channel.
+    fn register_memory(&mut self) -> bool {
+        let offers = self
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.end.memory.as_ref());
+        self.memory.register(self.channel.as_mut(), offers)
     }
 
     fn reap(&mut self) -> usize {
@@ -360,9 +421,12 @@ impl Poller for BdevPoller {
             self.maintain();
         }
         let mut work = self.reap();
-        let per_port = (self.budget / self.active.max(1)).max(1);
-        for index in 0..self.ports.len() {
-            work += self.submit_from(index, per_port);
+        // While offers wait for registration, requests wait in their ports.
+        if !self.memory.is_pending() || self.register_memory() {
+            let per_port = (self.budget / self.active.max(1)).max(1);
+            for index in 0..self.ports.len() {
+                work += self.submit_from(index, per_port);
+            }
         }
         // Completions of synchronous bdevs are ready at once: deliver them in
         // this poll rather than the next.
@@ -483,5 +547,160 @@ mod tests {
         a.stage(flush(2)).unwrap();
         assert!(a.stage(flush(3)).is_err());
         assert_eq!((a.outstanding(), a.room()), (2, 0));
+    }
+
+    /// A channel that completes requests only when told, and records the
+    /// memory registered with it.
+    #[derive(Debug)]
+    struct Fake {
+        queued: std::collections::VecDeque<u64>,
+        release: Arc<AtomicBool>,
+        registered: Arc<Mutex<Vec<Vec<usize>>>>,
+        accept: bool,
+    }
+
+    impl BdevChannel for Fake {
+        fn submit(&mut self, request: IoRequest) -> Result<(), IoRequest> {
+            self.queued.push_back(request.tag);
+            Ok(())
+        }
+        fn poll(&mut self, done: &mut dyn FnMut(IoCompletion)) -> usize {
+            if !self.release.load(Ordering::Relaxed) {
+                return 0;
+            }
+            let n = self.queued.len();
+            for tag in self.queued.drain(..) {
+                done(IoCompletion {
+                    tag,
+                    result: Ok(()),
+                });
+            }
+            n
+        }
+        fn in_flight(&self) -> usize {
+            self.queued.len()
+        }
+        unsafe fn register_memory(&mut self, regions: &[bdev::IoVec]) -> Result<bool, bdev::Error> {
+            let mut starts: Vec<usize> = regions.iter().map(|r| r.base as usize).collect();
+            starts.sort_unstable();
+            self.registered.lock().unwrap().push(starts);
+            Ok(self.accept && !regions.is_empty())
+        }
+    }
+
+    type Log = Arc<Mutex<Vec<Vec<usize>>>>;
+
+    fn fake(accept: bool) -> (BdevPoller, Arc<AtomicBool>, Log) {
+        let release = Arc::new(AtomicBool::new(true));
+        let registered = Log::default();
+        let channel = Fake {
+            queued: Default::default(),
+            release: Arc::clone(&release),
+            registered: Arc::clone(&registered),
+            accept,
+        };
+        (
+            BdevPoller::new("bdev:f", Box::new(channel), 8),
+            release,
+            registered,
+        )
+    }
+
+    /// A port offering `len` bytes at `base`, with what keeps it "mapped".
+    fn offering(base: usize) -> (BdevPort, ChannelEnd, Arc<()>) {
+        let (port, mut end) = port_pair(4).unwrap();
+        let keep = Arc::new(());
+        let region = bdev::IoVec {
+            base: base as *mut u8,
+            len: 4096,
+        };
+        // SAFETY: the fake channel never touches the memory.
+        end.offer_memory(unsafe { MemoryOffer::new(vec![region], Box::new(Arc::clone(&keep))) });
+        (port, end, keep)
+    }
+
+    #[test]
+    fn offers_of_all_ports_are_registered_together_on_an_empty_channel() {
+        let (mut p, release, registered) = fake(true);
+        assert_eq!(p.fixed_buffers(), FixedBuffers::NotOffered);
+        let (mut a, end_a, _keep_a) = offering(0x10000);
+        p.attach(end_a).unwrap();
+        assert_eq!(p.fixed_buffers(), FixedBuffers::Pending);
+        a.stage(flush(1)).unwrap();
+        a.publish();
+        p.poll();
+        assert_eq!(*registered.lock().unwrap(), [vec![0x10000]]);
+        assert_eq!(p.fixed_buffers(), FixedBuffers::Registered);
+        a.poll(8, |_| {});
+
+        // A second port while the channel holds a request of the first:
+        // nothing new goes in until the channel is empty.
+        release.store(false, Ordering::Relaxed);
+        a.stage(flush(2)).unwrap();
+        a.publish();
+        p.poll();
+        let (mut b, end_b, _keep_b) = offering(0x20000);
+        p.handle().attach(end_b);
+        b.stage(flush(3)).unwrap();
+        b.publish();
+        p.poll();
+        p.poll();
+        assert_eq!(registered.lock().unwrap().len(), 1, "the channel is busy");
+        assert_eq!(p.channel.in_flight(), 1, "b's request waits in its port");
+        release.store(true, Ordering::Relaxed);
+        p.poll();
+        assert_eq!(
+            registered.lock().unwrap().last().unwrap(),
+            &vec![0x10000, 0x20000],
+            "one registration holds both"
+        );
+        p.poll();
+        let mut got = Vec::new();
+        a.poll(8, |c| got.push(c.tag));
+        b.poll(8, |c| got.push(c.tag));
+        assert_eq!(got, [2, 3]);
+    }
+
+    #[test]
+    fn a_released_port_stays_mapped_until_registered_without_it() {
+        let (mut p, _release, registered) = fake(true);
+        let (a, end_a, keep_a) = offering(0x10000);
+        let (_b, end_b, _keep_b) = offering(0x20000);
+        p.attach(end_a).unwrap();
+        p.attach(end_b).unwrap();
+        p.poll();
+        assert_eq!(registered.lock().unwrap().len(), 1);
+        drop(a);
+        for _ in 0..MAINTAIN_EVERY {
+            p.poll();
+        }
+        assert_eq!(p.ports(), 1);
+        assert_eq!(
+            registered.lock().unwrap().last().unwrap(),
+            &vec![0x20000],
+            "registered again without the released port"
+        );
+        assert_eq!(Arc::strong_count(&keep_a), 1, "its memory is let go");
+    }
+
+    #[test]
+    fn a_declined_offer_is_not_passed_again() {
+        let (mut p, _release, registered) = fake(false);
+        let (_a, end_a, keep_a) = offering(0x10000);
+        p.attach(end_a).unwrap();
+        p.poll();
+        assert_eq!(p.fixed_buffers(), FixedBuffers::Declined);
+        let (_b, end_b, _keep_b) = offering(0x20000);
+        p.attach(end_b).unwrap();
+        p.poll();
+        assert_eq!(registered.lock().unwrap().len(), 1, "not asked again");
+        assert_eq!(Arc::strong_count(&keep_a), 2, "the port still holds it");
+        // A poller whose ports offer nothing never registers.
+        let (mut q, _release, registered) = fake(true);
+        let (_c, end_c) = port_pair(4).unwrap();
+        q.attach(end_c).unwrap();
+        q.poll();
+        assert!(registered.lock().unwrap().is_empty());
+        assert_eq!(q.fixed_buffers(), FixedBuffers::NotOffered);
     }
 }

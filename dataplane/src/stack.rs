@@ -20,14 +20,26 @@
 //!   [`Stack::attach_to`]), or one of its own ([`Stack::with_own_poller`],
 //!   for a chain that is alone on its bdev).
 //!
+//! - **Fixed buffers**: the frontend's whole data mapping travels with the
+//!   port to the bdev poller, which registers it with its channel on its
+//!   reactor ([`crate::port`]'s `memory.rs` has the contract): the SCST
+//!   buffer pool's arena, and a TCMU data area whose pages stay put (the
+//!   simulator's). A real TCMU device's UIO data area is not offered:
+//!   target_core_user frees idle data blocks and gives them new pages
+//!   later, and a page pinned by the registration would then take reads
+//!   the kernel never sees. [`Stack::without_fixed_buffers`] withdraws the
+//!   offer.
+//!
 //! The port's depth is the LUN's task slots rounded up to a power of two,
 //! so the port never refuses a request the LUN accepted.
 
 use bdev::Bdev;
 use reactor::spsc::RingError;
 
+use bdev::IoVec;
+
 use crate::lun::{Lun, LunConfig, LunError};
-use crate::port::{port_pair, BdevPoller, BdevPollerHandle, ChannelEnd};
+use crate::port::{port_pair, BdevPoller, BdevPollerHandle, ChannelEnd, MemoryOffer};
 use crate::scsi::SenseFormat;
 use crate::scst::device::{DeviceError, ScstDevice, ScstDeviceConfig};
 use crate::scst::driver::ScstDriver;
@@ -183,8 +195,20 @@ impl Stack<TcmuDevice<Lun>> {
         doorbell: Doorbell,
         config: TcmuDeviceConfig,
     ) -> Result<Self, StackError> {
-        let (lun, end) = lun.build(bdev, SenseFormat::Fixed)?;
+        let (lun, mut end) = lun.build(bdev, SenseFormat::Fixed)?;
         let device = TcmuDevice::attach(region, doorbell, lun, config).map_err(StackError::Tcmu)?;
+        let region = device.region();
+        if region.pages_are_stable() {
+            let (offset, len) = device.data_area();
+            let area = IoVec {
+                base: region.base_ptr().wrapping_add(offset),
+                len,
+            };
+            // SAFETY: the data area lies in the region (the device checked
+            // the mailbox against the mapping), the clone keeps the mapping
+            // alive, and its pages are never replaced (`pages_are_stable`).
+            end.offer_memory(unsafe { MemoryOffer::new(vec![area], Box::new(region.clone())) });
+        }
         Ok(Self { device, end })
     }
 }
@@ -217,9 +241,13 @@ impl<Drv: ScstDriver> Stack<ScstDevice<Drv, Lun>> {
         } else {
             SenseFormat::Fixed
         };
-        let (lun, end) = lun.build(bdev, sense_format)?;
+        let (lun, mut end) = lun.build(bdev, sense_format)?;
         config.unit = Some(lun.unit().clone());
         let pool = BufferPool::new(pool).map_err(StackError::Pool)?;
+        let (arena, mapping) = pool.arena();
+        // SAFETY: the arena is the pool's anonymous mapping, kept mapped by
+        // `mapping`; its pages are this process's and never replaced.
+        end.offer_memory(unsafe { MemoryOffer::new(vec![arena], Box::new(mapping)) });
         let device = ScstDevice::new(driver, lun, pool, config).map_err(StackError::ScstDevice)?;
         Ok(Self { device, end })
     }
@@ -229,6 +257,19 @@ impl<D> Stack<D> {
     /// The frontend device.
     pub fn device(&self) -> &D {
         &self.device
+    }
+
+    /// The memory offered to the bdev channel for fixed buffers (see the
+    /// module docs), if any.
+    pub fn memory_offer(&self) -> Option<&MemoryOffer> {
+        self.end.memory()
+    }
+
+    /// Withdraws the offer of the frontend's memory: the bdev channel does
+    /// its I/O without fixed buffers.
+    pub fn without_fixed_buffers(mut self) -> Self {
+        self.end.withdraw_memory();
+        self
     }
 
     /// Hands the port to a poller that already runs (it adopts the port at

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bench::initiator::Pattern;
-use bench::{self, BdevKind, BenchConfig, BenchError, Frontend};
+use bench::{self, BdevKind, BenchConfig, BenchError, FileConfig, Frontend};
 use reactor::IdlePolicy;
 
 fn small(bdev: BdevKind, pattern: Pattern, verify: bool) -> BenchConfig {
@@ -173,7 +173,9 @@ fn ram_and_striped_reports_carry_their_huge_page_fraction() {
 
 fn config_error(config: BenchConfig) -> String {
     match bench::run(&config, |_| {}) {
-        Err(e @ (BenchError::Config(_) | BenchError::Job(_))) => e.to_string(),
+        Err(e @ (BenchError::Config(_) | BenchError::Job(_) | BenchError::File { .. })) => {
+            e.to_string()
+        }
         Err(e) => panic!("unexpected error kind: {e}"),
         Ok(r) => panic!("bad config ran: {r:?}"),
     }
@@ -224,4 +226,191 @@ fn bad_configurations_are_refused_with_a_reason() {
         ..base
     });
     assert!(msg.contains("--block-size"), "{msg}");
+}
+
+/// A directory on a disk filesystem (tmpfs may refuse O_DIRECT).
+fn disk_dir() -> tempfile::TempDir {
+    let base = if std::path::Path::new("/var/tmp").is_dir() {
+        std::path::PathBuf::from("/var/tmp")
+    } else {
+        std::env::current_dir().unwrap()
+    };
+    tempfile::Builder::new()
+        .prefix("bench-file-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn io_uring() -> bool {
+    test_support::skip::can_run(&[test_support::skip::Need::IoUring])
+}
+
+#[test]
+fn file_randrw_verifies_clean_with_fixed_buffers_and_a_raw_reference() {
+    if !io_uring() {
+        return;
+    }
+    let dir = disk_dir();
+    let path = dir.path().join("disk.img");
+    let mut config = small(BdevKind::File, Pattern::RandRw, true);
+    config.size = 16 << 20;
+    config.reference = true;
+    config.file = FileConfig {
+        paths: vec![path.clone()],
+        ..FileConfig::default()
+    };
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    assert_eq!(r.bdev, "file");
+    // Created sparse, and said so.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 16 << 20);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.starts_with(&format!("created sparse file {}", path.display()))),
+        "{:?}",
+        r.notes
+    );
+    let f = r.file.clone().expect("file statistics");
+    assert_eq!(f.created, [path.display().to_string()]);
+    assert!(f.bdev_ios >= r.ios, "{f:?}");
+    assert!(f.submit_syscalls > 0, "{f:?}");
+    // At most one enter per bdev poller poll (two channel polls each).
+    assert!(f.submit_syscalls <= f.channel_polls / 2, "{f:?}");
+    assert_eq!(
+        r.submit_syscalls_per_io,
+        f.submit_syscalls as f64 / r.ios as f64
+    );
+    // The simulator's data area (a memfd) is registered where the kernel
+    // pins shared memory, and then every read and write uses it.
+    if f.memory_registered {
+        assert_eq!(f.fixed_ios, f.bdev_ios, "{f:?}");
+    } else {
+        eprintln!("this kernel refused to register the simulator's memfd");
+        assert_eq!(f.fixed_ios, 0, "{f:?}");
+    }
+    let raw = r
+        .reference
+        .as_ref()
+        .and_then(|x| x.io_uring())
+        .expect("raw loop");
+    assert!(raw.ios_per_sec > 0.0 && raw.errors == 0, "{raw:?}");
+    assert_eq!(raw.iodepth, 32);
+    assert!((raw.ratio - r.iops / raw.ios_per_sec).abs() < 1e-9);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["reference"]["kind"], "io_uring");
+    assert!(json["reference"]["ratio"].is_f64());
+    assert!(json["reference"]["latency_ns"]["p50"].is_u64());
+    assert!(json["submit_syscalls_per_io"].is_f64());
+    assert!(json["file"]["memory_registered"].is_boolean());
+    let text = r.render_text();
+    assert!(
+        text.contains("  raw io_uring loop (QD 32, fixed buffers): "),
+        "{text}"
+    );
+    assert!(text.contains("  file bdev: "), "{text}");
+
+    // The second run finds the file, and without fixed buffers offered
+    // still verifies (blocks it did not write this time are not checked).
+    config.reference = false;
+    config.file.fixed_buffers = false;
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    let f = r.file.unwrap();
+    assert!(
+        f.created.is_empty() && !f.memory_registered && f.fixed_ios == 0,
+        "{f:?}"
+    );
+}
+
+#[test]
+fn scst_over_striped_files_verifies_clean() {
+    if !io_uring() {
+        return;
+    }
+    let dir = disk_dir();
+    let mut config = small(
+        BdevKind::Striped {
+            width: 2,
+            chunk: 16384,
+        },
+        Pattern::RandRw,
+        true,
+    );
+    config.frontend = Frontend::Scst;
+    config.size = 16 << 20;
+    config.io_size = 32 << 10;
+    config.file.paths = vec![dir.path().to_path_buf()];
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    let f = r.file.unwrap();
+    assert_eq!(f.paths.len(), 2);
+    assert!(f.paths[1].ends_with("dataplane-bench-0.1.img"), "{f:?}");
+    assert!(f.bdev_ios > r.ios, "32 KiB I/Os over 16 KiB strips: {f:?}");
+    // The striped channel takes no fixed buffers.
+    assert!(!f.memory_registered, "{f:?}");
+}
+
+#[test]
+fn memory_bdevs_make_no_syscalls() {
+    let r = run(&small(BdevKind::Ram, Pattern::RandRead, false));
+    assert_eq!(r.submit_syscalls_per_io, 0.0);
+    assert!(r.file.is_none());
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["submit_syscalls_per_io"], 0.0);
+    assert!(json.get("file").is_none());
+}
+
+#[test]
+fn bad_file_configurations_are_refused_with_a_reason() {
+    let base = small(BdevKind::File, Pattern::RandRead, false);
+    let msg = config_error(base.clone());
+    assert!(msg.contains("--bdev file needs --path"), "{msg}");
+    let msg = config_error(BenchConfig {
+        bdev: BdevKind::Ram,
+        file: FileConfig {
+            paths: vec!["/var/tmp/x".into()],
+            ..FileConfig::default()
+        },
+        ..base.clone()
+    });
+    assert!(
+        msg.contains("--path is for --bdev file or striped"),
+        "{msg}"
+    );
+    let msg = config_error(BenchConfig {
+        file: FileConfig {
+            paths: vec!["/var/tmp/x".into()],
+            direct: false,
+            iopoll: true,
+            ..FileConfig::default()
+        },
+        ..base.clone()
+    });
+    assert!(msg.contains("--iopoll needs direct I/O"), "{msg}");
+    let msg = config_error(BenchConfig {
+        devices: Some(2),
+        file: FileConfig {
+            paths: vec!["/var/tmp/x".into()],
+            ..FileConfig::default()
+        },
+        ..base
+    });
+    assert!(msg.contains("--path: 1 paths for 2 files"), "{msg}");
+}
+
+#[test]
+fn compare_over_a_file_verifies_both_frontends() {
+    if !io_uring() {
+        return;
+    }
+    let dir = disk_dir();
+    let mut config = small(BdevKind::File, Pattern::RandRw, true);
+    config.size = 8 << 20;
+    config.compare = true;
+    config.file.paths = vec![dir.path().join("disk.img")];
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    let c = r.compare.unwrap();
+    assert_eq!((c.errors, c.verify_mismatches), (0, 0), "{c:?}");
 }

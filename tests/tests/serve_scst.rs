@@ -616,3 +616,133 @@ fn scst_devices_share_the_round_robin_placement() {
     );
     assert!(server.shutdown());
 }
+
+#[test]
+fn scst_device_over_a_file_bdev_serves_and_one_over_a_bad_bdev_is_skipped() {
+    if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
+        return;
+    }
+    let base = if std::path::Path::new("/var/tmp").is_dir() {
+        PathBuf::from("/var/tmp")
+    } else {
+        std::env::current_dir().unwrap()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("serve-scst-file-")
+        .tempdir_in(base)
+        .unwrap();
+    let text = format!(
+        r#"
+[reactors]
+cores = [{core}]
+
+[[bdev]]
+name = "f0"
+type = "file"
+path = "{f0}"
+size = "8MiB"
+block_size = 4096
+
+[[bdev]]
+name = "bad"
+type = "file"
+path = "{bad}"
+
+[[bdev]]
+name = "f4k"
+type = "file"
+path = "{f4k}"
+size = "1MiB"
+
+[[scst]]
+name = "disk0"
+bdev = "f0"
+version = "{SIM_VERSION}"
+pool_mb = 16
+
+[[scst]]
+name = "nodisk"
+bdev = "bad"
+version = "{SIM_VERSION}"
+
+[[scst]]
+name = "wrongbs"
+bdev = "f4k"
+block_size = 4096
+version = "{SIM_VERSION}"
+"#,
+        core = first_core(),
+        f0 = dir.path().join("f0.img").display(),
+        bad = dir.path().join("bad.img").display(),
+        f4k = dir.path().join("f4k.img").display(),
+    );
+    let config = ServeConfig::parse(&text).unwrap();
+    config.validate(&reactor::available_cores()).unwrap();
+    let host = ScstSimHost::new(SIM_VERSION);
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    let mut server = Server::start(
+        ServeOptions {
+            config,
+            state_dir: None,
+        },
+        host.clone(),
+        Box::new(move |line: &str| sink.lock().unwrap().push(line.to_owned())),
+    )
+    .expect("a bad bdev does not stop the start");
+    let log = lines.lock().unwrap().join("\n");
+    assert!(
+        log.contains("not registering SCST device nodisk: bdev \"bad\" is unavailable (bdev bad: ")
+            && log.contains("does not exist"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "not registering SCST device wrongbs: its block_size 4096 differs from the block \
+             size of bdev \"f4k\" (512)"
+        ),
+        "{log}"
+    );
+    assert_eq!(host.opened(), ["disk0"], "only disk0 was registered");
+    assert_eq!(server.scst_devices(), [("disk0".to_owned(), 0)]);
+
+    let mut disk0 = host.take("disk0");
+    assert_eq!(disk0.device().unwrap().block_size, 4096);
+    let s0 = disk0.attach_session(0, "iqn.2026-11.test:init0").unwrap();
+    const N: u64 = 32;
+    const LEN: usize = 8192;
+    let rw = |opcode: u8, tag: u64| rw10(opcode, (tag * 2) as u32, 2);
+    for tag in 0..N {
+        disk0
+            .submit(s0, &rw(0x2a, tag), SimData::Out(&pattern(tag, LEN)), tag)
+            .unwrap();
+    }
+    disk0.notify();
+    assert!(reap(&mut disk0, N as usize, 0)
+        .iter()
+        .all(|d| d.status == 0));
+    for tag in 0..N {
+        disk0
+            .submit(s0, &rw(0x28, tag), SimData::In(LEN), 100 + tag)
+            .unwrap();
+    }
+    disk0.notify();
+    for (tag, read) in (0..N).zip(reap(&mut disk0, N as usize, LEN)) {
+        assert_eq!((read.tag, read.status), (100 + tag, 0));
+        assert!(read.data == pattern(tag, LEN), "block {} differs", tag * 2);
+    }
+    // The file holds what was written.
+    let on_disk = std::fs::read(dir.path().join("f0.img")).unwrap();
+    assert!(on_disk[3 * LEN..4 * LEN] == pattern(3, LEN));
+
+    let report = server.stats();
+    let f0 = report.bdevs.iter().find(|b| b.name == "f0").unwrap();
+    let file = f0.file.as_ref().unwrap();
+    assert_eq!(file.ios, 2 * N, "{file:?}");
+    // The pool's arena (anonymous memory) is registered and used.
+    assert_eq!(file.memory_registered, Some(true), "{file:?}");
+    assert_eq!(file.fixed_ios, 2 * N, "{file:?}");
+    let bad = report.bdevs.iter().find(|b| b.name == "bad").unwrap();
+    assert!(bad.unavailable.as_ref().unwrap().contains("does not exist"));
+    drop(server);
+}

@@ -5,9 +5,16 @@
 //! poller and each bdev module — runs in this thread under a counting global
 //! allocator. After a warm-up (buffers reach their steady-state capacity),
 //! 100 000+ commands must complete without a single heap allocation.
+//!
+//! The `file` bdev's path is assembled by [`dataplane::stack`], as the
+//! bench and the server do, so the TCMU data area is offered to its
+//! io_uring as fixed buffers; its test also checks that the bdev makes at
+//! most one `io_uring_enter` per poll of its bdev poller.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use bdev::file::{FileBdev, FileOptions};
 use bdev::null::NullBdev;
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
@@ -15,11 +22,13 @@ use bdev::BdevRef;
 use bench::initiator::{Job, Pattern, VerifyModel, Workload};
 use bench::TcmuInitiator;
 use dataplane::lun::{Lun, LunConfig};
-use dataplane::port::{port_pair, BdevPoller};
+use dataplane::port::{port_pair, BdevPoller, FixedBuffers};
+use dataplane::stack::{LunSpec, Stack};
 use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use reactor::Poller;
 use sim::tcmu::{SimConfig, TcmuSim};
 use test_support::alloc::{CountingAlloc, ProcessCount};
+use test_support::skip::{can_run, Need};
 
 // The count is process-wide, so that an allocation on any thread the path
 // may use is caught. Any other test running meanwhile would be counted
@@ -67,30 +76,87 @@ fn path(
     (job, device, poller)
 }
 
-/// Runs `commands` completions through the path; returns them.
+/// The same path assembled by [`Stack`] (its port carries the data area to
+/// the bdev poller), with a simulated kernel of `data_area` bytes.
+fn stacked_path(
+    bdev: BdevRef,
+    pattern: Pattern,
+    io_size: u64,
+    verify: bool,
+) -> (Job<TcmuInitiator>, TcmuDevice<Lun>, BdevPoller) {
+    let sim = TcmuSim::new(SimConfig {
+        cmdr_size: (1 << 20) - 128,
+        data_area_size: 16 << 20,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let (region, doorbell) = sim.device_endpoint().unwrap();
+    let spec = LunSpec::new("zero", 1, 256);
+    let stack = Stack::tcmu(
+        bdev.as_ref(),
+        &spec,
+        region,
+        doorbell,
+        TcmuDeviceConfig::default(),
+    )
+    .unwrap();
+    assert!(stack.memory_offer().is_some(), "the data area is offered");
+    let (device, poller) = stack
+        .with_own_poller(bdev.as_ref(), spec.port_depth())
+        .unwrap();
+    let geometry = bdev.geometry();
+    let workload = Workload {
+        pattern,
+        block_size: geometry.block_size,
+        io_size,
+        iodepth: 64,
+        size: geometry.size_bytes(),
+        rwmix_read: 50,
+        seed: 7,
+    };
+    let model = verify.then(|| VerifyModel::new(geometry.num_blocks, BLOCK as usize, true));
+    let job = Job::new(TcmuInitiator::new(sim), workload, model, 1 << 20).unwrap();
+    (job, device, poller)
+}
+
+/// Runs `commands` completions through the path; returns them and the
+/// polls of the bdev poller.
 fn run(
     job: &mut Job<TcmuInitiator>,
     device: &mut TcmuDevice<Lun>,
     poller: &mut BdevPoller,
     commands: u64,
-) -> u64 {
+) -> (u64, u64) {
     let start = job.snapshot().ios;
+    let mut polls = 0;
     while job.snapshot().ios - start < commands {
         job.step(true).unwrap();
         device.poll();
         poller.poll();
+        polls += 1;
         device.poll();
     }
-    job.snapshot().ios - start
+    (job.snapshot().ios - start, polls)
 }
 
 /// Warms the path up, then counts allocations over `commands` completions.
 fn allocations_in_steady_state(bdev: BdevRef, pattern: Pattern, io_size: u64, verify: bool) -> u64 {
     let count = ProcessCount::take();
     let (mut job, mut device, mut poller) = path(bdev, pattern, io_size, verify);
-    run(&mut job, &mut device, &mut poller, 20_000);
+    steady_state(&count, &mut job, &mut device, &mut poller).0
+}
+
+/// Warms a path up, then counts allocations over 100 000 completions;
+/// returns them and the bdev poller's polls meanwhile.
+fn steady_state(
+    count: &ProcessCount,
+    job: &mut Job<TcmuInitiator>,
+    device: &mut TcmuDevice<Lun>,
+    poller: &mut BdevPoller,
+) -> (u64, u64) {
+    run(job, device, poller, 20_000);
     count.reset();
-    let done = count.counting(|| run(&mut job, &mut device, &mut poller, 100_000));
+    let (done, polls) = count.counting(|| run(job, device, poller, 100_000));
     let snapshot = job.snapshot();
     assert!(done >= 100_000);
     assert_eq!(
@@ -99,7 +165,7 @@ fn allocations_in_steady_state(bdev: BdevRef, pattern: Pattern, io_size: u64, ve
         "{:?}",
         job.notes()
     );
-    count.allocations()
+    (count.allocations(), polls)
 }
 
 fn ram() -> BdevRef {
@@ -145,6 +211,75 @@ fn striped_randrw_allocates_nothing_per_command() {
         allocations_in_steady_state(striped, Pattern::RandRw, 64 << 10, true),
         0
     );
+}
+
+/// A file bdev on a new sparse file of `size` bytes in `dir` (on a disk
+/// filesystem: tmpfs has no O_DIRECT).
+fn file_bdev(dir: &Path, name: &str, size: u64) -> Arc<FileBdev> {
+    let mut options = FileOptions::new(dir.join(name));
+    options.size = Some(size);
+    options.block_size = Some(BLOCK);
+    Arc::new(FileBdev::open(name, options).unwrap())
+}
+
+fn scratch_dir() -> tempfile::TempDir {
+    let base = if Path::new("/var/tmp").is_dir() {
+        std::path::PathBuf::from("/var/tmp")
+    } else {
+        std::env::current_dir().unwrap()
+    };
+    tempfile::Builder::new()
+        .prefix("zero-alloc-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+#[test]
+fn file_randrw_with_verify_allocates_nothing_and_enters_once_per_poll_at_most() {
+    if !can_run(&[Need::IoUring]) {
+        return;
+    }
+    let count = ProcessCount::take();
+    let dir = scratch_dir();
+    let file = file_bdev(dir.path(), "file", SIZE);
+    let bdev: BdevRef = file.clone();
+    let (mut job, mut device, mut poller) = stacked_path(bdev, Pattern::RandRw, 4096, true);
+    let before = file.stats();
+    let (allocations, polls) = steady_state(&count, &mut job, &mut device, &mut poller);
+    let stats = file.stats();
+    assert_eq!(allocations, 0);
+    let enters = stats.submit_syscalls - before.submit_syscalls;
+    assert!(
+        enters <= polls,
+        "{enters} io_uring_enter calls in {polls} bdev poller polls: {stats:?}"
+    );
+    assert!(enters > 0 && stats.enter_errors == 0, "{stats:?}");
+    // The simulator's data area (a memfd) can be pinned: every aligned
+    // read and write used it as a fixed buffer.
+    match poller.fixed_buffers() {
+        FixedBuffers::Registered => assert!(stats.fixed - before.fixed >= 100_000, "{stats:?}"),
+        other => eprintln!("fixed buffers {other:?} here: plain reads and writes were counted"),
+    }
+    assert_eq!(
+        stats.bounced, 0,
+        "the data area meets the O_DIRECT alignment"
+    );
+}
+
+#[test]
+fn striped_file_randrw_allocates_nothing_per_command() {
+    if !can_run(&[Need::IoUring]) {
+        return;
+    }
+    let count = ProcessCount::take();
+    let dir = scratch_dir();
+    let children: Vec<BdevRef> = (0..2)
+        .map(|i| file_bdev(dir.path(), &format!("c{i}"), SIZE / 2) as BdevRef)
+        .collect();
+    let striped: BdevRef = Arc::new(StripedBdev::new("striped", children, 8).unwrap());
+    let (mut job, mut device, mut poller) = path(striped, Pattern::RandRw, 64 << 10, true);
+    let (allocations, _) = steady_state(&count, &mut job, &mut device, &mut poller);
+    assert_eq!(allocations, 0);
 }
 
 #[test]

@@ -46,6 +46,7 @@
 //! before the pool runs dry.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bdev::IoVec;
 use memmap2::{Advice, MmapOptions, MmapRaw};
@@ -148,13 +149,25 @@ const FREE_HEAD: u8 = 0x80;
 const USED_HEAD: u8 = 0x40;
 const ORDER_MASK: u8 = 0x1F;
 
+/// Keeps a pool's arena mapped while it lives, even after the pool is
+/// dropped ([`BufferPool::arena`]).
+pub struct PoolMapping(Arc<MmapRaw>);
+
+impl fmt::Debug for PoolMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PoolMapping({:p}+{})", self.0.as_ptr(), self.0.len())
+    }
+}
+
 /// The buddy-allocated buffer arena. See the module docs.
 ///
 /// Single-threaded (owned by the device's reactor thread); the memory it
 /// hands out is accessed by others (the kernel, bdev channels) through raw
-/// addresses, which is why the mapping is an [`MmapRaw`].
+/// addresses, which is why the mapping is an [`MmapRaw`]. The mapping is
+/// shared with [`PoolMapping`]s, so that memory registered with a bdev
+/// channel outlives the pool as long as the channel needs it.
 pub struct BufferPool {
-    map: MmapRaw,
+    map: Arc<MmapRaw>,
     base: u64,
     len: usize,
     /// Largest order: blocks of `PAGE_SIZE << max_order` bytes.
@@ -239,7 +252,7 @@ impl BufferPool {
             .into_boxed_slice();
         let mut pool = Self {
             base: map.as_ptr() as u64,
-            map,
+            map: Arc::new(map),
             len,
             max_order,
             page_state: vec![0; pages].into_boxed_slice(),
@@ -264,6 +277,17 @@ impl BufferPool {
     /// Size of the arena: the hard cap.
     pub fn capacity(&self) -> usize {
         self.len
+    }
+
+    /// The whole arena as one region, and what keeps it mapped: every
+    /// buffer the pool hands out lies in it. For a bdev channel to register
+    /// (the pages are this process's anonymous memory and stay put).
+    pub fn arena(&self) -> (IoVec, PoolMapping) {
+        let region = IoVec {
+            base: self.map.as_mut_ptr(),
+            len: self.len,
+        };
+        (region, PoolMapping(Arc::clone(&self.map)))
     }
 
     /// The largest buffer.

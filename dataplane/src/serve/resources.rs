@@ -1,16 +1,19 @@
-//! What the devices of both frontends share: the bdevs, the reactors, the
-//! bdev poller of each (reactor, bdev) pair, and the round-robin placement.
+//! What the devices of both frontends share: the bdevs (and those left
+//! out), the reactors, the bdev poller of each (reactor, bdev) pair, and
+//! the round-robin placement.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use bdev::file::{FileBdev, FileStats};
 use bdev::BdevRef;
 use reactor::{Poller, PollerId, Reactor, ReactorConfig, ReactorHandle, RemovedPoller};
 
 use super::bdevs::make_bdevs;
 use super::config::ServeConfig;
 use super::error::{PlacementError, ServeError};
-use super::stats::BdevStats;
-use crate::port::BdevPollerHandle;
+use super::stats::{BdevStats, FileBdevStats};
+use crate::port::{BdevPollerHandle, FixedBuffers};
 use crate::stack::bdev_poller;
 
 /// Queue depth of a bdev channel shared by the devices of one reactor.
@@ -23,6 +26,11 @@ const CHANNEL_DEPTH: usize = 4096;
 /// it runs.
 pub(super) struct Resources {
     bdevs: HashMap<String, BdevRef>,
+    /// The `file` bdevs among `bdevs`, with their counters at the previous
+    /// statistics report.
+    files: HashMap<String, (Arc<FileBdev>, FileStats)>,
+    /// Bdevs of the configuration that could not be made, with why.
+    unavailable: HashMap<String, String>,
     reactors: Vec<ReactorHandle>,
     bdev_pollers: HashMap<(usize, String), BdevPollerHandle>,
     /// The next round-robin placement (before taking it modulo the number
@@ -32,13 +40,14 @@ pub(super) struct Resources {
 
 impl Resources {
     /// Creates the bdevs of `config` (logging to `log` what went wrong with
-    /// their huge pages), then starts one reactor per configured CPU
-    /// (`reactor<i>`), with the configured idle policy.
+    /// their huge pages, and the file bdevs left out), then starts one
+    /// reactor per configured CPU (`reactor<i>`), with the configured idle
+    /// policy.
     pub(super) fn start(
         config: &ServeConfig,
         log: &mut dyn FnMut(&str),
     ) -> Result<Self, ServeError> {
-        let bdevs = make_bdevs(config, log)?;
+        let made = make_bdevs(config, log)?;
         let idle = config.reactors.idle_policy();
         let mut reactors = Vec::with_capacity(config.reactors.cores.len());
         for (i, &core) in config.reactors.cores.iter().enumerate() {
@@ -48,7 +57,13 @@ impl Resources {
             reactors.push(Reactor::spawn(reactor_config, Vec::new())?);
         }
         Ok(Self {
-            bdevs,
+            bdevs: made.bdevs,
+            files: made
+                .files
+                .into_iter()
+                .map(|(name, file)| (name, (file, FileStats::default())))
+                .collect(),
+            unavailable: made.unavailable,
             reactors,
             bdev_pollers: HashMap::new(),
             next_reactor: 0,
@@ -60,19 +75,63 @@ impl Resources {
         self.bdevs.get(name)
     }
 
-    /// Every bdev's statistics, by name. Reads `/proc/self/smaps` for the
-    /// RAM bdevs: a control-path call.
-    pub(super) fn bdev_stats(&self) -> Vec<BdevStats> {
-        let mut stats: Vec<BdevStats> = self
-            .bdevs
-            .iter()
-            .map(|(name, bdev)| BdevStats {
+    /// Why the configured bdev `name` could not be made, if it could not.
+    pub(super) fn unavailable(&self, name: &str) -> Option<&str> {
+        self.unavailable.get(name).map(String::as_str)
+    }
+
+    /// Every configured bdev's statistics, by name, those left out
+    /// included; a file bdev's I/O figures are since the previous call.
+    /// Reads `/proc/self/smaps` for the RAM bdevs: a control-path call.
+    pub(super) fn bdev_stats(&mut self) -> Vec<BdevStats> {
+        let mut stats: Vec<BdevStats> = Vec::with_capacity(self.bdevs.len());
+        for (name, bdev) in &self.bdevs {
+            let file = self.files.get_mut(name).map(|(file, last)| {
+                let now = file.stats();
+                let report = FileBdevStats::between(file, last, &now);
+                *last = now;
+                report
+            });
+            let fixed_buffers = self.fixed_buffers(name);
+            stats.push(BdevStats {
                 name: name.clone(),
                 huge_page_fraction: bdev.huge_page_fraction(),
-            })
-            .collect();
+                file: file.map(|f| FileBdevStats {
+                    memory_registered: fixed_buffers,
+                    ..f
+                }),
+                unavailable: None,
+            });
+        }
+        for (name, why) in &self.unavailable {
+            stats.push(BdevStats {
+                name: name.clone(),
+                huge_page_fraction: None,
+                file: None,
+                unavailable: Some(why.clone()),
+            });
+        }
         stats.sort_by(|a, b| a.name.cmp(&b.name));
         stats
+    }
+
+    /// Whether the memory offered to the pollers of bdev `name` is
+    /// registered with their channels: `None` while none was offered (or
+    /// its registration is pending), true when every poller with offers
+    /// registered them.
+    fn fixed_buffers(&self, name: &str) -> Option<bool> {
+        let mut registered = None;
+        for ((_, bdev), handle) in &self.bdev_pollers {
+            if bdev != name {
+                continue;
+            }
+            match handle.fixed_buffers() {
+                FixedBuffers::Registered => registered = Some(registered.unwrap_or(true)),
+                FixedBuffers::Declined => registered = Some(false),
+                FixedBuffers::NotOffered | FixedBuffers::Pending => {}
+            }
+        }
+        registered
     }
 
     /// The reactors, in configuration order.

@@ -15,6 +15,10 @@
 //!    round-robin it shares with the TCMU devices), its LUN's port to that
 //!    reactor's bdev poller for the bdev.
 //!
+//! A device whose bdev could not be made at start (a file bdev left out,
+//! see `bdevs.rs`) is not registered: one line says why, and the others
+//! are served.
+//!
 //! Unlike TCMU devices, which come and go with LIO, SCST devices exist
 //! because this process registers them: a failure here is fatal at start,
 //! and closing the fd (at shutdown, after the device drained) unregisters
@@ -22,7 +26,7 @@
 
 use std::sync::Arc;
 
-use super::config::ScstConfig;
+use super::config::{ScstConfig, ServeConfig};
 use super::error::{ScstStartError, ServeError};
 use super::host::Host;
 use super::lu_id;
@@ -55,21 +59,33 @@ pub(super) struct ScstDevices {
 }
 
 impl ScstDevices {
-    /// Registers every device of `configs` and puts it on its reactor. The
-    /// first that fails stops the start, naming the device; those already
-    /// attached stay on their reactors (stopping them drains and closes
-    /// them).
+    /// Registers every `[[scst]]` device of `serve_config` and puts it on
+    /// its reactor, its memory offered to the bdev unless the bdev says
+    /// `fixed_buffers = false`. A device over a bdev left out (or of
+    /// another block size than a file bdev's device) is skipped with a log
+    /// line. The first that fails stops the start, naming the device;
+    /// those already attached stay on their reactors (stopping them drains
+    /// and closes them).
     pub(super) fn start<H: Host>(
         &mut self,
         host: &mut H,
         resources: &mut Resources,
-        configs: &[ScstConfig],
+        serve_config: &ServeConfig,
         log: &mut dyn FnMut(&str),
     ) -> Result<(), ServeError> {
+        let configs = &serve_config.scst;
         // Discovered once: every device talks to the same kernel.
         let mut discovered = None;
         for config in configs {
-            self.start_one(host, resources, config, &mut discovered, log)
+            if let Some(why) = refusal(resources, config) {
+                log(&format!(
+                    "not registering SCST device {}: {why}; the other devices are served",
+                    config.name
+                ));
+                continue;
+            }
+            let fixed_buffers = serve_config.fixed_buffers(&config.bdev);
+            self.start_one(host, resources, config, fixed_buffers, &mut discovered, log)
                 .map_err(|error| ServeError::Scst {
                     device: config.name.clone(),
                     error,
@@ -83,6 +99,7 @@ impl ScstDevices {
         host: &mut H,
         resources: &mut Resources,
         config: &ScstConfig,
+        fixed_buffers: bool,
         discovered: &mut Option<(String, VersionSource)>,
         log: &mut dyn FnMut(&str),
     ) -> Result<(), ScstStartError> {
@@ -129,6 +146,11 @@ impl ScstDevices {
                 ..ScstDeviceConfig::default()
             },
         )?;
+        let stack = if fixed_buffers {
+            stack
+        } else {
+            stack.without_fixed_buffers()
+        };
         let reactor = config.reactor.unwrap_or_else(|| resources.round_robin());
         let stats = stack.device().stats();
         let latency = stack.device().latency();
@@ -199,5 +221,23 @@ impl ScstDevices {
             a.last = snap;
         }
         devices
+    }
+}
+
+/// Why the device of `config` cannot be served although the configuration
+/// is valid: its bdev could not be made at start, or it is a `file` bdev
+/// whose block size (its device's) differs from the configured one.
+fn refusal(resources: &Resources, config: &ScstConfig) -> Option<String> {
+    if let Some(why) = resources.unavailable(&config.bdev) {
+        return Some(format!("bdev {:?} is unavailable ({why})", config.bdev));
+    }
+    let block_size = resources.bdev(&config.bdev)?.geometry().block_size;
+    match config.block_size {
+        Some(bs) if bs != block_size => Some(format!(
+            "its block_size {bs} differs from the block size of bdev {:?} ({block_size}); \
+             leave it out or make them equal",
+            config.bdev
+        )),
+        _ => None,
     }
 }

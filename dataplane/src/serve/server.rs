@@ -9,10 +9,11 @@
 //! 1. Found by a rescan of the UIO devices (at start, every
 //!    `rescan_interval_ms`, and at once when a netlink event says something
 //!    changed). Devices of another subtype are not ours and are ignored.
-//! 2. Checked: the bdev named by its `dev_config` exists and is not a child of
-//!    a striped bdev; its block size equals the bdev's; its size fits the
-//!    bdev. A device that fails a check is refused with one log line and left
-//!    alone (it is looked at again only if it disappears and comes back).
+//! 2. Checked: the bdev named by its `dev_config` exists (and could be made:
+//!    see "Bdevs left out") and is not a child of a striped bdev; its block
+//!    size equals the bdev's; its size fits the bdev. A device that fails a
+//!    check is refused with one log line and left alone (it is looked at
+//!    again only if it disappears and comes back).
 //! 3. Recovered if needed: a state file per device (in `state_dir`) records
 //!    which process attached it. If that process died without detaching (a
 //!    crash or `kill -9`), completions it wrote into the ring may not have
@@ -38,12 +39,25 @@
 //! not wholly on huge pages one warning names them, their fractions and the
 //! fix. Every statistics report reads the fractions again (`bdevs`).
 //!
+//! # Bdevs left out
+//! A `file` bdev whose file or device cannot be used (missing without
+//! `size`, not a regular file or block device, a size that is not a whole
+//! number of blocks or not the configured one, read-only, O_DIRECT
+//! refused, no io_uring) is logged with the bdev, the path and the problem
+//! and left out, with any striped bdev over it; the server starts and
+//! serves everything else. TCMU and SCST devices naming it are refused with
+//! a line saying why, and the statistics list it with that reason
+//! (`bdevs[].unavailable`). Only an invalid configuration (syntax, keys,
+//! values, cross-references) stops `dataplane serve` before it starts.
+//!
 //! # SCST devices
 //! Each `[[scst]]` entry is registered with scst_user at
 //! [`Server::start`] (see `scst.rs`) and placed on its reactor like a
 //! TCMU device (configured `reactor`, else the same round-robin), sharing
-//! that reactor's bdev poller for its bdev. A device that cannot be
-//! registered makes the start fail. They stay until shutdown, which drains
+//! that reactor's bdev poller for its bdev. A device whose bdev was left
+//! out (or whose `block_size` differs from a file bdev's device) is not
+//! registered, with a line saying why; one that cannot be registered makes
+//! the start fail. They stay until shutdown, which drains
 //! them like the TCMU devices: the device stops asking scst_user for new
 //! commands, answers every command it received, and only then is its fd
 //! closed (which unregisters it).
@@ -156,7 +170,7 @@ impl<H: Host> Server<H> {
         server.scst.start(
             &mut server.host,
             &mut server.resources,
-            &server.options.config.scst,
+            &server.options.config,
             &mut *server.log,
         )?;
         Ok(server)

@@ -206,6 +206,12 @@ impl TcmuDevices {
         if let Err(e) = name.bdev() {
             return Err(Refusal::Refuse(e.to_string()));
         }
+        if let Some(why) = resources.unavailable(&name.cfg) {
+            return Err(Refusal::Refuse(format!(
+                "its dev_config names bdev {:?}, which is unavailable ({why})",
+                name.cfg
+            )));
+        }
         let Some(bdev) = resources.bdev(&name.cfg).cloned() else {
             return Err(Refusal::Refuse(format!(
                 "its dev_config names bdev {:?}, which is not in the configuration",
@@ -291,6 +297,11 @@ impl TcmuDevices {
             },
         )
         .map_err(|e| Refusal::Refuse(e.to_string()))?;
+        let stack = if config.fixed_buffers(&name.cfg) {
+            stack
+        } else {
+            stack.without_fixed_buffers()
+        };
         let stats = stack.device().stats();
         let latency = stack.device().latency();
         // The bdev poller of this reactor for this bdev (created on first use).

@@ -29,6 +29,10 @@ pub struct SharedRegion {
     len: usize,
     /// Keeps the mapping alive; never accessed through.
     _mapping: Arc<MmapRaw>,
+    /// The pages behind the mapping are never replaced while it lives (a
+    /// memfd of this process); false for a UIO mapping, whose data-area
+    /// pages the kernel frees and replaces when it reclaims idle blocks.
+    stable_pages: bool,
 }
 
 // SAFETY: a SharedRegion is an address range of a MAP_SHARED mapping kept
@@ -79,6 +83,10 @@ impl SharedRegion {
     /// `maps/map0/size` (see [`uio_map0_size`]); the kernel refuses any other
     /// length. Offset 0 selects UIO map 0.
     pub fn map_file(file: &File, len: usize) -> Result<Self, TcmuError> {
+        Self::map(file, len, false)
+    }
+
+    fn map(file: &File, len: usize, stable_pages: bool) -> Result<Self, TcmuError> {
         if len < super::abi::CMDR_OFF as usize {
             return Err(TcmuError::RegionTooSmall { len });
         }
@@ -87,7 +95,7 @@ impl SharedRegion {
             .len(len)
             .map_raw(file)
             .map_err(TcmuError::Map)?;
-        Self::from_mapping(mapping)
+        Self::from_mapping(mapping, stable_pages)
     }
 
     /// Creates a zero-filled shared mapping of `len` bytes backed by a memfd
@@ -103,10 +111,11 @@ impl SharedRegion {
         let file = File::from(fd);
         file.set_len(len as u64).map_err(TcmuError::Map)?;
         // The memfd can be closed once mapped: the mapping keeps it alive.
-        Self::map_file(&file, len)
+        // Its pages are this process's and stay put.
+        Self::map(&file, len, true)
     }
 
-    fn from_mapping(mapping: MmapRaw) -> Result<Self, TcmuError> {
+    fn from_mapping(mapping: MmapRaw, stable_pages: bool) -> Result<Self, TcmuError> {
         let len = mapping.len();
         let base = NonNull::new(mapping.as_mut_ptr())
             .ok_or(TcmuError::Map(std::io::Error::other("mmap returned NULL")))?;
@@ -114,7 +123,19 @@ impl SharedRegion {
             base,
             len,
             _mapping: Arc::new(mapping),
+            stable_pages,
         })
+    }
+
+    /// Whether the pages behind the mapping stay the same while it lives,
+    /// so that they may be pinned (registered as io_uring fixed buffers):
+    /// true for [`anonymous`](Self::anonymous) regions. A UIO mapping of a
+    /// real TCMU device is not: target_core_user frees idle data-area
+    /// blocks and allocates new pages for them later (`tcmu_blocks_release`,
+    /// `find_free_blocks`), and a pinned old page would then receive reads
+    /// the kernel never sees.
+    pub fn pages_are_stable(&self) -> bool {
+        self.stable_pages
     }
 
     /// Length of the whole mapping in bytes.

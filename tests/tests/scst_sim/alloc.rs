@@ -4,14 +4,21 @@
 //! allocator, counting this thread's allocations. After a warm-up, 100 000+
 //! commands (4 KiB to 64 KiB random reads and writes at queue depth 64,
 //! with kernel buffer-cache evictions) must complete without a single
-//! allocation in the device's polls.
+//! allocation in the device's polls. The same over a `file` bdev, its
+//! io_uring given the pool's arena as fixed buffers.
 
+use std::sync::Arc;
+
+use bdev::file::{FileBdev, FileOptions};
+use bdev::BdevRef;
 use dataplane::exec::status;
+use dataplane::port::FixedBuffers;
 use dataplane::scst::abi::*;
 use dataplane::scst::device::ScstDeviceConfig;
 use reactor::Poller;
 use sim::scst::{ScstSimConfig, SimData};
 use test_support::alloc::thread_allocations;
+use test_support::skip::{can_run, Need};
 
 use crate::device::Rig;
 
@@ -20,17 +27,39 @@ const BLOCKS: u64 = 16384; // 64 MiB
 
 #[test]
 fn steady_state_allocates_nothing_per_command() {
-    steady_state(false);
+    steady_state(false, None);
 }
 
 /// As `dataplane bench` runs it: pinned buffers copied directly, data-in
 /// read at reap outside the simulator's lock.
 #[test]
 fn steady_state_with_trusted_buffers_allocates_nothing_per_command() {
-    steady_state(true);
+    steady_state(true, None);
 }
 
-fn steady_state(trust: bool) {
+#[test]
+fn steady_state_over_a_file_bdev_allocates_nothing_per_command() {
+    if !can_run(&[Need::IoUring]) {
+        return;
+    }
+    let base = if std::path::Path::new("/var/tmp").is_dir() {
+        std::path::PathBuf::from("/var/tmp")
+    } else {
+        std::env::current_dir().unwrap()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("scst-alloc-")
+        .tempdir_in(base)
+        .unwrap();
+    let mut options = FileOptions::new(dir.path().join("disk"));
+    options.size = Some(BLOCKS * BS as u64);
+    options.block_size = Some(BS as u32);
+    let file = Arc::new(FileBdev::open("file", options).unwrap());
+    steady_state(true, Some(file));
+}
+
+/// Over a RAM bdev, or over `file`.
+fn steady_state(trust: bool, file: Option<Arc<FileBdev>>) {
     let sim = ScstSimConfig {
         // Small enough that buffers are evicted (ON_CACHED_MEM_FREE) and
         // fresh ones allocated from the pool throughout.
@@ -48,7 +77,10 @@ fn steady_state(trust: bool) {
         ..Default::default()
     };
     let config = ScstDeviceConfig::default();
-    let mut rig = Rig::build(opt, sim, config, 256, trust, BLOCKS);
+    let mut rig = match &file {
+        Some(file) => Rig::over(Arc::clone(file) as BdevRef, opt, sim, config, 256, trust),
+        None => Rig::build(opt, sim, config, 256, trust, BLOCKS),
+    };
 
     let payload = vec![0x5Au8; 64 << 10];
     let mut data_in = vec![0u8; 64 << 10];
@@ -120,4 +152,14 @@ fn steady_state(trust: bool) {
         "{st:?}"
     );
     assert_eq!((st.bad_pbufs, st.bad_frees, st.busy), (0, 0, 0));
+    if let Some(file) = file {
+        let stats = file.stats();
+        assert!(stats.completed >= 120_000, "{stats:?}");
+        if rig.poller.fixed_buffers() == FixedBuffers::Registered {
+            assert!(
+                stats.fixed >= 100_000,
+                "pool buffers are fixed buffers: {stats:?}"
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ use dataplane::exec::status;
 use dataplane::exec::CommandExecutor;
 use dataplane::frontend::CoalesceConfig;
 use dataplane::lun::{Lun, LunConfig};
-use dataplane::port::{port_pair, BdevPoller};
+use dataplane::port::{port_pair, BdevPoller, MemoryOffer};
 use dataplane::scst::abi::*;
 use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
@@ -75,9 +75,20 @@ impl Rig {
         blocks: u64,
     ) -> Self {
         let bdev: BdevRef = Arc::new(RamBdev::new("ram", BS as u32, blocks).unwrap());
-        let (port, end) = port_pair(256).unwrap();
-        let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), bdev_budget);
-        poller.attach(end).unwrap();
+        Self::over(bdev, opt, sim, config, bdev_budget, trust)
+    }
+
+    /// The same rig over `bdev` (4 KiB blocks), with the pool's arena
+    /// offered to the bdev poller as the stack offers it.
+    pub(crate) fn over(
+        bdev: BdevRef,
+        opt: ScstUserOpt,
+        sim: ScstSimConfig,
+        config: ScstDeviceConfig,
+        bdev_budget: usize,
+        trust: bool,
+    ) -> Self {
+        let (port, mut end) = port_pair(256).unwrap();
         let mut lun_config = LunConfig::for_bdev(bdev.as_ref());
         lun_config.max_tasks = 256;
         let lun = Lun::new(lun_config, port).unwrap();
@@ -95,6 +106,12 @@ impl Rig {
             populate: false,
         })
         .unwrap();
+        let (arena, mapping) = pool.arena();
+        // SAFETY: the arena is the pool's anonymous mapping, kept mapped by
+        // `mapping`, whose pages are never replaced.
+        end.offer_memory(unsafe { MemoryOffer::new(vec![arena], Box::new(mapping)) });
+        let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), bdev_budget);
+        poller.attach(end).unwrap();
         let config = ScstDeviceConfig {
             unit: Some(lun.unit().clone()),
             ..config

@@ -1,7 +1,9 @@
-//! What a bench run is: the frontend, the bdev, the workload, the CPUs
+//! What a bench run is: the frontend, the bdev (and for file-backed bdevs,
+//! where their files are: [`FileConfig`]), the workload, the CPUs
 //! ([`BenchConfig`]), the checks of its values and where its reactors,
 //! simulator and devices go ([`Placement`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bdev::ram::HUGE_PAGE_SIZE;
@@ -48,13 +50,17 @@ pub enum BdevKind {
     Ram,
     /// Completes without touching data.
     Null,
-    /// RAID0 over `width` RAM children with a `chunk`-byte strip.
+    /// RAID0 over `width` children with a `chunk`-byte strip: RAM bdevs, or
+    /// `file` bdevs when [`FileConfig::paths`] is given.
     Striped {
         /// Number of children.
         width: u32,
         /// Strip size in bytes (a power of two, a multiple of the block size).
         chunk: u64,
     },
+    /// A regular file or a block device through io_uring
+    /// ([`bdev::file`]), at [`FileConfig::paths`].
+    File,
 }
 
 impl BdevKind {
@@ -64,6 +70,41 @@ impl BdevKind {
             BdevKind::Ram => "ram",
             BdevKind::Null => "null",
             BdevKind::Striped { .. } => "striped",
+            BdevKind::File => "file",
+        }
+    }
+}
+
+/// Where the `file` bdevs of a run are (`--bdev file`, or the children of
+/// `--bdev striped` when paths are given) and how they are opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `--path`: one regular file or block device; or a directory, where
+    /// the bench uses (and creates when missing) `dataplane-bench-<device>.img`
+    /// files, `dataplane-bench-<device>.<child>.img` for a striped bdev's
+    /// children; or one path per file needed (devices x stripe width,
+    /// device by device). A missing file is created sparse, of `--size`
+    /// (divided by the stripe width for a child).
+    pub paths: Vec<PathBuf>,
+    /// O_DIRECT (`--no-direct` turns it off). Default true.
+    pub direct: bool,
+    /// IORING_SETUP_IOPOLL (block devices with poll queues).
+    pub iopoll: bool,
+    /// IORING_SETUP_SQPOLL (a kernel submission thread per channel).
+    pub sqpoll: bool,
+    /// Offer the frontend's data memory to the bdev as io_uring fixed
+    /// buffers (`--no-fixed-buffers` turns it off). Default true.
+    pub fixed_buffers: bool,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            direct: true,
+            iopoll: false,
+            sqpoll: false,
+            fixed_buffers: true,
         }
     }
 }
@@ -114,6 +155,8 @@ pub struct BenchConfig {
     pub ring_size: u64,
     /// Simulated TCMU data area; `None` = automatic.
     pub data_area: Option<u64>,
+    /// The files of file-backed bdevs.
+    pub file: FileConfig,
 }
 
 impl Default for BenchConfig {
@@ -140,6 +183,7 @@ impl Default for BenchConfig {
             seed: 1,
             ring_size: 8 << 20,
             data_area: None,
+            file: FileConfig::default(),
         }
     }
 }
@@ -172,6 +216,18 @@ impl BenchConfig {
         }
         if self.verify && self.bdev == BdevKind::Null {
             return Err(BenchConfigError::VerifyNull);
+        }
+        match self.bdev {
+            BdevKind::File if self.file.paths.is_empty() => {
+                return Err(BenchConfigError::NoPath);
+            }
+            BdevKind::Ram | BdevKind::Null if !self.file.paths.is_empty() => {
+                return Err(BenchConfigError::PathNotFile(self.bdev.name()));
+            }
+            _ => {}
+        }
+        if self.file.iopoll && !self.file.direct {
+            return Err(BenchConfigError::IopollNeedsDirect);
         }
         if let BdevKind::Striped { width, chunk } = self.bdev {
             if width == 0 {
@@ -242,16 +298,38 @@ impl BenchConfig {
         })
     }
 
+    /// Whether the devices' bdevs are `file` bdevs (or striped over them).
+    pub fn file_backed(&self) -> bool {
+        match self.bdev {
+            BdevKind::File => true,
+            BdevKind::Striped { .. } => !self.file.paths.is_empty(),
+            BdevKind::Ram | BdevKind::Null => false,
+        }
+    }
+
+    /// Files (or block devices) per device: the stripe width of a striped
+    /// bdev over files, else 1.
+    pub(crate) fn files_per_device(&self) -> u32 {
+        match self.bdev {
+            BdevKind::Striped { width, .. } => width.max(1),
+            _ => 1,
+        }
+    }
+
     /// Bytes of memory a run over `devices` devices wants on huge pages:
     /// every RAM bdev as it is mapped (each RAM bdev, or each child of a
-    /// striped one, rounded up to whole huge pages; none for `null`), and
-    /// the reference loop's source buffer when it is asked for. What
-    /// `vm.nr_hugepages` has to cover.
+    /// striped one, rounded up to whole huge pages; none for `null` and
+    /// file-backed bdevs), and the reference copy loop's source buffer when
+    /// it is asked for (a file-backed run's reference is a raw io_uring
+    /// loop instead). What `vm.nr_hugepages` has to cover.
     pub fn huge_page_bytes(&self, devices: usize) -> u64 {
+        if self.file_backed() {
+            return 0;
+        }
         let mapped = |bytes: u64| bytes.next_multiple_of(HUGE_PAGE_SIZE as u64);
         let block = u64::from(self.block_size.max(1));
         let per_device = match self.bdev {
-            BdevKind::Null => 0,
+            BdevKind::Null | BdevKind::File => 0,
             BdevKind::Ram => mapped(self.size),
             BdevKind::Striped { width, .. } => {
                 let width = u64::from(width.max(1));
@@ -294,5 +372,26 @@ mod tests {
             ..BenchConfig::default()
         };
         assert_eq!(null.huge_page_bytes(4), 0);
+        // Files: no RAM, and a raw io_uring loop as the reference.
+        let file = BenchConfig {
+            bdev: BdevKind::File,
+            reference: true,
+            file: FileConfig {
+                paths: vec!["/var/tmp/x".into()],
+                ..FileConfig::default()
+            },
+            ..BenchConfig::default()
+        };
+        assert!(file.file_backed());
+        assert_eq!(file.huge_page_bytes(1), 0);
+        let striped_files = BenchConfig {
+            bdev: BdevKind::Striped {
+                width: 2,
+                chunk: 1 << 20,
+            },
+            ..file
+        };
+        assert!(striped_files.file_backed());
+        assert_eq!(striped_files.files_per_device(), 2);
     }
 }

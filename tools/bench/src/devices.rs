@@ -1,13 +1,17 @@
 //! The devices of a bench run: per device a bdev, the dataplane stack over
 //! it ([`dataplane::stack`]: LUN, frontend device, a bdev poller of its
-//! own) serving a simulated kernel, and the job that drives that kernel.
+//! own, the frontend's memory offered to it as fixed buffers unless
+//! `--no-fixed-buffers`) serving a simulated kernel, and the job that
+//! drives that kernel.
 
 use std::sync::Arc;
 
+use bdev::file::{FileBdev, FileOptions};
 use bdev::null::NullBdev;
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
 use bdev::{Bdev, BdevRef};
+use dataplane::port::BdevPollerHandle;
 use dataplane::scst::device::ScstDeviceConfig;
 use dataplane::scst::pool::PoolConfig;
 use dataplane::scst::register::ScstOptions;
@@ -20,6 +24,7 @@ use sim::tcmu::{SimConfig, TcmuSim};
 
 use crate::config::{BdevKind, BenchConfig, Frontend, MAX_IO_BYTES};
 use crate::error::{BenchError, ScstSetupError};
+use crate::files::BenchFile;
 use crate::frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
 use crate::initiator::{Job, VerifyModel, Workload};
 
@@ -32,13 +37,51 @@ pub(crate) struct BenchDevice {
     pub ram: Vec<BdevRef>,
     /// Why `MADV_COLLAPSE` failed on one of them, if it did.
     pub collapse_failure: Option<String>,
+    /// The `file` bdevs that serve the device (the bdev itself, or a
+    /// striped bdev's children), for their counters.
+    pub files: Vec<Arc<FileBdev>>,
+    /// The device's bdev poller (whether its memory is registered).
+    pub poller: BdevPollerHandle,
 }
 
-/// A bench device's bdev and what serves it from memory.
+/// A bench device's bdev and what serves it from memory or files.
 struct MadeBdev {
     bdev: BdevRef,
     ram: Vec<BdevRef>,
     collapse_failure: Option<String>,
+    files: Vec<Arc<FileBdev>>,
+}
+
+/// A file bdev over `file`, with the run's block size and ring options;
+/// its ring holds the run's queue depth, and it takes the bench's largest
+/// transfer (its bounce pool holds at least one).
+fn file_bdev(
+    name: String,
+    config: &BenchConfig,
+    file: &BenchFile,
+) -> Result<Arc<FileBdev>, BenchError> {
+    let options = FileOptions {
+        block_size: Some(config.block_size),
+        queue_depth: config.iodepth.clamp(1, 32768),
+        direct: config.file.direct,
+        iopoll: config.file.iopoll,
+        sqpoll: config.file.sqpoll,
+        max_transfer_bytes: MAX_IO_BYTES as u32,
+        ..FileOptions::new(file.path.clone())
+    };
+    let bdev = FileBdev::open(name, options)?;
+    let size = bdev.geometry().size_bytes();
+    if size < file.range {
+        return Err(BenchError::File {
+            path: file.path.clone(),
+            problem: format!(
+                "holds {size} bytes as a bdev of {}-byte blocks, less than the {} bytes the run \
+                 addresses",
+                config.block_size, file.range
+            ),
+        });
+    }
+    Ok(Arc::new(bdev))
 }
 
 /// A RAM bdev, its memory committed and brought onto huge pages where the
@@ -57,11 +100,16 @@ fn ram_bdev(
 }
 
 /// Device `index`'s bdev (`<kind><index>`; a striped bdev's children are
-/// `<name>.<child>`), its RAM committed.
-fn make_bdev(config: &BenchConfig, index: usize) -> Result<MadeBdev, BenchError> {
+/// `<name>.<child>`), its RAM committed; a file-backed one over `files`.
+fn make_bdev(
+    config: &BenchConfig,
+    index: usize,
+    files: &[BenchFile],
+) -> Result<MadeBdev, BenchError> {
     let blocks = config.size / u64::from(config.block_size);
     let name = format!("{}{index}", config.bdev.name());
     let mut collapse_failure = None;
+    let mut file_bdevs = Vec::new();
     let (bdev, ram): (BdevRef, Vec<BdevRef>) = match config.bdev {
         BdevKind::Null => (
             Arc::new(NullBdev::new(name, config.block_size, blocks)?),
@@ -70,6 +118,26 @@ fn make_bdev(config: &BenchConfig, index: usize) -> Result<MadeBdev, BenchError>
         BdevKind::Ram => {
             let ram = ram_bdev(name, config, blocks, &mut collapse_failure)?;
             (Arc::clone(&ram), vec![ram])
+        }
+        BdevKind::File => {
+            let file = file_bdev(name, config, &files[0])?;
+            file_bdevs.push(Arc::clone(&file));
+            (file, Vec::new())
+        }
+        BdevKind::Striped { width, chunk } if config.file_backed() => {
+            for (c, file) in files.iter().enumerate() {
+                file_bdevs.push(file_bdev(format!("{name}.{c}"), config, file)?);
+            }
+            let children: Vec<BdevRef> = file_bdevs
+                .iter()
+                .map(|f| Arc::clone(f) as BdevRef)
+                .collect();
+            let chunk_blocks = (chunk / u64::from(config.block_size)) as u32;
+            debug_assert_eq!(children.len(), width as usize);
+            (
+                Arc::new(StripedBdev::new(name, children, chunk_blocks)?),
+                Vec::new(),
+            )
         }
         BdevKind::Striped { width, chunk } => {
             let child_blocks = blocks / u64::from(width);
@@ -94,6 +162,7 @@ fn make_bdev(config: &BenchConfig, index: usize) -> Result<MadeBdev, BenchError>
         bdev,
         ram,
         collapse_failure,
+        files: file_bdevs,
     })
 }
 
@@ -104,20 +173,33 @@ fn data_area_size(config: &BenchConfig) -> usize {
     size.next_multiple_of(4096) as usize
 }
 
-/// Builds device `index` for `frontend`: bdev, stack and simulated kernel.
-/// The frontend device and then its bdev poller are pushed to `pollers`
-/// (polled in that order); returns the job that drives the device.
+/// Offers the frontend's memory to the bdev poller, or not
+/// (`--no-fixed-buffers`).
+fn fixed_buffers<D>(config: &BenchConfig, stack: Stack<D>) -> Stack<D> {
+    if config.file.fixed_buffers {
+        stack
+    } else {
+        stack.without_fixed_buffers()
+    }
+}
+
+/// Builds device `index` for `frontend`: bdev (over `files` for a
+/// file-backed run), stack and simulated kernel. The frontend device and
+/// then its bdev poller are pushed to `pollers` (polled in that order);
+/// returns the job that drives the device.
 pub(crate) fn build_device(
     config: &BenchConfig,
     frontend: Frontend,
     index: usize,
+    files: &[BenchFile],
     pollers: &mut Vec<Box<dyn Poller>>,
 ) -> Result<BenchDevice, BenchError> {
     let MadeBdev {
         bdev,
         ram,
         collapse_failure,
-    } = make_bdev(config, index)?;
+        files: file_bdevs,
+    } = make_bdev(config, index, files)?;
     let geometry = bdev.geometry();
     let lun = LunSpec {
         max_transfer: MaxTransfer::Bytes(MAX_IO_BYTES as u32),
@@ -151,7 +233,7 @@ pub(crate) fn build_device(
                 },
             )
             .map_err(stack_error)?;
-            let (device, bdev_poller) = stack
+            let (device, bdev_poller) = fixed_buffers(config, stack)
                 .with_own_poller(bdev.as_ref(), depth)
                 .map_err(stack_error)?;
             pollers.push(Box::new(device));
@@ -201,13 +283,14 @@ pub(crate) fn build_device(
                 },
             )
             .map_err(stack_error)?;
-            let (device, bdev_poller) = stack
+            let (device, bdev_poller) = fixed_buffers(config, stack)
                 .with_own_poller(bdev.as_ref(), depth)
                 .map_err(stack_error)?;
             pollers.push(Box::new(device));
             (BenchInitiator::Scst(ScstInitiator::new(sim)), bdev_poller)
         }
     };
+    let poller = bdev_poller.handle();
     pollers.push(Box::new(bdev_poller));
 
     let workload = Workload {
@@ -219,13 +302,23 @@ pub(crate) fn build_device(
         rwmix_read: config.rwmix_read,
         seed: config.seed.wrapping_add(index as u64),
     };
+    // New memory and new sparse files read as zeroes; a file that existed,
+    // or one the reference loop writes before the run, holds what it
+    // holds: its blocks are checked once written.
+    let zeroed = if config.file_backed() {
+        files.iter().all(|f| f.created) && !(config.reference && config.pattern.writes())
+    } else {
+        true
+    };
     let model = config
         .verify
-        .then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, true));
+        .then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, zeroed));
     let job = Job::new(initiator, workload, model, MAX_IO_BYTES)?;
     Ok(BenchDevice {
         job,
         ram,
         collapse_failure,
+        files: file_bdevs,
+        poller,
     })
 }

@@ -51,6 +51,17 @@ pub enum BenchError {
     /// The workload failed.
     #[error("workload: {0}")]
     Job(JobError),
+    /// A file of a file-backed run cannot be used or created.
+    #[error("--path {path}: {problem}", path = path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The raw io_uring reference loop could not run.
+    #[error("reference loop: {0}")]
+    RawLoop(String),
 }
 
 /// A flag, or a combination of flags, the bench cannot run with.
@@ -119,6 +130,26 @@ pub enum BenchConfigError {
     /// The TCMU ring size is out of range.
     #[error("--ring-size {0} must be a multiple of 8 between 64 KiB and 256 MiB")]
     RingSize(u64),
+    /// A file bdev without a path.
+    #[error("--bdev file needs --path (a file, a block device or a directory)")]
+    NoPath,
+    /// A path given for a bdev that has no file.
+    #[error("--path is for --bdev file or striped (over files), not {0}")]
+    PathNotFile(&'static str),
+    /// IOPOLL without O_DIRECT.
+    #[error("--iopoll needs direct I/O (drop --no-direct)")]
+    IopollNeedsDirect,
+    /// The paths do not name the files the run needs.
+    #[error(
+        "--path: {given} paths for {needed} files (devices x stripe width); give one \
+         path per file, or a directory for the bench's files"
+    )]
+    PathCount {
+        /// Paths given.
+        given: usize,
+        /// Files needed.
+        needed: usize,
+    },
 }
 
 /// What failed setting up a simulated SCST device, in that part's words.

@@ -10,8 +10,10 @@
 //!   drives them through the measured window (`window.rs`) and reports
 //!   ([`report`]). The bench thread's CPU is handled by `affinity.rs`;
 //!   what can go wrong is in [`error`].
-//! - [`reference`](mod@reference), [`jitter`]: the reference copy loop and the platform
-//!   stall floor measured beside a run.
+//! - [`reference`](mod@reference), [`raw_uring`], [`jitter`]: the reference
+//!   copy loop (RAM), the raw io_uring loop (file-backed bdevs, on the
+//!   files `files.rs` resolves and creates) and the platform stall floor,
+//!   measured beside a run.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -19,15 +21,17 @@ mod affinity;
 mod config;
 mod devices;
 pub mod error;
+mod files;
 mod frontends;
 pub mod initiator;
 pub mod jitter;
+pub mod raw_uring;
 pub mod reference;
 pub mod report;
 pub mod run;
 mod window;
 
-pub use config::{BdevKind, BenchConfig, Frontend, MAX_IO_BYTES};
+pub use config::{BdevKind, BenchConfig, FileConfig, Frontend, MAX_IO_BYTES};
 pub use error::{BenchConfigError, BenchError, ScstSetupError};
 pub use frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
 pub use run::run;

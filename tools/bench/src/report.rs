@@ -26,6 +26,116 @@ pub struct ReferenceReport {
     pub huge_page_fraction: Option<f64>,
 }
 
+/// The raw io_uring loop measured in the same run (`--reference` with a
+/// file-backed bdev; see [`crate::raw_uring`]).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RawLoopReport {
+    /// `"io_uring"`: this is the raw loop, not the copy loop.
+    pub kind: String,
+    /// I/Os per second of the raw loop: the mean of the runs before and
+    /// after the dataplane run.
+    pub ios_per_sec: f64,
+    /// I/Os per second measured before the dataplane run.
+    pub before_ios_per_sec: f64,
+    /// I/Os per second measured after the dataplane run.
+    pub after_ios_per_sec: f64,
+    /// The dataplane's IOPS divided by `ios_per_sec`.
+    pub ratio: f64,
+    /// The raw loop's latency, submission to completion (both runs).
+    pub latency_ns: LatencySummary,
+    /// The dataplane's p50 latency minus the raw loop's, in nanoseconds.
+    pub p50_excess_ns: i64,
+    /// I/Os the raw loop kept in flight (the run's iodepth times its
+    /// devices).
+    pub iodepth: u32,
+    /// Whether the raw loop's buffers were registered as fixed buffers
+    /// (as the run's frontend memory is unless `--no-fixed-buffers`).
+    pub fixed_buffers: bool,
+    /// The raw loop's `io_uring_enter` calls per I/O.
+    pub submit_syscalls_per_io: f64,
+    /// I/Os of the raw loop that failed.
+    pub errors: u64,
+}
+
+/// What `--reference` measured beside the run: the copy loop (RAM, null
+/// and striped-over-RAM runs) or the raw io_uring loop (file-backed
+/// runs). Both carry `ratio`; in JSON the object is the one or the other.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Reference {
+    /// The reference copy loop.
+    Copy(ReferenceReport),
+    /// The raw io_uring loop.
+    IoUring(RawLoopReport),
+}
+
+impl Reference {
+    /// The dataplane's IOPS divided by the reference's rate.
+    pub fn ratio(&self) -> f64 {
+        match self {
+            Reference::Copy(r) => r.ratio,
+            Reference::IoUring(r) => r.ratio,
+        }
+    }
+
+    /// The copy loop's report, if this is one.
+    pub fn copy(&self) -> Option<&ReferenceReport> {
+        match self {
+            Reference::Copy(r) => Some(r),
+            Reference::IoUring(_) => None,
+        }
+    }
+
+    /// The raw loop's report, if this is one.
+    pub fn io_uring(&self) -> Option<&RawLoopReport> {
+        match self {
+            Reference::Copy(_) => None,
+            Reference::IoUring(r) => Some(r),
+        }
+    }
+}
+
+/// What the `file` bdevs of a run did in the measured window (`--bdev
+/// file`, or `striped` over files).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FileReport {
+    /// The files or block devices, device by device.
+    pub paths: Vec<String>,
+    /// Files this run created (sparse).
+    pub created: Vec<String>,
+    /// O_DIRECT.
+    pub direct: bool,
+    /// IORING_SETUP_IOPOLL.
+    pub iopoll: bool,
+    /// IORING_SETUP_SQPOLL.
+    pub sqpoll: bool,
+    /// Each channel's ring depth (the run's iodepth).
+    pub queue_depth: u32,
+    /// Requests the file bdevs completed (a striped bdev's children count
+    /// each piece).
+    pub bdev_ios: u64,
+    /// `io_uring_enter` calls.
+    pub submit_syscalls: u64,
+    /// Polls of the file bdevs' channels (the bdev poller polls its
+    /// channel twice per poll, so at most one enter per bdev poller poll
+    /// means `submit_syscalls` is at most half of this).
+    pub channel_polls: u64,
+    /// Reads and writes through the bounce pool (misaligned buffers).
+    pub bounced: u64,
+    /// Reads and writes on registered fixed buffers.
+    pub fixed_ios: u64,
+    /// Requests that waited in a channel for ring room or bounce chunks.
+    pub waits: u64,
+    /// Failed (retried) enters.
+    pub enter_errors: u64,
+    /// The frontend's memory was offered as fixed buffers (not
+    /// `--no-fixed-buffers`).
+    pub fixed_buffers_offered: bool,
+    /// Every device's memory is registered as io_uring fixed buffers (the
+    /// kernel may refuse: then one line on stderr said why).
+    pub memory_registered: bool,
+}
+
 /// The other frontend, run with the same settings in the same process
 /// (`--compare`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -109,9 +219,16 @@ pub struct BenchReport {
     /// it failed (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ram_huge_page_collapse: Option<String>,
-    /// The reference loop, when requested.
+    /// Bdev `io_uring_enter` calls per I/O in the window (0 for bdevs
+    /// without a ring: `ram`, `null`).
+    pub submit_syscalls_per_io: f64,
+    /// What the file bdevs did, for a file-backed run.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reference: Option<ReferenceReport>,
+    pub file: Option<FileReport>,
+    /// The reference loop, when requested: the copy loop, or the raw
+    /// io_uring loop for a file-backed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
     /// The other frontend in the same process, when requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compare: Option<CompareReport>,
@@ -137,7 +254,11 @@ impl BenchReport {
         if let Some(f) = self.ram_huge_page_fraction.filter(|&f| f < 1.0) {
             short.push(format!("{} of the RAM bdev memory", percent(f)));
         }
-        let reference = self.reference.as_ref().and_then(|r| r.huge_page_fraction);
+        let reference = self
+            .reference
+            .as_ref()
+            .and_then(Reference::copy)
+            .and_then(|r| r.huge_page_fraction);
         if let Some(f) = reference.filter(|&f| f < 1.0) {
             short.push(format!("{} of the reference loop's buffer", percent(f)));
         }
@@ -233,7 +354,11 @@ impl BenchReport {
                 );
             }
         }
-        let reference_huge = self.reference.as_ref().and_then(|r| r.huge_page_fraction);
+        let reference_huge = self
+            .reference
+            .as_ref()
+            .and_then(Reference::copy)
+            .and_then(|r| r.huge_page_fraction);
         if self.ram_huge_page_fraction.is_some() || reference_huge.is_some() {
             let mut parts = Vec::new();
             if let Some(f) = self.ram_huge_page_fraction {
@@ -244,15 +369,59 @@ impl BenchReport {
             }
             let _ = writeln!(s, "  on huge pages: {}", parts.join(", "));
         }
-        if let Some(reference) = &self.reference {
+        if let Some(f) = &self.file {
             let _ = writeln!(
                 s,
-                "  reference copy loop: {:.0} copies/s (before {:.0}, after {:.0}); dataplane/reference = {:.2}",
-                reference.copies_per_sec,
-                reference.before_copies_per_sec,
-                reference.after_copies_per_sec,
-                reference.ratio
+                "  file bdev: {:.4} io_uring_enter per I/O ({} enters, {} channel polls), {} fixed, \
+                 {} bounced, {} waited; memory {}{}",
+                self.submit_syscalls_per_io,
+                f.submit_syscalls,
+                f.channel_polls,
+                f.fixed_ios,
+                f.bounced,
+                f.waits,
+                if f.memory_registered {
+                    "registered as fixed buffers"
+                } else if f.fixed_buffers_offered {
+                    "not registered (refused)"
+                } else {
+                    "not offered"
+                },
+                if f.direct { "" } else { "; buffered (no O_DIRECT)" }
             );
+        }
+        match &self.reference {
+            Some(Reference::Copy(reference)) => {
+                let _ = writeln!(
+                    s,
+                    "  reference copy loop: {:.0} copies/s (before {:.0}, after {:.0}); dataplane/reference = {:.2}",
+                    reference.copies_per_sec,
+                    reference.before_copies_per_sec,
+                    reference.after_copies_per_sec,
+                    reference.ratio
+                );
+            }
+            Some(Reference::IoUring(raw)) => {
+                let _ = writeln!(
+                    s,
+                    "  raw io_uring loop (QD {}{}): {:.0} IOPS (before {:.0}, after {:.0}), \
+                     latency p50 {} us p99 {} us; dataplane/raw = {:.3}, p50 {:+.1} us",
+                    raw.iodepth,
+                    if raw.fixed_buffers {
+                        ", fixed buffers"
+                    } else {
+                        ""
+                    },
+                    raw.ios_per_sec,
+                    raw.before_ios_per_sec,
+                    raw.after_ios_per_sec,
+                    us(raw.latency_ns.p50),
+                    us(raw.latency_ns.p99),
+                    raw.ratio,
+                    raw.p50_excess_ns as f64 / 1000.0
+                );
+            }
+            None => {}
         }
         if let Some(c) = &self.compare {
             let _ = writeln!(
@@ -324,12 +493,16 @@ mod tests {
             reactors: Vec::new(),
             ram_huge_page_fraction: ram,
             ram_huge_page_collapse: None,
-            reference: reference.map(|f| ReferenceReport {
-                copies_per_sec: 2000.0,
-                before_copies_per_sec: 2000.0,
-                after_copies_per_sec: 2000.0,
-                ratio: 0.5,
-                huge_page_fraction: Some(f),
+            submit_syscalls_per_io: 0.0,
+            file: None,
+            reference: reference.map(|f| {
+                Reference::Copy(ReferenceReport {
+                    copies_per_sec: 2000.0,
+                    before_copies_per_sec: 2000.0,
+                    after_copies_per_sec: 2000.0,
+                    ratio: 0.5,
+                    huge_page_fraction: Some(f),
+                })
             }),
             compare: None,
             jitter: None,

@@ -10,10 +10,16 @@
 //! kernel and initiator run on the calling thread, pinned to `sim_core`.
 //! Everything between the ring and the bdev is the production data path.
 //!
+//! A file-backed run (`--bdev file`, or `striped` over files) first
+//! resolves its files (`files.rs`: created sparse when missing), which the
+//! devices of every frontend it runs and the raw io_uring reference loop
+//! share.
+//!
 //! [`run`] checks the configuration, measures what is asked beside the run
-//! (platform stalls, the reference copy loop), and runs each frontend
-//! asked for: its devices (`devices.rs`) on fresh reactors, driven through
-//! the measured window (`window.rs`), then reported ([`BenchReport`]).
+//! (platform stalls, the reference loop: the copy loop, or the raw io_uring
+//! loop for a file-backed run), and runs each frontend asked for: its
+//! devices (`devices.rs`) on fresh reactors, driven through the measured
+//! window (`window.rs`), then reported ([`BenchReport`]).
 //!
 //! [`BdevPoller`]: dataplane::port::BdevPoller
 //! [`Lun`]: dataplane::lun::Lun
@@ -28,14 +34,47 @@ use reactor::stats::ReactorLoad;
 use reactor::{IdlePolicy, Reactor, ReactorConfig};
 
 use crate::affinity::{pin_current_thread, AffinityGuard};
+use dataplane::latency::Latencies;
+use dataplane::port::FixedBuffers;
+
 use crate::config::{BenchConfig, Frontend, Placement, MAX_IO_BYTES};
 use crate::devices::{build_device, BenchDevice};
 use crate::error::{BenchError, ScstSetupError};
+use crate::files::{self, BenchFile};
 use crate::frontends::BenchInitiator;
 use crate::initiator::{Initiator, JobSnapshot, Workload};
+use crate::raw_uring::{RawLoop, RawLoopConfig, RawLoopResult};
 use crate::reference::{ReferenceBuffers, ReferenceConfig};
-use crate::report::{BenchReport, CompareReport, ReferenceReport};
+use crate::report::{
+    BenchReport, CompareReport, FileReport, RawLoopReport, Reference, ReferenceReport,
+};
 use crate::window::{drive, Progress, Window};
+
+/// The reference measured before the run, to be measured again after it.
+enum Before {
+    Copy(ReferenceBuffers, crate::reference::ReferenceResult),
+    IoUring(Box<RawLoop>, RawLoopResult),
+}
+
+/// The raw io_uring loop over the run's files, at the run's total depth.
+fn raw_loop(config: &BenchConfig, files: &[Vec<BenchFile>]) -> Result<RawLoop, BenchError> {
+    let all: Vec<&BenchFile> = files.iter().flatten().collect();
+    RawLoop::new(RawLoopConfig {
+        files: all.iter().map(|f| f.path.clone()).collect(),
+        range: all.first().map_or(0, |f| f.range),
+        io_size: config.io_size,
+        iodepth: config.iodepth * files.len() as u32,
+        pattern: config.pattern,
+        rwmix_read: config.rwmix_read,
+        direct: config.file.direct,
+        iopoll: config.file.iopoll,
+        sqpoll: config.file.sqpoll,
+        fixed_buffers: config.file.fixed_buffers,
+        runtime: (config.runtime / 2).clamp(Duration::from_millis(500), Duration::from_secs(3)),
+        seed: config.seed ^ 0x5eed,
+    })
+    .map_err(BenchError::RawLoop)
+}
 
 /// Runs the bench; calls `progress` about once a second.
 pub fn run(
@@ -60,6 +99,11 @@ pub fn run(
     }
     .validate(MAX_IO_BYTES)
     .map_err(|e| BenchError::Job(e.into()))?;
+    let files = if config.file_backed() {
+        files::prepare(config, device_count)?
+    } else {
+        vec![Vec::new(); device_count]
+    };
     let affinity = AffinityGuard::save();
 
     let jitter = if config.jitter {
@@ -72,9 +116,16 @@ pub fn run(
         None
     };
     // The reference loop runs on a reactor core (the core the dataplane's
-    // copy runs on), half before and half after the run, so a drift of the
-    // machine during the run shows up in both figures.
-    let mut reference = if config.reference {
+    // copy, or its io_uring, runs on), half before and half after the run,
+    // so a drift of the machine during the run shows up in both figures.
+    let mut reference = if !config.reference {
+        None
+    } else if config.file_backed() {
+        let mut raw = raw_loop(config, &files)?;
+        pin_current_thread(cores[0])?;
+        let before = raw.run();
+        Some(Before::IoUring(Box::new(raw), before))
+    } else {
         let buffers = ReferenceBuffers::try_new(ReferenceConfig {
             io_size: config.io_size as usize,
             runtime: (config.runtime / 2).clamp(Duration::from_millis(500), Duration::from_secs(3)),
@@ -83,9 +134,7 @@ pub fn run(
         pin_current_thread(cores[0])?;
         let mut buffers = buffers;
         let before = buffers.run();
-        Some((buffers, before))
-    } else {
-        None
+        Some(Before::Copy(buffers, before))
     };
 
     let mut report = run_frontend(
@@ -93,17 +142,31 @@ pub fn run(
         config.frontend,
         &cores,
         sim_core,
-        device_count,
+        &files,
         &mut progress,
     )?;
+    let reads = config.pattern != crate::initiator::Pattern::Write
+        && config.pattern != crate::initiator::Pattern::RandWrite;
+    report.notes.extend(
+        files
+            .iter()
+            .flatten()
+            .filter(|f| f.created)
+            .map(|f| files::created_note(f, reads)),
+    );
     if config.compare {
         affinity.restore();
+        // The first run wrote to the files: they no longer read as zeroes.
+        let mut written = files.clone();
+        for file in written.iter_mut().flatten() {
+            file.created = false;
+        }
         let other = run_frontend(
             config,
             config.frontend.other(),
             &cores,
             sim_core,
-            device_count,
+            &written,
             &mut progress,
         )?;
         report.compare = Some(CompareReport {
@@ -120,45 +183,81 @@ pub fn run(
             ram_huge_page_fraction: other.ram_huge_page_fraction,
         });
     }
-    if let Some((buffers, before)) = reference.as_mut() {
-        pin_current_thread(cores[0])?;
-        let after = buffers.run();
-        let mean = (before.rate() + after.rate()) / 2.0;
-        report.reference = Some(ReferenceReport {
-            copies_per_sec: mean,
-            before_copies_per_sec: before.rate(),
-            after_copies_per_sec: after.rate(),
-            ratio: report.iops / mean,
-            huge_page_fraction: buffers.huge_page_fraction(),
-        });
-        if report.ram_huge_page_collapse.is_none() {
-            report.ram_huge_page_collapse = buffers
-                .collapse()
-                .failure()
-                .map(|why| format!("reference buffer: {why}"));
+    match reference.as_mut() {
+        Some(Before::Copy(buffers, before)) => {
+            pin_current_thread(cores[0])?;
+            let after = buffers.run();
+            let mean = (before.rate() + after.rate()) / 2.0;
+            report.reference = Some(Reference::Copy(ReferenceReport {
+                copies_per_sec: mean,
+                before_copies_per_sec: before.rate(),
+                after_copies_per_sec: after.rate(),
+                ratio: report.iops / mean,
+                huge_page_fraction: buffers.huge_page_fraction(),
+            }));
+            if report.ram_huge_page_collapse.is_none() {
+                report.ram_huge_page_collapse = buffers
+                    .collapse()
+                    .failure()
+                    .map(|why| format!("reference buffer: {why}"));
+            }
         }
+        Some(Before::IoUring(raw, before)) => {
+            pin_current_thread(cores[0])?;
+            let after = raw.run();
+            let mean = (before.rate() + after.rate()) / 2.0;
+            let mut latencies = Latencies::new();
+            latencies.merge(&before.latencies);
+            latencies.merge(&after.latencies);
+            let ios = before.ios + after.ios;
+            let latency_ns = latencies.summary();
+            if let Some(why) = before.first_error.as_ref().or(after.first_error.as_ref()) {
+                report.notes.push(format!("raw io_uring loop: {why}"));
+            }
+            report.reference = Some(Reference::IoUring(RawLoopReport {
+                kind: "io_uring".into(),
+                ios_per_sec: mean,
+                before_ios_per_sec: before.rate(),
+                after_ios_per_sec: after.rate(),
+                ratio: if mean > 0.0 { report.iops / mean } else { 0.0 },
+                p50_excess_ns: report.latency_ns.p50 as i64 - latency_ns.p50 as i64,
+                latency_ns,
+                iodepth: config.iodepth * device_count as u32,
+                fixed_buffers: raw.fixed_buffers(),
+                submit_syscalls_per_io: if ios == 0 {
+                    0.0
+                } else {
+                    (before.enters + after.enters) as f64 / ios as f64
+                },
+                errors: before.errors + after.errors,
+            }));
+        }
+        None => {}
     }
     report.jitter = jitter;
     Ok(report)
 }
 
-/// Builds, runs and reports one frontend's devices.
+/// Builds, runs and reports one frontend's devices, one per entry of
+/// `files` (each device's files; empty unless file-backed).
 fn run_frontend(
     config: &BenchConfig,
     frontend: Frontend,
     cores: &[usize],
     sim_core: usize,
-    device_count: usize,
+    files: &[Vec<BenchFile>],
     progress: &mut impl FnMut(&Progress),
 ) -> Result<BenchReport, BenchError> {
+    let device_count = files.len();
     let mut pollers: Vec<Vec<Box<dyn reactor::Poller>>> =
         (0..cores.len()).map(|_| Vec::new()).collect();
     let mut devices = Vec::with_capacity(device_count);
-    for index in 0..device_count {
+    for (index, files) in files.iter().enumerate() {
         devices.push(build_device(
             config,
             frontend,
             index,
+            files,
             &mut pollers[index % cores.len()],
         )?);
     }
@@ -201,6 +300,7 @@ fn run_frontend(
     let Window {
         base,
         reactor_end,
+        file_end,
         elapsed,
         latencies,
     } = outcome?;
@@ -243,6 +343,35 @@ fn run_frontend(
         .iter()
         .fold(0.0, |sum, r| sum + r.busy_fraction);
     let iops = ios as f64 / secs;
+    let submit_syscalls = file_end.submit_syscalls - base.file.submit_syscalls;
+    let file = config.file_backed().then(|| FileReport {
+        paths: files
+            .iter()
+            .flatten()
+            .map(|f| f.path.display().to_string())
+            .collect(),
+        created: files
+            .iter()
+            .flatten()
+            .filter(|f| f.created)
+            .map(|f| f.path.display().to_string())
+            .collect(),
+        direct: config.file.direct,
+        iopoll: config.file.iopoll,
+        sqpoll: config.file.sqpoll,
+        queue_depth: config.iodepth,
+        bdev_ios: file_end.completed - base.file.completed,
+        submit_syscalls,
+        channel_polls: file_end.polls - base.file.polls,
+        bounced: file_end.bounced - base.file.bounced,
+        fixed_ios: file_end.fixed - base.file.fixed,
+        waits: file_end.waited - base.file.waited,
+        enter_errors: file_end.enter_errors - base.file.enter_errors,
+        fixed_buffers_offered: config.file.fixed_buffers,
+        memory_registered: devices
+            .iter()
+            .all(|d| d.poller.fixed_buffers() == FixedBuffers::Registered),
+    });
     Ok(BenchReport {
         frontend: frontend.name().into(),
         bdev: config.bdev.name().into(),
@@ -274,6 +403,8 @@ fn run_frontend(
         reactors: reactor_reports,
         ram_huge_page_fraction,
         ram_huge_page_collapse,
+        submit_syscalls_per_io: per_io(submit_syscalls as f64),
+        file,
         reference: None,
         compare: None,
         jitter: None,

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use bdev::file::FileStats;
 use dataplane::latency::Latencies;
 use reactor::{ReactorHandle, ReactorStats};
 
@@ -41,10 +42,28 @@ pub(crate) struct Baseline {
     pub doorbells: u64,
     /// Notifications the simulated kernels had sent.
     pub notifications: u64,
+    /// The file bdevs' counters, summed.
+    pub file: FileStats,
+}
+
+/// The counters of every file bdev of `devices`, summed.
+pub(crate) fn file_stats(devices: &[BenchDevice]) -> FileStats {
+    let mut sum = FileStats::default();
+    for s in devices.iter().flat_map(|d| &d.files).map(|f| f.stats()) {
+        sum.completed += s.completed;
+        sum.submit_syscalls += s.submit_syscalls;
+        sum.polls += s.polls;
+        sum.bounced += s.bounced;
+        sum.fixed += s.fixed;
+        sum.waited += s.waited;
+        sum.enter_errors += s.enter_errors;
+    }
+    sum
 }
 
 fn baseline(reactors: &[ReactorHandle], devices: &[BenchDevice]) -> Baseline {
     Baseline {
+        file: file_stats(devices),
         at: Instant::now(),
         reactors: reactors.iter().map(ReactorHandle::stats).collect(),
         doorbells: devices.iter().map(|d| d.job.initiator().doorbells()).sum(),
@@ -61,6 +80,8 @@ pub(crate) struct Window {
     pub base: Baseline,
     /// Reactor counters when the last I/O of the window completed.
     pub reactor_end: Vec<ReactorStats>,
+    /// The file bdevs' counters then.
+    pub file_end: FileStats,
     /// From the start of the window to the last completion.
     pub elapsed: Duration,
     /// Completion latencies of every device in the window.
@@ -147,6 +168,7 @@ pub(crate) fn drive(
     }
     let elapsed = base.at.elapsed();
     let reactor_end = reactors.iter().map(ReactorHandle::stats).collect();
+    let file_end = file_stats(devices);
     let mut latencies = Latencies::new();
     for d in devices.iter() {
         latencies.merge(d.job.latencies());
@@ -154,6 +176,7 @@ pub(crate) fn drive(
     Ok(Window {
         base,
         reactor_end,
+        file_end,
         elapsed,
         latencies,
     })

@@ -4,9 +4,11 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context as _, Result};
 use bench::initiator::Pattern;
-use bench::{self, BdevKind, BenchConfig, Frontend, Progress};
+use bench::{self, BdevKind, BenchConfig, FileConfig, Frontend, Progress};
 use clap::{Args, ValueEnum};
 use reactor::IdlePolicy;
 
@@ -27,9 +29,34 @@ pub struct BenchArgs {
     /// Logical block size of the devices in bytes.
     #[arg(long, default_value_t = 4096)]
     block_size: u32,
-    /// Children of a striped bdev (each a RAM bdev of size/width).
+    /// Children of a striped bdev (each a RAM bdev of size/width, or a
+    /// file bdev with --path).
     #[arg(long, default_value_t = 4)]
     stripe_width: u32,
+    /// Files of --bdev file (and of striped children): a file or block
+    /// device; a directory, where the bench uses or creates
+    /// dataplane-bench-<device>[.<child>].img; or a comma-separated list,
+    /// one path per file (devices x stripe width, device by device).
+    /// Missing files are created sparse, of --size (divided by the stripe
+    /// width for a child).
+    #[arg(long, value_delimiter = ',', value_name = "PATH")]
+    path: Vec<PathBuf>,
+    /// O_DIRECT for file bdevs (the default).
+    #[arg(long, overrides_with = "no_direct")]
+    direct: bool,
+    /// No O_DIRECT: file bdevs go through the page cache.
+    #[arg(long, overrides_with = "direct")]
+    no_direct: bool,
+    /// IORING_SETUP_IOPOLL for file bdevs (block devices with poll queues).
+    #[arg(long)]
+    iopoll: bool,
+    /// IORING_SETUP_SQPOLL for file bdevs (a kernel submission thread each).
+    #[arg(long)]
+    sqpoll: bool,
+    /// Do not offer the frontend's data memory to file bdevs as io_uring
+    /// fixed buffers.
+    #[arg(long)]
+    no_fixed_buffers: bool,
     /// Strip (chunk) size of a striped bdev; a power of two.
     #[arg(long, default_value = "128KiB", value_parser = parse_size)]
     chunk: u64,
@@ -70,8 +97,9 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     json: bool,
-    /// Also run the reference copy loop (before and after the run) and
-    /// report the ratio against it.
+    /// Also run the reference loop (before and after the run) and report
+    /// the ratio against it: the copy loop for RAM, a raw io_uring loop of
+    /// the same pattern, depth and files for file bdevs.
     #[arg(long)]
     reference: bool,
     /// First measure how often the platform stalls a spinning thread on the
@@ -110,8 +138,10 @@ enum BdevArg {
     Ram,
     /// Completes without touching data.
     Null,
-    /// RAID0 over RAM children.
+    /// RAID0 over RAM children (file children with --path).
     Striped,
+    /// A file or block device through io_uring (needs --path).
+    File,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -178,6 +208,7 @@ impl BenchArgs {
                     width: self.stripe_width,
                     chunk: self.chunk,
                 },
+                BdevArg::File => BdevKind::File,
             },
             size: self.size,
             block_size: self.block_size,
@@ -201,6 +232,13 @@ impl BenchArgs {
             seed: self.seed,
             ring_size: self.ring_size,
             data_area: self.data_area,
+            file: FileConfig {
+                paths: self.path,
+                direct: !self.no_direct,
+                iopoll: self.iopoll,
+                sqpoll: self.sqpoll,
+                fixed_buffers: !self.no_fixed_buffers,
+            },
         };
         Ok((config, self.json, self.quiet))
     }

@@ -1,5 +1,7 @@
 //! `dataplane serve` from the command line: configuration errors name the
-//! key and exit non-zero; a running server stops cleanly on SIGTERM.
+//! key and exit non-zero; a file bdev that cannot be opened is logged and
+//! left out while the server runs; a running server stops cleanly on
+//! SIGTERM.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -184,4 +186,101 @@ fn sigterm_drains_and_exits_zero() {
         assert!((0.0..=1.0).contains(&f), "{f}");
     }
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn bad_file_bdev_keys_are_configuration_errors() {
+    let with = |body: &str| {
+        format!("[reactors]\ncores = [0]\n[[bdev]]\nname = \"f0\"\ntype = \"file\"\n{body}\n")
+    };
+    let err = refused("file-no-path", &with("size = \"1MiB\""));
+    assert!(err.contains("missing field `path`"), "{err}");
+    let err = refused("file-size", &with("path = \"/var/tmp/x.img\"\nsize = 1000"));
+    assert!(
+        err.contains("bdev[0] (\"f0\").size: 1000 is not a multiple of block_size 512"),
+        "{err}"
+    );
+    let err = refused(
+        "file-iopoll",
+        &with("path = \"/var/tmp/x.img\"\ndirect = false\niopoll = true"),
+    );
+    assert!(
+        err.contains("bdev[0] (\"f0\").iopoll: polled I/O needs direct = true"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_bdev_that_cannot_open_is_left_out_and_serve_runs_on() {
+    // Without io_uring every file bdev is left out for that reason first.
+    if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path();
+    let missing = tmp.path().join("missing.img");
+    let path = config_file(
+        "file-missing",
+        &format!(
+            "[reactors]\ncores = [0]\n\
+             [[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n\
+             [[bdev]]\nname = \"f0\"\ntype = \"file\"\npath = \"{}\"\n\
+             [[bdev]]\nname = \"dir\"\ntype = \"file\"\npath = \"{}\"\n\
+             [tcmu]\nrescan_interval_ms = 50\n",
+            missing.display(),
+            empty.display()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args([
+            "serve",
+            "--no-netlink",
+            "--state-dir",
+            "none",
+            "--stats-json",
+            "--config",
+        ])
+        .arg(&path)
+        .args([
+            "--sysfs-root",
+            empty.to_str().unwrap(),
+            "--configfs-root",
+            empty.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(child.try_wait().unwrap().is_none(), "serve keeps running");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "dataplane serve: bdev f0: {}: does not exist (give a size to create a sparse file \
+             there); the bdev is left out, and devices naming it are refused",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("dataplane serve: bdev dir: ")
+            && stderr.contains("is a directory, not a regular file or a block device"),
+        "{stderr}"
+    );
+    assert!(!missing.exists(), "nothing created without a size");
+    // The final report lists the bdevs left out, with why.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let bdevs = last["bdevs"].as_array().unwrap();
+    let f0 = bdevs.iter().find(|b| b["name"] == "f0").unwrap();
+    assert!(f0["unavailable"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+    assert!(bdevs.iter().any(|b| b["name"] == "ram0"));
 }

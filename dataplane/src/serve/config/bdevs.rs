@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -10,6 +11,19 @@ use super::value::{check_name, Size};
 
 fn default_block_size() -> u32 {
     512
+}
+
+/// Default of a file bdev's `queue_depth`.
+pub const DEFAULT_FILE_QUEUE_DEPTH: u32 = 128;
+/// Largest file bdev `queue_depth`.
+pub const MAX_FILE_QUEUE_DEPTH: u32 = 32768;
+
+fn default_queue_depth() -> u32 {
+    DEFAULT_FILE_QUEUE_DEPTH
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One `[[bdev]]`.
@@ -36,11 +50,43 @@ pub enum BdevConfig {
         #[serde(default = "default_block_size")]
         block_size: u32,
     },
+    /// A regular file or a block device, through io_uring
+    /// ([`bdev::file`]).
+    File {
+        /// Unique name.
+        name: String,
+        /// The file or block device.
+        path: PathBuf,
+        /// Bytes: when `path` does not exist, a sparse regular file of this
+        /// size is created; an existing file or device must have it.
+        #[serde(default)]
+        size: Option<Size>,
+        /// Logical block size. Regular files: default 512. Block devices:
+        /// default the device's; if given, a multiple of it.
+        #[serde(default)]
+        block_size: Option<u32>,
+        /// Requests each channel keeps in its io_uring (more wait in the
+        /// channel).
+        #[serde(default = "default_queue_depth")]
+        queue_depth: u32,
+        /// O_DIRECT (bypass the page cache).
+        #[serde(default = "yes")]
+        direct: bool,
+        /// IORING_SETUP_IOPOLL: block devices with poll queues only.
+        #[serde(default)]
+        iopoll: bool,
+        /// IORING_SETUP_SQPOLL: a kernel thread per channel submits.
+        #[serde(default)]
+        sqpoll: bool,
+        /// Register the frontends' data memory as io_uring fixed buffers.
+        #[serde(default = "yes")]
+        fixed_buffers: bool,
+    },
     /// RAID0 over other bdevs of this file.
     Striped {
         /// Unique name.
         name: String,
-        /// Names of `ram` or `null` bdevs.
+        /// Names of `ram`, `null` or `file` bdevs.
         children: Vec<String>,
         /// Strip size in bytes (a power of two).
         chunk: Size,
@@ -53,6 +99,7 @@ impl BdevConfig {
         match self {
             BdevConfig::Ram { name, .. }
             | BdevConfig::Null { name, .. }
+            | BdevConfig::File { name, .. }
             | BdevConfig::Striped { name, .. } => name,
         }
     }
@@ -61,7 +108,21 @@ impl BdevConfig {
         match self {
             BdevConfig::Ram { .. } => "ram",
             BdevConfig::Null { .. } => "null",
+            BdevConfig::File { .. } => "file",
             BdevConfig::Striped { .. } => "striped",
+        }
+    }
+
+    /// The logical block size the configuration gives: `ram` and `null`
+    /// always, `file` when `block_size` is set (else known only once the
+    /// file or device is open), `striped` never (its children's).
+    fn own_block_size(&self) -> Option<u32> {
+        match self {
+            BdevConfig::Ram { block_size, .. } | BdevConfig::Null { block_size, .. } => {
+                Some(*block_size)
+            }
+            BdevConfig::File { block_size, .. } => *block_size,
+            BdevConfig::Striped { .. } => None,
         }
     }
 }
@@ -72,8 +133,30 @@ impl fmt::Display for BdevConfig {
     }
 }
 
-/// Checks the names (valid, unique), sizes and block sizes, and the
-/// children and chunk of every striped bdev.
+fn check_block_size(at: &str, block_size: u32) -> Result<(), ConfigError> {
+    if !(512..=65536).contains(&block_size) || !block_size.is_power_of_two() {
+        return err(format!(
+            "{at}.block_size: {block_size} is not a power of two between 512 and 65536"
+        ));
+    }
+    Ok(())
+}
+
+fn check_size(at: &str, size: u64, block_size: u32) -> Result<(), ConfigError> {
+    if size == 0 {
+        return err(format!("{at}.size: must be greater than zero"));
+    }
+    if !size.is_multiple_of(u64::from(block_size)) {
+        return err(format!(
+            "{at}.size: {size} is not a multiple of block_size {block_size}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the names (valid, unique), sizes and block sizes, the keys of
+/// file bdevs (what can be checked without opening them), and the children
+/// and chunk of every striped bdev.
 pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
     let mut by_name: HashMap<&str, &BdevConfig> = HashMap::new();
     for (i, b) in bdevs.iter().enumerate() {
@@ -93,19 +176,34 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
             | BdevConfig::Null {
                 size, block_size, ..
             } => {
-                if *block_size < 512 || *block_size > 65536 || !block_size.is_power_of_two() {
+                check_block_size(&at, *block_size)?;
+                check_size(&at, size.0, *block_size)?;
+            }
+            BdevConfig::File {
+                path,
+                size,
+                block_size,
+                queue_depth,
+                direct,
+                iopoll,
+                ..
+            } => {
+                if path.as_os_str().is_empty() {
+                    return err(format!("{at}.path: must not be empty"));
+                }
+                if let Some(bs) = block_size {
+                    check_block_size(&at, *bs)?;
+                }
+                if let Some(size) = size {
+                    check_size(&at, size.0, block_size.unwrap_or(512))?;
+                }
+                if *queue_depth == 0 || *queue_depth > MAX_FILE_QUEUE_DEPTH {
                     return err(format!(
-                        "{at}.block_size: {block_size} is not a power of two between 512 and 65536"
+                        "{at}.queue_depth: {queue_depth} is not between 1 and {MAX_FILE_QUEUE_DEPTH}"
                     ));
                 }
-                if size.0 == 0 {
-                    return err(format!("{at}.size: must be greater than zero"));
-                }
-                if size.0 % u64::from(*block_size) != 0 {
-                    return err(format!(
-                        "{at}.size: {} is not a multiple of block_size {block_size}",
-                        size.0
-                    ));
+                if *iopoll && !direct {
+                    return err(format!("{at}.iopoll: polled I/O needs direct = true"));
                 }
             }
             BdevConfig::Striped {
@@ -122,26 +220,24 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     let Some(c) = by_name.get(child.as_str()) else {
                         return err(format!("{key}: no bdev named {child:?}"));
                     };
-                    let bs = match c {
-                        BdevConfig::Ram { block_size, .. }
-                        | BdevConfig::Null { block_size, .. } => *block_size,
-                        BdevConfig::Striped { .. } => {
-                            return err(format!(
-                                "{key}: {child:?} is striped; children must be ram or null"
-                            ))
-                        }
-                    };
+                    if let BdevConfig::Striped { .. } = c {
+                        return err(format!(
+                            "{key}: {child:?} is striped; children must be ram, null or file"
+                        ));
+                    }
                     if let Some(other) = children_of.insert(child, name) {
                         return err(format!("{key}: {child:?} is already a child of {other:?}"));
                     }
-                    match block_size {
-                        None => block_size = Some(bs),
-                        Some(first) if first != bs => {
+                    // A file bdev without `block_size` has its device's,
+                    // checked when the striped bdev is made.
+                    match (block_size, c.own_block_size()) {
+                        (None, bs) => block_size = bs,
+                        (Some(first), Some(bs)) if first != bs => {
                             return err(format!(
                                 "{key}: block size {bs} differs from the first child's {first}"
                             ))
                         }
-                        Some(_) => {}
+                        _ => {}
                     }
                 }
                 let bs = u64::from(block_size.unwrap_or(512));
@@ -175,21 +271,29 @@ pub(super) fn parent_of<'a>(bdevs: &'a [BdevConfig], name: &str) -> Option<&'a s
     })
 }
 
-/// The logical block size of `bdev` (a striped bdev's is its children's);
-/// `None` for a striped bdev without valid children.
+/// The logical block size of `bdev` as configured (a striped bdev's is its
+/// children's); `None` for a striped bdev without valid children, and for
+/// a file bdev (or a striped bdev over file bdevs) without `block_size`,
+/// whose block size is known only once its file is open.
 pub(super) fn block_size_of(bdevs: &[BdevConfig], bdev: &BdevConfig) -> Option<u32> {
     match bdev {
-        BdevConfig::Ram { block_size, .. } | BdevConfig::Null { block_size, .. } => {
-            Some(*block_size)
-        }
         BdevConfig::Striped { children, .. } => children
-            .first()
-            .and_then(|c| find(bdevs, c))
-            .and_then(|c| match c {
-                BdevConfig::Ram { block_size, .. } | BdevConfig::Null { block_size, .. } => {
-                    Some(*block_size)
-                }
-                BdevConfig::Striped { .. } => None,
-            }),
+            .iter()
+            .filter_map(|c| find(bdevs, c))
+            .find_map(BdevConfig::own_block_size),
+        _ => bdev.own_block_size(),
+    }
+}
+
+/// Whether the block size of `bdev` is known only once it is open (see
+/// [`block_size_of`]).
+pub(super) fn block_size_at_open(bdevs: &[BdevConfig], bdev: &BdevConfig) -> bool {
+    let file = |b: &BdevConfig| matches!(b, BdevConfig::File { .. });
+    match bdev {
+        BdevConfig::Striped { children, .. } => children
+            .iter()
+            .filter_map(|c| find(bdevs, c))
+            .any(|c| file(c) && c.own_block_size().is_none()),
+        _ => file(bdev) && bdev.own_block_size().is_none(),
     }
 }

@@ -69,6 +69,19 @@ impl ServeConfig {
         bdevs::find(&self.bdevs, name)
     }
 
+    /// Whether devices over bdev `name` offer their memory to it as
+    /// io_uring fixed buffers: true unless it is a `file` bdev with
+    /// `fixed_buffers = false`.
+    pub fn fixed_buffers(&self, name: &str) -> bool {
+        !matches!(
+            self.bdev(name),
+            Some(BdevConfig::File {
+                fixed_buffers: false,
+                ..
+            })
+        )
+    }
+
     /// The parent of `name` if it is a child of a striped bdev.
     pub fn parent_of(&self, name: &str) -> Option<&str> {
         bdevs::parent_of(&self.bdevs, name)

@@ -9,14 +9,28 @@
 //!
 //! [[bdev]]
 //! name = "ram0"            # what LIO's dev_config=<subtype>/<name> names
-//! type = "ram"             # "ram" | "null" | "striped"
+//! type = "ram"             # "ram" | "null" | "file" | "striped"
 //! size = "1GiB"
 //! block_size = 512         # default 512
 //!
 //! [[bdev]]
+//! name = "disk0"
+//! type = "file"            # a regular file or a block device, via io_uring
+//! path = "/var/lib/dataplane/disk0.img"
+//! size = "10GiB"           # optional: create a sparse file if missing;
+//!                          # an existing file or device must have this size
+//! # block_size = 512       # files: default 512; block devices: theirs
+//! #                        # (a multiple of it if given)
+//! # queue_depth = 128      # requests in each channel's io_uring
+//! # direct = true          # O_DIRECT
+//! # iopoll = false         # polled completions (block devices with poll queues)
+//! # sqpoll = false         # a kernel submission thread per channel
+//! # fixed_buffers = true   # register the frontends' memory with io_uring
+//!
+//! [[bdev]]
 //! name = "fast0"
 //! type = "striped"
-//! children = ["ram1", "ram2"]
+//! children = ["ram1", "ram2"]  # ram, null or file bdevs of one block size
 //! chunk = "128KiB"
 //!
 //! [tcmu]
@@ -47,7 +61,10 @@
 //! ```
 //!
 //! Parsing rejects unknown keys; [`ServeConfig::validate`] checks values and
-//! cross-references. Every error names the key it is about.
+//! cross-references. Every error names the key it is about. What only the
+//! machine can tell (whether a file bdev's path can be opened, its device's
+//! block size) is checked when the server starts, which leaves such a bdev
+//! out rather than failing (see [`crate::serve::server`]).
 //!
 //! # Files
 //! One per section: `reactors.rs`, `bdevs.rs`, `tcmu.rs`, `scst.rs`; the

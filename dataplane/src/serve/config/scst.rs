@@ -9,7 +9,7 @@ use crate::frontend::CoalesceConfig;
 use crate::scst::register::{MemoryReuse, OnFreeCmd, ParseType, RegisterSpec, ScstOptions};
 use crate::scst::version::check_version_string;
 
-use super::bdevs::{block_size_of, find, parent_of, BdevConfig};
+use super::bdevs::{block_size_at_open, block_size_of, find, parent_of, BdevConfig};
 use super::coalesce::{check_coalesce, coalesce_config, DEFAULT_DOORBELL_BATCH};
 use super::error::{err, ConfigError};
 use super::value::check_name;
@@ -185,7 +185,8 @@ pub(super) fn check_scst(
         }
         let bdev_block_size = block_size_of(bdevs, bdev);
         if let Some(bs) = s.block_size {
-            if Some(bs) != bdev_block_size {
+            // A file bdev's own block size is compared when it is open.
+            if Some(bs) != bdev_block_size && !block_size_at_open(bdevs, bdev) {
                 return err(format!(
                     "{at}.block_size: {bs} differs from the block size of bdev {:?} ({}); \
                          leave it out or make them equal",

@@ -330,3 +330,76 @@ fn both_frontends_take_the_same_coalescing_keys() {
         "scst[0] (\"disk1\").completion_coalesce_us: 100001 is above 100000 (100 ms)"
     );
 }
+
+#[test]
+fn file_bdevs_parse_with_defaults_and_name_their_keys() {
+    let text = "[reactors]\ncores = [1]\n\
+        [[bdev]]\nname = \"f0\"\ntype = \"file\"\npath = \"/var/tmp/f0.img\"\n\
+        [[bdev]]\nname = \"f1\"\ntype = \"file\"\npath = \"/dev/sdb\"\nsize = \"1GiB\"\n\
+        block_size = 4096\nqueue_depth = 32\ndirect = false\nsqpoll = true\nfixed_buffers = false\n\
+        [[bdev]]\nname = \"s\"\ntype = \"striped\"\nchildren = [\"f0\", \"f1\"]\nchunk = \"64KiB\"\n";
+    let c = check(text).unwrap();
+    assert_eq!(
+        c.bdev("f0"),
+        Some(&BdevConfig::File {
+            name: "f0".into(),
+            path: "/var/tmp/f0.img".into(),
+            size: None,
+            block_size: None,
+            queue_depth: 128,
+            direct: true,
+            iopoll: false,
+            sqpoll: false,
+            fixed_buffers: true,
+        })
+    );
+    assert!(matches!(
+        c.bdev("f1"),
+        Some(BdevConfig::File {
+            size: Some(Size(0x4000_0000)),
+            block_size: Some(4096),
+            queue_depth: 32,
+            direct: false,
+            sqpoll: true,
+            fixed_buffers: false,
+            ..
+        })
+    ));
+    assert!(c.fixed_buffers("f0") && !c.fixed_buffers("f1"));
+    assert!(c.fixed_buffers("s"), "a striped bdev decides for itself");
+    // f0's block size is its file's (512) or its device's: known at open.
+    assert_eq!(c.block_size_of(c.bdev("f0").unwrap()), None);
+    assert_eq!(c.block_size_of(c.bdev("s").unwrap()), Some(4096));
+
+    let bdev = |body: &str| {
+        format!("[reactors]\ncores = [1]\n[[bdev]]\nname = \"f\"\ntype = \"file\"\n{body}\n")
+    };
+    assert!(error(&bdev("size = 4096")).contains("missing field `path`"));
+    assert!(error(&bdev("path = \"\"")).contains("bdev[0] (\"f\").path: must not be empty"));
+    assert!(error(&bdev("path = \"/x\"\nsize = 1000"))
+        .contains("bdev[0] (\"f\").size: 1000 is not a multiple of block_size 512"));
+    assert!(error(&bdev(
+        "path = \"/x\"\nsize = 4096\nblock_size = 4096\nqueue_depth = 0"
+    ))
+    .contains("bdev[0] (\"f\").queue_depth: 0 is not between 1 and 32768"));
+    assert!(error(&bdev("path = \"/x\"\nblock_size = 3000"))
+        .contains("bdev[0] (\"f\").block_size: 3000 is not a power of two"));
+    assert!(error(&bdev("path = \"/x\"\ndirect = false\niopoll = true"))
+        .contains("bdev[0] (\"f\").iopoll: polled I/O needs direct = true"));
+    assert!(error(&bdev("path = \"/x\"\nflags = 1")).contains("unknown field `flags`"));
+    assert!(error(&bdev("path = \"/x\"\ndirect = \"yes\"")).contains("invalid type"));
+    // Children with configured block sizes must agree.
+    let mixed = "[reactors]\ncores = [1]\n\
+        [[bdev]]\nname = \"a\"\ntype = \"file\"\npath = \"/a\"\nblock_size = 4096\n\
+        [[bdev]]\nname = \"b\"\ntype = \"ram\"\nsize = 4096\n\
+        [[bdev]]\nname = \"s\"\ntype = \"striped\"\nchildren = [\"a\", \"b\"]\nchunk = 4096\n";
+    assert!(
+        error(mixed).contains("children[1]: block size 512 differs from the first child's 4096")
+    );
+    // An SCST device's block size is compared with a file bdev's device
+    // when the server starts, not here.
+    let scst = "[reactors]\ncores = [1]\n\
+        [[bdev]]\nname = \"f\"\ntype = \"file\"\npath = \"/dev/sdb\"\n\
+        [[scst]]\nname = \"d\"\nbdev = \"f\"\nblock_size = 4096\n";
+    check(scst).unwrap();
+}

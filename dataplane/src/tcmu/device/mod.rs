@@ -348,6 +348,12 @@ impl<E: CommandExecutor> TcmuDevice<E> {
         &self.region
     }
 
+    /// The data area: its offset in the region and its length. Every
+    /// command's data iovecs lie in it.
+    pub fn data_area(&self) -> (usize, usize) {
+        (self.geo.data_off, self.geo.map_len - self.geo.data_off)
+    }
+
     /// Stops walking the ring (entries that arrive stay on it for the next
     /// owner) while in-flight commands keep completing.
     pub fn begin_shutdown(&mut self) {
