@@ -227,6 +227,15 @@ pub trait BdevChannel: Send + fmt::Debug {
     /// Requests submitted and not yet delivered by `poll`.
     fn in_flight(&self) -> usize;
 
+    /// Descriptors that become readable when the kernel completes this
+    /// channel's I/O (an io_uring fd), so that a reactor may sleep with I/O
+    /// in flight and wake on its completion. Empty (the default) for a
+    /// channel that completes in its own `poll`. Queried once, on the
+    /// control path.
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        Vec::new()
+    }
+
     /// Offers the memory a frontend will name in its requests' buffers (its
     /// whole data mapping) so that the channel can register it with the
     /// kernel once, for I/O without a per-request page walk (io_uring fixed
@@ -237,9 +246,11 @@ pub trait BdevChannel: Send + fmt::Debug {
     /// replaces the earlier registration.
     ///
     /// # Safety
-    /// Each region must stay mapped to the same memory for as long as the
-    /// channel lives: the kernel keeps the pages it registered, and a request
-    /// whose buffer lies in a region is done on those pages.
+    /// Each region must stay mapped to the same memory until the channel is
+    /// dropped or a later call replaces the registration (which the channel
+    /// makes only with no request in flight): the kernel keeps the pages it
+    /// registered, and a request whose buffer lies in a region is done on
+    /// those pages.
     unsafe fn register_memory(&mut self, regions: &[IoVec]) -> Result<bool, Error> {
         let _ = regions;
         Ok(false)

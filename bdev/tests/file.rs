@@ -182,6 +182,70 @@ fn aligned_data_reads_back_straight_from_the_buffers() {
     assert_eq!(bdev.stats().completed, 3);
 }
 
+/// A reactor sleeping in epoll with I/O in flight wakes when it completes:
+/// the channel's wait descriptor (its ring's fd, registered edge-triggered
+/// as the reactor does) signals a completion posted after it was
+/// registered. A flush is the case that needs it: io_uring runs fsync in a
+/// worker thread, whose completion does not interrupt the submitter's sleep
+/// (a read's or write's task work does, with EINTR, which the reactor also
+/// takes as "poll again").
+#[test]
+fn the_wait_descriptor_signals_completions() {
+    use nix::errno::Errno;
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    use std::os::fd::BorrowedFd;
+    if !io_uring() {
+        return;
+    }
+    let dir = scratch_dir();
+    let bdev = bdev_in(dir.path(), 4 * MIB, |_| {});
+    let mut ch = bdev.open_channel(4).unwrap();
+    let fds = ch.wait_fds();
+    assert_eq!(fds.len(), 1, "one ring, one descriptor");
+    let mut mem = aligned(4096);
+    let buf = [IoVec {
+        base: mem.as_mut_ptr(),
+        len: 4096,
+    }];
+    run(
+        ch.as_mut(),
+        IoRequest::new(IoOp::Write, 0, 8, sgl_of(&buf), 1),
+    )
+    .unwrap();
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    // SAFETY: the channel owns the ring's fd and outlives `epoll`'s use.
+    let fd = unsafe { BorrowedFd::borrow_raw(fds[0]) };
+    epoll
+        .add(
+            fd,
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 7),
+        )
+        .unwrap();
+    ch.submit(IoRequest::new(IoOp::Flush, 0, 0, SgList::EMPTY, 2))
+        .unwrap();
+    let mut done = Vec::new();
+    ch.poll(&mut |c| done.push(c));
+    if done.is_empty() {
+        let mut events = [EpollEvent::empty(); 1];
+        let woken = loop {
+            match epoll.wait(&mut events, EpollTimeout::from(5000u16)) {
+                Err(Errno::EINTR) => continue,
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(
+            (woken, events[0].data()),
+            (1, 7),
+            "the flush signals the fd"
+        );
+    }
+    while ch.in_flight() > 0 {
+        ch.poll(&mut |c| done.push(c));
+    }
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].tag, done[0].result), (2, Ok(())));
+}
+
 #[test]
 fn misaligned_buffers_go_through_the_bounce_pool() {
     if !io_uring() {

@@ -25,6 +25,7 @@ mod memory;
 
 pub use memory::{FixedBuffers, FixedBuffersStatus, MemoryOffer};
 
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -411,6 +412,12 @@ impl BdevPoller {
 impl Poller for BdevPoller {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The channel's (an io_uring fd): an adaptive reactor sleeping with
+    /// I/O in flight wakes when the kernel completes it.
+    fn wait_fds(&self) -> Vec<RawFd> {
+        self.channel.wait_fds()
     }
 
     fn poll(&mut self) -> usize {

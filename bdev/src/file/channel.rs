@@ -407,6 +407,15 @@ impl BdevChannel for FileChannel {
         self.in_flight
     }
 
+    /// The ring's fd (with IOPOLL the reactor never sleeps with I/O in
+    /// flight: each poll enters to reap, so it is busy; the aux ring of
+    /// flushes and unmaps completes on its own).
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut fds = vec![self.ring.fd()];
+        fds.extend(self.aux.as_ref().map(Ring::fd));
+        fds
+    }
+
     unsafe fn register_memory(&mut self, regions: &[IoVec]) -> Result<bool, Error> {
         if self.ring.outstanding() > 0 {
             return Err(Error::InvalidParameter(format!(

@@ -514,6 +514,10 @@ impl BdevChannel for NvmeChannel {
         self.in_flight
     }
 
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        vec![self.ring.fd()]
+    }
+
     unsafe fn register_memory(&mut self, regions: &[IoVec]) -> Result<bool, Error> {
         if self.ring.outstanding() > 0 {
             return Err(Error::InvalidParameter(format!(

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use super::split::{ChildLimits, ParentIo, Splitter};
 use crate::request::{check_request, check_supported, CompletionQueue};
 use crate::{
-    BdevChannel, BdevRef, Capabilities, Error, Geometry, IoCompletion, IoError, IoRequest,
+    BdevChannel, BdevRef, Capabilities, Error, Geometry, IoCompletion, IoError, IoRequest, IoVec,
 };
 
 /// A channel of the striped bdev.
@@ -171,6 +171,23 @@ impl BdevChannel for StripedChannel {
 
     fn in_flight(&self) -> usize {
         (self.depth - self.free.len()) + self.done.len()
+    }
+
+    /// Every child's.
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.children.iter().flat_map(|c| c.wait_fds()).collect()
+    }
+
+    /// Offers the memory to every child (the parent's buffers are the
+    /// children's); true if any registered it.
+    unsafe fn register_memory(&mut self, regions: &[IoVec]) -> Result<bool, Error> {
+        let mut any = false;
+        for child in &mut self.children {
+            // SAFETY: this function's contract, passed on unchanged: the
+            // children live exactly as long as this channel.
+            any |= unsafe { child.register_memory(regions)? };
+        }
+        Ok(any)
     }
 }
 

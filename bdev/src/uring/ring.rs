@@ -267,6 +267,13 @@ impl<S: squeue::EntryMarker, C: cqueue::EntryMarker> Ring<S, C> {
         let _ = self.ring.submitter().unregister_buffers();
     }
 
+    /// The ring's descriptor: readable while CQEs wait to be reaped (a
+    /// reactor sleeps on it with I/O in flight).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.ring.as_raw_fd()
+    }
+
     /// `io_uring_enter` calls made so far.
     pub fn enters(&self) -> u64 {
         self.enters
