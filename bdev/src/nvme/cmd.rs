@@ -1,5 +1,7 @@
 //! The kernel's NVMe passthrough ABI and the NVMe commands this bdev sends,
-//! encoded. Pure data: no system call, no unsafe code.
+//! encoded. Pure data: no system call, no unsafe code. The I/O commands
+//! and their SQE encoding are public, so that a loop outside the bdev (the
+//! bench's raw io_uring reference) sends exactly the commands it sends.
 //!
 //! # The ABI (`include/uapi/linux/nvme_ioctl.h`)
 //! - `struct nvme_passthru_cmd` (72 bytes) is the argument of
@@ -36,11 +38,11 @@
 use std::mem::{offset_of, size_of};
 
 /// Flush (NVM command set).
-pub(super) const OP_FLUSH: u8 = 0x00;
+pub const OP_FLUSH: u8 = 0x00;
 /// Write.
-pub(super) const OP_WRITE: u8 = 0x01;
+pub const OP_WRITE: u8 = 0x01;
 /// Read.
-pub(super) const OP_READ: u8 = 0x02;
+pub const OP_READ: u8 = 0x02;
 /// Write Zeroes.
 pub(super) const OP_WRITE_ZEROES: u8 = 0x08;
 /// Dataset Management.
@@ -56,7 +58,7 @@ pub(super) const CNS_CONTROLLER: u32 = 0x01;
 pub(super) const IDENTIFY_LEN: usize = 4096;
 
 /// CDW12 bit 30 of Read, Write and Write Zeroes: Force Unit Access.
-pub(super) const CDW12_FUA: u32 = 1 << 30;
+pub const CDW12_FUA: u32 = 1 << 30;
 /// CDW12 bit 25 of Write Zeroes: Deallocate.
 pub(super) const CDW12_DEAC: u32 = 1 << 25;
 /// CDW11 bit 2 of Dataset Management: Attribute – Deallocate.
@@ -69,13 +71,13 @@ pub(super) const DSM_RANGE_LEN: usize = 16;
 pub(super) const DSM_LIST_LEN: usize = 4096;
 /// Most logical blocks one Read, Write or Write Zeroes moves (NLB is a
 /// 16-bit 0-based count).
-pub(super) const MAX_NLB: u32 = 1 << 16;
+pub const MAX_NLB: u32 = 1 << 16;
 
 /// `struct nvme_uring_cmd`: what an `IORING_OP_URING_CMD` SQE for the
 /// NVMe driver carries.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct UringCmd {
+pub struct UringCmd {
     pub opcode: u8,
     pub flags: u8,
     pub rsvd1: u16,
@@ -152,7 +154,7 @@ const _: () = {
 };
 
 /// Bytes of command an `IORING_SETUP_SQE128` SQE carries (`sqe->cmd`).
-pub(super) const URING_CMD_AREA: usize = 80;
+pub const URING_CMD_AREA: usize = 80;
 
 const NVME_IOCTL_TYPE: u32 = b'N' as u32;
 
@@ -162,14 +164,14 @@ pub(super) const IOCTL_ID: libc::Ioctl = libc::_IO(NVME_IOCTL_TYPE, 0x40);
 pub(super) const IOCTL_ADMIN_CMD: libc::Ioctl = libc::_IOWR::<AdminCmd>(NVME_IOCTL_TYPE, 0x41);
 /// `NVME_URING_CMD_IO`: `_IOWR('N', 0x80, struct nvme_uring_cmd)`, one
 /// buffer (Linux 5.19+).
-pub(super) const URING_CMD_IO: u32 = libc::_IOWR::<UringCmd>(NVME_IOCTL_TYPE, 0x80) as u32;
+pub const URING_CMD_IO: u32 = libc::_IOWR::<UringCmd>(NVME_IOCTL_TYPE, 0x80) as u32;
 /// `NVME_URING_CMD_IO_VEC`: `_IOWR('N', 0x81, struct nvme_uring_cmd)`, an
 /// iovec array (Linux 6.1+).
-pub(super) const URING_CMD_IO_VEC: u32 = libc::_IOWR::<UringCmd>(NVME_IOCTL_TYPE, 0x81) as u32;
+pub const URING_CMD_IO_VEC: u32 = libc::_IOWR::<UringCmd>(NVME_IOCTL_TYPE, 0x81) as u32;
 
 /// Where a command's data is: one buffer of `len` bytes, or `len` iovecs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Data {
+pub struct Data {
     pub addr: u64,
     pub len: u32,
 }
@@ -219,7 +221,7 @@ fn nlb(blocks: u32) -> u32 {
 }
 
 /// Read `blocks` blocks at `lba` into `data`.
-pub(super) fn read(nsid: u32, lba: u64, blocks: u32, data: Data) -> UringCmd {
+pub fn read(nsid: u32, lba: u64, blocks: u32, data: Data) -> UringCmd {
     let (cdw10, cdw11) = slba(lba);
     UringCmd {
         opcode: OP_READ,
@@ -235,7 +237,7 @@ pub(super) fn read(nsid: u32, lba: u64, blocks: u32, data: Data) -> UringCmd {
 
 /// Write `blocks` blocks at `lba` from `data`, with Force Unit Access when
 /// `fua`.
-pub(super) fn write(nsid: u32, lba: u64, blocks: u32, fua: bool, data: Data) -> UringCmd {
+pub fn write(nsid: u32, lba: u64, blocks: u32, fua: bool, data: Data) -> UringCmd {
     let (cdw10, cdw11) = slba(lba);
     UringCmd {
         opcode: OP_WRITE,
@@ -250,7 +252,7 @@ pub(super) fn write(nsid: u32, lba: u64, blocks: u32, fua: bool, data: Data) -> 
 }
 
 /// Flush the namespace's volatile write cache.
-pub(super) fn flush(nsid: u32) -> UringCmd {
+pub fn flush(nsid: u32) -> UringCmd {
     UringCmd {
         opcode: OP_FLUSH,
         nsid,

@@ -102,13 +102,13 @@
 
 mod bounce;
 mod channel;
-mod cmd;
+pub mod cmd;
 mod identify;
 mod open;
 mod plan;
 mod profile;
 mod stats;
-mod status;
+pub mod status;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

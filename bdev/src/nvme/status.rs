@@ -132,7 +132,7 @@ pub(super) fn is_status(res: i32) -> bool {
 
 /// `res` described for a message: "NVMe status SCT/SC (DNR)" or the
 /// errno's text.
-pub(super) fn describe(res: i32) -> String {
+pub fn describe(res: i32) -> String {
     if res > 0 {
         let status = res as u16;
         let dnr = if status & 0x4000 != 0 {

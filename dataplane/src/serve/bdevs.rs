@@ -1,50 +1,69 @@
 //! The bdevs of the configuration: the plain ones first, then the striped
 //! ones over them.
 //!
-//! A `file` bdev opens a file or block device, which can fail for reasons
-//! of the machine rather than of the configuration (a missing path, a
-//! read-only device, O_DIRECT refused, a size that does not match). Such a
-//! bdev is left out, with one log line saying why, and so is a striped bdev
-//! over it; the server starts without them and serves everything else.
-//! Devices that name a bdev left out are refused with that reason
-//! (`tcmu.rs`, `scst.rs`). Every other failure here (memory for a RAM bdev,
-//! a striped bdev whose children do not fit together) stops the start.
+//! A `file` bdev opens a file or block device, an `nvme` bdev an NVMe
+//! namespace's generic character device; either can fail for reasons of the
+//! machine rather than of the configuration (a missing path, the wrong kind
+//! of file or device, a read-only device, O_DIRECT refused, a size that does
+//! not match, no NVMe passthrough in the kernel, no permission for it, an
+//! LBA format with metadata). Such a bdev is left out, with one log line
+//! saying why, and so is a striped bdev over it (or over children whose
+//! block sizes, each its device's, turn out to differ); the server starts
+//! without them and serves everything else. Devices that name a bdev left
+//! out are refused with that reason (`tcmu.rs`, `scst.rs`). Every other
+//! failure here (memory for a RAM bdev, a striped bdev whose configured
+//! children do not fit together) stops the start.
 
 use std::collections::HashMap;
 use std::fs;
+use std::path::Path;
 use std::sync::Arc;
 
 use bdev::file::{FileBdev, FileOptions};
 use bdev::null::NullBdev;
+use bdev::nvme::{NvmeBdev, NvmeOptions};
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
 use bdev::{Bdev, BdevRef};
 
 use super::config::{BdevConfig, ServeConfig};
 use super::error::ServeError;
+use super::stats::{NvmeNamespace, UringBdev};
 
 /// What [`make_bdevs`] made.
 pub(super) struct Bdevs {
     /// Every bdev that could be made, by name.
     pub bdevs: HashMap<String, BdevRef>,
-    /// The `file` bdevs among them (for their statistics), by name.
-    pub files: HashMap<String, Arc<FileBdev>>,
+    /// The `file` and `nvme` bdevs among them (for their statistics), by
+    /// name.
+    pub rings: HashMap<String, UringBdev>,
     /// The bdevs left out, by name, with why (the line that was logged).
     pub unavailable: HashMap<String, String>,
+}
+
+impl Bdevs {
+    /// Leaves bdev `name` out for `why` (which names it), and logs that.
+    fn leave_out(&mut self, name: &str, why: String, log: &mut dyn FnMut(&str)) {
+        log(&format!(
+            "{why}; the bdev is left out, and devices naming it are refused"
+        ));
+        self.unavailable.insert(name.to_string(), why);
+    }
 }
 
 /// Creates every `[[bdev]]` of `config` (validated), by name. RAM is
 /// committed now, so first writes do not page-fault on the data path, and
 /// brought onto huge pages where the kernel can; a collapse that failed is
-/// logged to `log`. A file bdev that cannot be opened, and a striped bdev
-/// over it, are logged and left out (module docs).
+/// logged to `log`. A file or nvme bdev that cannot be opened, and a
+/// striped bdev over it, are logged and left out (module docs); one that
+/// opens is described in one line.
 pub(super) fn make_bdevs(
     config: &ServeConfig,
     log: &mut dyn FnMut(&str),
 ) -> Result<Bdevs, ServeError> {
     let mut made = Bdevs {
         bdevs: HashMap::new(),
-        files: HashMap::new(),
+        rings: HashMap::new(),
         unavailable: HashMap::new(),
     };
     let wrap = |name: &str| {
@@ -76,17 +95,15 @@ pub(super) fn make_bdevs(
                 NullBdev::new(name.clone(), *block_size, size.0 / u64::from(*block_size))
                     .map_err(wrap(name))?,
             ),
-            BdevConfig::File { name, .. } => match open_file(b) {
-                Ok(file) => {
-                    log(&describe(&file, b));
-                    made.files.insert(name.clone(), Arc::clone(&file));
-                    file
+            BdevConfig::File { .. } | BdevConfig::Nvme { .. } => match open_device(b) {
+                Ok((ring, line)) => {
+                    log(&line);
+                    let bdev = ring.bdev();
+                    made.rings.insert(b.name().to_string(), ring);
+                    bdev
                 }
                 Err(why) => {
-                    log(&format!(
-                        "{why}; the bdev is left out, and devices naming it are refused"
-                    ));
-                    made.unavailable.insert(name.clone(), why);
+                    made.leave_out(b.name(), why, log);
                     continue;
                 }
             },
@@ -103,10 +120,7 @@ pub(super) fn make_bdevs(
         {
             if let Some(child) = children.iter().find(|c| made.unavailable.contains_key(*c)) {
                 let why = format!("bdev {name}: its child {child} is unavailable");
-                log(&format!(
-                    "{why}; the bdev is left out, and devices naming it are refused"
-                ));
-                made.unavailable.insert(name.clone(), why);
+                made.leave_out(name, why, log);
                 continue;
             }
             let kids: Vec<BdevRef> = children
@@ -117,15 +131,11 @@ pub(super) fn make_bdevs(
             let striped = match StripedBdev::new(name.clone(), kids, (chunk.0 / block_size) as u32)
             {
                 Ok(striped) => striped,
-                // Children of file bdevs whose block sizes turned out to
-                // differ (each its device's): a fact of the machine, like a
-                // file that cannot be opened.
-                Err(e) if children.iter().any(|c| made.files.contains_key(c)) => {
-                    let why = e.to_string();
-                    log(&format!(
-                        "{why}; the bdev is left out, and devices naming it are refused"
-                    ));
-                    made.unavailable.insert(name.clone(), why);
+                // Children over files or namespaces whose block sizes
+                // turned out to differ (each its device's): a fact of the
+                // machine, like a file that cannot be opened.
+                Err(e) if children.iter().any(|c| made.rings.contains_key(c)) => {
+                    made.leave_out(name, e.to_string(), log);
                     continue;
                 }
                 Err(e) => return Err(wrap(name)(e)),
@@ -134,6 +144,86 @@ pub(super) fn make_bdevs(
         }
     }
     Ok(made)
+}
+
+/// Opens a `file` or `nvme` bdev: the bdev and the line that describes it,
+/// or the line to log (it names the bdev, the path and the problem).
+fn open_device(b: &BdevConfig) -> Result<(UringBdev, String), String> {
+    match b {
+        BdevConfig::Nvme { unmap, .. } => {
+            let nvme = open_nvme(b)?;
+            let line = describe_nvme(&nvme, b);
+            Ok((
+                UringBdev::Nvme {
+                    bdev: nvme,
+                    unmap: unmap.mode(),
+                },
+                line,
+            ))
+        }
+        _ => {
+            let file = open_file(b)?;
+            let line = describe(&file, b);
+            Ok((UringBdev::File(file), line))
+        }
+    }
+}
+
+/// The line to log for a bdev `name` at `path` that did not open: the
+/// error names the bdev and the path already when it is an open problem.
+fn open_error(name: &str, path: &Path, e: bdev::Error) -> String {
+    match e {
+        bdev::Error::Open { .. } => e.to_string(),
+        other => format!("bdev {name}: {}: {other}", path.display()),
+    }
+}
+
+/// The options of a `[[bdev]]` of type `nvme`.
+fn nvme_options(b: &BdevConfig) -> Option<NvmeOptions> {
+    let BdevConfig::Nvme {
+        path,
+        queue_depth,
+        iopoll,
+        max_transfer,
+        unmap,
+        ..
+    } = b
+    else {
+        return None;
+    };
+    Some(NvmeOptions {
+        queue_depth: *queue_depth,
+        iopoll: *iopoll,
+        // Checked by the configuration: at most 8 MiB.
+        max_transfer_bytes: max_transfer.0 as u32,
+        unmap: unmap.mode(),
+        ..NvmeOptions::new(path.clone())
+    })
+}
+
+/// Opens an nvme bdev; the error is the line to log.
+fn open_nvme(b: &BdevConfig) -> Result<Arc<NvmeBdev>, String> {
+    let name = b.name();
+    let options = nvme_options(b).expect("an nvme bdev");
+    let path = options.path.clone();
+    NvmeBdev::open(name, options)
+        .map(Arc::new)
+        .map_err(|e| open_error(name, &path, e))
+}
+
+/// The line logged when the nvme bdev of `config` is open.
+fn describe_nvme(nvme: &NvmeBdev, config: &BdevConfig) -> String {
+    let options = nvme_options(config).expect("an nvme bdev");
+    let namespace = NvmeNamespace::of(nvme, options.unmap);
+    format!(
+        "bdev {}: {} (NVMe passthrough: {}; queue depth {}, transfers of up to {} bytes{})",
+        nvme.name(),
+        nvme.path().display(),
+        namespace.describe(),
+        options.queue_depth,
+        u64::from(nvme.capabilities().max_transfer_blocks) * u64::from(namespace.lba_size),
+        if options.iopoll { ", IOPOLL" } else { "" },
+    )
 }
 
 /// The options of a `[[bdev]]` of type `file`.
@@ -181,10 +271,7 @@ fn open_file(b: &BdevConfig) -> Result<Arc<FileBdev>, String> {
             ));
         }
     }
-    let file = FileBdev::open(name, options).map_err(|e| match e {
-        bdev::Error::Open { .. } => e.to_string(),
-        other => format!("bdev {name}: {}: {other}", path.display()),
-    })?;
+    let file = FileBdev::open(name, options).map_err(|e| open_error(name, &path, e))?;
     if let Some(size) = wanted {
         let actual = file.geometry().size_bytes();
         if actual != size {

@@ -3,16 +3,14 @@
 //! the round-robin placement.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use bdev::file::{FileBdev, FileStats};
 use bdev::BdevRef;
 use reactor::{Poller, PollerId, Reactor, ReactorConfig, ReactorHandle, RemovedPoller};
 
 use super::bdevs::make_bdevs;
 use super::config::ServeConfig;
 use super::error::{PlacementError, ServeError};
-use super::stats::{BdevStats, FileBdevStats};
+use super::stats::{BdevStats, Tracked};
 use crate::port::{BdevPollerHandle, FixedBuffers};
 use crate::stack::bdev_poller;
 
@@ -26,9 +24,9 @@ const CHANNEL_DEPTH: usize = 4096;
 /// it runs.
 pub(super) struct Resources {
     bdevs: HashMap<String, BdevRef>,
-    /// The `file` bdevs among `bdevs`, with their counters at the previous
-    /// statistics report.
-    files: HashMap<String, (Arc<FileBdev>, FileStats)>,
+    /// The `file` and `nvme` bdevs among `bdevs`, with their counters at
+    /// the previous statistics report.
+    rings: HashMap<String, Tracked>,
     /// Bdevs of the configuration that could not be made, with why.
     unavailable: HashMap<String, String>,
     reactors: Vec<ReactorHandle>,
@@ -40,7 +38,7 @@ pub(super) struct Resources {
 
 impl Resources {
     /// Creates the bdevs of `config` (logging to `log` what went wrong with
-    /// their huge pages, and the file bdevs left out), then starts one
+    /// their huge pages, and the file and nvme bdevs left out), then starts one
     /// reactor per configured CPU (`reactor<i>`), with the configured idle
     /// policy.
     pub(super) fn start(
@@ -58,10 +56,10 @@ impl Resources {
         }
         Ok(Self {
             bdevs: made.bdevs,
-            files: made
-                .files
+            rings: made
+                .rings
                 .into_iter()
-                .map(|(name, file)| (name, (file, FileStats::default())))
+                .map(|(name, ring)| (name, Tracked::new(ring)))
                 .collect(),
             unavailable: made.unavailable,
             reactors,
@@ -80,26 +78,30 @@ impl Resources {
         self.unavailable.get(name).map(String::as_str)
     }
 
+    /// The names of the bdevs left out, sorted.
+    pub(super) fn unavailable_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.unavailable.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Every configured bdev's statistics, by name, those left out
-    /// included; a file bdev's I/O figures are since the previous call.
-    /// Reads `/proc/self/smaps` for the RAM bdevs: a control-path call.
+    /// included; a file or nvme bdev's I/O figures are since the previous
+    /// call. Reads `/proc/self/smaps` for the RAM bdevs: a control-path
+    /// call.
     pub(super) fn bdev_stats(&mut self) -> Vec<BdevStats> {
         let mut stats: Vec<BdevStats> = Vec::with_capacity(self.bdevs.len());
         for (name, bdev) in &self.bdevs {
-            let file = self.files.get_mut(name).map(|(file, last)| {
-                let now = file.stats();
-                let report = FileBdevStats::between(file, last, &now);
-                *last = now;
-                report
-            });
             let fixed_buffers = self.fixed_buffers(name);
+            let (file, nvme) = self
+                .rings
+                .get_mut(name)
+                .map_or((None, None), |ring| ring.report(fixed_buffers));
             stats.push(BdevStats {
                 name: name.clone(),
                 huge_page_fraction: bdev.huge_page_fraction(),
-                file: file.map(|f| FileBdevStats {
-                    memory_registered: fixed_buffers,
-                    ..f
-                }),
+                file,
+                nvme,
                 unavailable: None,
             });
         }
@@ -108,6 +110,7 @@ impl Resources {
                 name: name.clone(),
                 huge_page_fraction: None,
                 file: None,
+                nvme: None,
                 unavailable: Some(why.clone()),
             });
         }

@@ -15,7 +15,7 @@
 //!    round-robin it shares with the TCMU devices), its LUN's port to that
 //!    reactor's bdev poller for the bdev.
 //!
-//! A device whose bdev could not be made at start (a file bdev left out,
+//! A device whose bdev could not be made at start (a file or nvme bdev left out,
 //! see `bdevs.rs`) is not registered: one line says why, and the others
 //! are served.
 //!
@@ -62,7 +62,7 @@ impl ScstDevices {
     /// Registers every `[[scst]]` device of `serve_config` and puts it on
     /// its reactor, its memory offered to the bdev unless the bdev says
     /// `fixed_buffers = false`. A device over a bdev left out (or of
-    /// another block size than a file bdev's device) is skipped with a log
+    /// another block size than a file or nvme bdev's device) is skipped with a log
     /// line. The first that fails stops the start, naming the device;
     /// those already attached stay on their reactors (stopping them drains
     /// and closes them).
@@ -225,8 +225,9 @@ impl ScstDevices {
 }
 
 /// Why the device of `config` cannot be served although the configuration
-/// is valid: its bdev could not be made at start, or it is a `file` bdev
-/// whose block size (its device's) differs from the configured one.
+/// is valid: its bdev could not be made at start, or it is a `file` or
+/// `nvme` bdev whose block size (its device's) differs from the configured
+/// one.
 fn refusal(resources: &Resources, config: &ScstConfig) -> Option<String> {
     if let Some(why) = resources.unavailable(&config.bdev) {
         return Some(format!("bdev {:?} is unavailable ({why})", config.bdev));

@@ -43,8 +43,11 @@
 //! A `file` bdev whose file or device cannot be used (missing without
 //! `size`, not a regular file or block device, a size that is not a whole
 //! number of blocks or not the configured one, read-only, O_DIRECT
-//! refused, no io_uring) is logged with the bdev, the path and the problem
-//! and left out, with any striped bdev over it; the server starts and
+//! refused, no io_uring), and an `nvme` bdev whose namespace cannot be
+//! (missing, not an NVMe generic character device, no NVMe passthrough in
+//! the kernel, no permission for it, an LBA format with metadata, write
+//! protected), is logged with the bdev, the path and the problem and left
+//! out, with any striped bdev over it; the server starts and
 //! serves everything else. TCMU and SCST devices naming it are refused with
 //! a line saying why, and the statistics list it with that reason
 //! (`bdevs[].unavailable`). Only an invalid configuration (syntax, keys,
@@ -55,7 +58,7 @@
 //! [`Server::start`] (see `scst.rs`) and placed on its reactor like a
 //! TCMU device (configured `reactor`, else the same round-robin), sharing
 //! that reactor's bdev poller for its bdev. A device whose bdev was left
-//! out (or whose `block_size` differs from a file bdev's device) is not
+//! out (or whose `block_size` differs from a file or nvme bdev's device) is not
 //! registered, with a line saying why; one that cannot be registered makes
 //! the start fail. They stay until shutdown, which drains
 //! them like the TCMU devices: the device stops asking scst_user for new
@@ -179,6 +182,12 @@ impl<H: Host> Server<H> {
     /// The `[[scst]]` devices, with their reactors.
     pub fn scst_devices(&self) -> Vec<(String, usize)> {
         self.scst.placed()
+    }
+
+    /// The configured bdevs left out at start (a file or device that could
+    /// not be opened), sorted by name.
+    pub fn unavailable_bdevs(&self) -> Vec<String> {
+        self.resources.unavailable_names()
     }
 
     /// The reactors (for signal handling).

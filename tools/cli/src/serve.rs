@@ -124,8 +124,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let state_dir = (args.state_dir != Path::new("none")).then_some(args.state_dir);
     let rescan_interval = Duration::from_millis(config.tcmu.rescan_interval_ms);
     let subtype = config.tcmu.subtype.clone();
-    let bdev_names: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
     let scst_names: Vec<String> = config.scst.iter().map(|s| s.name.clone()).collect();
+    let server_bdevs: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
 
     let server = Server::start(
         ServeOptions { config, state_dir },
@@ -138,14 +138,25 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let stats_requested = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stats_requested))
         .context("installing the SIGUSR1 handler")?;
+    // The bdevs that serve, in configuration order, and those left out.
+    let left_out = server.unavailable_bdevs();
+    let bdev_names: Vec<String> = server_bdevs
+        .into_iter()
+        .filter(|name| !left_out.contains(name))
+        .collect();
+    let left_out_part = if left_out.is_empty() {
+        String::new()
+    } else {
+        format!(" ({left_out:?} left out)")
+    };
     let scst_part = if scst_names.is_empty() {
         String::new()
     } else {
         format!(" and SCST devices {scst_names:?}")
     };
     log(&format!(
-        "serving TCMU subtype {subtype:?}{scst_part} with bdevs {bdev_names:?} on {} \
-         reactor(s); pid {}",
+        "serving TCMU subtype {subtype:?}{scst_part} with bdevs {bdev_names:?}{left_out_part} \
+         on {} reactor(s); pid {}",
         server.reactors().len(),
         std::process::id()
     ));

@@ -1,7 +1,7 @@
 //! `dataplane serve` from the command line: configuration errors name the
-//! key and exit non-zero; a file bdev that cannot be opened is logged and
-//! left out while the server runs; a running server stops cleanly on
-//! SIGTERM.
+//! key and exit non-zero; a file or nvme bdev that cannot be opened is
+//! logged and left out while the server runs; a running server stops
+//! cleanly on SIGTERM.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -210,27 +210,14 @@ fn bad_file_bdev_keys_are_configuration_errors() {
     );
 }
 
-#[test]
-fn a_file_bdev_that_cannot_open_is_left_out_and_serve_runs_on() {
-    // Without io_uring every file bdev is left out for that reason first.
-    if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
-        return;
-    }
+/// Runs `dataplane serve` with the configuration `text` (and no TCMU nor
+/// SCST on the host) for a moment, checks that it kept running and stopped
+/// cleanly on SIGTERM, and returns its stderr and its last statistics
+/// report.
+fn serve_briefly(name: &str, text: &str) -> (String, serde_json::Value) {
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path();
-    let missing = tmp.path().join("missing.img");
-    let path = config_file(
-        "file-missing",
-        &format!(
-            "[reactors]\ncores = [0]\n\
-             [[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n\
-             [[bdev]]\nname = \"f0\"\ntype = \"file\"\npath = \"{}\"\n\
-             [[bdev]]\nname = \"dir\"\ntype = \"file\"\npath = \"{}\"\n\
-             [tcmu]\nrescan_interval_ms = 50\n",
-            missing.display(),
-            empty.display()
-        ),
-    );
+    let path = config_file(name, text);
     let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
         .args([
             "serve",
@@ -257,8 +244,44 @@ fn a_file_bdev_that_cannot_open_is_left_out_and_serve_runs_on() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_file(&path);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
+    // The final report lists the bdevs left out, with why.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    (stderr, last)
+}
+
+/// The statistics of bdev `name` in a report.
+fn bdev<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["bdevs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {report}"))
+}
+
+#[test]
+fn a_file_bdev_that_cannot_open_is_left_out_and_serve_runs_on() {
+    // Without io_uring every file bdev is left out for that reason first.
+    if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.img");
+    let (stderr, last) = serve_briefly(
+        "file-missing",
+        &format!(
+            "[reactors]\ncores = [0]\n\
+             [[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n\
+             [[bdev]]\nname = \"f0\"\ntype = \"file\"\npath = \"{}\"\n\
+             [[bdev]]\nname = \"dir\"\ntype = \"file\"\npath = \"{}\"\n\
+             [tcmu]\nrescan_interval_ms = 50\n",
+            missing.display(),
+            tmp.path().display()
+        ),
+    );
     assert!(
         stderr.contains(&format!(
             "dataplane serve: bdev f0: {}: does not exist (give a size to create a sparse file \
@@ -273,14 +296,89 @@ fn a_file_bdev_that_cannot_open_is_left_out_and_serve_runs_on() {
         "{stderr}"
     );
     assert!(!missing.exists(), "nothing created without a size");
-    // The final report lists the bdevs left out, with why.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let bdevs = last["bdevs"].as_array().unwrap();
-    let f0 = bdevs.iter().find(|b| b["name"] == "f0").unwrap();
-    assert!(f0["unavailable"]
+    assert!(bdev(&last, "f0")["unavailable"]
         .as_str()
         .unwrap()
         .contains("does not exist"));
-    assert!(bdevs.iter().any(|b| b["name"] == "ram0"));
+    assert!(bdev(&last, "ram0")["unavailable"].is_null());
+}
+
+#[test]
+fn bad_nvme_bdev_keys_are_configuration_errors() {
+    let with = |body: &str| {
+        format!("[reactors]\ncores = [0]\n[[bdev]]\nname = \"n0\"\ntype = \"nvme\"\n{body}\n")
+    };
+    let err = refused("nvme-no-path", &with("queue_depth = 32"));
+    assert!(err.contains("missing field `path`"), "{err}");
+    let err = refused(
+        "nvme-depth",
+        &with("path = \"/dev/ng0n1\"\nqueue_depth = 0"),
+    );
+    assert!(
+        err.contains("bdev[0] (\"n0\").queue_depth: 0 is not between 1 and 32768"),
+        "{err}"
+    );
+    let err = refused(
+        "nvme-transfer",
+        &with("path = \"/dev/ng0n1\"\nmax_transfer = \"100\""),
+    );
+    assert!(
+        err.contains("bdev[0] (\"n0\").max_transfer: 100 is not a multiple of 512"),
+        "{err}"
+    );
+    let err = refused(
+        "nvme-unmap",
+        &with("path = \"/dev/ng0n1\"\nunmap = \"discard\""),
+    );
+    assert!(err.contains("unknown variant `discard`"), "{err}");
+    let err = refused("nvme-size", &with("path = \"/dev/ng0n1\"\nsize = \"1GiB\""));
+    assert!(err.contains("unknown field `size`"), "{err}");
+}
+
+#[test]
+fn an_nvme_bdev_that_cannot_open_is_left_out_and_serve_runs_on() {
+    // Without io_uring every nvme bdev is left out for that reason first.
+    if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("disk.img");
+    std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+    let (stderr, last) = serve_briefly(
+        "nvme-bad",
+        &format!(
+            "[reactors]\ncores = [0]\n\
+             [[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"16MiB\"\n\
+             [[bdev]]\nname = \"n0\"\ntype = \"nvme\"\npath = \"/dev/null\"\n\
+             [[bdev]]\nname = \"n1\"\ntype = \"nvme\"\npath = \"{}\"\nunmap = \"deallocate\"\n\
+             [tcmu]\nrescan_interval_ms = 50\n",
+            file.display()
+        ),
+    );
+    let not_ng = "not an NVMe namespace's generic character device (/dev/ngXnY)";
+    let left_out = "; the bdev is left out, and devices naming it are refused";
+    assert!(
+        stderr.contains(&format!(
+            "dataplane serve: bdev n0: /dev/null: is a character device"
+        )) && stderr.contains(&format!("{not_ng}{left_out}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "dataplane serve: bdev n1: {}: is a regular file (the `file` bdev serves files), \
+             {not_ng}{left_out}",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("with bdevs [\"ram0\"] ([\"n0\", \"n1\"] left out)"),
+        "{stderr}"
+    );
+    for name in ["n0", "n1"] {
+        let b = bdev(&last, name);
+        assert!(b["unavailable"].as_str().unwrap().contains(not_ng), "{b}");
+        assert!(b.get("nvme").is_none(), "{b}");
+    }
+    assert!(bdev(&last, "ram0")["unavailable"].is_null());
 }

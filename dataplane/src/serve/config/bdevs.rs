@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use bdev::UnmapMode;
 use serde::Deserialize;
 
 use super::error::{err, ConfigError};
@@ -15,8 +16,8 @@ fn default_block_size() -> u32 {
 
 /// Default of a file bdev's `queue_depth`.
 pub const DEFAULT_FILE_QUEUE_DEPTH: u32 = 128;
-/// Largest file bdev `queue_depth`.
-pub const MAX_FILE_QUEUE_DEPTH: u32 = 32768;
+/// Largest `queue_depth` of a file or nvme bdev.
+pub const MAX_QUEUE_DEPTH: u32 = 32768;
 
 fn default_queue_depth() -> u32 {
     DEFAULT_FILE_QUEUE_DEPTH
@@ -24,6 +25,46 @@ fn default_queue_depth() -> u32 {
 
 fn yes() -> bool {
     true
+}
+
+/// Default of an nvme bdev's `queue_depth`.
+pub const DEFAULT_NVME_QUEUE_DEPTH: u32 = 128;
+/// Default of an nvme bdev's `max_transfer`: 1 MiB.
+pub const DEFAULT_NVME_MAX_TRANSFER: u64 = 1 << 20;
+
+fn default_nvme_queue_depth() -> u32 {
+    DEFAULT_NVME_QUEUE_DEPTH
+}
+
+fn default_nvme_max_transfer() -> Size {
+    Size(DEFAULT_NVME_MAX_TRANSFER)
+}
+
+/// An nvme bdev's `unmap`: which NVMe command an UNMAP becomes
+/// ([`bdev::UnmapMode`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnmapConfig {
+    /// Write Zeroes with Deallocate where the namespace promises zeroes
+    /// after a deallocation (LBPRZ reported), else Dataset Management.
+    #[default]
+    Auto,
+    /// Always Dataset Management (deallocate); LBPRZ not reported.
+    Deallocate,
+    /// Always Write Zeroes (with Deallocate where supported); LBPRZ
+    /// reported.
+    WriteZeroes,
+}
+
+impl UnmapConfig {
+    /// The bdev's mode.
+    pub fn mode(self) -> UnmapMode {
+        match self {
+            UnmapConfig::Auto => UnmapMode::Auto,
+            UnmapConfig::Deallocate => UnmapMode::Deallocate,
+            UnmapConfig::WriteZeroes => UnmapMode::WriteZeroes,
+        }
+    }
 }
 
 /// One `[[bdev]]`.
@@ -82,11 +123,37 @@ pub enum BdevConfig {
         #[serde(default = "yes")]
         fixed_buffers: bool,
     },
+    /// An NVMe namespace through NVMe passthrough on its generic character
+    /// device ([`bdev::nvme`]).
+    Nvme {
+        /// Unique name.
+        name: String,
+        /// The namespace's generic character device, `/dev/ngXnY`.
+        path: PathBuf,
+        /// Commands each channel keeps in its io_uring (more wait in the
+        /// channel).
+        #[serde(default = "default_nvme_queue_depth")]
+        queue_depth: u32,
+        /// IORING_SETUP_IOPOLL: completions polled from the controller's
+        /// poll queues (the nvme driver's `poll_queues`).
+        #[serde(default)]
+        iopoll: bool,
+        /// Largest read or write the bdev takes, in bytes (larger than one
+        /// NVMe command, it is split).
+        #[serde(default = "default_nvme_max_transfer")]
+        max_transfer: Size,
+        /// Which command an UNMAP is.
+        #[serde(default)]
+        unmap: UnmapConfig,
+        /// Register the frontends' data memory as io_uring fixed buffers.
+        #[serde(default = "yes")]
+        fixed_buffers: bool,
+    },
     /// RAID0 over other bdevs of this file.
     Striped {
         /// Unique name.
         name: String,
-        /// Names of `ram`, `null` or `file` bdevs.
+        /// Names of `ram`, `null`, `file` or `nvme` bdevs.
         children: Vec<String>,
         /// Strip size in bytes (a power of two).
         chunk: Size,
@@ -100,6 +167,7 @@ impl BdevConfig {
             BdevConfig::Ram { name, .. }
             | BdevConfig::Null { name, .. }
             | BdevConfig::File { name, .. }
+            | BdevConfig::Nvme { name, .. }
             | BdevConfig::Striped { name, .. } => name,
         }
     }
@@ -109,21 +177,46 @@ impl BdevConfig {
             BdevConfig::Ram { .. } => "ram",
             BdevConfig::Null { .. } => "null",
             BdevConfig::File { .. } => "file",
+            BdevConfig::Nvme { .. } => "nvme",
             BdevConfig::Striped { .. } => "striped",
         }
     }
 
     /// The logical block size the configuration gives: `ram` and `null`
     /// always, `file` when `block_size` is set (else known only once the
-    /// file or device is open), `striped` never (its children's).
+    /// file or device is open), `nvme` never (its namespace's LBA format),
+    /// `striped` never (its children's).
     fn own_block_size(&self) -> Option<u32> {
         match self {
             BdevConfig::Ram { block_size, .. } | BdevConfig::Null { block_size, .. } => {
                 Some(*block_size)
             }
             BdevConfig::File { block_size, .. } => *block_size,
-            BdevConfig::Striped { .. } => None,
+            BdevConfig::Nvme { .. } | BdevConfig::Striped { .. } => None,
         }
+    }
+
+    /// Whether the bdev opens a file or device at start (`file`, `nvme`):
+    /// then it can fail for reasons of the machine, and is left out rather
+    /// than stop the start.
+    pub fn opens_device(&self) -> bool {
+        matches!(self, BdevConfig::File { .. } | BdevConfig::Nvme { .. })
+    }
+
+    /// Whether devices over it offer it their memory as io_uring fixed
+    /// buffers: false for a `file` or `nvme` bdev with `fixed_buffers =
+    /// false`, true otherwise (a striped bdev decides for itself).
+    pub fn fixed_buffers(&self) -> bool {
+        !matches!(
+            self,
+            BdevConfig::File {
+                fixed_buffers: false,
+                ..
+            } | BdevConfig::Nvme {
+                fixed_buffers: false,
+                ..
+            }
+        )
     }
 }
 
@@ -154,9 +247,22 @@ fn check_size(at: &str, size: u64, block_size: u32) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Checks what `file` and `nvme` bdevs share: a path and a queue depth.
+fn check_device(at: &str, path: &Path, queue_depth: u32) -> Result<(), ConfigError> {
+    if path.as_os_str().is_empty() {
+        return err(format!("{at}.path: must not be empty"));
+    }
+    if queue_depth == 0 || queue_depth > MAX_QUEUE_DEPTH {
+        return err(format!(
+            "{at}.queue_depth: {queue_depth} is not between 1 and {MAX_QUEUE_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the names (valid, unique), sizes and block sizes, the keys of
-/// file bdevs (what can be checked without opening them), and the children
-/// and chunk of every striped bdev.
+/// file and nvme bdevs (what can be checked without opening them), and the
+/// children and chunk of every striped bdev.
 pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
     let mut by_name: HashMap<&str, &BdevConfig> = HashMap::new();
     for (i, b) in bdevs.iter().enumerate() {
@@ -188,22 +294,30 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                 iopoll,
                 ..
             } => {
-                if path.as_os_str().is_empty() {
-                    return err(format!("{at}.path: must not be empty"));
-                }
+                check_device(&at, path, *queue_depth)?;
                 if let Some(bs) = block_size {
                     check_block_size(&at, *bs)?;
                 }
                 if let Some(size) = size {
                     check_size(&at, size.0, block_size.unwrap_or(512))?;
                 }
-                if *queue_depth == 0 || *queue_depth > MAX_FILE_QUEUE_DEPTH {
-                    return err(format!(
-                        "{at}.queue_depth: {queue_depth} is not between 1 and {MAX_FILE_QUEUE_DEPTH}"
-                    ));
-                }
                 if *iopoll && !direct {
                     return err(format!("{at}.iopoll: polled I/O needs direct = true"));
+                }
+            }
+            BdevConfig::Nvme {
+                path,
+                queue_depth,
+                max_transfer,
+                ..
+            } => {
+                check_device(&at, path, *queue_depth)?;
+                let max = crate::stack::MAX_TRANSFER_BYTES;
+                if !(512..=max).contains(&max_transfer.0) || !max_transfer.0.is_multiple_of(512) {
+                    return err(format!(
+                        "{at}.max_transfer: {} is not a multiple of 512 between 512 and {max}",
+                        max_transfer.0
+                    ));
                 }
             }
             BdevConfig::Striped {
@@ -222,14 +336,15 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     };
                     if let BdevConfig::Striped { .. } = c {
                         return err(format!(
-                            "{key}: {child:?} is striped; children must be ram, null or file"
+                            "{key}: {child:?} is striped; children must be ram, null, file or nvme"
                         ));
                     }
                     if let Some(other) = children_of.insert(child, name) {
                         return err(format!("{key}: {child:?} is already a child of {other:?}"));
                     }
-                    // A file bdev without `block_size` has its device's,
-                    // checked when the striped bdev is made.
+                    // A file bdev without `block_size`, or an nvme bdev,
+                    // has its device's, checked when the striped bdev is
+                    // made.
                     match (block_size, c.own_block_size()) {
                         (None, bs) => block_size = bs,
                         (Some(first), Some(bs)) if first != bs => {
@@ -272,9 +387,10 @@ pub(super) fn parent_of<'a>(bdevs: &'a [BdevConfig], name: &str) -> Option<&'a s
 }
 
 /// The logical block size of `bdev` as configured (a striped bdev's is its
-/// children's); `None` for a striped bdev without valid children, and for
-/// a file bdev (or a striped bdev over file bdevs) without `block_size`,
-/// whose block size is known only once its file is open.
+/// children's); `None` for a striped bdev without valid children, for a
+/// file bdev without `block_size` and for an nvme bdev (or a striped bdev
+/// over only such bdevs), whose block size is known only once its device is
+/// open.
 pub(super) fn block_size_of(bdevs: &[BdevConfig], bdev: &BdevConfig) -> Option<u32> {
     match bdev {
         BdevConfig::Striped { children, .. } => children
@@ -288,12 +404,11 @@ pub(super) fn block_size_of(bdevs: &[BdevConfig], bdev: &BdevConfig) -> Option<u
 /// Whether the block size of `bdev` is known only once it is open (see
 /// [`block_size_of`]).
 pub(super) fn block_size_at_open(bdevs: &[BdevConfig], bdev: &BdevConfig) -> bool {
-    let file = |b: &BdevConfig| matches!(b, BdevConfig::File { .. });
+    let at_open = |b: &BdevConfig| b.opens_device() && b.own_block_size().is_none();
     match bdev {
-        BdevConfig::Striped { children, .. } => children
-            .iter()
-            .filter_map(|c| find(bdevs, c))
-            .any(|c| file(c) && c.own_block_size().is_none()),
-        _ => file(bdev) && bdev.own_block_size().is_none(),
+        BdevConfig::Striped { children, .. } => {
+            children.iter().filter_map(|c| find(bdevs, c)).any(at_open)
+        }
+        _ => at_open(bdev),
     }
 }

@@ -70,16 +70,10 @@ impl ServeConfig {
     }
 
     /// Whether devices over bdev `name` offer their memory to it as
-    /// io_uring fixed buffers: true unless it is a `file` bdev with
-    /// `fixed_buffers = false`.
+    /// io_uring fixed buffers: true unless it is a `file` or `nvme` bdev
+    /// with `fixed_buffers = false`.
     pub fn fixed_buffers(&self, name: &str) -> bool {
-        !matches!(
-            self.bdev(name),
-            Some(BdevConfig::File {
-                fixed_buffers: false,
-                ..
-            })
-        )
+        self.bdev(name).is_none_or(BdevConfig::fixed_buffers)
     }
 
     /// The parent of `name` if it is a child of a striped bdev.

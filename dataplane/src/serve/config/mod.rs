@@ -9,7 +9,7 @@
 //!
 //! [[bdev]]
 //! name = "ram0"            # what LIO's dev_config=<subtype>/<name> names
-//! type = "ram"             # "ram" | "null" | "file" | "striped"
+//! type = "ram"             # "ram" | "null" | "file" | "nvme" | "striped"
 //! size = "1GiB"
 //! block_size = 512         # default 512
 //!
@@ -28,9 +28,19 @@
 //! # fixed_buffers = true   # register the frontends' memory with io_uring
 //!
 //! [[bdev]]
+//! name = "nvme0"
+//! type = "nvme"            # an NVMe namespace through passthrough (Linux 5.19+)
+//! path = "/dev/ng0n1"      # its generic character device
+//! # queue_depth = 128      # commands in each channel's io_uring
+//! # iopoll = false         # polled completions (nvme poll_queues)
+//! # max_transfer = "1MiB"  # largest read/write; split at the namespace's MDTS
+//! # unmap = "auto"         # "auto" | "deallocate" | "write-zeroes"
+//! # fixed_buffers = true   # register the frontends' memory with io_uring
+//!
+//! [[bdev]]
 //! name = "fast0"
 //! type = "striped"
-//! children = ["ram1", "ram2"]  # ram, null or file bdevs of one block size
+//! children = ["ram1", "ram2"]  # ram, null, file or nvme bdevs of one block size
 //! chunk = "128KiB"
 //!
 //! [tcmu]
@@ -62,9 +72,9 @@
 //!
 //! Parsing rejects unknown keys; [`ServeConfig::validate`] checks values and
 //! cross-references. Every error names the key it is about. What only the
-//! machine can tell (whether a file bdev's path can be opened, its device's
-//! block size) is checked when the server starts, which leaves such a bdev
-//! out rather than failing (see [`crate::serve::server`]).
+//! machine can tell (whether a file or nvme bdev's path can be opened, its
+//! device's block size) is checked when the server starts, which leaves
+//! such a bdev out rather than failing (see [`crate::serve::server`]).
 //!
 //! # Files
 //! One per section: `reactors.rs`, `bdevs.rs`, `tcmu.rs`, `scst.rs`; the
@@ -84,7 +94,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
-pub use bdevs::BdevConfig;
+pub use bdevs::{BdevConfig, UnmapConfig};
 pub use coalesce::{DEFAULT_DOORBELL_BATCH, MAX_COMPLETION_COALESCE_US, MAX_DOORBELL_BATCH};
 pub use error::ConfigError;
 pub use file::ServeConfig;

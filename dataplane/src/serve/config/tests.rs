@@ -403,3 +403,114 @@ fn file_bdevs_parse_with_defaults_and_name_their_keys() {
         [[scst]]\nname = \"d\"\nbdev = \"f\"\nblock_size = 4096\n";
     check(scst).unwrap();
 }
+
+#[test]
+fn nvme_bdevs_parse_with_defaults_and_name_their_keys() {
+    let text = "[reactors]\ncores = [1]\n\
+        [[bdev]]\nname = \"n0\"\ntype = \"nvme\"\npath = \"/dev/ng0n1\"\n\
+        [[bdev]]\nname = \"n1\"\ntype = \"nvme\"\npath = \"/dev/ng0n2\"\nqueue_depth = 64\n\
+        iopoll = true\nmax_transfer = \"256KiB\"\nunmap = \"write-zeroes\"\nfixed_buffers = false\n\
+        [[bdev]]\nname = \"n2\"\ntype = \"nvme\"\npath = \"/dev/ng1n1\"\nunmap = \"deallocate\"\n\
+        [[bdev]]\nname = \"f0\"\ntype = \"file\"\npath = \"/var/tmp/f0.img\"\n\
+        [[bdev]]\nname = \"s\"\ntype = \"striped\"\nchildren = [\"n0\", \"f0\"]\nchunk = \"64KiB\"\n\
+        [[scst]]\nname = \"d\"\nbdev = \"n2\"\nblock_size = 4096\n";
+    let c = check(text).unwrap();
+    assert_eq!(
+        c.bdev("n0"),
+        Some(&BdevConfig::Nvme {
+            name: "n0".into(),
+            path: "/dev/ng0n1".into(),
+            queue_depth: 128,
+            iopoll: false,
+            max_transfer: Size(1 << 20),
+            unmap: UnmapConfig::Auto,
+            fixed_buffers: true,
+        })
+    );
+    assert_eq!(
+        c.bdev("n1"),
+        Some(&BdevConfig::Nvme {
+            name: "n1".into(),
+            path: "/dev/ng0n2".into(),
+            queue_depth: 64,
+            iopoll: true,
+            max_transfer: Size(256 << 10),
+            unmap: UnmapConfig::WriteZeroes,
+            fixed_buffers: false,
+        })
+    );
+    assert!(matches!(
+        c.bdev("n2"),
+        Some(BdevConfig::Nvme {
+            unmap: UnmapConfig::Deallocate,
+            ..
+        })
+    ));
+    assert_eq!(
+        UnmapConfig::WriteZeroes.mode(),
+        bdev::UnmapMode::WriteZeroes
+    );
+    assert_eq!(UnmapConfig::Deallocate.mode(), bdev::UnmapMode::Deallocate);
+    assert_eq!(UnmapConfig::Auto.mode(), bdev::UnmapMode::Auto);
+    assert!(c.fixed_buffers("n0") && !c.fixed_buffers("n1"));
+    // The namespace's LBA format gives the block size, at open: a striped
+    // bdev over nvme and file children, and an SCST device's block_size,
+    // are checked when the server starts.
+    assert_eq!(c.block_size_of(c.bdev("n0").unwrap()), None);
+    assert_eq!(c.block_size_of(c.bdev("s").unwrap()), None);
+    assert_eq!(c.parent_of("n0"), Some("s"));
+    assert!(c.bdev("n0").unwrap().opens_device() && !c.bdev("s").unwrap().opens_device());
+
+    let bdev = |body: &str| {
+        format!("[reactors]\ncores = [1]\n[[bdev]]\nname = \"n\"\ntype = \"nvme\"\n{body}\n")
+    };
+    assert!(error(&bdev("queue_depth = 8")).contains("missing field `path`"));
+    assert_eq!(
+        error(&bdev("path = \"\"")),
+        "bdev[0] (\"n\").path: must not be empty"
+    );
+    assert_eq!(
+        error(&bdev("path = \"/dev/ng0n1\"\nqueue_depth = 0")),
+        "bdev[0] (\"n\").queue_depth: 0 is not between 1 and 32768"
+    );
+    assert_eq!(
+        error(&bdev("path = \"/dev/ng0n1\"\nqueue_depth = 40000")),
+        "bdev[0] (\"n\").queue_depth: 40000 is not between 1 and 32768"
+    );
+    assert_eq!(
+        error(&bdev("path = \"/dev/ng0n1\"\nmax_transfer = 1000")),
+        "bdev[0] (\"n\").max_transfer: 1000 is not a multiple of 512 between 512 and 8388608"
+    );
+    assert_eq!(
+        error(&bdev("path = \"/dev/ng0n1\"\nmax_transfer = \"16MiB\"")),
+        "bdev[0] (\"n\").max_transfer: 16777216 is not a multiple of 512 between 512 and 8388608"
+    );
+    let unmap = error(&bdev("path = \"/dev/ng0n1\"\nunmap = \"trim\""));
+    assert!(
+        unmap.contains(
+            "unknown variant `trim`, expected one of `auto`, `deallocate`, `write-zeroes`"
+        ),
+        "{unmap}"
+    );
+    // The file bdev's keys are not an nvme bdev's.
+    assert!(error(&bdev("path = \"/dev/ng0n1\"\nblock_size = 4096"))
+        .contains("unknown field `block_size`"));
+    assert!(error(&bdev("path = \"/dev/ng0n1\"\nsize = \"1GiB\"")).contains("unknown field `size`"));
+    assert!(
+        error(&bdev("path = \"/dev/ng0n1\"\ndirect = false")).contains("unknown field `direct`")
+    );
+    assert!(error(&bdev("path = \"/dev/ng0n1\"\niopoll = \"on\"")).contains("invalid type"));
+    // A striped bdev may not be an nvme bdev's parent twice, nor a child.
+    let twice = "[reactors]\ncores = [1]\n\
+        [[bdev]]\nname = \"n\"\ntype = \"nvme\"\npath = \"/dev/ng0n1\"\n\
+        [[bdev]]\nname = \"a\"\ntype = \"striped\"\nchildren = [\"n\"]\nchunk = 4096\n\
+        [[bdev]]\nname = \"b\"\ntype = \"striped\"\nchildren = [\"n\"]\nchunk = 4096\n";
+    assert!(error(twice).contains("\"n\" is already a child of \"a\""));
+    // Mixed with a RAM child, the RAM bdev's block size is the one known.
+    let mixed = "[reactors]\ncores = [1]\n\
+        [[bdev]]\nname = \"n\"\ntype = \"nvme\"\npath = \"/dev/ng0n1\"\n\
+        [[bdev]]\nname = \"r\"\ntype = \"ram\"\nsize = 65536\nblock_size = 4096\n\
+        [[bdev]]\nname = \"s\"\ntype = \"striped\"\nchildren = [\"n\", \"r\"]\nchunk = 4096\n";
+    let c = check(mixed).unwrap();
+    assert_eq!(c.block_size_of(c.bdev("s").unwrap()), Some(4096));
+}

@@ -1,17 +1,25 @@
 //! Statistics of `dataplane serve`: per device and per reactor, over an
-//! interval, and per bdev (the huge pages of RAM bdevs, read at each
-//! report; the I/O, system calls and fixed buffers of file bdevs over the
-//! interval; why a bdev is unavailable), as text and JSON; and the warning
-//! serve gives at start when RAM bdevs are not wholly on huge pages.
+//! interval, and per bdev (`bdev_stats.rs`: the huge pages of RAM bdevs,
+//! read at each report; the I/O, system calls and fixed buffers of file
+//! and nvme bdevs over the interval, and an NVMe namespace's identity; why
+//! a bdev is unavailable), as text and JSON; and the warning serve gives at
+//! start when RAM bdevs are not wholly on huge pages.
+
+mod bdev_stats;
 
 use std::fmt::Write as _;
 
-use bdev::file::{FileBdev, FileStats};
 use bdev::ram::huge_page_percent as percent;
 use reactor::stats::ReactorLoad;
 use serde::Serialize;
 
 use crate::latency::{us, LatencySummary};
+
+pub(super) use bdev_stats::Tracked;
+pub use bdev_stats::{
+    unmap_mode_name, BdevStats, NvmeBdevStats, NvmeNamespace, UringBdev, UringCounters,
+    UringIoStats,
+};
 
 /// Which frontend serves a device.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -82,85 +90,6 @@ pub struct DeviceStats {
     /// Set when the ring could not be walked any more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
-}
-
-/// One bdev, now.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct BdevStats {
-    /// The bdev's configured name.
-    pub name: String,
-    /// Fraction (0 to 1) of its memory backed by huge pages, read when the
-    /// report is made (RAM bdevs of at least one huge page; absent for the
-    /// others). It can fall after start: an UNMAP of whole huge pages
-    /// returns them to the kernel, and the memory written again later may
-    /// come back on base pages.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub huge_page_fraction: Option<f64>,
-    /// A `file` bdev's I/O over the interval (absent for the others).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileBdevStats>,
-    /// Why the bdev could not be made at start (its file could not be
-    /// opened, or a child of a striped bdev could not): devices naming it
-    /// are refused. Absent for the bdevs that serve.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unavailable: Option<String>,
-}
-
-/// What a `file` bdev's channels did over the interval (every channel:
-/// one per reactor that serves a device over the bdev).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct FileBdevStats {
-    /// The file or block device.
-    pub path: String,
-    /// Requests completed in the interval.
-    pub ios: u64,
-    /// Requests completed since start.
-    pub ios_total: u64,
-    /// `io_uring_enter` calls per request completed in the interval (at
-    /// most one per poll, none while idle; 0 with no request).
-    pub submit_syscalls_per_io: f64,
-    /// `io_uring_enter` calls in the interval.
-    pub submit_syscalls: u64,
-    /// Reads and writes that went through the bounce pool (buffers that do
-    /// not meet the O_DIRECT alignment), in the interval.
-    pub bounced: u64,
-    /// Reads and writes done on registered fixed buffers, in the interval.
-    pub fixed_ios: u64,
-    /// Requests that waited in a channel for ring room, a slot or bounce
-    /// chunks, in the interval.
-    pub waits: u64,
-    /// Failed `io_uring_enter` calls (retried), in the interval.
-    pub enter_errors: u64,
-    /// Whether the frontends' memory is registered as io_uring fixed
-    /// buffers: absent until a device offered it, false when the kernel
-    /// refused (the reason went to stderr once) or a poller declined.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_registered: Option<bool>,
-}
-
-impl FileBdevStats {
-    /// The figures of `file` between its counters `last` and `now`
-    /// (without `memory_registered`, which its pollers know).
-    pub(super) fn between(file: &FileBdev, last: &FileStats, now: &FileStats) -> Self {
-        let ios = now.completed - last.completed;
-        let submit_syscalls = now.submit_syscalls - last.submit_syscalls;
-        Self {
-            path: file.path().display().to_string(),
-            ios,
-            ios_total: now.completed,
-            submit_syscalls_per_io: if ios == 0 {
-                0.0
-            } else {
-                submit_syscalls as f64 / ios as f64
-            },
-            submit_syscalls,
-            bounced: now.bounced - last.bounced,
-            fixed_ios: now.fixed - last.fixed,
-            waits: now.waited - last.waited,
-            enter_errors: now.enter_errors - last.enter_errors,
-            memory_registered: None,
-        }
-    }
 }
 
 /// A statistics report.
@@ -239,31 +168,7 @@ impl StatsReport {
             );
         }
         for b in &self.bdevs {
-            if let Some(f) = b.huge_page_fraction {
-                let _ = writeln!(s, "  bdev {}: {} on huge pages", b.name, percent(f));
-            }
-            if let Some(f) = &b.file {
-                let fixed = match f.memory_registered {
-                    Some(true) => ", memory registered",
-                    Some(false) => ", memory not registered",
-                    None => "",
-                };
-                let _ = writeln!(
-                    s,
-                    "  bdev {} ({}): {} I/Os, {:.3} io_uring_enter/IO, {} fixed, {} bounced, \
-                     {} waited{fixed}",
-                    b.name,
-                    f.path,
-                    f.ios,
-                    f.submit_syscalls_per_io,
-                    f.fixed_ios,
-                    f.bounced,
-                    f.waits
-                );
-            }
-            if let Some(why) = &b.unavailable {
-                let _ = writeln!(s, "  bdev {}: UNAVAILABLE: {why}", b.name);
-            }
+            b.render(&mut s);
         }
         for r in &self.reactors {
             let core = r.core.map_or_else(|| "-".into(), |c| c.to_string());
@@ -324,12 +229,14 @@ mod tests {
                     name: "ram0".into(),
                     huge_page_fraction: Some(0.99951),
                     file: None,
+                    nvme: None,
                     unavailable: None,
                 },
                 BdevStats {
                     name: "null0".into(),
                     huge_page_fraction: None,
                     file: None,
+                    nvme: None,
                     unavailable: None,
                 },
             ],
