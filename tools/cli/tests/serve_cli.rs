@@ -358,9 +358,8 @@ fn an_nvme_bdev_that_cannot_open_is_left_out_and_serve_runs_on() {
     let not_ng = "not an NVMe namespace's generic character device (/dev/ngXnY)";
     let left_out = "; the bdev is left out, and devices naming it are refused";
     assert!(
-        stderr.contains(&format!(
-            "dataplane serve: bdev n0: /dev/null: is a character device"
-        )) && stderr.contains(&format!("{not_ng}{left_out}")),
+        stderr.contains("dataplane serve: bdev n0: /dev/null: is a character device")
+            && stderr.contains(&format!("{not_ng}{left_out}")),
         "{stderr}"
     );
     assert!(
