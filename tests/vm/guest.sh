@@ -168,11 +168,31 @@ run_step() {
 # ------------------------------------------------------------ helpers
 state() { cat "$ST/$1" 2>/dev/null || true; }
 
-# need_disk KIND: prints the disk of the LUN of KIND (ram, striped, rd) or fails.
+# need_disk KIND: prints the disk of the LUN of KIND (ram, striped, rd,
+# iblock, file) or fails; skips when the step that would have made it recorded
+# why that LUN cannot exist here ($ST/skip-KIND, e.g. the file bdev is unknown
+# to this dataplane).
 need_disk() {
+    if [ -s "$ST/skip-$1" ]; then
+        skip "$(cat "$ST/skip-$1")"
+    fi
     _d=$(state "disk-$1")
     [ -n "$_d" ] && [ -b "$_d" ] || fail "no $1 LUN (its create step failed)"
     echo "$_d"
+}
+# set_disk KIND DISK SIZE BLOCK_SIZE: records the LUN of KIND for later steps.
+set_disk() {
+    echo "$2" >"$ST/disk-$1"
+    echo "$3" >"$ST/size-$1"
+    echo "$4" >"$ST/bs-$1"
+}
+# kind_size KIND / kind_bs KIND: the LUN's size and logical block size (bytes).
+kind_size() { state "size-$1"; }
+kind_bs() { state "bs-$1"; }
+# rd_backed KIND: VM_SELFTEST=1 stands rd_mcp in for this dataplane LUN, which
+# has no UNMAP, WRITE SAME with UNMAP or logical block provisioning.
+rd_backed() {
+    [ "$SELFTEST" = 1 ] && { [ "$1" = ram ] || [ "$1" = striped ]; }
 }
 
 # wait_block ADDRESS: waits for the disk of SCSI H:C:T (LUN 0), prints /dev/sdX.
@@ -191,6 +211,20 @@ wait_block() {
     return 1
 }
 
+# export_loopback NAME BACKSTORE_DIR INDEX: exports an enabled in-kernel
+# backstore through its own tcm_loop target (WWN from INDEX, one digit);
+# prints /dev/sdX.
+export_loopback() {
+    # LIO reports its VPD pages only once a unit serial number is set.
+    printf %s "vm-$1-$3" >"$2/wwn/vpd_unit_serial"
+    _w=naa.500140500000000$3
+    mkdir -p "$CFS/loopback/$_w/tpgt_1/lun/lun_0"
+    printf %s "naa.500140590000000$3" >"$CFS/loopback/$_w/tpgt_1/nexus"
+    ln -s "$2" "$CFS/loopback/$_w/tpgt_1/lun/lun_0/$1"
+    _addr=$(cat "$CFS/loopback/$_w/tpgt_1/address")
+    wait_block "$_addr" || fail "LUN $1 ($_addr): no block device appeared"
+}
+
 # make_rd_lun NAME SIZE_BYTES INDEX: a kernel rd_mcp ramdisk exported through
 # its own tcm_loop target; prints /dev/sdX.
 make_rd_lun() {
@@ -198,14 +232,7 @@ make_rd_lun() {
     mkdir -p "$_d"
     printf %s "rd_pages=$(($2 / 4096))" >"$_d/control"
     printf 1 >"$_d/enable"
-    # LIO reports its VPD pages only once a unit serial number is set.
-    printf %s "vm-$1-$3" >"$_d/wwn/vpd_unit_serial"
-    _w=naa.500140500000000$3
-    mkdir -p "$CFS/loopback/$_w/tpgt_1/lun/lun_0"
-    printf %s "naa.500140590000000$3" >"$CFS/loopback/$_w/tpgt_1/nexus"
-    ln -s "$_d" "$CFS/loopback/$_w/tpgt_1/lun/lun_0/$1"
-    _addr=$(cat "$CFS/loopback/$_w/tpgt_1/address")
-    wait_block "$_addr" || fail "rd_mcp LUN $1 ($_addr): no block device appeared"
+    export_loopback "$1" "$_d" "$3"
 }
 
 # fio_sum FILE SECTION FIELD: sum of FIELD in the read/write/trim SECTION over
@@ -257,6 +284,15 @@ dmesg_errors() {
 }
 
 # ------------------------------------------------------------ serve
+# lun_name KIND: the LIO device name of the dataplane LUN of KIND.
+lun_name() {
+    case $1 in
+        ram) echo ram0disk ;;
+        striped) echo stripe0disk ;;
+        file) echo file0disk ;;
+    esac
+}
+
 write_config() {
     cat >"$ST/serve.toml" <<EOF
 [reactors]
@@ -286,6 +322,7 @@ name = "stripe0"
 type = "striped"
 children = ["ram1", "ram2"]
 chunk = "64KiB"
+$(file_bdev_config)
 
 [tcmu]
 subtype = "dataplane"
@@ -338,7 +375,7 @@ step_modules() {
 
 step_rd_mcp_create() {
     d=$(make_rd_lun rd0 "$RAM_SIZE" 1)
-    echo "$d" >"$ST/disk-rd"
+    set_disk rd "$d" "$RAM_SIZE" "$BLOCK_SIZE"
     echo "rd_mcp LUN rd0: $d"
 }
 
@@ -352,14 +389,14 @@ step_serve_start() {
 step_lio_create() {
     if [ "$SELFTEST" = 1 ]; then
         d=$(make_rd_lun selftest_ram "$RAM_SIZE" 2)
-        echo "$d" >"$ST/disk-ram"
+        set_disk ram "$d" "$RAM_SIZE" "$BLOCK_SIZE"
         d=$(make_rd_lun selftest_striped "$STRIPE_SIZE" 3)
-        echo "$d" >"$ST/disk-striped"
+        set_disk striped "$d" "$STRIPE_SIZE" "$BLOCK_SIZE"
         echo "VM_SELFTEST=1: rd_mcp LUNs $(state disk-ram) $(state disk-striped)"
         return 0
     fi
     [ -s "$ST/serve.pid" ] || fail "dataplane serve is not running (step serve_start failed)"
-    for spec in ram:ram0disk:ram0:$RAM_SIZE striped:stripe0disk:stripe0:$STRIPE_SIZE; do
+    for spec in ram:$(lun_name ram):ram0:$RAM_SIZE striped:$(lun_name striped):stripe0:$STRIPE_SIZE; do
         kind=${spec%%:*}
         rest=${spec#*:}
         name=${rest%%:*}
@@ -373,7 +410,7 @@ step_lio_create() {
         d=$(echo "$out" | awk '$1 == "disk:" { print $2 }')
         [ -n "$d" ] || fail "lio create $name printed no 'disk:' line"
         [ -b "$d" ] || fail "lio create $name: $d is not a block device"
-        echo "$d" >"$ST/disk-$kind"
+        set_disk "$kind" "$d" "$size" "$BLOCK_SIZE"
     done
     dataplane lio list --json >"$R/lio-list.json" || fail "dataplane lio list --json"
     cat "$R/lio-list.json"
@@ -382,14 +419,17 @@ step_lio_create() {
 }
 
 # ------------------------------------------------------------ I/O steps
-step_randwrite_verify() { # KIND SIZE
+# Each takes the KIND of LUN (ram, striped, file); the size and block size are
+# the ones its create step recorded.
+step_randwrite_verify() { # KIND
     d=$(need_disk "$1")
+    size=$(kind_size "$1")
     run_fio "randwrite-verify-$1" randwrite-verify.fio DISK="$d"
     out=$R/fio-randwrite-verify-$1.json
     w=$(fio_sum "$out" write io_bytes)
     r=$(fio_sum "$out" read io_bytes)
-    [ "$w" = "$2" ] || fail "wrote $w bytes, expected the whole LUN ($2)"
-    [ "$r" = "$2" ] || fail "verify read back $r bytes, expected $2"
+    [ "$w" = "$size" ] || fail "wrote $w bytes, expected the whole LUN ($size)"
+    [ "$r" = "$size" ] || fail "verify read back $r bytes, expected $size"
 }
 
 step_randrw_bssplit() { # KIND
@@ -403,12 +443,13 @@ step_randrw_bssplit() { # KIND
     [ "$r" -ge "$w" ] || fail "read $r bytes, less than the $w written: no verify pass?"
 }
 
-step_seq_1m() { # KIND SIZE
+step_seq_1m() { # KIND
     d=$(need_disk "$1")
+    size=$(kind_size "$1")
     run_fio "seq-1m-$1" seq-1m.fio DISK="$d"
     out=$R/fio-seq-1m-$1.json
-    [ "$(fio_sum "$out" write io_bytes)" = "$2" ] || fail "sequential write did not cover the LUN"
-    [ "$(fio_sum "$out" read io_bytes)" = "$2" ] || fail "sequential read did not cover the LUN"
+    [ "$(fio_sum "$out" write io_bytes)" = "$size" ] || fail "sequential write did not cover the LUN"
+    [ "$(fio_sum "$out" read io_bytes)" = "$size" ] || fail "sequential read did not cover the LUN"
     [ "$(fio_sum "$out" write bw_bytes)" -gt 0 ] || fail "no write bandwidth reported"
     [ "$(fio_sum "$out" read bw_bytes)" -gt 0 ] || fail "no read bandwidth reported"
 }
@@ -437,8 +478,9 @@ step_sg_inq() {
     expect "$ST/inq.out" "Peripheral device type: disk"
 }
 
-step_sg_vpd() {
-    d=$(need_disk ram)
+step_sg_vpd() { # KIND
+    d=$(need_disk "$1")
+    bs=$(kind_bs "$1")
     sgrun vpd00 sg_vpd --page=0x00 "$d"
     for p in "Unit serial number" "Device identification" "Block limits" \
         "Block device characteristics" "Logical block provisioning"; do
@@ -451,13 +493,18 @@ step_sg_vpd() {
     expect "$ST/vpd83.out" "designator type: NAA"
     sgrun vpdb0 sg_vpd --page=0xb0 "$d"
     mtl=$(awk -F': ' '/Maximum transfer length:/ { print $2 + 0 }' "$ST/vpdb0.out")
-    [ -n "$mtl" ] && [ "$mtl" -ge $((1048576 / BLOCK_SIZE)) ] ||
-        fail "B0 maximum transfer length '$mtl' blocks is below 1 MiB"
+    # A RAM LUN takes 1 MiB at once; a device-backed one may advertise the
+    # device's own limit, but at least one block.
+    min_mtl=1
+    [ "$1" = file ] || min_mtl=$((1048576 / bs))
+    [ -n "$mtl" ] && [ "$mtl" -ge "$min_mtl" ] ||
+        fail "B0 maximum transfer length '$mtl' blocks is below $min_mtl"
+    echo "B0 maximum transfer length: $mtl blocks of $bs bytes"
     sgrun vpdb1 sg_vpd --page=0xb1 "$d"
     expect "$ST/vpdb1.out" "Non-rotating medium"
     sgrun vpdb2 sg_vpd --page=0xb2 "$d"
     if [ "$SELFTEST" = 1 ]; then
-        echo "VM_SELFTEST=1: rd_mcp has no logical block provisioning; B2 fields not checked"
+        echo "VM_SELFTEST=1: LIO's backstores do not stand in for our logical block provisioning; B2 fields not checked"
         return 0
     fi
     expect "$ST/vpdb2.out" "Unmap command supported \\(LBPU\\): 1"
@@ -465,12 +512,13 @@ step_sg_vpd() {
     expect "$ST/vpdb0.out" "Maximum unmap LBA count: [1-9]"
 }
 
-step_sg_readcap() {
-    d=$(need_disk ram)
+step_sg_readcap() { # KIND
+    d=$(need_disk "$1")
+    bs=$(kind_bs "$1")
     sgrun readcap sg_readcap --long "$d"
-    expect "$ST/readcap.out" "Logical block length=$BLOCK_SIZE bytes"
-    expect "$ST/readcap.out" "Number of logical blocks=$((RAM_SIZE / BLOCK_SIZE))\$"
-    if [ "$SELFTEST" = 1 ]; then
+    expect "$ST/readcap.out" "Logical block length=$bs bytes"
+    expect "$ST/readcap.out" "Number of logical blocks=$(($(kind_size "$1") / bs))\$"
+    if rd_backed "$1"; then
         expect "$ST/readcap.out" "Logical block provisioning: lbpme=0"
     else
         expect "$ST/readcap.out" "Logical block provisioning: lbpme=1"
@@ -484,60 +532,63 @@ step_sg_modes() {
     expect "$ST/modes.out" "^>> Control,"
 }
 
-step_sg_sync() {
-    d=$(need_disk ram)
+step_sg_sync() { # KIND
+    d=$(need_disk "$1")
     sgrun sync sg_sync "$d"
 }
 
-# read_is FILE LBA COUNT: the COUNT blocks at LBA (read with O_DIRECT) equal FILE.
+# read_is FILE DISK LBA COUNT BS: the COUNT blocks at LBA (read with O_DIRECT)
+# equal FILE.
 read_is() {
-    hdd if="$2" of="$ST/readback" bs=$BLOCK_SIZE skip="$3" count="$4" iflag=direct status=none ||
+    hdd if="$2" of="$ST/readback" bs="$5" skip="$3" count="$4" iflag=direct status=none ||
         fail "read of $4 blocks at LBA $3 failed"
     cmp "$ST/readback" "$1" || fail "blocks $3..$(($3 + $4 - 1)) differ from the expected data"
 }
 
-step_sg_unmap() {
-    [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: rd_mcp does not support UNMAP"
-    d=$(need_disk ram)
-    n=2048
-    head -c $((n * BLOCK_SIZE)) /dev/urandom >"$ST/random"
-    head -c $((n * BLOCK_SIZE)) /dev/zero >"$ST/zeros"
+step_sg_unmap() { # KIND
+    rd_backed "$1" && skip "VM_SELFTEST=1: rd_mcp does not support UNMAP"
+    d=$(need_disk "$1")
+    bs=$(kind_bs "$1")
+    n=$((1048576 / bs))
+    head -c $((n * bs)) /dev/urandom >"$ST/random"
+    head -c $((n * bs)) /dev/zero >"$ST/zeros"
     hdd if="$ST/random" of="$d" bs=1M oflag=direct status=none || fail "write of the test range failed"
-    read_is "$ST/random" "$d" 0 $n
+    read_is "$ST/random" "$d" 0 $n "$bs"
     sgrun unmap sg_unmap --force --lba=0 --num=$n "$d"
-    read_is "$ST/zeros" "$d" 0 $n
+    read_is "$ST/zeros" "$d" 0 $n "$bs"
     echo "UNMAP of $n blocks at LBA 0: they read back as zeroes"
 }
 
-step_sg_write_same() {
-    d=$(need_disk ram)
-    lba=8192
-    n=256
+step_sg_write_same() { # KIND
+    d=$(need_disk "$1")
+    bs=$(kind_bs "$1")
+    lba=$((4194304 / bs))
+    n=$((131072 / bs))
     # One block of a recognisable pattern, and the expected result.
-    awk -v bs=$BLOCK_SIZE 'BEGIN { for (i = 0; i < bs / 16; i++) printf "dataplane-ws%03d\n", i % 1000 }' >"$ST/pattern"
-    [ "$(wc -c <"$ST/pattern")" = $BLOCK_SIZE ] || fail "pattern is not one block"
+    awk -v bs="$bs" 'BEGIN { for (i = 0; i < bs / 16; i++) printf "dataplane-ws%03d\n", i % 1000 }' >"$ST/pattern"
+    [ "$(wc -c <"$ST/pattern")" = "$bs" ] || fail "pattern is not one block"
     : >"$ST/pattern-x"
     i=0
     while [ $i -lt $n ]; do
         cat "$ST/pattern" >>"$ST/pattern-x"
         i=$((i + 1))
     done
-    if [ "$SELFTEST" = 1 ] && ! sg sg_write_same --in="$ST/pattern" --xferlen=$BLOCK_SIZE --lba=$lba --num=1 "$d"; then
+    if rd_backed "$1" && ! sg sg_write_same --in="$ST/pattern" --xferlen="$bs" --lba=$lba --num=1 "$d"; then
         skip "VM_SELFTEST=1: rd_mcp does not support WRITE SAME"
     fi
-    sgrun ws sg_write_same --in="$ST/pattern" --xferlen=$BLOCK_SIZE --lba=$lba --num=$n "$d"
-    read_is "$ST/pattern-x" "$d" $lba $n
+    sgrun ws sg_write_same --in="$ST/pattern" --xferlen="$bs" --lba=$lba --num=$n "$d"
+    read_is "$ST/pattern-x" "$d" $lba $n "$bs"
     echo "WRITE SAME(10) of $n blocks: pattern read back"
-    sgrun ws16 sg_write_same --16 --in="$ST/pattern" --xferlen=$BLOCK_SIZE --lba=$((lba + n)) --num=$n "$d"
-    read_is "$ST/pattern-x" "$d" $((lba + n)) $n
+    sgrun ws16 sg_write_same --16 --in="$ST/pattern" --xferlen="$bs" --lba=$((lba + n)) --num=$n "$d"
+    read_is "$ST/pattern-x" "$d" $((lba + n)) $n "$bs"
     echo "WRITE SAME(16) of $n blocks: pattern read back"
-    if [ "$SELFTEST" = 1 ]; then
+    if rd_backed "$1"; then
         echo "VM_SELFTEST=1: rd_mcp does not support WRITE SAME with UNMAP"
         return 0
     fi
-    head -c $((n * BLOCK_SIZE)) /dev/zero >"$ST/zeros-ws"
+    head -c $((n * bs)) /dev/zero >"$ST/zeros-ws"
     sgrun wsu sg_write_same --16 --unmap --lba=$lba --num=$n "$d"
-    read_is "$ST/zeros-ws" "$d" $lba $n
+    read_is "$ST/zeros-ws" "$d" $lba $n "$bs"
     echo "WRITE SAME(16) UNMAP of $n blocks: zeroes read back"
 }
 
@@ -557,8 +608,8 @@ step_sg_opcodes() {
 }
 
 # ------------------------------------------------------------ ext4
-step_ext4() {
-    d=$(need_disk ram)
+step_ext4() { # KIND
+    d=$(need_disk "$1")
     mke2fs -t ext4 -F -q "$d" || fail "mkfs.ext4 failed"
     mount -t ext4 "$d" /mnt/ext4 || fail "mount failed"
     i=1
@@ -617,14 +668,11 @@ step_perf() {
 }
 
 # ------------------------------------------------------------ kill -9 and restart
-step_kill9_restart() {
-    [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane process to kill"
-    d=$(need_disk striped)
-    [ -s "$ST/serve.pid" ] && [ ! -s "$ST/serve.rc" ] || fail "dataplane serve is not running"
-    dmesg_mark restart
-    (run_fio restart-striped randrw-restart.fio DISK="$d" RUNTIME="$RESTART_RUNTIME" >"$ST/restart-fio.log" 2>&1) &
-    fpid=$!
-    sleep 6
+serve_running() { [ -s "$ST/serve.pid" ] && [ ! -s "$ST/serve.rc" ]; }
+
+# kill9_serve TAG: kill -9 of the running `dataplane serve`, then the same
+# config started again as serve-TAG (its log and statistics files).
+kill9_serve() {
     old=$(state serve.pid)
     echo "kill -9 $old"
     kill -9 "$old"
@@ -634,15 +682,42 @@ step_kill9_restart() {
         i=$((i + 1))
     done
     echo "old serve exited with status $(state serve.rc)"
-    start_serve 2
+    start_serve "$1"
+}
+
+# wait_served TAG DEVICE: waits (up to two statistics intervals) until serve-TAG
+# reports commands completed on DEVICE; prints the count.
+wait_served() {
+    i=0
+    while [ $i -lt 24 ]; do
+        _n=$(stats_commands "$R/serve-stats-$1.json" "$2")
+        if [ "${_n:-0}" -gt 0 ]; then
+            echo "$_n"
+            return 0
+        fi
+        sleep 0.5
+        i=$((i + 1))
+    done
+    echo 0
+}
+
+step_kill9_restart() { # KIND DEVICE TAG: I/O on the LUN of KIND while serve is killed
+    [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane process to kill"
+    d=$(need_disk "$1")
+    serve_running || fail "dataplane serve is not running"
+    dmesg_mark "restart-$1"
+    (run_fio "restart-$1" randrw-restart.fio DISK="$d" RUNTIME="$RESTART_RUNTIME" >"$ST/restart-fio.log" 2>&1) &
+    fpid=$!
+    sleep 6
+    kill9_serve "$3"
     frc=0
     wait $fpid || frc=$?
     cat "$ST/restart-fio.log"
     [ $frc = 0 ] || fail "fio during the restart failed (status $frc)"
-    served=$(stats_commands "$R/serve-stats-2.json" stripe0disk)
-    echo "the restarted dataplane serve completed ${served:-no} commands on stripe0disk"
-    [ "${served:-0}" -gt 0 ] || fail "the restarted dataplane serve served no I/O"
-    errs=$(dmesg_errors restart)
+    served=$(wait_served "$3" "$2")
+    echo "the restarted dataplane serve completed $served commands on $2"
+    [ "$served" -gt 0 ] || fail "the restarted dataplane serve served no I/O"
+    errs=$(dmesg_errors "restart-$1")
     [ -z "$errs" ] || {
         echo "$errs"
         fail "kernel reported I/O errors during the restart"
@@ -652,13 +727,16 @@ step_kill9_restart() {
 # ------------------------------------------------------------ teardown
 step_lio_delete() {
     [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane LUNs"
-    for name in ram0disk stripe0disk; do
+    kinds="ram striped"
+    [ -z "$(state disk-file)" ] || kinds="$kinds file"
+    for kind in $kinds; do
+        name=$(lun_name "$kind")
         echo "+ dataplane lio delete $name"
         out=$(dataplane lio delete "$name" 2>&1) || fail "dataplane lio delete $name: $(first_error "$out")"
         echo "$out"
         [ ! -e "$CFS/core/user_0/$name" ] || fail "$name still in configfs"
     done
-    for kind in ram striped; do
+    for kind in $kinds; do
         d=$(state "disk-$kind")
         i=0
         while [ -b "$d" ] && [ $i -lt 50 ]; do
@@ -673,7 +751,7 @@ step_lio_delete() {
 
 step_serve_sigterm() {
     [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane process"
-    [ -s "$ST/serve.pid" ] && [ ! -s "$ST/serve.rc" ] || fail "dataplane serve is not running"
+    serve_running || fail "dataplane serve is not running"
     kill -TERM "$(state serve.pid)"
     i=0
     while [ ! -s "$ST/serve.rc" ] && [ $i -lt 100 ]; do
@@ -691,6 +769,11 @@ step_dmesg_clean() {
         fail "kernel log reports I/O errors or warnings"
     }
 }
+
+# The emulated NVMe drive: its devices, the iblock baseline, the file bdev's
+# LUN, the comparison and the durability step.
+# shellcheck source=tests/vm/nvme.sh
+. "$REPO/tests/vm/nvme.sh"
 
 # ------------------------------------------------------------ main
 # Debugging from the VM_KEEP=1 shell: `VM_LIB=1 . /host<repo>/tests/vm/guest.sh`
@@ -717,25 +800,42 @@ if [ -n "${VM_SCRIPT:-}" ]; then
 fi
 
 run_step modules step_modules
+run_step nvme_devices step_nvme_devices
 run_step rd_mcp_create step_rd_mcp_create
+run_step iblock_create step_iblock_create
+run_step file_support step_file_support
 run_step serve_start step_serve_start
 run_step lio_create step_lio_create
-run_step randwrite_verify_ram step_randwrite_verify ram "$RAM_SIZE"
-run_step randwrite_verify_striped step_randwrite_verify striped "$STRIPE_SIZE"
+run_step lio_create_file step_lio_create_file
+run_step randwrite_verify_ram step_randwrite_verify ram
+run_step randwrite_verify_striped step_randwrite_verify striped
+run_step randwrite_verify_file step_randwrite_verify file
 run_step randrw_bssplit_ram step_randrw_bssplit ram
 run_step randrw_bssplit_striped step_randrw_bssplit striped
-run_step seq_1m_ram step_seq_1m ram "$RAM_SIZE"
+run_step randrw_bssplit_file step_randrw_bssplit file
+run_step seq_1m_ram step_seq_1m ram
+run_step seq_1m_file step_seq_1m file
 run_step sg_inq step_sg_inq
-run_step sg_vpd step_sg_vpd
-run_step sg_readcap step_sg_readcap
+run_step sg_vpd step_sg_vpd ram
+run_step sg_readcap step_sg_readcap ram
 run_step sg_modes step_sg_modes
-run_step sg_sync step_sg_sync
-run_step sg_unmap step_sg_unmap
-run_step sg_write_same step_sg_write_same
+run_step sg_sync step_sg_sync ram
+run_step sg_unmap step_sg_unmap ram
+run_step sg_write_same step_sg_write_same ram
 run_step sg_opcodes step_sg_opcodes
-run_step ext4 step_ext4
+run_step sg_vpd_file step_sg_vpd file
+run_step sg_readcap_file step_sg_readcap file
+run_step sg_sync_file step_sg_sync file
+run_step sg_unmap_file step_sg_unmap file
+run_step sg_write_same_file step_sg_write_same file
+run_step file_topology step_file_topology
+run_step ext4 step_ext4 ram
+run_step ext4_file step_ext4 file
 run_step perf step_perf
-run_step kill9_restart step_kill9_restart
+run_step perf_nvme step_perf_nvme
+run_step kill9_restart step_kill9_restart striped "$(lun_name striped)" 2
+run_step kill9_restart_file step_kill9_restart file "$(lun_name file)" 3
+run_step durability_file step_durability file "$(lun_name file)" 4
 run_step lio_delete step_lio_delete
 run_step serve_sigterm step_serve_sigterm
 run_step dmesg_clean step_dmesg_clean

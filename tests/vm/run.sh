@@ -24,13 +24,15 @@ VM_COALESCE_US=${VM_COALESCE_US:-2000}  # serve's tcmu.completion_coalesce_us in
 VM_PERF_RUNTIME=${VM_PERF_RUNTIME:-10} # seconds of each fio run in a round
 VM_PERF_WARMUP=${VM_PERF_WARMUP:-5}   # seconds of uncounted random reads on each LUN first
 VM_MIN_RATIO=${VM_MIN_RATIO:-}    # e.g. 0.9: fail when dataplane/rd_mcp IOPS is lower
+VM_MIN_FILE_RATIO=${VM_MIN_FILE_RATIO:-}  # e.g. 0.8: fail when file bdev/iblock IOPS is lower
+VM_NVME_NS_MIB=${VM_NVME_NS_MIB:-128}     # size of each emulated NVMe namespace, MiB
 VM_SCRIPT=${VM_SCRIPT:-}          # a script of yours to run in the guest instead of the steps
 VM_DATAPLANE=${VM_DATAPLANE:-${CARGO_TARGET_DIR:-$REPO/target}/release/dataplane}
 
 # Kernel modules the guest needs (their dependencies are added from modules.dep).
 MODULES="configfs uio target_core_mod target_core_user tcm_loop scsi_mod sd_mod sg
 virtio_pci 9pnet_virtio 9p ext4 crc32c_generic crc32c-intel crct10dif_generic
-crct10dif-pclmul crc64_rocksoft_generic"
+crct10dif-pclmul crc64_rocksoft_generic nvme_core nvme target_core_iblock"
 # Bump when the guest image recipe below changes in a way the hash cannot see.
 RECIPE_VERSION=1
 
@@ -48,6 +50,9 @@ log() { printf '[vm] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (QEMU's 9p export of / and apt-get need it)"
+case "$VM_NVME_NS_MIB" in
+    '' | *[!0-9]*) die "VM_NVME_NS_MIB must be a whole number of MiB" ;;
+esac
 case "$REPO$VM_RESULTS$VM_DATAPLANE" in
     *' '* | *,* | *'"'*) die "paths with spaces, commas or quotes are not supported" ;;
 esac
@@ -185,10 +190,40 @@ build_dataplane() {
     [ -x "$VM_DATAPLANE" ] || die "$VM_DATAPLANE was not built (CARGO_TARGET_DIR? set VM_DATAPLANE)"
 }
 
+# ---------------------------------------------------------------- NVMe drive
+# One emulated NVMe controller with two namespaces, each on its own sparse raw
+# image in the cache directory, created empty for every run:
+#   namespace 1 (nvme0n1, ng0n1): the in-kernel iblock baseline (read-only)
+#     and the raw reference, and the nvme passthrough bdev's namespace;
+#   namespace 2 (nvme0n2, ng0n2): the file bdev's (its whole block device).
+# No bdev writes the namespace of another; iblock never writes (readonly=1).
+# discard=unmap makes a deallocation (DSM, Write Zeroes with DEAC) punch a
+# hole in the image, so deallocated blocks read back as zeroes.
+NVME_NAMESPACES=2
+make_nvme_images() {
+    local i
+    for i in $(seq 1 "$NVME_NAMESPACES"); do
+        rm -f "$CACHE/nvme-ns$i.img"
+        truncate -s "${VM_NVME_NS_MIB}M" "$CACHE/nvme-ns$i.img"
+    done
+}
+nvme_qemu_args() {
+    local i
+    # shellcheck disable=SC2054 # the commas belong to -device/-drive values
+    NVME_ARGS=(-device nvme,id=nvme0,serial=dpnvme0)
+    for i in $(seq 1 "$NVME_NAMESPACES"); do
+        # shellcheck disable=SC2054
+        NVME_ARGS+=(-drive "file=$CACHE/nvme-ns$i.img,if=none,format=raw,id=nvm$i,discard=unmap"
+            -device "nvme-ns,drive=nvm$i,bus=nvme0,nsid=$i,logical_block_size=512,physical_block_size=512")
+    done
+}
+
 # ---------------------------------------------------------------- run
 install_packages
 build_dataplane
 build_guest
+make_nvme_images
+nvme_qemu_args
 
 mkdir -p "$VM_RESULTS"
 VM_RESULTS=$(cd "$VM_RESULTS" && pwd)
@@ -198,6 +233,7 @@ find "$VM_RESULTS" -mindepth 1 -maxdepth 1 -type f -delete
 CMDLINE="console=ttyS0 quiet panic=-1 oops=panic VM_REPO=$REPO VM_DATAPLANE=$VM_DATAPLANE"
 CMDLINE+=" VM_KEEP=$VM_KEEP VM_SELFTEST=$VM_SELFTEST VM_PERF_ROUNDS=$VM_PERF_ROUNDS"
 CMDLINE+=" VM_PERF_RUNTIME=$VM_PERF_RUNTIME VM_PERF_WARMUP=$VM_PERF_WARMUP VM_COALESCE_US=$VM_COALESCE_US"
+CMDLINE+=" VM_NVME_NS_MIB=$VM_NVME_NS_MIB VM_NVME_NAMESPACES=$NVME_NAMESPACES"
 [ -z "$VM_STEPS" ] || CMDLINE+=" VM_STEPS=$VM_STEPS"
 if [ -n "${VM_SCRIPT:-}" ]; then
     VM_SCRIPT=$(realpath "$VM_SCRIPT")
@@ -209,7 +245,8 @@ QEMU=(qemu-system-x86_64 -accel tcg -cpu max -m "$VM_MEM" -smp "$VM_SMP"
     -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" -append "$CMDLINE"
     -nographic -no-reboot -nic none
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on
-    -virtfs "local,path=$VM_RESULTS,mount_tag=results,security_model=none")
+    -virtfs "local,path=$VM_RESULTS,mount_tag=results,security_model=none"
+    "${NVME_ARGS[@]}")
 
 CONSOLE=$VM_RESULTS/console.log
 log "booting $KVER (TCG, ${VM_SMP} vCPUs, ${VM_MEM} MiB, timeout ${VM_TIMEOUT}s); console: $CONSOLE"
@@ -227,7 +264,8 @@ echo "$end" >"$VM_RESULTS/host-end"
 
 summary_status=0
 VM_SELFTEST=$VM_SELFTEST python3 "$HERE/summarize.py" "$VM_RESULTS" --kernel "$KVER" --qemu-status "$qemu_status" \
-    ${VM_MIN_RATIO:+--min-ratio "$VM_MIN_RATIO"} || summary_status=$?
+    ${VM_MIN_RATIO:+--min-ratio "$VM_MIN_RATIO"} ${VM_MIN_FILE_RATIO:+--min-file-ratio "$VM_MIN_FILE_RATIO"} ||
+    summary_status=$?
 
 if [ "$summary_status" != 0 ]; then
     log "FAILED. Tail of the console log ($CONSOLE):"

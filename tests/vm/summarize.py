@@ -4,7 +4,8 @@
 Reads steps.tsv (one "name<TAB>status<TAB>seconds<TAB>message" line per step),
 the fio JSON outputs (fio-*.json) and the timing markers, prints a summary
 table and exits non-zero if the guest did not finish, a step failed, or the
-dataplane/rd_mcp IOPS ratio is below --min-ratio.
+dataplane/rd_mcp IOPS ratio is below --min-ratio (the file bdev/iblock ratio
+below --min-file-ratio).
 """
 
 import argparse
@@ -44,6 +45,76 @@ def fio_totals(data):
     return out
 
 
+def median(xs):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else round((xs[mid - 1] + xs[mid]) / 2, 3)
+
+
+def mean(xs):
+    return round(sum(xs) / len(xs), 1) if xs else None
+
+
+def nvme_perf(fio):
+    """The perf_nvme step's figures: fio runs perf-nvme-<target>-<round> with
+    targets iblock (the in-kernel baseline), raw (the namespace itself) and
+    the dataplane's bdevs (file, ...). Each bdev's ratio to iblock is the
+    median of its per-round ratios (the two runs of a round are close in
+    time)."""
+    runs = []
+    for name, t in fio.items():
+        m = re.fullmatch(r"perf-nvme-([a-z]+)-(\d+)", name)
+        if m and "read_iops" in t:
+            runs.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
+    runs.sort(key=lambda r: (r["round"], r["target"]))
+    by_round, per_target = {}, {}
+    for r in runs:
+        by_round.setdefault(r["round"], {})[r["target"]] = r["iops"]
+        per_target.setdefault(r["target"], []).append(r["iops"])
+    out = {
+        "iblock_iops": mean(per_target.get("iblock", [])),
+        "nvme_raw_iops": mean(per_target.get("raw", [])),
+        "nvme_perf_rounds": runs,
+    }
+
+    def round_ratios(num, den):
+        return [
+            round(v[num] / v[den], 3)
+            for _, v in sorted(by_round.items())
+            if v.get(num) and v.get(den)
+        ]
+
+    ib_raw = round_ratios("iblock", "raw")
+    out["iblock_round_ratios_vs_raw"] = ib_raw
+    out["iblock_vs_raw"] = median(ib_raw)
+    for target in sorted(per_target):
+        if target in ("iblock", "raw"):
+            continue
+        ratios = round_ratios(target, "iblock")
+        out[f"{target}_iops"] = mean(per_target[target])
+        out[f"{target}_round_ratios"] = ratios
+        out[f"{target}_ratio_vs_iblock"] = median(ratios)
+    return out
+
+
+def nvme_info(path):
+    """nvme-info lines "device<TAB>attribute<TAB>value" as a nested dict."""
+    info = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 3:
+                    continue
+                dev, attr, value = parts
+                info.setdefault(dev, {})[attr] = int(value) if value.isdigit() else value
+    except OSError:
+        pass
+    return info
+
+
 def read_float(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -58,6 +129,7 @@ def main():
     ap.add_argument("--kernel", default="")
     ap.add_argument("--qemu-status", type=int, default=0)
     ap.add_argument("--min-ratio", type=float, default=None)
+    ap.add_argument("--min-file-ratio", type=float, default=None)
     args = ap.parse_args()
     res = args.results
 
@@ -90,9 +162,6 @@ def main():
             rounds.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
     rounds.sort(key=lambda r: (r["round"], r["target"]))
 
-    def mean(xs):
-        return round(sum(xs) / len(xs), 1) if xs else None
-
     dp_iops, rd_iops = mean(per_target["dataplane"]), mean(per_target["rd_mcp"])
     ratio = round(dp_iops / rd_iops, 3) if dp_iops and rd_iops else None
     # Per-round ratios: the two runs of a round are adjacent in time, so these
@@ -105,11 +174,9 @@ def main():
         for _, v in sorted(by_round.items())
         if v.get("dataplane") and v.get("rd_mcp")
     ]
-    median_ratio = None
-    if round_ratios:
-        xs = sorted(round_ratios)
-        mid = len(xs) // 2
-        median_ratio = xs[mid] if len(xs) % 2 else round((xs[mid - 1] + xs[mid]) / 2, 3)
+    median_ratio = median(round_ratios)
+    nvme = nvme_perf(fio)
+    info = nvme_info(os.path.join(res, "nvme-info"))
 
     host_start = read_float(os.path.join(res, "host-start"))
     host_end = read_float(os.path.join(res, "host-end"))
@@ -144,6 +211,12 @@ def main():
             problems.append(f"no IOPS ratio to compare with --min-ratio {args.min_ratio}")
         elif ratio < args.min_ratio:
             problems.append(f"IOPS ratio {ratio} is below {args.min_ratio}")
+    if args.min_file_ratio is not None:
+        fr = nvme.get("file_ratio_vs_iblock")
+        if fr is None:
+            problems.append(f"no file/iblock ratio to compare with --min-file-ratio {args.min_file_ratio}")
+        elif fr < args.min_file_ratio:
+            problems.append(f"file/iblock IOPS ratio {fr} is below {args.min_file_ratio}")
 
     kernel = args.kernel
     try:
@@ -163,6 +236,9 @@ def main():
         "round_ratios": round_ratios,
         "median_round_ratio": median_ratio,
         "perf_rounds": rounds,
+        **nvme,
+        "nvme_lba_size": info.get("nvme0n1", {}).get("logical_block_size"),
+        "nvme": info,
         "steps": steps,
         "step_details": details,
         "fio": fio,
@@ -186,6 +262,16 @@ def main():
           f"ratio {ratio if ratio is not None else '-'} (per round {round_ratios}, median {median_ratio})")
     for r in rounds:
         print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
+    if nvme["nvme_perf_rounds"]:
+        lba = info.get("nvme0n1", {}).get("logical_block_size", "?")
+        print(f"NVMe 4 KiB randread QD32 (LBA {lba} B): iblock {fmt(nvme['iblock_iops'])} IOPS, "
+              f"raw namespace {fmt(nvme['nvme_raw_iops'])} IOPS (iblock/raw {nvme['iblock_vs_raw']})")
+        for key in sorted(k for k in nvme if k.endswith("_ratio_vs_iblock")):
+            t = key[: -len("_ratio_vs_iblock")]
+            print(f"  {t} bdev {fmt(nvme[t + '_iops'])} IOPS, ratio vs iblock {nvme[key]} "
+                  f"(median of rounds {nvme[t + '_round_ratios']})")
+        for r in nvme["nvme_perf_rounds"]:
+            print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
     print(f"VM wall time {durations['vm_wall_s']} s (boot {boot_wall} s, "
           f"guest steps {durations['guest_tests_s']} s)")
     counts = {s: sum(1 for v in steps.values() if v == s) for s in ("pass", "fail", "skip")}
