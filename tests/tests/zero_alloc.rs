@@ -6,16 +6,19 @@
 //! allocator. After a warm-up (buffers reach their steady-state capacity),
 //! 100 000+ commands must complete without a single heap allocation.
 //!
-//! The `file` bdev's path is assembled by [`dataplane::stack`], as the
-//! bench and the server do, so the TCMU data area is offered to its
-//! io_uring as fixed buffers; its test also checks that the bdev makes at
-//! most one `io_uring_enter` per poll of its bdev poller.
+//! The `file` and `nvme` bdevs' paths are assembled by [`dataplane::stack`],
+//! as the bench and the server do, so the TCMU data area is offered to
+//! their io_uring as fixed buffers; their tests also check that the bdev
+//! makes at most one `io_uring_enter` per poll of its bdev poller. The
+//! `nvme` test needs an NVMe namespace it may overwrite
+//! (`DATAPLANE_TEST_NVME`); it runs in the VM test on an emulated drive.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use bdev::file::{FileBdev, FileOptions};
 use bdev::null::NullBdev;
+use bdev::nvme::{NvmeBdev, NvmeOptions};
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
 use bdev::BdevRef;
@@ -28,7 +31,7 @@ use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use reactor::Poller;
 use sim::tcmu::{SimConfig, TcmuSim};
 use test_support::alloc::{CountingAlloc, ProcessCount};
-use test_support::skip::{can_run, Need};
+use test_support::skip::{can_run, nvme_device, Need};
 
 // The count is process-wide, so that an allocation on any thread the path
 // may use is caught. Any other test running meanwhile would be counted
@@ -71,7 +74,8 @@ fn path(
         rwmix_read: 50,
         seed: 7,
     };
-    let model = verify.then(|| VerifyModel::new(geometry.num_blocks, BLOCK as usize, true));
+    let model =
+        verify.then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, true));
     let job = Job::new(TcmuInitiator::new(sim), workload, model, 1 << 20).unwrap();
     (job, device, poller)
 }
@@ -114,7 +118,8 @@ fn stacked_path(
         rwmix_read: 50,
         seed: 7,
     };
-    let model = verify.then(|| VerifyModel::new(geometry.num_blocks, BLOCK as usize, true));
+    let model =
+        verify.then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, true));
     let job = Job::new(TcmuInitiator::new(sim), workload, model, 1 << 20).unwrap();
     (job, device, poller)
 }
@@ -280,6 +285,37 @@ fn striped_file_randrw_allocates_nothing_per_command() {
     let (mut job, mut device, mut poller) = path(striped, Pattern::RandRw, 64 << 10, true);
     let (allocations, _) = steady_state(&count, &mut job, &mut device, &mut poller);
     assert_eq!(allocations, 0);
+}
+
+#[test]
+fn nvme_randrw_with_verify_allocates_nothing_and_enters_once_per_poll_at_most() {
+    if !can_run(&[Need::IoUring, Need::NvmeGeneric]) {
+        return;
+    }
+    let count = ProcessCount::take();
+    let path = nvme_device().expect("checked by can_run");
+    let nvme =
+        Arc::new(NvmeBdev::open("nvme", NvmeOptions::new(&path)).unwrap_or_else(|e| panic!("{e}")));
+    let bdev: BdevRef = nvme.clone();
+    let (mut job, mut device, mut poller) = stacked_path(bdev, Pattern::RandRw, 4096, true);
+    let before = nvme.stats();
+    let (allocations, polls) = steady_state(&count, &mut job, &mut device, &mut poller);
+    let stats = nvme.stats();
+    assert_eq!(allocations, 0);
+    let enters = stats.submit_syscalls - before.submit_syscalls;
+    assert!(
+        enters <= polls,
+        "{enters} io_uring_enter calls in {polls} bdev poller polls: {stats:?}"
+    );
+    assert!(
+        enters > 0 && stats.enter_errors == 0 && stats.status_errors == 0,
+        "{stats:?}"
+    );
+    match poller.fixed_buffers() {
+        FixedBuffers::Registered => assert!(stats.fixed - before.fixed >= 100_000, "{stats:?}"),
+        other => eprintln!("fixed buffers {other:?} here: plain commands were counted"),
+    }
+    assert_eq!(stats.bounced, 0, "the data area is page-aligned");
 }
 
 #[test]

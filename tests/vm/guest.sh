@@ -290,6 +290,7 @@ lun_name() {
         ram) echo ram0disk ;;
         striped) echo stripe0disk ;;
         file) echo file0disk ;;
+        nvme) echo nvme0disk ;;
     esac
 }
 
@@ -322,7 +323,7 @@ name = "stripe0"
 type = "striped"
 children = ["ram1", "ram2"]
 chunk = "64KiB"
-$(file_bdev_config)
+$(device_bdev_config)
 
 [tcmu]
 subtype = "dataplane"
@@ -496,7 +497,7 @@ step_sg_vpd() { # KIND
     # A RAM LUN takes 1 MiB at once; a device-backed one may advertise the
     # device's own limit, but at least one block.
     min_mtl=1
-    [ "$1" = file ] || min_mtl=$((1048576 / bs))
+    case $1 in file | nvme) ;; *) min_mtl=$((1048576 / bs)) ;; esac
     [ -n "$mtl" ] && [ "$mtl" -ge "$min_mtl" ] ||
         fail "B0 maximum transfer length '$mtl' blocks is below $min_mtl"
     echo "B0 maximum transfer length: $mtl blocks of $bs bytes"
@@ -728,7 +729,9 @@ step_kill9_restart() { # KIND DEVICE TAG: I/O on the LUN of KIND while serve is 
 step_lio_delete() {
     [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane LUNs"
     kinds="ram striped"
-    [ -z "$(state disk-file)" ] || kinds="$kinds file"
+    for k in file nvme; do
+        [ -z "$(state "disk-$k")" ] || kinds="$kinds $k"
+    done
     for kind in $kinds; do
         name=$(lun_name "$kind")
         echo "+ dataplane lio delete $name"
@@ -770,8 +773,8 @@ step_dmesg_clean() {
     }
 }
 
-# The emulated NVMe drive: its devices, the iblock baseline, the file bdev's
-# LUN, the comparison and the durability step.
+# The emulated NVMe drive: its devices, the device tests, the iblock baseline,
+# the LUNs of the file and nvme bdevs, the comparison and the durability step.
 # shellcheck source=tests/vm/nvme.sh
 . "$REPO/tests/vm/nvme.sh"
 
@@ -801,41 +804,47 @@ fi
 
 run_step modules step_modules
 run_step nvme_devices step_nvme_devices
+run_step device_tests step_device_tests
 run_step rd_mcp_create step_rd_mcp_create
 run_step iblock_create step_iblock_create
-run_step file_support step_file_support
 run_step serve_start step_serve_start
 run_step lio_create step_lio_create
-run_step lio_create_file step_lio_create_file
-run_step randwrite_verify_ram step_randwrite_verify ram
-run_step randwrite_verify_striped step_randwrite_verify striped
-run_step randwrite_verify_file step_randwrite_verify file
-run_step randrw_bssplit_ram step_randrw_bssplit ram
-run_step randrw_bssplit_striped step_randrw_bssplit striped
-run_step randrw_bssplit_file step_randrw_bssplit file
+run_step lio_create_file step_lio_create_device file file0
+run_step lio_create_nvme step_lio_create_device nvme nvme0
+for kind in ram striped file nvme; do
+    run_step "randwrite_verify_$kind" step_randwrite_verify $kind
+done
+for kind in ram striped file nvme; do
+    run_step "randrw_bssplit_$kind" step_randrw_bssplit $kind
+done
 run_step seq_1m_ram step_seq_1m ram
 run_step seq_1m_file step_seq_1m file
+run_step seq_1m_nvme step_seq_1m nvme
 run_step sg_inq step_sg_inq
-run_step sg_vpd step_sg_vpd ram
-run_step sg_readcap step_sg_readcap ram
 run_step sg_modes step_sg_modes
-run_step sg_sync step_sg_sync ram
-run_step sg_unmap step_sg_unmap ram
-run_step sg_write_same step_sg_write_same ram
 run_step sg_opcodes step_sg_opcodes
-run_step sg_vpd_file step_sg_vpd file
-run_step sg_readcap_file step_sg_readcap file
-run_step sg_sync_file step_sg_sync file
-run_step sg_unmap_file step_sg_unmap file
-run_step sg_write_same_file step_sg_write_same file
-run_step file_topology step_file_topology
+# ram's step names are the bare ones.
+for kind in ram file nvme; do
+    sfx=_$kind
+    [ $kind = ram ] && sfx=
+    run_step "sg_vpd$sfx" step_sg_vpd $kind
+    run_step "sg_readcap$sfx" step_sg_readcap $kind
+    run_step "sg_sync$sfx" step_sg_sync $kind
+    run_step "sg_unmap$sfx" step_sg_unmap $kind
+    run_step "sg_write_same$sfx" step_sg_write_same $kind
+done
+run_step topology_file step_topology file
+run_step topology_nvme step_topology nvme
 run_step ext4 step_ext4 ram
 run_step ext4_file step_ext4 file
+run_step ext4_nvme step_ext4 nvme
 run_step perf step_perf
 run_step perf_nvme step_perf_nvme
 run_step kill9_restart step_kill9_restart striped "$(lun_name striped)" 2
 run_step kill9_restart_file step_kill9_restart file "$(lun_name file)" 3
-run_step durability_file step_durability file "$(lun_name file)" 4
+run_step kill9_restart_nvme step_kill9_restart nvme "$(lun_name nvme)" 4
+run_step durability_file step_durability file "$(lun_name file)" 5
+run_step durability_nvme step_durability nvme "$(lun_name nvme)" 6
 run_step lio_delete step_lio_delete
 run_step serve_sigterm step_serve_sigterm
 run_step dmesg_clean step_dmesg_clean

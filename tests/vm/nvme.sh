@@ -3,22 +3,27 @@
 # helpers (run_fio, need_disk, set_disk, make_rd_lun's export_loopback,
 # start_serve, ...) they use.
 #
-# The drive (run.sh): one controller, serial dpnvme0, with two namespaces of
-# VM_NVME_NS_MIB MiB each, 512-byte LBAs, each on its own sparse raw image:
-#   - namespace 1 (/dev/nvme0n1, /dev/ng0n1): the in-kernel baseline, an LIO
-#     iblock backstore opened read-only (readonly=1), and the raw reference
-#     (fio on the namespace itself); later the nvme passthrough bdev's;
-#   - namespace 2 (/dev/nvme0n2): the file bdev's, its whole block device.
+# The drive (run.sh): one controller, serial dpnvme0, with three namespaces
+# of VM_NVME_NS_MIB MiB each, 512-byte LBAs, each on its own sparse raw image:
+#   - namespace 1 (/dev/nvme0n1, /dev/ng0n1): the nvme passthrough bdev's,
+#     and the in-kernel baseline: an LIO iblock backstore opened read-only
+#     (readonly=1) and the raw reference (fio reading the namespace itself);
+#   - namespace 2 (/dev/nvme0n2): the file bdev's, its whole block device;
+#   - namespace 3 (/dev/ng0n3): the Rust device tests'.
 # A bdev never writes another's namespace, and nothing writes through the
-# baseline, so the two can share namespace 1 with the passthrough bdev.
-# Separate namespaces rather than partitions because the passthrough bdev
-# (/dev/ngXnY) addresses a whole namespace.
+# baseline, so it can share namespace 1 with the passthrough bdev and be
+# compared with it on the same namespace. Separate namespaces rather than
+# partitions because the passthrough bdev (/dev/ngXnY) addresses a whole
+# namespace. The nvme module gets one poll queue (poll_queues=1) so that the
+# IOPOLL test polls.
 
 NVME_NS_MIB=${VM_NVME_NS_MIB:-128}
-NVME_NAMESPACES=${VM_NVME_NAMESPACES:-2}
+NVME_NAMESPACES=${VM_NVME_NAMESPACES:-3}
 NVME_SERIAL=dpnvme0
-BASE_NS=nvme0n1 # iblock baseline and raw reference
-FILE_NS=nvme0n2 # the file bdev's block device
+BASE_NS=nvme0n1      # iblock baseline, raw reference, the nvme bdev's namespace
+NVME_BDEV_NG=ng0n1   # the nvme bdev's generic character device
+FILE_NS=nvme0n2      # the file bdev's block device
+TEST_NG=ng0n3        # the device tests' namespace
 # The durability step's region on the file LUN, and the RAM control's.
 DURABLE_SIZE=$((64 << 20))
 CONTROL_SIZE=$((8 << 20))
@@ -49,8 +54,9 @@ ns_bytes() { echo $(($(cat "/sys/block/$1/size") * 512)); }
 ns_lba() { cat "/sys/block/$1/queue/logical_block_size"; }
 
 step_nvme_devices() {
-    for m in nvme_core nvme target_core_iblock; do
-        modprobe "$m" || fail "modprobe $m"
+    for m in nvme_core "nvme poll_queues=1" target_core_iblock; do
+        # shellcheck disable=SC2086 # a module and its parameters
+        modprobe $m || fail "modprobe $m"
     done
     ng=1
     if ! kernel_at_least 5 13; then
@@ -113,108 +119,133 @@ step_iblock_create() {
     [ "$(ns_bytes "${d##*/}")" = "$(ns_bytes "$BASE_NS")" ] || fail "the iblock LUN's size differs from $dev's"
 }
 
-# ------------------------------------------------------------ the file bdev
-# step_file_support: does this dataplane know [[bdev]] type = "file"? A config
-# whose file bdev carries an unknown key is refused at parsing either way,
-# before anything starts: "unknown variant `file`" if the type is unknown,
-# an error about the key if it is known. Unknown: the file steps skip (with
-# this reason); known: serve_start adds the file bdev to its config.
-step_file_support() {
-    rm -f "$ST/skip-file" "$ST/file-bdev"
-    if [ "$SELFTEST" = 1 ]; then
-        echo "VM_SELFTEST=1: the file LUN is an in-kernel iblock LUN on /dev/$FILE_NS"
-        return 0
-    fi
-    cat >"$ST/probe.toml" <<EOF
-[reactors]
-cores = [0]
+# ------------------------------------------------------------ device bdevs
+# The dataplane's bdevs on the drive: `file0`, the file bdev on namespace 2's
+# block device, and `nvme0`, the nvme passthrough bdev on namespace 1's
+# generic character device. Each is served as a LUN of its namespace's size
+# and LBA size: the KIND `file` and `nvme` of the steps.
 
-[[bdev]]
-name = "probe0"
-type = "file"
-path = "/nonexistent/vm-probe"
-vm_probe_unknown_key = 1
-EOF
-    echo "+ dataplane serve --config probe.toml (a file bdev with an unknown key)"
-    rc=0
-    out=$(timeout -s KILL 20 "$LD" --library-path "$LIBPATH" "$DP" serve --config "$ST/probe.toml" \
-        --state-dir none --no-netlink 2>&1) || rc=$?
-    echo "$out"
-    echo "(exit status $rc)"
-    case $out in
-        *"unknown variant \`file\`"*)
-            reason="dataplane serve does not know [[bdev]] type = \"file\" (config probe: $(echo "$out" | grep -m 1 'unknown variant'))"
-            echo "$reason" >"$ST/skip-file"
-            skip "$reason"
-            ;;
+# kind_ns KIND: the namespace under the LUN of KIND. With the selftest, the
+# nvme LUN is a writable iblock LUN, which cannot share namespace 1 with the
+# read-only baseline's: it takes namespace 3 (after the device tests).
+kind_ns() {
+    case $1 in
+        file) echo "$FILE_NS" ;;
+        nvme) if [ "$SELFTEST" = 1 ]; then echo nvme0n3; else echo "$BASE_NS"; fi ;;
     esac
-    touch "$ST/file-bdev"
-    echo "dataplane serve knows [[bdev]] type = \"file\""
 }
 
-# file_bdev_config: serve's [[bdev]] section of the file bdev, when it has one.
-file_bdev_config() {
-    [ -f "$ST/file-bdev" ] || return 0
+# device_bdev_config: serve's [[bdev]] sections of the drive's bdevs.
+device_bdev_config() {
     cat <<EOF
 
 [[bdev]]
 name = "file0"
 type = "file"
 path = "/dev/$FILE_NS"
+
+[[bdev]]
+name = "nvme0"
+type = "nvme"
+path = "/dev/$NVME_BDEV_NG"
 EOF
 }
 
-step_lio_create_file() {
-    [ -s "$ST/skip-file" ] && skip "$(cat "$ST/skip-file")"
-    dev=/dev/$FILE_NS
+# step_lio_create_device KIND BDEV: exports bdev BDEV as the LUN of KIND,
+# the whole of its namespace (with the selftest: an iblock LUN on it).
+step_lio_create_device() {
+    ns=$(kind_ns "$1")
+    dev=/dev/$ns
     [ -b "$dev" ] || fail "no $dev (step nvme_devices failed)"
-    bytes=$(ns_bytes "$FILE_NS")
-    bs=$(ns_lba "$FILE_NS")
+    bytes=$(ns_bytes "$ns")
+    bs=$(ns_lba "$ns")
     if [ "$SELFTEST" = 1 ]; then
         # A writable iblock LUN with UNMAP and WRITE SAME with UNMAP on.
-        d=$(make_iblock_lun selftest_file "$dev" 5 rw emulate_tpu=1 emulate_tpws=1)
-        set_disk file "$d" "$bytes" "$bs"
+        case $1 in file) i=5 ;; *) i=6 ;; esac
+        d=$(make_iblock_lun "selftest_$1" "$dev" $i rw emulate_tpu=1 emulate_tpws=1)
+        set_disk "$1" "$d" "$bytes" "$bs"
         echo "VM_SELFTEST=1: iblock LUN on $dev: $d"
         return 0
     fi
-    [ -f "$ST/file-bdev" ] || fail "step file_support did not run (VM_STEPS?)"
     serve_running || fail "dataplane serve is not running (step serve_start failed)"
-    name=$(lun_name file)
-    echo "+ dataplane lio create $name --bdev file0 --size $bytes --block-size $bs --loopback"
-    out=$(dataplane lio create "$name" --bdev file0 --size "$bytes" --block-size "$bs" --loopback 2>&1) ||
+    name=$(lun_name "$1")
+    echo "+ dataplane lio create $name --bdev $2 --size $bytes --block-size $bs --loopback"
+    out=$(dataplane lio create "$name" --bdev "$2" --size "$bytes" --block-size "$bs" --loopback 2>&1) ||
         fail "dataplane lio create $name: $(first_error "$out")"
     echo "$out"
     d=$(echo "$out" | awk '$1 == "disk:" { print $2 }')
     [ -n "$d" ] || fail "lio create $name printed no 'disk:' line"
     [ -b "$d" ] || fail "lio create $name: $d is not a block device"
-    set_disk file "$d" "$bytes" "$bs"
+    set_disk "$1" "$d" "$bytes" "$bs"
     dataplane lio list --json >"$R/lio-list.json" || fail "dataplane lio list --json"
     grep -q "$name" "$R/lio-list.json" || fail "lio list does not show $name"
 }
 
-# step_file_topology: what the kernel's SCSI disk learnt from the LUN (READ
-# CAPACITY(16), VPD B0/B2, the caching mode page) matches the namespace the
-# file bdev sits on.
-step_file_topology() {
-    d=$(need_disk file)
+# step_topology KIND: what the kernel's SCSI disk learnt from the LUN of KIND
+# (READ CAPACITY(16), VPD B0/B2, the caching mode page) matches the namespace
+# its bdev sits on.
+step_topology() {
+    d=$(need_disk "$1")
     s=${d##*/}
+    ns=$(kind_ns "$1")
     bad=
     for attr in logical_block_size physical_block_size write_cache discard_granularity; do
         a=$(cat "/sys/block/$s/queue/$attr")
-        b=$(cat "/sys/block/$FILE_NS/queue/$attr")
+        b=$(cat "/sys/block/$ns/queue/$attr")
         echo "$attr: LUN $a, namespace $b"
+        if [ "$1" = nvme ] && [ $attr = discard_granularity ]; then
+            # The nvme bdev reports the namespace's preferred deallocate
+            # granularity (Identify Namespace NPDG, 4 KiB on QEMU's drive);
+            # the kernel's nvme driver uses the LBA size and ignores NPDG.
+            # Both are whole LBAs: the LUN's must be a multiple.
+            [ "$a" -ge "$b" ] && [ $((a % b)) = 0 ] || bad="$bad $attr"
+            continue
+        fi
         [ "$a" = "$b" ] || bad="$bad $attr"
     done
     a=$(ns_bytes "$s")
-    b=$(ns_bytes "$FILE_NS")
+    b=$(ns_bytes "$ns")
     echo "size: LUN $a, namespace $b"
     [ "$a" = "$b" ] || bad="$bad size"
     a=$(cat "/sys/block/$s/queue/discard_max_bytes")
-    b=$(cat "/sys/block/$FILE_NS/queue/discard_max_bytes")
+    b=$(cat "/sys/block/$ns/queue/discard_max_bytes")
     echo "discard_max_bytes: LUN $a, namespace $b"
     if [ "$b" -gt 0 ] && [ "$a" = 0 ]; then bad="$bad discard"; fi
     [ "$(cat "/sys/block/$s/queue/rotational")" = 0 ] || bad="$bad rotational"
     [ -z "$bad" ] || fail "the LUN does not report the namespace's:$bad"
+}
+
+# ------------------------------------------------------------ device tests
+# step_device_tests: the Rust tests that need an NVMe namespace (they skip
+# on hosts without one) run here against namespace 3's generic character
+# device, which nothing else uses (the tests overwrite its first 72 MiB).
+# run.sh builds them on the host and lists them in $R/nvme-tests.list, a
+# line "<test binary><TAB><name filter>" each; they run from /host through
+# the host's loader. DATAPLANE_TEST_NVME names the device; CI is not set in
+# the guest, so a test that lacks something else (a host tool) says so and
+# skips.
+step_device_tests() {
+    dev=/dev/$TEST_NG
+    [ -c "$dev" ] || skip "no $dev: $(uname -r) has no NVMe generic character devices (5.13+)"
+    [ -s "$R/nvme-tests.list" ] || fail "run.sh listed no test binaries ($R/nvme-tests.list)"
+    total=0
+    while IFS="$(printf '\t')" read -r bin filter; do
+        name=${bin##*/}
+        echo "+ DATAPLANE_TEST_NVME=$dev $name $filter"
+        rc=0
+        DATAPLANE_TEST_NVME=$dev RUST_BACKTRACE=1 "$LD" --library-path "$LIBPATH" "/host$bin" \
+            --test-threads=1 "$filter" >"$ST/tests.out" 2>&1 || rc=$?
+        cat "$ST/tests.out"
+        [ $rc = 0 ] || fail "$name: tests failed (exit status $rc)"
+        # Skips for what the guest lacks besides the drive (a tool) are
+        # fine; a skip for want of the device is not.
+        grep '^skipped:' "$ST/tests.out" | grep -q DATAPLANE_TEST_NVME &&
+            fail "$name: a test skipped for want of the NVMe device, with $dev present"
+        n=$(awk '/^test result:/ { s += $4 } END { print s + 0 }' "$ST/tests.out")
+        [ "$n" -gt 0 ] || fail "$name ran no test (filter '$filter')"
+        total=$((total + n))
+    done <"$R/nvme-tests.list"
+    echo "$total tests passed on $dev"
 }
 
 # ------------------------------------------------------------ performance
@@ -225,19 +256,19 @@ rotate() {
     echo "$@" | awk -v k="$_k" '{ for (i = 0; i < NF; i++) printf "%s ", $((i + k) % NF + 1) }'
 }
 
-# step_perf_nvme: fio 4 KiB randread QD 32 on the iblock LUN, on the namespace
-# itself (raw) and on the file LUN (when there is one), VM_PERF_ROUNDS rounds,
-# the order rotating each round, fio on CPU 0 (the reactor's is CPU 1).
+# step_perf_nvme: fio 4 KiB randread QD 32 on the iblock LUN, on namespace 1
+# itself (raw), and on the LUNs of the file and nvme bdevs (those that
+# exist), VM_PERF_ROUNDS rounds, the order rotating each round, fio on CPU 0
+# (the reactor's is CPU 1).
 step_perf_nvme() {
     ib=$(need_disk iblock)
     raw=/dev/$BASE_NS
     targets="iblock raw"
-    file=$(state disk-file)
-    if [ -n "$file" ] && [ -b "$file" ]; then
-        targets="$targets file"
-    else
-        file=
-    fi
+    missing=
+    for k in file nvme; do
+        d=$(state "disk-$k")
+        if [ -n "$d" ] && [ -b "$d" ]; then targets="$targets $k"; else missing="$missing $k"; fi
+    done
     if [ "$PERF_WARMUP" -gt 0 ]; then
         for t in $targets; do
             FIO_EXTRA="--cpus_allowed=0" run_fio "warmup-nvme-$t" randread-4k-qd32.fio \
@@ -252,17 +283,14 @@ step_perf_nvme() {
         done
         r=$((r + 1))
     done
-    if [ -z "$file" ]; then
-        [ -s "$ST/skip-file" ] || fail "no file LUN (its create step failed); iblock and raw measured alone"
-        echo "file bdev not measured: $(cat "$ST/skip-file")"
-    fi
+    [ -z "$missing" ] || fail "no LUN of:$missing (their create steps failed); measured: $targets"
 }
 # perf_disk TARGET: the disk step_perf_nvme reads for TARGET.
 perf_disk() {
     case $1 in
         iblock) echo "$ib" ;;
         raw) echo "$raw" ;;
-        file) echo "$file" ;;
+        *) state "disk-$1" ;;
     esac
 }
 

@@ -25,6 +25,7 @@ VM_PERF_RUNTIME=${VM_PERF_RUNTIME:-10} # seconds of each fio run in a round
 VM_PERF_WARMUP=${VM_PERF_WARMUP:-5}   # seconds of uncounted random reads on each LUN first
 VM_MIN_RATIO=${VM_MIN_RATIO:-}    # e.g. 0.9: fail when dataplane/rd_mcp IOPS is lower
 VM_MIN_FILE_RATIO=${VM_MIN_FILE_RATIO:-}  # e.g. 0.8: fail when file bdev/iblock IOPS is lower
+VM_MIN_NVME_RATIO=${VM_MIN_NVME_RATIO:-}  # e.g. 0.9: fail when nvme bdev/iblock IOPS is lower
 VM_NVME_NS_MIB=${VM_NVME_NS_MIB:-128}     # size of each emulated NVMe namespace, MiB
 VM_SCRIPT=${VM_SCRIPT:-}          # a script of yours to run in the guest instead of the steps
 VM_DATAPLANE=${VM_DATAPLANE:-${CARGO_TARGET_DIR:-$REPO/target}/release/dataplane}
@@ -53,6 +54,7 @@ die() { log "error: $*"; exit 1; }
 case "$VM_NVME_NS_MIB" in
     '' | *[!0-9]*) die "VM_NVME_NS_MIB must be a whole number of MiB" ;;
 esac
+[ "$VM_NVME_NS_MIB" -ge 128 ] || die "VM_NVME_NS_MIB must be at least 128 (the device tests use 72 MiB in 8 MiB regions)"
 case "$REPO$VM_RESULTS$VM_DATAPLANE" in
     *' '* | *,* | *'"'*) die "paths with spaces, commas or quotes are not supported" ;;
 esac
@@ -190,16 +192,46 @@ build_dataplane() {
     [ -x "$VM_DATAPLANE" ] || die "$VM_DATAPLANE was not built (CARGO_TARGET_DIR? set VM_DATAPLANE)"
 }
 
+# The Rust tests that need an NVMe namespace, built on the host (the debug
+# profile `cargo test` uses, so after it nothing is rebuilt) and run in the
+# guest (step device_tests). NVME_TESTS: "crate:target:kind:filter" each,
+# kind lib (unit tests) or test (a tests/ file), filter the name filter.
+NVME_TESTS="bdev:bdev:lib:nvme:: bdev:nvme:test: tests:serve_sim:test:nvme tests:zero_alloc:test:nvme"
+build_device_tests() {
+    local list=$1 spec crate target kind filter exe sel
+    : >"$list"
+    if [ "$VM_NO_BUILD" = 1 ] || ! command -v cargo >/dev/null; then
+        log "device tests not built (VM_NO_BUILD=1 or no cargo): step device_tests fails"
+        return
+    fi
+    log "cargo test --no-run (the NVMe device tests)"
+    for spec in $NVME_TESTS; do
+        IFS=: read -r crate target kind filter <<<"$spec"
+        if [ "$kind" = lib ]; then sel=(--lib); else sel=(--test "$target"); fi
+        exe=$(cd "$REPO" && cargo test -p "$crate" "${sel[@]}" --no-run \
+            --message-format=json --quiet 2>/dev/null |
+            python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") \
+            and m["target"]["name"] == sys.argv[1] and m["profile"]["test"]:
+        print(m["executable"])' "$target")
+        [ -n "$exe" ] || die "cargo test -p $crate --$kind $target built no test binary"
+        printf '%s\t%s\n' "$exe" "$filter" >>"$list"
+    done
+}
+
 # ---------------------------------------------------------------- NVMe drive
 # One emulated NVMe controller with two namespaces, each on its own sparse raw
 # image in the cache directory, created empty for every run:
 #   namespace 1 (nvme0n1, ng0n1): the in-kernel iblock baseline (read-only)
 #     and the raw reference, and the nvme passthrough bdev's namespace;
-#   namespace 2 (nvme0n2, ng0n2): the file bdev's (its whole block device).
+#   namespace 2 (nvme0n2, ng0n2): the file bdev's (its whole block device);
+#   namespace 3 (nvme0n3, ng0n3): the device tests' (step device_tests).
 # No bdev writes the namespace of another; iblock never writes (readonly=1).
 # discard=unmap makes a deallocation (DSM, Write Zeroes with DEAC) punch a
 # hole in the image, so deallocated blocks read back as zeroes.
-NVME_NAMESPACES=2
+NVME_NAMESPACES=3
 make_nvme_images() {
     local i
     for i in $(seq 1 "$NVME_NAMESPACES"); do
@@ -229,6 +261,7 @@ mkdir -p "$VM_RESULTS"
 VM_RESULTS=$(cd "$VM_RESULTS" && pwd)
 [ "$VM_RESULTS" != / ] || die "VM_RESULTS must not be /"
 find "$VM_RESULTS" -mindepth 1 -maxdepth 1 -type f -delete
+build_device_tests "$VM_RESULTS/nvme-tests.list"
 
 CMDLINE="console=ttyS0 quiet panic=-1 oops=panic VM_REPO=$REPO VM_DATAPLANE=$VM_DATAPLANE"
 CMDLINE+=" VM_KEEP=$VM_KEEP VM_SELFTEST=$VM_SELFTEST VM_PERF_ROUNDS=$VM_PERF_ROUNDS"
@@ -264,7 +297,8 @@ echo "$end" >"$VM_RESULTS/host-end"
 
 summary_status=0
 VM_SELFTEST=$VM_SELFTEST python3 "$HERE/summarize.py" "$VM_RESULTS" --kernel "$KVER" --qemu-status "$qemu_status" \
-    ${VM_MIN_RATIO:+--min-ratio "$VM_MIN_RATIO"} ${VM_MIN_FILE_RATIO:+--min-file-ratio "$VM_MIN_FILE_RATIO"} ||
+    ${VM_MIN_RATIO:+--min-ratio "$VM_MIN_RATIO"} ${VM_MIN_FILE_RATIO:+--min-file-ratio "$VM_MIN_FILE_RATIO"} \
+    ${VM_MIN_NVME_RATIO:+--min-nvme-ratio "$VM_MIN_NVME_RATIO"} ||
     summary_status=$?
 
 if [ "$summary_status" != 0 ]; then

@@ -4,8 +4,8 @@
 Reads steps.tsv (one "name<TAB>status<TAB>seconds<TAB>message" line per step),
 the fio JSON outputs (fio-*.json) and the timing markers, prints a summary
 table and exits non-zero if the guest did not finish, a step failed, or the
-dataplane/rd_mcp IOPS ratio is below --min-ratio (the file bdev/iblock ratio
-below --min-file-ratio).
+dataplane/rd_mcp IOPS ratio is below --min-ratio (the file and nvme bdevs'
+ratios to iblock below --min-file-ratio and --min-nvme-ratio).
 """
 
 import argparse
@@ -130,6 +130,7 @@ def main():
     ap.add_argument("--qemu-status", type=int, default=0)
     ap.add_argument("--min-ratio", type=float, default=None)
     ap.add_argument("--min-file-ratio", type=float, default=None)
+    ap.add_argument("--min-nvme-ratio", type=float, default=None)
     args = ap.parse_args()
     res = args.results
 
@@ -211,12 +212,14 @@ def main():
             problems.append(f"no IOPS ratio to compare with --min-ratio {args.min_ratio}")
         elif ratio < args.min_ratio:
             problems.append(f"IOPS ratio {ratio} is below {args.min_ratio}")
-    if args.min_file_ratio is not None:
-        fr = nvme.get("file_ratio_vs_iblock")
-        if fr is None:
-            problems.append(f"no file/iblock ratio to compare with --min-file-ratio {args.min_file_ratio}")
-        elif fr < args.min_file_ratio:
-            problems.append(f"file/iblock IOPS ratio {fr} is below {args.min_file_ratio}")
+    for bdev, floor in (("file", args.min_file_ratio), ("nvme", args.min_nvme_ratio)):
+        if floor is None:
+            continue
+        r = nvme.get(f"{bdev}_ratio_vs_iblock")
+        if r is None:
+            problems.append(f"no {bdev}/iblock ratio to compare with --min-{bdev}-ratio {floor}")
+        elif r < floor:
+            problems.append(f"{bdev}/iblock IOPS ratio {r} is below {floor}")
 
     kernel = args.kernel
     try:
