@@ -24,13 +24,11 @@ impl Lun {
             Ok(command) => command,
             Err(error) => return self.fail_now(slot, error),
         };
-        let task = &self.tasks[slot as usize];
-        let buf_len = task.data.len() as u64;
-        let bs = self.unit.block_size;
-        // Data-out must be supplied in full.
-        if cdb::data_out_len(&command, bs) > buf_len {
-            let field = cdb::transfer_length_field(cdb_bytes[0]);
-            return self.fail_now(slot, ScsiError::InvalidFieldInCdb(field));
+        let buf_len = self.tasks[slot as usize].data.len() as u64;
+        if let Err(error) =
+            cdb::check_data_out(cdb_bytes[0], &command, self.unit.block_size, buf_len)
+        {
+            return self.fail_now(slot, error);
         }
         if command.is_emulated() {
             return self.emulate(slot, &command);

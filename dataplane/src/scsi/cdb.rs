@@ -53,6 +53,39 @@ pub fn transfer_length_field(opcode: u8) -> Option<FieldPointer> {
     Some(FieldPointer::byte(byte))
 }
 
+/// Checks the data-out buffer (`buf_len` bytes) given with `command`, whose
+/// operation code is `opcode`, against what the CDB transfers
+/// ([`data_out_len`]):
+/// - shorter: INVALID FIELD IN CDB on the transfer length field, for every
+///   command (nothing may be written from data that never arrived);
+/// - longer: accepted and used from its start (the transport reports the
+///   residual), except for COMPARE AND WRITE.
+///
+/// COMPARE AND WRITE (SBC-4 5.3) takes a Data-Out Buffer of two instances
+/// of NUMBER OF LOGICAL BLOCKS blocks each, the verify instance and then
+/// the write instance: the CDB's length is what splits them, so a buffer
+/// of any other length means the initiator and the unit disagree on where
+/// the write instance starts, and writing would store data the initiator
+/// did not mean for those blocks. It fails with INVALID FIELD IN CDB on
+/// NUMBER OF LOGICAL BLOCKS, the field the buffer disagrees with (LIO's
+/// own SBC emulation likewise refuses every write whose data length
+/// differs from its CDB). This includes a NUMBER OF LOGICAL BLOCKS of 0
+/// with data (an initiator that put 256 into the 8-bit field sends that);
+/// 0 blocks with no data is no error.
+pub fn check_data_out(
+    opcode: u8,
+    command: &Command,
+    block_size: u32,
+    buf_len: u64,
+) -> Result<(), ScsiError> {
+    let needed = data_out_len(command, block_size);
+    let exact = matches!(command, Command::CompareAndWrite { .. });
+    if buf_len < needed || (exact && buf_len != needed) {
+        return Err(ScsiError::InvalidFieldInCdb(transfer_length_field(opcode)));
+    }
+    Ok(())
+}
+
 fn be16(cdb: &[u8], at: usize) -> u32 {
     u32::from(u16::from_be_bytes([cdb[at], cdb[at + 1]]))
 }

@@ -287,6 +287,42 @@ fn compare_and_write_length() {
     );
 }
 
+/// The data-out buffer: too short is refused for every command (on the
+/// transfer length field), longer is accepted, except for COMPARE AND
+/// WRITE, whose buffer must be exactly its two halves.
+#[test]
+fn data_out_buffer_length() {
+    let bs = 512;
+    let write = dec(&[0x2A, 0, 0, 0, 0, 1, 0, 0, 2, 0]).unwrap();
+    assert_eq!(check_data_out(0x2A, &write, bs, 1024), Ok(()));
+    assert_eq!(check_data_out(0x2A, &write, bs, 4096), Ok(()));
+    assert_eq!(
+        check_data_out(0x2A, &write, bs, 1023),
+        Err(ScsiError::cdb_byte(7))
+    );
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x89;
+    cdb[13] = 2;
+    let caw = dec(&cdb).unwrap();
+    assert_eq!(check_data_out(0x89, &caw, bs, 2048), Ok(()));
+    for len in [0, 2047, 2049, 4096] {
+        assert_eq!(
+            check_data_out(0x89, &caw, bs, len),
+            Err(ScsiError::cdb_byte(13)),
+            "{len}"
+        );
+    }
+    // 256 blocks do not fit the 8-bit field: an initiator that wraps them
+    // to 0 still sends 2 x 256 blocks of data.
+    cdb[13] = 0;
+    let caw = dec(&cdb).unwrap();
+    assert_eq!(check_data_out(0x89, &caw, bs, 0), Ok(()));
+    assert_eq!(
+        check_data_out(0x89, &caw, bs, 2 * 256 * 512),
+        Err(ScsiError::cdb_byte(13))
+    );
+}
+
 #[test]
 fn start_stop_and_mode_select_fields() {
     assert_eq!(
