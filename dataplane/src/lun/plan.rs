@@ -84,13 +84,16 @@ impl Lun {
                     task.step = Step::transfer(IoOp::Read, lba, fit, false, 0);
                 }
             }
-            Command::Write { lba, blocks, fua } if blocks > 0 => {
+            Command::Write {
+                lba, blocks, fua, ..
+            } if blocks > 0 => {
                 task.step = Step::transfer(IoOp::Write, lba, blocks, fua || write_through, 0);
             }
             Command::WriteAndVerify {
                 lba,
                 blocks,
                 byte_check,
+                ..
             } if blocks > 0 => {
                 task.step = Step::transfer(IoOp::Write, lba, blocks, true, 0);
                 let compare = if byte_check {
@@ -104,6 +107,7 @@ impl Lun {
                 lba,
                 blocks,
                 byte_check,
+                ..
             } if blocks > 0 => {
                 let compare = match byte_check {
                     ByteCheck::None => Compare::Nothing,
@@ -112,7 +116,9 @@ impl Lun {
                 };
                 task.step = Step::check(lba, blocks, compare);
             }
-            Command::CompareAndWrite { lba, blocks, fua } if blocks > 0 => {
+            Command::CompareAndWrite {
+                lba, blocks, fua, ..
+            } if blocks > 0 => {
                 task.step = Step::check(lba, blocks, Compare::Bytes { buf_offset: 0 });
                 task.next = Step::transfer(
                     IoOp::Write,
