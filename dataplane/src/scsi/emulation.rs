@@ -126,9 +126,9 @@ mod tests {
 
     #[test]
     fn allocation_length_truncates() {
-        assert_eq!(run(&[0x12, 0, 0, 0, 5, 0]).unwrap(), [0, 0, 6, 0x12, 31]);
+        assert_eq!(run(&[0x12, 0, 0, 0, 5, 0]).unwrap(), [0, 0, 6, 0x12, 91]);
         assert_eq!(run(&[0x12, 0, 0, 0, 0, 0]).unwrap(), []);
-        assert_eq!(run(&[0x12, 0, 0, 0x10, 0, 0]).unwrap().len(), 36);
+        assert_eq!(run(&[0x12, 0, 0, 0x10, 0, 0]).unwrap().len(), 96);
         assert_eq!(
             run(&[0x12, 1, 0x00, 0, 6, 0]).unwrap(),
             [0, 0, 0, 6, 0, 0x80]
