@@ -65,7 +65,11 @@ pub struct LunConfig {
     pub max_transfer_bytes: u32,
     /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT, 1..=4095. Default 64.
     pub max_unmap_descriptors: u32,
-    /// MAXIMUM UNMAP LBA COUNT (total per UNMAP), at least 1. Default 2^22.
+    /// MAXIMUM UNMAP LBA COUNT (total per UNMAP), at least 1. Default 2^20
+    /// (512 MiB at 512-byte blocks, 4 GiB at 4 KiB). SBC-4 sets no bound; a
+    /// larger value only saves commands on discards of more than this (an
+    /// initiator sends one UNMAP per this many blocks), and initiator test
+    /// suites (libiscsi) take a value above 2^20 for a bogus one.
     pub max_unmap_lba_count: u32,
     /// MAXIMUM WRITE SAME LENGTH in blocks, at least 1. Default 2^22.
     pub max_write_same_blocks: u32,
@@ -112,7 +116,7 @@ impl LunConfig {
             read_only: false,
             max_transfer_bytes,
             max_unmap_descriptors: 64,
-            max_unmap_lba_count: 1 << 22,
+            max_unmap_lba_count: 1 << 20,
             max_write_same_blocks: 1 << 22,
             max_compare_write_blocks: 1,
             max_tasks: 256,

@@ -7,6 +7,33 @@ use crate::port::port_pair;
 use super::super::{Lun, LunConfig, MAX_TASKS};
 use super::harness::caps;
 
+/// The Block Limits page of a default unit over `caps()`, at `block_size`.
+fn default_block_limits(block_size: u32) -> (crate::scsi::UnitInfo, Vec<u8>) {
+    let geometry = Geometry {
+        block_size,
+        num_blocks: 1 << 24,
+    };
+    let unit = LunConfig::new(geometry, caps()).validate().unwrap();
+    let mut page = [0u8; crate::scsi::RESPONSE_BUFFER_LEN];
+    let len = crate::scsi::inquiry::vpd(&unit, 0xB0, &mut page);
+    assert_eq!(len, 64);
+    (unit, page[..len].to_vec())
+}
+
+fn be32(page: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(page[at..at + 4].try_into().unwrap())
+}
+
+/// MAXIMUM UNMAP LBA COUNT of a default unit: 2^20 blocks (512 MiB at 512
+/// bytes, 4 GiB at 4 KiB), at both block sizes.
+#[test]
+fn default_max_unmap_lba_count() {
+    for block_size in [512, 4096] {
+        let (_, page) = default_block_limits(block_size);
+        assert_eq!(be32(&page, 20), 1 << 20, "{block_size}");
+    }
+}
+
 #[test]
 fn config_defaults() {
     let geometry = Geometry {
