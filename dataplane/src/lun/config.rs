@@ -71,7 +71,12 @@ pub struct LunConfig {
     /// initiator sends one UNMAP per this many blocks), and initiator test
     /// suites (libiscsi) take a value above 2^20 for a bogus one.
     pub max_unmap_lba_count: u32,
-    /// MAXIMUM WRITE SAME LENGTH in blocks, at least 1. Default 2^22.
+    /// MAXIMUM WRITE SAME LENGTH in blocks, at least 1. Default 0xFFFF, as
+    /// LIO's block and file backstores: the largest NUMBER OF LOGICAL
+    /// BLOCKS WRITE SAME (10) can carry, so the limit, which applies to
+    /// both CDBs, is reachable with either; and it bounds one command's
+    /// work when the block is written as a pattern, chunk after chunk (32
+    /// MiB at 512-byte blocks, 256 MiB at 4 KiB).
     pub max_write_same_blocks: u32,
     /// MAXIMUM COMPARE AND WRITE LENGTH in blocks, 1..=255, and at most the
     /// maximum transfer length. Default 1.
@@ -117,7 +122,7 @@ impl LunConfig {
             max_transfer_bytes,
             max_unmap_descriptors: 64,
             max_unmap_lba_count: 1 << 20,
-            max_write_same_blocks: 1 << 22,
+            max_write_same_blocks: 0xFFFF,
             max_compare_write_blocks: 1,
             max_tasks: 256,
             scratch_bytes: (4usize << 20).max(scratch_chunk_bytes),

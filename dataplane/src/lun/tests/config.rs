@@ -34,6 +34,27 @@ fn default_max_unmap_lba_count() {
     }
 }
 
+/// MAXIMUM WRITE SAME LENGTH of a default unit: 0xFFFF, the largest count
+/// WRITE SAME (10) can carry, so both WRITE SAME CDBs reach the same
+/// limit; the decoder enforces it.
+#[test]
+fn default_max_write_same_length() {
+    for block_size in [512, 4096] {
+        let (unit, page) = default_block_limits(block_size);
+        assert_eq!(be32(&page, 36), 0, "{block_size}");
+        assert_eq!(be32(&page, 40), 0xFFFF, "{block_size}");
+        let ws16 = |blocks: u32| {
+            let mut cdb = [0u8; 16];
+            cdb[0] = 0x93;
+            cdb[1] = 0x08; // UNMAP
+            cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
+            crate::scsi::decode(&cdb, &unit)
+        };
+        assert!(ws16(0xFFFF).is_ok());
+        assert_eq!(ws16(0x10000), Err(crate::scsi::ScsiError::cdb_byte(10)));
+    }
+}
+
 #[test]
 fn config_defaults() {
     let geometry = Geometry {
