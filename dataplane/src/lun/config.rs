@@ -18,6 +18,11 @@ pub enum LunError {
 /// Most task slots a unit may have.
 pub const MAX_TASKS: u32 = 1 << 20;
 
+/// The default MAXIMUM TRANSFER LENGTH in bytes, when the bdev allows it
+/// ([`LunConfig::max_transfer_bytes`]); tools that size a kernel device's
+/// own limit (LIO's `hw_max_sectors`) use it so the two agree.
+pub const DEFAULT_MAX_TRANSFER_BYTES: u32 = 1 << 20;
+
 /// Configuration of a logical unit. Build it with [`LunConfig::new`] or
 /// [`LunConfig::for_bdev`] (which set the defaults documented on each field)
 /// and change what you need; [`Lun::new`](super::Lun::new) validates it.
@@ -61,7 +66,8 @@ pub struct LunConfig {
     pub read_only: bool,
     /// MAXIMUM TRANSFER LENGTH in bytes (a multiple of the block size, at
     /// most the bdev's limit). Larger transfers fail with INVALID FIELD IN
-    /// CDB. Default 1 MiB or the bdev's limit if smaller.
+    /// CDB. Default [`DEFAULT_MAX_TRANSFER_BYTES`] (1 MiB) or the bdev's
+    /// limit if smaller.
     pub max_transfer_bytes: u32,
     /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT, 1..=4095. Default 64.
     pub max_unmap_descriptors: u32,
@@ -102,8 +108,8 @@ impl LunConfig {
             blocks => u64::from(blocks) * block,
         };
         let round = |bytes: u64| (bytes / block).max(1) * block;
-        let max_transfer_bytes =
-            round((1u64 << 20).min(bdev_limit)).min(u64::from(u32::MAX) / block * block) as u32;
+        let max_transfer_bytes = round(u64::from(DEFAULT_MAX_TRANSFER_BYTES).min(bdev_limit))
+            .min(u64::from(u32::MAX) / block * block) as u32;
         let scratch_chunk_bytes = round((256u64 << 10).min(bdev_limit)) as usize;
         Self {
             vendor: "DATAPLN".into(),

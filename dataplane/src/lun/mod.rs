@@ -115,7 +115,7 @@ use crate::scsi::{unmap, ModeState, ModeValues, SenseFormat, UnitInfo, RESPONSE_
 use memory::Scratch;
 use task::{Task, TaskState};
 
-pub use config::{LunConfig, LunError, MAX_TASKS};
+pub use config::{LunConfig, LunError, DEFAULT_MAX_TRANSFER_BYTES, MAX_TASKS};
 
 /// Counters for tests and statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
