@@ -18,6 +18,11 @@ pub enum LunError {
 /// Most task slots a unit may have.
 pub const MAX_TASKS: u32 = 1 << 20;
 
+/// The default MAXIMUM TRANSFER LENGTH in bytes, when the bdev allows it
+/// ([`LunConfig::max_transfer_bytes`]); tools that size a kernel device's
+/// own limit (LIO's `hw_max_sectors`) use it so the two agree.
+pub const DEFAULT_MAX_TRANSFER_BYTES: u32 = 1 << 20;
+
 /// Configuration of a logical unit. Build it with [`LunConfig::new`] or
 /// [`LunConfig::for_bdev`] (which set the defaults documented on each field)
 /// and change what you need; [`Lun::new`](super::Lun::new) validates it.
@@ -61,13 +66,23 @@ pub struct LunConfig {
     pub read_only: bool,
     /// MAXIMUM TRANSFER LENGTH in bytes (a multiple of the block size, at
     /// most the bdev's limit). Larger transfers fail with INVALID FIELD IN
-    /// CDB. Default 1 MiB or the bdev's limit if smaller.
+    /// CDB. Default [`DEFAULT_MAX_TRANSFER_BYTES`] (1 MiB) or the bdev's
+    /// limit if smaller.
     pub max_transfer_bytes: u32,
     /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT, 1..=4095. Default 64.
     pub max_unmap_descriptors: u32,
-    /// MAXIMUM UNMAP LBA COUNT (total per UNMAP), at least 1. Default 2^22.
+    /// MAXIMUM UNMAP LBA COUNT (total per UNMAP), at least 1. Default 2^20
+    /// (512 MiB at 512-byte blocks, 4 GiB at 4 KiB). SBC-4 sets no bound; a
+    /// larger value only saves commands on discards of more than this (an
+    /// initiator sends one UNMAP per this many blocks), and initiator test
+    /// suites (libiscsi) take a value above 2^20 for a bogus one.
     pub max_unmap_lba_count: u32,
-    /// MAXIMUM WRITE SAME LENGTH in blocks, at least 1. Default 2^22.
+    /// MAXIMUM WRITE SAME LENGTH in blocks, at least 1. Default 0xFFFF, as
+    /// LIO's block and file backstores: the largest NUMBER OF LOGICAL
+    /// BLOCKS WRITE SAME (10) can carry, so the limit, which applies to
+    /// both CDBs, is reachable with either; and it bounds one command's
+    /// work when the block is written as a pattern, chunk after chunk (32
+    /// MiB at 512-byte blocks, 256 MiB at 4 KiB).
     pub max_write_same_blocks: u32,
     /// MAXIMUM COMPARE AND WRITE LENGTH in blocks, 1..=255, and at most the
     /// maximum transfer length. Default 1.
@@ -93,8 +108,8 @@ impl LunConfig {
             blocks => u64::from(blocks) * block,
         };
         let round = |bytes: u64| (bytes / block).max(1) * block;
-        let max_transfer_bytes =
-            round((1u64 << 20).min(bdev_limit)).min(u64::from(u32::MAX) / block * block) as u32;
+        let max_transfer_bytes = round(u64::from(DEFAULT_MAX_TRANSFER_BYTES).min(bdev_limit))
+            .min(u64::from(u32::MAX) / block * block) as u32;
         let scratch_chunk_bytes = round((256u64 << 10).min(bdev_limit)) as usize;
         Self {
             vendor: "DATAPLN".into(),
@@ -112,8 +127,8 @@ impl LunConfig {
             read_only: false,
             max_transfer_bytes,
             max_unmap_descriptors: 64,
-            max_unmap_lba_count: 1 << 22,
-            max_write_same_blocks: 1 << 22,
+            max_unmap_lba_count: 1 << 20,
+            max_write_same_blocks: 0xFFFF,
             max_compare_write_blocks: 1,
             max_tasks: 256,
             scratch_bytes: (4usize << 20).max(scratch_chunk_bytes),

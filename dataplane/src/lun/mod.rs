@@ -72,7 +72,9 @@
 //!   COMPARE AND WRITE, WRITE SAME without NDOB, UNMAP, MODE SELECT): a
 //!   buffer shorter than the CDB requires fails with INVALID FIELD IN CDB on
 //!   the transfer length (no pointer for WRITE SAME) before anything is
-//!   written; a longer buffer is used from its start.
+//!   written; a longer buffer is used from its start, except for COMPARE
+//!   AND WRITE, whose buffer must be exactly its verify and write halves
+//!   (see [`crate::scsi::cdb::check_data_out`]).
 //! - VERIFY and WRITE AND VERIFY with BYTCHK 00b really read the range back
 //!   (medium verification), through scratch memory. The write of WRITE AND
 //!   VERIFY is FUA, so the verification reads the medium.
@@ -113,7 +115,7 @@ use crate::scsi::{unmap, ModeState, ModeValues, SenseFormat, UnitInfo, RESPONSE_
 use memory::Scratch;
 use task::{Task, TaskState};
 
-pub use config::{LunConfig, LunError, MAX_TASKS};
+pub use config::{LunConfig, LunError, DEFAULT_MAX_TRANSFER_BYTES, MAX_TASKS};
 
 /// Counters for tests and statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -24,13 +24,11 @@ impl Lun {
             Ok(command) => command,
             Err(error) => return self.fail_now(slot, error),
         };
-        let task = &self.tasks[slot as usize];
-        let buf_len = task.data.len() as u64;
-        let bs = self.unit.block_size;
-        // Data-out must be supplied in full.
-        if cdb::data_out_len(&command, bs) > buf_len {
-            let field = cdb::transfer_length_field(cdb_bytes[0]);
-            return self.fail_now(slot, ScsiError::InvalidFieldInCdb(field));
+        let buf_len = self.tasks[slot as usize].data.len() as u64;
+        if let Err(error) =
+            cdb::check_data_out(cdb_bytes[0], &command, self.unit.block_size, buf_len)
+        {
+            return self.fail_now(slot, error);
         }
         if command.is_emulated() {
             return self.emulate(slot, &command);
@@ -86,13 +84,16 @@ impl Lun {
                     task.step = Step::transfer(IoOp::Read, lba, fit, false, 0);
                 }
             }
-            Command::Write { lba, blocks, fua } if blocks > 0 => {
+            Command::Write {
+                lba, blocks, fua, ..
+            } if blocks > 0 => {
                 task.step = Step::transfer(IoOp::Write, lba, blocks, fua || write_through, 0);
             }
             Command::WriteAndVerify {
                 lba,
                 blocks,
                 byte_check,
+                ..
             } if blocks > 0 => {
                 task.step = Step::transfer(IoOp::Write, lba, blocks, true, 0);
                 let compare = if byte_check {
@@ -106,6 +107,7 @@ impl Lun {
                 lba,
                 blocks,
                 byte_check,
+                ..
             } if blocks > 0 => {
                 let compare = match byte_check {
                     ByteCheck::None => Compare::Nothing,
@@ -114,7 +116,9 @@ impl Lun {
                 };
                 task.step = Step::check(lba, blocks, compare);
             }
-            Command::CompareAndWrite { lba, blocks, fua } if blocks > 0 => {
+            Command::CompareAndWrite {
+                lba, blocks, fua, ..
+            } if blocks > 0 => {
                 task.step = Step::check(lba, blocks, Compare::Bytes { buf_offset: 0 });
                 task.next = Step::transfer(
                     IoOp::Write,

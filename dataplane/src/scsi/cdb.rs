@@ -14,7 +14,11 @@
 //! 4. the LBA range (LOGICAL BLOCK ADDRESS OUT OF RANGE);
 //! 5. write protection (DATA PROTECT, WRITE PROTECTED).
 //!
-//! Ignored bits: DPO, RARC, FUA_NV and other obsolete bits, GROUP NUMBER,
+//! DPO is decoded and needs nothing: the unit keeps no cache above its
+//! bdev, so every block already has the lowest retention priority (see
+//! [`Command::Read`]).
+//!
+//! Ignored bits: RARC, FUA_NV and other obsolete bits, GROUP NUMBER,
 //! IMMED of SYNCHRONIZE CACHE and START STOP UNIT, NO_FLUSH, the PREVENT
 //! field, PMI and the obsolete LBA of READ CAPACITY, the LINK bit, and every
 //! reserved bit. The CDB usage data in [`super::opcodes::SUPPORTED`] reports
@@ -51,6 +55,39 @@ pub fn transfer_length_field(opcode: u8) -> Option<FieldPointer> {
         _ => return None,
     };
     Some(FieldPointer::byte(byte))
+}
+
+/// Checks the data-out buffer (`buf_len` bytes) given with `command`, whose
+/// operation code is `opcode`, against what the CDB transfers
+/// ([`data_out_len`]):
+/// - shorter: INVALID FIELD IN CDB on the transfer length field, for every
+///   command (nothing may be written from data that never arrived);
+/// - longer: accepted and used from its start (the transport reports the
+///   residual), except for COMPARE AND WRITE.
+///
+/// COMPARE AND WRITE (SBC-4 5.3) takes a Data-Out Buffer of two instances
+/// of NUMBER OF LOGICAL BLOCKS blocks each, the verify instance and then
+/// the write instance: the CDB's length is what splits them, so a buffer
+/// of any other length means the initiator and the unit disagree on where
+/// the write instance starts, and writing would store data the initiator
+/// did not mean for those blocks. It fails with INVALID FIELD IN CDB on
+/// NUMBER OF LOGICAL BLOCKS, the field the buffer disagrees with (LIO's
+/// own SBC emulation likewise refuses every write whose data length
+/// differs from its CDB). This includes a NUMBER OF LOGICAL BLOCKS of 0
+/// with data (an initiator that put 256 into the 8-bit field sends that);
+/// 0 blocks with no data is no error.
+pub fn check_data_out(
+    opcode: u8,
+    command: &Command,
+    block_size: u32,
+    buf_len: u64,
+) -> Result<(), ScsiError> {
+    let needed = data_out_len(command, block_size);
+    let exact = matches!(command, Command::CompareAndWrite { .. });
+    if buf_len < needed || (exact && buf_len != needed) {
+        return Err(ScsiError::InvalidFieldInCdb(transfer_length_field(opcode)));
+    }
+    Ok(())
 }
 
 fn be16(cdb: &[u8], at: usize) -> u32 {
@@ -237,6 +274,7 @@ fn decode_fields(cdb: &[u8], opcode: u8, unit: &UnitInfo) -> Result<Command, Scs
                     lba,
                     blocks,
                     fua: false,
+                    dpo: false,
                 }
             } else {
                 check_writable(unit)?;
@@ -244,12 +282,14 @@ fn decode_fields(cdb: &[u8], opcode: u8, unit: &UnitInfo) -> Result<Command, Scs
                     lba,
                     blocks,
                     fua: false,
+                    dpo: false,
                 }
             }
         }
         READ_10 | WRITE_10 | READ_12 | WRITE_12 | READ_16 | WRITE_16 => {
             no_protection(cdb)?;
             let fua = cdb[1] & 0x08 != 0;
+            let dpo = cdb[1] & 0x10 != 0;
             let (lba, blocks, length_byte) = match opcode {
                 READ_10 | WRITE_10 => (u64::from(be32(cdb, 2)), be16(cdb, 7), 7),
                 READ_12 | WRITE_12 => (u64::from(be32(cdb, 2)), be32(cdb, 6), 6),
@@ -258,15 +298,26 @@ fn decode_fields(cdb: &[u8], opcode: u8, unit: &UnitInfo) -> Result<Command, Scs
             check_transfer(unit, blocks, length_byte)?;
             unit.check_range(lba, u64::from(blocks))?;
             if matches!(opcode, READ_10 | READ_12 | READ_16) {
-                Command::Read { lba, blocks, fua }
+                Command::Read {
+                    lba,
+                    blocks,
+                    fua,
+                    dpo,
+                }
             } else {
                 check_writable(unit)?;
-                Command::Write { lba, blocks, fua }
+                Command::Write {
+                    lba,
+                    blocks,
+                    fua,
+                    dpo,
+                }
             }
         }
         WRITE_AND_VERIFY_10 | WRITE_AND_VERIFY_16 | VERIFY_10 | VERIFY_16 => {
             no_protection(cdb)?;
             let bytchk = (cdb[1] >> 1) & 0x03;
+            let dpo = cdb[1] & 0x10 != 0;
             let verify = matches!(opcode, VERIFY_10 | VERIFY_16);
             let byte_check = match bytchk {
                 0 => ByteCheck::None,
@@ -285,6 +336,7 @@ fn decode_fields(cdb: &[u8], opcode: u8, unit: &UnitInfo) -> Result<Command, Scs
                     lba,
                     blocks,
                     byte_check,
+                    dpo,
                 }
             } else {
                 check_writable(unit)?;
@@ -292,6 +344,7 @@ fn decode_fields(cdb: &[u8], opcode: u8, unit: &UnitInfo) -> Result<Command, Scs
                     lba,
                     blocks,
                     byte_check: byte_check == ByteCheck::Bytes,
+                    dpo,
                 }
             }
         }
@@ -356,6 +409,7 @@ fn decode_fields(cdb: &[u8], opcode: u8, unit: &UnitInfo) -> Result<Command, Scs
                 lba,
                 blocks,
                 fua: cdb[1] & 0x08 != 0,
+                dpo: cdb[1] & 0x10 != 0,
             }
         }
         // `lookup` only returns operation codes handled above.

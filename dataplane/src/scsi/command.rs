@@ -108,6 +108,10 @@ pub enum Command {
         blocks: u32,
         /// FUA.
         fua: bool,
+        /// DPO (SBC-4, READ (10)): the blocks get the lowest retention priority
+        /// in a cache. The unit keeps no cache above its bdev, so no block
+        /// is ever retained longer than that: honoured by doing nothing.
+        dpo: bool,
     },
     /// WRITE (6/10/12/16).
     Write {
@@ -117,6 +121,10 @@ pub enum Command {
         blocks: u32,
         /// FUA.
         fua: bool,
+        /// DPO (SBC-4, READ (10)): the blocks get the lowest retention priority
+        /// in a cache. The unit keeps no cache above its bdev, so no block
+        /// is ever retained longer than that: honoured by doing nothing.
+        dpo: bool,
     },
     /// WRITE AND VERIFY (10/16).
     WriteAndVerify {
@@ -126,6 +134,10 @@ pub enum Command {
         blocks: u32,
         /// BYTCHK = 01b: compare what was written with the data-out buffer.
         byte_check: bool,
+        /// DPO (SBC-4, READ (10)): the blocks get the lowest retention priority
+        /// in a cache. The unit keeps no cache above its bdev, so no block
+        /// is ever retained longer than that: honoured by doing nothing.
+        dpo: bool,
     },
     /// VERIFY (10/16).
     Verify {
@@ -135,6 +147,10 @@ pub enum Command {
         blocks: u32,
         /// BYTCHK.
         byte_check: ByteCheck,
+        /// DPO (SBC-4, READ (10)): the blocks get the lowest retention priority
+        /// in a cache. The unit keeps no cache above its bdev, so no block
+        /// is ever retained longer than that: honoured by doing nothing.
+        dpo: bool,
     },
     /// SYNCHRONIZE CACHE (10/16).
     SynchronizeCache {
@@ -167,6 +183,10 @@ pub enum Command {
         blocks: u32,
         /// FUA (of the write).
         fua: bool,
+        /// DPO (SBC-4, READ (10)): the blocks get the lowest retention priority
+        /// in a cache. The unit keeps no cache above its bdev, so no block
+        /// is ever retained longer than that: honoured by doing nothing.
+        dpo: bool,
     },
 }
 

@@ -126,9 +126,9 @@ mod tests {
 
     #[test]
     fn allocation_length_truncates() {
-        assert_eq!(run(&[0x12, 0, 0, 0, 5, 0]).unwrap(), [0, 0, 6, 0x12, 31]);
+        assert_eq!(run(&[0x12, 0, 0, 0, 5, 0]).unwrap(), [0, 0, 6, 0x12, 91]);
         assert_eq!(run(&[0x12, 0, 0, 0, 0, 0]).unwrap(), []);
-        assert_eq!(run(&[0x12, 0, 0, 0x10, 0, 0]).unwrap().len(), 36);
+        assert_eq!(run(&[0x12, 0, 0, 0x10, 0, 0]).unwrap().len(), 96);
         assert_eq!(
             run(&[0x12, 1, 0x00, 0, 6, 0]).unwrap(),
             [0, 0, 0, 6, 0, 0x80]
@@ -229,7 +229,7 @@ mod tests {
         // 001b: READ (10).
         assert_eq!(
             rsoc(1, 0x28, 0, 64),
-            [0, 0x03, 0, 10, 0x28, 0xE8, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0x04]
+            [0, 0x03, 0, 10, 0x28, 0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0x04]
         );
         // 001b: unsupported operation code.
         assert_eq!(rsoc(1, 0x04, 0, 64), [0, 0x01, 0, 0]);
@@ -248,6 +248,34 @@ mod tests {
         assert_eq!(rsoc(3, 0x28, 1, 64), [0, 0x01, 0, 0]);
         assert_eq!(rsoc(3, 0xA3, 0x0C, 64)[..4], [0, 0x03, 0, 12]);
         assert_eq!(rsoc(3, 0xA3, 0x0A, 64), [0, 0x01, 0, 0]);
+    }
+
+    /// MODE SENSE says DPOFUA (the unit takes DPO and FUA), so the CDB
+    /// usage data of every command with a DPO bit shows it as evaluated
+    /// (SPC-4 6.35.3), and those with FUA show FUA.
+    #[test]
+    fn usage_data_shows_dpo_and_fua_where_dpofua_is_set() {
+        let header = run(&[0x1A, 0x08, 0x3F, 0, 4, 0]).unwrap();
+        assert_eq!(header[2] & 0x10, 0x10, "DPOFUA");
+        for (opcode, fua) in [
+            (0x28, true),  // READ (10)
+            (0x2A, true),  // WRITE (10)
+            (0x2E, false), // WRITE AND VERIFY (10)
+            (0x2F, false), // VERIFY (10)
+            (0x88, true),  // READ (16)
+            (0x89, true),  // COMPARE AND WRITE
+            (0x8A, true),  // WRITE (16)
+            (0x8E, false), // WRITE AND VERIFY (16)
+            (0x8F, false), // VERIFY (16)
+            (0xA8, true),  // READ (12)
+            (0xAA, true),  // WRITE (12)
+        ] {
+            let data = rsoc(1, opcode, 0, 64);
+            assert_eq!(data[1] & 0x07, 0x03, "{opcode:#04x} supported");
+            assert_eq!(data[4], opcode);
+            assert_eq!(data[5] & 0x10, 0x10, "{opcode:#04x}: DPO");
+            assert_eq!(data[5] & 0x08 != 0, fua, "{opcode:#04x}: FUA");
+        }
     }
 
     #[test]

@@ -13,12 +13,28 @@ pub const VPD_PAGES: [u8; 6] = [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2];
 /// VERSION of the standard data: SPC-4.
 pub const VERSION_SPC4: u8 = 0x06;
 
-/// Length of the standard INQUIRY data.
-pub const STANDARD_LEN: usize = 36;
+/// Length of the standard INQUIRY data: through the version descriptors
+/// (bytes 58..74) and the reserved bytes up to the vendor-specific
+/// parameters at byte 96, the length LIO and most disks return.
+pub const STANDARD_LEN: usize = 96;
+
+/// Version descriptors of the standard data (SPC-4 6.6.2, table "Version
+/// descriptor values"), in the order SPC-4 recommends (command set, then
+/// the command set of the device type):
+/// - SPC-4 (0460h, no version claimed), as VERSION 06h says;
+/// - SBC-3 (04C0h, no version claimed): the Block Limits page is SBC-3's
+///   (3Ch long; SBC-2's is 08h) and READ CAPACITY (16), the Logical Block
+///   Provisioning page, UNMAP and WRITE SAME (16) are SBC-3's, so the unit
+///   claims the standard whose pages it returns. (SBC-4 adds nothing an
+///   initiator needs from this unit that SBC-3 lacks.)
+///
+/// No architecture model or transport descriptor: task management and the
+/// transport are the kernel target's, which the unit does not see.
+pub const VERSION_DESCRIPTORS: [u16; 2] = [0x0460, 0x04C0];
 
 /// Writes the standard INQUIRY data: direct-access block device (type 0),
-/// not removable, SPC-4, response data format 2 with HISUP, CMDQUE, no
-/// version descriptors.
+/// not removable, SPC-4, response data format 2 with HISUP, CMDQUE, and
+/// the [`VERSION_DESCRIPTORS`].
 pub fn standard(unit: &UnitInfo, out: &mut [u8]) -> usize {
     let data = &mut out[..STANDARD_LEN];
     data.fill(0);
@@ -31,6 +47,9 @@ pub fn standard(unit: &UnitInfo, out: &mut [u8]) -> usize {
     data[8..16].copy_from_slice(&unit.vendor);
     data[16..32].copy_from_slice(&unit.product);
     data[32..36].copy_from_slice(&unit.revision);
+    for (i, descriptor) in VERSION_DESCRIPTORS.iter().enumerate() {
+        data[58 + 2 * i..60 + 2 * i].copy_from_slice(&descriptor.to_be_bytes());
+    }
     STANDARD_LEN
 }
 
@@ -171,11 +190,34 @@ mod tests {
     fn standard_data() {
         let mut out = [0xEEu8; RESPONSE_BUFFER_LEN];
         let len = standard(&test_unit(), &mut out);
-        let mut expected = vec![0x00, 0x00, 0x06, 0x12, 31, 0x00, 0x00, 0x02];
+        let mut expected = vec![0x00, 0x00, 0x06, 0x12, 91, 0x00, 0x00, 0x02];
         expected.extend_from_slice(b"TESTVEND");
         expected.extend_from_slice(b"TEST PRODUCT    ");
         expected.extend_from_slice(b"1.0 ");
+        expected.resize(58, 0);
+        expected.extend_from_slice(&[0x04, 0x60, 0x04, 0xC0]);
+        expected.resize(96, 0);
         assert_eq!(&out[..len], &expected[..]);
+    }
+
+    /// The standard data claims the standards whose pages and fields the
+    /// unit returns: SPC-4 (also VERSION 06h) and SBC-3, which defines the
+    /// 3Ch-long Block Limits page (SBC-2's page is 08h long), so an
+    /// initiator reading the descriptors knows what the page holds.
+    #[test]
+    fn standard_data_claims_spc4_and_sbc3() {
+        let mut out = [0xEEu8; RESPONSE_BUFFER_LEN];
+        let len = standard(&test_unit(), &mut out);
+        assert!(len >= 74, "{len}: no room for version descriptors");
+        assert_eq!(usize::from(out[4]) + 5, len, "ADDITIONAL LENGTH");
+        let descriptors: Vec<u16> = out[58..74]
+            .chunks(2)
+            .map(|d| u16::from_be_bytes([d[0], d[1]]))
+            .filter(|&d| d != 0)
+            .collect();
+        assert!(descriptors.contains(&0x0460), "SPC-4: {descriptors:x?}");
+        assert!(descriptors.contains(&0x04C0), "SBC-3: {descriptors:x?}");
+        assert_eq!(page(&test_unit(), 0xB0)[3], 0x3C);
     }
 
     #[test]

@@ -488,7 +488,8 @@ const BACKSTORE_STEPS: [&str; 10] = [
     "write core/user_0/disk0/control dev_config=dataplane/ram0",
     "write core/user_0/disk0/control dev_size=1073741824",
     "write core/user_0/disk0/control hw_block_size=4096",
-    "write core/user_0/disk0/control hw_max_sectors=2048",
+    // 1 MiB, the LUN's default transfer, in 4 KiB blocks.
+    "write core/user_0/disk0/control hw_max_sectors=256",
     "write core/user_0/disk0/control nl_reply_supported=-1",
     "write core/user_0/disk0/control max_data_area_mb=64",
     "write core/user_0/disk0/attrib/cmd_time_out 30",
@@ -518,7 +519,7 @@ fn create_writes_the_documented_sequence() {
     // What serve will read back.
     let facts = discovery::device_facts(&m.roots, 0, "disk0").unwrap();
     assert_eq!(facts.hw_block_size, 4096);
-    assert_eq!(facts.hw_max_sectors, 2048);
+    assert_eq!(facts.hw_max_sectors, 256);
     assert_eq!(facts.dev_size, 1 << 30);
     assert_eq!(facts.max_data_area_mb, 64);
     assert_eq!(facts.cmd_time_out, 30);
@@ -535,7 +536,7 @@ fn create_writes_the_documented_sequence() {
     let mut second = CreateSpec::new("disk1", "ram1", 1 << 20);
     second.hba = 0;
     second.subtype = "other".into();
-    second.max_sectors = 256;
+    second.max_sectors = Some(256);
     second.max_data_area_mb = 8;
     second.cmd_time_out = 0;
     let mut lio = m.lio();

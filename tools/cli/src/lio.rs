@@ -78,9 +78,10 @@ struct CreateArgs {
     /// Handler subtype: dev_config=<SUBTYPE>/<BDEV>.
     #[arg(long, default_value = DEFAULT_SUBTYPE)]
     subtype: String,
-    /// hw_max_sectors: the largest command in blocks (2048 x 512 B = 1 MiB).
-    #[arg(long, default_value_t = 2048)]
-    max_sectors: u32,
+    /// hw_max_sectors: the largest command in blocks [default: 1 MiB in blocks, the
+    /// LUN's default transfer limit: 2048 at 512 B, 256 at 4 KiB].
+    #[arg(long)]
+    max_sectors: Option<u32>,
     /// max_data_area_mb: the ring's data area in MiB.
     #[arg(long, default_value_t = 64)]
     max_data_area_mb: u32,

@@ -89,3 +89,32 @@ fn compare_and_write_runs_alone() {
     assert_eq!(read, 6);
     assert_eq!(log.len(), 14);
 }
+
+/// The Data-Out Buffer of COMPARE AND WRITE is the verify instance followed
+/// by the write instance, NUMBER OF LOGICAL BLOCKS each: a buffer of any
+/// other length leaves the split between them undefined, so the command is
+/// refused before anything is read or written. This is also what an
+/// initiator that encodes 256 blocks gets: the 8-bit field wraps to 0 while
+/// 2 x 256 blocks of data arrive.
+#[test]
+fn compare_and_write_refuses_a_data_out_buffer_of_another_length() {
+    let mut h = Harness::new();
+    let old = pattern(4 * 512, 21);
+    h.disk.write_blocks(60, &old);
+    let refused = check(ScsiError::cdb_byte(13));
+    // 0 blocks in the CDB, 2 x 2 blocks of data.
+    let mut buf = old.clone();
+    assert_eq!(h.exec(&caw(60, 0, false), &mut buf), refused);
+    // 1 block in the CDB, 2 x 2 blocks of data whose first block matches.
+    let mut buf = old.clone();
+    assert_eq!(h.exec(&caw(60, 1, false), &mut buf), refused);
+    // 2 blocks in the CDB, one byte short of 2 x 2 blocks.
+    let mut buf = old.clone();
+    buf.extend_from_slice(&pattern(2 * 512 - 1, 22));
+    assert_eq!(h.exec(&caw(60, 2, false), &mut buf), refused);
+    assert_eq!(h.disk.blocks(60, 4), old);
+    assert!(h.disk.log().is_empty(), "{:?}", h.disk.log());
+    // 0 blocks and no data: nothing to do, and no error (SBC-4 5.3).
+    assert_eq!(h.exec(&caw(60, 0, false), &mut []), Response::good(0));
+    assert!(h.disk.log().is_empty());
+}

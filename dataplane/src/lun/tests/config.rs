@@ -7,6 +7,54 @@ use crate::port::port_pair;
 use super::super::{Lun, LunConfig, MAX_TASKS};
 use super::harness::caps;
 
+/// The Block Limits page of a default unit over `caps()`, at `block_size`.
+fn default_block_limits(block_size: u32) -> (crate::scsi::UnitInfo, Vec<u8>) {
+    let geometry = Geometry {
+        block_size,
+        num_blocks: 1 << 24,
+    };
+    let unit = LunConfig::new(geometry, caps()).validate().unwrap();
+    let mut page = [0u8; crate::scsi::RESPONSE_BUFFER_LEN];
+    let len = crate::scsi::inquiry::vpd(&unit, 0xB0, &mut page);
+    assert_eq!(len, 64);
+    (unit, page[..len].to_vec())
+}
+
+fn be32(page: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(page[at..at + 4].try_into().unwrap())
+}
+
+/// MAXIMUM UNMAP LBA COUNT of a default unit: 2^20 blocks (512 MiB at 512
+/// bytes, 4 GiB at 4 KiB), at both block sizes.
+#[test]
+fn default_max_unmap_lba_count() {
+    for block_size in [512, 4096] {
+        let (_, page) = default_block_limits(block_size);
+        assert_eq!(be32(&page, 20), 1 << 20, "{block_size}");
+    }
+}
+
+/// MAXIMUM WRITE SAME LENGTH of a default unit: 0xFFFF, the largest count
+/// WRITE SAME (10) can carry, so both WRITE SAME CDBs reach the same
+/// limit; the decoder enforces it.
+#[test]
+fn default_max_write_same_length() {
+    for block_size in [512, 4096] {
+        let (unit, page) = default_block_limits(block_size);
+        assert_eq!(be32(&page, 36), 0, "{block_size}");
+        assert_eq!(be32(&page, 40), 0xFFFF, "{block_size}");
+        let ws16 = |blocks: u32| {
+            let mut cdb = [0u8; 16];
+            cdb[0] = 0x93;
+            cdb[1] = 0x08; // UNMAP
+            cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
+            crate::scsi::decode(&cdb, &unit)
+        };
+        assert!(ws16(0xFFFF).is_ok());
+        assert_eq!(ws16(0x10000), Err(crate::scsi::ScsiError::cdb_byte(10)));
+    }
+}
+
 #[test]
 fn config_defaults() {
     let geometry = Geometry {

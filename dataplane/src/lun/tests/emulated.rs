@@ -9,14 +9,17 @@ use super::harness::{caps, cdb10, cdb16, check, Harness};
 #[test]
 fn inquiry_through_split_buffer_and_truncation() {
     let mut h = Harness::new();
-    let mut buf = [0xEEu8; 64];
-    h.submit_split(3, &[0x12, 0, 0, 0, 0xFF, 0], &mut buf, &[1, 7, 20]);
+    let mut buf = [0xEEu8; 128];
+    h.submit_split(3, &[0x12, 0, 0, 0, 0xFF, 0], &mut buf, &[1, 7, 20, 60]);
     h.run();
-    assert_eq!(h.take(3), Response::good(36));
-    let mut expected = vec![0, 0, 6, 0x12, 31, 0, 0, 2];
+    assert_eq!(h.take(3), Response::good(96));
+    let mut expected = vec![0, 0, 6, 0x12, 91, 0, 0, 2];
     expected.extend_from_slice(b"DATAPLN DATAPLANE DISK  0001");
-    assert_eq!(&buf[..36], &expected[..]);
-    assert_eq!(buf[36], 0xEE);
+    expected.resize(58, 0);
+    expected.extend_from_slice(&[0x04, 0x60, 0x04, 0xC0]);
+    expected.resize(96, 0);
+    assert_eq!(&buf[..96], &expected[..]);
+    assert_eq!(buf[96], 0xEE);
     // Data buffer shorter than the allocation length and the data.
     let mut small = [0u8; 10];
     assert_eq!(

@@ -14,7 +14,8 @@ fn read_write_6() {
         Ok(Command::Read {
             lba: 0x010203,
             blocks: 256,
-            fua: false
+            fua: false,
+            dpo: false
         })
     );
     // Bits 7-5 of byte 1 are reserved and ignored.
@@ -23,7 +24,8 @@ fn read_write_6() {
         Ok(Command::Write {
             lba: 0x10,
             blocks: 8,
-            fua: false
+            fua: false,
+            dpo: false
         })
     );
 }
@@ -35,7 +37,8 @@ fn read_write_10_12_16_fields() {
         Ok(Command::Read {
             lba: 0x100,
             blocks: 16,
-            fua: true
+            fua: true,
+            dpo: false
         })
     );
     assert_eq!(
@@ -43,7 +46,8 @@ fn read_write_10_12_16_fields() {
         Ok(Command::Write {
             lba: 0x20,
             blocks: 4,
-            fua: false
+            fua: false,
+            dpo: true
         })
     );
     let mut cdb = [0u8; 16];
@@ -56,7 +60,8 @@ fn read_write_10_12_16_fields() {
         Ok(Command::Write {
             lba: 0x30,
             blocks: 2,
-            fua: true
+            fua: true,
+            dpo: false
         })
     );
     // Zero-length transfers are valid.
@@ -65,7 +70,8 @@ fn read_write_10_12_16_fields() {
         Ok(Command::Read {
             lba: 5,
             blocks: 0,
-            fua: false
+            fua: false,
+            dpo: false
         })
     );
 }
@@ -148,7 +154,8 @@ fn verify_and_write_verify_bytchk() {
         Ok(Command::Verify {
             lba: 1,
             blocks: 4,
-            byte_check: ByteCheck::None
+            byte_check: ByteCheck::None,
+            dpo: false
         })
     );
     assert_eq!(
@@ -156,7 +163,8 @@ fn verify_and_write_verify_bytchk() {
         Ok(Command::Verify {
             lba: 1,
             blocks: 4,
-            byte_check: ByteCheck::Bytes
+            byte_check: ByteCheck::Bytes,
+            dpo: false
         })
     );
     assert_eq!(dec(&cdb(0x2F, 2)), Err(ScsiError::cdb_bit(1, 2)));
@@ -165,7 +173,8 @@ fn verify_and_write_verify_bytchk() {
         Ok(Command::Verify {
             lba: 1,
             blocks: 4,
-            byte_check: ByteCheck::SameBlock
+            byte_check: ByteCheck::SameBlock,
+            dpo: false
         })
     );
     assert_eq!(
@@ -173,11 +182,37 @@ fn verify_and_write_verify_bytchk() {
         Ok(Command::WriteAndVerify {
             lba: 1,
             blocks: 4,
-            byte_check: true
+            byte_check: true,
+            dpo: false
         })
     );
     assert_eq!(dec(&cdb(0x2E, 2)), Err(ScsiError::cdb_bit(1, 2)));
     assert_eq!(dec(&cdb(0x2E, 3)), Err(ScsiError::cdb_bit(1, 2)));
+}
+
+/// DPO is taken by every command that has it (MODE SENSE reports DPOFUA).
+#[test]
+fn dpo_is_decoded() {
+    let dpo = |command: Command| match command {
+        Command::Read { dpo, .. }
+        | Command::Write { dpo, .. }
+        | Command::Verify { dpo, .. }
+        | Command::WriteAndVerify { dpo, .. }
+        | Command::CompareAndWrite { dpo, .. } => dpo,
+        other => panic!("{other:?}"),
+    };
+    for op in [0x28, 0x2A, 0x2E, 0x2F] {
+        let cdb = [op, 0x10, 0, 0, 0, 1, 0, 0, 1, 0];
+        assert!(dpo(dec(&cdb).unwrap()), "{op:#04x}");
+        assert!(!dpo(dec(&[op, 0, 0, 0, 0, 1, 0, 0, 1, 0]).unwrap()));
+    }
+    for op in [0x88, 0x89, 0x8A, 0x8E, 0x8F] {
+        let mut cdb = [0u8; 16];
+        cdb[0] = op;
+        cdb[1] = 0x10;
+        cdb[13] = 1;
+        assert!(dpo(dec(&cdb).unwrap()), "{op:#04x}");
+    }
 }
 
 #[test]
@@ -282,8 +317,45 @@ fn compare_and_write_length() {
         Ok(Command::CompareAndWrite {
             lba: 2,
             blocks: 0,
-            fua: false
+            fua: false,
+            dpo: false
         })
+    );
+}
+
+/// The data-out buffer: too short is refused for every command (on the
+/// transfer length field), longer is accepted, except for COMPARE AND
+/// WRITE, whose buffer must be exactly its two halves.
+#[test]
+fn data_out_buffer_length() {
+    let bs = 512;
+    let write = dec(&[0x2A, 0, 0, 0, 0, 1, 0, 0, 2, 0]).unwrap();
+    assert_eq!(check_data_out(0x2A, &write, bs, 1024), Ok(()));
+    assert_eq!(check_data_out(0x2A, &write, bs, 4096), Ok(()));
+    assert_eq!(
+        check_data_out(0x2A, &write, bs, 1023),
+        Err(ScsiError::cdb_byte(7))
+    );
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x89;
+    cdb[13] = 2;
+    let caw = dec(&cdb).unwrap();
+    assert_eq!(check_data_out(0x89, &caw, bs, 2048), Ok(()));
+    for len in [0, 2047, 2049, 4096] {
+        assert_eq!(
+            check_data_out(0x89, &caw, bs, len),
+            Err(ScsiError::cdb_byte(13)),
+            "{len}"
+        );
+    }
+    // 256 blocks do not fit the 8-bit field: an initiator that wraps them
+    // to 0 still sends 2 x 256 blocks of data.
+    cdb[13] = 0;
+    let caw = dec(&cdb).unwrap();
+    assert_eq!(check_data_out(0x89, &caw, bs, 0), Ok(()));
+    assert_eq!(
+        check_data_out(0x89, &caw, bs, 2 * 256 * 512),
+        Err(ScsiError::cdb_byte(13))
     );
 }
 

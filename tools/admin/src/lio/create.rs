@@ -128,7 +128,7 @@ impl<F: Fs> Lio<F> {
             format!("dev_config={}", spec.dev_config()),
             format!("dev_size={}", spec.size),
             format!("hw_block_size={}", spec.block_size),
-            format!("hw_max_sectors={}", spec.max_sectors),
+            format!("hw_max_sectors={}", spec.max_sectors()),
             "nl_reply_supported=-1".to_owned(),
             format!("max_data_area_mb={}", spec.max_data_area_mb),
         ] {

@@ -1,6 +1,8 @@
 //! What `create` is given: [`CreateSpec`] with its defaults and checks,
 //! the name rules, and the tcm_loop WWNs.
 
+use dataplane::lun::DEFAULT_MAX_TRANSFER_BYTES;
+
 use super::error::LioError;
 
 /// The subtype `dataplane serve` handles unless configured otherwise.
@@ -28,8 +30,11 @@ pub struct CreateSpec {
     pub hba: u32,
     /// Handler subtype (`dev_config=<subtype>/<bdev>`).
     pub subtype: String,
-    /// `hw_max_sectors`: the largest command in blocks.
-    pub max_sectors: u32,
+    /// `hw_max_sectors`: the largest command in blocks; `None` is the LUN's
+    /// default MAXIMUM TRANSFER LENGTH ([`DEFAULT_MAX_TRANSFER_BYTES`]) in
+    /// blocks of `block_size`, which is what `dataplane serve` enforces
+    /// and reports in VPD B0 unless the bdev's limit is lower.
+    pub max_sectors: Option<u32>,
     /// `max_data_area_mb`: the ring's data area.
     pub max_data_area_mb: u32,
     /// `attrib/cmd_time_out` in seconds (0 = no timeout: a dead handler then
@@ -44,8 +49,9 @@ pub struct CreateSpec {
 
 impl CreateSpec {
     /// A spec with the defaults of `dataplane lio create`: block size 512,
-    /// HBA 0, subtype `dataplane`, 2048 max sectors (1 MiB at 512 B),
-    /// 64 MiB data area, 30 s command timeout, no loopback.
+    /// HBA 0, subtype `dataplane`, max sectors the LUN's default transfer
+    /// (1 MiB: 2048 at 512 B), 64 MiB data area, 30 s command timeout, no
+    /// loopback.
     pub fn new(name: impl Into<String>, bdev: impl Into<String>, size: u64) -> Self {
         Self {
             name: name.into(),
@@ -54,12 +60,19 @@ impl CreateSpec {
             block_size: 512,
             hba: 0,
             subtype: DEFAULT_SUBTYPE.to_owned(),
-            max_sectors: 2048,
+            max_sectors: None,
             max_data_area_mb: 64,
             cmd_time_out: 30,
             loopback: false,
             wwn: None,
         }
+    }
+
+    /// `hw_max_sectors` to write: `max_sectors`, or the LUN's default
+    /// transfer in blocks (at least one).
+    pub fn max_sectors(&self) -> u32 {
+        self.max_sectors
+            .unwrap_or((DEFAULT_MAX_TRANSFER_BYTES / self.block_size.max(1)).max(1))
     }
 
     /// `<subtype>/<bdev>`.
@@ -94,7 +107,7 @@ impl CreateSpec {
                 self.size, self.block_size
             )));
         }
-        if self.max_sectors == 0 {
+        if self.max_sectors() == 0 {
             return Err(LioError::Invalid(
                 "max sectors must be greater than zero".into(),
             ));
@@ -104,12 +117,14 @@ impl CreateSpec {
                 "max data area must be at least 1 MiB".into(),
             ));
         }
-        let largest = u64::from(self.max_sectors) * u64::from(self.block_size);
+        let largest = u64::from(self.max_sectors()) * u64::from(self.block_size);
         if largest > u64::from(self.max_data_area_mb) << 20 {
             return Err(LioError::Invalid(format!(
                 "max sectors {} x block size {} = {largest} bytes per command does not fit \
                  the {} MiB data area",
-                self.max_sectors, self.block_size, self.max_data_area_mb
+                self.max_sectors(),
+                self.block_size,
+                self.max_data_area_mb
             )));
         }
         if let Some(wwn) = &self.wwn {
@@ -229,7 +244,7 @@ mod tests {
             "block size 520 is not one of 512, 1024, 2048, 4096"
         );
         assert_eq!(
-            msg(&|s| s.max_sectors = 0),
+            msg(&|s| s.max_sectors = Some(0)),
             "max sectors must be greater than zero"
         );
         assert_eq!(
@@ -239,7 +254,7 @@ mod tests {
         assert_eq!(
             msg(&|s| {
                 s.max_data_area_mb = 1;
-                s.max_sectors = 4096;
+                s.max_sectors = Some(4096);
             }),
             "max sectors 4096 x block size 512 = 2097152 bytes per command does not fit the 1 MiB data area"
         );
@@ -256,6 +271,25 @@ mod tests {
             let mut s = spec.clone();
             s.block_size = block_size;
             s.validate().unwrap();
+        }
+    }
+
+    /// Without `--max-sectors`, `hw_max_sectors` is the LUN's default
+    /// MAXIMUM TRANSFER LENGTH in blocks of the device's block size, so the
+    /// limit LIO shows, the one `dataplane serve` derives from it and the
+    /// one VPD B0 reports are one value at every block size.
+    #[test]
+    fn default_max_sectors_is_the_luns_default_transfer() {
+        for block_size in BLOCK_SIZES {
+            let mut s = CreateSpec::new("disk0", "ram0", 1 << 30);
+            s.block_size = block_size;
+            assert_eq!(
+                u64::from(s.max_sectors()) * u64::from(block_size),
+                u64::from(dataplane::lun::DEFAULT_MAX_TRANSFER_BYTES),
+                "{block_size}"
+            );
+            s.max_sectors = Some(8);
+            assert_eq!(s.max_sectors(), 8);
         }
     }
 
