@@ -376,7 +376,7 @@ fn bad_file_configurations_are_refused_with_a_reason() {
         ..base.clone()
     });
     assert!(
-        msg.contains("--path is for --bdev file or striped"),
+        msg.contains("--path is for --bdev file, nvme or striped"),
         "{msg}"
     );
     let msg = config_error(BenchConfig {
@@ -414,4 +414,175 @@ fn compare_over_a_file_verifies_both_frontends() {
     assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
     let c = r.compare.unwrap();
     assert_eq!((c.errors, c.verify_mismatches), (0, 0), "{c:?}");
+}
+
+#[test]
+fn bad_nvme_configurations_are_refused_with_a_reason() {
+    let base = small(BdevKind::Nvme, Pattern::RandRead, false);
+    let msg = config_error(base.clone());
+    assert!(msg.contains("--bdev nvme needs --path"), "{msg}");
+    let on = |path: &str| FileConfig {
+        paths: vec![path.into()],
+        ..FileConfig::default()
+    };
+    // Writes to a namespace need consent, asked before it is opened.
+    for pattern in [Pattern::Write, Pattern::RandWrite, Pattern::RandRw] {
+        let msg = config_error(BenchConfig {
+            pattern,
+            file: on("/dev/ng0n1"),
+            ..base.clone()
+        });
+        assert_eq!(
+            msg,
+            format!(
+                "--path /dev/ng0n1: --rw {} writes to this device, destroying the data on it; \
+                 add --destroy-data if that is what you want",
+                pattern.name()
+            )
+        );
+    }
+    let msg = config_error(BenchConfig {
+        file: FileConfig {
+            sqpoll: true,
+            ..on("/dev/ng0n1")
+        },
+        ..base.clone()
+    });
+    assert_eq!(
+        msg,
+        "--sqpoll is for file bdevs; --bdev nvme has no such option"
+    );
+    let msg = config_error(BenchConfig {
+        file: FileConfig {
+            direct: false,
+            ..on("/dev/ng0n1")
+        },
+        ..base.clone()
+    });
+    assert!(msg.starts_with("--no-direct is for file bdevs"), "{msg}");
+    let msg = config_error(BenchConfig {
+        devices: Some(2),
+        file: on("/dev/ng0n1"),
+        ..base.clone()
+    });
+    assert!(msg.contains("--path: 1 namespaces for 2 devices"), "{msg}");
+    // Not a namespace: the path and the problem (or that the kernel has no
+    // io_uring), before anything runs.
+    let msg = config_error(BenchConfig {
+        file: on("/dev/null"),
+        ..base.clone()
+    });
+    assert!(msg.starts_with("--path /dev/null: "), "{msg}");
+    if io_uring() {
+        assert!(
+            msg.contains("not an NVMe namespace's generic character device"),
+            "{msg}"
+        );
+        let dir = disk_dir();
+        let file = dir.path().join("disk.img");
+        std::fs::write(&file, [0u8; 4096]).unwrap();
+        let msg = config_error(BenchConfig {
+            file: on(file.to_str().unwrap()),
+            ..base
+        });
+        assert_eq!(
+            msg,
+            format!(
+                "--path {}: is a regular file (the `file` bdev serves files), not an NVMe \
+                 namespace's generic character device (/dev/ngXnY)",
+                file.display()
+            )
+        );
+    }
+}
+
+/// A short nvme bench on the namespace `DATAPLANE_TEST_NVME` names (the VM
+/// test's emulated drive; it overwrites the first 16 MiB): data verified
+/// through the whole path, the raw passthrough loop beside it, and the
+/// bdev's statistics and namespace in the report.
+#[test]
+fn nvme_randrw_verifies_clean_with_a_passthrough_reference() {
+    use test_support::skip::{can_run, nvme_device, Need};
+    if !can_run(&[Need::IoUring, Need::NvmeGeneric]) {
+        return;
+    }
+    let device = nvme_device().unwrap();
+    let mut config = small(BdevKind::Nvme, Pattern::RandRw, true);
+    config.size = 16 << 20;
+    config.block_size = 512;
+    config.reference = true;
+    config.file = FileConfig {
+        paths: vec![device.clone()],
+        destroy_data: true,
+        ..FileConfig::default()
+    };
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    assert_eq!(r.bdev, "nvme");
+    let n = r.nvme.clone().expect("nvme statistics");
+    assert!(r.file.is_none());
+    assert_eq!(n.bdevs.len(), 1);
+    let b = &n.bdevs[0];
+    assert_eq!(b.io.path, device.display().to_string());
+    // The devices have the namespace's block size.
+    assert_eq!(r.device_block_size, b.namespace.lba_size);
+    assert!(b.io.ios >= r.ios && b.commands >= b.io.ios, "{b:?}");
+    assert_eq!(b.status_errors, 0, "{b:?}");
+    assert!(
+        b.io.submit_syscalls > 0 && b.io.submit_syscalls <= b.io.ios,
+        "{b:?}"
+    );
+    assert_eq!(
+        r.submit_syscalls_per_io,
+        b.io.submit_syscalls as f64 / r.ios as f64
+    );
+    if n.memory_registered {
+        assert!(b.io.fixed_ios > 0, "{b:?}");
+    } else {
+        eprintln!("this kernel refused to register the simulator's memfd");
+    }
+    let raw = r
+        .reference
+        .as_ref()
+        .and_then(|x| x.io_uring())
+        .expect("raw passthrough loop");
+    assert_eq!(raw.kind, "nvme_uring_cmd");
+    assert!(raw.ios_per_sec > 0.0 && raw.errors == 0, "{raw:?}");
+    assert!((raw.ratio - r.iops / raw.ios_per_sec).abs() < 1e-9);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["reference"]["kind"], "nvme_uring_cmd");
+    assert!(json["reference"]["ratio"].is_f64());
+    assert!(json["submit_syscalls_per_io"].is_f64());
+    let bdev = &json["nvme"]["bdevs"][0];
+    for key in [
+        "path",
+        "ios",
+        "submit_syscalls_per_io",
+        "commands",
+        "splits",
+    ] {
+        assert!(bdev.get(key).is_some(), "{key} missing: {bdev}");
+    }
+    assert!(bdev["namespace"]["lba_size"].is_u64(), "{bdev}");
+    let text = r.render_text();
+    assert!(
+        text.contains("  raw NVMe passthrough loop (QD 32"),
+        "{text}"
+    );
+    assert!(text.contains("  nvme bdev: "), "{text}");
+
+    // Reads at QD 1 over the SCST frontend, without fixed buffers.
+    config.frontend = Frontend::Scst;
+    config.pattern = Pattern::RandRead;
+    config.iodepth = 1;
+    config.file.fixed_buffers = false;
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    let raw = r.reference.as_ref().and_then(|x| x.io_uring()).unwrap();
+    assert!(raw.errors == 0 && !raw.fixed_buffers, "{raw:?}");
+    let n = r.nvme.unwrap();
+    assert!(
+        !n.memory_registered && n.bdevs[0].io.fixed_ios == 0,
+        "{n:?}"
+    );
 }

@@ -1,5 +1,6 @@
-//! What a bench run is: the frontend, the bdev (and for file-backed bdevs,
-//! where their files are: [`FileConfig`]), the workload, the CPUs
+//! What a bench run is: the frontend, the bdev (and for bdevs over
+//! storage, where their files or namespaces are: [`FileConfig`]), the
+//! workload, the CPUs
 //! ([`BenchConfig`]), the checks of its values and where its reactors,
 //! simulator and devices go ([`Placement`]).
 
@@ -61,6 +62,9 @@ pub enum BdevKind {
     /// A regular file or a block device through io_uring
     /// ([`bdev::file`]), at [`FileConfig::paths`].
     File,
+    /// An NVMe namespace through I/O passthrough ([`bdev::nvme`]), at
+    /// [`FileConfig::paths`] (`/dev/ngXnY`, one per device).
+    Nvme,
 }
 
 impl BdevKind {
@@ -71,12 +75,14 @@ impl BdevKind {
             BdevKind::Null => "null",
             BdevKind::Striped { .. } => "striped",
             BdevKind::File => "file",
+            BdevKind::Nvme => "nvme",
         }
     }
 }
 
 /// Where the `file` bdevs of a run are (`--bdev file`, or the children of
-/// `--bdev striped` when paths are given) and how they are opened.
+/// `--bdev striped` when paths are given), or the namespaces of its `nvme`
+/// bdevs, and how they are opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileConfig {
     /// `--path`: one regular file or block device; or a directory, where
@@ -84,17 +90,24 @@ pub struct FileConfig {
     /// files, `dataplane-bench-<device>.<child>.img` for a striped bdev's
     /// children; or one path per file needed (devices x stripe width,
     /// device by device). A missing file is created sparse, of `--size`
-    /// (divided by the stripe width for a child).
+    /// (divided by the stripe width for a child). For `--bdev nvme`: one
+    /// NVMe namespace's generic character device (`/dev/ngXnY`) per
+    /// device.
     pub paths: Vec<PathBuf>,
     /// O_DIRECT (`--no-direct` turns it off). Default true.
     pub direct: bool,
-    /// IORING_SETUP_IOPOLL (block devices with poll queues).
+    /// IORING_SETUP_IOPOLL (block devices and NVMe namespaces with poll
+    /// queues).
     pub iopoll: bool,
     /// IORING_SETUP_SQPOLL (a kernel submission thread per channel).
     pub sqpoll: bool,
     /// Offer the frontend's data memory to the bdev as io_uring fixed
     /// buffers (`--no-fixed-buffers` turns it off). Default true.
     pub fixed_buffers: bool,
+    /// A pattern that writes may write to devices (block devices, NVMe
+    /// namespaces), destroying the data on them (`--destroy-data`).
+    /// Default false: such a run is refused.
+    pub destroy_data: bool,
 }
 
 impl Default for FileConfig {
@@ -105,6 +118,7 @@ impl Default for FileConfig {
             iopoll: false,
             sqpoll: false,
             fixed_buffers: true,
+            destroy_data: false,
         }
     }
 }
@@ -221,10 +235,28 @@ impl BenchConfig {
             BdevKind::File if self.file.paths.is_empty() => {
                 return Err(BenchConfigError::NoPath);
             }
+            BdevKind::Nvme if self.file.paths.is_empty() => {
+                return Err(BenchConfigError::NvmeNoPath);
+            }
             BdevKind::Ram | BdevKind::Null if !self.file.paths.is_empty() => {
                 return Err(BenchConfigError::PathNotFile(self.bdev.name()));
             }
             _ => {}
+        }
+        if self.bdev == BdevKind::Nvme {
+            if self.file.sqpoll {
+                return Err(BenchConfigError::NotForNvme("--sqpoll"));
+            }
+            if !self.file.direct {
+                return Err(BenchConfigError::NotForNvme("--no-direct"));
+            }
+            // A namespace is a device: whatever it holds, writes destroy.
+            if self.pattern.writes() && !self.file.destroy_data {
+                return Err(BenchConfigError::WritesDevice {
+                    path: self.file.paths[0].clone(),
+                    rw: self.pattern.name(),
+                });
+            }
         }
         if self.file.iopoll && !self.file.direct {
             return Err(BenchConfigError::IopollNeedsDirect);
@@ -303,8 +335,15 @@ impl BenchConfig {
         match self.bdev {
             BdevKind::File => true,
             BdevKind::Striped { .. } => !self.file.paths.is_empty(),
-            BdevKind::Ram | BdevKind::Null => false,
+            BdevKind::Ram | BdevKind::Null | BdevKind::Nvme => false,
         }
+    }
+
+    /// Whether the devices' bdevs are over storage (files, block devices
+    /// or NVMe namespaces) rather than memory: their reference is a raw
+    /// io_uring loop, and what they hold is not known to be zeroes.
+    pub fn storage_backed(&self) -> bool {
+        self.file_backed() || self.bdev == BdevKind::Nvme
     }
 
     /// Files (or block devices) per device: the stripe width of a striped
@@ -319,17 +358,17 @@ impl BenchConfig {
     /// Bytes of memory a run over `devices` devices wants on huge pages:
     /// every RAM bdev as it is mapped (each RAM bdev, or each child of a
     /// striped one, rounded up to whole huge pages; none for `null` and
-    /// file-backed bdevs), and the reference copy loop's source buffer when
-    /// it is asked for (a file-backed run's reference is a raw io_uring
-    /// loop instead). What `vm.nr_hugepages` has to cover.
+    /// bdevs over storage), and the reference copy loop's source buffer
+    /// when it is asked for (the reference of a run over storage is a raw
+    /// io_uring loop instead). What `vm.nr_hugepages` has to cover.
     pub fn huge_page_bytes(&self, devices: usize) -> u64 {
-        if self.file_backed() {
+        if self.storage_backed() {
             return 0;
         }
         let mapped = |bytes: u64| bytes.next_multiple_of(HUGE_PAGE_SIZE as u64);
         let block = u64::from(self.block_size.max(1));
         let per_device = match self.bdev {
-            BdevKind::Null | BdevKind::File => 0,
+            BdevKind::Null | BdevKind::File | BdevKind::Nvme => 0,
             BdevKind::Ram => mapped(self.size),
             BdevKind::Striped { width, .. } => {
                 let width = u64::from(width.max(1));

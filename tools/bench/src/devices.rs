@@ -1,4 +1,5 @@
-//! The devices of a bench run: per device a bdev, the dataplane stack over
+//! The devices of a bench run: per device a bdev (in memory, or over files
+//! or NVMe namespaces), the dataplane stack over
 //! it ([`dataplane::stack`]: LUN, frontend device, a bdev poller of its
 //! own, the frontend's memory offered to it as fixed buffers unless
 //! `--no-fixed-buffers`) serving a simulated kernel, and the job that
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use bdev::file::{FileBdev, FileOptions};
 use bdev::null::NullBdev;
+use bdev::nvme::UnmapMode;
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
 use bdev::{Bdev, BdevRef};
@@ -16,6 +18,7 @@ use dataplane::scst::device::ScstDeviceConfig;
 use dataplane::scst::pool::PoolConfig;
 use dataplane::scst::register::ScstOptions;
 use dataplane::scst::version::VersionSource;
+use dataplane::serve::stats::UringBdev;
 use dataplane::stack::{LunSpec, MaxTransfer, ScstRegistration, Stack};
 use dataplane::tcmu::TcmuDeviceConfig;
 use reactor::Poller;
@@ -27,6 +30,7 @@ use crate::error::{BenchError, ScstSetupError};
 use crate::files::BenchFile;
 use crate::frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
 use crate::initiator::{Job, VerifyModel, Workload};
+use crate::namespaces;
 
 /// The initiator's side of one device (the rest runs on a reactor).
 pub(crate) struct BenchDevice {
@@ -37,19 +41,20 @@ pub(crate) struct BenchDevice {
     pub ram: Vec<BdevRef>,
     /// Why `MADV_COLLAPSE` failed on one of them, if it did.
     pub collapse_failure: Option<String>,
-    /// The `file` bdevs that serve the device (the bdev itself, or a
-    /// striped bdev's children), for their counters.
-    pub files: Vec<Arc<FileBdev>>,
+    /// The bdevs over storage that serve the device (a `file` or `nvme`
+    /// bdev itself, or a striped bdev's `file` children), for their
+    /// counters.
+    pub storage: Vec<UringBdev>,
     /// The device's bdev poller (whether its memory is registered).
     pub poller: BdevPollerHandle,
 }
 
-/// A bench device's bdev and what serves it from memory or files.
+/// A bench device's bdev and what serves it from memory or storage.
 struct MadeBdev {
     bdev: BdevRef,
     ram: Vec<BdevRef>,
     collapse_failure: Option<String>,
-    files: Vec<Arc<FileBdev>>,
+    storage: Vec<UringBdev>,
 }
 
 /// A file bdev over `file`, with the run's block size and ring options;
@@ -100,7 +105,8 @@ fn ram_bdev(
 }
 
 /// Device `index`'s bdev (`<kind><index>`; a striped bdev's children are
-/// `<name>.<child>`), its RAM committed; a file-backed one over `files`.
+/// `<name>.<child>`), its RAM committed; one over storage over `files`
+/// (its files, or its namespace).
 fn make_bdev(
     config: &BenchConfig,
     index: usize,
@@ -110,6 +116,7 @@ fn make_bdev(
     let name = format!("{}{index}", config.bdev.name());
     let mut collapse_failure = None;
     let mut file_bdevs = Vec::new();
+    let mut storage = Vec::new();
     let (bdev, ram): (BdevRef, Vec<BdevRef>) = match config.bdev {
         BdevKind::Null => (
             Arc::new(NullBdev::new(name, config.block_size, blocks)?),
@@ -123,6 +130,14 @@ fn make_bdev(
             let file = file_bdev(name, config, &files[0])?;
             file_bdevs.push(Arc::clone(&file));
             (file, Vec::new())
+        }
+        BdevKind::Nvme => {
+            let nvme = Arc::new(namespaces::open(name, config, &files[0].path)?);
+            storage.push(UringBdev::Nvme {
+                bdev: Arc::clone(&nvme),
+                unmap: UnmapMode::Auto,
+            });
+            (nvme, Vec::new())
         }
         BdevKind::Striped { width, chunk } if config.file_backed() => {
             for (c, file) in files.iter().enumerate() {
@@ -158,11 +173,12 @@ fn make_bdev(
             )
         }
     };
+    storage.extend(file_bdevs.into_iter().map(UringBdev::File));
     Ok(MadeBdev {
         bdev,
         ram,
         collapse_failure,
-        files: file_bdevs,
+        storage,
     })
 }
 
@@ -183,8 +199,8 @@ fn fixed_buffers<D>(config: &BenchConfig, stack: Stack<D>) -> Stack<D> {
     }
 }
 
-/// Builds device `index` for `frontend`: bdev (over `files` for a
-/// file-backed run), stack and simulated kernel. The frontend device and
+/// Builds device `index` for `frontend`: bdev (over `files` for a run
+/// over storage), stack and simulated kernel. The frontend device and
 /// then its bdev poller are pushed to `pollers` (polled in that order);
 /// returns the job that drives the device.
 pub(crate) fn build_device(
@@ -198,7 +214,7 @@ pub(crate) fn build_device(
         bdev,
         ram,
         collapse_failure,
-        files: file_bdevs,
+        storage,
     } = make_bdev(config, index, files)?;
     let geometry = bdev.geometry();
     let lun = LunSpec {
@@ -303,9 +319,9 @@ pub(crate) fn build_device(
         seed: config.seed.wrapping_add(index as u64),
     };
     // New memory and new sparse files read as zeroes; a file that existed,
-    // or one the reference loop writes before the run, holds what it
-    // holds: its blocks are checked once written.
-    let zeroed = if config.file_backed() {
+    // a namespace, or a file the reference loop writes before the run,
+    // holds what it holds: its blocks are checked once written.
+    let zeroed = if config.storage_backed() {
         files.iter().all(|f| f.created) && !(config.reference && config.pattern.writes())
     } else {
         true
@@ -318,7 +334,7 @@ pub(crate) fn build_device(
         job,
         ram,
         collapse_failure,
-        files: file_bdevs,
+        storage,
         poller,
     })
 }

@@ -51,7 +51,8 @@ pub enum BenchError {
     /// The workload failed.
     #[error("workload: {0}")]
     Job(JobError),
-    /// A file of a file-backed run cannot be used or created.
+    /// A file of a file-backed run, or a namespace of an nvme run, cannot
+    /// be used or created.
     #[error("--path {path}: {problem}", path = path.display())]
     File {
         /// The file.
@@ -59,7 +60,8 @@ pub enum BenchError {
         /// What is wrong.
         problem: String,
     },
-    /// The raw io_uring reference loop could not run.
+    /// The raw io_uring (or NVMe passthrough) reference loop could not
+    /// run.
     #[error("reference loop: {0}")]
     RawLoop(String),
 }
@@ -134,8 +136,37 @@ pub enum BenchConfigError {
     #[error("--bdev file needs --path (a file, a block device or a directory)")]
     NoPath,
     /// A path given for a bdev that has no file.
-    #[error("--path is for --bdev file or striped (over files), not {0}")]
+    #[error("--path is for --bdev file, nvme or striped (over files), not {0}")]
     PathNotFile(&'static str),
+    /// An nvme bdev without a path.
+    #[error("--bdev nvme needs --path (an NVMe namespace's generic character device, /dev/ngXnY)")]
+    NvmeNoPath,
+    /// A flag that means nothing to the nvme bdev.
+    #[error("{0} is for file bdevs; --bdev nvme has no such option")]
+    NotForNvme(&'static str),
+    /// The paths of an nvme run do not name one namespace per device.
+    #[error(
+        "--path: {given} namespaces for {needed} devices; give one NVMe generic device \
+         (/dev/ngXnY) per device"
+    )]
+    NvmePathCount {
+        /// Paths given.
+        given: usize,
+        /// Devices.
+        needed: usize,
+    },
+    /// A pattern that writes, on a device, without `--destroy-data`.
+    #[error(
+        "--path {path}: --rw {rw} writes to this device, destroying the data on it; \
+         add --destroy-data if that is what you want",
+        path = path.display()
+    )]
+    WritesDevice {
+        /// The device.
+        path: std::path::PathBuf,
+        /// The pattern.
+        rw: &'static str,
+    },
     /// IOPOLL without O_DIRECT.
     #[error("--iopoll needs direct I/O (drop --no-direct)")]
     IopollNeedsDirect,

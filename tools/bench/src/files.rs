@@ -1,6 +1,7 @@
 //! The files of a file-backed run: which paths each device's bdev (or each
 //! child of its striped bdev) uses, created sparse when missing, and
-//! checked to hold the range the workload addresses.
+//! checked to hold the range the workload addresses. A block device is
+//! written only with `--destroy-data`: what it holds is not the bench's.
 //!
 //! Resolved once, before anything is measured, so that the raw io_uring
 //! reference loop and the devices use the same files.
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::config::BenchConfig;
 use crate::error::{BenchConfigError, BenchError};
 
-/// One file (or block device) of a run.
+/// One file (or block device, or NVMe namespace) of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BenchFile {
     /// Where it is.
@@ -60,7 +61,7 @@ pub(crate) fn prepare(
     for chunk in names.chunks(per_device) {
         let mut device = Vec::with_capacity(per_device);
         for path in chunk {
-            device.push(prepare_one(path, range)?);
+            device.push(prepare_one(config, path, range)?);
         }
         files.push(device);
     }
@@ -68,8 +69,9 @@ pub(crate) fn prepare(
 }
 
 /// Creates `path` sparse of `range` bytes if it is missing; otherwise
-/// checks that it is a regular file or block device of at least `range`.
-fn prepare_one(path: &Path, range: u64) -> Result<BenchFile, BenchError> {
+/// checks that it is a regular file or block device of at least `range`,
+/// and that a block device is written only with `--destroy-data`.
+fn prepare_one(config: &BenchConfig, path: &Path, range: u64) -> Result<BenchFile, BenchError> {
     let fail = |problem: String| BenchError::File {
         path: path.to_path_buf(),
         problem,
@@ -92,10 +94,24 @@ fn prepare_one(path: &Path, range: u64) -> Result<BenchFile, BenchError> {
             let size = if kind.is_file() {
                 meta.len()
             } else if kind.is_block_device() {
+                if config.pattern.writes() && !config.file.destroy_data {
+                    return Err(BenchConfigError::WritesDevice {
+                        path: path.to_path_buf(),
+                        rw: config.pattern.name(),
+                    }
+                    .into());
+                }
                 // A block device's size is where its end is.
                 File::open(path)
                     .and_then(|mut f| f.seek(SeekFrom::End(0)))
                     .map_err(|e| fail(format!("cannot read its size: {e}")))?
+            } else if kind.is_char_device() {
+                return Err(fail(
+                    "is a character device, not a regular file, a block device or a \
+                     directory (an NVMe namespace's generic device /dev/ngXnY is served by \
+                     --bdev nvme)"
+                        .into(),
+                ));
             } else {
                 return Err(fail(
                     "is neither a regular file, a block device nor a directory".into(),
@@ -205,8 +221,30 @@ mod tests {
         let err = prepare(&config(vec!["/dev/null".into()], BdevKind::File), 1).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--path /dev/null: is neither a regular file, a block device nor a directory"
+            "--path /dev/null: is a character device, not a regular file, a block device or \
+             a directory (an NVMe namespace's generic device /dev/ngXnY is served by --bdev nvme)"
         );
+        // A block device is written only when the user said so (refused
+        // before it is opened).
+        let block = fs::read_dir("/dev").ok().and_then(|entries| {
+            entries
+                .flatten()
+                .find(|e| e.file_type().is_ok_and(|t| t.is_block_device()))
+                .map(|e| e.path())
+        });
+        if let Some(block) = block {
+            let mut writes = config(vec![block.clone()], BdevKind::File);
+            writes.pattern = crate::initiator::Pattern::RandWrite;
+            let err = prepare(&writes, 1).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "--path {}: --rw randwrite writes to this device, destroying the data on \
+                     it; add --destroy-data if that is what you want",
+                    block.display()
+                )
+            );
+        }
         let b = dir.path().join("b.img");
         let files = prepare(&config(vec![b.clone()], BdevKind::File), 1).unwrap();
         assert!(files[0][0].created);

@@ -10,10 +10,12 @@
 //!   drives them through the measured window (`window.rs`) and reports
 //!   ([`report`]). The bench thread's CPU is handled by `affinity.rs`;
 //!   what can go wrong is in [`error`].
-//! - [`reference`](mod@reference), [`raw_uring`], [`jitter`]: the reference
-//!   copy loop (RAM), the raw io_uring loop (file-backed bdevs, on the
-//!   files `files.rs` resolves and creates) and the platform stall floor,
-//!   measured beside a run.
+//! - [`reference`](mod@reference), [`raw_uring`] (with [`raw_nvme`]),
+//!   [`jitter`]: the reference copy loop (RAM), the raw io_uring loop
+//!   (bdevs over storage: reads and writes on the files `files.rs`
+//!   resolves and creates, NVMe commands on the namespaces `namespaces.rs`
+//!   opens) and the platform stall floor, measured beside a run
+//!   (`reference_run.rs`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -25,8 +27,11 @@ mod files;
 mod frontends;
 pub mod initiator;
 pub mod jitter;
+mod namespaces;
+pub mod raw_nvme;
 pub mod raw_uring;
 pub mod reference;
+mod reference_run;
 pub mod report;
 pub mod run;
 mod window;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use bdev::ram::huge_page_percent as percent;
 use dataplane::latency::{us, LatencySummary};
+use dataplane::serve::stats::NvmeBdevStats;
 use reactor::stats::ReactorLoad;
 
 /// The reference loop measured in the same run (`--reference`).
@@ -27,10 +28,12 @@ pub struct ReferenceReport {
 }
 
 /// The raw io_uring loop measured in the same run (`--reference` with a
-/// file-backed bdev; see [`crate::raw_uring`]).
+/// bdev over storage; see [`crate::raw_uring`] and [`crate::raw_nvme`]).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RawLoopReport {
-    /// `"io_uring"`: this is the raw loop, not the copy loop.
+    /// What the raw loop sends: `"io_uring"` reads and writes (file
+    /// bdevs), `"nvme_uring_cmd"` NVMe commands through passthrough (nvme
+    /// bdevs). Either way this is the raw loop, not the copy loop.
     pub kind: String,
     /// I/Os per second of the raw loop: the mean of the runs before and
     /// after the dataplane run.
@@ -58,8 +61,9 @@ pub struct RawLoopReport {
 }
 
 /// What `--reference` measured beside the run: the copy loop (RAM, null
-/// and striped-over-RAM runs) or the raw io_uring loop (file-backed
-/// runs). Both carry `ratio`; in JSON the object is the one or the other.
+/// and striped-over-RAM runs) or the raw io_uring loop (runs over files or
+/// NVMe namespaces). Both carry `ratio`; in JSON the object is the one or
+/// the other.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Reference {
@@ -136,6 +140,30 @@ pub struct FileReport {
     pub memory_registered: bool,
 }
 
+/// What the `nvme` bdevs of a run did in the measured window (`--bdev
+/// nvme`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NvmeReport {
+    /// IORING_SETUP_IOPOLL.
+    pub iopoll: bool,
+    /// Each channel's ring depth (the run's iodepth).
+    pub queue_depth: u32,
+    /// The frontend's memory was offered as fixed buffers (not
+    /// `--no-fixed-buffers`).
+    pub fixed_buffers_offered: bool,
+    /// Every device's memory is registered as io_uring fixed buffers (the
+    /// kernel may refuse: then one line on stderr said why).
+    pub memory_registered: bool,
+    /// Each device's bdev over the window, in the shape `dataplane serve`
+    /// reports an nvme bdev: the figures it shares with file bdevs (`path`,
+    /// `ios`, `submit_syscalls_per_io`, `submit_syscalls`, `bounced`,
+    /// `fixed_ios`, `waits`, `enter_errors`, `memory_registered`), its
+    /// `commands`, `splits`, `vectored`, `status_errors`, `last_status`,
+    /// and its `namespace` (identity, LBA size, MDTS, largest command,
+    /// volatile write cache, unmap).
+    pub bdevs: Vec<NvmeBdevStats>,
+}
+
 /// The other frontend, run with the same settings in the same process
 /// (`--compare`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -161,7 +189,7 @@ pub struct CompareReport {
 pub struct BenchReport {
     /// `tcmu` (or `scst`).
     pub frontend: String,
-    /// `ram`, `null` or `striped`.
+    /// `ram`, `null`, `striped`, `file` or `nvme`.
     pub bdev: String,
     /// Access pattern.
     pub rw: String,
@@ -225,8 +253,11 @@ pub struct BenchReport {
     /// What the file bdevs did, for a file-backed run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileReport>,
+    /// What the nvme bdevs did, for an nvme run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nvme: Option<NvmeReport>,
     /// The reference loop, when requested: the copy loop, or the raw
-    /// io_uring loop for a file-backed run.
+    /// io_uring loop for a run over files or namespaces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<Reference>,
     /// The other frontend in the same process, when requested.
@@ -390,6 +421,41 @@ impl BenchReport {
                 if f.direct { "" } else { "; buffered (no O_DIRECT)" }
             );
         }
+        if let Some(n) = &self.nvme {
+            let sum = |f: fn(&NvmeBdevStats) -> u64| n.bdevs.iter().map(f).sum::<u64>();
+            let failed = sum(|b| b.status_errors);
+            let _ = writeln!(
+                s,
+                "  nvme bdev: {:.4} io_uring_enter per I/O ({} enters), {} commands ({} split, \
+                 {} vectored{}), {} fixed, {} bounced, {} waited; memory {}",
+                self.submit_syscalls_per_io,
+                sum(|b| b.io.submit_syscalls),
+                sum(|b| b.commands),
+                sum(|b| b.splits),
+                sum(|b| b.vectored),
+                if failed > 0 {
+                    format!(", {failed} failed")
+                } else {
+                    String::new()
+                },
+                sum(|b| b.io.fixed_ios),
+                sum(|b| b.io.bounced),
+                sum(|b| b.io.waits),
+                if n.memory_registered {
+                    "registered as fixed buffers"
+                } else if n.fixed_buffers_offered {
+                    "not registered (refused)"
+                } else {
+                    "not offered"
+                },
+            );
+            for b in &n.bdevs {
+                let _ = writeln!(s, "    {}: {}", b.io.path, b.namespace.describe());
+                if let Some(status) = &b.last_status {
+                    let _ = writeln!(s, "    last error: {status}");
+                }
+            }
+        }
         match &self.reference {
             Some(Reference::Copy(reference)) => {
                 let _ = writeln!(
@@ -404,8 +470,13 @@ impl BenchReport {
             Some(Reference::IoUring(raw)) => {
                 let _ = writeln!(
                     s,
-                    "  raw io_uring loop (QD {}{}): {:.0} IOPS (before {:.0}, after {:.0}), \
+                    "  raw {} loop (QD {}{}): {:.0} IOPS (before {:.0}, after {:.0}), \
                      latency p50 {} us p99 {} us; dataplane/raw = {:.3}, p50 {:+.1} us",
+                    if raw.kind == "nvme_uring_cmd" {
+                        "NVMe passthrough"
+                    } else {
+                        "io_uring"
+                    },
                     raw.iodepth,
                     if raw.fixed_buffers {
                         ", fixed buffers"
@@ -495,6 +566,7 @@ mod tests {
             ram_huge_page_collapse: None,
             submit_syscalls_per_io: 0.0,
             file: None,
+            nvme: None,
             reference: reference.map(|f| {
                 Reference::Copy(ReferenceReport {
                     copies_per_sec: 2000.0,

@@ -1,6 +1,7 @@
 //! `dataplane bench`: the full dataplane against the built-in kernel simulator.
 //!
-//! For each device: a bdev (`ram`, `null` or `striped` over RAM children), a
+//! For each device: a bdev (`ram`, `null`, `striped` over RAM or file
+//! children, `file` or `nvme`), a
 //! [`BdevPoller`] running its channel, a SCSI [`Lun`] joined to it by an SPSC
 //! [`port`](dataplane::port), a frontend device serving a simulated kernel
 //! (a [`TcmuDevice`] on a TCMU ring, or an [`ScstDevice`] on scst_user),
@@ -11,13 +12,14 @@
 //! Everything between the ring and the bdev is the production data path.
 //!
 //! A file-backed run (`--bdev file`, or `striped` over files) first
-//! resolves its files (`files.rs`: created sparse when missing), which the
-//! devices of every frontend it runs and the raw io_uring reference loop
-//! share.
+//! resolves its files (`files.rs`: created sparse when missing), an nvme
+//! run its namespaces (`namespaces.rs`: opened as the bdev opens them,
+//! their LBA size the devices' block size), which the devices of every
+//! frontend it runs and the raw io_uring reference loop share.
 //!
 //! [`run`] checks the configuration, measures what is asked beside the run
-//! (platform stalls, the reference loop: the copy loop, or the raw io_uring
-//! loop for a file-backed run), and runs each frontend asked for: its
+//! (platform stalls, the reference loop: `reference_run.rs`), and runs
+//! each frontend asked for: its
 //! devices (`devices.rs`) on fresh reactors, driven through the measured
 //! window (`window.rs`), then reported ([`BenchReport`]).
 //!
@@ -30,51 +32,23 @@
 use std::time::Duration;
 
 use bdev::ram::combined_huge_page_fraction;
+use dataplane::serve::stats::{NvmeBdevStats, UringBdev};
 use reactor::stats::ReactorLoad;
 use reactor::{IdlePolicy, Reactor, ReactorConfig};
 
 use crate::affinity::{pin_current_thread, AffinityGuard};
-use dataplane::latency::Latencies;
 use dataplane::port::FixedBuffers;
 
-use crate::config::{BenchConfig, Frontend, Placement, MAX_IO_BYTES};
+use crate::config::{BdevKind, BenchConfig, Frontend, Placement, MAX_IO_BYTES};
 use crate::devices::{build_device, BenchDevice};
 use crate::error::{BenchError, ScstSetupError};
 use crate::files::{self, BenchFile};
 use crate::frontends::BenchInitiator;
 use crate::initiator::{Initiator, JobSnapshot, Workload};
-use crate::raw_uring::{RawLoop, RawLoopConfig, RawLoopResult};
-use crate::reference::{ReferenceBuffers, ReferenceConfig};
-use crate::report::{
-    BenchReport, CompareReport, FileReport, RawLoopReport, Reference, ReferenceReport,
-};
+use crate::namespaces;
+use crate::reference_run;
+use crate::report::{BenchReport, CompareReport, FileReport, NvmeReport};
 use crate::window::{drive, Progress, Window};
-
-/// The reference measured before the run, to be measured again after it.
-enum Before {
-    Copy(ReferenceBuffers, crate::reference::ReferenceResult),
-    IoUring(Box<RawLoop>, RawLoopResult),
-}
-
-/// The raw io_uring loop over the run's files, at the run's total depth.
-fn raw_loop(config: &BenchConfig, files: &[Vec<BenchFile>]) -> Result<RawLoop, BenchError> {
-    let all: Vec<&BenchFile> = files.iter().flatten().collect();
-    RawLoop::new(RawLoopConfig {
-        files: all.iter().map(|f| f.path.clone()).collect(),
-        range: all.first().map_or(0, |f| f.range),
-        io_size: config.io_size,
-        iodepth: config.iodepth * files.len() as u32,
-        pattern: config.pattern,
-        rwmix_read: config.rwmix_read,
-        direct: config.file.direct,
-        iopoll: config.file.iopoll,
-        sqpoll: config.file.sqpoll,
-        fixed_buffers: config.file.fixed_buffers,
-        runtime: (config.runtime / 2).clamp(Duration::from_millis(500), Duration::from_secs(3)),
-        seed: config.seed ^ 0x5eed,
-    })
-    .map_err(BenchError::RawLoop)
-}
 
 /// Runs the bench; calls `progress` about once a second.
 pub fn run(
@@ -87,6 +61,23 @@ pub fn run(
         sim_core,
         devices: device_count,
     } = config.placement()?;
+    // An nvme run's devices have their namespaces' block size.
+    let namespaces = if config.bdev == BdevKind::Nvme {
+        Some(namespaces::prepare(config, device_count)?)
+    } else {
+        None
+    };
+    let lba_config;
+    let config = match &namespaces {
+        Some(n) => {
+            lba_config = BenchConfig {
+                block_size: n.block_size,
+                ..config.clone()
+            };
+            &lba_config
+        }
+        None => config,
+    };
     // Validate the workload before allocating gigabytes.
     Workload {
         pattern: config.pattern,
@@ -99,7 +90,9 @@ pub fn run(
     }
     .validate(MAX_IO_BYTES)
     .map_err(|e| BenchError::Job(e.into()))?;
-    let files = if config.file_backed() {
+    let files = if let Some(n) = namespaces {
+        n.files
+    } else if config.file_backed() {
         files::prepare(config, device_count)?
     } else {
         vec![Vec::new(); device_count]
@@ -115,27 +108,7 @@ pub fn run(
     } else {
         None
     };
-    // The reference loop runs on a reactor core (the core the dataplane's
-    // copy, or its io_uring, runs on), half before and half after the run,
-    // so a drift of the machine during the run shows up in both figures.
-    let mut reference = if !config.reference {
-        None
-    } else if config.file_backed() {
-        let mut raw = raw_loop(config, &files)?;
-        pin_current_thread(cores[0])?;
-        let before = raw.run();
-        Some(Before::IoUring(Box::new(raw), before))
-    } else {
-        let buffers = ReferenceBuffers::try_new(ReferenceConfig {
-            io_size: config.io_size as usize,
-            runtime: (config.runtime / 2).clamp(Duration::from_millis(500), Duration::from_secs(3)),
-            ..ReferenceConfig::default()
-        })?;
-        pin_current_thread(cores[0])?;
-        let mut buffers = buffers;
-        let before = buffers.run();
-        Some(Before::Copy(buffers, before))
-    };
+    let reference = reference_run::before(config, &files, cores[0])?;
 
     let mut report = run_frontend(
         config,
@@ -183,63 +156,15 @@ pub fn run(
             ram_huge_page_fraction: other.ram_huge_page_fraction,
         });
     }
-    match reference.as_mut() {
-        Some(Before::Copy(buffers, before)) => {
-            pin_current_thread(cores[0])?;
-            let after = buffers.run();
-            let mean = (before.rate() + after.rate()) / 2.0;
-            report.reference = Some(Reference::Copy(ReferenceReport {
-                copies_per_sec: mean,
-                before_copies_per_sec: before.rate(),
-                after_copies_per_sec: after.rate(),
-                ratio: report.iops / mean,
-                huge_page_fraction: buffers.huge_page_fraction(),
-            }));
-            if report.ram_huge_page_collapse.is_none() {
-                report.ram_huge_page_collapse = buffers
-                    .collapse()
-                    .failure()
-                    .map(|why| format!("reference buffer: {why}"));
-            }
-        }
-        Some(Before::IoUring(raw, before)) => {
-            pin_current_thread(cores[0])?;
-            let after = raw.run();
-            let mean = (before.rate() + after.rate()) / 2.0;
-            let mut latencies = Latencies::new();
-            latencies.merge(&before.latencies);
-            latencies.merge(&after.latencies);
-            let ios = before.ios + after.ios;
-            let latency_ns = latencies.summary();
-            if let Some(why) = before.first_error.as_ref().or(after.first_error.as_ref()) {
-                report.notes.push(format!("raw io_uring loop: {why}"));
-            }
-            report.reference = Some(Reference::IoUring(RawLoopReport {
-                kind: "io_uring".into(),
-                ios_per_sec: mean,
-                before_ios_per_sec: before.rate(),
-                after_ios_per_sec: after.rate(),
-                ratio: if mean > 0.0 { report.iops / mean } else { 0.0 },
-                p50_excess_ns: report.latency_ns.p50 as i64 - latency_ns.p50 as i64,
-                latency_ns,
-                iodepth: config.iodepth * device_count as u32,
-                fixed_buffers: raw.fixed_buffers(),
-                submit_syscalls_per_io: if ios == 0 {
-                    0.0
-                } else {
-                    (before.enters + after.enters) as f64 / ios as f64
-                },
-                errors: before.errors + after.errors,
-            }));
-        }
-        None => {}
+    if let Some(before) = reference {
+        reference_run::after(before, config, device_count, cores[0], &mut report)?;
     }
     report.jitter = jitter;
     Ok(report)
 }
 
 /// Builds, runs and reports one frontend's devices, one per entry of
-/// `files` (each device's files; empty unless file-backed).
+/// `files` (each device's files or namespace; empty for bdevs in memory).
 fn run_frontend(
     config: &BenchConfig,
     frontend: Frontend,
@@ -300,7 +225,8 @@ fn run_frontend(
     let Window {
         base,
         reactor_end,
-        file_end,
+        storage_end,
+        nvme_end,
         elapsed,
         latencies,
     } = outcome?;
@@ -343,7 +269,10 @@ fn run_frontend(
         .iter()
         .fold(0.0, |sum, r| sum + r.busy_fraction);
     let iops = ios as f64 / secs;
-    let submit_syscalls = file_end.submit_syscalls - base.file.submit_syscalls;
+    let storage = storage_end.since(&base.storage);
+    let memory_registered = devices
+        .iter()
+        .all(|d| d.poller.fixed_buffers() == FixedBuffers::Registered);
     let file = config.file_backed().then(|| FileReport {
         paths: files
             .iter()
@@ -360,17 +289,22 @@ fn run_frontend(
         iopoll: config.file.iopoll,
         sqpoll: config.file.sqpoll,
         queue_depth: config.iodepth,
-        bdev_ios: file_end.completed - base.file.completed,
-        submit_syscalls,
-        channel_polls: file_end.polls - base.file.polls,
-        bounced: file_end.bounced - base.file.bounced,
-        fixed_ios: file_end.fixed - base.file.fixed,
-        waits: file_end.waited - base.file.waited,
-        enter_errors: file_end.enter_errors - base.file.enter_errors,
+        bdev_ios: storage.completed,
+        submit_syscalls: storage.submit_syscalls,
+        channel_polls: storage.polls,
+        bounced: storage.bounced,
+        fixed_ios: storage.fixed,
+        waits: storage.waited,
+        enter_errors: storage.enter_errors,
         fixed_buffers_offered: config.file.fixed_buffers,
-        memory_registered: devices
-            .iter()
-            .all(|d| d.poller.fixed_buffers() == FixedBuffers::Registered),
+        memory_registered,
+    });
+    let nvme = (config.bdev == BdevKind::Nvme).then(|| NvmeReport {
+        iopoll: config.file.iopoll,
+        queue_depth: config.iodepth,
+        fixed_buffers_offered: config.file.fixed_buffers,
+        memory_registered,
+        bdevs: nvme_window(&devices, &base.nvme, &nvme_end),
     });
     Ok(BenchReport {
         frontend: frontend.name().into(),
@@ -403,11 +337,36 @@ fn run_frontend(
         reactors: reactor_reports,
         ram_huge_page_fraction,
         ram_huge_page_collapse,
-        submit_syscalls_per_io: per_io(submit_syscalls as f64),
+        submit_syscalls_per_io: per_io(storage.submit_syscalls as f64),
         file,
+        nvme,
         reference: None,
         compare: None,
         jitter: None,
         notes,
     })
+}
+
+/// Each nvme bdev of `devices` over the window, from its counters at the
+/// start (`base`) and the end (`end`), device by device.
+fn nvme_window(
+    devices: &[BenchDevice],
+    base: &[bdev::NvmeStats],
+    end: &[bdev::NvmeStats],
+) -> Vec<NvmeBdevStats> {
+    let bdevs = devices.iter().flat_map(|d| {
+        let registered = d.poller.fixed_buffers() == FixedBuffers::Registered;
+        d.storage.iter().filter_map(move |s| match s {
+            UringBdev::Nvme { bdev, unmap } => Some((bdev, *unmap, registered)),
+            UringBdev::File(_) => None,
+        })
+    });
+    bdevs
+        .zip(base.iter().zip(end))
+        .map(|((bdev, unmap, registered), (base, end))| {
+            let mut stats = NvmeBdevStats::between(bdev, unmap, base, end);
+            stats.io.memory_registered = Some(registered);
+            stats
+        })
+        .collect()
 }

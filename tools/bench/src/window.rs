@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use bdev::file::FileStats;
+use bdev::nvme::NvmeStats;
 use dataplane::latency::Latencies;
+use dataplane::serve::stats::{UringBdev, UringCounters};
 use reactor::{ReactorHandle, ReactorStats};
 
 use crate::config::BenchConfig;
@@ -42,28 +43,34 @@ pub(crate) struct Baseline {
     pub doorbells: u64,
     /// Notifications the simulated kernels had sent.
     pub notifications: u64,
-    /// The file bdevs' counters, summed.
-    pub file: FileStats,
+    /// The counters of the bdevs over storage (`file`, `nvme`), summed.
+    pub storage: UringCounters,
+    /// Each `nvme` bdev's own counters, device by device.
+    pub nvme: Vec<NvmeStats>,
 }
 
-/// The counters of every file bdev of `devices`, summed.
-pub(crate) fn file_stats(devices: &[BenchDevice]) -> FileStats {
-    let mut sum = FileStats::default();
-    for s in devices.iter().flat_map(|d| &d.files).map(|f| f.stats()) {
-        sum.completed += s.completed;
-        sum.submit_syscalls += s.submit_syscalls;
-        sum.polls += s.polls;
-        sum.bounced += s.bounced;
-        sum.fixed += s.fixed;
-        sum.waited += s.waited;
-        sum.enter_errors += s.enter_errors;
+/// The counters of every bdev over storage of `devices`, summed.
+pub(crate) fn storage_counters(devices: &[BenchDevice]) -> UringCounters {
+    let mut sum = UringCounters::default();
+    for bdev in devices.iter().flat_map(|d| &d.storage) {
+        sum.add(&bdev.counters());
     }
     sum
 }
 
+/// The counters of every `nvme` bdev of `devices`, device by device.
+pub(crate) fn nvme_stats(devices: &[BenchDevice]) -> Vec<NvmeStats> {
+    devices
+        .iter()
+        .flat_map(|d| &d.storage)
+        .filter_map(UringBdev::nvme_stats)
+        .collect()
+}
+
 fn baseline(reactors: &[ReactorHandle], devices: &[BenchDevice]) -> Baseline {
     Baseline {
-        file: file_stats(devices),
+        storage: storage_counters(devices),
+        nvme: nvme_stats(devices),
         at: Instant::now(),
         reactors: reactors.iter().map(ReactorHandle::stats).collect(),
         doorbells: devices.iter().map(|d| d.job.initiator().doorbells()).sum(),
@@ -80,8 +87,10 @@ pub(crate) struct Window {
     pub base: Baseline,
     /// Reactor counters when the last I/O of the window completed.
     pub reactor_end: Vec<ReactorStats>,
-    /// The file bdevs' counters then.
-    pub file_end: FileStats,
+    /// The counters of the bdevs over storage then, summed.
+    pub storage_end: UringCounters,
+    /// Each `nvme` bdev's own counters then.
+    pub nvme_end: Vec<NvmeStats>,
     /// From the start of the window to the last completion.
     pub elapsed: Duration,
     /// Completion latencies of every device in the window.
@@ -168,7 +177,8 @@ pub(crate) fn drive(
     }
     let elapsed = base.at.elapsed();
     let reactor_end = reactors.iter().map(ReactorHandle::stats).collect();
-    let file_end = file_stats(devices);
+    let storage_end = storage_counters(devices);
+    let nvme_end = nvme_stats(devices);
     let mut latencies = Latencies::new();
     for d in devices.iter() {
         latencies.merge(d.job.latencies());
@@ -176,7 +186,8 @@ pub(crate) fn drive(
     Ok(Window {
         base,
         reactor_end,
-        file_end,
+        storage_end,
+        nvme_end,
         elapsed,
         latencies,
     })

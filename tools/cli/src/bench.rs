@@ -26,7 +26,8 @@ pub struct BenchArgs {
     /// Size of each device (e.g. 1GiB, 512M).
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     size: u64,
-    /// Logical block size of the devices in bytes.
+    /// Logical block size of the devices in bytes (for --bdev nvme, the
+    /// namespace's LBA size instead).
     #[arg(long, default_value_t = 4096)]
     block_size: u32,
     /// Children of a striped bdev (each a RAM bdev of size/width, or a
@@ -38,23 +39,30 @@ pub struct BenchArgs {
     /// dataplane-bench-<device>[.<child>].img; or a comma-separated list,
     /// one path per file (devices x stripe width, device by device).
     /// Missing files are created sparse, of --size (divided by the stripe
-    /// width for a child).
+    /// width for a child). For --bdev nvme: an NVMe namespace's generic
+    /// character device (/dev/ngXnY) per device.
     #[arg(long, value_delimiter = ',', value_name = "PATH")]
     path: Vec<PathBuf>,
+    /// Let a pattern that writes (write, randwrite, randrw) write to a
+    /// device (a block device, an NVMe namespace): the data on it is lost.
+    /// Without it such a run is refused.
+    #[arg(long)]
+    destroy_data: bool,
     /// O_DIRECT for file bdevs (the default).
     #[arg(long, overrides_with = "no_direct")]
     direct: bool,
     /// No O_DIRECT: file bdevs go through the page cache.
     #[arg(long, overrides_with = "direct")]
     no_direct: bool,
-    /// IORING_SETUP_IOPOLL for file bdevs (block devices with poll queues).
+    /// IORING_SETUP_IOPOLL for file and nvme bdevs (devices with poll
+    /// queues: nvme.poll_queues).
     #[arg(long)]
     iopoll: bool,
     /// IORING_SETUP_SQPOLL for file bdevs (a kernel submission thread each).
     #[arg(long)]
     sqpoll: bool,
-    /// Do not offer the frontend's data memory to file bdevs as io_uring
-    /// fixed buffers.
+    /// Do not offer the frontend's data memory to file and nvme bdevs as
+    /// io_uring fixed buffers.
     #[arg(long)]
     no_fixed_buffers: bool,
     /// Strip (chunk) size of a striped bdev; a power of two.
@@ -99,7 +107,8 @@ pub struct BenchArgs {
     json: bool,
     /// Also run the reference loop (before and after the run) and report
     /// the ratio against it: the copy loop for RAM, a raw io_uring loop of
-    /// the same pattern, depth and files for file bdevs.
+    /// the same pattern, depth and files for file bdevs, of NVMe commands
+    /// (IORING_OP_URING_CMD) on the same namespaces for nvme bdevs.
     #[arg(long)]
     reference: bool,
     /// First measure how often the platform stalls a spinning thread on the
@@ -142,6 +151,8 @@ enum BdevArg {
     Striped,
     /// A file or block device through io_uring (needs --path).
     File,
+    /// An NVMe namespace through I/O passthrough (needs --path /dev/ngXnY).
+    Nvme,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -209,6 +220,7 @@ impl BenchArgs {
                     chunk: self.chunk,
                 },
                 BdevArg::File => BdevKind::File,
+                BdevArg::Nvme => BdevKind::Nvme,
             },
             size: self.size,
             block_size: self.block_size,
@@ -238,6 +250,7 @@ impl BenchArgs {
                 iopoll: self.iopoll,
                 sqpoll: self.sqpoll,
                 fixed_buffers: !self.no_fixed_buffers,
+                destroy_data: self.destroy_data,
             },
         };
         Ok((config, self.json, self.quiet))

@@ -42,6 +42,52 @@ fn bad_flags_and_values_are_refused_clearly() {
 }
 
 #[test]
+fn nvme_runs_need_a_namespace_and_consent_to_write() {
+    assert!(refused(&["--bdev", "nvme"]).contains(
+        "--bdev nvme needs --path (an NVMe namespace's generic character device, /dev/ngXnY)"
+    ));
+    // Refused before the path is looked at: nothing is written.
+    let msg = refused(&[
+        "--bdev",
+        "nvme",
+        "--path",
+        "/dev/ng0n1",
+        "--rw",
+        "randwrite",
+    ]);
+    assert!(
+        msg.contains(
+            "--path /dev/ng0n1: --rw randwrite writes to this device, destroying the data on \
+             it; add --destroy-data if that is what you want"
+        ),
+        "{msg}"
+    );
+    let msg = refused(&["--bdev", "nvme", "--path", "/dev/ng0n1", "--sqpoll"]);
+    assert!(msg.contains("--sqpoll is for file bdevs"), "{msg}");
+    // Paths that are not namespaces: the path and the problem, no panic
+    // (or, where the kernel has no io_uring, that).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disk.img");
+    std::fs::write(&file, [0u8; 4096]).unwrap();
+    let missing = dir.path().join("ng9n9");
+    for path in [
+        std::path::Path::new("/dev/null"),
+        file.as_path(),
+        missing.as_path(),
+    ] {
+        let p = path.to_str().unwrap();
+        let msg = refused(&["--bdev", "nvme", "--path", p, "--reference"]);
+        assert!(msg.contains(&format!("--path {p}: ")), "{msg}");
+    }
+    let help = dataplane(&["bench", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--destroy-data") && help.contains("/dev/ngXnY"),
+        "{help}"
+    );
+}
+
+#[test]
 fn json_report_of_a_short_run() {
     let out = dataplane(&[
         "bench",
