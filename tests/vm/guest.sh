@@ -777,6 +777,9 @@ step_dmesg_clean() {
 # the LUNs of the file and nvme bdevs, the comparison and the durability step.
 # shellcheck source=tests/vm/nvme.sh
 . "$REPO/tests/vm/nvme.sh"
+# libiscsi's conformance suite through LIO's iSCSI target.
+# shellcheck source=tests/vm/conformance.sh
+. "$REPO/tests/vm/conformance.sh"
 
 # ------------------------------------------------------------ main
 # Debugging from the VM_KEEP=1 shell: `VM_LIB=1 . /host<repo>/tests/vm/guest.sh`
@@ -845,6 +848,10 @@ run_step kill9_restart_file step_kill9_restart file "$(lun_name file)" 3
 run_step kill9_restart_nvme step_kill9_restart nvme "$(lun_name nvme)" 4
 run_step durability_file step_durability file "$(lun_name file)" 5
 run_step durability_nvme step_durability nvme "$(lun_name nvme)" 6
+run_step iscsi_target step_iscsi_target
+for kind in $CONFORMANCE_KINDS; do
+    run_step "conformance_$kind" step_conformance "$kind"
+done
 run_step lio_delete step_lio_delete
 run_step serve_sigterm step_serve_sigterm
 run_step dmesg_clean step_dmesg_clean

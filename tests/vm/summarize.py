@@ -123,6 +123,26 @@ def read_float(path):
         return None
 
 
+def conformance(res):
+    """The conformance steps' outcomes: {lun kind: {passed, failed,
+    failed_tests}} from conformance-<kind>.tsv ("test<TAB>pass|fail")."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(res, "conformance-*.tsv"))):
+        kind = os.path.basename(path)[len("conformance-"):-len(".tsv")]
+        passed, failed = 0, []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 2:
+                    continue
+                if parts[1] == "pass":
+                    passed += 1
+                else:
+                    failed.append(parts[0])
+        out[kind] = {"passed": passed, "failed": len(failed), "failed_tests": failed}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -178,6 +198,7 @@ def main():
     median_ratio = median(round_ratios)
     nvme = nvme_perf(fio)
     info = nvme_info(os.path.join(res, "nvme-info"))
+    suite = conformance(res)
 
     host_start = read_float(os.path.join(res, "host-start"))
     host_end = read_float(os.path.join(res, "host-end"))
@@ -242,6 +263,7 @@ def main():
         **nvme,
         "nvme_lba_size": info.get("nvme0n1", {}).get("logical_block_size"),
         "nvme": info,
+        "conformance": suite,
         "steps": steps,
         "step_details": details,
         "fio": fio,
@@ -275,6 +297,9 @@ def main():
                   f"(median of rounds {nvme[t + '_round_ratios']})")
         for r in nvme["nvme_perf_rounds"]:
             print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
+    for kind, c in suite.items():
+        print(f"conformance {kind:<8} {c['passed']:>4} passed {c['failed']:>3} failed  "
+              + " ".join(c["failed_tests"]))
     print(f"VM wall time {durations['vm_wall_s']} s (boot {boot_wall} s, "
           f"guest steps {durations['guest_tests_s']} s)")
     counts = {s: sum(1 for v in steps.values() if v == s) for s in ("pass", "fail", "skip")}

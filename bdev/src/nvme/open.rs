@@ -67,8 +67,7 @@ pub(super) fn open(path: &Path) -> Result<Opened, OpenProblem> {
         CharKind::NvmeGeneric(name) => name,
         CharKind::NvmeController(name) => {
             return Err(OpenProblem::NotNvmeGeneric(format!(
-                "the NVMe controller's character device {name}; give one of its namespaces' \
-                 generic devices, /dev/ngXnY"
+                "the NVMe controller's character device {name} (give one of its namespaces)"
             )))
         }
         CharKind::Other(class) => {
