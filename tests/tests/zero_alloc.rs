@@ -74,8 +74,9 @@ fn path(
         rwmix_read: 50,
         seed: 7,
     };
-    let model = VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, zeroed);
-    let job = Job::new(TcmuInitiator::new(sim), workload, Some(model), 1 << 20).unwrap();
+    let model =
+        verify.then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, true));
+    let job = Job::new(TcmuInitiator::new(sim), workload, model, 1 << 20).unwrap();
     (job, device, poller)
 }
 
