@@ -53,6 +53,7 @@ conformance_backstore() {
 # in the order of CONFORMANCE_KINDS go to $ST/iscsi-lun-<kind>) and starts
 # the suite against all of them (conformance_start).
 step_iscsi_target() {
+    conformance_serve
     modprobe iscsi_target_mod || fail "modprobe iscsi_target_mod"
     ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || fail "cannot bring up lo"
     t=$CFS/iscsi/$CONFORMANCE_IQN/tpgt_1
@@ -81,6 +82,29 @@ step_iscsi_target() {
         fail "iscsi-inq cannot log in to $CONFORMANCE_IQN on $CONFORMANCE_PORTAL"
     conformance_start
     [ -z "$missing" ] || fail "no LUN of:$missing (their create steps failed)"
+}
+
+# conformance_serve: restarts `dataplane serve` without the completion
+# coalescing window of the perf steps (COALESCE_US): the suite sends one
+# command at a time, and a window holds each lone completion for its whole
+# length (2 ms here), which would make each LUN's run several minutes long
+# under TCG. The LUNs stay in configfs and the restarted serve attaches them
+# again, as after the kill -9 steps. With the selftest there is no serve.
+conformance_serve() {
+    [ "$SELFTEST" = 1 ] && return 0
+    serve_running || fail "dataplane serve is not running"
+    kill -TERM "$(state serve.pid)"
+    i=0
+    while [ ! -s "$ST/serve.rc" ] && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ -s "$ST/serve.rc" ] || fail "dataplane serve did not exit within 10 s of SIGTERM"
+    # (The step runs in a subshell: the change stays in it.)
+    # shellcheck disable=SC2034 # read by write_config (guest.sh)
+    COALESCE_US=0
+    write_config
+    start_serve conformance
 }
 
 # conformance_parse OUT: iscsi-test-cu's verbose output as "test<TAB>outcome"

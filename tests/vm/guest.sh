@@ -291,6 +291,7 @@ lun_name() {
         striped) echo stripe0disk ;;
         file) echo file0disk ;;
         nvme) echo nvme0disk ;;
+        nvmestripe) echo stripe1disk ;;
     esac
 }
 
@@ -729,7 +730,7 @@ step_kill9_restart() { # KIND DEVICE TAG: I/O on the LUN of KIND while serve is 
 step_lio_delete() {
     [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane LUNs"
     kinds="ram striped"
-    for k in file nvme; do
+    for k in file nvme nvmestripe; do
         [ -z "$(state "disk-$k")" ] || kinds="$kinds $k"
     done
     for kind in $kinds; do
@@ -814,10 +815,11 @@ run_step serve_start step_serve_start
 run_step lio_create step_lio_create
 run_step lio_create_file step_lio_create_device file file0
 run_step lio_create_nvme step_lio_create_device nvme nvme0
-for kind in ram striped file nvme; do
+run_step lio_create_nvmestripe step_lio_create_device nvmestripe stripe1
+for kind in ram striped file nvme nvmestripe; do
     run_step "randwrite_verify_$kind" step_randwrite_verify $kind
 done
-for kind in ram striped file nvme; do
+for kind in ram striped file nvme nvmestripe; do
     run_step "randrw_bssplit_$kind" step_randrw_bssplit $kind
 done
 run_step seq_1m_ram step_seq_1m ram
@@ -836,6 +838,7 @@ for kind in ram file nvme; do
     run_step "sg_unmap$sfx" step_sg_unmap $kind
     run_step "sg_write_same$sfx" step_sg_write_same $kind
 done
+run_step sg_unmap_nvmestripe step_sg_unmap nvmestripe
 run_step topology_file step_topology file
 run_step topology_nvme step_topology nvme
 run_step ext4 step_ext4 ram

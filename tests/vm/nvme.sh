@@ -9,7 +9,9 @@
 #     and the in-kernel baseline: an LIO iblock backstore opened read-only
 #     (readonly=1) and the raw reference (fio reading the namespace itself);
 #   - namespace 2 (/dev/nvme0n2): the file bdev's, its whole block device;
-#   - namespace 3 (/dev/ng0n3): the Rust device tests'.
+#   - namespace 3 (/dev/ng0n3): the Rust device tests';
+#   - namespaces 4 and 5 (/dev/ng0n4, /dev/ng0n5): the children of `stripe1`,
+#     a striped bdev over two nvme bdevs (the LUN of KIND `nvmestripe`).
 # A bdev never writes another's namespace, and nothing writes through the
 # baseline, so it can share namespace 1 with the passthrough bdev and be
 # compared with it on the same namespace. Separate namespaces rather than
@@ -18,7 +20,7 @@
 # IOPOLL test polls.
 
 NVME_NS_MIB=${VM_NVME_NS_MIB:-128}
-NVME_NAMESPACES=${VM_NVME_NAMESPACES:-3}
+NVME_NAMESPACES=${VM_NVME_NAMESPACES:-5}
 NVME_SERIAL=dpnvme0
 BASE_NS=nvme0n1      # iblock baseline, raw reference, the nvme bdev's namespace
 NVME_BDEV_NG=ng0n1   # the nvme bdev's generic character device
@@ -125,14 +127,24 @@ step_iblock_create() {
 # generic character device. Each is served as a LUN of its namespace's size
 # and LBA size: the KIND `file` and `nvme` of the steps.
 
-# kind_ns KIND: the namespace under the LUN of KIND. With the selftest, the
+# kind_ns KIND: the namespace under the LUN of KIND (for nvmestripe, its
+# first child's: both children are alike). With the selftest, the
 # nvme LUN is a writable iblock LUN, which cannot share namespace 1 with the
 # read-only baseline's: it takes namespace 3 (after the device tests).
 kind_ns() {
     case $1 in
         file) echo "$FILE_NS" ;;
         nvme) if [ "$SELFTEST" = 1 ]; then echo nvme0n3; else echo "$BASE_NS"; fi ;;
+        nvmestripe) echo nvme0n4 ;;
     esac
+}
+
+# kind_bytes KIND: the size of the LUN of KIND: its namespace's, or twice
+# that over the two children of stripe1.
+kind_bytes() {
+    _b=$(ns_bytes "$(kind_ns "$1")")
+    [ "$1" = nvmestripe ] && _b=$((2 * _b))
+    echo "$_b"
 }
 
 # device_bdev_config: serve's [[bdev]] sections of the drive's bdevs.
@@ -148,18 +160,36 @@ path = "/dev/$FILE_NS"
 name = "nvme0"
 type = "nvme"
 path = "/dev/$NVME_BDEV_NG"
+
+[[bdev]]
+name = "nvme1"
+type = "nvme"
+path = "/dev/ng0n4"
+
+[[bdev]]
+name = "nvme2"
+type = "nvme"
+path = "/dev/ng0n5"
+
+[[bdev]]
+name = "stripe1"
+type = "striped"
+children = ["nvme1", "nvme2"]
+chunk = "64KiB"
 EOF
 }
 
 # step_lio_create_device KIND BDEV: exports bdev BDEV as the LUN of KIND,
-# the whole of its namespace (with the selftest: an iblock LUN on it).
+# the whole of its namespace or namespaces (with the selftest: an iblock LUN
+# on it).
 step_lio_create_device() {
     ns=$(kind_ns "$1")
     dev=/dev/$ns
     [ -b "$dev" ] || fail "no $dev (step nvme_devices failed)"
-    bytes=$(ns_bytes "$ns")
+    bytes=$(kind_bytes "$1")
     bs=$(ns_lba "$ns")
     if [ "$SELFTEST" = 1 ]; then
+        [ "$1" = nvmestripe ] && skip "VM_SELFTEST=1: no stand-in for a striped bdev over namespaces"
         # A writable iblock LUN with UNMAP and WRITE SAME with UNMAP on.
         case $1 in file) i=5 ;; *) i=6 ;; esac
         d=$(make_iblock_lun "selftest_$1" "$dev" $i rw emulate_tpu=1 emulate_tpws=1)

@@ -12,7 +12,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 CACHE=$HERE/.cache
 
 VM_RESULTS=${VM_RESULTS:-$REPO/target/vm}
-VM_TIMEOUT=${VM_TIMEOUT:-900}     # seconds for the whole QEMU run
+VM_TIMEOUT=${VM_TIMEOUT:-1800}     # seconds for the whole QEMU run
 VM_MEM=${VM_MEM:-2048}            # guest memory, MiB
 VM_SMP=${VM_SMP:-2}               # guest vCPUs
 VM_STEPS=${VM_STEPS:-}            # comma-separated step names to run (empty: all)
@@ -231,11 +231,12 @@ for line in sys.stdin:
 #   namespace 1 (nvme0n1, ng0n1): the in-kernel iblock baseline (read-only)
 #     and the raw reference, and the nvme passthrough bdev's namespace;
 #   namespace 2 (nvme0n2, ng0n2): the file bdev's (its whole block device);
-#   namespace 3 (nvme0n3, ng0n3): the device tests' (step device_tests).
+#   namespace 3 (nvme0n3, ng0n3): the device tests' (step device_tests);
+#   namespaces 4 and 5 (ng0n4, ng0n5): the children of a striped bdev.
 # No bdev writes the namespace of another; iblock never writes (readonly=1).
 # discard=unmap makes a deallocation (DSM, Write Zeroes with DEAC) punch a
 # hole in the image, so deallocated blocks read back as zeroes.
-NVME_NAMESPACES=3
+NVME_NAMESPACES=5
 make_nvme_images() {
     local i
     for i in $(seq 1 "$NVME_NAMESPACES"); do
