@@ -173,6 +173,48 @@ impl BdevChannel for StripedChannel {
         (self.depth - self.free.len()) + self.done.len()
     }
 
+    /// Aborts the parent's child requests: those held back are dropped,
+    /// those in the children are aborted there (each child is asked once per
+    /// request of the parent it holds). True when any was, and then the
+    /// parent completes with [`IoError::Aborted`] once its other child
+    /// requests have completed.
+    fn abort(&mut self, tag: u64) -> bool {
+        let Some(slot) = (0..self.slots.len())
+            .find(|&s| self.slots[s].tag == tag && !self.free.contains(&(s as u32)))
+        else {
+            return false;
+        };
+        let parent = &mut self.slots[slot];
+        let mut aborted = false;
+        let submitted_end = parent.next_submit;
+        if parent.next_submit < parent.child_ios.len() {
+            parent.next_submit = parent.child_ios.len();
+            if let Some(at) = self.held.iter().position(|&h| h as usize == slot) {
+                self.held.remove(at);
+            }
+            aborted = true;
+        }
+        for child in 0..self.children.len() {
+            let submitted = parent.child_ios[..submitted_end]
+                .iter()
+                .filter(|io| io.child as usize == child)
+                .count();
+            for _ in 0..submitted {
+                if !self.children[child].abort(slot as u64) {
+                    break;
+                }
+                aborted = true;
+            }
+        }
+        if aborted {
+            parent.error = Some(IoError::Aborted);
+            if parent.all_done() {
+                finish(parent, slot, &mut self.free, &mut self.done);
+            }
+        }
+        aborted
+    }
+
     /// Every child's.
     fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.children.iter().flat_map(|c| c.wait_fds()).collect()
