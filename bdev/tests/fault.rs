@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bdev::fault::{Clock, FaultAction, FaultError, FaultRule, ManualTime, OpSet};
 use bdev::{
-    Bdev, BdevChannel, BdevRef, FaultBdev, IoCompletion, IoError, IoOp, IoRequest, IoVec,
-    RamBdev, SgList, StripedBdev,
+    Bdev, BdevChannel, BdevRef, FaultBdev, IoCompletion, IoError, IoOp, IoRequest, IoVec, RamBdev,
+    SgList, StripedBdev,
 };
 use test_support::alloc::{thread_allocations, CountingAlloc};
 
@@ -88,8 +88,8 @@ fn each_error_kind_on_its_range_and_ops() {
             results(&got),
             [
                 (1, Ok(())),
-                (2, Err(kind.io_error(IoOp::Read))),
-                (3, Err(kind.io_error(IoOp::Write))),
+                (2, Err(kind.io_error(IoOp::Read, 100))),
+                (3, Err(kind.io_error(IoOp::Write, 107))),
                 (4, Ok(())),
                 (5, Ok(())),
             ],
@@ -98,9 +98,12 @@ fn each_error_kind_on_its_range_and_ops() {
         assert_eq!(ch.in_flight(), 0);
         assert_eq!(bdev.stats().failed, 2);
     }
-    assert_eq!(FaultError::Medium.io_error(IoOp::Read), IoError::Read(libc::EIO));
     assert_eq!(
-        FaultError::NoSpace.io_error(IoOp::Write),
+        FaultError::Medium.io_error(IoOp::Read, 7),
+        IoError::ReadAt(7)
+    );
+    assert_eq!(
+        FaultError::NoSpace.io_error(IoOp::Write, 7),
         IoError::NoSpace(libc::ENOSPC)
     );
 }
@@ -123,14 +126,14 @@ fn unselected_requests_reach_the_base_and_data_survives() {
     ch.submit(req(IoOp::Read, 1024, 1, &back, 4)).unwrap();
     assert_eq!(
         results(&drain(ch.as_mut())),
-        [(3, Err(IoError::Write(5))), (4, Err(IoError::OutOfRange))]
+        [(3, Err(IoError::WriteAt(0))), (4, Err(IoError::OutOfRange))]
     );
 }
 
 #[test]
 fn probability_is_seeded_and_reproducible() {
-    let rule = FaultRule::new(OpSet::ALL, FaultAction::Fail(FaultError::NotReady))
-        .with_probability(0.3);
+    let rule =
+        FaultRule::new(OpSet::ALL, FaultAction::Fail(FaultError::NotReady)).with_probability(0.3);
     let run = || {
         let (bdev, _) = fault(vec![rule]);
         let mut ch = bdev.open_channel(1).unwrap();
@@ -181,7 +184,11 @@ fn delays_hold_completions_until_due_without_blocking() {
     time.advance_us(1);
     assert_eq!(results(&drain(ch.as_mut())), [(1, Ok(()))]);
     time.advance_us(99);
-    assert_eq!(drain(ch.as_mut()).len(), 0, "the write waits at least 200 us");
+    assert_eq!(
+        drain(ch.as_mut()).len(),
+        0,
+        "the write waits at least 200 us"
+    );
     time.advance_us(101);
     assert_eq!(results(&drain(ch.as_mut())), [(3, Ok(()))]);
     assert_eq!(ch.in_flight(), 0);
@@ -286,6 +293,29 @@ fn a_striped_bdev_forwards_aborts_to_its_children() {
 }
 
 #[test]
+fn a_striped_bdev_reports_medium_errors_at_its_own_lba() {
+    // Child 1 fails its block 9: with 8-block strips over two children,
+    // that is parent block 8 * 3 + 1 = 25.
+    let medium = FaultRule::new(OpSet::ALL, FaultAction::Fail(FaultError::Medium)).in_range(9, 10);
+    let kids: Vec<BdevRef> = vec![
+        ram("r0", 64),
+        Arc::new(FaultBdev::new("f1", ram("r1", 64), vec![medium], 0).unwrap()),
+    ];
+    let striped = StripedBdev::new("s", kids, 8).unwrap();
+    let mut ch = striped.open_channel(4).unwrap();
+    let buf = Buf::new(16, 0);
+    ch.submit(req(IoOp::Read, 16, 16, &buf, 1)).unwrap();
+    ch.submit(req(IoOp::Write, 20, 8, &buf, 2)).unwrap();
+    assert_eq!(
+        results(&drain(ch.as_mut())),
+        [
+            (1, Err(IoError::ReadAt(25))),
+            (2, Err(IoError::WriteAt(25)))
+        ]
+    );
+}
+
+#[test]
 fn bad_rules_are_refused_naming_the_field() {
     let fail = FaultAction::Fail(FaultError::Medium);
     let bad = [
@@ -312,16 +342,22 @@ fn bad_rules_are_refused_naming_the_field() {
         let e = FaultBdev::new("f", ram("r", 8), vec![rule], 0)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("fault bdev f: rule 0: ") && e.contains(what), "{e}");
+        assert!(
+            e.contains("fault bdev f: rule 0: ") && e.contains(what),
+            "{e}"
+        );
     }
 }
 
 #[test]
 fn the_data_path_does_not_allocate() {
     let rules = vec![
-        FaultRule::new(OpSet::NONE.with(IoOp::Read), FaultAction::Fail(FaultError::Medium))
-            .in_range(0, 16)
-            .with_probability(0.5),
+        FaultRule::new(
+            OpSet::NONE.with(IoOp::Read),
+            FaultAction::Fail(FaultError::Medium),
+        )
+        .in_range(0, 16)
+        .with_probability(0.5),
         FaultRule::new(
             OpSet::NONE.with(IoOp::Write),
             FaultAction::Delay {
@@ -357,5 +393,9 @@ fn the_data_path_does_not_allocate() {
     for _ in 0..100 {
         round(ch.as_mut());
     }
-    assert_eq!(thread_allocations() - before, 0, "the fault channel allocated");
+    assert_eq!(
+        thread_allocations() - before,
+        0,
+        "the fault channel allocated"
+    );
 }

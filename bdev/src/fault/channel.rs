@@ -24,7 +24,9 @@ use crate::{BdevChannel, Error, Geometry, IoCompletion, IoError, IoRequest, IoVe
 enum State {
     Free,
     /// In the base bdev; then held for `delay_ns`.
-    InBase { delay_ns: u64 },
+    InBase {
+        delay_ns: u64,
+    },
     /// Held until aborted.
     Stuck,
     /// Finished; delivered once the clock reaches `due_ns`.
@@ -90,12 +92,13 @@ impl FaultChannel {
         }
     }
 
-    /// The first rule that selects `request`, drawing its probability.
-    fn select(&mut self, request: &IoRequest) -> Option<FaultAction> {
+    /// The first rule that selects `request`, drawing its probability:
+    /// its action and the request's first block in its range.
+    fn select(&mut self, request: &IoRequest) -> Option<(FaultAction, u64)> {
         let rules = &self.rules;
         for rule in rules.iter() {
             if rule.matches(request) && self.rng.chance(rule.probability) {
-                return Some(rule.action);
+                return Some((rule.action, rule.first_block(request)));
             }
         }
         None
@@ -139,21 +142,21 @@ impl BdevChannel for FaultChannel {
         }
         let action = self.select(&request);
         let delay_ns = match action {
-            Some(FaultAction::Fail(kind)) => {
+            Some((FaultAction::Fail(kind), lba)) => {
                 Counters::bump(&self.counters.failed);
                 self.done
-                    .complete(request.tag, Err(kind.io_error(request.op)));
+                    .complete(request.tag, Err(kind.io_error(request.op, lba)));
                 return Ok(());
             }
-            Some(FaultAction::Delay { min_us, max_us }) => {
+            Some((FaultAction::Delay { min_us, max_us }, _)) => {
                 self.rng.between(min_us, max_us).saturating_mul(1000)
             }
-            Some(FaultAction::Stick) | None => 0,
+            Some((FaultAction::Stick, _)) | None => 0,
         };
         let Some(slot) = self.free.pop() else {
             return Err(request);
         };
-        let state = if action == Some(FaultAction::Stick) {
+        let state = if matches!(action, Some((FaultAction::Stick, _))) {
             Counters::bump(&self.counters.stuck);
             State::Stuck
         } else {

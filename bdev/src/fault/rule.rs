@@ -57,8 +57,9 @@ impl OpSet {
 /// its own sense (see `dataplane::scsi::sense`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultError {
-    /// A medium error: [`IoError::Read`] for a read, [`IoError::Write`]
-    /// otherwise (EIO) (MEDIUM ERROR).
+    /// A medium error at the first block of the request in the rule's
+    /// range: [`IoError::ReadAt`] for a read, [`IoError::WriteAt`]
+    /// otherwise (MEDIUM ERROR with the LBA in INFORMATION).
     Medium,
     /// [`IoError::NoSpace`] (ENOSPC): out of space (DATA PROTECT, SPACE
     /// ALLOCATION FAILED WRITE PROTECT).
@@ -98,11 +99,12 @@ impl FaultError {
             .map(|(_, kind)| *kind)
     }
 
-    /// The error a request of `op` fails with.
-    pub fn io_error(self, op: IoOp) -> IoError {
+    /// The error a request of `op` fails with, `lba` its first block in
+    /// the rule's range.
+    pub fn io_error(self, op: IoOp, lba: u64) -> IoError {
         match self {
-            FaultError::Medium if op == IoOp::Read => IoError::Read(libc::EIO),
-            FaultError::Medium => IoError::Write(libc::EIO),
+            FaultError::Medium if op == IoOp::Read => IoError::ReadAt(lba),
+            FaultError::Medium => IoError::WriteAt(lba),
             FaultError::NoSpace => IoError::NoSpace(libc::ENOSPC),
             FaultError::NotReady => IoError::NotReady,
             FaultError::WriteProtected => IoError::WriteProtected,
@@ -206,6 +208,15 @@ impl FaultRule {
             }
         }
         Ok(())
+    }
+
+    /// The first block of `request` in the rule's range (the request's
+    /// first block without a range).
+    pub(super) fn first_block(&self, request: &IoRequest) -> u64 {
+        match self.range {
+            Some((start, _)) => request.lba.max(start),
+            None => request.lba,
+        }
     }
 
     /// Whether the rule's operations and range select `request` (the

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 
+use super::layout::parent_lba;
 use super::split::{ChildLimits, ParentIo, Splitter};
 use crate::request::{check_request, check_supported, CompletionQueue};
 use crate::{
@@ -29,6 +30,8 @@ pub(super) struct StripedChannel {
     /// Parent completions not yet delivered.
     done: CompletionQueue,
     depth: usize,
+    /// log2 of the strip in blocks.
+    chunk_shift: u32,
 }
 
 impl StripedChannel {
@@ -60,6 +63,7 @@ impl StripedChannel {
             held: VecDeque::with_capacity(depth),
             done: CompletionQueue::new(depth),
             depth,
+            chunk_shift,
         })
     }
 
@@ -137,6 +141,8 @@ impl BdevChannel for StripedChannel {
     }
 
     fn poll(&mut self, done: &mut dyn FnMut(IoCompletion)) -> usize {
+        let n = self.children.len() as u64;
+        let shift = self.chunk_shift;
         let Self {
             children,
             slots,
@@ -144,7 +150,8 @@ impl BdevChannel for StripedChannel {
             done: finished,
             ..
         } = self;
-        for child in children.iter_mut() {
+        for (index, child) in children.iter_mut().enumerate() {
+            let index = index as u64;
             child.poll(&mut |completion| {
                 let slot = completion.tag as usize;
                 let Some(parent) = slots.get_mut(slot) else {
@@ -157,6 +164,13 @@ impl BdevChannel for StripedChannel {
                 }
                 parent.in_children -= 1;
                 if let Err(error) = completion.result {
+                    // A medium error names a child block: report the
+                    // parent's.
+                    let error = match error {
+                        IoError::ReadAt(lba) => IoError::ReadAt(parent_lba(index, lba, n, shift)),
+                        IoError::WriteAt(lba) => IoError::WriteAt(parent_lba(index, lba, n, shift)),
+                        other => other,
+                    };
                     parent.error.get_or_insert(error);
                 }
                 if parent.all_done() {
