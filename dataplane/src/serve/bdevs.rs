@@ -398,3 +398,55 @@ fn describe(file: &FileBdev, config: &BdevConfig) -> String {
         options.queue_depth,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_and_striped_bdevs_are_made_over_each_other_in_any_order() {
+        let text = r#"
+[reactors]
+cores = [0]
+
+[[bdev]]
+name = "over"
+type = "fault"
+base = "s"
+[[bdev.rules]]
+range = [0, 8]
+error = "not-ready"
+
+[[bdev]]
+name = "s"
+type = "striped"
+children = ["f0", "r1"]
+chunk = 4096
+
+[[bdev]]
+name = "f0"
+type = "fault"
+base = "r0"
+
+[[bdev]]
+name = "r0"
+type = "ram"
+size = "1MiB"
+
+[[bdev]]
+name = "r1"
+type = "ram"
+size = "1MiB"
+"#;
+        let config = ServeConfig::parse(text).unwrap();
+        config.validate(&[0]).unwrap();
+        let mut lines = Vec::new();
+        let made = make_bdevs(&config, &mut |l| lines.push(l.to_string())).unwrap();
+        assert_eq!(made.bdevs.len(), 5);
+        assert_eq!(made.bdevs["over"].geometry().num_blocks, 4096);
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("bdev over: faults injected into s")));
+        assert!(made.unavailable.is_empty());
+    }
+}

@@ -502,7 +502,7 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     };
                     if let BdevConfig::Striped { .. } = c {
                         return err(format!(
-                            "{key}: {child:?} is striped; children must be ram, null, file or nvme"
+                            "{key}: {child:?} is striped; children must be ram, null, file, nvme or fault"
                         ));
                     }
                     if let Some(other) = children_of.insert(child, name) {
