@@ -105,7 +105,12 @@ impl Rig {
 }
 
 /// Fixed-format sense: (VALID, key, ASC, ASCQ, INFORMATION).
-fn decode(sense: &[u8]) -> (bool, u8, u8, u8, u32) {
+type Decoded = (bool, u8, u8, u8, u32);
+
+/// One command of a table: (tag, write?, lba, blocks, status, sense).
+type Case = (u64, bool, u32, u16, u8, Option<Decoded>);
+
+fn decode(sense: &[u8]) -> Decoded {
     assert_eq!(sense[0] & 0x7F, 0x70, "fixed format: {sense:02x?}");
     (
         sense[0] & 0x80 != 0,
@@ -133,8 +138,7 @@ fn each_injected_error_reaches_the_initiator_as_its_sense() {
     ];
     let fault = FaultBdev::new("f", ram(), rules, 1).unwrap();
     let mut r = rig(&fault);
-    // (tag, write?, lba, blocks, status, (VALID, key, ASC, ASCQ, INFORMATION))
-    let cases: [(u64, bool, u32, u16, u8, Option<(bool, u8, u8, u8, u32)>); 9] = [
+    let cases: [Case; 9] = [
         // MEDIUM ERROR, UNRECOVERED READ ERROR at the first bad block.
         (
             1,
