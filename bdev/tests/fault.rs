@@ -399,3 +399,30 @@ fn the_data_path_does_not_allocate() {
         "the fault channel allocated"
     );
 }
+
+#[test]
+fn an_abort_reaches_a_fault_bdev_under_another() {
+    // The outer bdev delays, the inner one holds: the abort passes through
+    // the outer channel to the request in its base, and the completion is
+    // not delayed on top.
+    let (clock, _) = Clock::manual();
+    let stuck = FaultRule::new(OpSet::ALL, FaultAction::Stick);
+    let inner: BdevRef = Arc::new(
+        FaultBdev::with_clock("inner", ram("r", 64), vec![stuck], 0, clock.clone()).unwrap(),
+    );
+    let delay = FaultRule::new(
+        OpSet::ALL,
+        FaultAction::Delay {
+            min_us: 1000,
+            max_us: 1000,
+        },
+    );
+    let outer = FaultBdev::with_clock("outer", inner, vec![delay], 0, clock).unwrap();
+    let mut ch = outer.open_channel(2).unwrap();
+    let buf = Buf::new(1, 0);
+    ch.submit(req(IoOp::Read, 3, 1, &buf, 5)).unwrap();
+    assert_eq!(drain(ch.as_mut()).len(), 0);
+    assert!(ch.abort(5));
+    assert_eq!(results(&drain(ch.as_mut())), [(5, Err(IoError::Aborted))]);
+    assert_eq!(ch.in_flight(), 0);
+}

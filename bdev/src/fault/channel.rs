@@ -6,9 +6,11 @@
 //! submit, or finished): so `in_flight` is both, and never more than the
 //! depth. Requests go to the base tagged with their slot index.
 //!
-//! The channel has no descriptors to wait on (`wait_fds` is empty, even
-//! over a base that has some): a delayed completion is released by `poll`
-//! when its time comes, so a reactor must keep polling while one waits.
+//! The channel waits on its base's descriptors (`wait_fds`), so a reactor
+//! that sleeps wakes when the base completes; a delayed completion is
+//! released by the first `poll` after its time, so under an idle policy
+//! that sleeps it may come up to one sleep late (the reactor's
+//! `max_sleep_ms`).
 
 use std::sync::Arc;
 
@@ -231,7 +233,14 @@ impl BdevChannel for FaultChannel {
             return false;
         };
         match self.slots[index].state {
-            State::InBase { .. } => self.base.abort(index as u64),
+            State::InBase { .. } => {
+                let aborted = self.base.abort(index as u64);
+                if aborted {
+                    // Its completion is the abort: no delay on top.
+                    self.slots[index].state = State::InBase { delay_ns: 0 };
+                }
+                aborted
+            }
             State::Stuck | State::Waiting { .. } => {
                 if let Some(at) = self.waiting.iter().position(|&s| s as usize == index) {
                     self.waiting.swap_remove(at);
@@ -243,6 +252,10 @@ impl BdevChannel for FaultChannel {
             }
             State::Free => false,
         }
+    }
+
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.base.wait_fds()
     }
 
     /// The base's memory is the caller's: offered to the base.
