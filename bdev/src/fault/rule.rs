@@ -25,11 +25,6 @@ impl OpSet {
     }
 
     /// This set with `op` added.
-    pub const fn with_bits(self, bits: u8) -> OpSet {
-        OpSet(self.0 | bits)
-    }
-
-    /// This set with `op` added.
     pub fn with(self, op: IoOp) -> OpSet {
         OpSet(self.0 | Self::bit(op))
     }

@@ -449,4 +449,37 @@ size = "1MiB"
             .any(|l| l.contains("bdev over: faults injected into s")));
         assert!(made.unavailable.is_empty());
     }
+
+    #[test]
+    fn a_fault_bdev_over_a_bdev_left_out_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.img");
+        let text = format!(
+            r#"
+[reactors]
+cores = [0]
+
+[[bdev]]
+name = "disk0"
+type = "file"
+path = "{}"
+
+[[bdev]]
+name = "flaky"
+type = "fault"
+base = "disk0"
+"#,
+            missing.display()
+        );
+        let config = ServeConfig::parse(&text).unwrap();
+        config.validate(&[0]).unwrap();
+        let mut lines = Vec::new();
+        let made = make_bdevs(&config, &mut |l| lines.push(l.to_string())).unwrap();
+        assert!(made.bdevs.is_empty());
+        assert_eq!(
+            made.unavailable["flaky"],
+            "bdev flaky: its base disk0 is unavailable"
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
+    }
 }
