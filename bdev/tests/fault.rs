@@ -426,3 +426,35 @@ fn an_abort_reaches_a_fault_bdev_under_another() {
     assert_eq!(results(&drain(ch.as_mut())), [(5, Err(IoError::Aborted))]);
     assert_eq!(ch.in_flight(), 0);
 }
+
+#[test]
+fn a_space_limit_fails_writes_that_would_pass_it() {
+    let (bdev, _) = fault(Vec::new());
+    let bdev = bdev.with_space_limit(16);
+    let mut ch = bdev.open_channel(4).unwrap();
+    let buf = Buf::new(8, 3);
+    ch.submit(req(IoOp::Write, 0, 8, &buf, 1)).unwrap();
+    ch.submit(req(IoOp::Write, 4, 8, &buf, 2)).unwrap(); // 4 new blocks
+    ch.submit(req(IoOp::WriteZeroes, 100, 8, &buf, 3)).unwrap(); // 8 more: 20
+    ch.submit(req(IoOp::Write, 0, 8, &buf, 4)).unwrap(); // rewrite: free
+    assert_eq!(
+        results(&drain(ch.as_mut())),
+        [
+            (1, Ok(())),
+            (2, Ok(())),
+            (3, Err(IoError::NoSpace(libc::ENOSPC))),
+            (4, Ok(())),
+        ]
+    );
+    assert_eq!(bdev.space_used(), Some(12));
+    // Reads still work; an unmap gives room back.
+    ch.submit(req(IoOp::Read, 100, 8, &buf, 5)).unwrap();
+    ch.submit(req(IoOp::Unmap, 0, 4, &buf, 6)).unwrap();
+    ch.submit(req(IoOp::WriteZeroes, 100, 8, &buf, 7)).unwrap();
+    assert_eq!(
+        results(&drain(ch.as_mut())),
+        [(5, Ok(())), (6, Ok(())), (7, Ok(()))]
+    );
+    assert_eq!(bdev.space_used(), Some(16));
+    assert_eq!(bdev.stats().no_space, 1);
+}

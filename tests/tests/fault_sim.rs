@@ -282,6 +282,24 @@ fn a_stuck_command_does_not_stop_the_others() {
     assert_eq!(fault.stats().stuck, 1);
 }
 
+#[test]
+fn a_full_thin_device_reports_space_allocation_failed() {
+    let fault = FaultBdev::new("f", ram(), Vec::new(), 1)
+        .unwrap()
+        .with_space_limit(16);
+    let mut r = rig(&fault);
+    r.write(0, 16, 1);
+    assert_eq!(r.wait(1, 1000).map(|d| d.0), Some(GOOD));
+    r.write(16, 1, 2);
+    let (status, sense) = r.wait(2, 1000).unwrap();
+    assert_eq!(status, CHECK_CONDITION);
+    assert_eq!(decode(&sense), (false, 0x7, 0x27, 0x07, 0));
+    // Rewriting allocated blocks still works.
+    r.write(8, 8, 3);
+    assert_eq!(r.wait(3, 1000).map(|d| d.0), Some(GOOD));
+    assert_eq!(fault.space_used(), Some(16));
+}
+
 const CONFIG: &str = r#"
 [reactors]
 cores = [0]
@@ -304,6 +322,7 @@ fn a_fault_bdev_configures_its_rules() {
     let c = config(
         r#"base = "ram0"
 seed = 9
+space = "512KiB"
 [[bdev.rules]]
 ops = ["read", "write"]
 range = [100, 200]
@@ -331,6 +350,10 @@ fn bad_fault_configurations_name_their_key() {
         (
             "base = \"f0\"",
             "bdev[1] (\"f0\").base: a fault bdev cannot wrap itself",
+        ),
+        (
+            "base = \"ram0\"\nspace = 0",
+            "bdev[1] (\"f0\").space: must be greater than zero",
         ),
         (
             "base = \"ram0\"\n[[bdev.rules]]\nprobability = 1.5\nerror = \"medium\"",

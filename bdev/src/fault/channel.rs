@@ -17,9 +17,10 @@ use std::sync::Arc;
 use super::clock::Clock;
 use super::rng::SplitMix;
 use super::rule::{FaultAction, FaultRule};
+use super::space::Space;
 use super::stats::Counters;
 use crate::request::{check_request, CompletionQueue};
-use crate::{BdevChannel, Error, Geometry, IoCompletion, IoError, IoRequest, IoVec};
+use crate::{BdevChannel, Error, Geometry, IoCompletion, IoError, IoOp, IoRequest, IoVec};
 
 /// Where a slot's request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,7 @@ pub(super) struct FaultChannel {
     rng: SplitMix,
     clock: Clock,
     counters: Arc<Counters>,
+    space: Option<Arc<Space>>,
     slots: Vec<Slot>,
     /// Free slot indexes.
     free: Vec<u32>,
@@ -71,6 +73,7 @@ impl FaultChannel {
         seed: u64,
         clock: Clock,
         counters: Arc<Counters>,
+        space: Option<Arc<Space>>,
         depth: usize,
     ) -> Self {
         Self {
@@ -80,6 +83,7 @@ impl FaultChannel {
             rng: SplitMix::new(seed),
             clock,
             counters,
+            space,
             slots: vec![
                 Slot {
                     tag: 0,
@@ -104,6 +108,23 @@ impl FaultChannel {
             }
         }
         None
+    }
+
+    /// Allocates what a write needs, or releases what an unmap frees,
+    /// under the space limit; false when a write does not fit.
+    fn has_space(&self, request: &IoRequest) -> bool {
+        let Some(space) = &self.space else {
+            return true;
+        };
+        let blocks = u64::from(request.blocks);
+        match request.op {
+            IoOp::Write | IoOp::WriteZeroes => space.allocate(request.lba, blocks),
+            IoOp::Unmap => {
+                space.release(request.lba, blocks);
+                true
+            }
+            IoOp::Read | IoOp::Flush => true,
+        }
     }
 
     fn release(&mut self, slot: u32) {
@@ -155,10 +176,17 @@ impl BdevChannel for FaultChannel {
             }
             Some((FaultAction::Stick, _)) | None => 0,
         };
+        let stick = matches!(action, Some((FaultAction::Stick, _)));
+        if !stick && !self.has_space(&request) {
+            Counters::bump(&self.counters.no_space);
+            self.done
+                .complete(request.tag, Err(IoError::NoSpace(libc::ENOSPC)));
+            return Ok(());
+        }
         let Some(slot) = self.free.pop() else {
             return Err(request);
         };
-        let state = if matches!(action, Some((FaultAction::Stick, _))) {
+        let state = if stick {
             Counters::bump(&self.counters.stuck);
             State::Stuck
         } else {

@@ -19,7 +19,11 @@
 //!   [`BdevChannel::abort`] names it; then it completes with
 //!   [`IoError::Aborted`](crate::IoError::Aborted).
 //!
-//! A request no rule selects goes to the base bdev unchanged.
+//! A request no rule selects goes to the base bdev unchanged, unless the
+//! bdev has a space limit ([`FaultBdev::with_space_limit`], `space`): then
+//! a write or write zeroes that would allocate blocks past it fails with
+//! out of space ([`IoError::NoSpace`](crate::IoError::NoSpace)), as a thin
+//! device that ran out of room does; unmaps give room back.
 //!
 //! # Determinism
 //! Probabilities and delays are drawn from a SplitMix64 generator seeded
@@ -35,13 +39,15 @@
 //! atomics shared by the channels.
 //!
 //! # Files
-//! `rule` holds the rules, `rng` the generator, `clock` the time, `stats`
-//! the counters, `channel` the channel; this file the bdev.
+//! `rule` holds the rules, `rng` the generator, `clock` the time, `space`
+//! the space limit, `stats` the counters, `channel` the channel; this file
+//! the bdev.
 
 mod channel;
 mod clock;
 mod rng;
 mod rule;
+mod space;
 mod stats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +55,7 @@ use std::sync::Arc;
 
 use crate::{Bdev, BdevChannel, BdevRef, Capabilities, Error, Geometry, Topology};
 use channel::FaultChannel;
+use space::Space;
 use stats::Counters;
 
 pub use clock::{Clock, ManualTime};
@@ -65,6 +72,7 @@ pub struct FaultBdev {
     seed: u64,
     clock: Clock,
     counters: Arc<Counters>,
+    space: Option<Arc<Space>>,
     /// Channels opened so far (mixed into their seeds).
     opened: AtomicU64,
 }
@@ -104,8 +112,24 @@ impl FaultBdev {
             seed,
             clock,
             counters: Arc::default(),
+            space: None,
             opened: AtomicU64::new(0),
         })
+    }
+
+    /// This bdev with room for `blocks` allocated blocks (see the module
+    /// docs); nothing is allocated at first.
+    pub fn with_space_limit(self, blocks: u64) -> Self {
+        let num_blocks = self.base.geometry().num_blocks;
+        Self {
+            space: Some(Arc::new(Space::new(blocks, num_blocks))),
+            ..self
+        }
+    }
+
+    /// Blocks allocated now, with a space limit.
+    pub fn space_used(&self) -> Option<u64> {
+        self.space.as_ref().map(|s| s.used())
     }
 
     /// The bdev the faults are injected into.
@@ -156,6 +180,7 @@ impl Bdev for FaultBdev {
             seed,
             self.clock.clone(),
             Arc::clone(&self.counters),
+            self.space.clone(),
             depth,
         )))
     }

@@ -10,6 +10,7 @@ pub(super) struct Counters {
     pub(super) delayed: AtomicU64,
     pub(super) stuck: AtomicU64,
     pub(super) aborted: AtomicU64,
+    pub(super) no_space: AtomicU64,
 }
 
 impl Counters {
@@ -23,6 +24,7 @@ impl Counters {
             delayed: self.delayed.load(Ordering::Relaxed),
             stuck: self.stuck.load(Ordering::Relaxed),
             aborted: self.aborted.load(Ordering::Relaxed),
+            no_space: self.no_space.load(Ordering::Relaxed),
         }
     }
 }
@@ -38,4 +40,6 @@ pub struct FaultStats {
     pub stuck: u64,
     /// Requests aborted (stuck or waiting out a delay).
     pub aborted: u64,
+    /// Writes refused for want of space (the space limit).
+    pub no_space: u64,
 }

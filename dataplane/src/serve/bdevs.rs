@@ -199,6 +199,7 @@ fn make_over(
             name,
             base,
             seed,
+            space,
             rules,
         } => {
             if made.unavailable.contains_key(base) {
@@ -212,10 +213,17 @@ fn make_over(
                 .map(|(j, r)| r.rule(&format!("bdev {name}: rules[{j}]")))
                 .collect::<Result<_, _>>()
                 .map_err(|e| wrap(name)(bdev::Error::InvalidParameter(e.to_string())))?;
-            let fault = FaultBdev::new(name.clone(), Arc::clone(&made.bdevs[base]), rules, *seed)
-                .map_err(wrap(name))?;
+            let base_bdev = Arc::clone(&made.bdevs[base]);
+            let block_size = u64::from(base_bdev.geometry().block_size);
+            let mut fault =
+                FaultBdev::new(name.clone(), base_bdev, rules, *seed).map_err(wrap(name))?;
+            let mut room = String::new();
+            if let Some(space) = space {
+                fault = fault.with_space_limit(space.0 / block_size);
+                room = format!(", room for {} blocks", space.0 / block_size);
+            }
             log(&format!(
-                "bdev {name}: faults injected into {base} ({} rules, seed {seed})",
+                "bdev {name}: faults injected into {base} ({} rules, seed {seed}{room})",
                 fault.rules().len()
             ));
             made.bdevs.insert(name.clone(), Arc::new(fault));

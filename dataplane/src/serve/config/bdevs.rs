@@ -160,6 +160,10 @@ pub enum BdevConfig {
         /// replays the same faults.
         #[serde(default)]
         seed: u64,
+        /// Bytes of room, as a thin device: a write that would allocate
+        /// past it fails with out of space; unmaps give room back.
+        #[serde(default)]
+        space: Option<Size>,
         /// `[[bdev.rules]]`, tried in order; the first that selects a
         /// request applies.
         #[serde(default)]
@@ -460,7 +464,12 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     ));
                 }
             }
-            BdevConfig::Fault { base, rules, .. } => {
+            BdevConfig::Fault {
+                base, rules, space, ..
+            } => {
+                if space.is_some_and(|s| s.0 == 0) {
+                    return err(format!("{at}.space: must be greater than zero"));
+                }
                 let key = format!("{at}.base");
                 if base == b.name() {
                     return err(format!("{key}: a fault bdev cannot wrap itself"));
