@@ -8,10 +8,12 @@
 //! interface wants), its data buffer is detached and its slot is free once
 //! `poll` has delivered that response. A task with requests in the bdev
 //! cannot be freed before they complete (the bdev may still write into its
-//! buffer): [`TaskAbort::InBdev`] names them, all under one tag, so that
-//! they can be aborted in the bdev ([`bdev::BdevChannel::abort`], once per
-//! request), after which they complete with
-//! [`IoError::Aborted`](bdev::IoError::Aborted) and the task finishes.
+//! buffer): the unit asks the bdev to abort them, all under one tag,
+//! through its port ([`BdevPort::abort`](crate::port::BdevPort::abort), once
+//! per request, the first time the task is aborted). A bdev that can abort
+//! them ([`bdev::BdevChannel::abort`]) completes them with
+//! [`IoError::Aborted`](bdev::IoError::Aborted) and the task finishes at
+//! once; otherwise it finishes when they complete as they would have.
 
 use super::task::{tag, TaskState};
 use super::Lun;
@@ -26,8 +28,9 @@ pub enum TaskAbort {
     /// ABORTED, delivered by the next `poll`, which frees the slot.
     Finished,
     /// The task has `requests` requests in the bdev (or staged for it),
-    /// all tagged `tag`; it finishes with TASK ABORTED when the last one
-    /// completes. It stages nothing more. Asking again returns the same.
+    /// all tagged `tag`, and their abort was sent to the bdev; it finishes
+    /// with TASK ABORTED when the last one completes. It stages nothing
+    /// more. Asking again returns the same and sends nothing more.
     InBdev {
         /// The tag of the task's bdev requests (port-local: the port adds
         /// its routing bits).
@@ -46,6 +49,7 @@ impl Lun {
         if task.state != TaskState::Active {
             return TaskAbort::NotFound;
         }
+        let first = !task.aborted;
         task.aborted = true;
         if task.outstanding == 0 {
             self.unqueue(slot);
@@ -53,8 +57,14 @@ impl Lun {
             self.run_ready();
             return TaskAbort::Finished;
         }
+        let tag = tag(slot, task.generation);
+        if first {
+            for _ in 0..task.outstanding {
+                self.port.abort(tag);
+            }
+        }
         TaskAbort::InBdev {
-            tag: tag(slot, task.generation),
+            tag,
             requests: task.outstanding,
         }
     }

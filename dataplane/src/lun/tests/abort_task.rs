@@ -123,3 +123,59 @@ fn a_task_waiting_for_room_finishes_at_once() {
     assert_eq!(lbas, [1, 2, 9], "the aborted read never reached the bdev");
     assert_eq!(h.lun.in_flight(), 0);
 }
+
+#[test]
+fn a_stuck_read_on_a_fault_bdev_is_aborted_in_the_bdev() {
+    use bdev::fault::{FaultAction, FaultBdev, FaultRule, OpSet};
+    use bdev::{Bdev, IoOp, IoVec};
+
+    use super::super::LunConfig;
+    use crate::port::{port_pair, BdevPoller};
+
+    let ram = std::sync::Arc::new(bdev::ram::RamBdev::new("ram", 512, 1024).unwrap());
+    let stuck = FaultRule::new(OpSet::NONE.with(IoOp::Read), FaultAction::Stick).in_range(7, 8);
+    let fault = FaultBdev::new("f", ram, vec![stuck], 1).unwrap();
+    let (port, end) = port_pair(8).unwrap();
+    let mut poller = BdevPoller::new("f", fault.open_channel(8).unwrap(), 8);
+    poller.attach(end).unwrap();
+    let mut config = LunConfig::for_bdev(&fault);
+    config.max_tasks = 4;
+    let mut lun = Lun::new(config, port).unwrap();
+    let chunks = free_chunks(&mut lun);
+    let mut got = Vec::new();
+    let step = |lun: &mut Lun, poller: &mut BdevPoller, got: &mut Vec<(u32, Response)>| {
+        for _ in 0..10 {
+            lun.flush();
+            poller.poll();
+            lun.poll(usize::MAX, &mut |s, r| got.push((s, *r)));
+        }
+    };
+    let mut stuck_buf = vec![0xEEu8; 2 * 512];
+    let mut other = vec![0u8; 512];
+    // SAFETY: the buffers outlive the commands, which complete below.
+    unsafe {
+        lun.submit(
+            1,
+            &cdb10(0x28, 0, 6, 2),
+            &[IoVec::from_slice(&mut stuck_buf)],
+        )
+    };
+    step(&mut lun, &mut poller, &mut got);
+    assert!(got.is_empty(), "stuck");
+    assert!(matches!(
+        lun.abort_task(1),
+        TaskAbort::InBdev { requests: 1, .. }
+    ));
+    step(&mut lun, &mut poller, &mut got);
+    assert_eq!(got, [(1, aborted())]);
+    assert!(stuck_buf.iter().all(|&b| b == 0xEE), "no data moved");
+    // Nothing leaks; the slot and the unit serve on.
+    assert_eq!((lun.in_flight(), lun.outstanding_requests()), (0, 0));
+    assert_eq!(free_chunks(&mut lun), chunks);
+    assert_eq!(fault.stats().aborted, 1);
+    got.clear();
+    // SAFETY: as above.
+    unsafe { lun.submit(1, &cdb10(0x28, 0, 100, 1), &[IoVec::from_slice(&mut other)]) };
+    step(&mut lun, &mut poller, &mut got);
+    assert_eq!(got, [(1, Response::good(512))]);
+}
