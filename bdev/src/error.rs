@@ -28,6 +28,16 @@ pub enum IoError {
     /// The medium could not be written.
     #[error("write error (errno {0})")]
     Write(i32),
+    /// The medium could not be read at block `0`, the first block of the
+    /// request that failed, as an LBA of the bdev that completed the request
+    /// (a bdev over others translates its children's). The SCSI layer
+    /// reports it in the sense data's INFORMATION field.
+    #[error("unrecovered read error at LBA {0}")]
+    ReadAt(u64),
+    /// The medium could not be written at block `0` (as for
+    /// [`IoError::ReadAt`]).
+    #[error("write error at LBA {0}")]
+    WriteAt(u64),
     /// The request was aborted before it finished.
     #[error("aborted")]
     Aborted,

@@ -16,6 +16,10 @@
 //! - Requests are checked by the bdev: an LBA range beyond the device, a
 //!   scatter-gather list shorter than `blocks * block_size`, or an operation
 //!   the bdev does not support completes with an [`IoError`], never a panic.
+//! - A request in flight may be aborted ([`BdevChannel::abort`]): a channel
+//!   that can abort it completes it, still exactly once and from `poll`,
+//!   with [`IoError::Aborted`]; one that cannot says so, and the request
+//!   completes as it would have.
 //!
 //! # Durability
 //! - A write completes successfully only once the device has accepted it:
@@ -38,13 +42,15 @@
 //! Modules: [`ram`] (anonymous memory), [`null`] (completes without touching
 //! data), [`striped`] (RAID0 over child bdevs), [`file`](mod@file) (a regular file
 //! or a block device through io_uring, on the engine in [`uring`]) and
-//! [`nvme`] (an NVMe namespace through NVMe passthrough on the same engine).
+//! [`nvme`] (an NVMe namespace through NVMe passthrough on the same engine),
+//! and [`fault`] (injects errors, delays and stuck I/O into another bdev).
 //! [`parse_size`] reads the sizes that configuration and command lines give
 //! them.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod fault;
 pub mod file;
 pub mod io;
 pub mod null;
@@ -59,6 +65,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use error::{Error, IoError, OpenProblem};
+pub use fault::FaultBdev;
 pub use file::{FileBdev, FileOptions, FileStats};
 pub use io::{IoCompletion, IoOp, IoRequest, IoVec, SgList};
 pub use null::NullBdev;
@@ -226,6 +233,20 @@ pub trait BdevChannel: Send + fmt::Debug {
 
     /// Requests submitted and not yet delivered by `poll`.
     fn in_flight(&self) -> usize;
+
+    /// Asks to abort the request in flight tagged `tag` (the first one if
+    /// the caller reused a tag). Returns true when the channel found it and
+    /// will complete it with [`IoError::Aborted`] from a later `poll`
+    /// (exactly once, as always; its buffer is not touched after that
+    /// completion, and its slot in the channel is free once it is
+    /// delivered). Returns false (the default, for a channel that cannot
+    /// abort) when no such request is in flight or it cannot be aborted:
+    /// then it completes as it would have, and the caller waits for that.
+    /// Never allocates.
+    fn abort(&mut self, tag: u64) -> bool {
+        let _ = tag;
+        false
+    }
 
     /// Descriptors that become readable when the kernel completes this
     /// channel's I/O (an io_uring fd), so that a reactor may sleep with I/O

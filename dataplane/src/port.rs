@@ -11,6 +11,10 @@
 //!   has more than `depth` requests outstanding (staged, queued or in the
 //!   bdev). So the completion ring always has room for every completion the
 //!   poller will produce for that port, and pushing one cannot fail.
+//! - Aborts travel on a third ring ([`BdevPort::abort`]): the poller hands
+//!   one to the channel ([`BdevChannel::abort`]) only once every request the
+//!   port staged before it has reached the channel, so it cannot miss its
+//!   request.
 //! - Tags travel through the poller with their top [`PORT_TAG_BITS`] bits
 //!   replaced by the port index and restored on the way back: a port's tags
 //!   must fit in the low `64 - PORT_TAG_BITS` bits.
@@ -47,6 +51,7 @@ pub const MAX_PORTS: usize = 1 << PORT_TAG_BITS;
 #[derive(Debug)]
 pub struct BdevPort {
     submit: Producer<IoRequest>,
+    aborts: Producer<u64>,
     complete: Consumer<IoCompletion>,
     outstanding: usize,
     depth: usize,
@@ -58,6 +63,7 @@ pub struct BdevPort {
 #[derive(Debug)]
 pub struct ChannelEnd {
     submit: Consumer<IoRequest>,
+    aborts: Consumer<u64>,
     complete: Producer<IoCompletion>,
     /// Wakes the reactor running the frontend, if it may sleep.
     peer_waker: Option<Waker>,
@@ -69,9 +75,11 @@ pub struct ChannelEnd {
 pub fn port_pair(depth: usize) -> Result<(BdevPort, ChannelEnd), spsc::RingError> {
     let (submit_tx, submit_rx) = spsc::channel(depth)?;
     let (complete_tx, complete_rx) = spsc::channel(depth)?;
+    let (abort_tx, abort_rx) = spsc::channel(depth)?;
     Ok((
         BdevPort {
             submit: submit_tx,
+            aborts: abort_tx,
             complete: complete_rx,
             outstanding: 0,
             depth,
@@ -79,6 +87,7 @@ pub fn port_pair(depth: usize) -> Result<(BdevPort, ChannelEnd), spsc::RingError
         },
         ChannelEnd {
             submit: submit_rx,
+            aborts: abort_rx,
             complete: complete_tx,
             peer_waker: None,
             memory: None,
@@ -124,11 +133,25 @@ impl BdevPort {
         Ok(())
     }
 
-    /// Publishes staged requests with one release store and wakes the bdev
-    /// reactor if it sleeps.
+    /// Stages the abort of the requests tagged `tag` that are outstanding
+    /// (one [`BdevChannel::abort`] per call; invisible until [`publish`]).
+    /// Returns false when `depth` aborts wait already.
+    ///
+    /// [`publish`]: Self::publish
+    pub fn abort(&mut self, tag: u64) -> bool {
+        debug_assert_eq!(tag & !PORT_TAG_MASK, 0, "tag uses routing bits");
+        self.aborts.stage(tag).is_ok()
+    }
+
+    /// Publishes staged requests and aborts with one release store each and
+    /// wakes the bdev reactor if it sleeps.
     #[inline]
     pub fn publish(&mut self) {
-        if self.submit.staged() != 0 {
+        let aborts = self.aborts.staged() != 0;
+        if aborts {
+            self.aborts.publish();
+        }
+        if self.submit.staged() != 0 || aborts {
             self.submit.publish();
             if let Some(waker) = &self.peer_waker {
                 waker.kick();
@@ -376,6 +399,21 @@ impl BdevPoller {
         })
     }
 
+    /// Hands the port's aborts to the channel once nothing it staged
+    /// before them waits outside the channel.
+    fn abort_from(&mut self, index: usize) {
+        let Some(port) = self.ports[index].as_mut() else {
+            return;
+        };
+        if port.held.is_some() || !port.end.submit.is_empty() {
+            return;
+        }
+        let route = (index as u64) << (64 - PORT_TAG_BITS);
+        while let Some(tag) = port.end.aborts.pop() {
+            self.channel.abort(tag | route);
+        }
+    }
+
     fn submit_from(&mut self, index: usize, budget: usize) -> usize {
         let Some(port) = self.ports[index].as_mut() else {
             return 0;
@@ -433,6 +471,7 @@ impl Poller for BdevPoller {
             let per_port = (self.budget / self.active.max(1)).max(1);
             for index in 0..self.ports.len() {
                 work += self.submit_from(index, per_port);
+                self.abort_from(index);
             }
         }
         // Completions of synchronous bdevs are ready at once: deliver them in
@@ -545,6 +584,33 @@ mod tests {
         let mut got = Vec::new();
         a.poll(8, |c| got.push(c.tag));
         assert_eq!(got, [3]);
+    }
+
+    #[test]
+    fn an_abort_reaches_the_channel_after_its_request() {
+        use bdev::fault::{FaultAction, FaultBdev, FaultRule, OpSet};
+        let stuck = FaultRule::new(OpSet::ALL, FaultAction::Stick);
+        let base = std::sync::Arc::new(NullBdev::new("n", 512, 64).unwrap());
+        let fault = FaultBdev::new("f", base, vec![stuck], 0).unwrap();
+        // A budget of one request per poll: the second waits in the ring.
+        let mut p = BdevPoller::new("bdev:f", fault.open_channel(8).unwrap(), 1);
+        let (mut a, end) = port_pair(4).unwrap();
+        p.attach(end).unwrap();
+        a.stage(flush(1)).unwrap();
+        a.stage(flush(2)).unwrap();
+        assert!(a.abort(2));
+        assert!(a.abort(1));
+        a.publish();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            p.poll();
+            a.poll(8, |c| got.push((c.tag, c.result)));
+        }
+        got.sort_by_key(|g| g.0);
+        let aborted = Err(bdev::IoError::Aborted);
+        assert_eq!(got, [(1, aborted), (2, aborted)]);
+        assert_eq!(a.outstanding(), 0);
+        assert!(p.is_drained());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 
+use super::layout::parent_lba;
 use super::split::{ChildLimits, ParentIo, Splitter};
 use crate::request::{check_request, check_supported, CompletionQueue};
 use crate::{
@@ -29,6 +30,8 @@ pub(super) struct StripedChannel {
     /// Parent completions not yet delivered.
     done: CompletionQueue,
     depth: usize,
+    /// log2 of the strip in blocks.
+    chunk_shift: u32,
 }
 
 impl StripedChannel {
@@ -60,6 +63,7 @@ impl StripedChannel {
             held: VecDeque::with_capacity(depth),
             done: CompletionQueue::new(depth),
             depth,
+            chunk_shift,
         })
     }
 
@@ -137,6 +141,8 @@ impl BdevChannel for StripedChannel {
     }
 
     fn poll(&mut self, done: &mut dyn FnMut(IoCompletion)) -> usize {
+        let n = self.children.len() as u64;
+        let shift = self.chunk_shift;
         let Self {
             children,
             slots,
@@ -144,7 +150,8 @@ impl BdevChannel for StripedChannel {
             done: finished,
             ..
         } = self;
-        for child in children.iter_mut() {
+        for (index, child) in children.iter_mut().enumerate() {
+            let index = index as u64;
             child.poll(&mut |completion| {
                 let slot = completion.tag as usize;
                 let Some(parent) = slots.get_mut(slot) else {
@@ -157,6 +164,13 @@ impl BdevChannel for StripedChannel {
                 }
                 parent.in_children -= 1;
                 if let Err(error) = completion.result {
+                    // A medium error names a child block: report the
+                    // parent's.
+                    let error = match error {
+                        IoError::ReadAt(lba) => IoError::ReadAt(parent_lba(index, lba, n, shift)),
+                        IoError::WriteAt(lba) => IoError::WriteAt(parent_lba(index, lba, n, shift)),
+                        other => other,
+                    };
                     parent.error.get_or_insert(error);
                 }
                 if parent.all_done() {
@@ -171,6 +185,48 @@ impl BdevChannel for StripedChannel {
 
     fn in_flight(&self) -> usize {
         (self.depth - self.free.len()) + self.done.len()
+    }
+
+    /// Aborts the parent's child requests: those held back are dropped,
+    /// those in the children are aborted there (each child is asked once per
+    /// request of the parent it holds). True when any was, and then the
+    /// parent completes with [`IoError::Aborted`] once its other child
+    /// requests have completed.
+    fn abort(&mut self, tag: u64) -> bool {
+        let Some(slot) = (0..self.slots.len())
+            .find(|&s| self.slots[s].tag == tag && !self.free.contains(&(s as u32)))
+        else {
+            return false;
+        };
+        let parent = &mut self.slots[slot];
+        let mut aborted = false;
+        let submitted_end = parent.next_submit;
+        if parent.next_submit < parent.child_ios.len() {
+            parent.next_submit = parent.child_ios.len();
+            if let Some(at) = self.held.iter().position(|&h| h as usize == slot) {
+                self.held.remove(at);
+            }
+            aborted = true;
+        }
+        for child in 0..self.children.len() {
+            let submitted = parent.child_ios[..submitted_end]
+                .iter()
+                .filter(|io| io.child as usize == child)
+                .count();
+            for _ in 0..submitted {
+                if !self.children[child].abort(slot as u64) {
+                    break;
+                }
+                aborted = true;
+            }
+        }
+        if aborted {
+            parent.error = Some(IoError::Aborted);
+            if parent.all_done() {
+                finish(parent, slot, &mut self.free, &mut self.done);
+            }
+        }
+        aborted
     }
 
     /// Every child's.

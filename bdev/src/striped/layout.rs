@@ -12,6 +12,14 @@ pub(super) fn locate(lba: u64, n: u64, shift: u32) -> (u64, u64) {
     )
 }
 
+/// The parent block at block `child_lba` of child `child`: the inverse of
+/// [`locate`].
+#[inline]
+pub(super) fn parent_lba(child: u64, child_lba: u64, n: u64, shift: u32) -> u64 {
+    let strip = (child_lba >> shift) * n + child;
+    (strip << shift) + (child_lba & ((1 << shift) - 1))
+}
+
 /// Number of blocks of child `child` that hold parent LBAs below `lba`, which
 /// is also the child LBA where the parent range starting at `lba` begins on
 /// that child.
@@ -54,6 +62,7 @@ mod tests {
             for shift in 0..=3u32 {
                 for lba in 0..((5 * n) << shift) {
                     let (child, child_lba) = locate(lba, n, shift);
+                    assert_eq!(parent_lba(child, child_lba, n, shift), lba);
                     assert_eq!(child, (lba >> shift) % n, "{n} {shift} {lba}");
                     assert_eq!(
                         child_lba,

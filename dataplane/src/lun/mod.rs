@@ -87,12 +87,14 @@
 //!   unmaps to zeroes → Unmap; otherwise an all-zero block on a device with
 //!   write-zeroes → WriteZeroes; otherwise the block is repeated in a scratch
 //!   chunk and written in pieces.
-//! - `abort`: see [`CommandExecutor::abort`]; a task between two steps (no
-//!   request outstanding) completes with TASK ABORTED at once.
+//! - `abort`: see [`CommandExecutor::abort`] and [`Lun::abort_task`]
+//!   (`abort.rs`); a task between two steps (no request outstanding)
+//!   completes with TASK ABORTED at once.
 //! - A slot out of range or busy at `submit` is answered with BUSY from the
 //!   next `poll` (at most `max_tasks` such answers are queued; more are
 //!   dropped).
 
+mod abort;
 mod complete;
 mod config;
 mod memory;
@@ -115,6 +117,7 @@ use crate::scsi::{unmap, ModeState, ModeValues, SenseFormat, UnitInfo, RESPONSE_
 use memory::Scratch;
 use task::{Task, TaskState};
 
+pub use abort::TaskAbort;
 pub use config::{LunConfig, LunError, DEFAULT_MAX_TRANSFER_BYTES, MAX_TASKS};
 
 /// Counters for tests and statistics.
@@ -291,18 +294,7 @@ impl CommandExecutor for Lun {
     }
 
     fn abort(&mut self, slot: u32) {
-        let Some(task) = self.tasks.get_mut(slot as usize) else {
-            return;
-        };
-        if task.state != TaskState::Active || task.aborted {
-            return;
-        }
-        task.aborted = true;
-        if task.outstanding == 0 {
-            self.unqueue(slot);
-            self.finish(slot);
-            self.run_ready();
-        }
+        self.abort_task(slot);
     }
 
     fn flush(&mut self) {

@@ -273,6 +273,12 @@ pub enum ScsiError {
     UnrecoveredReadError,
     /// MEDIUM ERROR, WRITE ERROR (0C/00).
     WriteError,
+    /// MEDIUM ERROR, UNRECOVERED READ ERROR (11/00); INFORMATION = the LBA
+    /// of the first block that could not be read (SBC-4 4.18.1).
+    UnrecoveredReadErrorAt(u64),
+    /// MEDIUM ERROR, WRITE ERROR (0C/00); INFORMATION = the LBA of the
+    /// first block that could not be written.
+    WriteErrorAt(u64),
     /// ABORTED COMMAND (00/00): the bdev gave up on the request.
     AbortedCommand,
     /// BUSY status, no sense: out of resources for now, retry.
@@ -310,6 +316,8 @@ impl ScsiError {
     /// - `OutOfRange` → LOGICAL BLOCK ADDRESS OUT OF RANGE.
     /// - `Read` → MEDIUM ERROR, UNRECOVERED READ ERROR.
     /// - `Write` → MEDIUM ERROR, WRITE ERROR.
+    /// - `ReadAt`, `WriteAt` → the same, with the LBA in the INFORMATION
+    ///   field (SBC-4: the first logical block in error).
     /// - `Unsupported` → ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE: the
     ///   device cannot perform this kind of operation at all, no field value
     ///   would help; it is what that ASC means, and initiators react to it by
@@ -337,6 +345,8 @@ impl ScsiError {
             IoError::OutOfRange => ScsiError::LbaOutOfRange,
             IoError::Read(_) => ScsiError::UnrecoveredReadError,
             IoError::Write(_) => ScsiError::WriteError,
+            IoError::ReadAt(lba) => ScsiError::UnrecoveredReadErrorAt(lba),
+            IoError::WriteAt(lba) => ScsiError::WriteErrorAt(lba),
             IoError::Unsupported => ScsiError::InvalidCommandOperationCode,
             IoError::ShortBuffer | IoError::TooLarge => {
                 ScsiError::InvalidFieldInCdb(transfer_length)
@@ -395,6 +405,14 @@ impl ScsiError {
                 Sense::new(key::MEDIUM_ERROR, Asc::UNRECOVERED_READ_ERROR)
             }
             ScsiError::WriteError => Sense::new(key::MEDIUM_ERROR, Asc::WRITE_ERROR),
+            ScsiError::UnrecoveredReadErrorAt(lba) => Sense {
+                information: Some(*lba),
+                ..Sense::new(key::MEDIUM_ERROR, Asc::UNRECOVERED_READ_ERROR)
+            },
+            ScsiError::WriteErrorAt(lba) => Sense {
+                information: Some(*lba),
+                ..Sense::new(key::MEDIUM_ERROR, Asc::WRITE_ERROR)
+            },
             ScsiError::AbortedCommand => Sense::new(key::ABORTED_COMMAND, Asc::NO_ADDITIONAL_SENSE),
             ScsiError::Busy => return None,
             ScsiError::InternalTargetFailure => {
@@ -573,6 +591,23 @@ mod tests {
     }
 
     #[test]
+    fn medium_errors_carry_the_lba() {
+        let r = ScsiError::from(IoError::ReadAt(0x1234)).to_response(SenseFormat::Fixed);
+        assert_eq!(
+            r.sense_bytes(),
+            [0xF0, 0, 3, 0, 0, 0x12, 0x34, 10, 0, 0, 0, 0, 0x11, 0, 0, 0, 0, 0]
+        );
+        let r = ScsiError::from(IoError::WriteAt(1 << 40)).to_response(SenseFormat::Descriptor);
+        assert_eq!(
+            r.sense_bytes(),
+            [0x72, 3, 0x0C, 0, 0, 0, 0, 12, 0, 0x0A, 0x80, 0, 0, 0, 1, 0, 0, 0, 0, 0]
+        );
+        // Beyond 32 bits, fixed format cannot carry it: VALID stays 0.
+        let r = ScsiError::WriteErrorAt(1 << 40).to_response(SenseFormat::Fixed);
+        assert_eq!(r.sense_bytes()[0], 0x70);
+    }
+
+    #[test]
     fn busy_has_status_and_no_sense() {
         let r = ScsiError::Busy.to_response(SenseFormat::Fixed);
         assert_eq!(r.status, status::BUSY);
@@ -587,6 +622,8 @@ mod tests {
             (IoError::OutOfRange, ScsiError::LbaOutOfRange),
             (IoError::Read(5), ScsiError::UnrecoveredReadError),
             (IoError::Write(5), ScsiError::WriteError),
+            (IoError::ReadAt(9), ScsiError::UnrecoveredReadErrorAt(9)),
+            (IoError::WriteAt(9), ScsiError::WriteErrorAt(9)),
             (IoError::Unsupported, ScsiError::InvalidCommandOperationCode),
             (IoError::ShortBuffer, ScsiError::cdb_byte(7)),
             (IoError::TooLarge, ScsiError::cdb_byte(7)),

@@ -1,5 +1,5 @@
 //! The bdevs of the configuration: the plain ones first, then the striped
-//! ones over them.
+//! and fault ones over them, each once what it stands on is made.
 //!
 //! A `file` bdev opens a file or block device, an `nvme` bdev an NVMe
 //! namespace's generic character device; either can fail for reasons of the
@@ -7,7 +7,7 @@
 //! of file or device, a read-only device, O_DIRECT refused, a size that does
 //! not match, no NVMe passthrough in the kernel, no permission for it, an
 //! LBA format with metadata). Such a bdev is left out, with one log line
-//! saying why, and so is a striped bdev over it (or over children whose
+//! saying why, and so is a striped or fault bdev over it (or over children whose
 //! block sizes, each its device's, turn out to differ); the server starts
 //! without them and serves everything else. Devices that name a bdev left
 //! out are refused with that reason (`tcmu.rs`, `scst.rs`). Every other
@@ -19,12 +19,13 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
+use bdev::fault::FaultRule;
 use bdev::file::{FileBdev, FileOptions};
 use bdev::null::NullBdev;
 use bdev::nvme::{NvmeBdev, NvmeOptions};
 use bdev::ram::RamBdev;
 use bdev::striped::StripedBdev;
-use bdev::{Bdev, BdevRef};
+use bdev::{Bdev, BdevRef, FaultBdev};
 
 use super::config::{BdevConfig, ServeConfig};
 use super::error::ServeError;
@@ -55,8 +56,8 @@ impl Bdevs {
 /// committed now, so first writes do not page-fault on the data path, and
 /// brought onto huge pages where the kernel can; a collapse that failed is
 /// logged to `log`. A file or nvme bdev that cannot be opened, and a
-/// striped bdev over it, are logged and left out (module docs); one that
-/// opens is described in one line.
+/// striped or fault bdev over it, are logged and left out (module docs);
+/// one that opens, and a fault bdev, is described in one line.
 pub(super) fn make_bdevs(
     config: &ServeConfig,
     log: &mut dyn FnMut(&str),
@@ -107,21 +108,73 @@ pub(super) fn make_bdevs(
                     continue;
                 }
             },
-            BdevConfig::Striped { .. } => continue,
+            BdevConfig::Striped { .. } | BdevConfig::Fault { .. } => continue,
         };
         made.bdevs.insert(b.name().to_string(), bdev);
     }
-    for b in &config.bdevs {
-        if let BdevConfig::Striped {
+    // Then striped and fault bdevs, each once its children or base are
+    // made or left out (the configuration has no cycles, so every round
+    // makes at least one until none is left).
+    let mut left: Vec<&BdevConfig> = config
+        .bdevs
+        .iter()
+        .filter(|b| matches!(b, BdevConfig::Striped { .. } | BdevConfig::Fault { .. }))
+        .collect();
+    while !left.is_empty() {
+        let before = left.len();
+        let mut i = 0;
+        while i < left.len() {
+            let b = left[i];
+            let settled = |n: &String| {
+                made.bdevs.contains_key(n.as_str()) || made.unavailable.contains_key(n.as_str())
+            };
+            let ready = match b {
+                BdevConfig::Striped { children, .. } => children.iter().all(settled),
+                BdevConfig::Fault { base, .. } => settled(base),
+                _ => true,
+            };
+            if ready {
+                left.swap_remove(i);
+                make_over(b, &mut made, log)?;
+            } else {
+                i += 1;
+            }
+        }
+        if left.len() == before {
+            // Unreachable for a checked configuration: a cycle or a
+            // missing name.
+            return Err(wrap(left[0].name())(bdev::Error::InvalidParameter(
+                format!(
+                    "bdev {} stands on bdevs that are never made",
+                    left[0].name()
+                ),
+            )));
+        }
+    }
+    Ok(made)
+}
+
+/// Makes striped or fault bdev `b`, whose children or base are made or
+/// left out: left out too in the latter case.
+fn make_over(
+    b: &BdevConfig,
+    made: &mut Bdevs,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), ServeError> {
+    let wrap = |name: &str| {
+        let name = name.to_string();
+        move |source| ServeError::Bdev { name, source }
+    };
+    match b {
+        BdevConfig::Striped {
             name,
             children,
             chunk,
-        } = b
-        {
+        } => {
             if let Some(child) = children.iter().find(|c| made.unavailable.contains_key(*c)) {
                 let why = format!("bdev {name}: its child {child} is unavailable");
                 made.leave_out(name, why, log);
-                continue;
+                return Ok(());
             }
             let kids: Vec<BdevRef> = children
                 .iter()
@@ -136,14 +189,48 @@ pub(super) fn make_bdevs(
                 // machine, like a file that cannot be opened.
                 Err(e) if children.iter().any(|c| made.rings.contains_key(c)) => {
                     made.leave_out(name, e.to_string(), log);
-                    continue;
+                    return Ok(());
                 }
                 Err(e) => return Err(wrap(name)(e)),
             };
             made.bdevs.insert(name.clone(), Arc::new(striped));
         }
+        BdevConfig::Fault {
+            name,
+            base,
+            seed,
+            space,
+            rules,
+        } => {
+            if made.unavailable.contains_key(base) {
+                let why = format!("bdev {name}: its base {base} is unavailable");
+                made.leave_out(name, why, log);
+                return Ok(());
+            }
+            let rules: Vec<FaultRule> = rules
+                .iter()
+                .enumerate()
+                .map(|(j, r)| r.rule(&format!("bdev {name}: rules[{j}]")))
+                .collect::<Result<_, _>>()
+                .map_err(|e| wrap(name)(bdev::Error::InvalidParameter(e.to_string())))?;
+            let base_bdev = Arc::clone(&made.bdevs[base]);
+            let block_size = u64::from(base_bdev.geometry().block_size);
+            let mut fault =
+                FaultBdev::new(name.clone(), base_bdev, rules, *seed).map_err(wrap(name))?;
+            let mut room = String::new();
+            if let Some(space) = space {
+                fault = fault.with_space_limit(space.0 / block_size);
+                room = format!(", room for {} blocks", space.0 / block_size);
+            }
+            log(&format!(
+                "bdev {name}: faults injected into {base} ({} rules, seed {seed}{room})",
+                fault.rules().len()
+            ));
+            made.bdevs.insert(name.clone(), Arc::new(fault));
+        }
+        _ => {}
     }
-    Ok(made)
+    Ok(())
 }
 
 /// Opens a `file` or `nvme` bdev: the bdev and the line that describes it,
@@ -318,4 +405,89 @@ fn describe(file: &FileBdev, config: &BdevConfig) -> String {
         g.block_size,
         options.queue_depth,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_and_striped_bdevs_are_made_over_each_other_in_any_order() {
+        let text = r#"
+[reactors]
+cores = [0]
+
+[[bdev]]
+name = "over"
+type = "fault"
+base = "s"
+[[bdev.rules]]
+range = [0, 8]
+error = "not-ready"
+
+[[bdev]]
+name = "s"
+type = "striped"
+children = ["f0", "r1"]
+chunk = 4096
+
+[[bdev]]
+name = "f0"
+type = "fault"
+base = "r0"
+
+[[bdev]]
+name = "r0"
+type = "ram"
+size = "1MiB"
+
+[[bdev]]
+name = "r1"
+type = "ram"
+size = "1MiB"
+"#;
+        let config = ServeConfig::parse(text).unwrap();
+        config.validate(&[0]).unwrap();
+        let mut lines = Vec::new();
+        let made = make_bdevs(&config, &mut |l| lines.push(l.to_string())).unwrap();
+        assert_eq!(made.bdevs.len(), 5);
+        assert_eq!(made.bdevs["over"].geometry().num_blocks, 4096);
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("bdev over: faults injected into s")));
+        assert!(made.unavailable.is_empty());
+    }
+
+    #[test]
+    fn a_fault_bdev_over_a_bdev_left_out_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.img");
+        let text = format!(
+            r#"
+[reactors]
+cores = [0]
+
+[[bdev]]
+name = "disk0"
+type = "file"
+path = "{}"
+
+[[bdev]]
+name = "flaky"
+type = "fault"
+base = "disk0"
+"#,
+            missing.display()
+        );
+        let config = ServeConfig::parse(&text).unwrap();
+        config.validate(&[0]).unwrap();
+        let mut lines = Vec::new();
+        let made = make_bdevs(&config, &mut |l| lines.push(l.to_string())).unwrap();
+        assert!(made.bdevs.is_empty());
+        assert_eq!(
+            made.unavailable["flaky"],
+            "bdev flaky: its base disk0 is unavailable"
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
+    }
 }

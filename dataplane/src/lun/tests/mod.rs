@@ -6,6 +6,7 @@ mod disk;
 mod harness;
 
 mod abort;
+mod abort_task;
 mod compare_and_write;
 mod config;
 mod durability;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use bdev::fault::{FaultAction, FaultError, FaultRule, OpSet};
 use bdev::UnmapMode;
 use serde::Deserialize;
 
@@ -149,6 +150,25 @@ pub enum BdevConfig {
         #[serde(default = "yes")]
         fixed_buffers: bool,
     },
+    /// Injects faults into another bdev's I/O ([`bdev::fault`]).
+    Fault {
+        /// Unique name.
+        name: String,
+        /// The bdev the faults are injected into (any other of this file).
+        base: String,
+        /// Seed of the probabilities and delays drawn: the same seed
+        /// replays the same faults.
+        #[serde(default)]
+        seed: u64,
+        /// Bytes of room, as a thin device: a write that would allocate
+        /// past it fails with out of space; unmaps give room back.
+        #[serde(default)]
+        space: Option<Size>,
+        /// `[[bdev.rules]]`, tried in order; the first that selects a
+        /// request applies.
+        #[serde(default)]
+        rules: Vec<FaultRuleConfig>,
+    },
     /// RAID0 over other bdevs of this file.
     Striped {
         /// Unique name.
@@ -160,6 +180,127 @@ pub enum BdevConfig {
     },
 }
 
+/// One `[[bdev.rules]]` of a fault bdev: which requests it selects and
+/// what it does (exactly one of `error`, `latency_us` or `stuck`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRuleConfig {
+    /// Operations selected: `read`, `write`, `flush`, `unmap`,
+    /// `write-zeroes` (default: all).
+    #[serde(default)]
+    pub ops: Option<Vec<String>>,
+    /// Blocks `[start, end]`, end exclusive (default: the whole device).
+    #[serde(default)]
+    pub range: Option<[u64; 2]>,
+    /// Chance that a matching request is selected, 0 to 1 (default 1).
+    #[serde(default)]
+    pub probability: Option<Probability>,
+    /// Fail with this error: one of [`FaultError::NAMES`].
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Delay the completion by this many microseconds (or, with
+    /// `latency_max_us`, by a uniform draw between the two).
+    #[serde(default)]
+    pub latency_us: Option<u64>,
+    /// Longest delay of a uniform draw, microseconds.
+    #[serde(default)]
+    pub latency_max_us: Option<u64>,
+    /// Hold the request until it is aborted.
+    #[serde(default)]
+    pub stuck: bool,
+}
+
+/// A probability as written in the file (compared bit for bit, so that the
+/// configuration stays `Eq`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(transparent)]
+pub struct Probability(pub f64);
+
+impl PartialEq for Probability {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Probability {}
+
+impl FaultRuleConfig {
+    /// The rule, checked; errors name the key under `at` (the rule's own
+    /// key, `bdev[i] ("name").rules[j]`).
+    pub fn rule(&self, at: &str) -> Result<FaultRule, ConfigError> {
+        let mut ops = OpSet::NONE;
+        match &self.ops {
+            None => ops = OpSet::ALL,
+            Some(names) => {
+                if names.is_empty() {
+                    return err(format!("{at}.ops: must name at least one operation"));
+                }
+                for (k, name) in names.iter().enumerate() {
+                    let Some(op) = OpSet::parse_op(name) else {
+                        return err(format!(
+                            "{at}.ops[{k}]: unknown operation {name:?}; one of read, write, \
+                             flush, unmap, write-zeroes"
+                        ));
+                    };
+                    ops = ops.with(op);
+                }
+            }
+        }
+        let range = match self.range {
+            Some([start, end]) if start >= end => {
+                return err(format!(
+                    "{at}.range: [{start}, {end}] is empty (the end is exclusive)"
+                ))
+            }
+            Some([start, end]) => Some((start, end)),
+            None => None,
+        };
+        let probability = self.probability.map_or(1.0, |p| p.0);
+        if !(0.0..=1.0).contains(&probability) {
+            return err(format!(
+                "{at}.probability: {probability} is not between 0 and 1"
+            ));
+        }
+        let given = usize::from(self.error.is_some())
+            + usize::from(self.latency_us.is_some())
+            + usize::from(self.stuck);
+        if given != 1 {
+            return err(format!(
+                "{at}: give exactly one of error, latency_us or stuck = true"
+            ));
+        }
+        if self.latency_max_us.is_some() && self.latency_us.is_none() {
+            return err(format!("{at}.latency_max_us: needs latency_us"));
+        }
+        let action = if let Some(name) = &self.error {
+            let Some(kind) = FaultError::parse(name) else {
+                let names: Vec<&str> = FaultError::NAMES.iter().map(|(n, _)| *n).collect();
+                return err(format!(
+                    "{at}.error: unknown error {name:?}; one of {}",
+                    names.join(", ")
+                ));
+            };
+            FaultAction::Fail(kind)
+        } else if let Some(min_us) = self.latency_us {
+            let max_us = self.latency_max_us.unwrap_or(min_us);
+            if max_us < min_us {
+                return err(format!(
+                    "{at}.latency_max_us: {max_us} is less than latency_us {min_us}"
+                ));
+            }
+            FaultAction::Delay { min_us, max_us }
+        } else {
+            FaultAction::Stick
+        };
+        Ok(FaultRule {
+            ops,
+            range,
+            probability,
+            action,
+        })
+    }
+}
+
 impl BdevConfig {
     /// The bdev's name.
     pub fn name(&self) -> &str {
@@ -168,6 +309,7 @@ impl BdevConfig {
             | BdevConfig::Null { name, .. }
             | BdevConfig::File { name, .. }
             | BdevConfig::Nvme { name, .. }
+            | BdevConfig::Fault { name, .. }
             | BdevConfig::Striped { name, .. } => name,
         }
     }
@@ -178,6 +320,7 @@ impl BdevConfig {
             BdevConfig::Null { .. } => "null",
             BdevConfig::File { .. } => "file",
             BdevConfig::Nvme { .. } => "nvme",
+            BdevConfig::Fault { .. } => "fault",
             BdevConfig::Striped { .. } => "striped",
         }
     }
@@ -185,14 +328,14 @@ impl BdevConfig {
     /// The logical block size the configuration gives: `ram` and `null`
     /// always, `file` when `block_size` is set (else known only once the
     /// file or device is open), `nvme` never (its namespace's LBA format),
-    /// `striped` never (its children's).
+    /// `striped` and `fault` never (their children's, their base's).
     fn own_block_size(&self) -> Option<u32> {
         match self {
             BdevConfig::Ram { block_size, .. } | BdevConfig::Null { block_size, .. } => {
                 Some(*block_size)
             }
             BdevConfig::File { block_size, .. } => *block_size,
-            BdevConfig::Nvme { .. } | BdevConfig::Striped { .. } => None,
+            BdevConfig::Nvme { .. } | BdevConfig::Striped { .. } | BdevConfig::Fault { .. } => None,
         }
     }
 
@@ -261,8 +404,9 @@ fn check_device(at: &str, path: &Path, queue_depth: u32) -> Result<(), ConfigErr
 }
 
 /// Checks the names (valid, unique), sizes and block sizes, the keys of
-/// file and nvme bdevs (what can be checked without opening them), and the
-/// children and chunk of every striped bdev.
+/// file and nvme bdevs (what can be checked without opening them), the
+/// children and chunk of every striped bdev, and the base (another bdev, no
+/// cycle) and rules of every fault bdev.
 pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
     let mut by_name: HashMap<&str, &BdevConfig> = HashMap::new();
     for (i, b) in bdevs.iter().enumerate() {
@@ -320,6 +464,37 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     ));
                 }
             }
+            BdevConfig::Fault {
+                base, rules, space, ..
+            } => {
+                if space.is_some_and(|s| s.0 == 0) {
+                    return err(format!("{at}.space: must be greater than zero"));
+                }
+                let key = format!("{at}.base");
+                if base == b.name() {
+                    return err(format!("{key}: a fault bdev cannot wrap itself"));
+                }
+                if !by_name.contains_key(base.as_str()) {
+                    return err(format!("{key}: no bdev named {base:?}"));
+                }
+                // A chain of fault bdevs must end at another kind.
+                let mut next = base.as_str();
+                for _ in 0..bdevs.len() {
+                    match by_name.get(next) {
+                        Some(BdevConfig::Fault { base, .. }) if base == b.name() => {
+                            return err(format!(
+                                "{key}: {next:?} wraps {:?} in turn: fault bdevs form a cycle",
+                                b.name()
+                            ))
+                        }
+                        Some(BdevConfig::Fault { base, .. }) => next = base,
+                        _ => break,
+                    }
+                }
+                for (j, rule) in rules.iter().enumerate() {
+                    rule.rule(&format!("{at}.rules[{j}]"))?;
+                }
+            }
             BdevConfig::Striped {
                 name,
                 children,
@@ -336,7 +511,7 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     };
                     if let BdevConfig::Striped { .. } = c {
                         return err(format!(
-                            "{key}: {child:?} is striped; children must be ram, null, file or nvme"
+                            "{key}: {child:?} is striped; children must be ram, null, file, nvme or fault"
                         ));
                     }
                     if let Some(other) = children_of.insert(child, name) {
@@ -345,7 +520,7 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     // A file bdev without `block_size`, or an nvme bdev,
                     // has its device's, checked when the striped bdev is
                     // made.
-                    match (block_size, c.own_block_size()) {
+                    match (block_size, unwrap_faults(bdevs, c).own_block_size()) {
                         (None, bs) => block_size = bs,
                         (Some(first), Some(bs)) if first != bs => {
                             return err(format!(
@@ -387,28 +562,48 @@ pub(super) fn parent_of<'a>(bdevs: &'a [BdevConfig], name: &str) -> Option<&'a s
 }
 
 /// The logical block size of `bdev` as configured (a striped bdev's is its
-/// children's); `None` for a striped bdev without valid children, for a
+/// children's, a fault bdev's its base's); `None` for a striped bdev without valid children, for a
 /// file bdev without `block_size` and for an nvme bdev (or a striped bdev
 /// over only such bdevs), whose block size is known only once its device is
 /// open.
 pub(super) fn block_size_of(bdevs: &[BdevConfig], bdev: &BdevConfig) -> Option<u32> {
-    match bdev {
+    match unwrap_faults(bdevs, bdev) {
         BdevConfig::Striped { children, .. } => children
             .iter()
             .filter_map(|c| find(bdevs, c))
+            .map(|c| unwrap_faults(bdevs, c))
             .find_map(BdevConfig::own_block_size),
-        _ => bdev.own_block_size(),
+        other => other.own_block_size(),
     }
+}
+
+/// The bdev under `bdev`'s fault bdevs (`bdev` itself if it is not one);
+/// a base that is missing or a cycle (refused by the checks) stops the
+/// walk.
+fn unwrap_faults<'a>(bdevs: &'a [BdevConfig], mut bdev: &'a BdevConfig) -> &'a BdevConfig {
+    for _ in 0..bdevs.len() {
+        match bdev {
+            BdevConfig::Fault { base, .. } => match find(bdevs, base) {
+                Some(b) => bdev = b,
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    bdev
 }
 
 /// Whether the block size of `bdev` is known only once it is open (see
 /// [`block_size_of`]).
 pub(super) fn block_size_at_open(bdevs: &[BdevConfig], bdev: &BdevConfig) -> bool {
-    let at_open = |b: &BdevConfig| b.opens_device() && b.own_block_size().is_none();
-    match bdev {
+    let at_open = |b: &BdevConfig| {
+        let b = unwrap_faults(bdevs, b);
+        b.opens_device() && b.own_block_size().is_none()
+    };
+    match unwrap_faults(bdevs, bdev) {
         BdevConfig::Striped { children, .. } => {
             children.iter().filter_map(|c| find(bdevs, c)).any(at_open)
         }
-        _ => at_open(bdev),
+        other => at_open(other),
     }
 }
