@@ -62,6 +62,21 @@ fn read_capacity_through_unit_reflects_exposed_blocks() {
     );
     rc16[13] = 0;
     assert_eq!(h.exec(&rc16, &mut buf), Response::good(0));
+    // LBPME = 1 above, so GET LBA STATUS answers: the rest of the exposed
+    // blocks, mapped or unknown.
+    let mut buf = [0xEEu8; 32];
+    assert_eq!(
+        h.exec(&cdb16(0x9E, 0x12, 990, 32), &mut buf),
+        Response::good(24)
+    );
+    assert_eq!(
+        buf[..24],
+        [0, 0, 0, 20, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0, 0x03, 0xDE, 0, 0, 0, 10, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        h.exec(&cdb16(0x9E, 0x12, 1000, 32), &mut buf),
+        check(ScsiError::LbaOutOfRange)
+    );
     // The range check uses the exposed size.
     assert_eq!(
         h.exec(&cdb10(0x28, 0, 1000, 1), &mut [0; 512]),
