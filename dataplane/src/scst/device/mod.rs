@@ -27,6 +27,10 @@
 //!      `ENODEV`, `EBADF`, `ENOTTY` and `ENXIO` mean the fd is no longer a
 //!      registered device: the device is *faulted*, drops its replies,
 //!      stops calling the driver and only drains the executor.
+//!    - Whatever the error, commands the kernel returned with it are
+//!      handled: it writes `cmds_cnt` once it got to fetching, so a count
+//!      below the one asked for (e.g. `EFAULT` copying the next command
+//!      out, which the kernel requeues) names commands now held here.
 //! 4. **Handle** each new subcommand (below); replies that can be given at
 //!    once are queued for the next exchange, EXECs go to the executor.
 //! 5. `executor.flush()` publishes the staged bdev requests.
