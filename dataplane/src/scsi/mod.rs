@@ -39,4 +39,4 @@ pub use cdb::decode;
 pub use command::{ByteCheck, Command, PageControl};
 pub use emulation::{emulate, request_sense_data, RESPONSE_BUFFER_LEN};
 pub use sense::{Asc, FieldPointer, ScsiError, Sense, SenseFormat, SenseKeySpecific};
-pub use unit::{ModeState, ModeValues, UnitInfo};
+pub use unit::{ControlMode, ModeState, ModeValues, UnitInfo};

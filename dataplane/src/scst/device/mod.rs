@@ -142,7 +142,10 @@
 //! (buffers the kernel does not cache would never come back), PARSE CALL or
 //! EXCEPTION without [`ScstDeviceConfig::unit`]. `d_sense` selects the sense
 //! format of the errors the device itself reports. The other options
-//! (tst, queue_alg, qerr, tas, swp) are SCST core behaviour.
+//! (tst, queue_alg, qerr, tas, swp) are SCST core behaviour, which the
+//! unit's Control mode page reports: build the LUN with
+//! `LunConfig::control` = [`control_mode`] of the registered options (which
+//! also makes D_SENSE unchangeable, since SCST keeps its own).
 //!
 //! # Hot path
 //! No allocation (slots, the reply queue and its sense storage, the held
@@ -164,7 +167,9 @@ mod stats;
 mod subcommands;
 mod task_mgmt;
 
-pub use config::{DeviceError, ScstDeviceConfig, MAX_BUDGET, MAX_SLOTS, MAX_TM_WAITS};
+pub use config::{
+    control_mode, DeviceError, ScstDeviceConfig, MAX_BUDGET, MAX_SLOTS, MAX_TM_WAITS,
+};
 pub use stats::{ScstStats, ScstStatsSnapshot};
 pub use task_mgmt::tm_affects;
 
