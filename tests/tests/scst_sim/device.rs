@@ -814,7 +814,17 @@ fn the_device_is_a_poller() {
 fn a_write_beyond_the_largest_buffer_is_an_invalid_field_in_cdb() {
     for reuse in [SCST_USER_MEM_REUSE_ALL, SCST_USER_MEM_NO_REUSE] {
         let opt = options(reuse, SCST_USER_ON_FREE_CMD_CALL, SCST_USER_PARSE_STANDARD);
-        let mut rig = Rig::new(opt, ScstSimConfig::default(), ScstDeviceConfig::default());
+        // Every poll exchanges: the turns below are steps, not time.
+        let config = ScstDeviceConfig {
+            idle_poll_interval: Duration::ZERO,
+            coalesce: CoalesceConfig {
+                batch: 1,
+                max_hold: Duration::ZERO,
+                ..CoalesceConfig::default()
+            },
+            ..ScstDeviceConfig::default()
+        };
+        let mut rig = Rig::new(opt, ScstSimConfig::default(), config);
         let data = vec![0x5Au8; 2 << 20];
         run_unreaped(
             &mut rig,
