@@ -5,7 +5,7 @@
 use bdev::{Bdev, Capabilities, Geometry, Topology};
 
 use crate::scsi::unit::{ascii_field, MAX_SERIAL_LEN};
-use crate::scsi::{unmap, SenseFormat, UnitInfo};
+use crate::scsi::{unmap, ControlMode, SenseFormat, UnitInfo};
 
 /// Errors of the logical unit's control path.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,13 @@ pub struct LunConfig {
     pub write_cache: bool,
     /// Writes fail with DATA PROTECT. Default false.
     pub read_only: bool,
+    /// The Control mode page's description of the kernel's target core
+    /// (task sets, QErr, TAS, SWP, whether D_SENSE may change): what the
+    /// core serving this unit really does. Default [`ControlMode::LIO`];
+    /// an SCST device's must follow its registered options
+    /// (`scst::device::control_mode`). SWP also makes the unit refuse
+    /// writes.
+    pub control: ControlMode,
     /// MAXIMUM TRANSFER LENGTH in bytes (a multiple of the block size, at
     /// most the bdev's limit). Larger transfers fail with INVALID FIELD IN
     /// CDB. Default [`DEFAULT_MAX_TRANSFER_BYTES`] (1 MiB) or the bdev's
@@ -125,6 +132,7 @@ impl LunConfig {
             sense_format: SenseFormat::Fixed,
             write_cache: capabilities.volatile_cache,
             read_only: false,
+            control: ControlMode::LIO,
             max_transfer_bytes,
             max_unmap_descriptors: 64,
             max_unmap_lba_count: 1 << 20,
@@ -236,6 +244,14 @@ impl LunConfig {
         if self.max_write_same_blocks == 0 {
             return bad("max_write_same_blocks must be at least 1".into());
         }
+        let control = self.control;
+        if control.tst > 1 || control.queue_alg > 1 || ![0, 1, 3].contains(&control.qerr) {
+            return bad(format!(
+                "control mode TST {}, queue algorithm {}, QErr {}: TST and the queue \
+                 algorithm must be 0 or 1, QErr 0, 1 or 3",
+                control.tst, control.queue_alg, control.qerr
+            ));
+        }
         if self.max_tasks == 0 || self.max_tasks > MAX_TASKS {
             return bad(format!(
                 "max_tasks {} must be 1..={MAX_TASKS}",
@@ -267,7 +283,7 @@ impl LunConfig {
             ieee_company_id: self.ieee_company_id,
             block_size: bs,
             num_blocks: self.num_blocks,
-            read_only: self.read_only,
+            read_only: self.read_only || self.control.swp,
             volatile_cache: caps.volatile_cache,
             unmap: caps.unmap,
             unmap_reads_zeroes: caps.unmap_reads_zeroes,
@@ -287,6 +303,7 @@ impl LunConfig {
             },
             max_write_same_blocks: self.max_write_same_blocks,
             max_compare_write_blocks: self.max_compare_write_blocks,
+            control: self.control,
         })
     }
 }

@@ -168,18 +168,28 @@ impl Lun {
             }
             Command::Unmap { param_len } if param_len > 0 => {
                 let param_len = param_len as usize;
-                // `param_len <= buf_len` was checked.
+                // `param_len <= buf_len` was checked. The list is validated
+                // and its descriptors kept from this one private copy.
                 task.data.read_at(0, &mut self.param_buf[..param_len]);
-                match unmap::validate(&self.param_buf[..param_len], &self.unit) {
-                    Ok(count) if count > 0 => {
-                        task.step = Step::Unmap(UnmapStep {
-                            next: 0,
-                            count,
-                            lba: 0,
-                            left: 0,
-                        });
+                let list = &self.param_buf[..param_len];
+                match unmap::validate(list, &self.unit) {
+                    Ok(count) => {
+                        let most = self.unit.max_unmap_descriptors as usize;
+                        if task.unmap.capacity() < most {
+                            task.unmap.reserve_exact(most);
+                        }
+                        task.unmap.clear();
+                        let ranges = unmap::descriptors(list, count).filter(|d| d.blocks > 0);
+                        task.unmap.extend(ranges);
+                        if !task.unmap.is_empty() {
+                            task.step = Step::Unmap(UnmapStep {
+                                next: 0,
+                                count: task.unmap.len() as u32,
+                                lba: 0,
+                                left: 0,
+                            });
+                        }
                     }
-                    Ok(_) => {}
                     Err(error) => task.error = Some(error),
                 }
             }

@@ -12,7 +12,7 @@ use bdev::{IoOp, IoRequest, SgList};
 use super::step::{CheckStep, FillHow, FillStep, FlushStep, Step, TransferStep, UnmapStep};
 use super::task::tag;
 use super::Lun;
-use crate::scsi::unmap;
+use crate::scsi::ScsiError;
 
 /// What one call of a staging function did.
 enum Staged {
@@ -150,9 +150,9 @@ impl Lun {
         Staged::One
     }
 
-    /// The next Unmap request of UNMAP: reads descriptors from the data
-    /// buffer as the previous ones are used up, and splits each into pieces
-    /// the bdev accepts.
+    /// The next Unmap request of UNMAP: takes the task's validated
+    /// descriptors in order as the previous ones are used up, and splits
+    /// each into pieces the bdev accepts. Never reads the data buffer.
     fn stage_unmap(&mut self, slot: u32, unmap: UnmapStep) -> Staged {
         let UnmapStep {
             mut next,
@@ -160,34 +160,43 @@ impl Lun {
             mut lba,
             mut left,
         } = unmap;
-        let task = &self.tasks[slot as usize];
+        let task = &mut self.tasks[slot as usize];
         while left == 0 && next < count {
-            let mut bytes = [0u8; unmap::DESCRIPTOR_LEN];
-            let at = unmap::HEADER_LEN + next as usize * unmap::DESCRIPTOR_LEN;
-            // The parameter list was validated from this buffer.
-            task.data.read_at(at, &mut bytes);
-            let descriptor = unmap::Descriptor::decode(&bytes);
+            let Some(descriptor) = task.unmap.get(next as usize) else {
+                break;
+            };
             lba = descriptor.lba;
             left = u64::from(descriptor.blocks);
             next += 1;
         }
-        let mut step = UnmapStep {
+        let n = left.min(u64::from(self.max_unmap_piece)) as u32;
+        // Validated: `lba + left` is at most the capacity, so cannot wrap;
+        // checked all the same.
+        let after = lba.checked_add(u64::from(n));
+        let Some(after) = after.filter(|_| left > 0) else {
+            if left > 0 {
+                task.error = Some(ScsiError::LbaOutOfRange);
+            }
+            task.step = Step::Unmap(UnmapStep {
+                next: count,
+                count,
+                lba,
+                left: 0,
+            });
+            return Staged::Nothing;
+        };
+        let staged = self.stage(slot, IoOp::Unmap, lba, n, false, SgList::EMPTY);
+        let (lba, left) = if staged {
+            (after, left - u64::from(n))
+        } else {
+            (lba, left)
+        };
+        self.tasks[slot as usize].step = Step::Unmap(UnmapStep {
             next,
             count,
             lba,
             left,
-        };
-        if left == 0 {
-            self.tasks[slot as usize].step = Step::Unmap(step);
-            return Staged::Nothing;
-        }
-        let n = left.min(u64::from(self.max_unmap_piece)) as u32;
-        let staged = self.stage(slot, IoOp::Unmap, lba, n, false, SgList::EMPTY);
-        if staged {
-            step.lba += u64::from(n);
-            step.left -= u64::from(n);
-        }
-        self.tasks[slot as usize].step = Step::Unmap(step);
+        });
         if staged {
             Staged::One
         } else {

@@ -66,9 +66,10 @@ pub(super) struct CheckStep {
     pub(super) compare: Compare,
 }
 
-/// Deallocate the ranges of the UNMAP descriptors (read from the data
-/// buffer): `next` is the next descriptor to read, `lba`/`left` the rest of
-/// the current one.
+/// Deallocate the ranges of the UNMAP descriptors (the task's validated
+/// copy, [`Task::unmap`](super::task::Task::unmap)): `next` indexes the next
+/// descriptor to start, `count` how many there are, `lba`/`left` the rest
+/// of the current one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct UnmapStep {
     pub(super) next: u32,

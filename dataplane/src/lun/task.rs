@@ -7,7 +7,7 @@ use super::memory::{ChunkId, DataBuffer};
 use super::step::Step;
 use crate::exec::Response;
 use crate::port::PORT_TAG_MASK;
-use crate::scsi::{cdb, ScsiError};
+use crate::scsi::{cdb, unmap, ScsiError};
 
 /// Where a slot is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,12 @@ pub(super) struct Task {
     /// finishes.
     pub(super) chunk: Option<ChunkId>,
     pub(super) data_in_len: u32,
+    /// UNMAP: the descriptors with blocks to deallocate, decoded from the
+    /// validated private copy of the parameter list (the data buffer is
+    /// shared memory and may change after validation). Grows once, to the
+    /// unit's MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT, at the slot's first
+    /// UNMAP.
+    pub(super) unmap: Vec<unmap::Descriptor>,
     /// Built when the task finishes; delivered by `poll`.
     pub(super) response: Response,
 }
@@ -95,6 +101,7 @@ impl Task {
             queued: Queued::No,
             chunk: None,
             data_in_len: 0,
+            unmap: Vec::new(),
             response: Response::good(0),
         }
     }
@@ -116,6 +123,7 @@ impl Task {
         self.queued = Queued::No;
         self.chunk = None;
         self.data_in_len = 0;
+        self.unmap.clear();
     }
 }
 

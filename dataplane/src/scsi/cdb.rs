@@ -237,6 +237,14 @@ fn decode_fields(cdb: &[u8], opcode: u8, unit: &UnitInfo) -> Result<Command, Scs
         }
         PREVENT_ALLOW_MEDIUM_REMOVAL => Command::PreventAllowMediumRemoval,
         READ_CAPACITY_10 => Command::ReadCapacity10,
+        SERVICE_ACTION_IN_16 if u16::from(cdb[1] & 0x1F) == SA_GET_LBA_STATUS => {
+            let lba = be64(cdb, 2);
+            unit.check_range(lba, 1)?;
+            Command::GetLbaStatus {
+                lba,
+                alloc_len: be32(cdb, 10),
+            }
+        }
         SERVICE_ACTION_IN_16 => Command::ReadCapacity16 {
             alloc_len: be32(cdb, 10),
         },

@@ -87,6 +87,13 @@ pub enum Command {
         /// ALLOCATION LENGTH.
         alloc_len: u32,
     },
+    /// GET LBA STATUS (16); REPORT TYPE is not evaluated.
+    GetLbaStatus {
+        /// STARTING LOGICAL BLOCK ADDRESS (within the medium).
+        lba: u64,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
     /// REPORT SUPPORTED OPERATION CODES.
     ReportSupportedOperationCodes {
         /// RCTD: include command timeouts descriptors.
@@ -236,6 +243,7 @@ impl Command {
                 | Command::PreventAllowMediumRemoval
                 | Command::ReadCapacity10
                 | Command::ReadCapacity16 { .. }
+                | Command::GetLbaStatus { .. }
                 | Command::ReportSupportedOperationCodes { .. }
         )
     }

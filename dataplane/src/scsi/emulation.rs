@@ -1,11 +1,12 @@
 //! The commands answered without bdev I/O: [`emulate`] builds their
-//! response data (INQUIRY, MODE SENSE/SELECT, READ CAPACITY, REQUEST SENSE,
-//! REPORT SUPPORTED OPERATION CODES, and the commands with no data at all).
+//! response data (INQUIRY, MODE SENSE/SELECT, READ CAPACITY, GET LBA STATUS,
+//! REQUEST SENSE, REPORT SUPPORTED OPERATION CODES, and the commands with no
+//! data at all).
 
 use super::command::Command;
 use super::sense::{self, ScsiError};
 use super::unit::{ModeState, UnitInfo};
-use super::{capacity, inquiry, mode, opcodes};
+use super::{capacity, inquiry, lba_status, mode, opcodes};
 
 /// Size of the buffer emulated responses are built in: larger than the
 /// longest response (REPORT SUPPORTED OPERATION CODES with timeouts
@@ -90,6 +91,9 @@ pub fn emulate(
             (len, len as u32)
         }
         Command::ReadCapacity16 { alloc_len } => (capacity::read_capacity_16(unit, out), alloc_len),
+        Command::GetLbaStatus { lba, alloc_len } => {
+            (lba_status::get_lba_status(unit, lba, out), alloc_len)
+        }
         Command::ReportSupportedOperationCodes {
             rctd,
             options,
@@ -146,6 +150,69 @@ mod tests {
         rc16[12] = 1;
         assert_eq!(run(&rc16).unwrap().len(), 32);
         assert_eq!(run(&[0x1A, 0x08, 0x0A, 0, 3, 0]).unwrap(), [15, 0, 0x10]);
+    }
+
+    fn get_lba_status(lba: u64, alloc: u32) -> Result<Vec<u8>, ScsiError> {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x9E;
+        cdb[1] = 0x12;
+        cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+        cdb[10..14].copy_from_slice(&alloc.to_be_bytes());
+        run(&cdb)
+    }
+
+    /// LBPME = 1 requires GET LBA STATUS (SBC-4 4.7.3.1). The unit cannot
+    /// tell which blocks its bdev has mapped, so one descriptor covers the
+    /// rest of the medium with PROVISIONING STATUS 0h (mapped or unknown).
+    #[test]
+    fn get_lba_status_reports_the_rest_as_mapped_or_unknown() {
+        let unit = test_unit();
+        let data = get_lba_status(100, 64).unwrap();
+        let mut expected = vec![0, 0, 0, 20, 0, 0, 0, 0x06];
+        expected.extend_from_slice(&100u64.to_be_bytes());
+        expected.extend_from_slice(&((unit.num_blocks - 100) as u32).to_be_bytes());
+        expected.extend_from_slice(&[0; 4]);
+        assert_eq!(data, expected);
+        // The last block; truncated by the allocation length.
+        let data = get_lba_status(unit.num_blocks - 1, 24).unwrap();
+        assert_eq!(&data[16..20], [0, 0, 0, 1]);
+        assert_eq!(get_lba_status(0, 6).unwrap(), [0, 0, 0, 20, 0, 0]);
+        assert_eq!(
+            get_lba_status(unit.num_blocks, 24),
+            Err(ScsiError::LbaOutOfRange)
+        );
+        // More blocks than the descriptor's 32-bit field: as many as fit,
+        // and no claim that the medium's end was reached.
+        let huge = UnitInfo {
+            num_blocks: 1 << 40,
+            ..test_unit()
+        };
+        let command = decode(
+            &[0x9E, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0],
+            &huge,
+        )
+        .unwrap();
+        let mut mode = ModeState::new(ModeValues {
+            write_cache: true,
+            descriptor_sense: false,
+        });
+        let mut out = [0u8; RESPONSE_BUFFER_LEN];
+        let len = emulate(&command, &huge, &mut mode, &[], &mut out).unwrap();
+        assert_eq!(len, 24);
+        assert_eq!(out[7], 0);
+        assert_eq!(&out[16..20], [0xFF; 4]);
+        // Without logical block provisioning the command is not supported.
+        let thick = UnitInfo {
+            unmap: false,
+            ..test_unit()
+        };
+        assert_eq!(
+            decode(
+                &[0x9E, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0],
+                &thick
+            ),
+            Err(ScsiError::cdb_bit(1, 4))
+        );
     }
 
     #[test]
@@ -286,8 +353,9 @@ mod tests {
         };
         let mut out = [0u8; RESPONSE_BUFFER_LEN];
         let len = opcodes::report_supported(false, false, 0, 0, 0, &mut out);
-        assert_eq!(len, 4 + 8 * (opcodes::SUPPORTED.len() - 1));
+        assert_eq!(len, 4 + 8 * (opcodes::SUPPORTED.len() - 2));
         assert!(out[4..len].chunks(8).all(|d| d[0] != 0x42));
+        assert!(out[4..len].chunks(8).all(|d| d[0..4] != [0x9E, 0, 0, 0x12]));
         let len = opcodes::report_supported(unit.unmap, false, 1, 0x42, 0, &mut out);
         assert_eq!(&out[..len], [0, 0x01, 0, 0]);
     }

@@ -9,8 +9,9 @@
 //!   descriptor format), the one place where failures are mapped;
 //! - [`opcodes`]: operation codes, the supported-command table with CDB usage
 //!   data, REPORT SUPPORTED OPERATION CODES data;
-//! - [`inquiry`], [`mode`], [`capacity`]: response data of INQUIRY (standard
-//!   and VPD), MODE SENSE/SELECT, READ CAPACITY;
+//! - [`inquiry`], [`mode`], [`capacity`], [`lba_status`]: response data of
+//!   INQUIRY (standard and VPD), MODE SENSE/SELECT, READ CAPACITY, GET LBA
+//!   STATUS;
 //! - [`unmap`]: the UNMAP parameter list;
 //! - [`unit` module](mod@unit): the unit's description ([`UnitInfo`]) and mode state.
 //!
@@ -27,6 +28,7 @@ pub mod cdb;
 pub mod command;
 pub mod emulation;
 pub mod inquiry;
+pub mod lba_status;
 pub mod mode;
 pub mod opcodes;
 pub mod sense;
@@ -37,4 +39,4 @@ pub use cdb::decode;
 pub use command::{ByteCheck, Command, PageControl};
 pub use emulation::{emulate, request_sense_data, RESPONSE_BUFFER_LEN};
 pub use sense::{Asc, FieldPointer, ScsiError, Sense, SenseFormat, SenseKeySpecific};
-pub use unit::{ModeState, ModeValues, UnitInfo};
+pub use unit::{ControlMode, ModeState, ModeValues, UnitInfo};

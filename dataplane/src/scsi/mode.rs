@@ -2,7 +2,10 @@
 //! and Control (0Ah) mode pages.
 //!
 //! Changeable parameters: WCE of the Caching page (only when the device has
-//! a volatile cache) and D_SENSE of the Control page. Saved parameters are
+//! a volatile cache) and D_SENSE of the Control page (unless the unit's
+//! [`ControlMode`](super::unit::ControlMode) says the kernel's core keeps
+//! its own). The Control page's other fields report the core's task-set
+//! model ([`UnitInfo::control`]). Saved parameters are
 //! not implemented. The same page builders serve MODE SENSE and the checks
 //! of MODE SELECT, so what a MODE SELECT must send back is exactly what MODE
 //! SENSE reported.
@@ -43,19 +46,30 @@ fn caching_page(unit: &UnitInfo, values: Values) -> [u8; CACHING_LEN] {
     page
 }
 
-fn control_page(values: Values) -> [u8; CONTROL_LEN] {
+fn control_page(unit: &UnitInfo, values: Values) -> [u8; CONTROL_LEN] {
+    let control = unit.control;
     let mut page = [0u8; CONTROL_LEN];
     page[0] = CONTROL_PAGE;
     page[1] = (CONTROL_LEN - 2) as u8;
     match values {
         Values::Of(v) => {
-            // TST 000b, TMF_ONLY 0, DPICZ 0, D_SENSE, GLTSD 0, RLEC 0.
-            page[2] = if v.descriptor_sense { 0x04 } else { 0 };
-            page[3] = 0x10; // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering
-            page[5] = 0x40; // TAS
+            // TST, TMF_ONLY 0, DPICZ 0, D_SENSE, GLTSD 0, RLEC 0.
+            page[2] = (control.tst & 0x07) << 5;
+            if v.descriptor_sense {
+                page[2] |= 0x04;
+            }
+            // QUEUE ALGORITHM MODIFIER, QERR.
+            page[3] = ((control.queue_alg & 0x0F) << 4) | ((control.qerr & 0x03) << 1);
+            if control.swp {
+                page[4] = 0x08; // SWP
+            }
+            if control.tas {
+                page[5] = 0x40; // TAS
+            }
             page[8..10].copy_from_slice(&0xFFFFu16.to_be_bytes()); // BUSY TIMEOUT PERIOD: unlimited
         }
-        Values::Changeable => page[2] = 0x04,
+        Values::Changeable if control.d_sense_changeable => page[2] = 0x04,
+        Values::Changeable => {}
     }
     page
 }
@@ -63,7 +77,7 @@ fn control_page(values: Values) -> [u8; CONTROL_LEN] {
 /// Device-specific parameter of the mode parameter header: WP and DPOFUA.
 fn device_specific(unit: &UnitInfo) -> u8 {
     let mut dsp = 0x10; // DPOFUA
-    if unit.read_only {
+    if unit.read_only || unit.control.swp {
         dsp |= 0x80; // WP
     }
     dsp
@@ -118,7 +132,7 @@ pub fn sense(unit: &UnitInfo, mode: &ModeState, request: SenseRequest, out: &mut
         len += CACHING_LEN;
     }
     if matches!(request.page, CONTROL_PAGE | ALL_PAGES) {
-        out[len..len + CONTROL_LEN].copy_from_slice(&control_page(values));
+        out[len..len + CONTROL_LEN].copy_from_slice(&control_page(unit, values));
         len += CONTROL_LEN;
     }
     if request.ten {
@@ -205,8 +219,8 @@ pub fn select(
                 &caching_page(unit, Values::Changeable),
             ),
             CONTROL_PAGE => (
-                &control_page(Values::Of(mode.current)),
-                &control_page(Values::Changeable),
+                &control_page(unit, Values::Of(mode.current)),
+                &control_page(unit, Values::Changeable),
             ),
             _ => return Err(ScsiError::param_bit(pos as u16, 5)),
         };

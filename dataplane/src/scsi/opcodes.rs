@@ -75,6 +75,8 @@ pub const REPORT_LUNS: u8 = 0xA0;
 
 /// SERVICE ACTION IN (16) service action READ CAPACITY (16).
 pub const SA_READ_CAPACITY_16: u16 = 0x10;
+/// SERVICE ACTION IN (16) service action GET LBA STATUS (16).
+pub const SA_GET_LBA_STATUS: u16 = 0x12;
 /// MAINTENANCE IN service action REPORT SUPPORTED OPERATION CODES.
 pub const SA_REPORT_SUPPORTED_OPERATION_CODES: u16 = 0x0C;
 
@@ -256,6 +258,20 @@ pub const SUPPORTED: &[CommandInfo] = &[
             ],
         )
     },
+    // REPORT TYPE (byte 14, SBC-4) is not evaluated: the response says so
+    // with RTP = 0.
+    CommandInfo {
+        service_action: Some(SA_GET_LBA_STATUS),
+        requires_unmap: true,
+        ..cmd(
+            SERVICE_ACTION_IN_16,
+            "GET LBA STATUS (16)",
+            &[
+                0x9E, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+                0, C,
+            ],
+        )
+    },
     CommandInfo {
         service_action: Some(SA_REPORT_SUPPORTED_OPERATION_CODES),
         ..cmd(
@@ -287,21 +303,23 @@ pub fn has_service_actions(opcode: u8) -> bool {
     matches!(opcode, SERVICE_ACTION_IN_16 | MAINTENANCE_IN)
 }
 
-/// Index + 1 into [`SUPPORTED`] by operation code (0: not supported). Each
-/// operation code appears once in the table.
+/// Index + 1 into [`SUPPORTED`] of the first entry of each operation code
+/// (0: not supported). The entries of one operation code (one per service
+/// action) follow each other.
 const INDEX: [u8; 256] = {
     let mut index = [0u8; 256];
-    let mut i = 0;
-    while i < SUPPORTED.len() {
+    let mut i = SUPPORTED.len();
+    while i > 0 {
+        i -= 1;
         index[SUPPORTED[i].opcode as usize] = (i + 1) as u8;
-        i += 1;
     }
     index
 };
 
 /// The entry for `opcode` (and `service_action`, for operation codes that
 /// have them), if the unit supports it. `unmap` says whether the unit can
-/// unmap (UNMAP is supported only then). Constant time.
+/// unmap (UNMAP and GET LBA STATUS are supported only then). Constant time
+/// (an operation code has at most a few service actions).
 pub fn lookup(
     opcode: u8,
     service_action: Option<u16>,
@@ -311,8 +329,11 @@ pub fn lookup(
     if at == 0 {
         return None;
     }
-    let info = &SUPPORTED[usize::from(at) - 1];
-    (info.service_action == service_action && (unmap || !info.requires_unmap)).then_some(info)
+    SUPPORTED[usize::from(at) - 1..]
+        .iter()
+        .take_while(|info| info.opcode == opcode)
+        .find(|info| info.service_action == service_action)
+        .filter(|info| unmap || !info.requires_unmap)
 }
 
 /// CDB length implied by the group code of `opcode` (SPC-4 4.2.5.1), or
@@ -427,9 +448,10 @@ mod tests {
             );
             assert_eq!(*info.usage.last().unwrap(), CONTROL_USAGE, "{}", info.name);
             let key = (info.opcode, info.service_action.unwrap_or(0));
-            // Sorted, and each operation code once (the index relies on it).
+            // Sorted by operation code and service action, each pair once
+            // (the index relies on it).
             assert!(
-                !matches!(previous, Some(p) if p.0 >= key.0),
+                !matches!(previous, Some(p) if p >= key),
                 "table not sorted at {}",
                 info.name
             );
@@ -445,6 +467,8 @@ mod tests {
         assert!(lookup(READ_10, None, false).is_some());
         assert!(lookup(SERVICE_ACTION_IN_16, Some(0x10), false).is_some());
         assert!(lookup(SERVICE_ACTION_IN_16, Some(0x11), false).is_none());
+        assert!(lookup(SERVICE_ACTION_IN_16, Some(0x12), true).is_some());
+        assert!(lookup(SERVICE_ACTION_IN_16, Some(0x12), false).is_none());
         assert!(lookup(SERVICE_ACTION_IN_16, None, false).is_none());
         assert!(lookup(REPORT_LUNS, None, true).is_none());
     }

@@ -58,6 +58,53 @@ pub struct UnitInfo {
     pub max_write_same_blocks: u32,
     /// MAXIMUM COMPARE AND WRITE LENGTH in blocks (1..=255).
     pub max_compare_write_blocks: u8,
+    /// What the Control mode page reports about the kernel's target core.
+    pub control: ControlMode,
+}
+
+/// The fields of the Control mode page (SPC-4 7.5.8) that describe how the
+/// kernel's target core, not the unit, runs commands: task sets, the queue
+/// algorithm, what happens to other commands after an error (QErr) or an
+/// abort by another I_T nexus (TAS), software write protection, and whether
+/// an initiator may switch the sense format. The unit reports them; they
+/// must be what the core really does (LIO for TCMU, the registered
+/// `scst_user_opt` for SCST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlMode {
+    /// TST: 0 one task set for every I_T nexus, 1 one per I_T nexus.
+    pub tst: u8,
+    /// QUEUE ALGORITHM MODIFIER: 0 restricted, 1 unrestricted reordering.
+    pub queue_alg: u8,
+    /// QERR: 0, 1 or 3.
+    pub qerr: u8,
+    /// TAS: commands aborted by another I_T nexus end with TASK ABORTED.
+    pub tas: bool,
+    /// SWP: the medium is write protected (the unit refuses writes too).
+    pub swp: bool,
+    /// D_SENSE is changeable by MODE SELECT. Only where every sense the
+    /// initiator sees is built by the unit, or the core follows the unit's
+    /// setting.
+    pub d_sense_changeable: bool,
+}
+
+impl ControlMode {
+    /// What LIO's core does for a TCMU device (its own Control page,
+    /// `spc_modesense_control`, with the default attributes): one task set,
+    /// unrestricted reordering, QErr 0, TAS 1, no software write protection.
+    pub const LIO: ControlMode = ControlMode {
+        tst: 0,
+        queue_alg: 1,
+        qerr: 0,
+        tas: true,
+        swp: false,
+        d_sense_changeable: true,
+    };
+}
+
+impl Default for ControlMode {
+    fn default() -> Self {
+        Self::LIO
+    }
 }
 
 /// Longest unit serial number accepted (VPD 80h).
@@ -165,6 +212,7 @@ pub(crate) fn test_unit() -> UnitInfo {
         max_unmap_descriptors: 4,
         max_write_same_blocks: 0x8000,
         max_compare_write_blocks: 8,
+        control: ControlMode::LIO,
     }
 }
 

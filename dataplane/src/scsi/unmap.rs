@@ -82,6 +82,20 @@ pub fn validate(list: &[u8], unit: &UnitInfo) -> Result<u32, ScsiError> {
     Ok(count as u32)
 }
 
+/// The first `count` descriptors of `list`, as [`validate`] returned it for
+/// this same `list`. Decode from the bytes that were validated (a private
+/// copy), never from memory another party can change in between.
+pub fn descriptors(list: &[u8], count: u32) -> impl Iterator<Item = Descriptor> + '_ {
+    list[HEADER_LEN..]
+        .chunks_exact(DESCRIPTOR_LEN)
+        .take(count as usize)
+        .map(|bytes| {
+            let mut descriptor = [0u8; DESCRIPTOR_LEN];
+            descriptor.copy_from_slice(bytes);
+            Descriptor::decode(&descriptor)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::unit::test_unit;
@@ -108,6 +122,13 @@ mod tests {
         assert_eq!(validate(&list(&[(0, 8), (100, 0)]), &unit), Ok(2));
         let l = list(&[(unit.num_blocks - 4, 4)]);
         assert_eq!(validate(&l, &unit), Ok(1));
+        assert_eq!(
+            descriptors(&l, 1).collect::<Vec<_>>(),
+            [Descriptor {
+                lba: unit.num_blocks - 4,
+                blocks: 4
+            }]
+        );
         assert_eq!(
             Descriptor::decode(l[8..24].try_into().unwrap()),
             Descriptor {

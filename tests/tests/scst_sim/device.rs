@@ -804,3 +804,104 @@ fn the_device_is_a_poller() {
     assert_eq!(tags, vec![1]);
     assert_eq!(rig.init.in_flight(), 1);
 }
+
+/// A device that exchanges at every poll with something to send or ask
+/// for: rig turns are then steps, whatever the time they take.
+fn stepwise() -> ScstDeviceConfig {
+    ScstDeviceConfig {
+        idle_poll_interval: Duration::ZERO,
+        coalesce: CoalesceConfig {
+            batch: 1,
+            max_hold: Duration::ZERO,
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
+    }
+}
+
+/// A write larger than the pool's largest buffer (and the LUN's MAXIMUM
+/// TRANSFER LENGTH), through the simulated kernel and the LUN: ILLEGAL
+/// REQUEST, INVALID FIELD IN CDB on the TRANSFER LENGTH, not a BUSY the
+/// initiator would retry for ever; the buffer it got goes back when the
+/// kernel evicts it, and the device keeps serving.
+#[test]
+fn a_write_beyond_the_largest_buffer_is_an_invalid_field_in_cdb() {
+    for reuse in [SCST_USER_MEM_REUSE_ALL, SCST_USER_MEM_NO_REUSE] {
+        let opt = options(reuse, SCST_USER_ON_FREE_CMD_CALL, SCST_USER_PARSE_STANDARD);
+        let mut rig = Rig::new(opt, ScstSimConfig::default(), stepwise());
+        let data = vec![0x5Au8; 2 << 20];
+        run_unreaped(
+            &mut rig,
+            &cdb16(0x8A, 0, (data.len() / BS) as u32),
+            SimData::Out(&data),
+            1,
+        );
+        let mut seen = 0;
+        rig.init
+            .reap(|c| {
+                seen += 1;
+                assert_eq!(c.status, status::CHECK_CONDITION, "{:?}", c.sense);
+                assert_eq!(c.sense[2] & 0x0F, 0x05, "ILLEGAL REQUEST");
+                assert_eq!((c.sense[12], c.sense[13]), (0x24, 0x00));
+                // SKSV, C/D: TRANSFER LENGTH at byte 10.
+                assert_eq!((c.sense[15], c.sense[16], c.sense[17]), (0xC0, 0, 10));
+            })
+            .unwrap();
+        assert_eq!(seen, 1);
+        // ON_FREE_CMD, then (cached) the eviction's ON_CACHED_MEM_FREE.
+        for _ in 0..4 {
+            rig.turn();
+        }
+        rig.init.purge_cache();
+        for _ in 0..4 {
+            rig.turn();
+        }
+        assert_eq!(rig.dev.oversize_buffers(), 0, "reuse {reuse}");
+        let st = rig.dev.stats().snapshot();
+        assert_eq!((st.oversize_buffers, st.busy, st.bad_frees), (1, 0, 0));
+        // Still serving.
+        run_unreaped(&mut rig, &cdb16(0x8A, 0, 1), SimData::Out(&data[..BS]), 2);
+        rig.init
+            .reap(|c| assert_eq!(c.status, status::GOOD, "{:?}", c.sense))
+            .unwrap();
+    }
+}
+
+/// LBPME is 1 over a RAM bdev, so GET LBA STATUS is served through SCST
+/// too (its core parses it as data-in of ALLOCATION LENGTH bytes): the rest
+/// of the medium, mapped or unknown.
+#[test]
+fn get_lba_status_through_the_simulator() {
+    let opt = options(
+        SCST_USER_MEM_REUSE_ALL,
+        SCST_USER_ON_FREE_CMD_IGNORE,
+        SCST_USER_PARSE_STANDARD,
+    );
+    let mut rig = Rig::new(opt, ScstSimConfig::default(), stepwise());
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x9E;
+    cdb[1] = 0x12;
+    cdb[2..10].copy_from_slice(&100u64.to_be_bytes());
+    cdb[10..14].copy_from_slice(&32u32.to_be_bytes());
+    run_unreaped(&mut rig, &cdb, SimData::In(32), 1);
+    let mut got = [0u8; 32];
+    let mut seen = 0;
+    rig.init
+        .reap(|c| {
+            seen += 1;
+            assert_eq!(
+                (c.status, c.data_in_len),
+                (status::GOOD, 24),
+                "{:?}",
+                c.sense
+            );
+            c.copy_data_in(&mut got);
+        })
+        .unwrap();
+    assert_eq!(seen, 1);
+    let mut expected = vec![0, 0, 0, 20, 0, 0, 0, 0x06];
+    expected.extend_from_slice(&100u64.to_be_bytes());
+    expected.extend_from_slice(&((BLOCKS - 100) as u32).to_be_bytes());
+    expected.extend_from_slice(&[0; 4]);
+    assert_eq!(got[..24], expected[..]);
+}

@@ -1176,3 +1176,50 @@ fn list_shows_devices_with_uio_and_disk() {
     let lio = m.lio_as(1000);
     assert_eq!(lio.list(None).unwrap().len(), 3);
 }
+
+/// A device of another handler (another subtype in `dev_config`) is never
+/// deleted by name: the error names both subtypes and nothing changes. A
+/// device nobody configured has no handler and may go.
+#[test]
+fn delete_refuses_another_handlers_device() {
+    let m = Machine::new();
+    let mut other = CreateSpec::new("vol", "cfg", 1 << 20);
+    other.subtype = "qcow".into();
+    create(&mut m.lio(), &other).0.unwrap();
+    let mut lio = m.lio();
+    let msg = lio.delete("vol", None).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "TCMU device \"vol\" ({}) belongs to handler subtype \"qcow\", not \"dataplane\": \
+             it is not ours to delete",
+            m.path("core/user_0/vol").display()
+        )
+    );
+    assert!(lio.fs().log().is_empty());
+    assert!(m.path("core/user_0/vol").is_dir());
+    // Asked for that subtype, it goes.
+    let mut lio = m.lio();
+    lio.delete_of_subtype("vol", None, "qcow").unwrap();
+    assert!(!m.path("core/user_0/vol").exists());
+    // Ours, asked as another subtype: refused too.
+    let mut lio = m.lio();
+    lio.fs_mut().kernel_mut().next_minor = 1;
+    create(&mut lio, &spec()).0.unwrap();
+    let mut lio = m.lio();
+    assert!(lio
+        .delete_of_subtype("disk0", None, "qcow")
+        .unwrap_err()
+        .to_string()
+        .contains("belongs to handler subtype \"dataplane\", not \"qcow\""));
+    lio.delete("disk0", None).unwrap();
+    // Never configured: no handler can claim it.
+    FakeKernel::new(m.roots.clone())
+        .mkdir(&m.path("core/user_2"))
+        .ok();
+    FakeKernel::new(m.roots.clone())
+        .mkdir(&m.path("core/user_2/bare"))
+        .unwrap();
+    m.lio().delete("bare", None).unwrap();
+    assert!(!m.path("core/user_2").exists());
+}

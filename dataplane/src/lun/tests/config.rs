@@ -126,6 +126,9 @@ fn config_validation() {
         ("ieee_company_id", Box::new(|c| c.ieee_company_id = 1 << 24)),
         ("num_blocks", Box::new(|c| c.num_blocks = 1001)),
         ("num_blocks", Box::new(|c| c.num_blocks = 0)),
+        ("control mode", Box::new(|c| c.control.tst = 2)),
+        ("control mode", Box::new(|c| c.control.queue_alg = 2)),
+        ("control mode", Box::new(|c| c.control.qerr = 2)),
         (
             "block size",
             Box::new(|c| c.bdev_geometry.block_size = 1000),

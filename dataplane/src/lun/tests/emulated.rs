@@ -2,7 +2,7 @@
 //! CAPACITY, MODE SENSE/SELECT, REQUEST SENSE and the commands without data).
 
 use crate::exec::Response;
-use crate::scsi::{ScsiError, SenseFormat};
+use crate::scsi::{ControlMode, ScsiError, SenseFormat};
 
 use super::harness::{caps, cdb10, cdb16, check, Harness};
 
@@ -62,6 +62,21 @@ fn read_capacity_through_unit_reflects_exposed_blocks() {
     );
     rc16[13] = 0;
     assert_eq!(h.exec(&rc16, &mut buf), Response::good(0));
+    // LBPME = 1 above, so GET LBA STATUS answers: the rest of the exposed
+    // blocks, mapped or unknown.
+    let mut buf = [0xEEu8; 32];
+    assert_eq!(
+        h.exec(&cdb16(0x9E, 0x12, 990, 32), &mut buf),
+        Response::good(24)
+    );
+    assert_eq!(
+        buf[..24],
+        [0, 0, 0, 20, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0, 0x03, 0xDE, 0, 0, 0, 10, 0, 0, 0, 0]
+    );
+    assert_eq!(
+        h.exec(&cdb16(0x9E, 0x12, 1000, 32), &mut buf),
+        check(ScsiError::LbaOutOfRange)
+    );
     // The range check uses the exposed size.
     assert_eq!(
         h.exec(&cdb10(0x28, 0, 1000, 1), &mut [0; 512]),
@@ -133,6 +148,72 @@ fn mode_select_switches_sense_format_and_write_cache() {
         [0x72, 5, 0x26, 0, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0x8C, 0, 7, 0]
     );
     assert_eq!(h.lun.sense_format(), SenseFormat::Descriptor);
+}
+
+/// The Control mode page reports what the kernel's target core does (it
+/// runs task sets, QErr and TAS, not the unit): SCST registered with tst 1,
+/// tas 0, qerr 1, swp 1, whose core keeps the sense format of its own
+/// errors, so D_SENSE is not changeable there.
+#[test]
+fn control_page_reports_the_configured_task_set_model() {
+    let control = ControlMode {
+        tst: 1,
+        queue_alg: 0,
+        qerr: 1,
+        tas: false,
+        swp: true,
+        d_sense_changeable: false,
+    };
+    let mut h = Harness::with(caps(), 16, 1, |c| c.control = control);
+    let mut page = [0u8; 16];
+    assert_eq!(
+        h.exec(&[0x1A, 0x08, 0x0A, 0, 16, 0], &mut page),
+        Response::good(16)
+    );
+    // WP in the header (SWP), TST 001b, QAM 0 with QERR 01b, SWP, TAS 0.
+    assert_eq!(
+        page,
+        [15, 0, 0x90, 0, 0x0A, 10, 0x20, 0x02, 0x08, 0, 0, 0, 0xFF, 0xFF, 0, 0]
+    );
+    assert_eq!(
+        h.exec(&[0x1A, 0x08, 0x4A, 0, 16, 0], &mut page),
+        Response::good(16)
+    );
+    assert_eq!(page[4..], [0x0A, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // Changing D_SENSE: the bit is not changeable.
+    assert_eq!(
+        h.exec(&[0x1A, 0x08, 0x0A, 0, 16, 0], &mut page),
+        Response::good(16)
+    );
+    let mut list = page;
+    list[0] = 0;
+    list[2] = 0;
+    list[4 + 2] |= 0x04;
+    assert_eq!(
+        h.exec(&[0x15, 0x10, 0, 0, 16, 0], &mut list),
+        check(ScsiError::param_bit(6, 2))
+    );
+    assert_eq!(h.lun.sense_format(), SenseFormat::Fixed);
+    // Sending the page back unchanged is fine.
+    let mut list = page;
+    list[0] = 0;
+    list[2] = 0;
+    assert_eq!(
+        h.exec(&[0x15, 0x10, 0, 0, 16, 0], &mut list),
+        Response::good(0)
+    );
+    // SWP: the unit is write protected, as the core treats it.
+    assert_eq!(
+        h.exec(&cdb10(0x2A, 0, 0, 1), &mut [0; 512]),
+        check(ScsiError::WriteProtected)
+    );
+    // The default model is LIO's (TCMU): TST 000b, QAM 1, TAS 1.
+    let mut h = Harness::new();
+    assert_eq!(
+        h.exec(&[0x1A, 0x08, 0x0A, 0, 16, 0], &mut page),
+        Response::good(16)
+    );
+    assert_eq!(page[4 + 2..4 + 6], [0, 0x10, 0, 0x40]);
 }
 
 #[test]

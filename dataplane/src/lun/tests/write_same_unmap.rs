@@ -208,3 +208,39 @@ fn write_through_mode_makes_fills_fua() {
     assert!(log.iter().filter(|l| l.op == IoOp::Unmap).all(|l| !l.fua));
     assert!(log.iter().any(|l| l.op == IoOp::Unmap));
 }
+
+/// The descriptors staged are the ones validated: the data buffer is the
+/// frontend's shared memory, and changing it after the command started
+/// (a second descriptor rewritten to wrap past 2^64 while the first is
+/// still being unmapped) must change nothing.
+#[test]
+fn unmap_stages_the_descriptors_it_validated() {
+    // Depth 2: the two pieces of the first descriptor fill the port; the
+    // second descriptor is staged only after they complete.
+    let mut h = Harness::with(caps(), 2, 1, |_| {});
+    h.disk.write_blocks(0, &vec![0xFF; 4096 * 512]);
+    let mut list = unmap_list(&[(10, 100), (1000, 1)]);
+    let len = list.len() as u16;
+    h.submit(0, &unmap_cdb(len), &mut list);
+    // The peer rewrites the list in the shared buffer.
+    let evil = unmap_list(&[(u64::MAX - 1, 4), (u64::MAX - 1, 4)]);
+    list.copy_from_slice(&evil);
+    h.run();
+    assert_eq!(h.take(0), Response::good(0));
+    let mut ops: Vec<_> = h
+        .disk
+        .log()
+        .iter()
+        .map(|l| (l.op, l.lba, l.blocks))
+        .collect();
+    ops.sort_by_key(|o| o.1);
+    assert_eq!(
+        ops,
+        [
+            (IoOp::Unmap, 10, 64),
+            (IoOp::Unmap, 74, 36),
+            (IoOp::Unmap, 1000, 1)
+        ]
+    );
+    assert_eq!(h.disk.blocks(1000, 1), vec![0; 512]);
+}

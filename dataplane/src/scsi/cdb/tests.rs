@@ -496,7 +496,7 @@ fn synchronize_cache_range() {
 fn usage_data_matches_decoder() {
     let unit = test_unit();
     for info in opcodes::SUPPORTED {
-        let base = valid_cdb(info.opcode, info.cdb_len());
+        let base = valid_cdb(info.opcode, info.service_action, info.cdb_len());
         let decoded = decode(&base, &unit);
         assert!(
             decoded.is_ok(),
@@ -529,7 +529,7 @@ fn usage_data_matches_decoder() {
 
 /// A valid CDB for `opcode` whose fields are all in the middle of their
 /// ranges, so that flipping any one used bit changes the outcome.
-fn valid_cdb(opcode: u8, len: usize) -> Vec<u8> {
+fn valid_cdb(opcode: u8, service_action: Option<u16>, len: usize) -> Vec<u8> {
     use opcodes::*;
     let mut cdb = vec![0u8; len];
     cdb[0] = opcode;
@@ -577,7 +577,8 @@ fn valid_cdb(opcode: u8, len: usize) -> Vec<u8> {
             cdb[13] = 0x01;
         }
         SERVICE_ACTION_IN_16 => {
-            cdb[1] = 0x10;
+            cdb[1] = service_action.unwrap_or(0) as u8;
+            cdb[7] = 0x01;
             cdb[13] = 0x20;
         }
         MAINTENANCE_IN => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use crate::frontend::CoalesceConfig;
-use crate::scsi::UnitInfo;
+use crate::scsi::{ControlMode, UnitInfo};
 use crate::scst::abi::*;
 
 /// Largest `budget` accepted.
@@ -97,6 +97,31 @@ impl Default for ScstDeviceConfig {
     }
 }
 
+/// What the Control mode page of a unit served through scst_user must
+/// report: the task-set model SCST's core runs for the device, which is the
+/// registered options (`tst`, `queue_alg`, `qerr`, `tas`, `swp`; the core
+/// applies them, the handler never sees task sets). D_SENSE is not
+/// changeable: SCST builds sense for the errors it raises itself (BUSY,
+/// RESERVATION CONFLICT, unit attentions, commands failed before or after
+/// the handler) in the registered `d_sense` format, and a MODE SELECT the
+/// unit answers cannot change it. Propagating it is no option: SET_OPTIONS
+/// suspends the device's activity until every command in flight finished,
+/// and the commands need this device's own poll loop to finish. So a MODE
+/// SELECT that changes D_SENSE fails with ILLEGAL REQUEST, INVALID FIELD
+/// IN PARAMETER LIST at the bit, as for any parameter that is not
+/// changeable (SPC-4 6.13), and the format stays the one registered (set
+/// `d_sense` in the device's options to choose it).
+pub fn control_mode(options: &ScstUserOpt) -> ControlMode {
+    ControlMode {
+        tst: options.tst,
+        queue_alg: options.queue_alg,
+        qerr: options.qerr,
+        tas: options.tas != 0,
+        swp: options.swp != 0,
+        d_sense_changeable: false,
+    }
+}
+
 /// Refuses option combinations the device cannot serve.
 pub(super) fn check_options(options: &ScstUserOpt, have_unit: bool) -> Result<(), DeviceError> {
     let unsupported = |msg: String| Err(DeviceError::UnsupportedOptions(msg));
@@ -131,4 +156,68 @@ pub(super) fn check_options(options: &ScstUserOpt, have_unit: bool) -> Result<()
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bdev::{Capabilities, Geometry};
+
+    use super::*;
+    use crate::lun::LunConfig;
+    use crate::scsi::{cdb, emulate, ModeState, ModeValues, ScsiError, RESPONSE_BUFFER_LEN};
+    use crate::scst::register::ScstOptions;
+
+    /// The default registration (fileio_tgt's tst 1, tas 0) reported as it
+    /// is by a unit built from it, and D_SENSE held to the registered one.
+    #[test]
+    fn the_unit_reports_the_registered_task_set_model() {
+        let options = ScstOptions::default().to_abi();
+        let control = control_mode(&options);
+        assert_eq!(
+            control,
+            ControlMode {
+                tst: 1,
+                queue_alg: 1,
+                qerr: 0,
+                tas: false,
+                swp: false,
+                d_sense_changeable: false,
+            }
+        );
+        let geometry = Geometry {
+            block_size: 512,
+            num_blocks: 1 << 10,
+        };
+        let caps = Capabilities {
+            volatile_cache: false,
+            unmap: false,
+            unmap_reads_zeroes: false,
+            write_zeroes: false,
+            max_transfer_blocks: 0,
+            max_unmap_blocks: 0,
+            optimal_boundary_blocks: 0,
+        };
+        let mut config = LunConfig::new(geometry, caps);
+        config.control = control;
+        let unit = config.validate().unwrap();
+        let mut mode = ModeState::new(ModeValues {
+            write_cache: false,
+            descriptor_sense: false,
+        });
+        let mut out = [0u8; RESPONSE_BUFFER_LEN];
+        let sense = cdb::decode(&[0x1A, 0x08, 0x0A, 0, 0xFF, 0], &unit).unwrap();
+        let len = emulate(&sense, &unit, &mut mode, &[], &mut out).unwrap();
+        assert_eq!(len, 16);
+        // TST 001b, QAM 1, TAS 0.
+        assert_eq!(out[4 + 2..4 + 6], [0x20, 0x10, 0, 0]);
+        let mut list = [0u8; 16];
+        list[4..].copy_from_slice(&out[4..16]);
+        list[4 + 2] |= 0x04;
+        let select = cdb::decode(&[0x15, 0x10, 0, 0, 16, 0], &unit).unwrap();
+        assert_eq!(
+            emulate(&select, &unit, &mut mode, &list, &mut out),
+            Err(ScsiError::param_bit(6, 2))
+        );
+        assert!(!mode.current.descriptor_sense);
+    }
 }

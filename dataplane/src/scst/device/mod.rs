@@ -27,6 +27,10 @@
 //!      `ENODEV`, `EBADF`, `ENOTTY` and `ENXIO` mean the fd is no longer a
 //!      registered device: the device is *faulted*, drops its replies,
 //!      stops calling the driver and only drains the executor.
+//!    - Whatever the error, commands the kernel returned with it are
+//!      handled: it writes `cmds_cnt` once it got to fetching, so a count
+//!      below the one asked for (e.g. `EFAULT` copying the next command
+//!      out, which the kernel requeues) names commands now held here.
 //! 4. **Handle** each new subcommand (below); replies that can be given at
 //!    once are queued for the next exchange, EXECs go to the executor.
 //! 5. `executor.flush()` publishes the staged bdev requests.
@@ -48,10 +52,14 @@
 //!   values when the decoder does not know them: they are not
 //!   re-implemented here.
 //! - **ALLOC_MEM**: a pool buffer of `alloc_len` bytes; `pbuf = 0` when the
-//!   pool is exhausted, which the kernel answers with BUSY.
+//!   pool is exhausted, which the kernel answers with BUSY (transient). A
+//!   write larger than the pool's largest buffer gets a buffer of its own
+//!   (`oversize.rs`): the reply cannot carry sense and BUSY would be
+//!   retried for ever, so the EXEC comes and the executor answers it (the
+//!   LUN: ILLEGAL REQUEST, INVALID FIELD IN CDB on the transfer length).
 //! - **EXEC**: the data buffer is `pbuf` (a buffer given at ALLOC_MEM or an
-//!   earlier EXEC and cached by the kernel), looked up in the pool by
-//!   address: an address the pool did not hand out fails the command with
+//!   earlier EXEC and cached by the kernel), looked up in the pool (and the
+//!   oversize buffers) by address: an address the pool did not hand out fails the command with
 //!   HARDWARE ERROR / INTERNAL TARGET FAILURE without touching memory. For a
 //!   data-in command with `pbuf == 0` a buffer of `alloc_len` bytes is
 //!   allocated (exhausted pool: BUSY status; larger than the largest
@@ -138,7 +146,10 @@
 //! (buffers the kernel does not cache would never come back), PARSE CALL or
 //! EXCEPTION without [`ScstDeviceConfig::unit`]. `d_sense` selects the sense
 //! format of the errors the device itself reports. The other options
-//! (tst, queue_alg, qerr, tas, swp) are SCST core behaviour.
+//! (tst, queue_alg, qerr, tas, swp) are SCST core behaviour, which the
+//! unit's Control mode page reports: build the LUN with
+//! `LunConfig::control` = [`control_mode`] of the registered options (which
+//! also makes D_SENSE unchangeable, since SCST keeps its own).
 //!
 //! # Hot path
 //! No allocation (slots, the reply queue and its sense storage, the held
@@ -153,6 +164,7 @@
 //! `parse.rs`, task management in `task_mgmt.rs`).
 
 mod config;
+mod oversize;
 mod parse;
 mod poller;
 mod reply_queue;
@@ -160,7 +172,10 @@ mod stats;
 mod subcommands;
 mod task_mgmt;
 
-pub use config::{DeviceError, ScstDeviceConfig, MAX_BUDGET, MAX_SLOTS, MAX_TM_WAITS};
+pub use config::{
+    control_mode, DeviceError, ScstDeviceConfig, MAX_BUDGET, MAX_SLOTS, MAX_TM_WAITS,
+};
+pub use oversize::MAX_OVERSIZE;
 pub use stats::{ScstStats, ScstStatsSnapshot};
 pub use task_mgmt::tm_affects;
 
@@ -173,6 +188,7 @@ use nix::errno::Errno;
 use reactor::{clock, Poller};
 
 use self::config::check_options;
+use self::oversize::Oversize;
 use self::reply_queue::ReplyQueue;
 use super::abi::*;
 use super::driver::{MultiBuf, ScstDriver};
@@ -213,6 +229,8 @@ struct Slot {
     sess_h: u64,
     data_direction: u8,
     bufflen: u32,
+    /// The EXEC's `pbuf` (0 when allocated at EXEC or without data).
+    pbuf: u64,
     /// Buffer allocated at EXEC (`pbuf == 0`), 0 otherwise.
     exec_pbuf: u64,
     /// Clock ticks when the EXEC arrived (latency).
@@ -253,6 +271,9 @@ pub struct ScstDevice<D: ScstDriver, E: CommandExecutor> {
     // pool is unmapped unless I/O is still in flight; then the fields.
     executor: E,
     pool: ManuallyDrop<BufferPool>,
+    /// Buffers of writes larger than the pool's largest; dropped with the
+    /// pool.
+    oversize: ManuallyDrop<Oversize>,
     /// Dropped (the fd closed) before the pool is unmapped: until then the
     /// kernel may still own pool buffers.
     driver: ManuallyDrop<D>,
@@ -357,6 +378,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
                 sess_h: 0,
                 data_direction: SCST_DATA_NONE,
                 bufflen: 0,
+                pbuf: 0,
                 exec_pbuf: 0,
                 received_at: 0,
                 tm_waiters: 0,
@@ -368,6 +390,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         Ok(Self {
             executor,
             pool: ManuallyDrop::new(pool),
+            oversize: ManuallyDrop::new(Oversize::new()),
             driver: ManuallyDrop::new(driver),
             options,
             sense_format,
@@ -442,6 +465,12 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         &self.pool
     }
 
+    /// Buffers given to writes larger than the pool's largest buffer and
+    /// not yet freed by the kernel (see [`MAX_OVERSIZE`]).
+    pub fn oversize_buffers(&self) -> usize {
+        self.oversize.len()
+    }
+
     /// The executor.
     pub fn executor(&self) -> &E {
         &self.executor
@@ -487,9 +516,13 @@ impl<D: ScstDriver, E: CommandExecutor> Drop for ScstDevice<D, E> {
         // afterwards.
         unsafe { ManuallyDrop::drop(&mut self.driver) };
         if self.executor.in_flight() == 0 {
-            // SAFETY: the pool is dropped exactly once, here, and not used
-            // afterwards (the device is being dropped).
-            unsafe { ManuallyDrop::drop(&mut self.pool) };
+            // SAFETY: the pool and the oversize buffers are dropped exactly
+            // once, here, and not used afterwards (the device is being
+            // dropped).
+            unsafe {
+                ManuallyDrop::drop(&mut self.pool);
+                ManuallyDrop::drop(&mut self.oversize);
+            }
         }
         // Otherwise the executor (or a bdev behind it) may still access
         // pool buffers: leave the mapping in place.

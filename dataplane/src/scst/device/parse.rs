@@ -62,6 +62,7 @@ fn parse_result(
         | Command::Inquiry { alloc_len, .. }
         | Command::ModeSense { alloc_len, .. }
         | Command::ReadCapacity16 { alloc_len }
+        | Command::GetLbaStatus { alloc_len, .. }
         | Command::ReportSupportedOperationCodes { alloc_len, .. } => {
             (u64::from(alloc_len), None, false)
         }

@@ -245,12 +245,23 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         self.coalescer.restart(clock::now());
         let header = *self.multi.header();
         let consumed = usize::try_from(header.replies_done).unwrap_or(0).min(sent);
+        let returned = usize::try_from(header.cmds_cnt).unwrap_or(0);
         let mut got = 0;
         let mut refused = false;
         match result {
-            Ok(()) => {
-                got = usize::try_from(header.cmds_cnt).unwrap_or(0).min(want);
-            }
+            Ok(()) => got = returned.min(want),
+            // The kernel writes `cmds_cnt` whenever it got to fetching
+            // commands, errors included: on a failure while copying command
+            // i out (EFAULT) the i before it are delivered, and the failed
+            // one goes back to its queue. Failing earlier it writes 0 (a
+            // refused reply) or leaves the `want` it was given, and fetching
+            // stops with i < want. So fewer than asked, with an error, are
+            // commands this device now holds and must answer.
+            Err(_) if returned < want => got = returned,
+            Err(_) => {}
+        }
+        match result {
+            Ok(()) => {}
             Err(Errno::EAGAIN) => c.eagain += 1,
             Err(Errno::ESRCH | Errno::EINVAL | Errno::EFAULT) if consumed < sent => {
                 refused = true;

@@ -58,6 +58,9 @@ device_stats! {
         /// BUSY answers because the pool was exhausted (ALLOC_MEM with
         /// `pbuf` 0, or EXEC status BUSY).
         busy,
+        /// ALLOC_MEMs larger than the pool's largest buffer given a buffer
+        /// of their own (see `MAX_OVERSIZE`).
+        oversize_buffers,
         /// EXECs failed because their `pbuf` was not a pool buffer.
         bad_pbufs,
         /// ON_FREE_CMD / ON_CACHED_MEM_FREE naming an address the pool did

@@ -84,8 +84,9 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         }
     }
 
-    /// ALLOC_MEM: a pool buffer, or `pbuf = 0` (BUSY) when the pool is
-    /// exhausted.
+    /// ALLOC_MEM: a pool buffer, an oversize buffer for a write larger
+    /// than the pool's largest, or `pbuf = 0` (BUSY) when the pool (or the
+    /// oversize allowance) is exhausted.
     fn alloc_mem(
         &mut self,
         cmd_h: u32,
@@ -93,13 +94,20 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         c: &mut ScstStatsSnapshot,
     ) {
         c.alloc_mem += 1;
-        let buf = usize::try_from(alloc.alloc_len)
-            .ok()
-            .and_then(|len| self.pool.alloc(len));
-        if buf.is_none() {
+        let len = usize::try_from(alloc.alloc_len).unwrap_or(0);
+        let mut pbuf = self.pool.alloc(len).map_or(0, |b| b.pbuf);
+        if pbuf == 0 && len > 0 && self.pool.class_size(len).is_none() {
+            // No pool buffer will ever fit: a buffer of its own, so that
+            // the command is answered with sense at EXEC (`oversize.rs`).
+            pbuf = self.oversize.alloc(len).unwrap_or(0);
+            if pbuf != 0 {
+                c.oversize_buffers += 1;
+            }
+        }
+        if pbuf == 0 {
             c.busy += 1;
         }
-        self.replies.push_alloc(cmd_h, buf.map_or(0, |b| b.pbuf));
+        self.replies.push_alloc(cmd_h, pbuf);
     }
 
     /// ON_FREE_CMD: a buffer the kernel does not cache goes back to the
@@ -111,7 +119,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         c: &mut ScstStatsSnapshot,
     ) {
         c.on_free_cmd += 1;
-        if on_free.buffer_cached == 0 && on_free.pbuf != 0 && !self.pool.free(on_free.pbuf) {
+        if on_free.buffer_cached == 0 && on_free.pbuf != 0 && !self.free_buffer(on_free.pbuf) {
             c.bad_frees += 1;
         }
         self.replies.push_result(cmd_h, subcode::ON_FREE_CMD, 0);
@@ -120,11 +128,26 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     /// ON_CACHED_MEM_FREE: the evicted buffer goes back to the pool.
     fn on_cached_mem_free(&mut self, cmd_h: u32, pbuf: u64, c: &mut ScstStatsSnapshot) {
         c.on_cached_mem_free += 1;
-        if !self.pool.free(pbuf) {
+        if !self.free_buffer(pbuf) {
             c.bad_frees += 1;
         }
         self.replies
             .push_result(cmd_h, subcode::ON_CACHED_MEM_FREE, 0);
+    }
+
+    /// Returns a buffer the kernel gave back to the pool or unmaps it (an
+    /// oversize one); false if it is neither. An oversize buffer a command
+    /// in the executor still uses is kept (only a misbehaving kernel frees
+    /// it then; unmapping it would pull memory from under the executor).
+    fn free_buffer(&mut self, pbuf: u64) -> bool {
+        if self.pool.free(pbuf) {
+            return true;
+        }
+        let in_use = self
+            .slots
+            .iter()
+            .any(|s| s.state != SlotState::Free && s.pbuf == pbuf);
+        !in_use && self.oversize.free(pbuf)
     }
 
     /// ATTACH_SESS: records the session (replacing one of the same handle).
@@ -193,7 +216,9 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         let iov: Option<IoVec> = if exec.data_direction == SCST_DATA_NONE || bufflen == 0 {
             None
         } else if exec.pbuf != 0 {
-            match self.pool.iovec(exec.pbuf, bufflen as usize) {
+            let len = bufflen as usize;
+            let iov = self.pool.iovec(exec.pbuf, len);
+            match iov.or_else(|| self.oversize.iovec(exec.pbuf, len)) {
                 Some(iov) => Some(iov),
                 None => {
                     c.bad_pbufs += 1;
@@ -237,6 +262,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         s.sess_h = exec.sess_h;
         s.data_direction = exec.data_direction;
         s.bufflen = bufflen;
+        s.pbuf = exec.pbuf;
         s.exec_pbuf = exec_pbuf;
         s.received_at = received_at;
         s.tm_waiters = 0;
@@ -246,8 +272,11 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             None => &[],
         };
         // SAFETY: the iovec (if any) lies inside a buffer the pool handed
-        // out, in the pool's mapping, which stays mapped while commands are
-        // in the executor (`Drop` leaks it if some still are). The buffer
+        // out, in the pool's mapping, or inside an oversize buffer's own
+        // mapping; both stay mapped while commands are in the executor
+        // (`Drop` leaks them if some still are, and an oversize buffer is
+        // unmapped only when the kernel gives it back and no slot uses it,
+        // see `free_buffer`). The buffer
         // stays allocated until the command's reply is queued: a buffer
         // allocated here is freed only in `complete`, and a kernel-supplied
         // one (ALLOC_MEM or cached) only on ON_FREE_CMD / ON_CACHED_MEM_FREE,

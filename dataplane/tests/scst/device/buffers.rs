@@ -217,3 +217,70 @@ fn an_unknown_pbuf_fails_with_hardware_error_without_touching_it() {
     assert!(dev.executor().submitted.is_empty());
     assert_eq!(dev.stats().snapshot().bad_pbufs, 3);
 }
+
+/// A write larger than the pool's largest buffer: ALLOC_MEM can only give a
+/// buffer or BUSY (`pbuf` 0, which the initiator retries for ever), so it
+/// gets a buffer of its own, the EXEC reaches the executor (the LUN fails
+/// it with INVALID FIELD IN CDB on the transfer length, beyond its MAXIMUM
+/// TRANSFER LENGTH), and the buffer goes when the kernel frees it.
+#[test]
+fn a_write_larger_than_the_largest_buffer_still_gets_a_buffer() {
+    let (k, mut dev) = device_with(
+        default_options(),
+        16,
+        32,
+        small_pool(1 << 20, 64 << 10),
+        None,
+    );
+    let len = 200 << 10;
+    let alloc = k.queue(subcode::ALLOC_MEM, |c| {
+        c.set_alloc_cmd(&ScstUserScsiCmdAllocMem {
+            sess_h: SESS_A,
+            alloc_len: len,
+            data_direction: SCST_DATA_WRITE,
+            ..Default::default()
+        })
+    });
+    dev.poll();
+    dev.poll();
+    let r = k.last_call().replies[0].clone();
+    assert_eq!(r.reply.cmd_h, alloc);
+    let pbuf = r.reply.alloc_reply().pbuf;
+    assert_ne!(pbuf, 0, "not BUSY");
+    assert_eq!(pbuf % 4096, 0);
+    assert!(dev.pool().get(pbuf).is_none());
+    // The memory is this process's and writable (the kernel pins it).
+    // SAFETY: the device handed out `len` bytes at `pbuf` for the kernel to
+    // fill; nothing else uses them in this test.
+    unsafe { std::slice::from_raw_parts_mut(pbuf as *mut u8, len as usize) }.fill(0xA5);
+
+    let exec = k.exec(SESS_A, &WRITE_10, SCST_DATA_WRITE, len, pbuf);
+    dev.poll();
+    let sub = *dev.executor().submitted.last().unwrap();
+    assert_eq!(sub.iov, Some((pbuf as usize, len as usize)));
+    let mut sense = fixed_sense(0x05, 0x24, 0x00);
+    sense[15] = 0xC0;
+    sense[17] = 7;
+    let invalid = ScsiError::cdb_byte(7).to_response(SenseFormat::Fixed);
+    dev.executor_mut().finish(sub.slot, invalid);
+    dev.poll();
+    let r = k.last_call().replies[0].clone();
+    assert_eq!(r.reply.cmd_h, exec);
+    assert_eq!(r.exec().status, status::CHECK_CONDITION);
+    assert_eq!(r.sense, sense);
+    assert_eq!(dev.stats().snapshot().oversize_buffers, 1);
+
+    // Cached by the kernel, then evicted: the buffer goes.
+    k.queue(subcode::ON_CACHED_MEM_FREE, |c| {
+        c.set_on_cached_mem_free(&ScstUserOnCachedMemFree { pbuf })
+    });
+    dev.poll();
+    dev.poll();
+    assert_eq!(
+        k.last_call().replies[0].reply.subcode,
+        subcode::ON_CACHED_MEM_FREE
+    );
+    assert_eq!(dev.stats().snapshot().bad_frees, 0);
+    assert_eq!(dev.oversize_buffers(), 0);
+    assert_eq!(k.awaiting(), 0);
+}

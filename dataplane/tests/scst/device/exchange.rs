@@ -189,6 +189,40 @@ fn other_errors_keep_the_replies_for_the_next_call() {
     assert_eq!(dev.stats().snapshot().ioctl_errors, 1);
 }
 
+/// The kernel returns the commands it already copied out together with
+/// EFAULT for the next one (`dev_user_reply_get_multi`): they are the
+/// handler's to answer, and the faulted one comes again.
+#[test]
+fn commands_delivered_with_an_error_are_handled() {
+    let (k, mut dev) = device();
+    let handles: Vec<u32> = (0..3)
+        .map(|_| k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0))
+        .collect();
+    k.state().fault_at_cmd = Some(2);
+    assert_eq!(dev.poll(), 2);
+    assert_eq!(k.last_call().result, Err(Errno::EFAULT));
+    assert_eq!(dev.executor().submitted.len(), 2);
+    assert_eq!(dev.outstanding(), 2);
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll();
+    let call = k.last_call();
+    let answered: Vec<u32> = call.replies.iter().map(|r| r.reply.cmd_h).collect();
+    assert_eq!(answered, handles[..2]);
+    assert_eq!(call.delivered, 1);
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll();
+    assert_eq!(k.last_call().replies[0].reply.cmd_h, handles[2]);
+    assert_eq!(k.awaiting(), 0);
+    assert_eq!(dev.outstanding(), 0);
+    // An error before the kernel wrote `cmds_cnt` delivers nothing.
+    k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    k.state().fail_all = Some(Errno::EFAULT);
+    assert_eq!(dev.poll(), 0);
+    assert_eq!(dev.outstanding(), 0);
+    k.state().fail_all = None;
+    assert_eq!(dev.poll(), 1);
+}
+
 #[test]
 fn replies_are_coalesced_while_commands_execute() {
     let config = ScstDeviceConfig {

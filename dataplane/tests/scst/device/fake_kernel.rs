@@ -39,6 +39,10 @@ pub struct KernelState {
     pub refuse: Option<(u32, Errno)>,
     /// Fail every call with this errno before looking at anything.
     pub fail_all: Option<Errno>,
+    /// EFAULT copying command `n` of the next call to the user (once): the
+    /// `n` before it are delivered and `cmds_cnt` says so, that one goes
+    /// back to the head of the queue (`dev_user_get_cmd_to_user`).
+    pub fault_at_cmd: Option<usize>,
     pub next_h: u32,
 }
 
@@ -167,7 +171,12 @@ impl ScstDriver for FakeKernel {
             });
         }
         buf.header_mut().replies_done = replies.len() as i16;
-        let n = asked.min(s.queue.len());
+        let mut n = asked.min(s.queue.len());
+        let fault = s.fault_at_cmd.take().filter(|&at| at < n);
+        if let Some(at) = fault {
+            n = at;
+            call.result = Err(Errno::EFAULT);
+        }
         for i in 0..n {
             let cmd = s.queue.pop_front().unwrap();
             s.awaiting.insert(cmd.cmd_h, cmd.subcode);
@@ -175,7 +184,7 @@ impl ScstDriver for FakeKernel {
         }
         buf.header_mut().cmds_cnt = n as i16;
         call.delivered = n;
-        if n == 0 {
+        if n == 0 && fault.is_none() {
             call.result = Err(Errno::EAGAIN);
         }
         let result = call.result;

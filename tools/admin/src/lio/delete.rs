@@ -6,19 +6,45 @@ use dataplane::tcmu::discovery::{self, RingReset};
 use super::admin::Lio;
 use super::error::LioError;
 use super::outcome::Deleted;
-use super::spec::validate_name;
-use super::tree::{lun_links, numbered_subdirs, subdirs, user_hbas};
+use super::spec::{validate_name, DEFAULT_SUBTYPE};
+use super::tree::{dev_config, lun_links, numbered_subdirs, subdirs, user_hbas};
 
 impl<F: Fs> Lio<F> {
+    /// [`Lio::delete_of_subtype`] for the default subtype
+    /// ([`DEFAULT_SUBTYPE`]).
+    pub fn delete(&mut self, name: &str, hba: Option<u32>) -> Result<Deleted, LioError> {
+        self.delete_of_subtype(name, hba, DEFAULT_SUBTYPE)
+    }
+
     /// Deletes TCMU device `name` of HBA `hba` (`None`: the one HBA that has
     /// a device of that name) and its tcm_loop LUNs, in reverse order of
     /// creation; see the module docs. Stops at the first failing change.
-    pub fn delete(&mut self, name: &str, hba: Option<u32>) -> Result<Deleted, LioError> {
+    ///
+    /// Only a device of handler `subtype` (its `dev_config` is
+    /// `<subtype>/...`) or one never configured (no handler can claim it)
+    /// is deleted; another handler's device is refused before any change
+    /// ([`LioError::OtherHandler`]).
+    pub fn delete_of_subtype(
+        &mut self,
+        name: &str,
+        hba: Option<u32>,
+        subtype: &str,
+    ) -> Result<Deleted, LioError> {
         validate_name("device name", name)?;
         self.check_root()?;
         self.check_target_core()?;
         let hba = self.resolve_hba(name, hba)?;
         let device_dir = self.roots.device_dir(hba, name);
+        if let (Some(theirs), _) = dev_config(&device_dir) {
+            if theirs != subtype {
+                return Err(LioError::OtherHandler {
+                    name: name.to_owned(),
+                    dir: device_dir,
+                    theirs,
+                    ours: subtype.to_owned(),
+                });
+            }
+        }
 
         let links: Vec<_> = lun_links(&self.roots)
             .into_iter()

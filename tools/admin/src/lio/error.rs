@@ -67,6 +67,23 @@ pub enum LioError {
         /// The HBA directories, comma-separated.
         hbas: String,
     },
+    /// The device belongs to another handler (its `dev_config` names
+    /// another subtype).
+    #[error(
+        "TCMU device {name:?} ({}) belongs to handler subtype {theirs:?}, not {ours:?}: it is not \
+         ours to delete",
+        dir.display()
+    )]
+    OtherHandler {
+        /// The name.
+        name: String,
+        /// The device directory.
+        dir: PathBuf,
+        /// The subtype in its `dev_config`.
+        theirs: String,
+        /// The subtype asked for.
+        ours: String,
+    },
     /// The device is exported through a fabric `lio` does not manage.
     #[error(
         "TCMU device {name:?} is exported through {} (not a tcm_loop LUN): remove that LUN first",

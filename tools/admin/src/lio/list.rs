@@ -1,13 +1,11 @@
 //! `dataplane lio list`.
 
-use std::path::Path;
-
 use dataplane::kernfs::{read_trimmed, Fs};
 use dataplane::tcmu::discovery;
 
 use super::admin::Lio;
 use super::error::LioError;
-use super::tree::{lun_links, subdirs, user_hbas};
+use super::tree::{attrib_or_info, dev_config, lun_links, subdirs, user_hbas};
 
 /// One TCMU device as `dataplane lio list` shows it. Fields that cannot be
 /// read are `None`.
@@ -44,15 +42,7 @@ impl<F: Fs> Lio<F> {
         for (hba, hba_dir) in user_hbas(&self.roots) {
             for name in subdirs(&hba_dir) {
                 let dir = hba_dir.join(&name);
-                let dev_config = attrib_or_info(&dir, "dev_config", "Config:")
-                    .filter(|c| !c.is_empty() && c != "NULL");
-                let (dev_subtype, bdev) = match &dev_config {
-                    Some(c) => match c.split_once('/') {
-                        Some((s, b)) => (Some(s.to_owned()), Some(b.to_owned())),
-                        None => (Some(c.clone()), None),
-                    },
-                    None => (None, None),
-                };
+                let (dev_subtype, bdev) = dev_config(&dir);
                 if subtype.is_some_and(|s| dev_subtype.as_deref() != Some(s)) {
                     continue;
                 }
@@ -78,19 +68,4 @@ impl<F: Fs> Lio<F> {
         }
         Ok(out)
     }
-}
-
-/// `attrib/<attr>`, else the token after `info_key` in `info`.
-fn attrib_or_info(dir: &Path, attr: &str, info_key: &str) -> Option<String> {
-    if let Ok(value) = read_trimmed(&dir.join("attrib").join(attr)) {
-        return Some(value);
-    }
-    let info = read_trimmed(&dir.join("info")).ok()?;
-    let mut tokens = info.split_whitespace();
-    while let Some(token) = tokens.next() {
-        if token == info_key {
-            return tokens.next().map(str::to_owned);
-        }
-    }
-    None
 }

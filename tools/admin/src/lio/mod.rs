@@ -30,7 +30,10 @@
 //! was undone ([`LioError::RolledBack`]). If the disk does not appear in
 //! time, everything is left in place ([`LioError::NoDisk`]).
 //!
-//! # Delete ([`Lio::delete`])
+//! # Delete ([`Lio::delete`], [`Lio::delete_of_subtype`])
+//! Only a device of our handler subtype (`dev_config=<subtype>/...`), or one
+//! never configured, is deleted: another handler's device of the same name
+//! is refused before any change ([`LioError::OtherHandler`]).
 //! If no process has the UIO device open, `action/reset_ring` = 2 first (else
 //! unlinking the LUN waits on commands nobody will complete); then for every
 //! tcm_loop LUN of the device: unlink, `rmdir lun_<n>`, `tpgt_<t>` if it has

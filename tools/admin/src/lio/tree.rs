@@ -37,6 +37,36 @@ pub(super) fn subdirs(dir: &Path) -> Vec<String> {
     out
 }
 
+/// `attrib/<attr>` of TCMU device directory `dir`, else the token after
+/// `info_key` in its `info`.
+pub(super) fn attrib_or_info(dir: &Path, attr: &str, info_key: &str) -> Option<String> {
+    if let Ok(value) = read_trimmed(&dir.join("attrib").join(attr)) {
+        return Some(value);
+    }
+    let info = read_trimmed(&dir.join("info")).ok()?;
+    let mut tokens = info.split_whitespace();
+    while let Some(token) = tokens.next() {
+        if token == info_key {
+            return tokens.next().map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// The handler subtype and cfg of TCMU device directory `dir`, from its
+/// `dev_config` (`<subtype>/<cfg>`; the whole value is the subtype if it
+/// has no `/`); both `None` when it was never configured.
+pub(super) fn dev_config(dir: &Path) -> (Option<String>, Option<String>) {
+    let config = attrib_or_info(dir, "dev_config", "Config:");
+    match config.filter(|c| !c.is_empty() && c != "NULL") {
+        Some(c) => match c.split_once('/') {
+            Some((s, b)) => (Some(s.to_owned()), Some(b.to_owned())),
+            None => (Some(c), None),
+        },
+        None => (None, None),
+    }
+}
+
 /// Subdirectory names of `dir` that are `<prefix><number>`, as numbers.
 pub(super) fn numbered_subdirs(dir: &Path, prefix: &str) -> Vec<u64> {
     let mut out: Vec<u64> = subdirs(dir)

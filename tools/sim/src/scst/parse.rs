@@ -261,6 +261,15 @@ pub(super) fn parse(cdb: &[u8], block_size: u32) -> Result<CdbInfo, ParseFail> {
                 SCST_SMALL_TIMEOUT | SCST_IMPLICIT_HQ,
                 L::No,
             ),
+            0x9E if cdb[1] & 0x1F == 0x12 => (
+                // GET LBA STATUS (`get_cdb_info_serv_act_in`): the
+                // starting LBA, ALLOCATION LENGTH bytes of data-in.
+                SCST_DATA_READ,
+                Some((2, 8)),
+                Len::ByteField(10, 4),
+                0,
+                L::No,
+            ),
             0xA0 => (
                 // REPORT LUNS
                 SCST_DATA_READ,
@@ -473,6 +482,13 @@ mod tests {
         rc16[0] = 0x9E;
         rc16[1] = 0x11;
         assert_eq!(parse(&rc16, 512), Err(ParseFail::UnknownOpcode));
+        let mut glbas = [0u8; 16];
+        glbas[0] = 0x9E;
+        glbas[1] = 0x12;
+        glbas[9] = 7;
+        glbas[13] = 24;
+        let i = parse(&glbas, 512).unwrap();
+        assert_eq!((i.direction, i.bufflen, i.lba), (SCST_DATA_READ, 24, 7));
         let mut big = [0u8; 16];
         big[0] = 0x88;
         big[10..14].copy_from_slice(&u32::MAX.to_be_bytes());
