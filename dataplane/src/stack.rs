@@ -129,8 +129,14 @@ impl LunSpec {
         bdev: &dyn Bdev,
         sense_format: SenseFormat,
     ) -> Result<(Lun, ChannelEnd), StackError> {
+        self.build_with(self.lun_config(bdev, sense_format))
+    }
+
+    /// The unit of `config` (from [`lun_config`](Self::lun_config), then
+    /// adjusted) and the bdev side of its port.
+    fn build_with(&self, config: LunConfig) -> Result<(Lun, ChannelEnd), StackError> {
         let (port, end) = port_pair(self.port_depth())?;
-        let lun = Lun::new(self.lun_config(bdev, sense_format), port).map_err(StackError::Lun)?;
+        let lun = Lun::new(config, port).map_err(StackError::Lun)?;
         Ok((lun, end))
     }
 }
@@ -241,7 +247,11 @@ impl<Drv: ScstDriver> Stack<ScstDevice<Drv, Lun>> {
         } else {
             SenseFormat::Fixed
         };
-        let (lun, mut end) = lun.build(bdev, sense_format)?;
+        // The Control mode page says what the kernel was registered to do
+        // (task set model, TAS, D_SENSE not changeable behind its back).
+        let mut lun_config = lun.lun_config(bdev, sense_format);
+        lun_config.control = crate::scst::device::control_mode(&registration.options.to_abi());
+        let (lun, mut end) = lun.build_with(lun_config)?;
         config.unit = Some(lun.unit().clone());
         let pool = BufferPool::new(pool).map_err(StackError::Pool)?;
         let (arena, mapping) = pool.arena();

@@ -106,6 +106,10 @@ struct DeleteArgs {
     /// TCMU HBA index (default: the only HBA that has a device NAME).
     #[arg(long)]
     hba: Option<u32>,
+    /// The handler subtype the device must have (dev_config=<SUBTYPE>/...):
+    /// another handler's device is refused.
+    #[arg(long, default_value = DEFAULT_SUBTYPE)]
+    subtype: String,
 }
 
 #[derive(Debug, Args)]
@@ -157,7 +161,8 @@ pub fn run(args: LioArgs) -> Result<ExitCode> {
             lio.create(&spec, &mut report).map_err(|e| anyhow!("{e}"))?;
         }
         LioCommand::Delete(d) => {
-            lio.delete(&d.name, d.hba).map_err(|e| anyhow!("{e}"))?;
+            lio.delete_of_subtype(&d.name, d.hba, &d.subtype)
+                .map_err(|e| anyhow!("{e}"))?;
             println!("deleted: {}", d.name);
         }
         LioCommand::List(l) => {
