@@ -200,3 +200,22 @@ step_conformance() {
     [ -z "$unexplained" ] ||
         fail "failures not in conformance-exceptions.txt:$unexplained"
 }
+
+# step_iscsi_teardown: removes the conformance target (its LUN links, LUNs,
+# portal, portal group and target), so the backstores are again only the
+# tcm_loop disks' and `lio delete` may remove them.
+step_iscsi_teardown() {
+    t=$CFS/iscsi/$CONFORMANCE_IQN/tpgt_1
+    [ -d "$t" ] || skip "no conformance target (step iscsi_target did not run)"
+    printf 0 >"$t/enable" || true
+    for l in "$t"/lun/lun_*; do
+        [ -d "$l" ] || continue
+        for link in "$l"/*; do
+            if [ -L "$link" ]; then rm "$link" || fail "cannot unlink $link"; fi
+        done
+        rmdir "$l" || fail "cannot remove $l"
+    done
+    rmdir "$t/np/$CONFORMANCE_PORTAL" || fail "cannot remove the portal"
+    rmdir "$t" "$CFS/iscsi/$CONFORMANCE_IQN" || fail "cannot remove $CONFORMANCE_IQN"
+    echo "removed $CONFORMANCE_IQN"
+}

@@ -855,6 +855,7 @@ run_step iscsi_target step_iscsi_target
 for kind in $CONFORMANCE_KINDS; do
     run_step "conformance_$kind" step_conformance "$kind"
 done
+run_step iscsi_teardown step_iscsi_teardown
 run_step lio_delete step_lio_delete
 run_step serve_sigterm step_serve_sigterm
 run_step dmesg_clean step_dmesg_clean
