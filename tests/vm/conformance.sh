@@ -92,14 +92,7 @@ step_iscsi_target() {
 # again, as after the kill -9 steps. With the selftest there is no serve.
 conformance_serve() {
     [ "$SELFTEST" = 1 ] && return 0
-    serve_running || fail "dataplane serve is not running"
-    kill -TERM "$(state serve.pid)"
-    i=0
-    while [ ! -s "$ST/serve.rc" ] && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    [ -s "$ST/serve.rc" ] || fail "dataplane serve did not exit within 10 s of SIGTERM"
+    stop_serve
     # (The step runs in a subshell: the change stays in it.)
     # shellcheck disable=SC2034 # read by write_config (guest.sh)
     COALESCE_US=0

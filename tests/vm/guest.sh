@@ -753,8 +753,9 @@ step_lio_delete() {
     dataplane lio list --json
 }
 
-step_serve_sigterm() {
-    [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane process"
+# stop_serve: SIGTERM to the running `dataplane serve`, which must exit with
+# status 0 within 10 s.
+stop_serve() {
     serve_running || fail "dataplane serve is not running"
     kill -TERM "$(state serve.pid)"
     i=0
@@ -764,6 +765,11 @@ step_serve_sigterm() {
     done
     [ -s "$ST/serve.rc" ] || fail "dataplane serve did not exit within 10 s of SIGTERM"
     [ "$(state serve.rc)" = 0 ] || fail "dataplane serve exited with status $(state serve.rc) on SIGTERM"
+}
+
+step_serve_sigterm() {
+    [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane process"
+    stop_serve
 }
 
 step_dmesg_clean() {
