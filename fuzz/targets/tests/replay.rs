@@ -1,0 +1,125 @@
+//! Runs every fuzz target on stable: first over its committed corpus
+//! (`fuzz/corpus/<name>/`, what cargo-fuzz found worth keeping), then over
+//! seeded random inputs. `fuzz/artifacts/` (crashing inputs of findings
+//! not fixed yet) is not read.
+//!
+//! `FUZZ_REPLAY_INPUTS` sets the number of random inputs per target
+//! (default 2000); `TEST_SEED` varies them (see `test_support::rng`).
+
+use std::path::PathBuf;
+
+use fuzz_targets::TARGETS;
+use test_support::rng::seeded;
+
+fn corpus_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../corpus")
+        .join(name)
+}
+
+fn replay(name: &str) {
+    let (_, run) = TARGETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no target {name}"));
+    let dir = corpus_dir(name);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "empty corpus {}", dir.display());
+    for file in &files {
+        let data = std::fs::read(file).unwrap();
+        eprintln!("{name}: {}", file.display());
+        run(&data);
+    }
+    let inputs: usize = std::env::var("FUZZ_REPLAY_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mut rng = seeded(0xF022 ^ name.len() as u64);
+    let mut data = Vec::new();
+    for i in 0..inputs {
+        // Mostly mutations of a corpus file, sometimes fresh bytes.
+        if !files.is_empty() && rng.u8(..) < 200 {
+            data = std::fs::read(&files[rng.usize(..files.len())]).unwrap();
+            for _ in 0..=rng.usize(..8) {
+                if data.is_empty() {
+                    break;
+                }
+                let at = rng.usize(..data.len());
+                data[at] = rng.u8(..);
+            }
+            if rng.bool() {
+                data.truncate(rng.usize(..=data.len()));
+            }
+        } else {
+            data.clear();
+            data.resize(rng.usize(..2048), 0);
+            rng.fill(&mut data);
+        }
+        if let Err(e) = std::panic::catch_unwind(|| run(&data)) {
+            let saved = std::env::temp_dir().join(format!("fuzz-{name}-{i}"));
+            let _ = std::fs::write(&saved, &data);
+            panic!(
+                "{name}: random input {i} failed ({:?}); input saved in {}",
+                e.downcast_ref::<String>(),
+                saved.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn tcmu_ring() {
+    replay("tcmu_ring");
+}
+
+#[test]
+fn lun() {
+    replay("lun");
+}
+
+#[test]
+fn scsi_cdb() {
+    replay("scsi_cdb");
+}
+
+#[test]
+fn param_lists() {
+    replay("param_lists");
+}
+
+#[test]
+fn striped() {
+    replay("striped");
+}
+
+#[test]
+fn buffer_pool() {
+    replay("buffer_pool");
+}
+
+#[test]
+fn netlink_event() {
+    replay("netlink_event");
+}
+
+#[test]
+fn serve_config() {
+    replay("serve_config");
+}
+
+/// The netlink corpus holds events that decode, so the fuzzer starts from
+/// the decoder's inside rather than its first length check.
+#[test]
+fn netlink_corpus_decodes() {
+    use dataplane::tcmu::netlink::{decode_event, TcmuEvent};
+    let data = std::fs::read(corpus_dir("netlink_event").join("added")).unwrap();
+    let event = decode_event(&data, fuzz_targets::netlink::FAMILY).unwrap();
+    assert!(
+        matches!(&event, Some(TcmuEvent::Added { device, minor: 3, device_id: 7 }) if device == "user/disk0"),
+        "{event:?}"
+    );
+}
