@@ -18,6 +18,8 @@ pub mod recording;
 pub mod ring;
 pub mod ring_exec;
 pub mod scsi;
+pub mod scst;
+pub mod scst_kernel;
 pub mod sense_check;
 pub mod striped;
 pub mod unit;
@@ -36,4 +38,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("buffer_pool", pool::run),
     ("netlink_event", netlink::run),
     ("serve_config", config::run),
+    ("scst_device", scst::run),
 ];

@@ -3,9 +3,10 @@
 //!
 //! Checks (a violation panics, which the fuzzer reports as a crash): the
 //! range `[lba, lba + blocks)` lies inside the bdev; a read or write
-//! carries exactly `blocks * block_size` bytes of scatter-gather list and
-//! respects `max_transfer_blocks`; an unmap or write-zeroes covers at least
-//! one block and respects `max_unmap_blocks`.
+//! carries at least `blocks * block_size` bytes of scatter-gather list
+//! (the contract of `bdev::check_request`) and respects
+//! `max_transfer_blocks`; an unmap or write-zeroes respects
+//! `max_unmap_blocks` (and an unmap is advertised).
 
 use std::sync::{Arc, Mutex};
 
@@ -99,7 +100,7 @@ impl RecordingChannel {
             IoOp::Read | IoOp::Write => {
                 assert!(inside, "{r:?} outside {g:?}");
                 let want = u64::from(r.blocks) * u64::from(g.block_size);
-                assert_eq!(r.sgl.total_len() as u64, want, "sgl of {r:?}");
+                assert!(r.sgl.total_len() as u64 >= want, "short sgl in {r:?}");
                 assert!(
                     c.max_transfer_blocks == 0 || r.blocks <= c.max_transfer_blocks,
                     "{r:?} over max_transfer_blocks {}",

@@ -48,6 +48,8 @@ struct Kernel {
     well_formed: bool,
     /// No reset and no peer tail move since attach: a fault is a bug.
     undisturbed: bool,
+    /// A reset happened that the device cannot see in `cmd_tail`.
+    blind: bool,
     next_id: u16,
     data_off: usize,
     data_len: usize,
@@ -80,7 +82,9 @@ impl Kernel {
         self.boundaries.clear();
         self.boundaries.push(0);
         self.tail_abs = 0;
-        self.well_formed = HEAD_BACKWARDS_DETECTED || !invisible;
+        // The device may carry the stale lap through later resets too.
+        self.blind |= invisible;
+        self.well_formed = HEAD_BACKWARDS_DETECTED || !self.blind;
         self.undisturbed = false;
     }
 
@@ -313,6 +317,7 @@ pub fn run(data: &[u8]) {
         tail_abs: 0,
         well_formed: true,
         undisturbed: true,
+        blind: false,
         next_id: 1,
         data_off,
         data_len,

@@ -111,6 +111,11 @@ fn serve_config() {
     replay("serve_config");
 }
 
+#[test]
+fn scst_device() {
+    replay("scst_device");
+}
+
 /// The netlink corpus holds events that decode, so the fuzzer starts from
 /// the decoder's inside rather than its first length check.
 #[test]
@@ -122,4 +127,20 @@ fn netlink_corpus_decodes() {
         matches!(&event, Some(TcmuEvent::Added { device, minor: 3, device_id: 7 }) if device == "user/disk0"),
         "{event:?}"
     );
+}
+
+/// Runs one input through one target: `FUZZ_TARGET=<name>
+/// FUZZ_INPUT=<file> cargo test -p fuzz-targets --test replay one_input`
+/// (a crash that cargo-fuzz saved in `fuzz/artifacts/<name>/`, on
+/// stable). Does nothing unless both are set.
+#[test]
+fn one_input() {
+    let (Ok(name), Ok(file)) = (std::env::var("FUZZ_TARGET"), std::env::var("FUZZ_INPUT")) else {
+        return;
+    };
+    let (_, run) = TARGETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no target {name}"));
+    run(&std::fs::read(&file).unwrap_or_else(|e| panic!("{file}: {e}")));
 }
