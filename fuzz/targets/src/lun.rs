@@ -67,10 +67,16 @@ fn cdb(input: &mut Input<'_>) -> Vec<u8> {
         *first = opcode;
     }
     if !raw && input.chance(70) {
-        // Tame the LBA and length bytes towards a small unit.
-        for (i, b) in cdb.iter_mut().enumerate().skip(2) {
-            if i + 3 < len {
-                *b &= 0x01;
+        // Tame the fields towards a small unit: small LBAs, lengths and
+        // allocation lengths, few flag bits, a zero control byte.
+        let last = len.saturating_sub(1);
+        for (i, b) in cdb.iter_mut().enumerate() {
+            match i {
+                0 => {}
+                1 => *b &= 0x0E,
+                i if i == last => *b = 0,
+                i if i + 2 >= last => *b &= 0x07,
+                _ => *b &= 0x01,
             }
         }
     }
@@ -100,11 +106,17 @@ fn iovecs(input: &mut Input<'_>, buf: &mut [u8]) -> Vec<IoVec> {
 
 /// The target.
 pub fn run(data: &[u8]) {
+    exercise(data);
+}
+
+/// The target's body; returns the number of commands that completed
+/// with GOOD (how deep the input got).
+pub fn exercise(data: &[u8]) -> usize {
     let mut input = Input::new(data);
     let block_size = if input.chance(70) { 512 } else { 4096 };
     let bdev_blocks = 1 + input.below(256) as u64;
     let Ok(ram) = RamBdev::new("fuzz", block_size, bdev_blocks) else {
-        return;
+        return 0;
     };
     let bdev = Recording::new(Arc::new(ram));
     let log = bdev.log();
@@ -117,29 +129,29 @@ pub fn run(data: &[u8]) {
         SenseFormat::Descriptor
     };
     config.read_only = input.chance(10);
-    config.write_cache = input.chance(50);
+    config.write_cache = input.chance(50) && bdev::Bdev::capabilities(&bdev).volatile_cache;
     config.max_unmap_descriptors = 1 + input.below(8) as u32;
     config.max_unmap_lba_count = 1 + u32::from(input.u16());
     config.max_write_same_blocks = 1 + u32::from(input.u16());
-    config.max_compare_write_blocks = 1 + input.below(16) as u8;
-    config.max_transfer_bytes = block_size * (1 + input.below(64) as u32);
+    let transfer_blocks = 1 + input.below(64);
+    config.max_transfer_bytes = block_size * transfer_blocks as u32;
+    config.max_compare_write_blocks = 1 + input.below(transfer_blocks.min(16)) as u8;
     config.scratch_chunk_bytes = 4096;
     config.scratch_bytes = 4096 * (1 + input.below(4));
     let depth = 4 + input.below(16);
     let Ok((port, end)) = port_pair(depth) else {
-        return;
+        return 0;
     };
     let Ok(channel) = bdev::Bdev::open_channel(&bdev, depth) else {
-        return;
+        return 0;
     };
     let mut poller = BdevPoller::new("fuzz", channel, 64);
     poller.attach(end).expect("one port");
-    let Ok(mut lun) = Lun::new(config, port) else {
-        return;
-    };
+    let mut lun = Lun::new(config, port).expect("a valid configuration");
     let unit = lun.unit().clone();
     let mut slots: Vec<Option<InFlight>> = (0..SLOTS).map(|_| None).collect();
     let mut checked = 0;
+    let mut good = 0;
 
     let mut rounds = 0;
     while !input.is_empty() && rounds < 256 {
@@ -158,8 +170,9 @@ pub fn run(data: &[u8]) {
                 };
                 let mut buf = vec![0u8; len];
                 if input.chance(50) {
-                    // Data-out that parses: copy input bytes in.
-                    let bytes = input.take(len);
+                    // Data-out that parses (a parameter list): input bytes
+                    // at the start; the rest of the buffer stays zero.
+                    let bytes = input.take(len.min(96));
                     buf[..bytes.len()].copy_from_slice(bytes);
                 }
                 let iovs = iovecs(&mut input, &mut buf);
@@ -175,7 +188,7 @@ pub fn run(data: &[u8]) {
                 });
             }
             4 => lun.abort(input.below(SLOTS + 2) as u32),
-            _ => step(&mut lun, &mut poller, &mut slots),
+            _ => step(&mut lun, &mut poller, &mut slots, &mut good),
         }
         checked = check_log(&log, checked, unit.num_blocks);
     }
@@ -183,7 +196,7 @@ pub fn run(data: &[u8]) {
         if lun.in_flight() == 0 {
             break;
         }
-        step(&mut lun, &mut poller, &mut slots);
+        step(&mut lun, &mut poller, &mut slots, &mut good);
     }
     check_log(&log, checked, unit.num_blocks);
     assert_eq!(lun.in_flight(), 0, "the unit did not drain: {lun:?}");
@@ -192,9 +205,10 @@ pub fn run(data: &[u8]) {
         "a command got no response"
     );
     assert_eq!(lun.outstanding_requests(), 0);
+    good
 }
 
-fn step(lun: &mut Lun, poller: &mut BdevPoller, slots: &mut [Option<InFlight>]) {
+fn step(lun: &mut Lun, poller: &mut BdevPoller, slots: &mut [Option<InFlight>], good: &mut usize) {
     lun.flush();
     reactor::Poller::poll(poller);
     lun.poll(usize::MAX, &mut |slot, response: &Response| {
@@ -204,6 +218,7 @@ fn step(lun: &mut Lun, poller: &mut BdevPoller, slots: &mut [Option<InFlight>]) 
             .unwrap_or_else(|| panic!("response for idle slot {slot}: {response:?}"));
         check_response(response, done.cdb_len, done.buf.len());
         if response.status == status::GOOD {
+            *good += 1;
             let len = u64::from(response.data_in_len);
             assert!(len <= done.buf.len() as u64, "{response:?} over the buffer");
             assert!(

@@ -50,6 +50,8 @@ struct Kernel {
     undisturbed: bool,
     /// A reset happened that the device cannot see in `cmd_tail`.
     blind: bool,
+    /// The `cmd_tail` the device last published.
+    published: u32,
     next_id: u16,
     data_off: usize,
     data_len: usize,
@@ -69,11 +71,12 @@ impl Kernel {
     }
 
     fn reset(&mut self, region: &SharedRegion) {
-        // A reset while the published tail is already 0 is invisible in
-        // `cmd_tail`; only a check that the head never moves back behind
-        // what was walked catches it. Until the device has that check the
-        // tail after such a reset is not checked (see `HEAD_BACKWARDS_DETECTED`).
-        let invisible = region.load_cmd_tail() == 0 && self.head != 0;
+        // A reset while the tail the device last published is 0 is
+        // invisible in `cmd_tail` (whatever a peer wrote there since); only
+        // a check that the head never moves back behind what was walked
+        // catches it. Until the device has that check the tail after such
+        // a reset is not checked (see `HEAD_BACKWARDS_DETECTED`).
+        let invisible = self.published == 0 && region.load_cmd_head() != 0;
         region.store_cmd_head(0);
         region.store_cmd_tail(0);
         self.head = 0;
@@ -257,12 +260,18 @@ fn eventfd() -> Option<OwnedFd> {
 
 /// The target.
 pub fn run(data: &[u8]) {
+    exercise(data);
+}
+
+/// The target's body; returns the number of commands the executor
+/// received (how deep the input got).
+pub fn exercise(data: &[u8]) -> usize {
     let mut input = Input::new(data);
     let size = 8 * (16 + input.below(496) as u32);
     let data_len = 4096 + input.below(8192);
     let map_len = CMDR_OFF as usize + size as usize + data_len;
     let Ok(region) = SharedRegion::anonymous(map_len) else {
-        return;
+        return 0;
     };
     let version = if input.chance(2) {
         input.u16()
@@ -282,7 +291,7 @@ pub fn run(data: &[u8]) {
     let _ = region.write_bytes(CMDR_OFF as usize, &junk[..junk.len().min(size as usize)]);
 
     let (Some(kick), Some(notify)) = (eventfd(), eventfd()) else {
-        return;
+        return 0;
     };
     let base = region.base_ptr() as usize;
     let data_off = CMDR_OFF as usize + size as usize;
@@ -306,7 +315,7 @@ pub fn run(data: &[u8]) {
     let Ok(mut device) =
         TcmuDevice::attach(region, Doorbell::event_fds(kick, notify), executor, config)
     else {
-        return;
+        return 0;
     };
     let mut kernel = Kernel {
         size,
@@ -318,6 +327,7 @@ pub fn run(data: &[u8]) {
         well_formed: true,
         undisturbed: true,
         blind: false,
+        published: start,
         next_id: 1,
         data_off,
         data_len,
@@ -376,14 +386,33 @@ pub fn run(data: &[u8]) {
             _ => poll(&mut device, &mut kernel),
         }
     }
-    // The kernel stops sending; everything completes.
-    for _ in 0..64 {
+    // The kernel stops sending; everything completes and the device
+    // consumes the ring up to the head.
+    for _ in 0..256 {
         while device.executor_mut().complete(0, usize::MAX, true) {}
         poll(&mut device, &mut kernel);
+        let r = device.region();
+        if device.executor().pending() == 0
+            && device.in_flight() == 0
+            && r.load_cmd_tail() == r.load_cmd_head()
+        {
+            break;
+        }
     }
     if device.fault().is_none() && kernel.well_formed {
-        assert_eq!(device.executor().pending(), 0);
+        assert_eq!(
+            device.executor().pending(),
+            0,
+            "commands left in the executor"
+        );
+        let r = device.region();
+        assert_eq!(
+            r.load_cmd_tail(),
+            r.load_cmd_head(),
+            "the ring was not consumed: {kernel:?}"
+        );
     }
+    device.executor().received
 }
 
 fn poll(device: &mut TcmuDevice<RecordingExecutor>, kernel: &mut Kernel) {
@@ -391,6 +420,9 @@ fn poll(device: &mut TcmuDevice<RecordingExecutor>, kernel: &mut Kernel) {
     let before = device.region().load_cmd_tail();
     device.poll();
     let tail = device.region().load_cmd_tail();
+    if tail != before {
+        kernel.published = tail;
+    }
     if faulted {
         assert_eq!(tail, before, "a faulted device moved cmd_tail");
         return;
