@@ -24,6 +24,9 @@ pub struct RecordingExecutor {
     busy: Vec<bool>,
     /// Commands received over the whole run.
     pub received: usize,
+    /// Data may come in one buffer of its own outside the data area (an
+    /// SCST device's oversize buffer, which the device maps itself).
+    own_buffers: bool,
 }
 
 impl RecordingExecutor {
@@ -36,6 +39,7 @@ impl RecordingExecutor {
             pending: Vec::new(),
             finished: Vec::new(),
             busy: vec![false; max_tasks as usize],
+            own_buffers: false,
             received: 0,
         }
     }
@@ -68,6 +72,17 @@ impl RecordingExecutor {
     }
 }
 
+impl RecordingExecutor {
+    /// Also accepts data in one iovec outside the data area: an SCST
+    /// device's oversize buffer (a mapping of its own for a write larger
+    /// than the pool's largest buffer, so that the unit can refuse it; an
+    /// EXEC may use the first part of it).
+    pub fn allowing_own_buffers(mut self) -> Self {
+        self.own_buffers = true;
+        self
+    }
+}
+
 impl CommandExecutor for RecordingExecutor {
     fn max_tasks(&self) -> u32 {
         self.max_tasks
@@ -80,11 +95,12 @@ impl CommandExecutor for RecordingExecutor {
         self.busy[slot as usize] = true;
         self.received += 1;
         let mut data_len = 0;
+        let own_buffer = data.len() == 1 && self.own_buffers;
         for v in data {
             let start = v.base as usize;
             let end = start.checked_add(v.len).expect("iovec wraps");
             assert!(
-                start >= self.data.0 && end <= self.data.1,
+                own_buffer || (start >= self.data.0 && end <= self.data.1),
                 "iovec {v:?} outside the data area {:#x}..{:#x}",
                 self.data.0,
                 self.data.1

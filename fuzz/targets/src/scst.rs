@@ -133,7 +133,7 @@ pub fn run(data: &[u8]) {
         track_latency: false,
         ..ScstDeviceConfig::default()
     };
-    let executor = RecordingExecutor::new(1 + input.below(8) as u32, area);
+    let executor = RecordingExecutor::new(1 + input.below(8) as u32, area).allowing_own_buffers();
     let Ok(mut dev) = ScstDevice::new(kernel.clone(), executor, pool, config) else {
         return;
     };

@@ -12,12 +12,15 @@ use dataplane::scst::abi::*;
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use nix::errno::Errno;
 
-/// Whether the device takes the commands the kernel returns together with
-/// `EFAULT` (it copies them out before it fails on a bad reply pointer).
-/// False on this tree: `exchange` ignores `cmds_cnt` on errors other than
-/// `EAGAIN`, so those commands are never answered. Until that is fixed the
-/// kernel here returns no command with `EFAULT`; set it to true with the
-/// fix.
+/// Whether this kernel also delivers commands after it failed a reply's
+/// sense copy with `EFAULT`. False, because scst_user does not:
+/// `dev_user_reply_get_multi` stops at a failed reply, before it fetches,
+/// and writes `cmds_cnt` only once it got to fetching (then a count below
+/// the one asked for, the commands before one whose copy-out failed).
+/// `exchange` takes exactly those (`scst/device/poller.rs`, tested with the
+/// fake kernel of `dataplane/tests/scst`). True makes this kernel return
+/// `want` commands with the error, which the device cannot tell from "did
+/// not fetch" and which the real kernel never does.
 pub const EFAULT_CMDS_HANDLED: bool = false;
 
 /// Where a command is in its life, as the kernel sees it.

@@ -2,7 +2,7 @@
 //! `Lun::new` enforces.
 
 use dataplane::scsi::unit::ascii_field;
-use dataplane::scsi::{ModeState, ModeValues, UnitInfo};
+use dataplane::scsi::{ControlMode, ModeState, ModeValues, UnitInfo};
 
 use crate::input::Input;
 
@@ -30,6 +30,14 @@ pub fn unit(input: &mut Input<'_>) -> UnitInfo {
         max_unmap_descriptors: 1 + input.below(16) as u32,
         max_write_same_blocks: 1 + u32::from(input.u16()),
         max_compare_write_blocks: 1 + input.below(255) as u8,
+        control: ControlMode {
+            tst: input.below(2) as u8,
+            queue_alg: input.below(2) as u8,
+            qerr: [0, 1, 3][input.below(3) as usize],
+            tas: input.chance(50),
+            swp: input.chance(10),
+            d_sense_changeable: input.chance(50),
+        },
     }
 }
 

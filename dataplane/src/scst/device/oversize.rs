@@ -66,6 +66,11 @@ impl Oversize {
         })
     }
 
+    /// Whether `pbuf` is one of these buffers.
+    pub(super) fn owns(&self, pbuf: u64) -> bool {
+        self.maps.iter().any(|m| m.as_mut_ptr() as u64 == pbuf)
+    }
+
     /// Unmaps the buffer at `pbuf`; false if it is not one of these.
     pub(super) fn free(&mut self, pbuf: u64) -> bool {
         match self.maps.iter().position(|m| m.as_mut_ptr() as u64 == pbuf) {

@@ -140,8 +140,10 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     /// in the executor still uses is kept (only a misbehaving kernel frees
     /// it then; unmapping it would pull memory from under the executor).
     fn free_buffer(&mut self, pbuf: u64) -> bool {
-        if self.pool.free(pbuf) {
-            return true;
+        // Oversize buffers first: the pool counts a pbuf it does not know
+        // as a bad free.
+        if !self.oversize.owns(pbuf) {
+            return self.pool.free(pbuf);
         }
         let in_use = self
             .slots
