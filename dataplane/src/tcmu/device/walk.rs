@@ -33,6 +33,19 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             self.fault = Some(RingFault::HeadMisaligned { head });
             return 0;
         }
+        // The kernel never fills the ring, so counted from the published
+        // tail its head is never behind what was walked. A head that is
+        // behind was reset (the tail written by a reset can equal the one
+        // published); the entries from there on are stale.
+        if self.geo.distance(self.published_tail, head)
+            < self.geo.distance(self.published_tail, self.recv)
+        {
+            self.fault = Some(RingFault::HeadMovedBackwards {
+                head,
+                walked: self.recv,
+            });
+            return 0;
+        }
         if self.recv != head && self.latency.is_some() {
             self.walk_clock = clock::now();
         }
