@@ -11,6 +11,10 @@ use reactor::clock;
 impl<E: CommandExecutor> TcmuDevice<E> {
     /// Walks new entries (step 1). Returns the number of entries walked.
     pub(super) fn walk(&mut self, c: &mut TcmuStatsSnapshot) -> usize {
+        // The head first (acquire): the kernel's reset stores cmd_tail
+        // before cmd_head, so a head written by a reset comes with the
+        // reset's tail, which the check below then sees.
+        let head = self.region.load_cmd_head();
         // Only this device writes cmd_tail; a different value means the ring
         // was reset or taken over, and nothing walked so far is valid.
         let found = self.region.load_cmd_tail();
@@ -21,7 +25,6 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             });
             return 0;
         }
-        let head = self.region.load_cmd_head();
         if head >= self.geo.cmdr_size {
             self.fault = Some(RingFault::HeadOutOfRange {
                 head,

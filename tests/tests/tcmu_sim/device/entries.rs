@@ -407,3 +407,44 @@ fn a_head_that_moves_backwards_breaks_the_device_before_it_walks_stale_entries()
         "no stale entry of the previous lap was executed"
     );
 }
+
+#[test]
+fn a_reset_while_commands_execute_is_not_overwritten() {
+    let mut sim = sim_with(4096, 0xf);
+    let config = TcmuDeviceConfig {
+        coalesce: CoalesceConfig {
+            batch: 1,
+            ..CoalesceConfig::default()
+        },
+        ..TcmuDeviceConfig::default()
+    };
+    let mut dev = attach_with(&sim, TestExec::holding(), config);
+    sim.submit(&read1(0), SimData::In(BLOCK), 1).unwrap();
+    sim.notify();
+    dev.executor_mut().release_all();
+    assert_eq!(dev.poll(), 2);
+    assert_eq!(reap_all(&mut sim).len(), 1);
+    let published = sim.region().load_cmd_tail();
+    assert_ne!(published, 0);
+    // Walked, executing; then the ring is reset.
+    dev.executor_mut().hold_all = true;
+    sim.submit(&read1(1), SimData::In(BLOCK), 2).unwrap();
+    sim.notify();
+    assert_eq!(dev.poll(), 1);
+    assert_eq!(sim.reset_ring(1, |_| {}), 1);
+    dev.executor_mut().release_all();
+    dev.poll();
+    assert_eq!(
+        dev.fault(),
+        Some(RingFault::TailMovedByPeer {
+            expected: published,
+            found: 0
+        })
+    );
+    assert_eq!(
+        sim.region().load_cmd_tail(),
+        0,
+        "the reset's tail is left as it is"
+    );
+    assert!(dev.is_drained());
+}
