@@ -73,6 +73,10 @@ impl Host for ScstSimHost {
         Err(HostError::NoDevice)
     }
 
+    fn is_held(&mut self, _device: &FoundDevice) -> bool {
+        false
+    }
+
     fn open(&mut self, _device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
         Err(HostError::NoDevice)
     }

@@ -217,6 +217,8 @@ impl ScstDevices {
                 busy_total: Some(snap.busy),
                 sessions: Some(snap.sessions),
                 fault: None,
+                faults_total: 0,
+                recoveries_total: 0,
             });
             a.last = snap;
         }
