@@ -65,7 +65,7 @@ impl StateFiles {
 pub(super) fn reset_reason(region: &SharedRegion, detached_cleanly: bool) -> Option<String> {
     let size = region.mailbox_cmdr_size();
     let (head, tail) = (region.load_cmd_head(), region.load_cmd_tail());
-    let valid = |p: u32| p < size && p % 8 == 0;
+    let valid = |p: u32| p < size && p.is_multiple_of(8);
     if !valid(head) || !valid(tail) {
         return Some(format!(
             "its mailbox's cmd_head {head} or cmd_tail {tail} is not a position in the \

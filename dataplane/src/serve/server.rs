@@ -234,11 +234,19 @@ impl<H: Host> Server<H> {
     /// "Faults" in the module docs). Cheap when nothing faulted; the
     /// control loop calls it at every wake-up.
     pub fn heal(&mut self) {
+        let now = Instant::now();
         self.tcmu.heal(
             &mut self.host,
             &mut self.resources,
             &self.options.config,
-            Instant::now(),
+            now,
+            &mut *self.log,
+        );
+        self.scst.heal(
+            &mut self.host,
+            &mut self.resources,
+            &self.options.config,
+            now,
             &mut *self.log,
         );
     }
@@ -247,6 +255,7 @@ impl<H: Host> Server<H> {
     /// [`RecoveryPolicy::default`]).
     pub fn set_recovery_policy(&mut self, policy: RecoveryPolicy) {
         self.tcmu.set_policy(policy);
+        self.scst.set_policy(policy);
     }
 
     /// Detaches the device on UIO minor `minor`, draining it first.
