@@ -32,6 +32,9 @@ const SIM_VERSION: &str = sim::scst::DEV_USER_VERSION_3_11;
 
 type Initiators = Arc<Mutex<Vec<(String, ScstSimInitiator)>>>;
 
+/// The `refuse` switch of each fd opened, by device name.
+type Refusals = Arc<Mutex<Vec<(String, Arc<AtomicBool>)>>>;
+
 /// A simulated kernel that, once `refuse` is set, answers every exchange
 /// with ENODEV (as scst_user does for a device it dropped).
 struct Refusing {
@@ -88,7 +91,7 @@ struct ScstSimHost {
     installed_version: Option<String>,
     initiators: Initiators,
     /// The `refuse` switch of each fd opened, in order.
-    refusals: Arc<Mutex<Vec<(String, Arc<AtomicBool>)>>>,
+    refusals: Refusals,
 }
 
 impl ScstSimHost {

@@ -271,7 +271,7 @@ impl ScstDevices {
         }
         let mut discovered = None;
         for d in &mut self.devices {
-            if d.poller.is_some() || !d.retry_at.is_some_and(|at| at <= now) {
+            if d.poller.is_some() || d.retry_at.is_none_or(|at| at > now) {
                 continue;
             }
             let Some(config) = serve_config.scst.iter().find(|c| c.name == d.name) else {
