@@ -3,16 +3,19 @@
 //! placement, shared bdev pollers, statistics, shutdown) with a host whose
 //! `/dev/scst_user` is an in-process simulated kernel.
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dataplane::kernfs::Roots;
+use dataplane::scst::abi::{ScstUserDevDesc, ScstUserOpt, ScstUserReplyCmd};
 use dataplane::scst::abi::{
     SCST_USER_MEM_NO_REUSE, SCST_USER_MEM_REUSE_ALL, SCST_USER_ON_FREE_CMD_CALL,
     SCST_USER_ON_FREE_CMD_IGNORE, SCST_USER_PARSE_CALL, SCST_USER_PARSE_STANDARD,
 };
-use dataplane::scst::driver::ScstDriver;
+use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::error::ScstError;
 use dataplane::scst::version::{VersionMiss, VersionSource};
 use dataplane::serve::config::ServeConfig;
@@ -21,12 +24,63 @@ use dataplane::serve::{
     SysHost, TcmuUioName,
 };
 use dataplane::tcmu::{Doorbell, SharedRegion};
+use nix::errno::Errno;
 use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData};
 
 /// The version the simulated kernels expect unless told otherwise.
 const SIM_VERSION: &str = sim::scst::DEV_USER_VERSION_3_11;
 
 type Initiators = Arc<Mutex<Vec<(String, ScstSimInitiator)>>>;
+
+/// The `refuse` switch of each fd opened, by device name.
+type Refusals = Arc<Mutex<Vec<(String, Arc<AtomicBool>)>>>;
+
+/// A simulated kernel that, once `refuse` is set, answers every exchange
+/// with ENODEV (as scst_user does for a device it dropped).
+struct Refusing {
+    inner: Box<dyn ScstDriver>,
+    refuse: Arc<AtomicBool>,
+}
+
+impl ScstDriver for Refusing {
+    fn register(&mut self, desc: &ScstUserDevDesc) -> Result<(), Errno> {
+        self.inner.register(desc)
+    }
+    fn set_options(&mut self, opt: &ScstUserOpt) -> Result<(), Errno> {
+        self.inner.set_options(opt)
+    }
+    fn get_options(&mut self) -> Result<ScstUserOpt, Errno> {
+        self.inner.get_options()
+    }
+    fn reply_and_get_multi(
+        &mut self,
+        buf: &mut MultiBuf,
+        replies: &[ScstUserReplyCmd],
+    ) -> Result<(), Errno> {
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err(Errno::ENODEV);
+        }
+        self.inner.reply_and_get_multi(buf, replies)
+    }
+    fn reply_cmd(&mut self, reply: &ScstUserReplyCmd) -> Result<(), Errno> {
+        self.inner.reply_cmd(reply)
+    }
+    fn flush_cache(&mut self) -> Result<(), Errno> {
+        self.inner.flush_cache()
+    }
+    fn capacity_changed(&mut self) -> Result<(), Errno> {
+        self.inner.capacity_changed()
+    }
+    fn prealloc_buffer(&mut self, pbuf: u64, len: u32, for_clust_pool: bool) -> Result<u32, Errno> {
+        self.inner.prealloc_buffer(pbuf, len, for_clust_pool)
+    }
+    fn wait_fd(&self) -> Option<RawFd> {
+        self.inner.wait_fd()
+    }
+    fn ioctls(&self) -> u64 {
+        self.inner.ioctls()
+    }
+}
 
 /// A host without TCMU devices whose every `/dev/scst_user` open creates a
 /// simulated kernel expecting `kernel_version`.
@@ -36,6 +90,8 @@ struct ScstSimHost {
     /// What version discovery finds (for devices without `version`).
     installed_version: Option<String>,
     initiators: Initiators,
+    /// The `refuse` switch of each fd opened, in order.
+    refusals: Refusals,
 }
 
 impl ScstSimHost {
@@ -44,6 +100,7 @@ impl ScstSimHost {
             kernel_version: kernel_version.to_owned(),
             installed_version: Some(kernel_version.to_owned()),
             initiators: Arc::default(),
+            refusals: Arc::default(),
         }
     }
 
@@ -73,6 +130,10 @@ impl Host for ScstSimHost {
         Err(HostError::NoDevice)
     }
 
+    fn is_held(&mut self, _device: &FoundDevice) -> bool {
+        false
+    }
+
     fn open(&mut self, _device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
         Err(HostError::NoDevice)
     }
@@ -95,7 +156,15 @@ impl Host for ScstSimHost {
             .lock()
             .unwrap()
             .push((name.to_owned(), initiator));
-        Ok(Box::new(driver))
+        let refuse = Arc::new(AtomicBool::new(false));
+        self.refusals
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), Arc::clone(&refuse)));
+        Ok(Box::new(Refusing {
+            inner: Box::new(driver),
+            refuse,
+        }))
     }
 
     fn dev_user_version(
@@ -745,4 +814,64 @@ version = "{SIM_VERSION}"
     let bad = report.bdevs.iter().find(|b| b.name == "bad").unwrap();
     assert!(bad.unavailable.as_ref().unwrap().contains("does not exist"));
     drop(server);
+}
+
+#[test]
+fn a_device_scst_user_refuses_is_logged_counted_and_registered_again() {
+    let host = ScstSimHost::new(SIM_VERSION);
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    let options = ServeOptions {
+        config: config(
+            &[first_core()],
+            "[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
+        ),
+        state_dir: None,
+    };
+    let mut server = Server::start(
+        options,
+        host.clone(),
+        Box::new(move |l: &str| sink.lock().unwrap().push(l.to_owned())),
+    )
+    .unwrap();
+    let count = |needle: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    let first = host.take("disk0");
+    assert!(first.device().is_some());
+    host.refusals.lock().unwrap()[0]
+        .1
+        .store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("recovered SCST device disk0: registered again") == 0 {
+        assert!(Instant::now() < deadline, "{:?}", lines.lock().unwrap());
+        server.heal();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        count("SCST device disk0: scst_user refused it (ENODEV"),
+        1,
+        "logged once: {:?}",
+        lines.lock().unwrap()
+    );
+    assert_eq!(host.refusals.lock().unwrap().len(), 2, "a new fd");
+    // The new registration serves.
+    let mut disk0 = host.take("disk0");
+    let sess = disk0.attach_session(0, "iqn.2026-11.test:init").unwrap();
+    disk0
+        .submit(sess, &rw10(0x28, 0, 1), SimData::In(512), 1)
+        .unwrap();
+    disk0.notify();
+    let done = reap(&mut disk0, 1, 512);
+    assert_eq!(done[0].status, 0);
+    let report = server.stats();
+    let d = report.devices.iter().find(|d| d.name == "disk0").unwrap();
+    assert_eq!((d.faults_total, d.recoveries_total), (1, 1), "{d:?}");
+    assert_eq!(d.fault, None);
+    assert!(server.shutdown());
 }

@@ -26,10 +26,16 @@ struct SimDevice {
     uio_name: String,
     facts: DeviceFacts,
     sim: SharedSim,
+    /// The simulated process that has the device open (TCMU allows one).
+    holder: Option<u32>,
 }
 
+/// Simulated devices, seen by a simulated process (`process`; clones made
+/// by [`SimHost::as_process`] share the devices, like two serves on one
+/// machine).
 #[derive(Clone, Default)]
 struct SimHost {
+    process: u32,
     devices: Arc<Mutex<Vec<SimDevice>>>,
     /// Names recovered (ring reset) and unblocked, in order.
     actions: Arc<Mutex<Vec<String>>>,
@@ -52,8 +58,26 @@ impl SimHost {
             uio_name: uio_name.into(),
             facts,
             sim: Arc::clone(&sim),
+            holder: None,
         });
         sim
+    }
+
+    /// The same devices, seen by another process.
+    fn as_process(&self, process: u32) -> Self {
+        Self {
+            process,
+            ..self.clone()
+        }
+    }
+
+    /// The process holding device `minor` closed it (it exited).
+    fn release(&self, minor: u32) {
+        for d in self.devices.lock().unwrap().iter_mut() {
+            if d.minor == minor {
+                d.holder = None;
+            }
+        }
     }
 
     fn set_size(&self, minor: u32, size: u64) {
@@ -94,17 +118,34 @@ impl Host for SimHost {
         self.device(name, |d| d.facts).ok_or(HostError::NoDevice)
     }
 
-    fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
-        let devices = self.devices.lock().unwrap();
-        let d = devices
+    fn is_held(&mut self, device: &FoundDevice) -> bool {
+        self.devices
+            .lock()
+            .unwrap()
             .iter()
+            .any(|d| d.minor == device.minor && d.holder.is_some_and(|p| p != self.process))
+    }
+
+    fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
+        let mut devices = self.devices.lock().unwrap();
+        let d = devices
+            .iter_mut()
             .find(|d| d.minor == device.minor)
             .ok_or(HostError::NoDevice)?;
+        if d.holder.is_some_and(|p| p != self.process) {
+            return Err(HostError::Busy);
+        }
+        d.holder = Some(self.process);
         let endpoint = d.sim.lock().unwrap().device_endpoint();
         Ok(endpoint?)
     }
 
     fn recover(&mut self, name: &TcmuUioName) -> Result<(), HostError> {
+        let process = self.process;
+        let held = self
+            .device(name, |d| d.holder.is_some_and(|p| p != process))
+            .unwrap_or(false);
+        assert!(!held, "{} reset while another process holds it", name.name);
         self.actions
             .lock()
             .unwrap()
@@ -375,7 +416,9 @@ fn serves_attaches_refuses_recovers_and_detaches() {
         .render_text()
         .contains("  disk0 (uio0, bdev ram0, reactor 0): "));
 
-    // Commands queued before the handler attaches are picked up.
+    // Commands queued while no handler ran are picked up after a clean
+    // detach (recorded in the state directory).
+    std::fs::write(state_dir.join("tcmu-2-early.state"), "state=clean\n").unwrap();
     let early = host.add(7, "tcm-user/2/early/dataplane/ram0", facts(512, MIB));
     for lba in 0..5 {
         early
@@ -489,7 +532,7 @@ fn serves_attaches_refuses_recovers_and_detaches() {
 fn control_loop_reports_stats_and_stops_on_shutdown() {
     let host = SimHost::default();
     let sim = host.add(0, "tcm-user/0/disk0/dataplane/ram0", facts(512, 64 * MIB));
-    let (_logs, log) = Logs::new();
+    let (logs, log) = Logs::new();
     let options = ServeOptions {
         config: config(),
         state_dir: None,
@@ -519,7 +562,15 @@ fn control_loop_reports_stats_and_stops_on_shutdown() {
                 },
             )
         });
-        // The loop attaches the device by itself (rescan); I/O flows.
+        // The loop attaches the device by itself (rescan); I/O flows. (I/O
+        // queued before would find a ring with waiting entries and no
+        // record of a clean detach: reset, BUSY, which this initiator does
+        // not retry.)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while logs.count("attached disk0") == 0 {
+            assert!(Instant::now() < deadline, "not attached");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         verified_job(&sim, 64 * MIB / 512, 512, 500);
         // SIGUSR1's flag asks for a report.
         requested.store(true, Ordering::Relaxed);
@@ -1136,4 +1187,307 @@ fn an_nvme_bdev_serves_and_reports_its_namespace() {
     let text = report.render_text();
     assert!(text.contains("  bdev nvme0 ("), "{text}");
     assert!(server.shutdown());
+}
+
+// ------------------------------------------------ faults and recovery --
+
+/// Calls `heal` (as the control loop does) until `done`, failing after a
+/// generous deadline with the log.
+fn heal_until(
+    server: &mut Server<SimHost>,
+    logs: &Logs,
+    what: &str,
+    mut done: impl FnMut(&mut Server<SimHost>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(server) {
+        assert!(Instant::now() < deadline, "{what}: {}", logs.dump());
+        server.heal();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Breaks an attached device's ring the way `echo 1 > action/reset_ring`
+/// does (the kernel sets `cmd_tail` under the device) and makes the device
+/// look at it.
+fn break_ring(sim: &SharedSim, lba: u32) {
+    let mut sim = sim.lock().unwrap();
+    let tail = sim.region().load_cmd_tail();
+    sim.region().store_cmd_tail(if tail == 0 { 8 } else { 0 });
+    sim.submit(&read10(lba), SimData::In(512), u64::from(lba))
+        .unwrap();
+    sim.notify();
+}
+
+fn device<'a>(report: &'a serve::StatsReport, name: &str) -> &'a serve::DeviceStats {
+    report.devices.iter().find(|d| d.name == name).unwrap()
+}
+
+#[test]
+fn a_ring_reset_under_the_device_is_logged_counted_and_recovered() {
+    let host = SimHost::default();
+    let disk0 = host.add(0, "tcm-user/0/disk0/dataplane/ram0", facts(512, 64 * MIB));
+    let (logs, log) = Logs::new();
+    let options = ServeOptions {
+        config: config(),
+        state_dir: None,
+    };
+    let mut server = Server::start(options, host.clone(), log).unwrap();
+    server.rescan();
+    verified_job(&disk0, 64 * MIB / 512, 512, 500);
+
+    // The administrator resets the ring while the device is attached; two
+    // commands are queued after it.
+    {
+        let mut sim = disk0.lock().unwrap();
+        assert_eq!(sim.reset_ring(1, |_| {}), 0);
+        for lba in 0..2 {
+            sim.submit(&read10(lba), SimData::In(512), u64::from(lba))
+                .unwrap();
+        }
+        sim.notify();
+    }
+    heal_until(&mut server, &logs, "recovered", |_| {
+        logs.count("recovered disk0 (uio0)") == 1
+    });
+    assert_eq!(
+        logs.count("ring fault: cmd_tail moved from "),
+        1,
+        "logged once, with the device and the reason: {}",
+        logs.dump()
+    );
+    assert_eq!(
+        logs.count("disk0 (uio0): ring fault: cmd_tail moved from "),
+        1
+    );
+    assert_eq!(
+        logs.count(
+            "disk0 (uio0): recovering from its ring fault; blocking it and resetting its ring"
+        ),
+        1
+    );
+    assert_eq!(
+        host.actions.lock().unwrap().as_slice(),
+        ["recover disk0", "unblock disk0"],
+        "blocked, ring reset, unblocked"
+    );
+    // The two commands the faulted device never walked were completed by
+    // the recovery's reset with BUSY: the initiator retries them.
+    assert_eq!(host.reset_statuses.lock().unwrap().as_slice(), [0x08, 0x08]);
+    let mut busy = 0;
+    disk0.lock().unwrap().reap(|_| busy += 1).unwrap();
+    assert_eq!(busy, 0, "nothing else completed them");
+
+    // Serving again (the disk holds the first job's data), and the
+    // statistics tell.
+    verified_job_over(&disk0, 64 * MIB / 512, 512, 500, false);
+    let report = server.stats();
+    let d = device(&report, "disk0");
+    assert_eq!((d.faults_total, d.recoveries_total), (1, 1), "{d:?}");
+    assert_eq!(d.fault, None);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["devices"][0]["faults_total"], 1);
+    assert_eq!(json["devices"][0]["recoveries_total"], 1);
+    assert!(report
+        .render_text()
+        .contains("1 fault(s) and 1 recovery(ies) since start"));
+    assert!(server.shutdown());
+}
+
+#[test]
+fn a_device_that_keeps_faulting_is_left_blocked_while_the_others_serve() {
+    let host = SimHost::default();
+    let disk0 = host.add(0, "tcm-user/0/disk0/dataplane/ram0", facts(512, 64 * MIB));
+    let other = host.add(1, "tcm-user/0/other/dataplane/ram0", facts(512, 64 * MIB));
+    let (logs, log) = Logs::new();
+    let options = ServeOptions {
+        config: config(),
+        state_dir: None,
+    };
+    let mut server = Server::start(options, host.clone(), log).unwrap();
+    server.set_recovery_policy(serve::RecoveryPolicy {
+        attempts: 3,
+        first_retry: Duration::from_millis(1),
+        max_retry: Duration::from_millis(4),
+        stable: Duration::from_secs(3600),
+    });
+    server.rescan();
+    let mut breaks = 0;
+    heal_until(&mut server, &logs, "given up", |server| {
+        let attached = server.attached().iter().any(|(m, _)| *m == 0);
+        if attached && logs.count("recovered disk0") == breaks {
+            break_ring(&disk0, breaks as u32);
+            breaks += 1;
+        }
+        logs.count("giving up on disk0 (uio0) after 3 recoveries in a row") == 1
+    });
+    assert_eq!(breaks, 4, "{}", logs.dump());
+    assert!(!server.attached().iter().any(|(m, _)| *m == 0));
+    // Blocked and reset for good: no unblock after the last reset.
+    let actions = host.actions.lock().unwrap().clone();
+    assert_eq!(actions.last().map(String::as_str), Some("recover disk0"));
+    assert_eq!(actions.iter().filter(|a| *a == "recover disk0").count(), 4);
+    // A rescan does not attach it again.
+    server.rescan();
+    server.heal();
+    assert!(!server.attached().iter().any(|(m, _)| *m == 0));
+
+    verified_job(&other, 64 * MIB / 512, 512, 500);
+    let report = server.stats();
+    let d = device(&report, "disk0");
+    assert_eq!((d.faults_total, d.recoveries_total), (4, 3), "{d:?}");
+    let fault = d.fault.as_deref().unwrap();
+    assert!(fault.contains("ring fault: cmd_tail moved"), "{fault}");
+    assert!(
+        fault.contains("left blocked after 3 recoveries in a row"),
+        "{fault}"
+    );
+    assert!(report.render_text().contains("FAULTED: ring fault"));
+    let o = device(&report, "other");
+    assert_eq!((o.fault.as_deref(), o.faults_total), (None, 0));
+    assert!(o.commands >= 500);
+    assert!(server.shutdown());
+}
+
+// ------------------------------------- taking a ring over at attach --
+
+/// What happened to three READs queued on a device before serve attached
+/// it: their statuses, and whether the ring was reset.
+fn take_over(state_dir: bool, state_file: Option<&str>) -> (Vec<u8>, bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = SimHost::default();
+    let sim = host.add(0, "tcm-user/0/disk0/dataplane/ram0", facts(512, 64 * MIB));
+    for lba in 0..3 {
+        sim.lock()
+            .unwrap()
+            .submit(&read10(lba), SimData::In(512), u64::from(lba))
+            .unwrap();
+    }
+    sim.lock().unwrap().notify();
+    if let Some(text) = state_file {
+        std::fs::write(tmp.path().join("tcmu-0-disk0.state"), text).unwrap();
+    }
+    let (logs, log) = Logs::new();
+    let options = ServeOptions {
+        config: config(),
+        state_dir: state_dir.then(|| tmp.path().to_owned()),
+    };
+    let mut server = Server::start(options, host.clone(), log).unwrap();
+    server.rescan();
+    assert_eq!(server.attached().len(), 1, "{}", logs.dump());
+    let reset = !host.actions.lock().unwrap().is_empty();
+    let mut statuses = host.reset_statuses.lock().unwrap().clone();
+    if !reset {
+        reap_until(&sim, 3, |s| statuses.push(s));
+    }
+    // Either way the device serves afterwards.
+    verified_job(&sim, 64 * MIB / 512, 512, 100);
+    assert!(server.shutdown());
+    (statuses, reset)
+}
+
+#[test]
+fn a_crash_record_with_this_process_pid_still_resets_the_ring() {
+    // What a detach whose drain timed out leaves: this very process's pid.
+    let record = format!("pid={}\nstate=attached\n", std::process::id());
+    assert_eq!(take_over(true, Some(&record)), (vec![0x08; 3], true));
+}
+
+#[test]
+fn a_crash_record_whose_pid_was_reused_still_resets_the_ring() {
+    // pid 1 is alive (init, or the next serve in a container).
+    assert_eq!(
+        take_over(true, Some("pid=1\nstate=attached\n")),
+        (vec![0x08; 3], true)
+    );
+}
+
+#[test]
+fn without_a_state_directory_waiting_entries_are_reset() {
+    assert_eq!(take_over(false, None), (vec![0x08; 3], true));
+    assert_eq!(take_over(true, None), (vec![0x08; 3], true), "no record");
+}
+
+#[test]
+fn after_a_clean_detach_waiting_entries_are_picked_up() {
+    assert_eq!(
+        take_over(true, Some("pid=1\nstate=clean\n")),
+        (vec![0; 3], false)
+    );
+}
+
+#[test]
+fn an_idle_ring_is_taken_without_a_reset_whatever_the_record() {
+    let host = SimHost::default();
+    let sim = host.add(0, "tcm-user/0/disk0/dataplane/ram0", facts(512, 64 * MIB));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("tcmu-0-disk0.state"),
+        "pid=999999999\nstate=attached\n",
+    )
+    .unwrap();
+    let (_logs, log) = Logs::new();
+    let options = ServeOptions {
+        config: config(),
+        state_dir: Some(tmp.path().to_owned()),
+    };
+    let mut server = Server::start(options, host.clone(), log).unwrap();
+    server.rescan();
+    assert_eq!(server.attached().len(), 1);
+    assert!(host.actions.lock().unwrap().is_empty(), "nothing to reset");
+    verified_job(&sim, 64 * MIB / 512, 512, 100);
+    assert!(server.shutdown());
+}
+
+#[test]
+fn a_second_serve_of_the_same_subtype_leaves_a_held_ring_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = SimHost::default();
+    let sim = host.add(0, "tcm-user/0/disk0/dataplane/ram0", facts(512, 64 * MIB));
+    let start = |host: SimHost, state_dir: Option<std::path::PathBuf>| {
+        let (logs, log) = Logs::new();
+        let options = ServeOptions {
+            config: config(),
+            state_dir,
+        };
+        (Server::start(options, host, log).unwrap(), logs)
+    };
+    let (mut first, _first_logs) = start(host.clone(), Some(tmp.path().to_owned()));
+    first.rescan();
+    assert_eq!(first.attached().len(), 1);
+    // Commands in flight in the first serve's ring while the second looks.
+    for lba in 0..3 {
+        sim.lock()
+            .unwrap()
+            .submit(&read10(lba), SimData::In(512), u64::from(lba))
+            .unwrap();
+    }
+    // The second serve, without a state directory (the first one's record
+    // would not help it either): the ring has waiting entries and no clean
+    // record, but another process holds it.
+    let (mut second, second_logs) = start(host.as_process(2), None);
+    second.rescan();
+    second.rescan();
+    assert!(second.attached().is_empty());
+    assert_eq!(
+        second_logs.count("cannot attach disk0 (uio0) yet: another process has it open"),
+        1,
+        "{}",
+        second_logs.dump()
+    );
+    assert!(host.actions.lock().unwrap().is_empty(), "never reset");
+    sim.lock().unwrap().notify();
+    let mut good = 0;
+    reap_until(&sim, 3, |s| good += usize::from(s == 0));
+    assert_eq!(good, 3, "the first serve kept serving");
+
+    // The first serve stops (the device is idle) and its process exits: the
+    // second takes the ring over as it is.
+    assert!(first.shutdown());
+    host.release(0);
+    second.rescan();
+    assert_eq!(second.attached().len(), 1);
+    assert!(host.actions.lock().unwrap().is_empty(), "an idle ring");
+    verified_job(&sim, 64 * MIB / 512, 512, 100);
+    assert!(second.shutdown());
 }

@@ -53,11 +53,14 @@ pub trait Host: Send {
     fn scan(&mut self) -> Vec<FoundDevice>;
     /// Block size, max sectors and size of a TCMU device.
     fn facts(&mut self, name: &TcmuUioName) -> Result<DeviceFacts, HostError>;
+    /// True if another process holds the UIO device open (a handler is
+    /// attached to it). Such a device is never opened, let alone reset.
+    fn is_held(&mut self, device: &FoundDevice) -> bool;
     /// Opens and maps the device ([`HostError::Busy`] if another process
     /// holds it).
     fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError>;
     /// Blocks the device and resets its ring (in-flight commands complete
-    /// with BUSY).
+    /// with BUSY). Called only while this process holds the device.
     fn recover(&mut self, name: &TcmuUioName) -> Result<(), HostError>;
     /// Unblocks a device blocked by `recover`.
     fn unblock(&mut self, name: &TcmuUioName) -> Result<(), HostError>;

@@ -11,8 +11,10 @@
 //! - `server.rs`: [`Server`], which owns the rest.
 //! - `resources.rs`: the bdevs (made by `bdevs.rs`), the reactors, their
 //!   bdev pollers and the round-robin placement, shared by both frontends.
-//! - `tcmu.rs`: the TCMU device table: rescan, checks, attach, detach;
-//!   `recovery.rs`: the state files that detect a handler that died.
+//! - `tcmu.rs`: the TCMU device table: rescan, checks, attach, detach,
+//!   recovery of faulted rings; `recovery.rs`: whether a ring found at
+//!   attach is taken as it is or reset; `heal.rs`: when a faulted device
+//!   is recovered and when serve gives up ([`RecoveryPolicy`]).
 //! - `scst.rs`: the `[[scst]]` devices, registered at start.
 //! - `lu_id.rs`: the stable LUN ids of both.
 //! - [`error`]: why the server, an SCST device or a placement failed.
@@ -23,6 +25,7 @@
 mod bdevs;
 pub mod config;
 pub mod error;
+mod heal;
 pub mod host;
 mod lu_id;
 mod recovery;
@@ -41,6 +44,7 @@ use reactor::ShutdownSignals;
 
 pub use crate::tcmu::discovery::TcmuUioName;
 pub use error::{PlacementError, ScstStartError, ServeError};
+pub use heal::RecoveryPolicy;
 pub use host::{DeviceFacts, FoundDevice, Host, HostError};
 pub use server::{ServeOptions, Server};
 pub use stats::{BdevStats, DeviceKind, DeviceStats, StatsReport};
@@ -98,6 +102,7 @@ pub fn run<H: Host>(
             server.rescan();
             next_rescan = now + options.rescan_interval;
         }
+        server.heal();
         let due = next_stats.is_some_and(|at| now >= at);
         if due || options.stats_requested.swap(false, Ordering::Relaxed) {
             let report = server.stats();

@@ -1,25 +1,44 @@
-//! Crash detection: a state file per TCMU device says which process
-//! attached it and whether it detached cleanly.
+//! Whether a TCMU ring can be taken over as it is, or must be reset first.
 //!
-//! A device whose last handler died while attached (a crash, `kill -9`)
-//! may have completions in its ring that were never published, so the ring
-//! cannot be trusted and is reset before the device is attached again.
-//! The file is `tcmu-<hba>-<name>.state` in the state directory:
-//! `pid=<pid>` and `state=attached` or `state=clean`, replaced atomically.
+//! A handler that stopped without draining (a crash, `kill -9`, a detach
+//! whose drain timed out) may have walked entries it never completed, and
+//! with out-of-order completion written responses into entries it had not
+//! published: the entries between `cmd_tail` and `cmd_head` cannot be
+//! trusted. Nothing else can: a recorded pid may be reused, belong to this
+//! very process, or be 1 in a container, and a state file may be lost with
+//! a non-persistent `/run`. So the decision ([`reset_reason`]) rests on
+//! what the ring and the kernel say, taken while this process holds the
+//! UIO device (TCMU allows one opener, so nobody else can touch the ring
+//! meanwhile; a device another process holds is never opened, let alone
+//! reset):
+//! - `cmd_head` or `cmd_tail` is not a valid ring position: reset.
+//! - `cmd_head == cmd_tail`: no entry waits; the ring is taken as it is.
+//! - Entries wait: they are picked up as they are only if a handler of
+//!   ours detached the device cleanly (it drained: it walked nothing it did
+//!   not complete and publish) and recorded so in the state directory;
+//!   otherwise the ring is reset (the commands complete with BUSY, which
+//!   the initiator retries; the cost of a wrong "reset" is a retry, the
+//!   cost of a wrong "take over" is a stale or lost command).
+//!
+//! The state file is `tcmu-<hba>-<name>.state` in the state directory:
+//! `state=attached` or `state=clean` (and, for people, the `pid=` that
+//! wrote it, which no decision reads), replaced atomically.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::tcmu::discovery::TcmuUioName;
+use crate::tcmu::SharedRegion;
 
-/// The state directory, if crash detection is on.
+/// The state directory, if any.
 #[derive(Debug, Clone, Default)]
 pub(super) struct StateFiles {
     dir: Option<PathBuf>,
 }
 
 impl StateFiles {
-    /// State files in `dir`; `None` turns crash detection off.
+    /// State files in `dir`; `None`: no clean detach is ever recorded, so a
+    /// ring with waiting entries is always reset.
     pub(super) fn new(dir: Option<PathBuf>) -> Self {
         Self { dir }
     }
@@ -31,37 +50,35 @@ impl StateFiles {
             .map(|dir| dir.join(format!("tcmu-{}-{}.state", name.hba, name.name)))
     }
 
-    /// True if the last process that attached the device died without
-    /// detaching it.
-    pub(super) fn needs_recovery(&self, name: &TcmuUioName) -> bool {
-        let Some(path) = self.path(name) else {
-            return false;
-        };
-        match read_state(&path) {
-            Some((pid, clean)) => !clean && pid != std::process::id() && !process_alive(pid),
-            None => false,
-        }
+    /// True if the state file says the last handler detached the device
+    /// cleanly.
+    pub(super) fn detached_cleanly(&self, name: &TcmuUioName) -> bool {
+        self.path(name)
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .is_some_and(|text| text.lines().any(|l| l.trim() == "state=clean"))
     }
 }
 
-fn process_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
-}
-
-/// What a state file says: the pid that attached the device, and whether it
-/// detached cleanly.
-fn read_state(path: &Path) -> Option<(u32, bool)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut pid = None;
-    let mut clean = None;
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("pid=") {
-            pid = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("state=") {
-            clean = Some(v.trim() == "clean");
-        }
+/// Why the ring of `region` must be reset before it is attached, or `None`
+/// if it can be taken as it is (see the module docs). `detached_cleanly`:
+/// the state file records a clean detach.
+pub(super) fn reset_reason(region: &SharedRegion, detached_cleanly: bool) -> Option<String> {
+    let size = region.mailbox_cmdr_size();
+    let (head, tail) = (region.load_cmd_head(), region.load_cmd_tail());
+    let valid = |p: u32| p < size && p.is_multiple_of(8);
+    if !valid(head) || !valid(tail) {
+        return Some(format!(
+            "its mailbox's cmd_head {head} or cmd_tail {tail} is not a position in the \
+             {size}-byte ring"
+        ));
     }
-    Some((pid?, clean?))
+    if head == tail || detached_cleanly {
+        return None;
+    }
+    Some(format!(
+        "entries wait in its ring (cmd_tail {tail}, cmd_head {head}) and no clean detach \
+         of it is recorded, so a handler may have walked them"
+    ))
 }
 
 /// Records that this process attached (`clean` false) or cleanly detached
@@ -77,4 +94,56 @@ pub(super) fn write_state(path: &Path, clean: bool) -> io::Result<()> {
         ),
     )?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcmu::abi::{CMDR_OFF, MB_CMDR_OFF, MB_CMDR_SIZE};
+
+    fn ring(head: u32, tail: u32) -> SharedRegion {
+        let r = SharedRegion::anonymous(4096).unwrap();
+        r.write_u32(MB_CMDR_OFF, CMDR_OFF).unwrap();
+        r.write_u32(MB_CMDR_SIZE, 1024).unwrap();
+        r.store_cmd_head(head);
+        r.store_cmd_tail(tail);
+        r
+    }
+
+    #[test]
+    fn an_idle_ring_is_taken_as_it_is() {
+        assert_eq!(reset_reason(&ring(0, 0), false), None);
+        assert_eq!(reset_reason(&ring(512, 512), false), None);
+    }
+
+    #[test]
+    fn waiting_entries_are_reset_unless_a_clean_detach_is_recorded() {
+        let why = reset_reason(&ring(256, 128), false).unwrap();
+        assert!(why.contains("cmd_tail 128, cmd_head 256"), "{why}");
+        assert_eq!(reset_reason(&ring(256, 128), true), None);
+    }
+
+    #[test]
+    fn invalid_positions_are_reset_even_after_a_clean_detach() {
+        assert!(reset_reason(&ring(1024, 0), true).is_some());
+        assert!(reset_reason(&ring(0, 12), true).is_some());
+    }
+
+    #[test]
+    fn only_a_clean_state_counts_and_no_pid_is_read() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let files = StateFiles::new(Some(tmp.path().to_owned()));
+        let name = TcmuUioName::parse("tcm-user/3/disk/dataplane/ram0").unwrap();
+        assert!(!files.detached_cleanly(&name), "no file");
+        let path = files.path(&name).unwrap();
+        assert!(path.ends_with("tcmu-3-disk.state"));
+        write_state(&path, false).unwrap();
+        assert!(!files.detached_cleanly(&name));
+        write_state(&path, true).unwrap();
+        assert!(files.detached_cleanly(&name));
+        // Another (dead, live or reused) pid changes nothing.
+        std::fs::write(&path, "pid=1\nstate=clean\n").unwrap();
+        assert!(files.detached_cleanly(&name));
+        assert!(!StateFiles::new(None).detached_cleanly(&name));
+    }
 }

@@ -25,13 +25,19 @@
 //! the device and removes its LUNs from SCST.
 
 use std::sync::Arc;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use reactor::PollerId;
 
 use super::config::{ScstConfig, ServeConfig};
 use super::error::{ScstStartError, ServeError};
+use super::heal::{Health, Next, RecoveryPolicy};
 use super::host::Host;
 use super::lu_id;
 use super::resources::Resources;
 use super::stats::{DeviceKind, DeviceStats};
+use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
 use crate::scst::device::{ScstDeviceConfig, ScstStats, ScstStatsSnapshot};
 use crate::scst::pool::PoolConfig;
@@ -46,16 +52,35 @@ struct AttachedScst {
     name: String,
     bdev: String,
     reactor: usize,
+    /// `None` while the device is off its reactor after a fault.
+    poller: Option<PollerId>,
     stats: Arc<ScstStats>,
     latency: Option<Arc<SharedLatency>>,
+    /// Set by the device when scst_user refuses it.
+    fault: Arc<SharedFault<Errno>>,
     /// Counters at the previous statistics report.
     last: ScstStatsSnapshot,
+    /// Faults and recoveries across re-registrations.
+    health: Health,
+    /// When to register it again after a fault; `None` with no poller:
+    /// given up.
+    retry_at: Option<Instant>,
+}
+
+/// A registered device on its reactor: what [`ScstDevices`] keeps of it.
+struct Placed {
+    reactor: usize,
+    poller: PollerId,
+    stats: Arc<ScstStats>,
+    latency: Option<Arc<SharedLatency>>,
+    fault: Arc<SharedFault<Errno>>,
 }
 
 /// The `[[scst]]` devices, in configuration order.
 #[derive(Default)]
 pub(super) struct ScstDevices {
     devices: Vec<AttachedScst>,
+    policy: RecoveryPolicy,
 }
 
 impl ScstDevices {
@@ -103,6 +128,31 @@ impl ScstDevices {
         discovered: &mut Option<(String, VersionSource)>,
         log: &mut dyn FnMut(&str),
     ) -> Result<(), ScstStartError> {
+        let placed = Self::place(host, resources, config, fixed_buffers, discovered, log)?;
+        self.devices.push(AttachedScst {
+            name: config.name.clone(),
+            bdev: config.bdev.clone(),
+            reactor: placed.reactor,
+            poller: Some(placed.poller),
+            stats: placed.stats,
+            latency: placed.latency,
+            fault: placed.fault,
+            last: ScstStatsSnapshot::default(),
+            health: Health::default(),
+            retry_at: None,
+        });
+        Ok(())
+    }
+
+    /// Opens an fd, registers the device and puts it on its reactor.
+    fn place<H: Host>(
+        host: &mut H,
+        resources: &mut Resources,
+        config: &ScstConfig,
+        fixed_buffers: bool,
+        discovered: &mut Option<(String, VersionSource)>,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Placed, ScstStartError> {
         // Open first: without scst_user, "not loaded" is the message that
         // helps, not a failed version search.
         let driver = host.open_scst(&config.name)?;
@@ -154,8 +204,9 @@ impl ScstDevices {
         let reactor = config.reactor.unwrap_or_else(|| resources.round_robin());
         let stats = stack.device().stats();
         let latency = stack.device().latency();
+        let fault = stack.device().shared_fault();
         let handle = resources.bdev_poller(reactor, &config.bdev, &bdev)?;
-        resources.add_poller(reactor, Box::new(stack.attach_to(&handle)))?;
+        let poller = resources.add_poller(reactor, Box::new(stack.attach_to(&handle)))?;
         log(&format!(
             "registered SCST device {} (bdev {}, {}-byte blocks, DEV_USER_VERSION from \
              {source}, {}) on reactor {reactor}",
@@ -164,15 +215,112 @@ impl ScstDevices {
             bdev.geometry().block_size,
             config.options()
         ));
-        self.devices.push(AttachedScst {
-            name: config.name.clone(),
-            bdev: config.bdev.clone(),
+        Ok(Placed {
             reactor,
+            poller,
             stats,
             latency,
-            last: ScstStatsSnapshot::default(),
-        });
-        Ok(())
+            fault,
+        })
+    }
+
+    /// The recovery policy.
+    pub(super) fn set_policy(&mut self, policy: RecoveryPolicy) {
+        self.policy = policy;
+    }
+
+    /// Re-registers the devices scst_user refused (when: see `heal.rs`): a
+    /// new fault is logged once and counted, the device is taken off its
+    /// reactor (drained; its fd closes, which unregisters it) and, now or
+    /// after a back-off, registered again on a new fd. After the policy's
+    /// attempts in a row it stays unregistered, its fault in the
+    /// statistics.
+    pub(super) fn heal<H: Host>(
+        &mut self,
+        host: &mut H,
+        resources: &mut Resources,
+        serve_config: &ServeConfig,
+        now: Instant,
+        log: &mut dyn FnMut(&str),
+    ) {
+        for d in &mut self.devices {
+            let Some(poller) = d.poller else { continue };
+            let Some(errno) = d.fault.get().copied() else {
+                continue;
+            };
+            let next = d.health.fault(
+                now,
+                format!("scst_user refused the device: {errno}"),
+                &self.policy,
+            );
+            log(&format!(
+                "SCST device {}: scst_user refused it ({errno}); {}",
+                d.name,
+                match next {
+                    Next::Retry { attempt, of, .. } =>
+                        format!("registering it again (attempt {attempt} of {of})"),
+                    Next::GiveUp { .. } => "it faulted too often to register again".into(),
+                }
+            ));
+            match resources.remove_poller(d.reactor, poller) {
+                Ok(removed) => drop(removed),
+                Err(e) => log(&format!("removing SCST device {}: {e}", d.name)),
+            }
+            d.poller = None;
+            Self::schedule(d, next, log);
+        }
+        let mut discovered = None;
+        for d in &mut self.devices {
+            if d.poller.is_some() || d.retry_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            let Some(config) = serve_config.scst.iter().find(|c| c.name == d.name) else {
+                continue;
+            };
+            let fixed = serve_config.fixed_buffers(&config.bdev);
+            match Self::place(host, resources, config, fixed, &mut discovered, log) {
+                Ok(placed) => {
+                    d.reactor = placed.reactor;
+                    d.poller = Some(placed.poller);
+                    d.stats = placed.stats;
+                    d.latency = placed.latency;
+                    d.fault = placed.fault;
+                    d.last = ScstStatsSnapshot::default();
+                    d.retry_at = None;
+                    d.health.recovered(now);
+                    log(&format!(
+                        "recovered SCST device {}: registered again",
+                        d.name
+                    ));
+                }
+                Err(e) => {
+                    log(&format!(
+                        "registering SCST device {} again failed: {e}",
+                        d.name
+                    ));
+                    let next = d.health.attempt_failed(now, &self.policy);
+                    Self::schedule(d, next, log);
+                }
+            }
+        }
+    }
+
+    fn schedule(d: &mut AttachedScst, next: Next, log: &mut dyn FnMut(&str)) {
+        match next {
+            Next::Retry { at, .. } => d.retry_at = Some(at),
+            Next::GiveUp { attempts } => {
+                d.retry_at = None;
+                let why = d.health.fault.take().unwrap_or_default();
+                log(&format!(
+                    "giving up on SCST device {} after {attempts} recoveries in a row: {why}; \
+                     it stays unregistered, the other devices keep serving",
+                    d.name
+                ));
+                d.health.fault = Some(format!(
+                    "{why}; left unregistered after {attempts} recoveries in a row"
+                ));
+            }
+        }
     }
 
     /// The devices' names, with their reactors.
@@ -216,12 +364,29 @@ impl ScstDevices {
                 malformed_total: snap.bad_pbufs + snap.bad_frees + snap.unknown_subcodes,
                 busy_total: Some(snap.busy),
                 sessions: Some(snap.sessions),
-                fault: None,
+                fault: match (d_fault(a), &a.health.fault) {
+                    (Some(now), _) => Some(now),
+                    (None, kept) if a.poller.is_none() => kept.clone(),
+                    _ => None,
+                },
+                // A fault not handled yet counts already.
+                faults_total: a.health.faults
+                    + u64::from(a.poller.is_some() && a.fault.get().is_some()),
+                recoveries_total: a.health.recoveries,
             });
             a.last = snap;
         }
         devices
     }
+}
+
+/// The fault of a device on its reactor that the server has not handled
+/// yet.
+fn d_fault(a: &AttachedScst) -> Option<String> {
+    a.poller?;
+    a.fault
+        .get()
+        .map(|e| format!("scst_user refused the device: {e}"))
 }
 
 /// Why the device of `config` cannot be served although the configuration

@@ -14,14 +14,17 @@
 //!    size equals the bdev's; its size fits the bdev. A device that fails a
 //!    check is refused with one log line and left alone (it is looked at
 //!    again only if it disappears and comes back).
-//! 3. Recovered if needed: a state file per device (in `state_dir`) records
-//!    which process attached it. If that process died without detaching (a
-//!    crash or `kill -9`), completions it wrote into the ring may not have
-//!    been published, so the ring cannot be trusted: the device is blocked,
-//!    its ring reset (in-flight commands complete with BUSY, which the
-//!    initiator retries) and unblocked after attach — what tcmu-runner does.
-//!    Otherwise commands waiting in the ring (queued while no handler ran) are
-//!    picked up as they are.
+//! 3. Taken over or reset: a device another process holds open (another
+//!    handler, a second serve of the same subtype) is left alone and tried
+//!    again at the next rescan; it is never opened, let alone reset.
+//!    Otherwise it is opened (TCMU allows one opener, so from then on
+//!    nobody else touches the ring) and its mailbox decides
+//!    (`recovery.rs`): an idle ring (`cmd_head == cmd_tail`) is taken as it
+//!    is; waiting entries are picked up as they are only after a clean
+//!    detach recorded in `state_dir`; otherwise (a handler that crashed or
+//!    whose drain timed out, no state directory, a lost one) the device is
+//!    blocked, its ring reset (in-flight commands complete with BUSY, which
+//!    the initiator retries) and unblocked after attach. No pid is read.
 //! 4. Attached: a LUN over the bdev and a [`TcmuDevice`] on a reactor (pinned
 //!    by configuration or round-robin), with a port to that reactor's bdev
 //!    poller for the bdev (created on first use); see [`crate::stack`].
@@ -29,6 +32,19 @@
 //!    reactor, which drains in-flight commands first (up to a deadline). A
 //!    device whose size or block size changed is detached the same way and
 //!    attached again with a LUN of its new shape.
+//!
+//! # Faults
+//! A device whose ring cannot be walked any more ([`RingFault`]: a
+//! `cmd_tail` moved by someone else, e.g. `action/reset_ring`; a bad
+//! `len_op`; a `cmd_head` that moved backwards) stops touching the ring and
+//! says so ([`SharedFault`]). [`heal`](Server::heal), called by the control
+//! loop at every wake-up, logs the fault once with the device and the
+//! reason, counts it (`faults_total`, and `fault` while it lasts, in the
+//! statistics), detaches the device (draining its executor) and attaches it
+//! again with its ring reset (block, `reset_ring`, attach, unblock):
+//! `recoveries_total`. Attempts in a row are bounded, with back-off
+//! ([`RecoveryPolicy`]); a device that keeps faulting is left blocked with
+//! its fault in the statistics, and the other devices keep serving.
 //!
 //! SIGTERM/SIGINT stop every reactor, which drains every device; the state
 //! files then say "clean" so the next start picks up waiting commands.
@@ -66,6 +82,8 @@
 //! closed (which unregisters it).
 //!
 //! [`TcmuDevice`]: crate::tcmu::TcmuDevice
+//! [`RingFault`]: crate::tcmu::RingFault
+//! [`SharedFault`]: crate::frontend::SharedFault
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
@@ -75,6 +93,7 @@ use reactor::{ReactorHandle, ReactorStats};
 
 use super::config::{BdevConfig, ServeConfig};
 use super::error::ServeError;
+use super::heal::RecoveryPolicy;
 use super::host::Host;
 use super::resources::Resources;
 use super::scst::ScstDevices;
@@ -86,8 +105,9 @@ use super::tcmu::TcmuDevices;
 pub struct ServeOptions {
     /// The validated configuration.
     pub config: ServeConfig,
-    /// Directory of per-device state files (crash detection); `None` turns
-    /// crash detection off.
+    /// Directory of per-device state files, which record clean detaches;
+    /// `None`: none is recorded, so a ring found with waiting entries is
+    /// always reset.
     pub state_dir: Option<PathBuf>,
 }
 
@@ -208,6 +228,34 @@ impl<H: Host> Server<H> {
             &self.options.config,
             &mut *self.log,
         );
+    }
+
+    /// Recovers the devices that faulted and whose back-off expired (see
+    /// "Faults" in the module docs). Cheap when nothing faulted; the
+    /// control loop calls it at every wake-up.
+    pub fn heal(&mut self) {
+        let now = Instant::now();
+        self.tcmu.heal(
+            &mut self.host,
+            &mut self.resources,
+            &self.options.config,
+            now,
+            &mut *self.log,
+        );
+        self.scst.heal(
+            &mut self.host,
+            &mut self.resources,
+            &self.options.config,
+            now,
+            &mut *self.log,
+        );
+    }
+
+    /// How faulted devices are recovered (default:
+    /// [`RecoveryPolicy::default`]).
+    pub fn set_recovery_policy(&mut self, policy: RecoveryPolicy) {
+        self.tcmu.set_policy(policy);
+        self.scst.set_policy(policy);
     }
 
     /// Detaches the device on UIO minor `minor`, draining it first.

@@ -77,6 +77,16 @@ impl<F: Fs + Send> Host for SysHost<F> {
         })
     }
 
+    /// Any process but this one in `<proc>/*/fd` (see
+    /// [`discovery::uio_holders`]; complete only as root, and the open
+    /// that follows fails with `EBUSY` anyway if a holder was missed).
+    fn is_held(&mut self, device: &FoundDevice) -> bool {
+        let me = std::process::id();
+        discovery::uio_holders(&self.roots, device.minor)
+            .into_iter()
+            .any(|pid| pid != me)
+    }
+
     fn open(&mut self, device: &FoundDevice) -> Result<(SharedRegion, Doorbell), HostError> {
         let sysfs_dir = self
             .roots

@@ -1,24 +1,30 @@
-//! The TCMU devices of the server: found by a rescan, checked, recovered
-//! if needed, attached and detached (see the lifecycle in [`super::server`]).
+//! The TCMU devices of the server: found by a rescan, checked, reset if
+//! needed, attached and detached, and recovered when their ring faults (see
+//! the lifecycle in [`super::server`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bdev::BdevRef;
 use reactor::PollerId;
 
 use super::config::ServeConfig;
 use super::error::PlacementError;
+use super::heal::{Health, Next, RecoveryPolicy};
 use super::host::{DeviceFacts, FoundDevice, Host, HostError};
 use super::lu_id;
-use super::recovery::{write_state, StateFiles};
+use super::recovery::{reset_reason, write_state, StateFiles};
 use super::resources::Resources;
 use super::stats::{DeviceKind, DeviceStats};
+use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
 use crate::stack::{LunSpec, MaxTransfer, Stack};
 use crate::tcmu::discovery::TcmuUioName;
-use crate::tcmu::{TcmuDeviceConfig, TcmuStats, TcmuStatsSnapshot};
+use crate::tcmu::{
+    Doorbell, RingFault, SharedRegion, TcmuDeviceConfig, TcmuStats, TcmuStatsSnapshot,
+};
 
 /// Task slots per LUN.
 const MAX_TASKS: u32 = 1024;
@@ -34,9 +40,21 @@ struct Attached {
     poller: PollerId,
     stats: Arc<TcmuStats>,
     latency: Option<Arc<SharedLatency>>,
+    /// Set by the device when its ring breaks.
+    fault: Arc<SharedFault<RingFault>>,
     /// Counters at the previous statistics report.
     last: TcmuStatsSnapshot,
     state_file: Option<PathBuf>,
+}
+
+/// A device detached because its ring faulted, not attached again yet.
+struct Faulted {
+    found: FoundDevice,
+    name: TcmuUioName,
+    /// The reactor it was on (statistics).
+    reactor: usize,
+    /// When to try again; `None`: given up, the device is left blocked.
+    retry_at: Option<Instant>,
 }
 
 /// Why a device was not attached.
@@ -59,13 +77,19 @@ impl From<PlacementError> for Refusal {
     }
 }
 
-/// The TCMU devices: attached ones by UIO minor, and those looked at and
-/// left alone.
+/// The TCMU devices: attached ones by UIO minor, faulted ones waiting for
+/// (or given up by) recovery, and those looked at and left alone.
 ///
-/// Invariant: a minor is in at most one of `devices` and `ignored`.
+/// Invariant: a minor is in at most one of `devices`, `faulted` and
+/// `ignored`.
 pub(super) struct TcmuDevices {
     state: StateFiles,
     devices: BTreeMap<u32, Attached>,
+    faulted: BTreeMap<u32, Faulted>,
+    /// Faults and recoveries per minor, kept across re-attaches while the
+    /// device exists.
+    health: HashMap<u32, Health>,
+    policy: RecoveryPolicy,
     /// Devices refused or not ours, by minor, with the name they had: looked
     /// at again only if the name under that minor changes.
     ignored: HashMap<u32, String>,
@@ -75,12 +99,15 @@ pub(super) struct TcmuDevices {
 }
 
 impl TcmuDevices {
-    /// No device yet; state files in `state_dir` (`None`: no crash
-    /// detection).
+    /// No device yet; state files in `state_dir` (`None`: no clean detach
+    /// is recorded, see `recovery.rs`).
     pub(super) fn new(state_dir: Option<PathBuf>) -> Self {
         Self {
             state: StateFiles::new(state_dir),
             devices: BTreeMap::new(),
+            faulted: BTreeMap::new(),
+            health: HashMap::new(),
+            policy: RecoveryPolicy::default(),
             ignored: HashMap::new(),
             retrying: HashMap::new(),
         }
@@ -142,8 +169,19 @@ impl TcmuDevices {
         });
         self.retrying
             .retain(|minor, _| found.iter().any(|f| f.minor == *minor));
+        self.faulted.retain(|minor, f| {
+            found
+                .iter()
+                .any(|d| d.minor == *minor && d.uio_name == f.found.uio_name)
+        });
+        let devices = &self.devices;
+        let faulted = &self.faulted;
+        self.health
+            .retain(|minor, _| devices.contains_key(minor) || faulted.contains_key(minor));
         for device in found {
-            if self.devices.contains_key(&device.minor) || self.ignored.contains_key(&device.minor)
+            if self.devices.contains_key(&device.minor)
+                || self.faulted.contains_key(&device.minor)
+                || self.ignored.contains_key(&device.minor)
             {
                 continue;
             }
@@ -167,7 +205,7 @@ impl TcmuDevices {
             self.ignored.insert(device.minor, device.uio_name);
             return;
         };
-        match self.attach(host, resources, config, &device, &name, log) {
+        match self.attach(host, resources, config, &device, &name, None, log) {
             Ok(reactor) => {
                 self.retrying.remove(&device.minor);
                 log(&format!(
@@ -251,8 +289,11 @@ impl TcmuDevices {
         Ok((bdev, facts))
     }
 
-    /// Checks, recovers if needed, and attaches a device; returns its
-    /// reactor.
+    /// Checks, resets the ring if needed (always when `force_reset` gives a
+    /// reason, else as `recovery.rs` decides) and attaches a device;
+    /// returns its reactor. A device another process holds is neither
+    /// opened nor reset.
+    #[allow(clippy::too_many_arguments)]
     fn attach<H: Host>(
         &mut self,
         host: &mut H,
@@ -260,27 +301,69 @@ impl TcmuDevices {
         config: &ServeConfig,
         device: &FoundDevice,
         name: &TcmuUioName,
+        force_reset: Option<&str>,
         log: &mut dyn FnMut(&str),
     ) -> Result<usize, Refusal> {
         let (bdev, facts) = Self::check(host, resources, config, name)?;
-        let recovering = self.state.needs_recovery(name);
-        if recovering {
+        let held =
+            || Refusal::Retry("another process has it open (is another handler running?)".into());
+        if host.is_held(device) {
+            return Err(held());
+        }
+        // From here on this process holds the device: nobody else can
+        // touch the ring while it is looked at and reset.
+        let (region, doorbell) = match host.open(device) {
+            Ok(opened) => opened,
+            Err(HostError::Busy) => return Err(held()),
+            Err(e) => return Err(Refusal::Retry(e.to_string())),
+        };
+        let reset = match force_reset {
+            Some(why) => Some(why.to_owned()),
+            None => reset_reason(&region, self.state.detached_cleanly(name)),
+        };
+        if let Some(why) = &reset {
             log(&format!(
-                "{}: the previous handler died while attached; resetting the ring (in-flight commands complete with BUSY and are retried)",
-                name.name
+                "{} (uio{}): {why}; blocking it and resetting its ring (in-flight commands complete with BUSY and are retried)",
+                name.name, device.minor
             ));
             host.recover(name)
                 .map_err(|e| Refusal::Retry(format!("ring reset failed: {e}")))?;
         }
-        let (region, doorbell) = match host.open(device) {
-            Ok(opened) => opened,
-            Err(HostError::Busy) => {
-                return Err(Refusal::Retry(
-                    "another process has it open (is another handler running?)".into(),
-                ))
+        let attached = self.attach_stack(
+            resources,
+            config,
+            device,
+            name,
+            (bdev, facts),
+            (region, doorbell),
+            log,
+        );
+        if reset.is_some() {
+            // Unblocked whether or not the attach worked: a device left
+            // blocked would queue commands until they time out.
+            if let Err(e) = host.unblock(name) {
+                log(&format!(
+                    "{}: cannot unblock after the ring reset: {e}",
+                    name.name
+                ));
             }
-            Err(e) => return Err(Refusal::Retry(e.to_string())),
-        };
+        }
+        attached
+    }
+
+    /// Builds the device's stack on the opened ring and puts it on a
+    /// reactor.
+    #[allow(clippy::too_many_arguments)]
+    fn attach_stack(
+        &mut self,
+        resources: &mut Resources,
+        config: &ServeConfig,
+        device: &FoundDevice,
+        name: &TcmuUioName,
+        (bdev, facts): (BdevRef, DeviceFacts),
+        (region, doorbell): (SharedRegion, Doorbell),
+        log: &mut dyn FnMut(&str),
+    ) -> Result<usize, Refusal> {
         let reactor = config
             .pinned_reactor(&name.name)
             .unwrap_or_else(|| resources.round_robin());
@@ -304,6 +387,7 @@ impl TcmuDevices {
         };
         let stats = stack.device().stats();
         let latency = stack.device().latency();
+        let fault = stack.device().shared_fault();
         // The bdev poller of this reactor for this bdev (created on first use).
         let handle = resources.bdev_poller(reactor, &name.cfg, &bdev)?;
         let poller = resources.add_poller(reactor, Box::new(stack.attach_to(&handle)))?;
@@ -318,14 +402,6 @@ impl TcmuDevices {
                 ));
             }
         }
-        if recovering {
-            if let Err(e) = host.unblock(name) {
-                log(&format!(
-                    "{}: cannot unblock after the ring reset: {e}",
-                    name.name
-                ));
-            }
-        }
         self.devices.insert(
             device.minor,
             Attached {
@@ -336,11 +412,136 @@ impl TcmuDevices {
                 poller,
                 stats,
                 latency,
+                fault,
                 last: TcmuStatsSnapshot::default(),
                 state_file,
             },
         );
         Ok(reactor)
+    }
+
+    /// The recovery policy.
+    pub(super) fn set_policy(&mut self, policy: RecoveryPolicy) {
+        self.policy = policy;
+    }
+
+    /// Recovers the devices whose ring faulted (when: see `heal.rs`). A new
+    /// fault is logged once with the device and the reason and counted;
+    /// the device is detached (its executor drained) and, now or after a
+    /// back-off, attached again with its ring reset. After the policy's
+    /// attempts in a row the device is left blocked, its fault in the
+    /// statistics, until it disappears.
+    pub(super) fn heal<H: Host>(
+        &mut self,
+        host: &mut H,
+        resources: &mut Resources,
+        config: &ServeConfig,
+        now: Instant,
+        log: &mut dyn FnMut(&str),
+    ) {
+        let broken: Vec<(u32, RingFault)> = self
+            .devices
+            .iter()
+            .filter_map(|(minor, a)| a.fault.get().map(|f| (*minor, *f)))
+            .collect();
+        for (minor, fault) in broken {
+            let a = &self.devices[&minor];
+            let faulted = Faulted {
+                found: a.found.clone(),
+                name: a.name.clone(),
+                reactor: a.reactor,
+                retry_at: None,
+            };
+            let health = self.health.entry(minor).or_default();
+            let next = health.fault(now, format!("ring fault: {fault}"), &self.policy);
+            log(&format!(
+                "{} (uio{minor}): ring fault: {fault}; {}",
+                faulted.name.name,
+                match next {
+                    Next::Retry { attempt, of, .. } =>
+                        format!("recovering it (attempt {attempt} of {of})"),
+                    Next::GiveUp { .. } => "it faulted too often to recover again".into(),
+                }
+            ));
+            self.detach(resources, minor, "its ring faulted", log);
+            self.faulted.insert(minor, faulted);
+            self.schedule(host, minor, next, log);
+        }
+        let due: Vec<u32> = self
+            .faulted
+            .iter()
+            .filter(|(_, f)| f.retry_at.is_some_and(|at| at <= now))
+            .map(|(minor, _)| *minor)
+            .collect();
+        for minor in due {
+            let Some(f) = self.faulted.remove(&minor) else {
+                continue;
+            };
+            let why = "recovering from its ring fault";
+            match self.attach(host, resources, config, &f.found, &f.name, Some(why), log) {
+                Ok(reactor) => {
+                    self.health.entry(minor).or_default().recovered(now);
+                    self.retrying.remove(&minor);
+                    log(&format!(
+                        "recovered {} (uio{minor}): ring reset, attached again to reactor {reactor}",
+                        f.name.name
+                    ));
+                }
+                Err(Refusal::Retry(e) | Refusal::Refuse(e)) => {
+                    let next = self
+                        .health
+                        .entry(minor)
+                        .or_default()
+                        .attempt_failed(now, &self.policy);
+                    log(&format!(
+                        "recovering {} (uio{minor}) failed: {e}",
+                        f.name.name
+                    ));
+                    self.faulted.insert(minor, f);
+                    self.schedule(host, minor, next, log);
+                }
+            }
+        }
+    }
+
+    /// Sets when the faulted device on `minor` is tried again, or gives it
+    /// up: blocked (commands queue in the kernel and time out there), its
+    /// ring reset so the commands in it complete with BUSY, unless another
+    /// process holds it.
+    fn schedule<H: Host>(
+        &mut self,
+        host: &mut H,
+        minor: u32,
+        next: Next,
+        log: &mut dyn FnMut(&str),
+    ) {
+        let Some(f) = self.faulted.get_mut(&minor) else {
+            return;
+        };
+        match next {
+            Next::Retry { at, .. } => f.retry_at = Some(at),
+            Next::GiveUp { attempts } => {
+                f.retry_at = None;
+                let health = self.health.entry(minor).or_default();
+                let why = health.fault.take().unwrap_or_else(|| "ring fault".into());
+                health.fault = Some(format!(
+                    "{why}; left blocked after {attempts} recoveries in a row"
+                ));
+                let blocked = if host.is_held(&f.found) {
+                    "another process holds it, so it is left as it is".to_owned()
+                } else {
+                    match host.recover(&f.name) {
+                        Ok(()) => "it is left blocked".to_owned(),
+                        Err(e) => format!("blocking it failed: {e}"),
+                    }
+                };
+                log(&format!(
+                    "giving up on {} (uio{minor}) after {attempts} recoveries in a row: {why}; \
+                     {blocked}; the other devices keep serving",
+                    f.name.name
+                ));
+            }
+        }
     }
 
     /// Detaches the device on UIO minor `minor`, draining it first, and
@@ -387,42 +588,80 @@ impl TcmuDevices {
         }
     }
 
-    /// Each device over the `interval` (seconds) since the previous call.
+    /// Each device over the `interval` (seconds) since the previous call,
+    /// the faulted ones (commands 0, their fault said) included.
     pub(super) fn stats(&mut self, interval: f64) -> Vec<DeviceStats> {
-        let mut devices = Vec::with_capacity(self.devices.len());
-        for a in self.devices.values_mut() {
+        let mut devices = Vec::with_capacity(self.devices.len() + self.faulted.len());
+        for (&minor, a) in &mut self.devices {
             let snap = a.stats.snapshot();
             let commands = snap.commands_completed - a.last.commands_completed;
             let doorbells = snap.doorbells - a.last.doorbells;
             let bytes = snap.data_bytes - a.last.data_bytes;
             let latency = a.latency.as_ref().map(|l| l.take()).unwrap_or_default();
-            devices.push(DeviceStats {
-                name: a.name.name.clone(),
-                kind: DeviceKind::Tcmu,
-                hba: Some(a.name.hba),
-                uio: Some(format!("uio{}", a.found.minor)),
-                bdev: a.name.cfg.clone(),
-                reactor: a.reactor,
-                commands,
-                iops: commands as f64 / interval,
-                bytes_per_sec: bytes as f64 / interval,
-                doorbells,
-                doorbells_per_io: if commands == 0 {
-                    0.0
-                } else {
-                    doorbells as f64 / commands as f64
+            let health = self.health.get(&minor).cloned().unwrap_or_default();
+            let fault = a.fault.get().map(|f| format!("ring fault: {f}"));
+            devices.push((
+                minor,
+                DeviceStats {
+                    commands,
+                    iops: commands as f64 / interval,
+                    bytes_per_sec: bytes as f64 / interval,
+                    doorbells,
+                    doorbells_per_io: if commands == 0 {
+                        0.0
+                    } else {
+                        doorbells as f64 / commands as f64
+                    },
+                    latency_ns: latency.summary,
+                    commands_total: snap.commands_completed,
+                    received_total: snap.commands_received,
+                    malformed_total: snap.malformed_commands,
+                    // A fault the server has not handled yet counts already.
+                    faults_total: health.faults + u64::from(fault.is_some()),
+                    fault,
+                    ..device_stats(&a.name, minor, a.reactor, &health)
                 },
-                latency_ns: latency.summary,
-                commands_total: snap.commands_completed,
-                received_total: snap.commands_received,
-                malformed_total: snap.malformed_commands,
-                busy_total: None,
-                sessions: None,
-                fault: None,
-            });
+            ));
             a.last = snap;
         }
-        devices
+        for (&minor, f) in &self.faulted {
+            let health = self.health.get(&minor).cloned().unwrap_or_default();
+            devices.push((
+                minor,
+                DeviceStats {
+                    fault: Some(health.fault.clone().unwrap_or_else(|| "ring fault".into())),
+                    ..device_stats(&f.name, minor, f.reactor, &health)
+                },
+            ));
+        }
+        devices.sort_by_key(|(minor, _)| *minor);
+        devices.into_iter().map(|(_, d)| d).collect()
+    }
+}
+
+/// The statistics of a device that did nothing over the interval.
+fn device_stats(name: &TcmuUioName, minor: u32, reactor: usize, health: &Health) -> DeviceStats {
+    DeviceStats {
+        name: name.name.clone(),
+        kind: DeviceKind::Tcmu,
+        hba: Some(name.hba),
+        uio: Some(format!("uio{minor}")),
+        bdev: name.cfg.clone(),
+        reactor,
+        commands: 0,
+        iops: 0.0,
+        bytes_per_sec: 0.0,
+        doorbells: 0,
+        doorbells_per_io: 0.0,
+        latency_ns: Default::default(),
+        commands_total: 0,
+        received_total: 0,
+        malformed_total: 0,
+        busy_total: None,
+        sessions: None,
+        fault: None,
+        faults_total: health.faults,
+        recoveries_total: health.recoveries,
     }
 }
 

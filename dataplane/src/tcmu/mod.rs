@@ -80,6 +80,19 @@ pub enum RingFault {
         /// The value read.
         head: u32,
     },
+    /// `cmd_head` is behind what the device already walked: counted from the
+    /// published `cmd_tail`, the kernel's entries end before the device's
+    /// walk position. The kernel never fills the ring completely, so its
+    /// head never laps the tail; a head that moved backwards means the ring
+    /// was reset (e.g. `action/reset_ring` while the published tail was
+    /// already 0) and the entries past the head are stale.
+    #[error("cmd_head {head} is behind ring offset {walked}, which the device already walked")]
+    HeadMovedBackwards {
+        /// `cmd_head`.
+        head: u32,
+        /// The device's walk position.
+        walked: u32,
+    },
     /// An entry has length 0.
     #[error("entry at ring offset {offset} has length 0")]
     ZeroLengthEntry {

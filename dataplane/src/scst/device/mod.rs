@@ -194,7 +194,7 @@ use super::abi::*;
 use super::driver::{MultiBuf, ScstDriver};
 use super::pool::BufferPool;
 use crate::exec::{CommandExecutor, Response};
-use crate::frontend::{Coalescer, Drain};
+use crate::frontend::{Coalescer, Drain, SharedFault};
 use crate::latency::{LatencyRecorder, SharedLatency};
 use crate::scsi::SenseFormat;
 
@@ -295,6 +295,8 @@ pub struct ScstDevice<D: ScstDriver, E: CommandExecutor> {
     sessions: Vec<Session>,
     drain: Drain,
     fault: Option<Errno>,
+    /// `fault`, for the control plane (set where the device faulted).
+    shared_fault: Arc<SharedFault<Errno>>,
     /// Holds replies back; its hold starts at each exchange (so it also
     /// tells the time since the last exchange).
     coalescer: Coalescer,
@@ -408,6 +410,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             sessions: Vec::with_capacity(16),
             drain: Drain::default(),
             fault: None,
+            shared_fault: Arc::default(),
             coalescer: Coalescer::new(&config.coalesce),
             last_filled: false,
             last_got: false,
@@ -458,6 +461,12 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     /// Why the device stopped talking to the kernel, if it did.
     pub fn fault(&self) -> Option<Errno> {
         self.fault
+    }
+
+    /// [`fault`](Self::fault) for other threads: set when the device
+    /// faulted.
+    pub fn shared_fault(&self) -> Arc<SharedFault<Errno>> {
+        Arc::clone(&self.shared_fault)
     }
 
     /// The buffer pool.

@@ -274,6 +274,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
                     Errno::ENODEV | Errno::EBADF | Errno::ENOTTY | Errno::ENXIO
                 ) {
                     self.fault = Some(e);
+                    self.shared_fault.set(e);
                 }
             }
         }

@@ -87,9 +87,17 @@ pub struct DeviceStats {
     /// SCST: sessions (initiator nexuses) attached to the device now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<u64>,
-    /// Set when the ring could not be walked any more.
+    /// Why the device stopped talking to the kernel (TCMU: a ring fault;
+    /// SCST: the errno scst_user answered), while it is faulted: from the
+    /// fault until serve recovered it, or for good once serve gave up and
+    /// left it blocked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+    /// Faults of the device since serve started (across its recoveries).
+    pub faults_total: u64,
+    /// Recoveries of the device since serve started: re-attached after a
+    /// fault (TCMU: ring reset; SCST: registered again).
+    pub recoveries_total: u64,
 }
 
 /// A statistics report.
@@ -151,7 +159,14 @@ impl StatsReport {
                 let _ = write!(extra, ", {busy} BUSY (pool exhausted) since start");
             }
             if let Some(f) = &d.fault {
-                let _ = write!(extra, ", RING BROKEN: {f}");
+                let _ = write!(extra, ", FAULTED: {f}");
+            }
+            if d.faults_total > 0 {
+                let _ = write!(
+                    extra,
+                    ", {} fault(s) and {} recovery(ies) since start",
+                    d.faults_total, d.recoveries_total
+                );
             }
             let _ = writeln!(
                 s,
@@ -214,6 +229,8 @@ mod tests {
             busy_total: (!tcmu).then_some(7),
             sessions: (!tcmu).then_some(1),
             fault: None,
+            faults_total: 0,
+            recoveries_total: 0,
         }
     }
 

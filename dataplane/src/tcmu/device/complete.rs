@@ -6,7 +6,7 @@
 
 use super::{SlotState, TcmuDevice, TcmuStatsSnapshot, Walked, NO_SLOT};
 use crate::exec::{CommandExecutor, Response};
-use crate::tcmu::ring;
+use crate::tcmu::{ring, RingFault};
 use reactor::clock;
 
 impl<E: CommandExecutor> TcmuDevice<E> {
@@ -122,6 +122,16 @@ impl<E: CommandExecutor> TcmuDevice<E> {
                 .coalescer
                 .hold(self.unpublished, self.drain.is_draining(), building)
             {
+                return;
+            }
+            // A tail moved under the device (a reset since the walk) must
+            // not be overwritten: the kernel's ring starts over there.
+            let found = self.region.load_cmd_tail();
+            if found != self.published_tail {
+                self.fault = Some(RingFault::TailMovedByPeer {
+                    expected: self.published_tail,
+                    found,
+                });
                 return;
             }
             self.region.store_cmd_tail(self.tail);

@@ -2,7 +2,13 @@
 //!
 //! # Per poll
 //! 1. **Walk** from the receive position up to `cmd_head` (acquire load), at
-//!    most `budget` entries. PAD: pass. CMD: copy the CDB and iovecs into a
+//!    most `budget` entries. First the ring is checked (else it is broken,
+//!    [`RingFault`]): `cmd_tail` is still the one the device published
+//!    (only it writes `cmd_tail`; a reset or another process changed it),
+//!    and `cmd_head` is a valid position not behind the walk position
+//!    counted from the published tail (the kernel never fills the ring, so
+//!    `distance(tail, head) >= distance(tail, walked)`; a head behind was
+//!    reset while the published tail happened to equal the reset's 0). PAD: pass. CMD: copy the CDB and iovecs into a
 //!    free slot and `submit` it (or fail it directly if malformed). TMR:
 //!    `abort` every listed command we hold. Anything else: set
 //!    `TCMU_UFLAG_UNKNOWN_OP` and pass. With no free slot the walk stops
@@ -17,7 +23,13 @@
 //!    the front.
 //! 4. **Publish.** If the local tail moved and the [`Coalescer`] does not
 //!    hold the completions back ([`TcmuDeviceConfig::coalesce`]): one
-//!    release store of `cmd_tail` and one doorbell for the whole batch.
+//!    release store of `cmd_tail` and one doorbell for the whole batch,
+//!    unless `cmd_tail` moved under the device since (a reset: the ring is
+//!    broken and the reset's tail is left as it is).
+//!
+//! A broken device touches the ring no more and only drains its executor;
+//! its fault is in [`TcmuDevice::fault`] and, for the control plane, in
+//! [`TcmuDevice::shared_fault`] (`serve` recovers the device).
 //!
 //! Every CDB and iovec list is copied out during step 1, before any response
 //! of the same poll is written in step 3, so stealing a slot never destroys a
@@ -66,7 +78,7 @@ use super::region::SharedRegion;
 use super::ring::RingGeometry;
 use super::{RingFault, TcmuError, MAX_CDB_LEN};
 use crate::exec::{CommandExecutor, Response};
-use crate::frontend::{Coalescer, Drain};
+use crate::frontend::{Coalescer, Drain, SharedFault};
 use crate::latency::{LatencyRecorder, SharedLatency};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +144,8 @@ pub struct TcmuDevice<E: CommandExecutor> {
     done: Vec<u32>,
     walked: VecDeque<Walked>,
     fault: Option<RingFault>,
+    /// `fault`, for the control plane (set at the poll that faulted).
+    shared_fault: Arc<SharedFault<RingFault>>,
     drain: Drain,
     doorbell_pending: bool,
     /// Completions written into the ring but not yet published.
@@ -230,6 +244,7 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             done: Vec::with_capacity(max_tasks as usize),
             walked: VecDeque::with_capacity(2 * max_tasks as usize + 64),
             fault: None,
+            shared_fault: Arc::default(),
             drain: Drain::default(),
             doorbell_pending: false,
             unpublished: 0,
@@ -293,6 +308,11 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             c.polls_with_work = 1;
         }
         self.stats.publish(&c);
+        if let Some(fault) = self.fault {
+            if self.shared_fault.get().is_none() {
+                self.shared_fault.set(fault);
+            }
+        }
         work
     }
 
@@ -311,6 +331,12 @@ impl<E: CommandExecutor> TcmuDevice<E> {
     /// writes the ring.
     pub fn fault(&self) -> Option<RingFault> {
         self.fault
+    }
+
+    /// [`fault`](Self::fault) for other threads: set at the end of the
+    /// poll that broke the ring.
+    pub fn shared_fault(&self) -> Arc<SharedFault<RingFault>> {
+        Arc::clone(&self.shared_fault)
     }
 
     /// The counters (shareable with other threads).

@@ -11,6 +11,10 @@ use reactor::clock;
 impl<E: CommandExecutor> TcmuDevice<E> {
     /// Walks new entries (step 1). Returns the number of entries walked.
     pub(super) fn walk(&mut self, c: &mut TcmuStatsSnapshot) -> usize {
+        // The head first (acquire): the kernel's reset stores cmd_tail
+        // before cmd_head, so a head written by a reset comes with the
+        // reset's tail, which the check below then sees.
+        let head = self.region.load_cmd_head();
         // Only this device writes cmd_tail; a different value means the ring
         // was reset or taken over, and nothing walked so far is valid.
         let found = self.region.load_cmd_tail();
@@ -21,7 +25,6 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             });
             return 0;
         }
-        let head = self.region.load_cmd_head();
         if head >= self.geo.cmdr_size {
             self.fault = Some(RingFault::HeadOutOfRange {
                 head,
@@ -31,6 +34,19 @@ impl<E: CommandExecutor> TcmuDevice<E> {
         }
         if !(head as usize).is_multiple_of(TCMU_OP_ALIGN_SIZE) {
             self.fault = Some(RingFault::HeadMisaligned { head });
+            return 0;
+        }
+        // The kernel never fills the ring, so counted from the published
+        // tail its head is never behind what was walked. A head that is
+        // behind was reset (the tail written by a reset can equal the one
+        // published); the entries from there on are stale.
+        if self.geo.distance(self.published_tail, head)
+            < self.geo.distance(self.published_tail, self.recv)
+        {
+            self.fault = Some(RingFault::HeadMovedBackwards {
+                head,
+                walked: self.recv,
+            });
             return 0;
         }
         if self.recv != head && self.latency.is_some() {

@@ -348,3 +348,103 @@ fn a_reset_of_cmd_tail_breaks_the_device() {
     assert_eq!(dev.executor().submitted.len(), 1);
     assert_eq!(sim.region().load_cmd_tail(), 0);
 }
+
+#[test]
+fn a_head_that_moves_backwards_breaks_the_device_before_it_walks_stale_entries() {
+    // Entries of `len` bytes tile a ring of 32 entries exactly, so the tail
+    // comes back to 0 after a lap.
+    let len = {
+        let mut probe = sim_with(4096, 0xf);
+        probe.submit(&read1(0), SimData::In(BLOCK), 0).unwrap();
+        probe.cmd_head()
+    };
+    let mut sim = sim_with(32 * len, 0xf);
+    let config = TcmuDeviceConfig {
+        coalesce: CoalesceConfig {
+            batch: 1,
+            ..CoalesceConfig::default()
+        },
+        ..TcmuDeviceConfig::default()
+    };
+    let mut dev = attach_with(&sim, TestExec::new(64, 64, 1, 0), config);
+    // One lap: the ring is full of entries of commands already completed.
+    for lba in 0..32 {
+        sim.submit(&read1(lba), SimData::In(BLOCK), u64::from(lba))
+            .unwrap();
+        sim.notify();
+        while reap_all(&mut sim).is_empty() {
+            dev.poll();
+        }
+    }
+    assert_eq!(sim.region().load_cmd_tail(), 0, "a lap ends at 0");
+    // Three commands walked and still executing: the published tail stays 0
+    // while the device has walked past it.
+    dev.executor_mut().hold_all = true;
+    for lba in 0..3 {
+        sim.submit(&read1(lba), SimData::In(BLOCK), 100).unwrap();
+    }
+    sim.notify();
+    assert_eq!(dev.poll(), 3);
+    let submitted = dev.executor().submitted.len();
+    // reset_ring: the tail it writes (0) is the one the device published,
+    // so only the head (now behind what the device walked) tells.
+    let mut busy = 0;
+    sim.reset_ring(1, |c| busy += usize::from(c.status == status::BUSY));
+    assert_eq!(busy, 3);
+    sim.submit(&read1(7), SimData::In(BLOCK), 200).unwrap();
+    sim.notify();
+    assert_eq!(dev.poll(), 0, "nothing walked");
+    assert_eq!(
+        dev.fault(),
+        Some(RingFault::HeadMovedBackwards {
+            head: len,
+            walked: 3 * len,
+        })
+    );
+    assert_eq!(
+        dev.executor().submitted.len(),
+        submitted,
+        "no stale entry of the previous lap was executed"
+    );
+}
+
+#[test]
+fn a_reset_while_commands_execute_is_not_overwritten() {
+    let mut sim = sim_with(4096, 0xf);
+    let config = TcmuDeviceConfig {
+        coalesce: CoalesceConfig {
+            batch: 1,
+            ..CoalesceConfig::default()
+        },
+        ..TcmuDeviceConfig::default()
+    };
+    let mut dev = attach_with(&sim, TestExec::holding(), config);
+    sim.submit(&read1(0), SimData::In(BLOCK), 1).unwrap();
+    sim.notify();
+    dev.executor_mut().release_all();
+    assert_eq!(dev.poll(), 2);
+    assert_eq!(reap_all(&mut sim).len(), 1);
+    let published = sim.region().load_cmd_tail();
+    assert_ne!(published, 0);
+    // Walked, executing; then the ring is reset.
+    dev.executor_mut().hold_all = true;
+    sim.submit(&read1(1), SimData::In(BLOCK), 2).unwrap();
+    sim.notify();
+    assert_eq!(dev.poll(), 1);
+    assert_eq!(sim.reset_ring(1, |_| {}), 1);
+    dev.executor_mut().release_all();
+    dev.poll();
+    assert_eq!(
+        dev.fault(),
+        Some(RingFault::TailMovedByPeer {
+            expected: published,
+            found: 0
+        })
+    );
+    assert_eq!(
+        sim.region().load_cmd_tail(),
+        0,
+        "the reset's tail is left as it is"
+    );
+    assert!(dev.is_drained());
+}

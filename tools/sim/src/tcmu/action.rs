@@ -10,7 +10,8 @@ impl TcmuSim {
     /// flight without looking at the ring — with BUSY for `mode` 1 (the
     /// initiator retries), CHECK CONDITION for `mode` 2 — and hands each to
     /// `f`; frees their data blocks and ids (kept buffers too); then sets
-    /// `cmd_head` = `cmd_tail` = 0 and clears the broken state. The handler
+    /// `cmd_tail` = 0, then `cmd_head` = 0 (the kernel's order), and clears
+    /// the broken state. The handler
     /// must (re)attach afterwards. Returns the number of commands completed.
     pub fn reset_ring(&mut self, mode: u8, mut f: impl FnMut(&SimCompletion<'_>)) -> usize {
         let status = if mode == 1 {
@@ -47,8 +48,9 @@ impl TcmuSim {
         self.records.clear();
         self.head = 0;
         self.last_cleaned = 0;
-        self.region.store_cmd_head(0);
+        // The kernel's order: cmd_tail, then cmd_head.
         self.region.store_cmd_tail(0);
+        self.region.store_cmd_head(0);
         self.fault = None;
         completed
     }
