@@ -24,12 +24,13 @@ use crate::input::Input;
 use crate::ring_exec::RecordingExecutor;
 
 /// Whether the device detects a `cmd_head` that moves back behind the
-/// entries it walked (a `reset_ring` while the published tail is 0). False
-/// on this tree: the device then walks stale entries of the previous lap
-/// and publishes a tail that is no boundary of the new ring (input in
-/// `fuzz/artifacts/tcmu_ring/`). Set it to true with the fix, and the
-/// target checks the tail after such resets too.
-pub const HEAD_BACKWARDS_DETECTED: bool = false;
+/// entries it walked (a `reset_ring` while the published tail is 0). True
+/// since the walker faults with `RingFault::HeadMovedBackwards`: the target
+/// checks the tail after such resets too. Without the check the device
+/// walked stale entries of the previous lap and published a tail that was
+/// no boundary of the new ring; the three inputs that showed it are in the
+/// corpus (`reset-at-tail-0-walks-stale-lap`, ...).
+pub const HEAD_BACKWARDS_DETECTED: bool = true;
 
 /// The kernel side's model of the ring since the last reset.
 #[derive(Debug)]
@@ -75,7 +76,7 @@ impl Kernel {
         // invisible in `cmd_tail` (whatever a peer wrote there since); only
         // a check that the head never moves back behind what was walked
         // catches it. Until the device has that check the tail after such
-        // a reset is not checked (see `HEAD_BACKWARDS_DETECTED`).
+        // a reset would not be checked (see `HEAD_BACKWARDS_DETECTED`).
         let invisible = self.published == 0 && region.load_cmd_head() != 0;
         region.store_cmd_head(0);
         region.store_cmd_tail(0);

@@ -33,7 +33,7 @@ pub fn unit(input: &mut Input<'_>) -> UnitInfo {
         control: ControlMode {
             tst: input.below(2) as u8,
             queue_alg: input.below(2) as u8,
-            qerr: [0, 1, 3][input.below(3) as usize],
+            qerr: [0, 1, 3][input.below(3)],
             tas: input.chance(50),
             swp: input.chance(10),
             d_sense_changeable: input.chance(50),
