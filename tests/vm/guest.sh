@@ -268,12 +268,16 @@ run_fio() {
         "write $(fio_sum "$_out" write io_bytes) B $(fio_sum "$_out" write iops) IOPS"
 }
 
-# stats_commands FILE DEVICE: commands_total of DEVICE in a serve --stats-file.
-stats_commands() {
-    awk -v dev="\"$2\"," '
+# stats_field FILE DEVICE FIELD: FIELD of DEVICE in a serve --stats-file
+# (pretty-printed JSON: a device's "name" comes before its counters).
+stats_field() {
+    awk -v dev="\"$2\"," -v key="\"$3\":" '
         $1 == "\"name\":" && $2 == dev { found = 1 }
-        found && $1 == "\"commands_total\":" { v = $2; sub(/,$/, "", v); print v; exit }' "$1" 2>/dev/null
+        found && $1 == key { v = $2; sub(/,$/, "", v); print v; exit }' "$1" 2>/dev/null
 }
+
+# stats_commands FILE DEVICE: commands_total of DEVICE in a serve --stats-file.
+stats_commands() { stats_field "$1" "$2" commands_total; }
 
 dmesg_mark() { dmesg | wc -l >"$ST/dmesg-$1"; }
 # dmesg_errors MARK: kernel lines since the mark that report I/O trouble.
@@ -342,6 +346,7 @@ start_serve() {
         "$LD" --library-path "$LIBPATH" "$DP" serve --config "$ST/serve.toml" --stats-interval 5 \
             --stats-file "$R/serve-stats-$1.json" >"$R/serve-$1.log" 2>&1 </dev/null &
         echo $! >"$ST/serve.pid"
+        echo "$1" >"$ST/serve.tag"
         _src=0
         wait $! || _src=$?
         echo $_src >"$ST/serve.rc"
@@ -784,6 +789,9 @@ step_dmesg_clean() {
 # the LUNs of the file and nvme bdevs, the comparison and the durability step.
 # shellcheck source=tests/vm/nvme.sh
 . "$REPO/tests/vm/nvme.sh"
+# Ring resets under load.
+# shellcheck source=tests/vm/reliability.sh
+. "$REPO/tests/vm/reliability.sh"
 # libiscsi's conformance suite through LIO's iSCSI target.
 # shellcheck source=tests/vm/conformance.sh
 . "$REPO/tests/vm/conformance.sh"
@@ -855,6 +863,7 @@ run_step perf_nvme step_perf_nvme
 run_step kill9_restart step_kill9_restart striped "$(lun_name striped)" 2
 run_step kill9_restart_file step_kill9_restart file "$(lun_name file)" 3
 run_step kill9_restart_nvme step_kill9_restart nvme "$(lun_name nvme)" 4
+run_step ring_reset_under_load step_ring_reset_under_load ram
 run_step durability_file step_durability file "$(lun_name file)" 5
 run_step durability_nvme step_durability nvme "$(lun_name nvme)" 6
 run_step iscsi_target step_iscsi_target
