@@ -104,8 +104,10 @@ pub trait CommandExecutor {
     unsafe fn submit(&mut self, slot: u32, cdb: &[u8], data: &[IoVec]);
 
     /// Best-effort abort of the command in `slot`: if it has not reached the
-    /// bdev it completes with TASK ABORTED at the next `poll`; if it has, it
-    /// completes when the bdev I/O returns. Unknown slots are ignored.
+    /// bdev it completes with TASK ABORTED at the next `poll`; if it has, the
+    /// bdev is asked to abort its requests (`BdevChannel::abort`, which a bdev
+    /// that cannot abort ignores) and it completes when the bdev returns them.
+    /// Unknown slots are ignored.
     fn abort(&mut self, slot: u32);
 
     /// Publishes the bdev requests staged by `submit` and `poll` (call once at
