@@ -465,8 +465,13 @@ impl Poller for BdevPoller {
         if self.pending.load(Ordering::Relaxed) || self.polls.is_multiple_of(MAINTAIN_EVERY) {
             self.maintain();
         }
-        let mut work = self.reap();
-        // While offers wait for registration, requests wait in their ports.
+        let mut work = 0;
+        // While offers wait for registration, requests wait in their ports
+        // and the channel is reaped first, so that it can empty (only while
+        // a device is being attached).
+        if self.memory.is_pending() {
+            work += self.reap();
+        }
         if !self.memory.is_pending() || self.register_memory() {
             let per_port = (self.budget / self.active.max(1)).max(1);
             for index in 0..self.ports.len() {
@@ -474,8 +479,10 @@ impl Poller for BdevPoller {
                 self.abort_from(index);
             }
         }
-        // Completions of synchronous bdevs are ready at once: deliver them in
-        // this poll rather than the next.
+        // One channel poll per poll, after the submissions: it hands them to
+        // the device (for an io_uring bdev, its one `io_uring_enter` of this
+        // poll) and delivers every completion there is, those of synchronous
+        // bdevs included.
         work += self.reap();
         for port in self.ports.iter_mut().flatten() {
             if port.end.complete.staged() != 0 {
