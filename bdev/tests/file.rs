@@ -7,14 +7,16 @@
 //! Every test needs io_uring and skips, saying so, where the kernel has
 //! none.
 
+mod common;
+
+use common::{aligned, run, rw, sgl_of};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bdev::{
-    Bdev, BdevChannel, Error, FileBdev, FileOptions, IoCompletion, IoError, IoOp, IoRequest, IoVec,
-    OpenProblem, SgList,
+    Bdev, BdevChannel, Error, FileBdev, FileOptions, IoError, IoOp, IoRequest, IoVec, OpenProblem,
+    SgList,
 };
-use memmap2::MmapMut;
 use test_support::alloc::{thread_allocations, CountingAlloc};
 use test_support::skip::{can_run, Need};
 
@@ -46,40 +48,6 @@ fn bdev_in(dir: &Path, size: u64, tune: impl FnOnce(&mut FileOptions)) -> FileBd
     options.size = Some(size);
     tune(&mut options);
     FileBdev::open("f0", options).unwrap()
-}
-
-/// Page-aligned memory (what the TCMU data area and SCST buffers are).
-fn aligned(len: usize) -> MmapMut {
-    MmapMut::map_anon(len).unwrap()
-}
-
-fn sgl_of(iovs: &[IoVec]) -> SgList {
-    // SAFETY: every caller keeps `iovs` and the memory they name alive and
-    // untouched until the request has completed (`run` waits for it).
-    unsafe { SgList::from_slice(iovs) }
-}
-
-/// Submits one request and polls until it completes.
-fn run(ch: &mut dyn BdevChannel, request: IoRequest) -> Result<(), IoError> {
-    ch.submit(request).expect("room");
-    let mut result = None;
-    while result.is_none() {
-        ch.poll(&mut |c: IoCompletion| {
-            assert_eq!(c.tag, request.tag);
-            result = Some(c.result);
-        });
-    }
-    result.unwrap()
-}
-
-fn rw(
-    ch: &mut dyn BdevChannel,
-    op: IoOp,
-    lba: u64,
-    blocks: u32,
-    iovs: &[IoVec],
-) -> Result<(), IoError> {
-    run(ch, IoRequest::new(op, lba, blocks, sgl_of(iovs), lba))
 }
 
 /// One single-iovec list per 4 KiB page of `mem`.

@@ -24,13 +24,15 @@
 //! module `poll_queues=1` for the IOPOLL test to poll (without, it says
 //! why not and passes).
 
+mod common;
+
+use common::{aligned, run, rw, sgl_of};
 use std::path::{Path, PathBuf};
 
 use bdev::{
-    Bdev, BdevChannel, Error, IoCompletion, IoError, IoOp, IoRequest, IoVec, NvmeBdev, NvmeOptions,
-    OpenProblem, SgList, UnmapMode,
+    Bdev, BdevChannel, Error, IoError, IoOp, IoRequest, IoVec, NvmeBdev, NvmeOptions, OpenProblem,
+    SgList, UnmapMode,
 };
-use memmap2::MmapMut;
 use test_support::alloc::{thread_allocations, CountingAlloc};
 use test_support::skip::{can_run, nvme_device, Need};
 
@@ -68,40 +70,6 @@ fn region(bdev: &NvmeBdev, k: u64) -> u64 {
 /// Blocks in `bytes`.
 fn blocks(bdev: &NvmeBdev, bytes: usize) -> u32 {
     (bytes / bdev.geometry().block_size as usize) as u32
-}
-
-/// Page-aligned memory (what the TCMU data area and SCST buffers are).
-fn aligned(len: usize) -> MmapMut {
-    MmapMut::map_anon(len).unwrap()
-}
-
-fn sgl_of(iovs: &[IoVec]) -> SgList {
-    // SAFETY: every caller keeps `iovs` and the memory they name alive and
-    // untouched until the request has completed (`run` waits for it).
-    unsafe { SgList::from_slice(iovs) }
-}
-
-/// Submits one request and polls until it completes.
-fn run(ch: &mut dyn BdevChannel, request: IoRequest) -> Result<(), IoError> {
-    ch.submit(request).expect("room");
-    let mut result = None;
-    while result.is_none() {
-        ch.poll(&mut |c: IoCompletion| {
-            assert_eq!(c.tag, request.tag);
-            result = Some(c.result);
-        });
-    }
-    result.unwrap()
-}
-
-fn rw(
-    ch: &mut dyn BdevChannel,
-    op: IoOp,
-    lba: u64,
-    blocks: u32,
-    iovs: &[IoVec],
-) -> Result<(), IoError> {
-    run(ch, IoRequest::new(op, lba, blocks, sgl_of(iovs), lba))
 }
 
 fn one(mem: &mut [u8]) -> [IoVec; 1] {
