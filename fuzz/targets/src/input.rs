@@ -4,6 +4,8 @@
 //! target never has to handle a short input and a shorter input is always
 //! a prefix of the same run (what libFuzzer's minimiser relies on).
 
+use bdev::IoVec;
+
 /// A cursor over the fuzz input.
 #[derive(Debug)]
 pub struct Input<'a> {
@@ -79,5 +81,29 @@ impl<'a> Input<'a> {
         let start = self.at.min(self.data.len());
         self.at = self.data.len();
         &self.data[start..]
+    }
+}
+
+impl Input<'_> {
+    /// `buf` cut into at most `max_cuts + 1` iovecs, at offsets from the
+    /// input (a request's scatter-gather list as a frontend might build it).
+    pub fn iovecs(&mut self, buf: &mut [u8], max_cuts: usize) -> Vec<IoVec> {
+        let mut cuts: Vec<usize> = (0..self.below(max_cuts))
+            .filter(|_| buf.len() > 1)
+            .map(|_| 1 + self.below(buf.len() - 1))
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut iovs = Vec::new();
+        let mut rest = buf;
+        let mut at = 0;
+        for cut in cuts {
+            let (head, tail) = rest.split_at_mut(cut - at);
+            iovs.push(IoVec::from_slice(head));
+            rest = tail;
+            at = cut;
+        }
+        iovs.push(IoVec::from_slice(rest));
+        iovs
     }
 }

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use bdev::{IoVec, RamBdev};
+use bdev::RamBdev;
 use dataplane::exec::{status, CommandExecutor, Response};
 use dataplane::lun::{Lun, LunConfig};
 use dataplane::port::{port_pair, BdevPoller};
@@ -81,27 +81,6 @@ fn cdb(input: &mut Input<'_>) -> Vec<u8> {
         }
     }
     cdb
-}
-
-/// Cuts `buf` into up to four iovecs at offsets from the input.
-fn iovecs(input: &mut Input<'_>, buf: &mut [u8]) -> Vec<IoVec> {
-    let mut cuts: Vec<usize> = (0..input.below(4))
-        .filter(|_| buf.len() > 1)
-        .map(|_| 1 + input.below(buf.len() - 1))
-        .collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut iovs = Vec::new();
-    let mut rest = buf;
-    let mut at = 0;
-    for cut in cuts {
-        let (head, tail) = rest.split_at_mut(cut - at);
-        iovs.push(IoVec::from_slice(head));
-        rest = tail;
-        at = cut;
-    }
-    iovs.push(IoVec::from_slice(rest));
-    iovs
 }
 
 /// The target.
@@ -175,7 +154,7 @@ pub fn exercise(data: &[u8]) -> usize {
                     let bytes = input.take(len.min(96));
                     buf[..bytes.len()].copy_from_slice(bytes);
                 }
-                let iovs = iovecs(&mut input, &mut buf);
+                let iovs = input.iovecs(&mut buf, 4);
                 let max = max_data_in(&cdb, &unit).unwrap_or(u64::MAX);
                 // SAFETY: `buf` moves into `slots[slot]` below (a Vec's heap
                 // buffer does not move with it) and stays there, untouched,

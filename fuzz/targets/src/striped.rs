@@ -40,27 +40,6 @@ fn run_one(channel: &mut dyn BdevChannel, request: IoRequest) -> Result<(), bdev
     panic!("{request:?} never completed");
 }
 
-/// Cuts `buf` into iovecs at offsets from the input.
-fn cut(input: &mut Input<'_>, buf: &mut [u8]) -> Vec<IoVec> {
-    let mut cuts: Vec<usize> = (0..input.below(6))
-        .filter(|_| buf.len() > 1)
-        .map(|_| 1 + input.below(buf.len() - 1))
-        .collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut iovs = Vec::new();
-    let mut rest = buf;
-    let mut at = 0;
-    for c in cuts {
-        let (head, tail) = rest.split_at_mut(c - at);
-        iovs.push(IoVec::from_slice(head));
-        rest = tail;
-        at = c;
-    }
-    iovs.push(IoVec::from_slice(rest));
-    iovs
-}
-
 /// The target.
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
@@ -142,7 +121,7 @@ pub fn run(data: &[u8]) {
             }
         }
         let iovs = if len > 0 {
-            cut(&mut input, &mut buf)
+            input.iovecs(&mut buf, 6)
         } else {
             Vec::new()
         };
