@@ -35,6 +35,8 @@ struct FakeKernel {
     handler_dies_on_link: bool,
     /// `tpgt_N/address` reads this instead of `H:0:N`.
     address_override: Option<String>,
+    /// Devices have `attrib/tmr_notification` (Linux 5.11+).
+    tmr_notification: bool,
     /// Devices with SCSI commands in their ring that nobody will complete
     /// (linked while no handler had the UIO device open).
     stuck: BTreeSet<PathBuf>,
@@ -52,6 +54,7 @@ impl FakeKernel {
             uio_appears: true,
             handler_dies_on_link: false,
             address_override: None,
+            tmr_notification: true,
             stuck: BTreeSet::new(),
             next_minor: 0,
             next_host: 2,
@@ -124,6 +127,9 @@ impl FakeKernel {
                     ("nl_reply_supported", "0\n"),
                 ] {
                     self.make_file(p.join("attrib").join(file), content);
+                }
+                if self.tmr_notification {
+                    self.make_file(p.join("attrib/tmr_notification"), "0\n");
                 }
                 for file in ["block_dev", "reset_ring", "free_kept_buf"] {
                     self.make_file(p.join("action").join(file), "");
@@ -229,6 +235,11 @@ impl FakeKernel {
                 }
                 std::fs::write(dir.join("attrib").join(key), format!("{val}\n"))?;
             }
+            ["core", _, _, "attrib", "tmr_notification"] => match value {
+                // The kernel's kstrtou8, then `val > 1` is EINVAL.
+                "0" | "1" => std::fs::write(path, format!("{value}\n"))?,
+                _ => return Err(errno(libc::EINVAL)),
+            },
             ["core", _, _, "attrib", "cmd_time_out"] => {
                 let dir = path.parent().unwrap().parent().unwrap();
                 if !self.links_to(dir).is_empty() {
@@ -482,7 +493,7 @@ fn loopback_spec() -> CreateSpec {
     s
 }
 
-const BACKSTORE_STEPS: [&str; 10] = [
+const BACKSTORE_STEPS: [&str; 11] = [
     "mkdir core/user_0",
     "mkdir core/user_0/disk0",
     "write core/user_0/disk0/control dev_config=dataplane/ram0",
@@ -493,6 +504,7 @@ const BACKSTORE_STEPS: [&str; 10] = [
     "write core/user_0/disk0/control nl_reply_supported=-1",
     "write core/user_0/disk0/control max_data_area_mb=64",
     "write core/user_0/disk0/attrib/cmd_time_out 30",
+    "write core/user_0/disk0/attrib/tmr_notification 1",
     "write core/user_0/disk0/enable 1",
 ];
 
@@ -555,9 +567,44 @@ fn create_writes_the_documented_sequence() {
             "write core/user_0/disk1/control nl_reply_supported=-1",
             "write core/user_0/disk1/control max_data_area_mb=8",
             "write core/user_0/disk1/attrib/cmd_time_out 0",
+            "write core/user_0/disk1/attrib/tmr_notification 1",
             "write core/user_0/disk1/enable 1",
         ]
     );
+}
+
+#[test]
+fn create_turns_tmr_notification_on_so_aborts_reach_the_handler() {
+    let m = Machine::new();
+    let mut lio = m.lio();
+    create(&mut lio, &spec()).0.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(m.path("core/user_0/disk0/attrib/tmr_notification")).unwrap(),
+        "1\n"
+    );
+}
+
+#[test]
+fn create_on_a_kernel_without_tmr_notification_says_so_and_goes_on() {
+    let m = Machine::new();
+    let mut lio = m.lio();
+    lio.fs_mut().kernel_mut().tmr_notification = false;
+    let (result, lines) = create(&mut lio, &spec());
+    result.unwrap();
+    assert_eq!(
+        lines,
+        [
+            "note: this kernel has no attrib/tmr_notification (Linux < 5.11); \
+             task aborts will not reach the handler",
+            "uio: uio0"
+        ]
+    );
+    let expected: Vec<&str> = BACKSTORE_STEPS
+        .iter()
+        .copied()
+        .filter(|step| !step.contains("tmr_notification"))
+        .collect();
+    assert_eq!(lio.fs().log(), expected);
 }
 
 #[test]
@@ -604,7 +651,7 @@ fn create_with_loopback_links_a_lun_and_reports_the_disk() {
         format!("disk: {}", m.roots.dev.join("sdb").display())
     );
     assert_eq!(
-        &lio.fs().log()[8..],
+        &lio.fs().log()[9..],
         [
             "write core/user_0/disk1/enable 1",
             "mkdir loopback/naa.5001405000000010/tpgt_1/lun/lun_1",

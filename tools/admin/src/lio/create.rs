@@ -147,6 +147,22 @@ impl<F: Fs> Lio<F> {
             },
             "",
         )?;
+        // Task management reaches the handler only with TMR notifications
+        // on (Linux 5.11+): the kernel then queues a TMR entry listing the
+        // aborted commands, and the handler aborts their backend I/O.
+        // Without it, a stuck command is only timed out by the kernel.
+        let tmr_notification = device_dir.join("attrib/tmr_notification");
+        if tmr_notification.exists() {
+            self.apply(
+                FsOp::Write {
+                    path: tmr_notification,
+                    value: "1".to_owned(),
+                },
+                "",
+            )?;
+        } else {
+            progress(&Progress::NoTmrNotification);
+        }
         self.apply(
             FsOp::Write {
                 path: device_dir.join("enable"),

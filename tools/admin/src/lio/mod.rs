@@ -13,7 +13,10 @@
 //!    `dev_size=`, `hw_block_size=`, `hw_max_sectors=`,
 //!    `nl_reply_supported=-1` (so enable never waits for a netlink reply),
 //!    `max_data_area_mb=` (pre-enable only);
-//! 3. `attrib/cmd_time_out` (it cannot change once the device is exported);
+//! 3. `attrib/cmd_time_out` (it cannot change once the device is exported),
+//!    `attrib/tmr_notification` = 1 so that aborts and resets reach the
+//!    handler as TMR entries (a kernel without it, before 5.11, gets a
+//!    [`Progress::NoTmrNotification`] line instead);
 //! 4. `enable` = 1, then wait for the UIO device `tcm-user/<hba>/<name>/...`
 //!    ([`Progress::Uio`]).
 //!

@@ -16,6 +16,10 @@ pub enum Progress {
     Uio(String),
     /// The tcm_loop disk appeared. Displays as `disk: /dev/sda`.
     Disk(PathBuf),
+    /// The kernel has no `attrib/tmr_notification` (before Linux 5.11):
+    /// aborts and resets end commands in the kernel without telling the
+    /// handler, so their backend I/O runs on. Displays as a `note:` line.
+    NoTmrNotification,
 }
 
 impl fmt::Display for Progress {
@@ -23,6 +27,10 @@ impl fmt::Display for Progress {
         match self {
             Progress::Uio(uio) => write!(f, "uio: {uio}"),
             Progress::Disk(path) => write!(f, "disk: {}", path.display()),
+            Progress::NoTmrNotification => f.write_str(
+                "note: this kernel has no attrib/tmr_notification (Linux < 5.11); \
+                 task aborts will not reach the handler",
+            ),
         }
     }
 }
