@@ -38,6 +38,8 @@ pub(super) struct Bdevs {
     /// The `file` and `nvme` bdevs among them (for their statistics), by
     /// name.
     pub rings: HashMap<String, UringBdev>,
+    /// The `fault` bdevs among them (for their statistics), by name.
+    pub faults: HashMap<String, Arc<FaultBdev>>,
     /// The bdevs left out, by name, with why (the line that was logged).
     pub unavailable: HashMap<String, String>,
 }
@@ -65,6 +67,7 @@ pub(super) fn make_bdevs(
     let mut made = Bdevs {
         bdevs: HashMap::new(),
         rings: HashMap::new(),
+        faults: HashMap::new(),
         unavailable: HashMap::new(),
     };
     let wrap = |name: &str| {
@@ -226,7 +229,9 @@ fn make_over(
                 "bdev {name}: faults injected into {base} ({} rules, seed {seed}{room})",
                 fault.rules().len()
             ));
-            made.bdevs.insert(name.clone(), Arc::new(fault));
+            let fault = Arc::new(fault);
+            made.faults.insert(name.clone(), Arc::clone(&fault));
+            made.bdevs.insert(name.clone(), fault);
         }
         _ => {}
     }

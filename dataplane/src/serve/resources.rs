@@ -3,14 +3,15 @@
 //! the round-robin placement.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use bdev::BdevRef;
+use bdev::{BdevRef, FaultBdev};
 use reactor::{Poller, PollerId, Reactor, ReactorConfig, ReactorHandle, RemovedPoller};
 
 use super::bdevs::make_bdevs;
 use super::config::ServeConfig;
 use super::error::{PlacementError, ServeError};
-use super::stats::{BdevStats, Tracked};
+use super::stats::{BdevStats, FaultBdevStats, Tracked};
 use crate::port::{BdevPollerHandle, FixedBuffers};
 use crate::stack::bdev_poller;
 
@@ -27,6 +28,8 @@ pub(super) struct Resources {
     /// The `file` and `nvme` bdevs among `bdevs`, with their counters at
     /// the previous statistics report.
     rings: HashMap<String, Tracked>,
+    /// The `fault` bdevs among `bdevs` (for their statistics).
+    faults: HashMap<String, Arc<FaultBdev>>,
     /// Bdevs of the configuration that could not be made, with why.
     unavailable: HashMap<String, String>,
     reactors: Vec<ReactorHandle>,
@@ -61,6 +64,7 @@ impl Resources {
                 .into_iter()
                 .map(|(name, ring)| (name, Tracked::new(ring)))
                 .collect(),
+            faults: made.faults,
             unavailable: made.unavailable,
             reactors,
             bdev_pollers: HashMap::new(),
@@ -102,6 +106,7 @@ impl Resources {
                 huge_page_fraction: bdev.huge_page_fraction(),
                 file,
                 nvme,
+                fault: self.faults.get(name).map(|f| FaultBdevStats::of(f)),
                 unavailable: None,
             });
         }
@@ -111,6 +116,7 @@ impl Resources {
                 huge_page_fraction: None,
                 file: None,
                 nvme: None,
+                fault: None,
                 unavailable: Some(why.clone()),
             });
         }

@@ -168,6 +168,9 @@ pub struct BdevStats {
     /// for the others).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nvme: Option<NvmeBdevStats>,
+    /// What a `fault` bdev injected since start (absent for the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<super::FaultBdevStats>,
     /// Why the bdev could not be made at start (its file or device could
     /// not be opened, or a child of a striped bdev could not): devices
     /// naming it are refused. Absent for the bdevs that serve.
@@ -467,6 +470,9 @@ impl BdevStats {
                 let _ = writeln!(s, "    last error: {status}");
             }
         }
+        if let Some(f) = &self.fault {
+            f.render(&self.name, s);
+        }
         if let Some(why) = &self.unavailable {
             let _ = writeln!(s, "  bdev {}: UNAVAILABLE: {why}", self.name);
         }
@@ -584,6 +590,7 @@ mod tests {
                 last_status: Some("NVMe status type 0x2 code 0x81".into()),
                 namespace: namespace(),
             }),
+            fault: None,
             unavailable: None,
         };
         let mut text = String::new();

@@ -2,10 +2,12 @@
 //! interval, and per bdev (`bdev_stats.rs`: the huge pages of RAM bdevs,
 //! read at each report; the I/O, system calls and fixed buffers of file
 //! and nvme bdevs over the interval, and an NVMe namespace's identity; why
-//! a bdev is unavailable), as text and JSON; and the warning serve gives at
+//! a bdev is unavailable; what a fault bdev injected, `fault_stats.rs`), as
+//! text and JSON; and the warning serve gives at
 //! start when RAM bdevs are not wholly on huge pages.
 
 mod bdev_stats;
+mod fault_stats;
 
 use std::fmt::Write as _;
 
@@ -20,6 +22,7 @@ pub use bdev_stats::{
     unmap_mode_name, BdevStats, NvmeBdevStats, NvmeNamespace, UringBdev, UringCounters,
     UringIoStats,
 };
+pub use fault_stats::FaultBdevStats;
 
 /// Which frontend serves a device.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -247,6 +250,7 @@ mod tests {
                     huge_page_fraction: Some(0.99951),
                     file: None,
                     nvme: None,
+                    fault: None,
                     unavailable: None,
                 },
                 BdevStats {
@@ -254,6 +258,7 @@ mod tests {
                     huge_page_fraction: None,
                     file: None,
                     nvme: None,
+                    fault: None,
                     unavailable: None,
                 },
             ],
