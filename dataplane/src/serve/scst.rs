@@ -362,6 +362,7 @@ impl ScstDevices {
                 commands_total: snap.commands_completed,
                 received_total: snap.exec,
                 malformed_total: snap.bad_pbufs + snap.bad_frees + snap.unknown_subcodes,
+                aborts_total: snap.aborts,
                 busy_total: Some(snap.busy),
                 sessions: Some(snap.sessions),
                 fault: match (d_fault(a), &a.health.fault) {

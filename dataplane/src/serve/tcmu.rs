@@ -616,6 +616,7 @@ impl TcmuDevices {
                     commands_total: snap.commands_completed,
                     received_total: snap.commands_received,
                     malformed_total: snap.malformed_commands,
+                    aborts_total: snap.aborts,
                     // A fault the server has not handled yet counts already.
                     faults_total: health.faults + u64::from(fault.is_some()),
                     fault,
@@ -657,6 +658,7 @@ fn device_stats(name: &TcmuUioName, minor: u32, reactor: usize, health: &Health)
         commands_total: 0,
         received_total: 0,
         malformed_total: 0,
+        aborts_total: 0,
         busy_total: None,
         sessions: None,
         fault: None,

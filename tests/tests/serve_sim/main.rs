@@ -337,6 +337,11 @@ fn reap_until(sim: &SharedSim, n: usize, mut done: impl FnMut(u8)) {
     }
 }
 
+/// The statistics of device `name` in `report`.
+fn device<'a>(report: &'a serve::StatsReport, name: &str) -> &'a serve::DeviceStats {
+    report.devices.iter().find(|d| d.name == name).unwrap()
+}
+
 fn read10(lba: u32) -> [u8; 10] {
     let mut cdb = [0u8; 10];
     cdb[0] = 0x28;

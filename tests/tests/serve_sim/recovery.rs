@@ -30,10 +30,6 @@ fn break_ring(sim: &SharedSim, lba: u32) {
     sim.notify();
 }
 
-fn device<'a>(report: &'a serve::StatsReport, name: &str) -> &'a serve::DeviceStats {
-    report.devices.iter().find(|d| d.name == name).unwrap()
-}
-
 #[test]
 fn a_ring_reset_under_the_device_is_logged_counted_and_recovered() {
     let host = SimHost::default();

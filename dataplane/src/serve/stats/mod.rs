@@ -83,6 +83,11 @@ pub struct DeviceStats {
     /// Malformed ring entries (TCMU), or subcommands naming a buffer the
     /// device did not hand out or of unknown subcode (SCST), since attach.
     pub malformed_total: u64,
+    /// Commands the kernel's task management asked to abort while they
+    /// ran, since attach (TCMU: ids listed in TMR entries, sent with
+    /// `tmr_notification` on; SCST: commands a TASK_MGMT_RECEIVED
+    /// affects); their backend I/O was aborted.
+    pub aborts_total: u64,
     /// SCST: commands answered BUSY because the buffer pool was exhausted,
     /// since attach (raise `pool_mb` if it grows).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -229,6 +234,7 @@ mod tests {
             commands_total: 5000,
             received_total: 5001,
             malformed_total: 0,
+            aborts_total: 0,
             busy_total: (!tcmu).then_some(7),
             sessions: (!tcmu).then_some(1),
             fault: None,
