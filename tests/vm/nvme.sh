@@ -3,7 +3,7 @@
 # helpers (run_fio, need_disk, set_disk, make_rd_lun's export_loopback,
 # start_serve, ...) they use.
 #
-# The drive (run.sh): one controller, serial dpnvme0, with three namespaces
+# The drive (run.sh): one controller, serial dpnvme0, with six namespaces
 # of VM_NVME_NS_MIB MiB each, 512-byte LBAs, each on its own sparse raw image:
 #   - namespace 1 (/dev/nvme0n1, /dev/ng0n1): the nvme passthrough bdev's,
 #     and the in-kernel baseline: an LIO iblock backstore opened read-only
@@ -11,7 +11,8 @@
 #   - namespace 2 (/dev/nvme0n2): the file bdev's, its whole block device;
 #   - namespace 3 (/dev/ng0n3): the Rust device tests';
 #   - namespaces 4 and 5 (/dev/ng0n4, /dev/ng0n5): the children of `stripe1`,
-#     a striped bdev over two nvme bdevs (the LUN of KIND `nvmestripe`).
+#     a striped bdev over two nvme bdevs (the LUN of KIND `nvmestripe`);
+#   - namespace 6 (/dev/nvme0n6): the soak's file bdev (tests/vm/soak.sh).
 # A bdev never writes another's namespace, and nothing writes through the
 # baseline, so it can share namespace 1 with the passthrough bdev and be
 # compared with it on the same namespace. Separate namespaces rather than
@@ -20,7 +21,7 @@
 # IOPOLL test polls.
 
 NVME_NS_MIB=${VM_NVME_NS_MIB:-128}
-NVME_NAMESPACES=${VM_NVME_NAMESPACES:-5}
+NVME_NAMESPACES=${VM_NVME_NAMESPACES:-6}
 NVME_SERIAL=dpnvme0
 BASE_NS=nvme0n1      # iblock baseline, raw reference, the nvme bdev's namespace
 NVME_BDEV_NG=ng0n1   # the nvme bdev's generic character device

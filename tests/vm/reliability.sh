@@ -55,3 +55,116 @@ step_ring_reset_under_load() {
         fail "kernel reported I/O errors during the ring reset"
     }
 }
+
+# The LUN of step tmr_abort: `stuck0`, a fault bdev over the RAM bdev `ram3`
+# whose reads of block TMR_STUCK_LBA never complete until aborted.
+TMR_LUN=stuck0disk
+TMR_STUCK_LBA=4096
+
+# reliability_bdev_config: serve's [[bdev]] sections of these steps.
+reliability_bdev_config() {
+    cat <<EOF2
+
+[[bdev]]
+name = "ram3"
+type = "ram"
+size = "16MiB"
+block_size = $BLOCK_SIZE
+
+[[bdev]]
+name = "stuck0"
+type = "fault"
+base = "ram3"
+
+[[bdev.rules]]
+ops = ["read"]
+range = [$TMR_STUCK_LBA, $((TMR_STUCK_LBA + 1))]
+stuck = true
+EOF2
+    soak_bdev_config
+}
+
+# fault_lun NAME BDEV BYTES BLOCK: exports BDEV as LUN NAME through tcm_loop and
+# prints its disk, which is added to $ST/fault-disks (the kernel log's I/O
+# errors on those disks are what the steps asked for; step dmesg_clean
+# leaves them out).
+fault_lun() {
+    echo "+ dataplane lio create $1 --bdev $2 --size $3 --block-size $4 --loopback" >&2
+    _out=$(dataplane lio create "$1" --bdev "$2" --size "$3" --block-size "$4" --loopback 2>&1) ||
+        fail "dataplane lio create $1: $(first_error "$_out")"
+    echo "$_out" >&2
+    _d=$(echo "$_out" | awk '$1 == "disk:" { print $2 }')
+    [ -b "$_d" ] || fail "lio create $1 printed no disk"
+    echo "${_d#/dev/}" >>"$ST/fault-disks"
+    echo "$_d"
+}
+
+# report_now: asks the running serve for a statistics report (SIGUSR1, which
+# also rewrites its --stats-file) and gives it a moment.
+report_now() {
+    kill -USR1 "$(state serve.pid)"
+    sleep 1
+}
+
+# step_tmr_abort: a READ that the fault bdev holds forever is sent with a
+# 5-second timeout (sg_raw); the SCSI error handler aborts it through
+# tcm_loop (ABORT TASK), LIO passes the abort to serve as a TMR entry
+# (`tmr_notification`, which `lio create` turns on), serve aborts the
+# backend I/O and completes the command. Checks: the command ends long
+# before the kernel's own cmd_time_out (30 s) would have ended it, serve
+# counts the abort (device `aborts_total`, the fault bdev's `aborted`),
+# nothing is left in flight, and the LUN serves on.
+step_tmr_abort() {
+    [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane fault bdev"
+    serve_running || fail "dataplane serve is not running"
+    d=$(fault_lun "$TMR_LUN" stuck0 16MiB "$BLOCK_SIZE")
+    c=$(echo "$CFS"/core/user_*/"$TMR_LUN")
+    echo "attrib/tmr_notification: $(cat "$c/attrib/tmr_notification")"
+    [ "$(cat "$c/attrib/tmr_notification")" = 1 ] || fail "lio create left tmr_notification off"
+    stats=$R/serve-stats-$(state serve.tag).json
+    dmesg_mark tmr
+    # READ(10) of one block at TMR_STUCK_LBA.
+    lba=$(printf '%02x %02x %02x %02x' $((TMR_STUCK_LBA >> 24 & 255)) \
+        $((TMR_STUCK_LBA >> 16 & 255)) $((TMR_STUCK_LBA >> 8 & 255)) $((TMR_STUCK_LBA & 255)))
+    t0=$(now)
+    rc=0
+    # shellcheck disable=SC2086 # the CDB's bytes
+    sg sg_raw -r "$BLOCK_SIZE" --timeout=5 "$d" 28 00 $lba 00 00 01 00 || rc=$?
+    secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+    echo "sg_raw of the stuck block returned status $rc after ${secs} s"
+    dmesg | tail -n +"$(($(state dmesg-tmr) + 1))"
+    [ "$rc" != 0 ] || fail "the READ of the stuck block succeeded"
+    awk -v s="$secs" 'BEGIN { exit !(s < 25) }' ||
+        fail "the stuck READ took ${secs} s: the abort did not reach serve (the kernel timed it out)"
+    report_now
+    aborts=$(stats_field "$stats" "$TMR_LUN" aborts_total)
+    received=$(stats_field "$stats" "$TMR_LUN" received_total)
+    completed=$(stats_field "$stats" "$TMR_LUN" commands_total)
+    aborted=$(stats_field "$stats" stuck0 aborted)
+    stuck=$(stats_field "$stats" stuck0 stuck)
+    echo "serve: $TMR_LUN aborts_total ${aborts:-?}, received ${received:-?}, completed" \
+        "${completed:-?}; stuck0 stuck ${stuck:-?}, aborted ${aborted:-?}"
+    [ "${aborts:-0}" -ge 1 ] || fail "serve counted no abort on $TMR_LUN"
+    [ "${aborted:-0}" -ge 1 ] || fail "the abort did not reach the fault bdev"
+    [ "${received:-x}" = "${completed:-y}" ] || fail "commands left in flight on $TMR_LUN"
+    # The LUN serves on: blocks beside the stuck one, written and read back.
+    hdd if=/dev/urandom of="$ST/tmr.bin" bs=4096 count=16 status=none
+    hdd if="$ST/tmr.bin" of="$d" bs=4096 seek=$(((TMR_STUCK_LBA * BLOCK_SIZE + BLOCK_SIZE + 4095) / 4096)) \
+        oflag=direct conv=notrunc status=none || fail "write after the abort failed"
+    hdd if="$d" of="$ST/tmr.back" bs=4096 skip=$(((TMR_STUCK_LBA * BLOCK_SIZE + BLOCK_SIZE + 4095) / 4096)) \
+        count=16 iflag=direct status=none || fail "read after the abort failed"
+    cmp "$ST/tmr.bin" "$ST/tmr.back" || fail "data written after the abort read back wrong"
+    out=$(dataplane lio delete "$TMR_LUN" 2>&1) || fail "dataplane lio delete $TMR_LUN: $(first_error "$out")"
+}
+
+# step_soak_short: the soak (tests/vm/soak.sh) for VM_SOAK_SECONDS (60) on
+# the LUN soak0disk.
+step_soak_short() {
+    [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane fault bdev"
+    serve_running || fail "dataplane serve is not running"
+    [ -b "/dev/$SOAK_NS" ] || fail "no /dev/$SOAK_NS (step nvme_devices failed)"
+    d=$(fault_lun "$SOAK_LUN" soak0 "$(ns_bytes "$SOAK_NS")" "$(ns_lba "$SOAK_NS")")
+    dmesg_mark soak
+    soak_run "$d" "$SOAK_SECONDS"
+    out=$(dataplane lio delete "$SOAK_LUN" 2>&1) || fail "dataplane lio delete $SOAK_LUN: $(first_error "$out")"
+}

@@ -27,6 +27,7 @@ VM_MIN_RATIO=${VM_MIN_RATIO:-}    # e.g. 0.9: fail when dataplane/rd_mcp IOPS is
 VM_MIN_FILE_RATIO=${VM_MIN_FILE_RATIO:-}  # e.g. 0.8: fail when file bdev/iblock IOPS is lower
 VM_MIN_NVME_RATIO=${VM_MIN_NVME_RATIO:-}  # e.g. 0.9: fail when nvme bdev/iblock IOPS is lower
 VM_NVME_NS_MIB=${VM_NVME_NS_MIB:-128}     # size of each emulated NVMe namespace, MiB
+VM_SOAK_SECONDS=${VM_SOAK_SECONDS:-60}    # duration of the soak (step soak_short)
 VM_SCRIPT=${VM_SCRIPT:-}          # a script of yours to run in the guest instead of the steps
 VM_DATAPLANE=${VM_DATAPLANE:-${CARGO_TARGET_DIR:-$REPO/target}/release/dataplane}
 
@@ -226,17 +227,18 @@ for line in sys.stdin:
 }
 
 # ---------------------------------------------------------------- NVMe drive
-# One emulated NVMe controller with two namespaces, each on its own sparse raw
+# One emulated NVMe controller with six namespaces, each on its own sparse raw
 # image in the cache directory, created empty for every run:
 #   namespace 1 (nvme0n1, ng0n1): the in-kernel iblock baseline (read-only)
 #     and the raw reference, and the nvme passthrough bdev's namespace;
 #   namespace 2 (nvme0n2, ng0n2): the file bdev's (its whole block device);
 #   namespace 3 (nvme0n3, ng0n3): the device tests' (step device_tests);
-#   namespaces 4 and 5 (ng0n4, ng0n5): the children of a striped bdev.
+#   namespaces 4 and 5 (ng0n4, ng0n5): the children of a striped bdev;
+#   namespace 6 (nvme0n6): the soak's file bdev (tests/vm/soak.sh).
 # No bdev writes the namespace of another; iblock never writes (readonly=1).
 # discard=unmap makes a deallocation (DSM, Write Zeroes with DEAC) punch a
 # hole in the image, so deallocated blocks read back as zeroes.
-NVME_NAMESPACES=5
+NVME_NAMESPACES=6
 make_nvme_images() {
     local i
     for i in $(seq 1 "$NVME_NAMESPACES"); do
@@ -271,7 +273,7 @@ build_device_tests "$VM_RESULTS/nvme-tests.list"
 CMDLINE="console=ttyS0 quiet panic=-1 oops=panic VM_REPO=$REPO VM_DATAPLANE=$VM_DATAPLANE"
 CMDLINE+=" VM_KEEP=$VM_KEEP VM_SELFTEST=$VM_SELFTEST VM_PERF_ROUNDS=$VM_PERF_ROUNDS"
 CMDLINE+=" VM_PERF_RUNTIME=$VM_PERF_RUNTIME VM_PERF_WARMUP=$VM_PERF_WARMUP VM_COALESCE_US=$VM_COALESCE_US"
-CMDLINE+=" VM_NVME_NS_MIB=$VM_NVME_NS_MIB VM_NVME_NAMESPACES=$NVME_NAMESPACES"
+CMDLINE+=" VM_NVME_NS_MIB=$VM_NVME_NS_MIB VM_NVME_NAMESPACES=$NVME_NAMESPACES VM_SOAK_SECONDS=$VM_SOAK_SECONDS"
 [ -z "$VM_STEPS" ] || CMDLINE+=" VM_STEPS=$VM_STEPS"
 [ -z "${VM_CONFORMANCE_FAMILY:-}" ] || CMDLINE+=" VM_CONFORMANCE_FAMILY=$VM_CONFORMANCE_FAMILY"
 if [ -n "${VM_SCRIPT:-}" ]; then

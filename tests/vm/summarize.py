@@ -143,6 +143,15 @@ def conformance(res):
     return out
 
 
+def load_json(path):
+    """A JSON object the guest wrote (e.g. soak.json), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -199,6 +208,7 @@ def main():
     nvme = nvme_perf(fio)
     info = nvme_info(os.path.join(res, "nvme-info"))
     suite = conformance(res)
+    soak = load_json(os.path.join(res, "soak.json"))
 
     host_start = read_float(os.path.join(res, "host-start"))
     host_end = read_float(os.path.join(res, "host-end"))
@@ -264,6 +274,7 @@ def main():
         "nvme_lba_size": info.get("nvme0n1", {}).get("logical_block_size"),
         "nvme": info,
         "conformance": suite,
+        "soak": soak,
         "steps": steps,
         "step_details": details,
         "fio": fio,
@@ -300,6 +311,8 @@ def main():
     for kind, c in suite.items():
         print(f"conformance {kind:<8} {c['passed']:>4} passed {c['failed']:>3} failed  "
               + " ".join(c["failed_tests"]))
+    if soak:
+        print("soak: " + ", ".join(f"{k} {v}" for k, v in soak.items()))
     print(f"VM wall time {durations['vm_wall_s']} s (boot {boot_wall} s, "
           f"guest steps {durations['guest_tests_s']} s)")
     counts = {s: sum(1 for v in steps.values() if v == s) for s in ("pass", "fail", "skip")}
