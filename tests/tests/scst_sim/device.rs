@@ -132,7 +132,7 @@ impl Rig {
 
     /// One round of the data path: the device takes new work, the bdev
     /// runs, the device answers.
-    fn turn(&mut self) {
+    pub(crate) fn turn(&mut self) {
         self.init.notify();
         self.dev.poll();
         self.poller.poll();
@@ -197,7 +197,7 @@ fn cdb16(opcode: u8, lba: u64, blocks: u32) -> [u8; 16] {
     cdb
 }
 
-fn cdb10(opcode: u8, lba: u64, blocks: u16) -> [u8; 10] {
+pub(crate) fn cdb10(opcode: u8, lba: u64, blocks: u16) -> [u8; 10] {
     let mut cdb = [0u8; 10];
     cdb[0] = opcode;
     cdb[2..6].copy_from_slice(&(lba as u32).to_be_bytes());
@@ -472,7 +472,7 @@ fn small_cache_sim() -> ScstSimConfig {
 /// Lets every ON_FREE_CMD be answered (with CALL a cached buffer returns
 /// to the cache only then), evicts everything the kernel caches, and lets
 /// the device answer the evictions.
-fn settle(rig: &mut Rig) {
+pub(crate) fn settle(rig: &mut Rig) {
     for _ in 0..8 {
         rig.turn();
     }

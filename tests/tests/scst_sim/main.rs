@@ -5,13 +5,15 @@
 //!   management, sessions and the ioctls per I/O;
 //! - `register`: registration, with the simulator reading the version and
 //!   license strings as the kernel does;
-//! - `alloc`: the SCST path allocates nothing per command in steady state.
+//! - `alloc`: the SCST path allocates nothing per command in steady state;
+//! - `fault`: a command stuck in a fault bdev, ended by ABORT TASK.
 //!
 //! The counting allocator counts per thread here, so the allocation tests
 //! share the binary with the others.
 
 mod alloc;
 mod device;
+mod fault;
 mod register;
 
 #[global_allocator]
