@@ -270,11 +270,12 @@ run_fio() {
 }
 
 # stats_field FILE DEVICE FIELD: FIELD of DEVICE in a serve --stats-file
-# (pretty-printed JSON: a device's "name" comes before its counters).
+# (pretty-printed JSON: a device's "name" comes before its counters); nothing
+# (and status 0) before serve wrote its first report.
 stats_field() {
     awk -v dev="\"$2\"," -v key="\"$3\":" '
         $1 == "\"name\":" && $2 == dev { found = 1 }
-        found && $1 == key { v = $2; sub(/,$/, "", v); print v; exit }' "$1" 2>/dev/null
+        found && $1 == key { v = $2; sub(/,$/, "", v); print v; exit }' "$1" 2>/dev/null || true
 }
 
 # stats_commands FILE DEVICE: commands_total of DEVICE in a serve --stats-file.

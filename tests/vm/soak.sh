@@ -19,9 +19,11 @@
 #     whole time, going on past errors: the fault bdev fails 5 % of its reads
 #     and writes with MEDIUM ERROR (the range of soak_bdev_config's first
 #     rule); fio counts them in `total_err`.
-# Between the two, at random every 5 to 12 s: `action/reset_ring` of the LUN,
-# or kill -9 of serve and a restart (after a statistics report, so the
-# counters of the instance that dies are kept). It reports, in
+# Between the two, every 5 to 12 s (drawn at random): `action/reset_ring` of
+# the LUN and kill -9 of serve with a restart (after a statistics report, so
+# the counters of the instance that dies are kept), in turn, the first one
+# drawn at random. While it runs, the console shows only emergencies (the
+# injected errors would flood it; dmesg keeps them). It reports, in
 # $R/soak.json: the time, verify rounds and their I/Os, the faulty range's
 # I/Os and errors, ring resets, restarts, faults injected (the fault bdev's
 # `failed` and `delayed`, summed over the serve instances), recoveries
@@ -104,6 +106,8 @@ soak_run() {
     _disk=$1
     _end=$(($(date +%s) + $2))
     _t0=$(now)
+    _printk=$(cut -f1 /proc/sys/kernel/printk)
+    echo 1 >/proc/sys/kernel/printk
     echo "0 0 0" >"$ST/soak-counters"
     : >"$ST/soak-rounds.log"
     dev=
@@ -126,12 +130,14 @@ soak_run() {
     _resets=0
     _restarts=0
     _n=0
+    _next=$(rand 2)
     while :; do
         sleep $((5 + $(rand 8)))
         # No disruption in the last 10 s: the last round ends on a serving LUN.
         [ $(($(date +%s) + 10)) -lt "$_end" ] || break
         _n=$((_n + 1))
-        if [ "$(rand 2)" = 0 ]; then
+        _next=$((1 - _next))
+        if [ "$_next" = 0 ]; then
             echo "$(date +%T) + echo 1 > ${dev#"$CFS"/}/action/reset_ring"
             printf 1 >"$dev/action/reset_ring" || fail "writing reset_ring failed"
             _resets=$((_resets + 1))
@@ -155,6 +161,7 @@ soak_run() {
     sleep 1
     soak_add_counters "$_tag"
 
+    echo "$_printk" >/proc/sys/kernel/printk
     read -r _rounds _vios <"$ST/soak-verify"
     _fout=$R/fio-soak-faulty.json
     _fios=$(($(fio_sum "$_fout" read total_ios) + $(fio_sum "$_fout" write total_ios)))
