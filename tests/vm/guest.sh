@@ -285,8 +285,32 @@ dmesg_mark() { dmesg | wc -l >"$ST/dmesg-$1"; }
 # dmesg_errors MARK: kernel lines since the mark that report I/O trouble.
 dmesg_errors() {
     _from=$(($(state "dmesg-$1") + 1))
-    dmesg | tail -n +"$_from" |
-        grep -E 'I/O error|FAILED Result|critical (target|medium)|Sense Key|timed out|Call Trace|BUG:|WARNING:|tcmu.*(fail|error)' || true
+    dmesg | tail -n +"$_from" | io_trouble
+}
+io_trouble() {
+    grep -E 'I/O error|FAILED Result|critical (target|medium)|Sense Key|timed out|Call Trace|BUG:|WARNING:|tcmu.*(fail|error)' || true
+}
+# expect_trouble DISK MARK: the kernel lines about DISK (sdX) from MARK to now
+# report I/O errors or timeouts a step caused on purpose (and checked
+# itself); dmesg_unexpected leaves them out.
+expect_trouble() {
+    echo "$1 $(state "dmesg-$2") $(dmesg | wc -l)" >>"$ST/fault-windows"
+}
+# dmesg_unexpected MARK: dmesg_errors MARK without the expected trouble.
+dmesg_unexpected() {
+    _from=$(($(state "dmesg-$1") + 1))
+    dmesg | awk -v from="$_from" -v wins="$(tr '\n' ';' 2>/dev/null <"$ST/fault-windows")" '
+        BEGIN {
+            n = split(wins, w, ";")
+            for (i = 1; i <= n; i++) { split(w[i], f, " "); disk[i] = f[1]; lo[i] = f[2]; hi[i] = f[3] }
+        }
+        NR < from { next }
+        {
+            for (i = 1; i <= n; i++)
+                if (disk[i] != "" && NR > lo[i] && NR <= hi[i] &&
+                    (index($0, "[" disk[i] "]") || index($0, "dev " disk[i] ","))) next
+            print
+        }' | io_trouble
 }
 
 # ------------------------------------------------------------ serve
@@ -298,6 +322,8 @@ lun_name() {
         file) echo file0disk ;;
         nvme) echo nvme0disk ;;
         nvmestripe) echo stripe1disk ;;
+        scst) echo sdisk0 ;;
+        scststripe) echo sstripe0disk ;;
     esac
 }
 
@@ -479,8 +505,8 @@ sgrun() { # OUTNAME TOOL ARGS...: runs an sg3-utils tool, output to $ST/OUTNAME.
     [ $_rc = 0 ] || fail "$1 exited with status $_rc"
 }
 
-step_sg_inq() {
-    d=$(need_disk ram)
+step_sg_inq() { # [KIND], default ram
+    d=$(need_disk "${1:-ram}")
     sgrun inq sg_inq "$d"
     expect "$ST/inq.out" "Vendor identification: $EXPECT_VENDOR *$"
     expect "$ST/inq.out" "Product identification: $EXPECT_PRODUCT *$"
@@ -535,8 +561,8 @@ step_sg_readcap() { # KIND
     fi
 }
 
-step_sg_modes() {
-    d=$(need_disk ram)
+step_sg_modes() { # [KIND], default ram
+    d=$(need_disk "${1:-ram}")
     sgrun modes sg_modes --page=0x3f "$d"
     expect "$ST/modes.out" "^>> Caching"
     expect "$ST/modes.out" "^>> Control,"
@@ -781,10 +807,7 @@ step_serve_sigterm() {
 }
 
 step_dmesg_clean() {
-    # The I/O errors the fault bdevs were asked to cause, on their disks,
-    # are expected (their steps checked them).
-    skip_disks=$(sed 's/.*/\\[&\\]|dev &[, ]/' "$ST/fault-disks" 2>/dev/null | tr '\n' '|' | sed 's/|$//')
-    errs=$(dmesg_errors boot | grep -Ev "${skip_disks:-^$}" || true)
+    errs=$(dmesg_unexpected boot)
     [ -z "$errs" ] || {
         echo "$errs"
         fail "kernel log reports I/O errors or warnings"
@@ -803,6 +826,9 @@ step_dmesg_clean() {
 # libiscsi's conformance suite through LIO's iSCSI target.
 # shellcheck source=tests/vm/conformance.sh
 . "$REPO/tests/vm/conformance.sh"
+# The SCST leg.
+# shellcheck source=tests/vm/scst.sh
+. "$REPO/tests/vm/scst.sh"
 
 # ------------------------------------------------------------ main
 # Debugging from the VM_KEEP=1 shell: `VM_LIB=1 . /host<repo>/tests/vm/guest.sh`
@@ -883,6 +909,7 @@ done
 run_step iscsi_teardown step_iscsi_teardown
 run_step lio_delete step_lio_delete
 run_step serve_sigterm step_serve_sigterm
+scst_steps
 run_step dmesg_clean step_dmesg_clean
 
 dmesg >"$R/dmesg.txt"

@@ -85,9 +85,7 @@ EOF2
 }
 
 # fault_lun NAME BDEV BYTES BLOCK: exports BDEV as LUN NAME through tcm_loop and
-# prints its disk, which is added to $ST/fault-disks (the kernel log's I/O
-# errors on those disks are what the steps asked for; step dmesg_clean
-# leaves them out).
+# prints its disk.
 fault_lun() {
     echo "+ dataplane lio create $1 --bdev $2 --size $3 --block-size $4 --loopback" >&2
     _out=$(dataplane lio create "$1" --bdev "$2" --size "$3" --block-size "$4" --loopback 2>&1) ||
@@ -95,7 +93,6 @@ fault_lun() {
     echo "$_out" >&2
     _d=$(echo "$_out" | awk '$1 == "disk:" { print $2 }')
     [ -b "$_d" ] || fail "lio create $1 printed no disk"
-    echo "${_d#/dev/}" >>"$ST/fault-disks"
     echo "$_d"
 }
 
@@ -154,6 +151,7 @@ step_tmr_abort() {
     hdd if="$d" of="$ST/tmr.back" bs=4096 skip=$(((TMR_STUCK_LBA * BLOCK_SIZE + BLOCK_SIZE + 4095) / 4096)) \
         count=16 iflag=direct status=none || fail "read after the abort failed"
     cmp "$ST/tmr.bin" "$ST/tmr.back" || fail "data written after the abort read back wrong"
+    expect_trouble "${d#/dev/}" tmr
     out=$(dataplane lio delete "$TMR_LUN" 2>&1) || fail "dataplane lio delete $TMR_LUN: $(first_error "$out")"
 }
 
@@ -166,5 +164,6 @@ step_soak_short() {
     d=$(fault_lun "$SOAK_LUN" soak0 "$(ns_bytes "$SOAK_NS")" "$(ns_lba "$SOAK_NS")")
     dmesg_mark soak
     soak_run "$d" "$SOAK_SECONDS"
+    expect_trouble "${d#/dev/}" soak
     out=$(dataplane lio delete "$SOAK_LUN" 2>&1) || fail "dataplane lio delete $SOAK_LUN: $(first_error "$out")"
 }

@@ -34,7 +34,8 @@ VM_DATAPLANE=${VM_DATAPLANE:-${CARGO_TARGET_DIR:-$REPO/target}/release/dataplane
 # Kernel modules the guest needs (their dependencies are added from modules.dep).
 MODULES="configfs uio target_core_mod target_core_user tcm_loop scsi_mod sd_mod sg
 virtio_pci 9pnet_virtio 9p ext4 crc32c_generic crc32c-intel crct10dif_generic
-crct10dif-pclmul crc64_rocksoft_generic nvme_core nvme target_core_iblock iscsi_target_mod"
+crct10dif-pclmul crc64_rocksoft_generic nvme_core nvme target_core_iblock iscsi_target_mod
+dlm libcrc32c crc-t10dif"
 # Bump when the guest image recipe below changes in a way the hash cannot see.
 RECIPE_VERSION=1
 
@@ -72,6 +73,8 @@ install_packages() {
     command -v gzip >/dev/null || need+=(gzip)
     command -v python3 >/dev/null || need+=(python3)
     command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
+    # shellcheck disable=SC2207 # package names, one per line
+    need+=($(scst_packages))
     command -v apt-get >/dev/null || die "apt-get not found: this script expects Debian 12"
     if [ ${#need[@]} -gt 0 ]; then
         log "installing ${need[*]}"
@@ -257,6 +260,10 @@ nvme_qemu_args() {
     done
 }
 
+# ---------------------------------------------------------------- SCST
+# shellcheck source=tests/vm/scst-build.sh
+. "$HERE/scst-build.sh"
+
 # ---------------------------------------------------------------- run
 install_packages
 build_dataplane
@@ -269,12 +276,14 @@ VM_RESULTS=$(cd "$VM_RESULTS" && pwd)
 [ "$VM_RESULTS" != / ] || die "VM_RESULTS must not be /"
 find "$VM_RESULTS" -mindepth 1 -maxdepth 1 -type f -delete
 build_device_tests "$VM_RESULTS/nvme-tests.list"
+build_scst
 
 CMDLINE="console=ttyS0 quiet panic=-1 oops=panic VM_REPO=$REPO VM_DATAPLANE=$VM_DATAPLANE"
 CMDLINE+=" VM_KEEP=$VM_KEEP VM_SELFTEST=$VM_SELFTEST VM_PERF_ROUNDS=$VM_PERF_ROUNDS"
 CMDLINE+=" VM_PERF_RUNTIME=$VM_PERF_RUNTIME VM_PERF_WARMUP=$VM_PERF_WARMUP VM_COALESCE_US=$VM_COALESCE_US"
 CMDLINE+=" VM_NVME_NS_MIB=$VM_NVME_NS_MIB VM_NVME_NAMESPACES=$NVME_NAMESPACES VM_SOAK_SECONDS=$VM_SOAK_SECONDS"
 [ -z "$VM_STEPS" ] || CMDLINE+=" VM_STEPS=$VM_STEPS"
+[ -z "$SCST_BUILD" ] || CMDLINE+=" VM_SCST_BUILD=$SCST_BUILD"
 [ -z "${VM_CONFORMANCE_FAMILY:-}" ] || CMDLINE+=" VM_CONFORMANCE_FAMILY=$VM_CONFORMANCE_FAMILY"
 if [ -n "${VM_SCRIPT:-}" ]; then
     VM_SCRIPT=$(realpath "$VM_SCRIPT")

@@ -84,6 +84,23 @@ pub enum VersionMiss {
         /// Why it could not run.
         error: std::io::Error,
     },
+    /// scst_user is not loaded (no `/sys/module/scst_user/sections`).
+    #[error("scst_user is not loaded (no {})", .0.display())]
+    NotLoaded(PathBuf),
+    /// The loaded module's section addresses read as 0 (not root).
+    #[error("{} shows no section addresses (run as root)", .0.display())]
+    NoSectionAddresses(PathBuf),
+    /// `/proc/kcore` is not what it should be, or does not map the module.
+    #[error("{}: {why}", path.display())]
+    BadKcore {
+        /// The kcore file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The loaded module's read-only data holds no DEV_USER_VERSION string.
+    #[error("the loaded scst_user module's read-only data holds no DEV_USER_VERSION string")]
+    NotInLoadedModule,
     /// A module file holds no DEV_USER_VERSION string.
     #[error(
         "{} holds no string <version>{DEV_USER_INTF_VER}<40 hex digits>",

@@ -1,5 +1,6 @@
-//! The DEV_USER_VERSION search: the configured string, else the installed
-//! headers, else the module file (see the module docs of
+//! The DEV_USER_VERSION search: the configured string, else the loaded
+//! module's memory, else the installed headers, else the module file (see
+//! the module docs of
 //! [`super`] for the order and why).
 
 use std::fmt;
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::header::version_from_headers;
 use super::kernel_string::check_version_string;
+use super::loaded::LoadedModule;
 use super::miss::VersionMiss;
 use super::module::{modinfo_path, read_module, scan_module, walk_for_modules};
 use super::INCLUDE_DIRS;
@@ -29,6 +31,11 @@ pub enum VersionSource {
         /// The file scanned.
         path: PathBuf,
     },
+    /// The loaded scst_user module's memory.
+    Loaded {
+        /// The kernel memory file read (`/proc/kcore`).
+        kcore: PathBuf,
+    },
 }
 
 impl fmt::Display for VersionSource {
@@ -40,6 +47,11 @@ impl fmt::Display for VersionSource {
                 scst_const,
             } => write!(f, "{} and {}", itf_ver.display(), scst_const.display()),
             VersionSource::Module { path } => write!(f, "module file {}", path.display()),
+            VersionSource::Loaded { kcore } => write!(
+                f,
+                "the loaded scst_user module's memory (read through {})",
+                kcore.display()
+            ),
         }
     }
 }
@@ -58,6 +70,9 @@ pub struct VersionSearch {
     pub modules_dir: Option<PathBuf>,
     /// Ask `modinfo -n scst_user` first.
     pub use_modinfo: bool,
+    /// The loaded module, read first when given (what the kernel runs, even
+    /// if installed headers or module files are of another build).
+    pub loaded: Option<LoadedModule>,
 }
 
 impl VersionSearch {
@@ -73,6 +88,7 @@ impl VersionSearch {
             module_files: Vec::new(),
             modules_dir: release.map(|r| Path::new("/lib/modules").join(r)),
             use_modinfo: true,
+            loaded: Some(LoadedModule::system()),
         }
     }
 
@@ -90,6 +106,24 @@ impl VersionSearch {
             return Ok((version.to_owned(), VersionSource::Config));
         }
         let mut looked = Vec::new();
+        if let Some(loaded) = &self.loaded {
+            match loaded.scan() {
+                Ok(mut found) if found.len() == 1 => {
+                    let source = VersionSource::Loaded {
+                        kcore: loaded.kcore.clone(),
+                    };
+                    return Ok((found.remove(0), source));
+                }
+                Ok(found) if found.is_empty() => looked.push(VersionMiss::NotInLoadedModule),
+                Ok(found) => {
+                    return Err(ScstError::VersionAmbiguous {
+                        path: loaded.kcore.clone(),
+                        candidates: found,
+                    })
+                }
+                Err(why) => looked.push(why),
+            }
+        }
         for dir in &self.include_dirs {
             let itf_ver = dir.join("scst_itf_ver.h");
             let scst_const = dir.join("scst_const.h");

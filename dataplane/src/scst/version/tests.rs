@@ -1,7 +1,7 @@
 //! Tests of the DEV_USER_VERSION search: the module scan, the headers, the
 //! search order and the kernel string buffer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::*;
@@ -169,7 +169,127 @@ fn search(tmp: &Tmp) -> VersionSearch {
         module_files: Vec::new(),
         modules_dir: Some(tmp.0.join("lib/modules/6.1.0")),
         use_modinfo: false,
+        loaded: None,
     }
+}
+
+/// An ELF64 core-like file whose one PT_LOAD maps `vaddr` to the bytes
+/// `memory`, written to `path`.
+fn write_kcore(path: &Path, vaddr: u64, memory: &[u8]) {
+    let mut f = vec![0u8; 64 + 56];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2;
+    f[5] = 1;
+    f[32..40].copy_from_slice(&64u64.to_le_bytes());
+    f[54..56].copy_from_slice(&56u16.to_le_bytes());
+    f[56..58].copy_from_slice(&1u16.to_le_bytes());
+    let ph = 64;
+    f[ph..ph + 4].copy_from_slice(&1u32.to_le_bytes());
+    f[ph + 8..ph + 16].copy_from_slice(&120u64.to_le_bytes());
+    f[ph + 16..ph + 24].copy_from_slice(&vaddr.to_le_bytes());
+    f[ph + 32..ph + 40].copy_from_slice(&(memory.len() as u64).to_le_bytes());
+    f.extend_from_slice(memory);
+    std::fs::write(path, f).unwrap();
+}
+
+const MODULE_BASE: u64 = 0xffff_ffff_c070_0000;
+
+/// A loaded scst_user under `tmp`: section addresses (`.rodata.str1.1` at
+/// +0x2100 holding `strings`, or every address 0 when `hidden`) and a
+/// kcore that maps the module's 16 KiB.
+fn loaded_module(tmp: &Tmp, strings: &[&str], hidden: bool) -> LoadedModule {
+    let sections = tmp.0.join("sys/module/scst_user/sections");
+    std::fs::create_dir_all(&sections).unwrap();
+    for (name, off) in [
+        (".text", 0),
+        (".rodata", 0x2000),
+        (".rodata.str1.1", 0x2100),
+        (".data", 0x3000),
+    ] {
+        let addr = if hidden { 0 } else { MODULE_BASE + off };
+        std::fs::write(sections.join(name), format!("0x{addr:016x}\n")).unwrap();
+    }
+    let mut memory = vec![0xccu8; 0x4000];
+    let b = blob(strings);
+    memory[0x2100..0x2100 + b.len()].copy_from_slice(&b);
+    let kcore = tmp.0.join("kcore");
+    write_kcore(&kcore, MODULE_BASE, &memory);
+    LoadedModule { sections, kcore }
+}
+
+#[test]
+fn the_loaded_module_is_read_through_kcore_before_headers() {
+    let tmp = Tmp::new("loaded");
+    let inc = tmp.0.join("usr/include/scst");
+    std::fs::create_dir_all(&inc).unwrap();
+    std::fs::write(
+        inc.join("scst_itf_ver.h"),
+        ITF_VER_H.replace("f03678ef", "00000000"),
+    )
+    .unwrap();
+    std::fs::write(inc.join("scst_const.h"), SCST_CONST_H).unwrap();
+    let decoy = format!("3.11.0-pre{CORE_HASH}{CONST_HASH}");
+    let loaded = loaded_module(&tmp, &[&decoy, MASTER], false);
+    let s = VersionSearch {
+        loaded: Some(loaded.clone()),
+        ..search(&tmp)
+    };
+    let (v, src) = s.find(None).unwrap();
+    assert_eq!(v, MASTER, "the running module, not the stale headers");
+    assert_eq!(
+        src,
+        VersionSource::Loaded {
+            kcore: loaded.kcore.clone()
+        }
+    );
+    assert_eq!(
+        src.to_string(),
+        format!(
+            "the loaded scst_user module's memory (read through {})",
+            loaded.kcore.display()
+        )
+    );
+}
+
+#[test]
+fn without_section_addresses_or_the_module_the_search_goes_on() {
+    let tmp = Tmp::new("hidden");
+    let loaded = loaded_module(&tmp, &[MASTER], true);
+    let s = VersionSearch {
+        loaded: Some(loaded),
+        ..search(&tmp)
+    };
+    let e = s.find(None).unwrap_err().to_string();
+    assert!(
+        e.contains("shows no section addresses (run as root)"),
+        "{e}"
+    );
+    assert!(e.contains("no scst_user.ko{,.xz,.zst,.gz} under"), "{e}");
+
+    let s = VersionSearch {
+        loaded: Some(LoadedModule {
+            sections: tmp.0.join("nowhere"),
+            kcore: tmp.0.join("kcore"),
+        }),
+        ..search(&tmp)
+    };
+    let e = s.find(None).unwrap_err().to_string();
+    assert!(e.contains("scst_user is not loaded (no "), "{e}");
+}
+
+#[test]
+fn a_loaded_module_without_the_string_is_reported() {
+    let tmp = Tmp::new("nostring");
+    let loaded = loaded_module(&tmp, &["scst_user", "GPL"], false);
+    let s = VersionSearch {
+        loaded: Some(loaded),
+        ..search(&tmp)
+    };
+    let e = s.find(None).unwrap_err().to_string();
+    assert!(
+        e.contains("the loaded scst_user module's read-only data holds no DEV_USER_VERSION string"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,0 +1,234 @@
+# shellcheck shell=dash
+# The VM test's SCST leg; sourced by guest.sh, whose helpers (run_fio,
+# need_disk, set_disk, start_serve, stop_serve, sgrun, expect, ...) and I/O
+# steps (given the KINDs `scst` and `scststripe`) it uses.
+#
+# run.sh builds the SCST modules and fileio_tgt on the host (scst-build.sh)
+# and passes their directory as VM_SCST_BUILD; the guest loads the modules
+# from there (through /host, not /lib/modules: as SCST users who load a
+# build tree do). The leg runs after the TCMU leg has stopped its server: a
+# server of its own serves `[[scst]]` devices over RAM and striped bdevs,
+# exported through scst_local with `dataplane scst add-lun`.
+
+SCST_DIR=
+[ -z "${VM_SCST_BUILD:-}" ] || SCST_DIR=/host$VM_SCST_BUILD
+SCST_SYS=/sys/kernel/scst_tgt
+SCST_RAM_SIZE=$((128 << 20))
+SCST_STRIPE_CHILD_SIZE=$((64 << 20))
+
+# scst_need: skips the step when there is no SCST build, saying why.
+scst_need() {
+    if [ -z "$SCST_DIR" ]; then
+        skip "$(cat /results/scst-skip 2>/dev/null || echo "no SCST build (VM_SCST_BUILD unset)")"
+    fi
+    [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: the SCST leg needs the dataplane"
+    return 0
+}
+
+step_scst_modules() {
+    scst_need
+    for m in configfs dlm crc32c_generic libcrc32c crc-t10dif; do
+        modprobe "$m" || fail "modprobe $m"
+    done
+    for ko in scst scst_vdisk scst_user scst_local; do
+        insmod "$SCST_DIR/$ko.ko" || fail "insmod $SCST_DIR/$ko.ko"
+    done
+    mkdir -p /var/lib/scst/pr /var/lib/scst/dif_tags /var/lib/scst/vdev_mode_pages
+    [ -d "$SCST_SYS" ] || fail "$SCST_SYS missing after loading scst"
+    [ -c /dev/scst_user ] || fail "/dev/scst_user missing after loading scst_user"
+    cat "$SCST_SYS/version"
+}
+
+write_scst_config() {
+    cat >"$ST/serve.toml" <<EOF
+[reactors]
+cores = [1]
+idle = "adaptive"
+
+[[bdev]]
+name = "sram0"
+type = "ram"
+size = "$((SCST_RAM_SIZE >> 20))MiB"
+block_size = $BLOCK_SIZE
+
+[[bdev]]
+name = "sram1"
+type = "ram"
+size = "$((SCST_STRIPE_CHILD_SIZE >> 20))MiB"
+block_size = $BLOCK_SIZE
+
+[[bdev]]
+name = "sram2"
+type = "ram"
+size = "$((SCST_STRIPE_CHILD_SIZE >> 20))MiB"
+block_size = $BLOCK_SIZE
+
+[[bdev]]
+name = "sstripe0"
+type = "striped"
+children = ["sram1", "sram2"]
+chunk = "64KiB"
+
+[[scst]]
+name = "$(lun_name scst)"
+bdev = "sram0"
+
+[[scst]]
+name = "$(lun_name scststripe)"
+bdev = "sstripe0"
+EOF
+}
+
+# scst_registered NAME: the SCST device NAME exists (dataplane registered it).
+scst_registered() { [ -e "$SCST_SYS/devices/$1" ]; }
+
+step_scst_serve_start() {
+    scst_need
+    serve_running && fail "the TCMU leg's dataplane serve is still running"
+    write_scst_config
+    cat "$ST/serve.toml"
+    start_serve scst1
+    for name in $(lun_name scst) $(lun_name scststripe); do
+        i=0
+        while ! scst_registered "$name" && [ $i -lt 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        scst_registered "$name" || {
+            cat "$R/serve-scst1.log"
+            fail "dataplane serve did not register SCST device $name"
+        }
+    done
+    grep -i "version" "$R/serve-scst1.log" || true
+}
+
+step_scst_add_lun() {
+    scst_need
+    lun=0
+    for kind in scst scststripe; do
+        name=$(lun_name $kind)
+        size=$SCST_RAM_SIZE
+        echo "+ dataplane scst add-lun $name --lun $lun"
+        out=$(dataplane scst add-lun "$name" --lun $lun 2>&1) ||
+            fail "dataplane scst add-lun $name: $(first_error "$out")"
+        echo "$out"
+        d=$(echo "$out" | awk '$1 == "disk:" { print $2 }')
+        [ -b "$d" ] || fail "add-lun $name printed no disk"
+        set_disk $kind "$d" "$size" "$BLOCK_SIZE"
+        lun=$((lun + 1))
+    done
+    dataplane scst list
+}
+
+# step_scst_caw KIND: COMPARE AND WRITE of one block: with the block's data
+# it writes the new data (GOOD); with other data it writes nothing and
+# answers MISCOMPARE.
+step_scst_caw() {
+    d=$(need_disk "$1")
+    bs=$(kind_bs "$1")
+    lba=2048
+    head -c "$bs" /dev/urandom >"$ST/caw-old"
+    head -c "$bs" /dev/urandom >"$ST/caw-new"
+    hdd if="$ST/caw-old" of="$d" bs="$bs" seek=$lba oflag=direct conv=notrunc status=none ||
+        fail "write of the block failed"
+    cat "$ST/caw-old" "$ST/caw-new" >"$ST/caw-hit"
+    sgrun caw-hit sg_compare_and_write --in="$ST/caw-hit" --lba=$lba --num=1 --xferlen=$((2 * bs)) "$d"
+    read_is "$ST/caw-new" "$d" $lba 1 "$bs"
+    echo "COMPARE AND WRITE with matching data: written"
+    cat "$ST/caw-old" "$ST/caw-old" >"$ST/caw-miss"
+    rc=0
+    sg sg_compare_and_write --in="$ST/caw-miss" --lba=$lba --num=1 --xferlen=$((2 * bs)) "$d" \
+        >"$ST/caw-miss.out" 2>&1 || rc=$?
+    cat "$ST/caw-miss.out"
+    [ $rc != 0 ] || fail "COMPARE AND WRITE with other data succeeded"
+    grep -qi "miscompare" "$ST/caw-miss.out" || fail "no MISCOMPARE for other data"
+    read_is "$ST/caw-new" "$d" $lba 1 "$bs"
+    echo "COMPARE AND WRITE with other data: MISCOMPARE, block unchanged"
+}
+
+# step_scst_task_mgmt KIND: a LUN reset (sg_reset -d) while fio runs. SCST's
+# scst_local drops the response of commands a reset aborts, so the
+# initiator waits out its command timeout (lowered to 10 s here) before it
+# recovers; the step judges the handler: fio ends, serve counts the aborts
+# and nothing is left in flight, and the LUN serves.
+step_scst_task_mgmt() {
+    d=$(need_disk "$1")
+    name=$(lun_name "$1")
+    serve_running || fail "dataplane serve is not running"
+    echo 10 >"/sys/block/${d#/dev/}/device/timeout"
+    stats=$R/serve-stats-$(state serve.tag).json
+    dmesg_mark "scst-tm-$1"
+    (run_fio "scst-tm-$1" randrw-restart.fio DISK="$d" RUNTIME=20 >"$ST/scst-tm-fio.log" 2>&1) &
+    fpid=$!
+    sleep 5
+    echo "+ sg_reset --device $d"
+    sg sg_reset --device "$d" || echo "sg_reset exited with status $?"
+    frc=0
+    wait $fpid || frc=$?
+    cat "$ST/scst-tm-fio.log"
+    dmesg | tail -n +"$(($(state "dmesg-scst-tm-$1") + 1))" | head -n 20
+    expect_trouble "${d#/dev/}" "scst-tm-$1"
+    [ $frc = 0 ] || fail "fio during the reset failed (status $frc)"
+    report_now
+    aborts=$(stats_field "$stats" "$name" aborts_total)
+    received=$(stats_field "$stats" "$name" received_total)
+    completed=$(stats_field "$stats" "$name" commands_total)
+    echo "serve: $name aborts_total ${aborts:-?}, received ${received:-?}, completed ${completed:-?}"
+    [ "${received:-x}" = "${completed:-y}" ] || fail "commands left in flight on $name"
+    hdd if="$d" of=/dev/null bs=4k count=256 iflag=direct status=none || fail "reads after the reset failed"
+}
+
+step_scst_del_lun() {
+    scst_need
+    for kind in scst scststripe; do
+        [ -n "$(state "disk-$kind")" ] || continue
+        name=$(lun_name $kind)
+        echo "+ dataplane scst del-lun $name"
+        out=$(dataplane scst del-lun "$name" 2>&1) || fail "dataplane scst del-lun $name: $(first_error "$out")"
+        echo "$out"
+        rm -f "$ST/disk-$kind"
+    done
+}
+
+step_scst_serve_stop() {
+    scst_need
+    stop_serve
+}
+
+step_scst_dmesg_clean() {
+    scst_need
+    errs=$(dmesg_unexpected scst)
+    [ -z "$errs" ] || {
+        echo "$errs"
+        fail "kernel log reports I/O errors or warnings during the SCST leg"
+    }
+}
+
+# scst_steps: the leg, in order (step names `scst_*`).
+scst_steps() {
+    dmesg_mark scst
+    run_step scst_modules step_scst_modules
+    run_step scst_serve_start step_scst_serve_start
+    run_step scst_add_lun step_scst_add_lun
+    for kind in scst scststripe; do
+        sfx=
+        [ $kind = scst ] || sfx=_striped
+        run_step "scst_randwrite_verify$sfx" step_randwrite_verify $kind
+        run_step "scst_randrw_bssplit$sfx" step_randrw_bssplit $kind
+    done
+    run_step scst_seq_1m step_seq_1m scst
+    run_step scst_sg_inq step_sg_inq scst
+    run_step scst_sg_vpd step_sg_vpd scst
+    run_step scst_sg_readcap step_sg_readcap scst
+    run_step scst_sg_modes step_sg_modes scst
+    run_step scst_sg_sync step_sg_sync scst
+    run_step scst_sg_unmap step_sg_unmap scst
+    run_step scst_sg_unmap_striped step_sg_unmap scststripe
+    run_step scst_sg_write_same step_sg_write_same scst
+    run_step scst_caw step_scst_caw scst
+    run_step scst_ext4 step_ext4 scst
+    run_step scst_task_mgmt step_scst_task_mgmt scst
+    run_step scst_del_lun step_scst_del_lun
+    run_step scst_serve_stop step_scst_serve_stop
+    run_step scst_dmesg_clean step_scst_dmesg_clean
+}
