@@ -17,6 +17,7 @@ use dataplane::scst::abi::{
 };
 use dataplane::scst::driver::{MultiBuf, ScstDriver};
 use dataplane::scst::error::ScstError;
+use dataplane::scst::export::{ExportError, Exported, LunAddress};
 use dataplane::scst::version::{VersionMiss, VersionSource};
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::{
@@ -92,6 +93,8 @@ struct ScstSimHost {
     initiators: Initiators,
     /// The `refuse` switch of each fd opened, in order.
     refusals: Refusals,
+    /// Every LUN export asked for: (device, where), in order.
+    exports: Arc<Mutex<Vec<(String, LunAddress)>>>,
 }
 
 impl ScstSimHost {
@@ -101,6 +104,7 @@ impl ScstSimHost {
             installed_version: Some(kernel_version.to_owned()),
             initiators: Arc::default(),
             refusals: Arc::default(),
+            exports: Arc::default(),
         }
     }
 
@@ -165,6 +169,14 @@ impl Host for ScstSimHost {
             inner: Box::new(driver),
             refuse,
         }))
+    }
+
+    /// Records the export and answers `Added` (each registration starts
+    /// on a fresh fd, whose LUNs SCST would have dropped).
+    fn export_scst_lun(&mut self, device: &str, at: &LunAddress) -> Result<Exported, ExportError> {
+        let mut list = self.exports.lock().unwrap();
+        list.push((device.to_owned(), at.clone()));
+        Ok(Exported::Added)
     }
 
     fn dev_user_version(
@@ -824,7 +836,8 @@ fn a_device_scst_user_refuses_is_logged_counted_and_registered_again() {
     let options = ServeOptions {
         config: config(
             &[first_core()],
-            "[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
+            "[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n[[scst.export]]\n\
+             [[scst.export]]\ndriver = \"iscsi\"\ntarget = \"iqn.2026-12.test:t\"\nlun = 3\n",
         ),
         state_dir: None,
     };
@@ -844,6 +857,26 @@ fn a_device_scst_user_refuses_is_logged_counted_and_registered_again() {
     };
     let first = host.take("disk0");
     assert!(first.device().is_some());
+    let local = LunAddress {
+        driver: "scst_local".into(),
+        target: "scst_local_tgt".into(),
+        lun: 0,
+    };
+    let iscsi = LunAddress {
+        driver: "iscsi".into(),
+        target: "iqn.2026-12.test:t".into(),
+        lun: 3,
+    };
+    let both = [("disk0".to_owned(), local), ("disk0".to_owned(), iscsi)];
+    assert_eq!(
+        *host.exports.lock().unwrap(),
+        both,
+        "exported once registered"
+    );
+    assert_eq!(
+        count("exported SCST device disk0 as LUN 0 of scst_local/scst_local_tgt"),
+        1
+    );
     host.refusals.lock().unwrap()[0]
         .1
         .store(true, Ordering::Relaxed);
@@ -860,6 +893,11 @@ fn a_device_scst_user_refuses_is_logged_counted_and_registered_again() {
         lines.lock().unwrap()
     );
     assert_eq!(host.refusals.lock().unwrap().len(), 2, "a new fd");
+    assert_eq!(
+        *host.exports.lock().unwrap(),
+        [both.clone(), both].concat(),
+        "exported again: SCST dropped the LUNs with the old fd"
+    );
     // The new registration serves.
     let mut disk0 = host.take("disk0");
     let sess = disk0.attach_session(0, "iqn.2026-11.test:init").unwrap();

@@ -16,6 +16,9 @@
 //!   kernel would show it, so what the code reads is what it would read on
 //!   a real machine.
 //! - Errors name the file ([`KernfsError`]).
+//! - Waiting for what a write makes appear is polling ([`poll_until`]);
+//!   SCST's management commands, which may answer "pending", are
+//!   [`scst_mgmt`].
 //!
 //! Off the hot path: used by `serve` (TCMU discovery and recovery actions)
 //! and by the LIO and SCST administration tools.
@@ -24,8 +27,12 @@ mod error;
 mod fs;
 mod read;
 mod roots;
+mod scst_mgmt;
+mod wait;
 
 pub use error::KernfsError;
 pub use fs::{Fs, FsOp, RealFs};
 pub use read::{link_name, parse_u64_auto, read_trimmed};
 pub use roots::Roots;
+pub use scst_mgmt::{scst_mgmt, MgmtError};
+pub use wait::poll_until;

@@ -12,6 +12,7 @@ pub mod abi;
 pub mod device;
 pub mod driver;
 pub mod error;
+pub mod export;
 pub mod ioctl;
 pub mod pool;
 pub mod register;

@@ -3,8 +3,12 @@
 //! [`SysHost`](super::SysHost) is the real one; tests provide hosts
 //! whose devices are in-process kernel sides.
 
+use std::time::Duration;
+
+use crate::kernfs::{RealFs, Roots};
 use crate::scst::driver::ScstDriver;
 use crate::scst::error::ScstError;
+use crate::scst::export::{export_lun, ExportError, Exported, LunAddress};
 use crate::scst::version::{VersionSearch, VersionSource};
 use crate::tcmu::discovery::{DiscoveryError, TcmuUioName};
 use crate::tcmu::{Doorbell, SharedRegion, TcmuError};
@@ -76,4 +80,13 @@ pub trait Host: Send {
     ) -> Result<(String, VersionSource), ScstError> {
         VersionSearch::system().find(configured)
     }
+    /// Exports the registered SCST device `device` as `at` (while it is
+    /// polled: the kernel asks it to attach the target's sessions), unless
+    /// that LUN maps it already ([`export_lun`] on the machine's sysfs).
+    fn export_scst_lun(&mut self, device: &str, at: &LunAddress) -> Result<Exported, ExportError> {
+        export_lun(&mut RealFs, &Roots::default(), device, at, EXPORT_TIMEOUT)
+    }
 }
+
+/// How long an `add` that SCST answers "pending" is waited for.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);

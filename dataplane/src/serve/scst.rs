@@ -14,6 +14,10 @@
 //! 4. The device goes on its reactor (configured `reactor`, else the
 //!    round-robin it shares with the TCMU devices), its LUN's port to that
 //!    reactor's bdev poller for the bdev.
+//! 5. Each `[[scst.export]]` LUN is added unless it maps the device already
+//!    ([`Host::export_scst_lun`]); a failure is logged and the device
+//!    served. The same happens after a re-registration: SCST dropped the
+//!    device's LUNs with its old fd.
 //!
 //! A device whose bdev could not be made at start (a file or nvme bdev left out,
 //! see `bdevs.rs`) is not registered: one line says why, and the others
@@ -40,6 +44,7 @@ use super::stats::{DeviceKind, DeviceStats};
 use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
 use crate::scst::device::{ScstDeviceConfig, ScstStats, ScstStatsSnapshot};
+use crate::scst::export::Exported;
 use crate::scst::pool::PoolConfig;
 use crate::scst::version::VersionSource;
 use crate::stack::{LunSpec, ScstRegistration, Stack, MAX_TRANSFER_BYTES};
@@ -215,6 +220,7 @@ impl ScstDevices {
             bdev.geometry().block_size,
             config.options()
         ));
+        export(host, config, log);
         Ok(Placed {
             reactor,
             poller,
@@ -383,6 +389,27 @@ impl ScstDevices {
 
 /// The fault of a device on its reactor that the server has not handled
 /// yet.
+/// Exports the device of `config` (registered and polled) as each of its
+/// `[[scst.export]]` LUNs; a LUN that cannot be exported is logged and the
+/// device served all the same.
+fn export<H: Host>(host: &mut H, config: &ScstConfig, log: &mut dyn FnMut(&str)) {
+    for e in &config.export {
+        let Some(at) = e.address() else {
+            continue; // refused by validation
+        };
+        match host.export_scst_lun(&config.name, &at) {
+            Ok(Exported::Added) => log(&format!("exported SCST device {} as {at}", config.name)),
+            Ok(Exported::AlreadyThere) => {
+                log(&format!("SCST device {} is {at} already", config.name))
+            }
+            Err(e) => log(&format!(
+                "cannot export SCST device {} as {at}: {e}; the device is served without it",
+                config.name
+            )),
+        }
+    }
+}
+
 fn d_fault(a: &AttachedScst) -> Option<String> {
     a.poller?;
     a.fault

@@ -10,4 +10,3 @@
 
 pub mod lio;
 pub mod scst;
-mod wait;

@@ -535,3 +535,54 @@ fn list_shows_scst_user_devices_and_their_luns() {
     let user = Machine::with_euid(1000);
     assert_eq!(user.admin.list(false).unwrap().len(), 1);
 }
+
+/// What `dataplane serve` runs after (re-)registering a device with
+/// `[[scst.export]]`: adds the LUN once, finds it there the next time,
+/// refuses a LUN another device holds and a missing target.
+#[test]
+fn export_lun_adds_once_then_finds_it() {
+    use dataplane::scst::export::{export_lun, ExportError, Exported, LunAddress};
+    let mut m = Machine::new();
+    let roots = m.admin.roots().clone();
+    let at = LunAddress {
+        driver: "scst_local".into(),
+        target: "scst_local_tgt".into(),
+        lun: 0,
+    };
+    let t = Duration::from_millis(300);
+    let fs = m.admin.fs_mut();
+    assert_eq!(
+        export_lun(fs, &roots, "disk0", &at, t).unwrap(),
+        Exported::Added
+    );
+    assert_eq!(
+        export_lun(fs, &roots, "disk0", &at, t).unwrap(),
+        Exported::AlreadyThere
+    );
+    assert_eq!(
+        m.log(),
+        vec!["write sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt add disk0 0"],
+        "one add"
+    );
+    let fs = m.admin.fs_mut();
+    let taken = export_lun(fs, &roots, "vd0", &at, t).unwrap_err();
+    assert!(
+        matches!(&taken, ExportError::Taken { device, .. } if device == "disk0"),
+        "{taken}"
+    );
+    let nowhere = LunAddress {
+        target: "nosuch".into(),
+        ..at.clone()
+    };
+    let missing = export_lun(fs, &roots, "disk0", &nowhere, t).unwrap_err();
+    assert!(missing.to_string().starts_with("no target "), "{missing}");
+    // The kernel's refusal comes back with the command.
+    m.kernel().add_errno = Some(libc::EFAULT);
+    let lun1 = LunAddress { lun: 1, ..at };
+    let fs = m.admin.fs_mut();
+    let refused = export_lun(fs, &roots, "disk0", &lun1, t).unwrap_err();
+    assert!(
+        refused.to_string().starts_with("`add disk0 1` to "),
+        "{refused}"
+    );
+}

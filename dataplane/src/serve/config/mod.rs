@@ -68,6 +68,11 @@
 //! # idle_poll_us = 5       # an idle device asks the kernel this often
 //! # doorbell_batch = 32    # most replies held for one ioctl
 //! # completion_coalesce_us = 0  # completion coalescing window (0 = off)
+//!
+//! [[scst.export]]          # a LUN to export it as, after every registration
+//! # driver = "scst_local"  # target driver
+//! # target = "scst_local_tgt"  # default with scst_local; required otherwise
+//! # lun = 0
 //! ```
 //!
 //! Parsing rejects unknown keys; [`ServeConfig::validate`] checks values and
@@ -100,7 +105,7 @@ pub use error::ConfigError;
 pub use file::ServeConfig;
 pub use reactors::{Idle, ReactorsConfig};
 pub use scst::{
-    ScstConfig, DEFAULT_SCST_IDLE_POLL_US, DEFAULT_SCST_POOL_MB, MAX_SCST_IDLE_POLL_US,
+    ScstConfig, ScstExport, DEFAULT_SCST_IDLE_POLL_US, DEFAULT_SCST_POOL_MB, MAX_SCST_IDLE_POLL_US,
     MAX_SCST_POOL_MB, MIN_SCST_POOL_MB,
 };
 pub use tcmu::{Pin, Placement, TcmuConfig};

@@ -1,11 +1,12 @@
 //! `[[scst]]`: the scst_user devices registered at start, their options,
 //! buffer pool, polling and coalescing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Deserializer};
 
 use crate::frontend::CoalesceConfig;
+use crate::scst::export::{default_target, LunAddress, DEFAULT_DRIVER};
 use crate::scst::register::{MemoryReuse, OnFreeCmd, ParseType, RegisterSpec, ScstOptions};
 use crate::scst::version::check_version_string;
 
@@ -114,6 +115,43 @@ pub struct ScstConfig {
     /// ([`CoalesceConfig::window`]). For hosts short of CPU.
     #[serde(default)]
     pub completion_coalesce_us: Option<u64>,
+    /// LUNs to export the device as once it is registered, and again after
+    /// every re-registration (`[[scst.export]]`).
+    #[serde(default)]
+    pub export: Vec<ScstExport>,
+}
+
+/// One `[[scst.export]]`: a LUN the device is exported as.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScstExport {
+    /// Target driver (default `scst_local`).
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// Target (default `scst_local_tgt` with scst_local; required with
+    /// another driver).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// LUN number (default 0).
+    #[serde(default)]
+    pub lun: Option<u64>,
+}
+
+impl ScstExport {
+    /// The LUN with the defaults filled in; `None` without a target (and
+    /// no default one for the driver), which validation refuses.
+    pub fn address(&self) -> Option<LunAddress> {
+        let driver = self.driver.as_deref().unwrap_or(DEFAULT_DRIVER);
+        let target = match &self.target {
+            Some(t) => t.clone(),
+            None => default_target(driver)?.to_owned(),
+        };
+        Some(LunAddress {
+            driver: driver.to_owned(),
+            target,
+            lun: self.lun.unwrap_or(0),
+        })
+    }
 }
 
 impl ScstConfig {
@@ -162,6 +200,7 @@ pub(super) fn check_scst(
     reactors: usize,
 ) -> Result<(), ConfigError> {
     let mut names = HashSet::new();
+    let mut exported = HashMap::new();
     for (i, s) in scst.iter().enumerate() {
         let key = format!("scst[{i}].name");
         check_name(&key, &s.name)?;
@@ -230,6 +269,23 @@ pub(super) fn check_scst(
             s.doorbell_batch.unwrap_or(DEFAULT_DOORBELL_BATCH),
             s.completion_coalesce_us.unwrap_or(0),
         )?;
+        for (j, e) in s.export.iter().enumerate() {
+            let key = format!("{at}.export[{j}]");
+            let Some(address) = e.address() else {
+                return err(format!(
+                    "{key}.target: give the target; driver {:?} has no default one",
+                    e.driver.as_deref().unwrap_or_default()
+                ));
+            };
+            address
+                .validate()
+                .map_err(|why| ConfigError(format!("{key}: {why}")))?;
+            if let Some(other) = exported.insert(address.clone(), s.name.as_str()) {
+                return err(format!(
+                    "{key}: {address} is also an export of SCST device {other:?}"
+                ));
+            }
+        }
     }
     Ok(())
 }

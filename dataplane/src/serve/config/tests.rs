@@ -514,3 +514,41 @@ fn nvme_bdevs_parse_with_defaults_and_name_their_keys() {
     let c = check(mixed).unwrap();
     assert_eq!(c.block_size_of(c.bdev("s").unwrap()), Some(4096));
 }
+
+#[test]
+fn scst_exports_take_defaults_and_name_their_key() {
+    let dev = |exports: &str| scst(&format!("name = \"disk1\"\nbdev = \"ram0\"\n{exports}"));
+    let c = ServeConfig::parse(&dev("[[scst.export]]\n[[scst.export]]\nlun = 7")).unwrap();
+    let at: Vec<String> = c.scst[0]
+        .export
+        .iter()
+        .map(|e| e.address().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "LUN 0 of scst_local/scst_local_tgt",
+            "LUN 7 of scst_local/scst_local_tgt"
+        ]
+    );
+    assert_eq!(
+        error(&dev("[[scst.export]]\ndriver = \"iscsi\"")),
+        "scst[0] (\"disk1\").export[0].target: give the target; driver \"iscsi\" has no \
+         default one"
+    );
+    assert_eq!(
+        error(&dev("[[scst.export]]\nlun = 20000")),
+        "scst[0] (\"disk1\").export[0]: LUN 20000 is out of range (SCST allows 0 to 16383)"
+    );
+    assert_eq!(
+        error(&dev("[[scst.export]]\ntarget = \"a/b\"")),
+        "scst[0] (\"disk1\").export[0]: target name \"a/b\" contains '/' (allowed: printable \
+         ASCII without spaces and '/')"
+    );
+    assert_eq!(
+        error(&dev("[[scst.export]]\n[[scst.export]]\nlun = 0")),
+        "scst[0] (\"disk1\").export[1]: LUN 0 of scst_local/scst_local_tgt is also an export \
+         of SCST device \"disk1\""
+    );
+    assert!(error(&dev("[[scst.export]]\nport = 1")).contains("unknown field `port`"));
+}

@@ -121,12 +121,12 @@ impl<F: Fs> ScstAdmin<F> {
     }
 
     /// Polls `probe` every `poll_interval` until it gives a value or
-    /// `timeout` has passed ([`poll_until`](crate::wait::poll_until)).
+    /// `timeout` has passed ([`poll_until`](dataplane::kernfs::poll_until)).
     pub(super) fn wait_for<T>(
         &self,
         timeout: Duration,
         probe: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        crate::wait::poll_until(timeout, self.poll_interval, probe)
+        dataplane::kernfs::poll_until(timeout, self.poll_interval, probe)
     }
 }

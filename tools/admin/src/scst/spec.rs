@@ -1,15 +1,11 @@
 //! What `add-lun` and `del-lun` are given: target drivers and their
 //! defaults, [`LunSpec`], and the checks on names and LUN numbers.
 
+use dataplane::scst::export;
+
 use super::error::ScstAdminError;
 
-/// The default target driver.
-pub const DEFAULT_DRIVER: &str = "scst_local";
-/// The target scst_local creates when loaded with `add_default_tgt=1` (the
-/// default).
-pub const DEFAULT_LOCAL_TARGET: &str = "scst_local_tgt";
-/// The largest LUN SCST accepts (`SCST_MAX_LUN`, 14 bits).
-pub const MAX_LUN: u64 = (1 << 14) - 1;
+pub use dataplane::scst::export::{default_target, DEFAULT_DRIVER, DEFAULT_LOCAL_TARGET, MAX_LUN};
 
 /// The kernel module that provides a target driver (for the
 /// "modprobe ..." advice).
@@ -19,12 +15,6 @@ pub fn driver_module(driver: &str) -> &str {
         "qla2x00t" => "qla2x00tgt",
         other => other,
     }
-}
-
-/// The default target of a driver, if it has one (scst_local's
-/// `scst_local_tgt`).
-pub fn default_target(driver: &str) -> Option<&'static str> {
-    (driver == DEFAULT_DRIVER).then_some(DEFAULT_LOCAL_TARGET)
 }
 
 /// One LUN to add: `<driver>/<target>/luns/<lun>` → `<device>`.
@@ -62,26 +52,12 @@ impl LunSpec {
 }
 
 pub(super) fn check_lun(lun: u64) -> Result<(), ScstAdminError> {
-    if lun > MAX_LUN {
-        return Err(ScstAdminError::Invalid(format!(
-            "LUN {lun} is out of range (SCST allows 0 to {MAX_LUN})"
-        )));
-    }
-    Ok(())
+    export::check_lun(lun).map_err(ScstAdminError::Invalid)
 }
 
 /// A name used as a path component and a `mgmt` word.
 pub(super) fn check_component(what: &str, name: &str) -> Result<(), ScstAdminError> {
-    let why = if name.is_empty() {
-        "is empty".to_owned()
-    } else if name == "." || name == ".." {
-        "is not a name".to_owned()
-    } else if let Some(c) = name.chars().find(|&c| !c.is_ascii_graphic() || c == '/') {
-        format!("contains {c:?} (allowed: printable ASCII without spaces and '/')")
-    } else {
-        return Ok(());
-    };
-    Err(ScstAdminError::Invalid(format!("{what} {name:?} {why}")))
+    export::check_component(what, name).map_err(ScstAdminError::Invalid)
 }
 
 #[cfg(test)]

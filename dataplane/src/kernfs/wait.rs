@@ -1,12 +1,13 @@
-//! Waiting for the kernel: both tools poll for what a write makes appear
-//! (a UIO device, a disk, a management result) rather than sleep blindly.
+//! Waiting for the kernel: the control plane polls for what a write makes
+//! appear (a UIO device, a disk, a management result) rather than sleep
+//! blindly.
 
 use std::time::{Duration, Instant};
 
 /// Calls `probe` every `interval` until it gives a value or `timeout` has
 /// passed; it is always tried at least once, and once more after the
 /// last pause.
-pub(crate) fn poll_until<T>(
+pub fn poll_until<T>(
     timeout: Duration,
     interval: Duration,
     mut probe: impl FnMut() -> Option<T>,
