@@ -8,7 +8,9 @@
 # from there (through /host, not /lib/modules: as SCST users who load a
 # build tree do). The leg runs after the TCMU leg has stopped its server: a
 # server of its own serves `[[scst]]` devices over RAM and striped bdevs,
-# exported through scst_local with `dataplane scst add-lun`.
+# exported through scst_local as LUNs 0 and 1 by the server itself
+# (`[[scst.export]]`, which also brings them back after a restart);
+# `dataplane scst add-lun` / `del-lun` are tried on a third LUN.
 
 SCST_DIR=
 [ -z "${VM_SCST_BUILD:-}" ] || SCST_DIR=/host$VM_SCST_BUILD
@@ -72,10 +74,14 @@ chunk = "64KiB"
 [[scst]]
 name = "$(lun_name scst)"
 bdev = "sram0"
+[[scst.export]]
+lun = 0
 
 [[scst]]
 name = "$(lun_name scststripe)"
 bdev = "sstripe0"
+[[scst.export]]
+lun = 1
 EOF
 }
 
@@ -102,22 +108,101 @@ step_scst_serve_start() {
     grep -i "version" "$R/serve-scst1.log" || true
 }
 
+# scst_local_disk LUN: waits up to 15 s for scst_local's disk of LUN; prints
+# /dev/sdX (nothing if none).
+scst_local_disk() {
+    _i=0
+    while [ $_i -lt 150 ]; do
+        for _s in "$SCST_SYS"/targets/scst_local/scst_local_tgt/sessions/*/host; do
+            _h=$(basename "$(readlink "$_s")")
+            for _b in /sys/bus/scsi/devices/"${_h#host}":*:*:"$1"/block/*; do
+                [ -e "$_b" ] && [ -b "/dev/${_b##*/}" ] && {
+                    echo "/dev/${_b##*/}"
+                    return 0
+                }
+            done
+        done
+        sleep 0.1
+        _i=$((_i + 1))
+    done
+}
+
+# step_scst_add_lun: the LUNs serve exported by itself (0: scst, 1:
+# scststripe) have their disks; `dataplane scst add-lun` exports the RAM
+# device as LUN 2 too, which reads what LUN 0 wrote, and `del-lun` removes
+# it again.
 step_scst_add_lun() {
     scst_need
+    grep "exported SCST device" "$R/serve-$(state serve.tag).log" || true
     lun=0
     for kind in scst scststripe; do
-        name=$(lun_name $kind)
-        size=$SCST_RAM_SIZE
-        echo "+ dataplane scst add-lun $name --lun $lun"
-        out=$(dataplane scst add-lun "$name" --lun $lun 2>&1) ||
-            fail "dataplane scst add-lun $name: $(first_error "$out")"
-        echo "$out"
-        d=$(echo "$out" | awk '$1 == "disk:" { print $2 }')
-        [ -b "$d" ] || fail "add-lun $name printed no disk"
-        set_disk $kind "$d" "$size" "$BLOCK_SIZE"
+        d=$(scst_local_disk $lun)
+        [ -n "$d" ] || fail "no scst_local disk for LUN $lun ($(lun_name $kind)): serve did not export it"
+        echo "LUN $lun ($(lun_name $kind)): $d"
+        set_disk $kind "$d" "$SCST_RAM_SIZE" "$BLOCK_SIZE"
         lun=$((lun + 1))
     done
+    name=$(lun_name scst)
+    echo "+ dataplane scst add-lun $name --lun 2"
+    out=$(dataplane scst add-lun "$name" --lun 2 2>&1) ||
+        fail "dataplane scst add-lun $name: $(first_error "$out")"
+    echo "$out"
+    d2=$(echo "$out" | awk '$1 == "disk:" { print $2 }')
+    [ -b "$d2" ] || fail "add-lun $name printed no disk"
+    head -c 65536 /dev/urandom >"$ST/lun2"
+    hdd if="$ST/lun2" of="$(state disk-scst)" bs=65536 oflag=direct conv=notrunc status=none ||
+        fail "write through LUN 0 failed"
+    read_is "$ST/lun2" "$d2" 0 128 512
+    echo "LUN 2 ($d2) reads what LUN 0 wrote"
     dataplane scst list
+    out=$(dataplane scst del-lun "$name" --lun 2 2>&1) ||
+        fail "dataplane scst del-lun $name --lun 2: $(first_error "$out")"
+    echo "$out"
+    [ ! -e "$SCST_SYS/targets/scst_local/scst_local_tgt/luns/2" ] || fail "LUN 2 still there"
+}
+
+# step_scst_kill9_restart: kill -9 of serve while fio runs on LUN 0
+# (continue_on_error: I/O fails while no LUN maps the device), restart with
+# the same configuration; serve exports the LUN again, and the disk must
+# serve again within 10 s of the kill without any manual step.
+step_scst_kill9_restart() {
+    d=$(need_disk scst)
+    serve_running || fail "dataplane serve is not running"
+    dmesg_mark scst-restart
+    (
+        env DISK="$d" SIZE=$((64 << 20)) RUNTIME=20 \
+            timeout -s KILL 140 "$LD" --library-path "$LIBPATH" "$(hostbin fio)" \
+            --output-format=json --output="$R/fio-scst-restart.json" "$FIO_JOBS/restart-continue.fio"
+    ) >"$ST/scst-restart-fio.log" 2>&1 &
+    fpid=$!
+    sleep 5
+    t0=$(now)
+    kill9_serve scst2
+    # The disk serves again: a read of its first block succeeds.
+    ok=
+    while awk -v a="$t0" -v b="$(now)" 'BEGIN { exit !(b - a < 30) }'; do
+        if hdd if="$d" of=/dev/null bs=4096 count=1 iflag=direct status=none 2>/dev/null; then
+            ok=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+            break
+        fi
+        sleep 0.2
+    done
+    frc=0
+    wait $fpid || frc=$?
+    grep "exported SCST device\|cannot export" "$R/serve-scst2.log" || true
+    fout=$R/fio-scst-restart.json
+    ferr=$(awk -F: '/"total_err"/ { gsub(/[ ,]/, "", $2); s += $2 } END { print s + 0 }' "$fout" 2>/dev/null)
+    echo "restart timeline: LUN 0 served again ${ok:-never} s after the kill;" \
+        "fio saw ${ferr:-?} failed I/Os of $(($(fio_sum "$fout" read total_ios) + $(fio_sum "$fout" write total_ios)))"
+    echo "${ok:-}" >"$R/scst-restart-seconds"
+    expect_trouble "${d#/dev/}" scst-restart
+    expect_trouble "$(state disk-scststripe | sed 's|/dev/||')" scst-restart
+    [ -n "$ok" ] || fail "LUN 0 did not serve again within 30 s of the kill"
+    awk -v s="$ok" 'BEGIN { exit !(s <= 10) }' || fail "LUN 0 served again only after $ok s (more than 10)"
+    [ $frc = 0 ] || {
+        cat "$ST/scst-restart-fio.log"
+        fail "fio during the restart exited with status $frc"
+    }
 }
 
 # step_scst_caw KIND: COMPARE AND WRITE of one block: with the block's data
@@ -228,6 +313,7 @@ scst_steps() {
     run_step scst_caw step_scst_caw scst
     run_step scst_ext4 step_ext4 scst
     run_step scst_task_mgmt step_scst_task_mgmt scst
+    run_step scst_kill9_restart step_scst_kill9_restart
     run_step scst_del_lun step_scst_del_lun
     run_step scst_serve_stop step_scst_serve_stop
     run_step scst_dmesg_clean step_scst_dmesg_clean
