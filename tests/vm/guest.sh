@@ -324,6 +324,7 @@ lun_name() {
         nvmestripe) echo stripe1disk ;;
         scst) echo sdisk0 ;;
         scststripe) echo sstripe0disk ;;
+        scstnull) echo snull0 ;;
     esac
 }
 

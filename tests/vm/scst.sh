@@ -16,6 +16,12 @@ SCST_DIR=
 [ -z "${VM_SCST_BUILD:-}" ] || SCST_DIR=/host$VM_SCST_BUILD
 SCST_SYS=/sys/kernel/scst_tgt
 SCST_RAM_SIZE=$((128 << 20))
+# LUNs of scst_local's target: 0 sdisk0 (RAM), 1 sstripe0disk, 2 snull0 (the
+# dataplane's null bdev), 3 the add-lun trial, and the in-kernel and
+# fileio_tgt devices of the comparison: 4 vdisk_fileio, 5 fileio_tgt,
+# 6 vdisk_nullio.
+SCST_NULL_LUN=2
+SCST_TRIAL_LUN=3
 SCST_STRIPE_CHILD_SIZE=$((64 << 20))
 
 # scst_need: skips the step when there is no SCST build, saying why.
@@ -82,6 +88,18 @@ name = "$(lun_name scststripe)"
 bdev = "sstripe0"
 [[scst.export]]
 lun = 1
+
+[[bdev]]
+name = "snull"
+type = "null"
+size = "$((SCST_RAM_SIZE >> 20))MiB"
+block_size = $BLOCK_SIZE
+
+[[scst]]
+name = "$(lun_name scstnull)"
+bdev = "snull"
+[[scst.export]]
+lun = $SCST_NULL_LUN
 EOF
 }
 
@@ -108,20 +126,29 @@ step_scst_serve_start() {
     grep -i "version" "$R/serve-scst1.log" || true
 }
 
-# scst_local_disk LUN: waits up to 15 s for scst_local's disk of LUN; prints
-# /dev/sdX (nothing if none).
+# scst_local_disk_now LUN: scst_local's disk of LUN, /dev/sdX (nothing if
+# none).
+scst_local_disk_now() {
+    for _s in "$SCST_SYS"/targets/scst_local/scst_local_tgt/sessions/*/host; do
+        _h=$(basename "$(readlink "$_s")")
+        for _b in /sys/bus/scsi/devices/"${_h#host}":*:*:"$1"/block/*; do
+            [ -e "$_b" ] && [ -b "/dev/${_b##*/}" ] && {
+                echo "/dev/${_b##*/}"
+                return 0
+            }
+        done
+    done
+    return 0
+}
+# scst_local_disk LUN: waits up to 15 s for scst_local_disk_now LUN.
 scst_local_disk() {
     _i=0
     while [ $_i -lt 150 ]; do
-        for _s in "$SCST_SYS"/targets/scst_local/scst_local_tgt/sessions/*/host; do
-            _h=$(basename "$(readlink "$_s")")
-            for _b in /sys/bus/scsi/devices/"${_h#host}":*:*:"$1"/block/*; do
-                [ -e "$_b" ] && [ -b "/dev/${_b##*/}" ] && {
-                    echo "/dev/${_b##*/}"
-                    return 0
-                }
-            done
-        done
+        _d=$(scst_local_disk_now "$1")
+        [ -z "$_d" ] || {
+            echo "$_d"
+            return 0
+        }
         sleep 0.1
         _i=$((_i + 1))
     done
@@ -129,8 +156,8 @@ scst_local_disk() {
 
 # step_scst_add_lun: the LUNs serve exported by itself (0: scst, 1:
 # scststripe) have their disks; `dataplane scst add-lun` exports the RAM
-# device as LUN 2 too, which reads what LUN 0 wrote, and `del-lun` removes
-# it again.
+# device as LUN SCST_TRIAL_LUN too, which reads what LUN 0 wrote, and
+# `del-lun` removes it again.
 step_scst_add_lun() {
     scst_need
     grep "exported SCST device" "$R/serve-$(state serve.tag).log" || true
@@ -143,8 +170,8 @@ step_scst_add_lun() {
         lun=$((lun + 1))
     done
     name=$(lun_name scst)
-    echo "+ dataplane scst add-lun $name --lun 2"
-    out=$(dataplane scst add-lun "$name" --lun 2 2>&1) ||
+    echo "+ dataplane scst add-lun $name --lun $SCST_TRIAL_LUN"
+    out=$(dataplane scst add-lun "$name" --lun $SCST_TRIAL_LUN 2>&1) ||
         fail "dataplane scst add-lun $name: $(first_error "$out")"
     echo "$out"
     d2=$(echo "$out" | awk '$1 == "disk:" { print $2 }')
@@ -153,12 +180,12 @@ step_scst_add_lun() {
     hdd if="$ST/lun2" of="$(state disk-scst)" bs=65536 oflag=direct conv=notrunc status=none ||
         fail "write through LUN 0 failed"
     read_is "$ST/lun2" "$d2" 0 128 512
-    echo "LUN 2 ($d2) reads what LUN 0 wrote"
+    echo "LUN $SCST_TRIAL_LUN ($d2) reads what LUN 0 wrote"
     dataplane scst list
-    out=$(dataplane scst del-lun "$name" --lun 2 2>&1) ||
-        fail "dataplane scst del-lun $name --lun 2: $(first_error "$out")"
+    out=$(dataplane scst del-lun "$name" --lun $SCST_TRIAL_LUN 2>&1) ||
+        fail "dataplane scst del-lun $name --lun $SCST_TRIAL_LUN: $(first_error "$out")"
     echo "$out"
-    [ ! -e "$SCST_SYS/targets/scst_local/scst_local_tgt/luns/2" ] || fail "LUN 2 still there"
+    [ ! -e "$SCST_SYS/targets/scst_local/scst_local_tgt/luns/$SCST_TRIAL_LUN" ] || fail "LUN $SCST_TRIAL_LUN still there"
 }
 
 # step_scst_kill9_restart: kill -9 of serve while fio runs on LUN 0
@@ -263,10 +290,110 @@ step_scst_task_mgmt() {
     hdd if="$d" of=/dev/null bs=4k count=256 iflag=direct status=none || fail "reads after the reset failed"
 }
 
+# step_scst_perf: fio 4 KiB randread QD 32 (fio on CPU 0, the reactor on
+# CPU 1) on the dataplane's RAM device (dp), SCST's in-kernel vdisk_fileio
+# over a tmpfs file (vdisk), fileio_tgt over a tmpfs file (ftgt), the
+# dataplane's null bdev (dpnull) and vdisk_nullio (nullio), VM_PERF_ROUNDS
+# rounds, the order rotating each round. The dataplane's ioctls per I/O over
+# its runs come from serve's statistics (SIGUSR1 before and after each).
+step_scst_perf() {
+    scst_need
+    serve_running || fail "dataplane serve is not running"
+    mkdir -p /mnt/scsttmp
+    mountpoint -q /mnt/scsttmp || mount -t tmpfs -o size=$((2 * SCST_RAM_SIZE / 1048576 + 16))m tmpfs /mnt/scsttmp
+    hdd if=/dev/zero of=/mnt/scsttmp/vdisk.img bs=1M count=$((SCST_RAM_SIZE >> 20)) status=none
+    hdd if=/dev/zero of=/mnt/scsttmp/ftgt.img bs=1M count=$((SCST_RAM_SIZE >> 20)) status=none
+    h=$SCST_SYS/handlers
+    echo "add_device kvdisk0 filename=/mnt/scsttmp/vdisk.img; blocksize=$BLOCK_SIZE" >"$h/vdisk_fileio/mgmt" ||
+        fail "vdisk_fileio add_device failed"
+    echo "add_device knull0 size_mb=$((SCST_RAM_SIZE >> 20)); blocksize=$BLOCK_SIZE" >"$h/vdisk_nullio/mgmt" ||
+        fail "vdisk_nullio add_device failed"
+    "$LD" --library-path "$LIBPATH" "$SCST_DIR/fileio_tgt" -b "$BLOCK_SIZE" ftgt0 /mnt/scsttmp/ftgt.img \
+        >"$R/fileio_tgt.log" 2>&1 &
+    echo $! >"$ST/fileio_tgt.pid"
+    i=0
+    while ! scst_registered ftgt0 && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    scst_registered ftgt0 || {
+        cat "$R/fileio_tgt.log"
+        fail "fileio_tgt did not register ftgt0"
+    }
+    luns=$SCST_SYS/targets/scst_local/scst_local_tgt/luns/mgmt
+    lun=4
+    for dev in kvdisk0 ftgt0 knull0; do
+        echo "add $dev $lun" >"$luns" || fail "add $dev $lun failed"
+        lun=$((lun + 1))
+    done
+    targets="dp vdisk ftgt dpnull nullio"
+    for t in $targets; do
+        case $t in
+            dp) d=$(need_disk scst) ;;
+            dpnull) d=$(scst_local_disk $SCST_NULL_LUN) ;;
+            vdisk) d=$(scst_local_disk 4) ;;
+            ftgt) d=$(scst_local_disk 5) ;;
+            nullio) d=$(scst_local_disk 6) ;;
+        esac
+        [ -b "$d" ] || fail "no disk for $t"
+        echo "$d" >"$ST/perf-scst-$t"
+        echo "$t: $d"
+    done
+    stats=$R/serve-stats-$(state serve.tag).json
+    if [ "$PERF_WARMUP" -gt 0 ]; then
+        for t in $targets; do
+            FIO_EXTRA="--cpus_allowed=0" run_fio "warmup-scst-$t" randread-4k-qd32.fio \
+                DISK="$(state "perf-scst-$t")" RUNTIME="$PERF_WARMUP"
+        done
+    fi
+    ios=0
+    ioctls=0
+    r=1
+    while [ $r -le "$PERF_ROUNDS" ]; do
+        for t in $(rotate $((r - 1)) "$targets"); do
+            if [ "$t" = dp ]; then
+                report_now
+                c0=$(stats_field "$stats" "$(lun_name scst)" commands_total)
+                b0=$(stats_field "$stats" "$(lun_name scst)" doorbells_total)
+            fi
+            FIO_EXTRA="--cpus_allowed=0" run_fio "perf-scst-$t-$r" randread-4k-qd32.fio \
+                DISK="$(state "perf-scst-$t")" RUNTIME="$PERF_RUNTIME"
+            if [ "$t" = dp ]; then
+                report_now
+                ios=$((ios + $(stats_field "$stats" "$(lun_name scst)" commands_total) - c0))
+                ioctls=$((ioctls + $(stats_field "$stats" "$(lun_name scst)" doorbells_total) - b0))
+            fi
+        done
+        r=$((r + 1))
+    done
+    echo "dataplane RAM device over its runs: $ioctls ioctls for $ios commands" |
+        tee "$R/scst-ioctls"
+    echo "$ioctls $ios" >"$R/scst-ioctls-per-io"
+}
+
+# step_scst_perf_teardown: removes the comparison devices and stops fileio_tgt.
+step_scst_perf_teardown() {
+    scst_need
+    luns=$SCST_SYS/targets/scst_local/scst_local_tgt/luns/mgmt
+    for lun in 4 5 6; do
+        d=$(scst_local_disk_now $lun)
+        [ -z "$d" ] || echo 1 >"/sys/block/${d#/dev/}/device/delete"
+        [ ! -e "${luns%/mgmt}/$lun" ] || echo "del $lun" >"$luns" || fail "del $lun failed"
+    done
+    pid=$(state fileio_tgt.pid)
+    [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
+    h=$SCST_SYS/handlers
+    for dev in kvdisk0:vdisk_fileio knull0:vdisk_nullio; do
+        [ ! -e "$SCST_SYS/devices/${dev%%:*}" ] || echo "del_device ${dev%%:*}" >"$h/${dev#*:}/mgmt" ||
+            fail "del_device ${dev%%:*} failed"
+    done
+    umount /mnt/scsttmp 2>/dev/null || true
+}
+
 step_scst_del_lun() {
     scst_need
-    for kind in scst scststripe; do
-        [ -n "$(state "disk-$kind")" ] || continue
+    for kind in scst scststripe scstnull; do
+        [ $kind = scstnull ] || [ -n "$(state "disk-$kind")" ] || continue
         name=$(lun_name $kind)
         echo "+ dataplane scst del-lun $name"
         out=$(dataplane scst del-lun "$name" 2>&1) || fail "dataplane scst del-lun $name: $(first_error "$out")"
@@ -313,6 +440,8 @@ scst_steps() {
     run_step scst_caw step_scst_caw scst
     run_step scst_ext4 step_ext4 scst
     run_step scst_task_mgmt step_scst_task_mgmt scst
+    run_step scst_perf step_scst_perf
+    run_step scst_perf_teardown step_scst_perf_teardown
     run_step scst_kill9_restart step_scst_kill9_restart
     run_step scst_del_lun step_scst_del_lun
     run_step scst_serve_stop step_scst_serve_stop

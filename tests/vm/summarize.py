@@ -143,6 +143,53 @@ def conformance(res):
     return out
 
 
+def scst_perf(fio, res):
+    """The scst_perf step's figures: fio runs perf-scst-<target>-<round>
+    with targets dp (the dataplane's RAM device), vdisk (vdisk_fileio over
+    tmpfs), ftgt (fileio_tgt over tmpfs), dpnull (the dataplane's null bdev)
+    and nullio (vdisk_nullio); each ratio is the median of its per-round
+    ratios. Also the dataplane's ioctls per I/O over its runs
+    (scst-ioctls-per-io: "ioctls ios") and the kill -9 restart's outage
+    (scst-restart-seconds)."""
+    runs = []
+    for name, t in fio.items():
+        m = re.fullmatch(r"perf-scst-([a-z]+)-(\d+)", name)
+        if m and "read_iops" in t:
+            runs.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
+    runs.sort(key=lambda r: (r["round"], r["target"]))
+    by_round, per_target = {}, {}
+    for r in runs:
+        by_round.setdefault(r["round"], {})[r["target"]] = r["iops"]
+        per_target.setdefault(r["target"], []).append(r["iops"])
+
+    def ratios(num, den):
+        return [
+            round(v[num] / v[den], 3)
+            for _, v in sorted(by_round.items())
+            if v.get(num) and v.get(den)
+        ]
+
+    out = {f"scst_{t}_iops": mean(v) for t, v in sorted(per_target.items())}
+    for key, num, den in (
+        ("scst_ratio_vs_vdisk", "dp", "vdisk"),
+        ("scst_ratio_vs_fileio_tgt", "dp", "ftgt"),
+        ("scst_null_ratio_vs_nullio", "dpnull", "nullio"),
+    ):
+        r = ratios(num, den)
+        out[key + "_rounds"] = r
+        out[key] = median(r)
+    out["scst_perf_rounds"] = runs
+    out["scst_ioctls_per_io"] = None
+    try:
+        with open(os.path.join(res, "scst-ioctls-per-io"), encoding="utf-8") as f:
+            ioctls, ios = (int(x) for x in f.read().split())
+            out["scst_ioctls_per_io"] = round(ioctls / ios, 3) if ios else None
+    except (OSError, ValueError):
+        pass
+    out["scst_restart_seconds"] = read_float(os.path.join(res, "scst-restart-seconds"))
+    return out
+
+
 def load_json(path):
     """A JSON object the guest wrote (e.g. soak.json), or None."""
     try:
@@ -209,6 +256,7 @@ def main():
     info = nvme_info(os.path.join(res, "nvme-info"))
     suite = conformance(res)
     soak = load_json(os.path.join(res, "soak.json"))
+    scst = scst_perf(fio, res)
 
     host_start = read_float(os.path.join(res, "host-start"))
     host_end = read_float(os.path.join(res, "host-end"))
@@ -271,6 +319,7 @@ def main():
         "median_round_ratio": median_ratio,
         "perf_rounds": rounds,
         **nvme,
+        **scst,
         "nvme_lba_size": info.get("nvme0n1", {}).get("logical_block_size"),
         "nvme": info,
         "conformance": suite,
@@ -311,6 +360,15 @@ def main():
     for kind, c in suite.items():
         print(f"conformance {kind:<8} {c['passed']:>4} passed {c['failed']:>3} failed  "
               + " ".join(c["failed_tests"]))
+    if scst["scst_perf_rounds"]:
+        print(f"SCST 4 KiB randread QD32: dataplane/vdisk_fileio {scst['scst_ratio_vs_vdisk']}, "
+              f"dataplane/fileio_tgt {scst['scst_ratio_vs_fileio_tgt']}, "
+              f"null/vdisk_nullio {scst['scst_null_ratio_vs_nullio']}, "
+              f"ioctls per I/O {scst['scst_ioctls_per_io']}")
+        for r in scst["scst_perf_rounds"]:
+            print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
+    if scst["scst_restart_seconds"] is not None:
+        print(f"SCST kill -9 restart: LUN served again after {scst['scst_restart_seconds']} s")
     if soak:
         print("soak: " + ", ".join(f"{k} {v}" for k, v in soak.items()))
     print(f"VM wall time {durations['vm_wall_s']} s (boot {boot_wall} s, "

@@ -366,6 +366,7 @@ impl ScstDevices {
                 },
                 latency_ns: latency.summary,
                 commands_total: snap.commands_completed,
+                doorbells_total: snap.ioctls,
                 received_total: snap.exec,
                 malformed_total: snap.bad_pbufs + snap.bad_frees + snap.unknown_subcodes,
                 aborts_total: snap.aborts,

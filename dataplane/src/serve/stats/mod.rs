@@ -77,6 +77,10 @@ pub struct DeviceStats {
     pub latency_ns: LatencySummary,
     /// Commands completed since attach.
     pub commands_total: u64,
+    /// Doorbells (TCMU) or ioctls (SCST) since attach: with
+    /// `commands_total`, the figure per I/O over any span between two
+    /// reports.
+    pub doorbells_total: u64,
     /// Commands received since attach (TCMU: ring entries; SCST: EXEC
     /// subcommands); minus `commands_total`, the commands in flight.
     pub received_total: u64,
@@ -232,6 +236,7 @@ mod tests {
                 ..LatencySummary::default()
             },
             commands_total: 5000,
+            doorbells_total: 125,
             received_total: 5001,
             malformed_total: 0,
             aborts_total: 0,
