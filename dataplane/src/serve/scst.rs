@@ -372,6 +372,7 @@ impl ScstDevices {
                 aborts_total: snap.aborts,
                 busy_total: Some(snap.busy),
                 sessions: Some(snap.sessions),
+                empty_ioctls_total: Some(snap.eagain),
                 fault: match (d_fault(a), &a.health.fault) {
                     (Some(now), _) => Some(now),
                     (None, kept) if a.poller.is_none() => kept.clone(),

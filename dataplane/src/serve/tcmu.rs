@@ -663,6 +663,7 @@ fn device_stats(name: &TcmuUioName, minor: u32, reactor: usize, health: &Health)
         aborts_total: 0,
         busy_total: None,
         sessions: None,
+        empty_ioctls_total: None,
         fault: None,
         faults_total: health.faults,
         recoveries_total: health.recoveries,

@@ -96,6 +96,13 @@ pub struct DeviceStats {
     /// since attach (raise `pool_mb` if it grows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy_total: Option<u64>,
+    /// SCST: REPLY_AND_GET_MULTI ioctls since attach that found no new
+    /// command (EAGAIN). An idle device asks the kernel every
+    /// `idle_poll_us`; those asks count as idle time of its reactor (its
+    /// `busy_fraction` counts only polls that did work), so with `idle =
+    /// "busy"` a reactor can spend a whole CPU here at a busy fraction of 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_ioctls_total: Option<u64>,
     /// SCST: sessions (initiator nexuses) attached to the device now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<u64>,
@@ -242,6 +249,7 @@ mod tests {
             aborts_total: 0,
             busy_total: (!tcmu).then_some(7),
             sessions: (!tcmu).then_some(1),
+            empty_ioctls_total: (!tcmu).then_some(3),
             fault: None,
             faults_total: 0,
             recoveries_total: 0,
