@@ -103,14 +103,56 @@ report_now() {
     sleep 1
 }
 
-# step_tmr_abort: a READ that the fault bdev holds forever is sent with a
-# 5-second timeout (sg_raw); the SCSI error handler aborts it through
-# tcm_loop (ABORT TASK), LIO passes the abort to serve as a TMR entry
-# (`tmr_notification`, which `lio create` turns on), serve aborts the
-# backend I/O and completes the command. Checks: the command ends long
-# before the kernel's own cmd_time_out (30 s) would have ended it, serve
-# counts the abort (device `aborts_total`, the fault bdev's `aborted`),
-# nothing is left in flight, and the LUN serves on.
+# stuck_read_is_aborted DISK DEVICE FAULT_BDEV MARK: a READ that the fault bdev
+# FAULT_BDEV holds forever (block TMR_STUCK_LBA) is sent to DISK with a
+# 5-second timeout (sg_raw); the SCSI error handler aborts it (ABORT TASK),
+# the target passes the abort to serve (LIO: a TMR entry, sent with
+# `tmr_notification` on; SCST: TASK_MGMT_RECEIVED), serve aborts the backend
+# I/O and completes the command. Checks: the command ends long before the
+# kernel's own timeout (30 s) would have ended it, serve counts the abort
+# (DEVICE's `aborts_total`, FAULT_BDEV's `aborted`), nothing is left in
+# flight, and the disk serves on; its kernel lines since MARK are expected
+# trouble.
+stuck_read_is_aborted() {
+    stats=$R/serve-stats-$(state serve.tag).json
+    dmesg_mark "$4"
+    # READ(10) of one block at TMR_STUCK_LBA.
+    lba=$(printf '%02x %02x %02x %02x' $((TMR_STUCK_LBA >> 24 & 255)) \
+        $((TMR_STUCK_LBA >> 16 & 255)) $((TMR_STUCK_LBA >> 8 & 255)) $((TMR_STUCK_LBA & 255)))
+    t0=$(now)
+    rc=0
+    # shellcheck disable=SC2086 # the CDB's bytes
+    sg sg_raw -r "$BLOCK_SIZE" --timeout=5 "$1" 28 00 $lba 00 00 01 00 || rc=$?
+    secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+    echo "sg_raw of the stuck block returned status $rc after ${secs} s"
+    dmesg | tail -n +"$(($(state "dmesg-$4") + 1))"
+    [ "$rc" != 0 ] || fail "the READ of the stuck block succeeded"
+    awk -v s="$secs" 'BEGIN { exit !(s < 25) }' ||
+        fail "the stuck READ took ${secs} s: the abort did not reach serve (the kernel timed it out)"
+    report_now
+    aborts=$(stats_field "$stats" "$2" aborts_total)
+    received=$(stats_field "$stats" "$2" received_total)
+    completed=$(stats_field "$stats" "$2" commands_total)
+    aborted=$(stats_field "$stats" "$3" aborted)
+    stuck=$(stats_field "$stats" "$3" stuck)
+    echo "serve: $2 aborts_total ${aborts:-?}, received ${received:-?}, completed" \
+        "${completed:-?}; $3 stuck ${stuck:-?}, aborted ${aborted:-?}"
+    [ "${aborts:-0}" -ge 1 ] || fail "serve counted no abort on $2"
+    [ "${aborted:-0}" -ge 1 ] || fail "the abort did not reach the fault bdev"
+    [ "${received:-x}" = "${completed:-y}" ] || fail "commands left in flight on $2"
+    # The LUN serves on: blocks beside the stuck one, written and read back.
+    hdd if=/dev/urandom of="$ST/tmr.bin" bs=4096 count=16 status=none
+    hdd if="$ST/tmr.bin" of="$1" bs=4096 seek=$(((TMR_STUCK_LBA * BLOCK_SIZE + BLOCK_SIZE + 4095) / 4096)) \
+        oflag=direct conv=notrunc status=none || fail "write after the abort failed"
+    hdd if="$1" of="$ST/tmr.back" bs=4096 skip=$(((TMR_STUCK_LBA * BLOCK_SIZE + BLOCK_SIZE + 4095) / 4096)) \
+        count=16 iflag=direct status=none || fail "read after the abort failed"
+    cmp "$ST/tmr.bin" "$ST/tmr.back" || fail "data written after the abort read back wrong"
+    expect_trouble "${1#/dev/}" "$4"
+}
+
+# step_tmr_abort: stuck_read_is_aborted on a TCMU LUN over `stuck0`, through
+# tcm_loop; LIO passes the abort on because `lio create` turned
+# `tmr_notification` on.
 step_tmr_abort() {
     [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane fault bdev"
     serve_running || fail "dataplane serve is not running"
@@ -118,40 +160,7 @@ step_tmr_abort() {
     c=$(echo "$CFS"/core/user_*/"$TMR_LUN")
     echo "attrib/tmr_notification: $(cat "$c/attrib/tmr_notification")"
     [ "$(cat "$c/attrib/tmr_notification")" = 1 ] || fail "lio create left tmr_notification off"
-    stats=$R/serve-stats-$(state serve.tag).json
-    dmesg_mark tmr
-    # READ(10) of one block at TMR_STUCK_LBA.
-    lba=$(printf '%02x %02x %02x %02x' $((TMR_STUCK_LBA >> 24 & 255)) \
-        $((TMR_STUCK_LBA >> 16 & 255)) $((TMR_STUCK_LBA >> 8 & 255)) $((TMR_STUCK_LBA & 255)))
-    t0=$(now)
-    rc=0
-    # shellcheck disable=SC2086 # the CDB's bytes
-    sg sg_raw -r "$BLOCK_SIZE" --timeout=5 "$d" 28 00 $lba 00 00 01 00 || rc=$?
-    secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
-    echo "sg_raw of the stuck block returned status $rc after ${secs} s"
-    dmesg | tail -n +"$(($(state dmesg-tmr) + 1))"
-    [ "$rc" != 0 ] || fail "the READ of the stuck block succeeded"
-    awk -v s="$secs" 'BEGIN { exit !(s < 25) }' ||
-        fail "the stuck READ took ${secs} s: the abort did not reach serve (the kernel timed it out)"
-    report_now
-    aborts=$(stats_field "$stats" "$TMR_LUN" aborts_total)
-    received=$(stats_field "$stats" "$TMR_LUN" received_total)
-    completed=$(stats_field "$stats" "$TMR_LUN" commands_total)
-    aborted=$(stats_field "$stats" stuck0 aborted)
-    stuck=$(stats_field "$stats" stuck0 stuck)
-    echo "serve: $TMR_LUN aborts_total ${aborts:-?}, received ${received:-?}, completed" \
-        "${completed:-?}; stuck0 stuck ${stuck:-?}, aborted ${aborted:-?}"
-    [ "${aborts:-0}" -ge 1 ] || fail "serve counted no abort on $TMR_LUN"
-    [ "${aborted:-0}" -ge 1 ] || fail "the abort did not reach the fault bdev"
-    [ "${received:-x}" = "${completed:-y}" ] || fail "commands left in flight on $TMR_LUN"
-    # The LUN serves on: blocks beside the stuck one, written and read back.
-    hdd if=/dev/urandom of="$ST/tmr.bin" bs=4096 count=16 status=none
-    hdd if="$ST/tmr.bin" of="$d" bs=4096 seek=$(((TMR_STUCK_LBA * BLOCK_SIZE + BLOCK_SIZE + 4095) / 4096)) \
-        oflag=direct conv=notrunc status=none || fail "write after the abort failed"
-    hdd if="$d" of="$ST/tmr.back" bs=4096 skip=$(((TMR_STUCK_LBA * BLOCK_SIZE + BLOCK_SIZE + 4095) / 4096)) \
-        count=16 iflag=direct status=none || fail "read after the abort failed"
-    cmp "$ST/tmr.bin" "$ST/tmr.back" || fail "data written after the abort read back wrong"
-    expect_trouble "${d#/dev/}" tmr
+    stuck_read_is_aborted "$d" "$TMR_LUN" stuck0 tmr
     out=$(dataplane lio delete "$TMR_LUN" 2>&1) || fail "dataplane lio delete $TMR_LUN: $(first_error "$out")"
 }
 

@@ -19,9 +19,10 @@ SCST_RAM_SIZE=$((128 << 20))
 # LUNs of scst_local's target: 0 sdisk0 (RAM), 1 sstripe0disk, 2 snull0 (the
 # dataplane's null bdev), 3 the add-lun trial, and the in-kernel and
 # fileio_tgt devices of the comparison: 4 vdisk_fileio, 5 fileio_tgt,
-# 6 vdisk_nullio.
+# 6 vdisk_nullio; 7 sstuck0disk (a fault bdev holding reads of a block).
 SCST_NULL_LUN=2
 SCST_TRIAL_LUN=3
+SCST_STUCK_LUN=7
 SCST_STRIPE_CHILD_SIZE=$((64 << 20))
 
 # scst_need: skips the step when there is no SCST build, saying why.
@@ -94,6 +95,28 @@ name = "snull"
 type = "null"
 size = "$((SCST_RAM_SIZE >> 20))MiB"
 block_size = $BLOCK_SIZE
+
+[[bdev]]
+name = "sram3"
+type = "ram"
+size = "16MiB"
+block_size = $BLOCK_SIZE
+
+[[bdev]]
+name = "sstuck0"
+type = "fault"
+base = "sram3"
+
+[[bdev.rules]]
+ops = ["read"]
+range = [$TMR_STUCK_LBA, $((TMR_STUCK_LBA + 1))]
+stuck = true
+
+[[scst]]
+name = "sstuck0disk"
+bdev = "sstuck0"
+[[scst.export]]
+lun = $SCST_STUCK_LUN
 
 [[scst]]
 name = "$(lun_name scstnull)"
@@ -258,6 +281,17 @@ step_scst_caw() {
     echo "COMPARE AND WRITE with other data: MISCOMPARE, block unchanged"
 }
 
+# step_scst_tmr_abort: stuck_read_is_aborted (reliability.sh) through
+# scst_local: SCST passes the error handler's ABORT TASK to serve as
+# TASK_MGMT_RECEIVED.
+step_scst_tmr_abort() {
+    scst_need
+    serve_running || fail "dataplane serve is not running"
+    d=$(scst_local_disk $SCST_STUCK_LUN)
+    [ -b "$d" ] || fail "no scst_local disk for LUN $SCST_STUCK_LUN (sstuck0disk)"
+    stuck_read_is_aborted "$d" sstuck0disk sstuck0 scst-tmr
+}
+
 # step_scst_task_mgmt KIND: a LUN reset (sg_reset -d) while fio runs. SCST's
 # scst_local drops the response of commands a reset aborts, so the
 # initiator waits out its command timeout (lowered to 10 s here) before it
@@ -392,14 +426,12 @@ step_scst_perf_teardown() {
 
 step_scst_del_lun() {
     scst_need
-    for kind in scst scststripe scstnull; do
-        [ $kind = scstnull ] || [ -n "$(state "disk-$kind")" ] || continue
-        name=$(lun_name $kind)
+    for name in $(lun_name scst) $(lun_name scststripe) $(lun_name scstnull) sstuck0disk; do
         echo "+ dataplane scst del-lun $name"
         out=$(dataplane scst del-lun "$name" 2>&1) || fail "dataplane scst del-lun $name: $(first_error "$out")"
         echo "$out"
-        rm -f "$ST/disk-$kind"
     done
+    rm -f "$ST/disk-scst" "$ST/disk-scststripe"
 }
 
 step_scst_serve_stop() {
@@ -440,6 +472,7 @@ scst_steps() {
     run_step scst_caw step_scst_caw scst
     run_step scst_ext4 step_ext4 scst
     run_step scst_task_mgmt step_scst_task_mgmt scst
+    run_step scst_tmr_abort step_scst_tmr_abort
     run_step scst_perf step_scst_perf
     run_step scst_perf_teardown step_scst_perf_teardown
     run_step scst_kill9_restart step_scst_kill9_restart
