@@ -57,15 +57,12 @@ def mean(xs):
     return round(sum(xs) / len(xs), 1) if xs else None
 
 
-def nvme_perf(fio):
-    """The perf_nvme step's figures: fio runs perf-nvme-<target>-<round> with
-    targets iblock (the in-kernel baseline), raw (the namespace itself) and
-    the dataplane's bdevs (file, ...). Each bdev's ratio to iblock is the
-    median of its per-round ratios (the two runs of a round are close in
-    time)."""
+def perf_runs(fio, prefix):
+    """The fio runs <prefix>-<target>-<round> with read IOPS: (runs sorted by
+    round and target, {round: {target: iops}}, {target: [iops]})."""
     runs = []
     for name, t in fio.items():
-        m = re.fullmatch(r"perf-nvme-([a-z]+)-(\d+)", name)
+        m = re.fullmatch(re.escape(prefix) + r"-([a-z_]+)-(\d+)", name)
         if m and "read_iops" in t:
             runs.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
     runs.sort(key=lambda r: (r["round"], r["target"]))
@@ -73,26 +70,37 @@ def nvme_perf(fio):
     for r in runs:
         by_round.setdefault(r["round"], {})[r["target"]] = r["iops"]
         per_target.setdefault(r["target"], []).append(r["iops"])
+    return runs, by_round, per_target
+
+
+def round_ratios(by_round, num, den):
+    """num/den IOPS of each round that measured both, in round order."""
+    return [
+        round(v[num] / v[den], 3)
+        for _, v in sorted(by_round.items())
+        if v.get(num) and v.get(den)
+    ]
+
+
+def nvme_perf(fio):
+    """The perf_nvme step's figures: fio runs perf-nvme-<target>-<round> with
+    targets iblock (the in-kernel baseline), raw (the namespace itself) and
+    the dataplane's bdevs (file, ...). Each bdev's ratio to iblock is the
+    median of its per-round ratios (the two runs of a round are close in
+    time)."""
+    runs, by_round, per_target = perf_runs(fio, "perf-nvme")
     out = {
         "iblock_iops": mean(per_target.get("iblock", [])),
         "nvme_raw_iops": mean(per_target.get("raw", [])),
         "nvme_perf_rounds": runs,
     }
-
-    def round_ratios(num, den):
-        return [
-            round(v[num] / v[den], 3)
-            for _, v in sorted(by_round.items())
-            if v.get(num) and v.get(den)
-        ]
-
-    ib_raw = round_ratios("iblock", "raw")
+    ib_raw = round_ratios(by_round, "iblock", "raw")
     out["iblock_round_ratios_vs_raw"] = ib_raw
     out["iblock_vs_raw"] = median(ib_raw)
     for target in sorted(per_target):
         if target in ("iblock", "raw"):
             continue
-        ratios = round_ratios(target, "iblock")
+        ratios = round_ratios(by_round, target, "iblock")
         out[f"{target}_iops"] = mean(per_target[target])
         out[f"{target}_round_ratios"] = ratios
         out[f"{target}_ratio_vs_iblock"] = median(ratios)
@@ -151,31 +159,14 @@ def scst_perf(fio, res):
     ratios. Also the dataplane's ioctls per I/O over its runs
     (scst-ioctls-per-io: "ioctls ios") and the kill -9 restart's outage
     (scst-restart-seconds)."""
-    runs = []
-    for name, t in fio.items():
-        m = re.fullmatch(r"perf-scst-([a-z]+)-(\d+)", name)
-        if m and "read_iops" in t:
-            runs.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
-    runs.sort(key=lambda r: (r["round"], r["target"]))
-    by_round, per_target = {}, {}
-    for r in runs:
-        by_round.setdefault(r["round"], {})[r["target"]] = r["iops"]
-        per_target.setdefault(r["target"], []).append(r["iops"])
-
-    def ratios(num, den):
-        return [
-            round(v[num] / v[den], 3)
-            for _, v in sorted(by_round.items())
-            if v.get(num) and v.get(den)
-        ]
-
+    runs, by_round, per_target = perf_runs(fio, "perf-scst")
     out = {f"scst_{t}_iops": mean(v) for t, v in sorted(per_target.items())}
     for key, num, den in (
         ("scst_ratio_vs_vdisk", "dp", "vdisk"),
         ("scst_ratio_vs_fileio_tgt", "dp", "ftgt"),
         ("scst_null_ratio_vs_nullio", "dpnull", "nullio"),
     ):
-        r = ratios(num, den)
+        r = round_ratios(by_round, num, den)
         out[key + "_rounds"] = r
         out[key] = median(r)
     out["scst_perf_rounds"] = runs
@@ -230,28 +221,14 @@ def main():
         data = load_fio(path)
         fio[name] = fio_totals(data) if data else {"unparsable": True}
 
-    rounds = []
-    per_target = {"dataplane": [], "rd_mcp": []}
-    for name, t in fio.items():
-        m = re.fullmatch(r"perf-(dataplane|rd_mcp)-(\d+)", name)
-        if m and "read_iops" in t:
-            per_target[m.group(1)].append(t["read_iops"])
-            rounds.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
-    rounds.sort(key=lambda r: (r["round"], r["target"]))
-
-    dp_iops, rd_iops = mean(per_target["dataplane"]), mean(per_target["rd_mcp"])
+    rounds, by_round, per_target = perf_runs(fio, "perf")
+    dp_iops = mean(per_target.get("dataplane", []))
+    rd_iops = mean(per_target.get("rd_mcp", []))
     ratio = round(dp_iops / rd_iops, 3) if dp_iops and rd_iops else None
     # Per-round ratios: the two runs of a round are adjacent in time, so these
     # are the least sensitive to drifts in the host's load.
-    by_round = {}
-    for r in rounds:
-        by_round.setdefault(r["round"], {})[r["target"]] = r["iops"]
-    round_ratios = [
-        round(v["dataplane"] / v["rd_mcp"], 3)
-        for _, v in sorted(by_round.items())
-        if v.get("dataplane") and v.get("rd_mcp")
-    ]
-    median_ratio = median(round_ratios)
+    dp_round_ratios = round_ratios(by_round, "dataplane", "rd_mcp")
+    median_ratio = median(dp_round_ratios)
     nvme = nvme_perf(fio)
     info = nvme_info(os.path.join(res, "nvme-info"))
     suite = conformance(res)
@@ -315,7 +292,7 @@ def main():
         "dataplane_iops": dp_iops,
         "rd_mcp_iops": rd_iops,
         "ratio_vs_rd_mcp": ratio,
-        "round_ratios": round_ratios,
+        "round_ratios": dp_round_ratios,
         "median_round_ratio": median_ratio,
         "perf_rounds": rounds,
         **nvme,
@@ -344,7 +321,7 @@ def main():
         return "-" if x is None else f"{x:,.0f}"
 
     print(f"4 KiB randread QD32: dataplane {fmt(dp_iops)} IOPS, rd_mcp {fmt(rd_iops)} IOPS, "
-          f"ratio {ratio if ratio is not None else '-'} (per round {round_ratios}, median {median_ratio})")
+          f"ratio {ratio if ratio is not None else '-'} (per round {dp_round_ratios}, median {median_ratio})")
     for r in rounds:
         print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
     if nvme["nvme_perf_rounds"]:
