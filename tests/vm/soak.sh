@@ -66,22 +66,22 @@ EOF
 }
 
 # rand N: a random number in [0, N).
-rand() { echo $(($(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % $1)); }
-
-# soak_counters TAG: "failed delayed recoveries" of the serve instance TAG,
-# from its statistics file.
-soak_counters() {
-    _f=$R/serve-stats-$1.json
-    echo "$(stats_field "$_f" soak0 failed) $(stats_field "$_f" soak0 delayed)" \
-        "$(stats_field "$_f" "$SOAK_LUN" recoveries_total)"
+rand() {
+    _r=$(od -An -N2 -tu2 /dev/urandom | tr -dc '0-9')
+    echo $((${_r:-0} % $1))
 }
 
-# soak_add_counters TAG: adds the counters of instance TAG to the totals in
-# $ST/soak-counters ("failed delayed recoveries").
+# soak_add_counters TAG: adds the fault bdev's failed and delayed and the
+# LUN's recoveries_total of serve instance TAG (its last statistics report;
+# a figure it does not report counts 0) to the totals in $ST/soak-counters
+# ("failed delayed recoveries").
 soak_add_counters() {
-    # shellcheck disable=SC2046 # three numbers
-    set -- $(soak_counters "$1") $(cat "$ST/soak-counters")
-    echo "$((${1:-0} + $4)) $((${2:-0} + $5)) $((${3:-0} + $6))" >"$ST/soak-counters"
+    _f=$R/serve-stats-$1.json
+    _failed=$(stats_field "$_f" soak0 failed)
+    _delayed=$(stats_field "$_f" soak0 delayed)
+    _rec=$(stats_field "$_f" "$SOAK_LUN" recoveries_total)
+    read -r _t1 _t2 _t3 <"$ST/soak-counters"
+    echo "$((_t1 + ${_failed:-0})) $((_t2 + ${_delayed:-0})) $((_t3 + ${_rec:-0}))" >"$ST/soak-counters"
 }
 
 # soak_rounds DISK END: verify rounds until the time END (seconds since the
@@ -186,5 +186,7 @@ EOF
     [ "$_rounds" -gt 0 ] || fail "no verify round ran"
     [ "$_ferr" -gt 0 ] || fail "fio saw no error on the failing range"
     [ "$_failed" -gt 0 ] || fail "the fault bdev counted no injected failure"
-    [ "$_recoveries" -ge "$_resets" ] || fail "$_resets ring resets but $_recoveries recoveries"
+    # Each reset is one recovery, but an instance killed before its report
+    # showed the last one loses it from the count: at least one must show.
+    [ "$_resets" = 0 ] || [ "$_recoveries" -gt 0 ] || fail "$_resets ring resets but no recovery counted"
 }
