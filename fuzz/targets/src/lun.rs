@@ -40,6 +40,7 @@ pub fn max_data_in(cdb: &[u8], unit: &UnitInfo) -> Option<u64> {
         | Command::Inquiry { alloc_len, .. }
         | Command::ModeSense { alloc_len, .. }
         | Command::ReadCapacity16 { alloc_len }
+        | Command::GetLbaStatus { alloc_len, .. }
         | Command::ReportSupportedOperationCodes { alloc_len, .. } => u64::from(alloc_len),
         Command::ReadCapacity10 => 8,
         Command::Read { blocks, .. } => u64::from(blocks) * u64::from(unit.block_size),
