@@ -31,15 +31,7 @@ fn io_uring() -> bool {
 
 /// A temporary directory on a disk filesystem.
 fn scratch_dir() -> tempfile::TempDir {
-    let base = if Path::new("/var/tmp").is_dir() {
-        PathBuf::from("/var/tmp")
-    } else {
-        std::env::current_dir().unwrap()
-    };
-    tempfile::Builder::new()
-        .prefix("file-bdev-")
-        .tempdir_in(base)
-        .unwrap()
+    test_support::scratch::disk_dir("file-bdev-")
 }
 
 /// A file bdev on a new sparse file of `size` bytes.

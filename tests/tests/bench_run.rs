@@ -228,19 +228,6 @@ fn bad_configurations_are_refused_with_a_reason() {
     assert!(msg.contains("--block-size"), "{msg}");
 }
 
-/// A directory on a disk filesystem (tmpfs may refuse O_DIRECT).
-fn disk_dir() -> tempfile::TempDir {
-    let base = if std::path::Path::new("/var/tmp").is_dir() {
-        std::path::PathBuf::from("/var/tmp")
-    } else {
-        std::env::current_dir().unwrap()
-    };
-    tempfile::Builder::new()
-        .prefix("bench-file-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
 fn io_uring() -> bool {
     test_support::skip::can_run(&[test_support::skip::Need::IoUring])
 }
@@ -250,7 +237,7 @@ fn file_randrw_verifies_clean_with_fixed_buffers_and_a_raw_reference() {
     if !io_uring() {
         return;
     }
-    let dir = disk_dir();
+    let dir = test_support::scratch::disk_dir("bench-file-");
     let path = dir.path().join("disk.img");
     let mut config = small(BdevKind::File, Pattern::RandRw, true);
     config.size = 16 << 20;
@@ -328,7 +315,7 @@ fn scst_over_striped_files_verifies_clean() {
     if !io_uring() {
         return;
     }
-    let dir = disk_dir();
+    let dir = test_support::scratch::disk_dir("bench-file-");
     let mut config = small(
         BdevKind::Striped {
             width: 2,
@@ -405,7 +392,7 @@ fn compare_over_a_file_verifies_both_frontends() {
     if !io_uring() {
         return;
     }
-    let dir = disk_dir();
+    let dir = test_support::scratch::disk_dir("bench-file-");
     let mut config = small(BdevKind::File, Pattern::RandRw, true);
     config.size = 8 << 20;
     config.compare = true;
@@ -478,7 +465,7 @@ fn bad_nvme_configurations_are_refused_with_a_reason() {
             msg.contains("not an NVMe namespace's generic character device"),
             "{msg}"
         );
-        let dir = disk_dir();
+        let dir = test_support::scratch::disk_dir("bench-file-");
         let file = dir.path().join("disk.img");
         std::fs::write(&file, [0u8; 4096]).unwrap();
         let msg = config_error(BenchConfig {

@@ -703,15 +703,7 @@ fn scst_device_over_a_file_bdev_serves_and_one_over_a_bad_bdev_is_skipped() {
     if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
         return;
     }
-    let base = if std::path::Path::new("/var/tmp").is_dir() {
-        PathBuf::from("/var/tmp")
-    } else {
-        std::env::current_dir().unwrap()
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("serve-scst-file-")
-        .tempdir_in(base)
-        .unwrap();
+    let dir = test_support::scratch::disk_dir("serve-scst-file-");
     let text = format!(
         r#"
 [reactors]

@@ -228,25 +228,13 @@ fn file_bdev(dir: &Path, name: &str, size: u64) -> Arc<FileBdev> {
     Arc::new(FileBdev::open(name, options).unwrap())
 }
 
-fn scratch_dir() -> tempfile::TempDir {
-    let base = if Path::new("/var/tmp").is_dir() {
-        std::path::PathBuf::from("/var/tmp")
-    } else {
-        std::env::current_dir().unwrap()
-    };
-    tempfile::Builder::new()
-        .prefix("zero-alloc-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
 #[test]
 fn file_randrw_with_verify_allocates_nothing_and_enters_once_per_poll_at_most() {
     if !can_run(&[Need::IoUring]) {
         return;
     }
     let count = ProcessCount::take();
-    let dir = scratch_dir();
+    let dir = test_support::scratch::disk_dir("zero-alloc-");
     let file = file_bdev(dir.path(), "file", SIZE);
     let bdev: BdevRef = file.clone();
     let (mut job, mut device, mut poller) = stacked_path(bdev, Pattern::RandRw, 4096, true);
@@ -278,7 +266,7 @@ fn striped_file_randrw_allocates_nothing_per_command() {
         return;
     }
     let count = ProcessCount::take();
-    let dir = scratch_dir();
+    let dir = test_support::scratch::disk_dir("zero-alloc-");
     let children: Vec<BdevRef> = (0..2)
         .map(|i| file_bdev(dir.path(), &format!("c{i}"), SIZE / 2) as BdevRef)
         .collect();

@@ -5,6 +5,7 @@
 //!   counting per thread and process-wide.
 //! - [`skip`]: how a test that cannot run here says so, and when it must
 //!   run anyway (`CI=true`).
+//! - [`scratch`]: scratch directories on a disk filesystem (O_DIRECT).
 //!
 //! With the `dataplane` feature, the fixtures built on the data path:
 //! - `exec`: test executors (`CommandExecutor`s);
@@ -21,6 +22,7 @@
 
 pub mod alloc;
 pub mod rng;
+pub mod scratch;
 pub mod skip;
 
 #[cfg(feature = "dataplane")]

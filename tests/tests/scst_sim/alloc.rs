@@ -42,15 +42,7 @@ fn steady_state_over_a_file_bdev_allocates_nothing_per_command() {
     if !can_run(&[Need::IoUring]) {
         return;
     }
-    let base = if std::path::Path::new("/var/tmp").is_dir() {
-        std::path::PathBuf::from("/var/tmp")
-    } else {
-        std::env::current_dir().unwrap()
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("scst-alloc-")
-        .tempdir_in(base)
-        .unwrap();
+    let dir = test_support::scratch::disk_dir("scst-alloc-");
     let mut options = FileOptions::new(dir.path().join("disk"));
     options.size = Some(BLOCKS * BS as u64);
     options.block_size = Some(BS as u32);

@@ -2,19 +2,6 @@
 
 use super::*;
 
-/// A directory on a disk filesystem (tmpfs may refuse O_DIRECT).
-fn disk_dir() -> tempfile::TempDir {
-    let base = if std::path::Path::new("/var/tmp").is_dir() {
-        std::path::PathBuf::from("/var/tmp")
-    } else {
-        std::env::current_dir().unwrap()
-    };
-    tempfile::Builder::new()
-        .prefix("serve-file-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
 /// A configuration of file bdevs in `dir`: good ones (`f0`, the striped
 /// `fs` over `f1` and `f2`), bad ones, and a RAM bdev.
 fn file_config(dir: &std::path::Path) -> ServeConfig {
@@ -122,7 +109,7 @@ fn file_bdevs_serve_and_bad_ones_are_left_out_while_the_rest_serves() {
     if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
         return;
     }
-    let dir = disk_dir();
+    let dir = test_support::scratch::disk_dir("serve-file-");
     let host = SimHost::default();
     let disk0 = host.add(0, "tcm-user/0/disk0/dataplane/f0", facts(512, 16 * MIB));
     let striped = host.add(1, "tcm-user/0/stripe/dataplane/fs", facts(512, 16 * MIB));
