@@ -281,12 +281,22 @@ stats_field() {
 # stats_commands FILE DEVICE: commands_total of DEVICE in a serve --stats-file.
 stats_commands() { stats_field "$1" "$2" commands_total; }
 
-dmesg_mark() { dmesg | wc -l >"$ST/dmesg-$1"; }
-# dmesg_errors MARK: kernel lines since the mark that report I/O trouble.
-dmesg_errors() {
-    _from=$(($(state "dmesg-$1") + 1))
-    dmesg | tail -n +"$_from" | io_trouble
+# Marks in the kernel log are its lines' timestamps, not line numbers: the
+# log buffer wraps (the soak alone logs thousands of errors), which shifts
+# line numbers but not timestamps.
+# dmesg_now: the timestamp of the kernel log's last line (0 if none).
+dmesg_now() {
+    dmesg | tail -n 1 | awk '{ t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t); printf "%.6f\n", t + 0 }'
 }
+# dmesg_mark NAME: records where the kernel log is now, as NAME.
+dmesg_mark() { dmesg_now >"$ST/dmesg-$1"; }
+# dmesg_since MARK: the kernel lines logged after MARK.
+dmesg_since() {
+    dmesg | awk -v from="$(state "dmesg-$1")" '
+        { t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t); if (t + 0 > from + 0) print }'
+}
+# dmesg_errors MARK: kernel lines since the mark that report I/O trouble.
+dmesg_errors() { dmesg_since "$1" | io_trouble; }
 io_trouble() {
     grep -E 'I/O error|FAILED Result|critical (target|medium)|Sense Key|timed out|Call Trace|BUG:|WARNING:|tcmu.*(fail|error)' || true
 }
@@ -294,20 +304,19 @@ io_trouble() {
 # report I/O errors or timeouts a step caused on purpose (and checked
 # itself); dmesg_unexpected leaves them out.
 expect_trouble() {
-    echo "$1 $(state "dmesg-$2") $(dmesg | wc -l)" >>"$ST/fault-windows"
+    echo "$1 $(state "dmesg-$2") $(dmesg_now)" >>"$ST/fault-windows"
 }
 # dmesg_unexpected MARK: dmesg_errors MARK without the expected trouble.
 dmesg_unexpected() {
-    _from=$(($(state "dmesg-$1") + 1))
-    dmesg | awk -v from="$_from" -v wins="$(tr '\n' ';' 2>/dev/null <"$ST/fault-windows")" '
+    dmesg_since "$1" | awk -v wins="$(tr '\n' ';' 2>/dev/null <"$ST/fault-windows")" '
         BEGIN {
             n = split(wins, w, ";")
             for (i = 1; i <= n; i++) { split(w[i], f, " "); disk[i] = f[1]; lo[i] = f[2]; hi[i] = f[3] }
         }
-        NR < from { next }
         {
+            t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t); t += 0
             for (i = 1; i <= n; i++)
-                if (disk[i] != "" && NR > lo[i] && NR <= hi[i] &&
+                if (disk[i] != "" && t > lo[i] + 0 && t <= hi[i] + 0 &&
                     (index($0, "[" disk[i] "]") || index($0, "dev " disk[i] ","))) next
             print
         }' | io_trouble

@@ -125,7 +125,7 @@ stuck_read_is_aborted() {
     sg sg_raw -r "$BLOCK_SIZE" --timeout=5 "$1" 28 00 $lba 00 00 01 00 || rc=$?
     secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
     echo "sg_raw of the stuck block returned status $rc after ${secs} s"
-    dmesg | tail -n +"$(($(state "dmesg-$4") + 1))"
+    dmesg_since "$4"
     [ "$rc" != 0 ] || fail "the READ of the stuck block succeeded"
     awk -v s="$secs" 'BEGIN { exit !(s < 25) }' ||
         fail "the stuck READ took ${secs} s: the abort did not reach serve (the kernel timed it out)"

@@ -278,7 +278,9 @@ find "$VM_RESULTS" -mindepth 1 -maxdepth 1 -type f -delete
 build_device_tests "$VM_RESULTS/nvme-tests.list"
 build_scst
 
-CMDLINE="console=ttyS0 quiet panic=-1 oops=panic VM_REPO=$REPO VM_DATAPLANE=$VM_DATAPLANE"
+# log_buf_len: the whole run's kernel log fits (the soak and the SCST leg log
+# thousands of the errors they cause), so dmesg_clean reads all of it.
+CMDLINE="console=ttyS0 quiet panic=-1 oops=panic log_buf_len=16M VM_REPO=$REPO VM_DATAPLANE=$VM_DATAPLANE"
 CMDLINE+=" VM_KEEP=$VM_KEEP VM_SELFTEST=$VM_SELFTEST VM_PERF_ROUNDS=$VM_PERF_ROUNDS"
 CMDLINE+=" VM_PERF_RUNTIME=$VM_PERF_RUNTIME VM_PERF_WARMUP=$VM_PERF_WARMUP VM_COALESCE_US=$VM_COALESCE_US"
 CMDLINE+=" VM_NVME_NS_MIB=$VM_NVME_NS_MIB VM_NVME_NAMESPACES=$NVME_NAMESPACES VM_SOAK_SECONDS=$VM_SOAK_SECONDS"

@@ -313,7 +313,7 @@ step_scst_task_mgmt() {
     frc=0
     wait $fpid || frc=$?
     cat "$ST/scst-tm-fio.log"
-    dmesg | tail -n +"$(($(state "dmesg-scst-tm-$1") + 1))" | head -n 20
+    dmesg_since "scst-tm-$1" | head -n 20
     expect_trouble "${d#/dev/}" "scst-tm-$1"
     [ $frc = 0 ] || fail "fio during the reset failed (status $frc)"
     report_now
