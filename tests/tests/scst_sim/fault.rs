@@ -4,6 +4,7 @@
 //! task management function succeeds and the LUN serves on.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bdev::fault::{FaultAction, FaultRule, OpSet};
 use bdev::{BdevRef, FaultBdev, IoOp, RamBdev};
@@ -17,6 +18,27 @@ use super::device::{cdb10, settle, Rig};
 
 const BS: u32 = 4096;
 const STUCK_LBA: u64 = 100;
+
+type Done = (u64, u8, bool);
+
+/// Turns the rig until `n` more commands completed (tag, status, aborted),
+/// failing after 10 s. The device may hold replies for a while (reply
+/// coalescing is timed), so a fixed number of turns would be a race.
+fn reap(rig: &mut Rig, n: usize) -> Vec<Done> {
+    let mut done = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {done:?} of {n} completions"
+        );
+        rig.turn();
+        rig.init
+            .reap(|c| done.push((c.tag, c.status, c.aborted)))
+            .unwrap();
+    }
+    done
+}
 
 #[test]
 fn abort_task_ends_a_command_stuck_in_the_bdev() {
@@ -41,13 +63,13 @@ fn abort_task_ends_a_command_stuck_in_the_bdev() {
             .submit(rig.sess, &cdb, SimData::In(BS as usize), tag)
             .unwrap();
     }
-    let mut done = Vec::new();
+    let mut done = reap(&mut rig, 3);
     for _ in 0..20 {
         rig.turn();
-        rig.init
-            .reap(|c| done.push((c.tag, c.status, c.aborted)))
-            .unwrap();
     }
+    rig.init
+        .reap(|c| done.push((c.tag, c.status, c.aborted)))
+        .unwrap();
     done.sort_unstable();
     assert_eq!(
         done,
@@ -65,38 +87,36 @@ fn abort_task_ends_a_command_stuck_in_the_bdev() {
         .init
         .task_mgmt(rig.sess, SCST_ABORT_TASK, Some(1))
         .unwrap();
-    done.clear();
-    for _ in 0..20 {
-        rig.turn();
-        rig.init
-            .reap(|c| done.push((c.tag, c.status, c.aborted)))
-            .unwrap();
-    }
-    assert_eq!(done.len(), 1, "{done:?}");
+    let done = reap(&mut rig, 1);
     assert_eq!(done[0].0, 1);
     assert!(
         done[0].2 || done[0].1 == status::TASK_ABORTED,
         "aborted: {done:?}"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.init.tm_result(tm).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the task management never finished"
+        );
+        rig.turn();
+    }
     assert_eq!(rig.init.tm_result(tm), Some(SCST_MGMT_STATUS_SUCCESS));
     assert_eq!(rig.dev.stats().snapshot().aborts, 1);
     assert_eq!(fault.stats().aborted, 1, "the abort reached the bdev");
 
     // Nothing leaks, and the LUN serves on.
     settle(&mut rig);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rig.dev.is_drained() {
+        assert!(Instant::now() < deadline, "the device did not drain");
+        rig.turn();
+    }
     assert_eq!(rig.dev.executing(), 0);
-    assert!(rig.dev.is_drained());
     assert_eq!(rig.dev.pool().buffers_in_use(), 0);
     let cdb = cdb10(0x28, 5, 1);
     rig.init
         .submit(rig.sess, &cdb, SimData::In(BS as usize), 9)
         .unwrap();
-    done.clear();
-    for _ in 0..20 {
-        rig.turn();
-        rig.init
-            .reap(|c| done.push((c.tag, c.status, c.aborted)))
-            .unwrap();
-    }
-    assert_eq!(done, [(9, status::GOOD, false)]);
+    assert_eq!(reap(&mut rig, 1), [(9, status::GOOD, false)]);
 }
