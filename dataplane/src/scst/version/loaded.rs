@@ -70,9 +70,15 @@ impl LoadedModule {
                     why: format!("no PT_LOAD segment holds section {name} at {start:#x}"),
                 });
             };
+            let Some(at) = seg.offset.checked_add(start - seg.vaddr) else {
+                return Err(VersionMiss::BadKcore {
+                    path: self.kcore.clone(),
+                    why: format!("section {name} maps past the end of the file"),
+                });
+            };
             let mut bytes = vec![0u8; (end - start) as usize];
             kcore
-                .read_exact_at(&mut bytes, seg.offset + (start - seg.vaddr))
+                .read_exact_at(&mut bytes, at)
                 .map_err(|error| VersionMiss::Unreadable {
                     path: self.kcore.clone(),
                     error,
