@@ -45,7 +45,7 @@ use crate::scst::device::{DeviceError, ScstDevice, ScstDeviceConfig};
 use crate::scst::driver::ScstDriver;
 use crate::scst::error::ScstError;
 use crate::scst::pool::{BufferPool, PoolConfig, PoolError};
-use crate::scst::register::{register_with_version, RegisterSpec, ScstOptions};
+use crate::scst::register::{dataplane_sgv_name, register_with_version, RegisterSpec, ScstOptions};
 use crate::scst::version::VersionSource;
 use crate::tcmu::{Doorbell, SharedRegion, TcmuDevice, TcmuDeviceConfig, TcmuError};
 
@@ -235,6 +235,9 @@ impl<Drv: ScstDriver> Stack<ScstDevice<Drv, Lun>> {
         let mut spec = RegisterSpec::new(registration.name.clone(), bdev.geometry().block_size);
         spec.version = Some(registration.version.clone());
         spec.options = registration.options;
+        // The pool name marks the device as this dataplane's (see
+        // `DATAPLANE_SGV_PREFIX`).
+        spec.sgv_name = dataplane_sgv_name(&registration.name);
         register_with_version(
             &mut driver,
             &spec,

@@ -20,9 +20,28 @@
 //! CPU with `constant_tsc` under Linux, which otherwise marks the TSC
 //! unstable); a reactor only subtracts ticks read on its own pinned core
 //! anyway.
+//!
+//! # When the clock is not cheap
+//! `Instant` is a vDSO read only while the kernel's clocksource allows it
+//! (tsc, kvm-clock). Under `hpet` or `acpi_pm` (guests without a stable
+//! TSC, e.g. under QEMU TCG) every read is a system call plus an emulated
+//! device access, microseconds each. [`is_cheap`] tells which case this is
+//! (a read measured at calibration under [`CHEAP_READ_NS`]); a reactor on an
+//! expensive clock reads it once per iteration instead of once per poller
+//! and keeps the reading as the thread's [`recent`] time, which the devices
+//! use for their per-command timestamps.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// A clock read at or above this many nanoseconds is not cheap.
+pub const CHEAP_READ_NS: u64 = 200;
+
+thread_local! {
+    /// This thread's last [`refresh`] (0: never).
+    static RECENT: Cell<u64> = const { Cell::new(0) };
+}
 
 /// Where the ticks come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +185,50 @@ pub fn source() -> ClockSource {
     clock().source
 }
 
-/// The current time in ticks. Monotonic on one core; cheap (no syscall).
+/// Mean cost of one [`now`] in nanoseconds, measured once (64 reads).
+pub fn read_cost_ns() -> u64 {
+    static COST: OnceLock<u64> = OnceLock::new();
+    *COST.get_or_init(|| {
+        const READS: u32 = 64;
+        let start = Instant::now();
+        let mut sink = 0u64;
+        for _ in 0..READS {
+            sink = sink.wrapping_add(now());
+        }
+        std::hint::black_box(sink);
+        u64::try_from(start.elapsed().as_nanos() / u128::from(READS)).unwrap_or(u64::MAX)
+    })
+}
+
+/// True if [`now`] costs less than [`CHEAP_READ_NS`] (see the module docs).
+pub fn is_cheap() -> bool {
+    read_cost_ns() < CHEAP_READ_NS
+}
+
+/// Reads the clock and keeps the reading as this thread's [`recent`] time.
+#[inline]
+pub fn refresh() -> u64 {
+    let t = now();
+    RECENT.with(|r| r.set(t));
+    t
+}
+
+/// This thread's recent time: its last [`refresh`] (a reactor refreshes at
+/// every iteration, and before every poller when the clock is cheap), or
+/// [`now`] on a thread that never refreshed. For timestamps that may lag
+/// by one reactor iteration.
+#[inline]
+pub fn recent() -> u64 {
+    let t = RECENT.with(Cell::get);
+    if t == 0 {
+        now()
+    } else {
+        t
+    }
+}
+
+/// The current time in ticks. Monotonic on one core; cheap where the
+/// source is (see [`is_cheap`]).
 #[inline]
 pub fn now() -> u64 {
     let clock = clock();
@@ -199,6 +261,27 @@ fn mul_q32(value: u64, factor_q32: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_is_the_last_refresh_of_this_thread() {
+        std::thread::spawn(|| {
+            let before = now();
+            assert!(recent() >= before, "never refreshed: the current time");
+            let t = refresh();
+            std::thread::sleep(Duration::from_millis(2));
+            assert_eq!(recent(), t);
+            assert!(now() > t);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn read_cost_is_measured_once() {
+        let cost = read_cost_ns();
+        assert_eq!(read_cost_ns(), cost);
+        assert_eq!(is_cheap(), cost < CHEAP_READ_NS);
+    }
 
     #[test]
     fn finds_flags_in_cpuinfo() {

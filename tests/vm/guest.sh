@@ -20,15 +20,12 @@ CFS=/sys/kernel/config/target
 ST=/run/vmstate                 # state shared between steps (disk names, pids)
 SELFTEST=${VM_SELFTEST:-0}      # 1: the "dataplane" LUNs are rd_mcp LUNs
 PERF_ROUNDS=${VM_PERF_ROUNDS:-3}
-# The dataplane's completion coalescing window in the guest (serve's
-# tcmu.completion_coalesce_us): two vCPUs shared by fio, the kernel and the
-# reactor are a host short of CPU, where fewer, larger doorbell batches leave
-# the kernel more CPU for I/O (each doorbell wakes the initiator's CPU with an
-# IPI). Measured in this guest, 4 KiB randread QD32 against rd_mcp: 0.62-0.69x
-# without it, 0.93-1.07x with 1-4 ms.
-COALESCE_US=${VM_COALESCE_US:-2000}
-PERF_RUNTIME=${VM_PERF_RUNTIME:-10}
-PERF_WARMUP=${VM_PERF_WARMUP:-5}
+# serve's tcmu.completion_coalesce_us in the guest: 0, the README's default
+# configuration (the devices' own adaptive coalescing decides); VM_COALESCE_US
+# sets a window to compare with.
+COALESCE_US=${VM_COALESCE_US:-0}
+PERF_RUNTIME=${VM_PERF_RUNTIME:-6}
+PERF_WARMUP=${VM_PERF_WARMUP:-3}
 RESTART_RUNTIME=20
 SOAK_SECONDS=${VM_SOAK_SECONDS:-60}  # the soak's duration (step soak_short)
 FIO_TIMEOUT=${VM_FIO_TIMEOUT:-300}  # seconds before a fio run is killed
@@ -688,6 +685,7 @@ step_perf() {
     rd=$(need_disk rd)
     dp=$(state disk-ram)
     [ -n "$dp" ] && [ -b "$dp" ] || dp=
+    echo "$COALESCE_US" >"$R/perf-coalesce-us"
     # Warm-up, not counted: the first seconds of random reads on a LUN run
     # measurably slower in this guest (the first round used to read 30-40 %
     # low on the dataplane side).
@@ -696,20 +694,43 @@ step_perf() {
             FIO_EXTRA="--cpus_allowed=0" run_fio "warmup-${disk##*/}" randread-4k-qd32.fio DISK="$disk" RUNTIME="$PERF_WARMUP"
         done
     fi
+    stats=$R/serve-stats-$(state serve.tag).json
+    ios=0
+    doorbells=0
     r=1
     while [ $r -le "$PERF_ROUNDS" ]; do
         if [ $((r % 2)) = 1 ]; then order="dataplane rd_mcp"; else order="rd_mcp dataplane"; fi
-        for t in $order; do
-            if [ "$t" = dataplane ]; then disk=$dp; else disk=$rd; fi
-            [ -n "$disk" ] || continue
-            # fio runs on CPU 0 for both sides, the dataplane's reactor on CPU
-            # 1 (its serve config): the deployment model of a polled
-            # dataplane is a core of its own, and an unpinned fio that the
-            # scheduler puts next to the spinning reactor halves both.
-            FIO_EXTRA="--cpus_allowed=0" run_fio "perf-$t-$r" randread-4k-qd32.fio DISK="$disk" RUNTIME="$PERF_RUNTIME"
+        # QD 32 (throughput) and QD 1 (latency), each pair adjacent in time.
+        for qd in 32 1; do
+            for t in $order; do
+                if [ "$t" = dataplane ]; then disk=$dp; else disk=$rd; fi
+                [ -n "$disk" ] || continue
+                name=$t
+                [ "$qd" = 32 ] || name=${t}_qd$qd
+                counted=
+                if [ "$t" = dataplane ] && [ "$qd" = 32 ] && serve_running; then
+                    counted=1
+                    report_now
+                    c0=$(stats_field "$stats" "$(lun_name ram)" commands_total)
+                    b0=$(stats_field "$stats" "$(lun_name ram)" doorbells_total)
+                fi
+                # fio runs on CPU 0 for both sides, the dataplane's reactor on
+                # CPU 1 (its serve config): the deployment model of a polled
+                # dataplane is a core of its own, and an unpinned fio that the
+                # scheduler puts next to the spinning reactor halves both.
+                FIO_EXTRA="--cpus_allowed=0" run_fio "perf-$name-$r" "randread-4k-qd$qd.fio" DISK="$disk" RUNTIME="$PERF_RUNTIME"
+                if [ -n "$counted" ]; then
+                    report_now
+                    ios=$((ios + $(stats_field "$stats" "$(lun_name ram)" commands_total) - c0))
+                    doorbells=$((doorbells + $(stats_field "$stats" "$(lun_name ram)" doorbells_total) - b0))
+                    echo "hold in force: $(stats_field "$stats" "$(lun_name ram)" hold_us) us"
+                fi
+            done
         done
         r=$((r + 1))
     done
+    echo "dataplane RAM LUN at QD 32: $doorbells doorbells for $ios commands" | tee "$R/tcmu-doorbells"
+    echo "$doorbells $ios" >"$R/tcmu-doorbells-per-io"
     [ -n "$dp" ] || fail "no dataplane RAM LUN (its create step failed); rd_mcp measured alone"
 }
 

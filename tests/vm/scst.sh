@@ -355,6 +355,13 @@ step_scst_perf() {
         cat "$R/fileio_tgt.log"
         fail "fileio_tgt did not register ftgt0"
     }
+    # `scst list` shows the dataplane's devices only (fileio_tgt's is an
+    # scst_user device too), `--all` every one.
+    listed=$(dataplane scst list) || fail "dataplane scst list failed"
+    echo "$listed"
+    echo "$listed" | grep -q "^$(lun_name scst) " || fail "scst list does not show $(lun_name scst)"
+    ! echo "$listed" | grep -q "^ftgt0 " || fail "scst list shows fileio_tgt's ftgt0"
+    dataplane scst list --all | grep -q "^ftgt0 " || fail "scst list --all does not show ftgt0"
     luns=$SCST_SYS/targets/scst_local/scst_local_tgt/luns/mgmt
     lun=4
     for dev in kvdisk0 ftgt0 knull0; do

@@ -181,6 +181,33 @@ def scst_perf(fio, res):
     return out
 
 
+def tcmu_perf(by_round, per_target, median_ratio, res):
+    """The perf step's TCMU figures beyond the QD 32 ratio: with serve's
+    default configuration (no coalescing window: perf-coalesce-us is 0),
+    the QD 32 median round ratio as tcmu_default_ratio_vs_rd_mcp; the QD 1
+    rounds (targets dataplane_qd1 and rd_mcp_qd1) as
+    tcmu_qd1_ratio_vs_rd_mcp; and the doorbells per I/O of the QD 32 runs
+    (tcmu-doorbells-per-io: "doorbells ios")."""
+    window = read_float(os.path.join(res, "perf-coalesce-us"))
+    qd1 = round_ratios(by_round, "dataplane_qd1", "rd_mcp_qd1")
+    out = {
+        "perf_completion_coalesce_us": window,
+        "tcmu_default_ratio_vs_rd_mcp": median_ratio if window == 0 else None,
+        "tcmu_qd1_iops": mean(per_target.get("dataplane_qd1", [])),
+        "rd_mcp_qd1_iops": mean(per_target.get("rd_mcp_qd1", [])),
+        "tcmu_qd1_round_ratios": qd1,
+        "tcmu_qd1_ratio_vs_rd_mcp": median(qd1),
+        "tcmu_doorbells_per_io": None,
+    }
+    try:
+        with open(os.path.join(res, "tcmu-doorbells-per-io"), encoding="utf-8") as f:
+            doorbells, ios = (int(x) for x in f.read().split())
+            out["tcmu_doorbells_per_io"] = round(doorbells / ios, 3) if ios else None
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def load_json(path):
     """A JSON object the guest wrote (e.g. soak.json), or None."""
     try:
@@ -229,6 +256,7 @@ def main():
     # are the least sensitive to drifts in the host's load.
     dp_round_ratios = round_ratios(by_round, "dataplane", "rd_mcp")
     median_ratio = median(dp_round_ratios)
+    tcmu = tcmu_perf(by_round, per_target, median_ratio, res)
     nvme = nvme_perf(fio)
     info = nvme_info(os.path.join(res, "nvme-info"))
     suite = conformance(res)
@@ -295,6 +323,7 @@ def main():
         "round_ratios": dp_round_ratios,
         "median_round_ratio": median_ratio,
         "perf_rounds": rounds,
+        **tcmu,
         **nvme,
         **scst,
         "nvme_lba_size": info.get("nvme0n1", {}).get("logical_block_size"),
@@ -322,8 +351,12 @@ def main():
 
     print(f"4 KiB randread QD32: dataplane {fmt(dp_iops)} IOPS, rd_mcp {fmt(rd_iops)} IOPS, "
           f"ratio {ratio if ratio is not None else '-'} (per round {dp_round_ratios}, median {median_ratio})")
+    print(f"  default configuration (no window): {tcmu['tcmu_default_ratio_vs_rd_mcp']}, "
+          f"{tcmu['tcmu_doorbells_per_io']} doorbells/IO; QD1: dataplane {fmt(tcmu['tcmu_qd1_iops'])} IOPS, "
+          f"rd_mcp {fmt(tcmu['rd_mcp_qd1_iops'])} IOPS, ratio {tcmu['tcmu_qd1_ratio_vs_rd_mcp']} "
+          f"(per round {tcmu['tcmu_qd1_round_ratios']})")
     for r in rounds:
-        print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
+        print(f"  round {r['round']} {r['target']:<13} {r['iops']:>10,.0f} IOPS")
     if nvme["nvme_perf_rounds"]:
         lba = info.get("nvme0n1", {}).get("logical_block_size", "?")
         print(f"NVMe 4 KiB randread QD32 (LBA {lba} B): iblock {fmt(nvme['iblock_iops'])} IOPS, "

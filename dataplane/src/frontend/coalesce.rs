@@ -1,60 +1,94 @@
 //! [`Coalescer`]: publish completions now, or hold them so that one
 //! doorbell (TCMU) or one REPLY_AND_GET_MULTI (SCST) carries more of them.
 //!
-//! # The rule
-//! At the end of a poll a frontend has `pending` completions (responses
-//! written to the ring, replies queued) that the kernel has not been given
-//! yet. They are **held** when all of these hold:
-//! - nothing must go out now (`urgent` is false: the device is not draining,
-//!   and for SCST no queued reply is one a command or the kernel waits for);
-//! - fewer than [`CoalesceConfig::batch`] are pending;
-//! - either a batch is *building by itself* (`building`: the initiator keeps
-//!   the queue busy, so more completions are about to come) and
-//!   [`CoalesceConfig::max_hold`] has not passed, or the coalescing window
-//!   ([`CoalesceConfig::window`], off by default) has not passed.
+//! # Why
+//! Each publication costs a system call, and on the kernel side it
+//! completes the batch and wakes the initiator's CPU once (an IPI when the
+//! initiator runs on another core). Measured under a real kernel, a device
+//! that publishes at every poll that completed something publishes about
+//! one command at a time at queue depth 32: commands trickle in one by one
+//! as the initiator resubmits them, and a fast poll loop answers each alone.
+//! Holding completions back until several are ready cuts the calls per
+//! command several times over, but a hold that no other command joins is
+//! pure latency: at queue depth 1 nothing joins, so nothing may be held.
 //!
-//! So a lone command never waits (nothing builds a batch behind it), unless
-//! a window is configured. Both times are measured from the start of the
-//! hold, which the frontend sets with [`Coalescer::restart`]: TCMU restarts
-//! it when the first completion after a publication is written, SCST at
-//! every exchange with the kernel.
+//! # The rule
+//! - **Concurrency gate.** Nothing is held unless the device has seen a
+//!   command arrive while it held another (`in_hand` ≥ 2, see
+//!   [`Coalescer::arrived`]). A device that publishes at once rarely holds
+//!   two commands even at queue depth 32 (they reach it one by one), so the
+//!   gate is tested with a **probe**: every [`PROBE_EVERY`] arrivals one
+//!   completion is held up to `max_hold`. If a command arrives meanwhile
+//!   the gate opens; if none does, it closes. At queue depth 1 no probe is
+//!   ever joined (the initiator waits for the held completion), so the
+//!   gate stays closed and the cost there is one `max_hold` delay per
+//!   [`PROBE_EVERY`] commands.
+//! - **Hold level.** Behind the gate a [`HoldTuner`] picks how long
+//!   completions may wait, between 0 and [`CoalesceConfig::max_hold`], by
+//!   measuring the device's throughput at each level and keeping the one
+//!   that pays (see its module docs): where batching frees the initiator's
+//!   CPU the hold rises, where the initiator waits on the device it stays 0.
+//! - Completions are **held** while the hold is younger than that level
+//!   and fewer than [`CoalesceConfig::batch`] are pending, unless something
+//!   must go out now (`urgent`: the device is draining, or an SCST reply is
+//!   waited for).
+//!
+//! A fixed coalescing window ([`CoalesceConfig::window`], off by default)
+//! holds completions even without concurrency, like NVMe interrupt
+//! aggregation.
+//!
+//! TCMU holds completions written to the ring behind an unpublished tail
+//! (it sees new commands in the shared ring without a system call). SCST,
+//! where one ioctl both answers and fetches, exchanges once per hold
+//! ([`Coalescer::due`]) so that each exchange answers a batch and fetches
+//! one.
 //!
 //! # Cost
-//! The coalescer is two integers of configuration in clock ticks and one
-//! timestamp: no allocation, no lock, and [`Coalescer::hold`] reads the
-//! clock only when its answer depends on the time.
+//! A few integers and one timestamp: no allocation, no lock, no clock read
+//! of its own beyond the thread's [`clock::recent`] time.
 
 use std::time::Duration;
 
 use reactor::clock;
 
+use super::hold_tuner::HoldTuner;
+
 /// How completions are coalesced; the same settings for both frontends
-/// (`doorbell_batch` and `completion_coalesce_us` in `serve`'s `[tcmu]` and
-/// `[[scst]]`).
+/// (`doorbell_batch`, `coalesce_max_hold_us` and `completion_coalesce_us`
+/// in `serve`'s `[tcmu]` and `[[scst]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoalesceConfig {
-    /// Completions are held (see the module docs) only while fewer than
-    /// this many are pending. Default 32; 1 publishes at every poll that
-    /// completed something; 0 never holds.
+    /// The largest batch: this many pending completions always go out.
+    /// Default 32; 1 publishes at every poll that completed something (no
+    /// hold); 0 never holds.
     pub batch: usize,
-    /// Longest hold while a batch builds up by itself. Default 20 µs.
+    /// The highest hold level the tuner tries (see the module docs).
+    /// Default 100 µs: a few commands' worth where arrivals are tens of
+    /// microseconds apart (a small VM); the tuner keeps a lower level, or
+    /// none, where holding does not pay.
     pub max_hold: Duration,
+    /// A fixed hold instead of the tuner's choice (still behind the
+    /// concurrency gate). Default `None`: the tuner picks.
+    pub fixed_hold: Option<Duration>,
     /// Completion coalescing window: when non-zero, completions may wait up
-    /// to this long for others to join them even when no batch builds up by
-    /// itself (up to `batch` of them), like NVMe interrupt aggregation. Each
-    /// publication makes the kernel complete the batch and wake the
-    /// initiator side once, so on a host short of CPU (a small VM shared
-    /// with the initiator) fewer, larger batches leave more CPU for I/O; it
-    /// adds up to this much latency per command. The device keeps its
-    /// reactor awake while a completion is held. Default 0 (off).
+    /// to this long for others to join them even without evidence of
+    /// concurrency (up to `batch` of them), like NVMe interrupt
+    /// aggregation. It adds up to this much latency per command. The device
+    /// keeps its reactor awake while a completion is held. Default 0 (off).
     pub window: Duration,
+}
+
+impl CoalesceConfig {
+    /// Default [`max_hold`](Self::max_hold): 100 µs.
+    pub const DEFAULT_MAX_HOLD: Duration = Duration::from_micros(100);
 }
 
 impl Default for CoalesceConfig {
     fn default() -> Self {
         Self {
             batch: 32,
-            max_hold: Duration::from_micros(20),
+            max_hold: Self::DEFAULT_MAX_HOLD,
+            fixed_hold: None,
             window: Duration::ZERO,
         }
     }
@@ -65,14 +99,35 @@ impl Default for CoalesceConfig {
 /// device (one reactor thread).
 #[derive(Debug, Clone)]
 pub struct Coalescer {
-    batch: usize,
-    /// `max_hold` in clock ticks.
-    max_hold_ticks: u64,
+    /// [`CoalesceConfig::batch`].
+    cap: usize,
     /// `window` in clock ticks (0 = off).
     window_ticks: u64,
+    /// `max_hold` in clock ticks: the length of a probe.
+    probe_ticks: u64,
+    /// [`COLD_AFTER`] in clock ticks.
+    cold_ticks: u64,
     /// Clock ticks the current hold is measured from.
     since: u64,
+    /// The concurrency gate is open.
+    concurrent: bool,
+    /// Arrivals until the next probe.
+    to_probe: u64,
+    /// A probe is running: the next hold lasts up to `max_hold`.
+    probing: bool,
+    /// Clock ticks the gate last closed at (0: never opened).
+    closed_at: u64,
+    /// Picks the hold level behind the gate.
+    tuner: HoldTuner,
 }
+
+/// Arrivals between two probes of the concurrency gate.
+pub const PROBE_EVERY: u64 = 1024;
+/// Arrivals before a new device's first probe.
+pub const FIRST_PROBE: u64 = 64;
+/// A gate closed this long forgets the tuner's choice: the next opening
+/// starts a sweep (a new workload).
+pub const COLD_AFTER: Duration = Duration::from_secs(1);
 
 /// A duration in clock ticks (saturating).
 fn ticks(d: Duration) -> u64 {
@@ -80,13 +135,22 @@ fn ticks(d: Duration) -> u64 {
 }
 
 impl Coalescer {
-    /// A coalescer with `config`, its hold measured from tick 0.
+    /// A coalescer with `config`, the gate closed.
     pub fn new(config: &CoalesceConfig) -> Self {
         Self {
-            batch: config.batch,
-            max_hold_ticks: ticks(config.max_hold),
+            cap: config.batch,
             window_ticks: ticks(config.window),
+            probe_ticks: ticks(config.fixed_hold.unwrap_or(config.max_hold)),
+            cold_ticks: ticks(COLD_AFTER),
             since: 0,
+            concurrent: false,
+            to_probe: FIRST_PROBE,
+            probing: false,
+            closed_at: 0,
+            tuner: match config.fixed_hold {
+                Some(hold) => HoldTuner::pinned(hold),
+                None => HoldTuner::new(config.max_hold),
+            },
         }
     }
 
@@ -102,24 +166,119 @@ impl Coalescer {
         now.wrapping_sub(self.since)
     }
 
-    /// True to hold `pending` completions, false to publish them now:
-    /// `urgent` means something must go out now, `building` that a batch is
-    /// building up by itself. Reads the clock only when the answer depends
-    /// on the time.
+    /// True while the concurrency gate is open.
     #[inline]
-    pub fn hold(&self, pending: usize, urgent: bool, building: bool) -> bool {
-        if urgent || pending >= self.batch || (!building && self.window_ticks == 0) {
-            return false;
-        }
-        let age = self.age(clock::now());
-        (building && age < self.max_hold_ticks) || age < self.window_ticks
+    pub fn concurrent(&self) -> bool {
+        self.concurrent
     }
 
-    /// True once [`CoalesceConfig::max_hold`] has passed since the start of
-    /// the hold at `now`.
+    /// The hold tuner (its level, for statistics).
+    pub fn tuner(&self) -> &HoldTuner {
+        &self.tuner
+    }
+
+    /// Records that a poll at `now` found `n` new commands while the device
+    /// held `in_hand` commands in all (the `n` included, with completions
+    /// held back): `in_hand` ≥ 2 opens the gate (and ends a probe). An
+    /// opening after the gate was closed for [`COLD_AFTER`] (or the first
+    /// one) starts a sweep of the hold levels; a quicker one resumes the
+    /// tuner where it was. Every [`PROBE_EVERY`] arrivals a probe starts.
     #[inline]
-    pub fn max_hold_passed(&self, now: u64) -> bool {
-        self.age(now) >= self.max_hold_ticks
+    pub fn arrived(&mut self, n: usize, in_hand: usize, now: u64) {
+        if n == 0 || self.cap < 2 {
+            return;
+        }
+        if in_hand >= 2 {
+            self.probing = false;
+            if !self.concurrent {
+                self.concurrent = true;
+                if self.closed_at == 0 || now.wrapping_sub(self.closed_at) >= self.cold_ticks {
+                    self.tuner.start(now);
+                }
+            }
+        }
+        self.to_probe = self.to_probe.saturating_sub(n as u64);
+        if self.to_probe == 0 && !self.probing {
+            self.probing = true;
+            self.to_probe = PROBE_EVERY;
+        }
+    }
+
+    /// Ends a probe that no arrival joined within its hold (called with the
+    /// age of the hold that carried it): the gate closes.
+    #[inline]
+    fn probe_expired(&mut self, age: u64, now: u64) {
+        if self.probing && age >= self.probe_ticks {
+            self.probing = false;
+            if self.concurrent {
+                self.concurrent = false;
+                self.closed_at = now;
+            }
+        }
+    }
+
+    /// Records `n` completions given to the kernel at `now` (published
+    /// behind a tail, or replied): the tuner's measure.
+    #[inline]
+    pub fn completed(&mut self, n: usize, now: u64) {
+        if self.concurrent {
+            self.tuner.completed(n, now);
+        }
+    }
+
+    /// How long (clock ticks) completions may be held now: `max_hold`
+    /// during a probe, else the tuner's level behind an open gate, else 0.
+    #[inline]
+    pub fn hold_limit(&self) -> u64 {
+        let level = if self.concurrent {
+            self.tuner.hold_ticks()
+        } else {
+            0
+        };
+        if self.probing {
+            level.max(self.probe_ticks)
+        } else {
+            level
+        }
+    }
+
+    /// True to hold `pending` completions, false to publish them now
+    /// (`urgent`: something must go out now). A probe whose hold ran out
+    /// here closes the gate.
+    #[inline]
+    pub fn hold(&mut self, pending: usize, urgent: bool) -> bool {
+        if urgent || pending >= self.cap {
+            return false;
+        }
+        let limit = self.hold_limit();
+        if limit == 0 && self.window_ticks == 0 {
+            return false;
+        }
+        let now = clock::recent();
+        let age = self.age(now);
+        let held = age < limit || age < self.window_ticks;
+        if !held {
+            self.probe_expired(age, now);
+        }
+        held
+    }
+
+    /// SCST, where one exchange both answers and fetches: true when the
+    /// next exchange is due at `now` with `pending` replies queued: `batch`
+    /// of them are queued, or the hold has passed since the last exchange
+    /// (and, for queued replies, the coalescing window). A probe whose hold
+    /// ran out here closes the gate.
+    #[inline]
+    pub fn due(&mut self, pending: usize, now: u64) -> bool {
+        if pending >= self.cap {
+            return true;
+        }
+        let age = self.age(now);
+        let due = age >= self.hold_limit() && (pending == 0 || age >= self.window_ticks);
+        if due {
+            self.probe_expired(age, now);
+        }
+        due
     }
 
     /// True if a coalescing window is configured: a device holding
@@ -141,59 +300,157 @@ mod tests {
         let mut c = Coalescer::new(&CoalesceConfig {
             batch,
             max_hold,
+            fixed_hold: None,
             window,
         });
         c.restart(clock::now());
         c
     }
 
+    /// Runs a sweep in which level `i` completes `rate[i]` commands per
+    /// millisecond, arrivals showing `in_hand` commands; returns the tick
+    /// after it.
+    fn sweep(c: &mut Coalescer, in_hand: usize, rate: [usize; 5]) -> u64 {
+        let ms = ticks(Duration::from_millis(1));
+        let mut now = ms;
+        c.arrived(1, in_hand, now);
+        let epoch = super::super::hold_tuner::EPOCH.as_millis() as usize + 1;
+        for _ in 0..10 * epoch {
+            now += ms;
+            c.arrived(1, in_hand, now);
+            c.completed(rate[c.tuner().level()], now);
+        }
+        now
+    }
+
     #[test]
-    fn defaults_are_a_batch_of_32_and_no_window() {
+    fn defaults_are_a_batch_of_32_a_100us_cap_and_no_window() {
         let d = CoalesceConfig::default();
         assert_eq!(d.batch, 32);
-        assert_eq!(d.max_hold, Duration::from_micros(20));
+        assert_eq!(d.max_hold, Duration::from_micros(100));
         assert_eq!(d.window, Duration::ZERO);
-        assert!(!Coalescer::new(&d).has_window());
+        let c = Coalescer::new(&d);
+        assert!(!c.has_window());
+        assert!(!c.concurrent());
+        assert_eq!(c.hold_limit(), 0);
     }
 
     #[test]
-    fn a_building_batch_is_held_until_full() {
-        let c = coalescer(4, HOUR, Duration::ZERO);
-        assert!(c.hold(1, false, true));
-        assert!(c.hold(3, false, true));
-        assert!(!c.hold(4, false, true), "a full batch goes out");
-        assert!(!c.hold(1, true, true), "urgent goes out");
+    fn a_lone_command_stream_is_never_held_beyond_its_probes() {
+        // Queue depth 1: each command arrives when the device holds no
+        // other; whatever would pay, the gate stays closed.
+        let mut c = coalescer(32, HOUR, Duration::ZERO);
+        sweep(&mut c, 1, [10, 20, 30, 40, 50]);
+        assert!(!c.concurrent());
+        assert_eq!(c.tuner().sweeps(), 0);
     }
 
     #[test]
-    fn nothing_is_held_when_no_batch_builds_up_and_no_window_is_set() {
-        let c = coalescer(4, HOUR, Duration::ZERO);
-        assert!(!c.hold(1, false, false));
+    fn behind_the_gate_the_paying_level_holds() {
+        let mut c = coalescer(32, HOUR, Duration::ZERO);
+        sweep(&mut c, 2, [100, 110, 140, 120, 90]);
+        assert!(c.concurrent());
+        assert_eq!(c.tuner().level(), 2);
+        assert_eq!(c.hold_limit(), ticks(HOUR) / 4);
+        c.restart(clock::now());
+        assert!(c.hold(1, false), "held");
+        assert!(!c.hold(1, true), "urgent goes out");
+        assert!(!c.hold(32, false), "a full batch goes out");
+        let now = clock::now();
+        c.restart(now);
+        assert!(!c.due(0, now + 1000));
+        assert!(c.due(32, now + 1000), "a full batch");
+        assert!(c.due(0, now + c.hold_limit()));
     }
 
     #[test]
-    fn max_hold_bounds_a_building_batch() {
-        let c = coalescer(4, Duration::ZERO, Duration::ZERO);
-        assert!(!c.hold(1, false, true));
-        assert!(c.max_hold_passed(clock::now()));
-        let c = coalescer(4, HOUR, Duration::ZERO);
-        assert!(!c.max_hold_passed(clock::now()));
+    fn where_holding_costs_nothing_is_held() {
+        let mut c = coalescer(32, HOUR, Duration::ZERO);
+        sweep(&mut c, 8, [100, 80, 60, 40, 20]);
+        assert!(c.concurrent());
+        assert_eq!(c.hold_limit(), 0);
+        assert!(!c.hold(1, false));
     }
 
     #[test]
-    fn a_window_holds_even_without_a_building_batch() {
-        let c = coalescer(4, Duration::ZERO, HOUR);
+    fn a_probe_opens_the_gate_only_if_joined() {
+        let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
+        let probe = ticks(Duration::from_micros(200));
+        let gap = probe * 4;
+        let mut now = 1_000_000;
+        // Queue depth 1: the probes come, hold, and are never joined.
+        for _ in 0..3 * PROBE_EVERY {
+            now += gap;
+            c.arrived(1, 1, now);
+            if c.hold_limit() > 0 {
+                assert_eq!(c.hold_limit(), probe, "a probe holds max_hold");
+                c.restart(now);
+                assert!(c.due(1, now + probe));
+            }
+            assert!(!c.concurrent());
+        }
+        // A probe joined by an arrival opens the gate.
+        while c.hold_limit() == 0 {
+            now += gap;
+            c.arrived(1, 1, now);
+        }
+        c.arrived(1, 2, now + 10);
+        assert!(c.concurrent());
+        assert_eq!(c.hold_limit(), 0, "the tuner starts its sweep at level 0");
+    }
+
+    #[test]
+    fn a_failed_probe_closes_the_gate_and_a_quick_reopening_resumes() {
+        let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
+        let mut now = sweep(&mut c, 2, [100, 110, 140, 120, 90]);
+        assert_eq!(c.tuner().level(), 2);
+        // Queue depth 1 from now on: the next probe fails and closes.
+        let gap = ticks(Duration::from_micros(300));
+        while !c.probing {
+            now += gap;
+            c.arrived(1, 1, now);
+        }
+        c.restart(now);
+        assert!(c.due(0, now + c.hold_limit()));
+        assert!(!c.concurrent());
+        assert_eq!(c.hold_limit(), 0);
+        // Concurrency soon after: the tuner's choice resumes.
+        c.arrived(1, 2, now + gap);
+        assert!(c.concurrent());
+        assert_eq!(c.tuner().level(), 2, "no new sweep");
+        // After a long quiet spell a new sweep starts at level 0.
+        while !c.probing {
+            now += gap;
+            c.arrived(1, 1, now);
+        }
+        c.restart(now);
+        assert!(c.due(0, now + c.hold_limit()));
+        assert!(!c.concurrent());
+        c.arrived(1, 2, now + ticks(COLD_AFTER) + gap);
+        assert!(c.concurrent());
+        assert_eq!(c.tuner().level(), 0);
+    }
+
+    #[test]
+    fn a_window_holds_even_without_concurrency() {
+        let mut c = coalescer(4, Duration::ZERO, HOUR);
         assert!(c.has_window());
-        assert!(c.hold(1, false, false));
-        assert!(c.hold(1, false, true));
-        assert!(!c.hold(4, false, false), "up to a batch");
-        assert!(!c.hold(1, true, false), "urgent goes out");
+        assert!(c.hold(1, false));
+        assert!(!c.hold(4, false), "up to a batch");
+        assert!(!c.hold(1, true), "urgent goes out");
+        let now = clock::now();
+        assert!(c.due(0, now), "fetching is not windowed");
+        assert!(!c.due(1, now), "a queued reply waits for the window");
     }
 
     #[test]
-    fn batch_zero_never_holds() {
-        let c = coalescer(0, HOUR, HOUR);
-        assert!(!c.hold(0, false, true));
-        assert!(!c.hold(1, false, true));
+    fn batch_one_or_zero_never_holds() {
+        for batch in [0, 1] {
+            let mut c = coalescer(batch, HOUR, Duration::ZERO);
+            sweep(&mut c, 8, [100, 200, 300, 400, 500]);
+            assert!(!c.concurrent());
+            assert!(!c.hold(0, false));
+            assert!(!c.hold(1, false));
+        }
     }
 }

@@ -12,9 +12,11 @@
 mod coalesce;
 mod drain;
 mod fault;
+pub mod hold_tuner;
 mod stats;
 
 pub use coalesce::{CoalesceConfig, Coalescer};
 pub use drain::Drain;
 pub use fault::SharedFault;
+pub use hold_tuner::HoldTuner;
 pub(crate) use stats::device_stats;

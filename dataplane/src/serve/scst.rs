@@ -365,6 +365,7 @@ impl ScstDevices {
                     ioctls as f64 / commands as f64
                 },
                 latency_ns: latency.summary,
+                hold_us: snap.hold_us,
                 commands_total: snap.commands_completed,
                 doorbells_total: snap.ioctls,
                 received_total: snap.exec,

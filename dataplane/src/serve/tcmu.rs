@@ -613,6 +613,7 @@ impl TcmuDevices {
                         doorbells as f64 / commands as f64
                     },
                     latency_ns: latency.summary,
+                    hold_us: snap.hold_us,
                     commands_total: snap.commands_completed,
                     doorbells_total: snap.doorbells,
                     received_total: snap.commands_received,
@@ -656,6 +657,7 @@ fn device_stats(name: &TcmuUioName, minor: u32, reactor: usize, health: &Health)
         doorbells: 0,
         doorbells_per_io: 0.0,
         latency_ns: Default::default(),
+        hold_us: 0,
         commands_total: 0,
         doorbells_total: 0,
         received_total: 0,

@@ -309,6 +309,7 @@ pub fn exercise(data: &[u8]) -> usize {
         coalesce: CoalesceConfig {
             batch: 1 + input.below(8),
             max_hold: Duration::ZERO,
+            fixed_hold: None,
             window: Duration::ZERO,
         },
         track_latency: false,

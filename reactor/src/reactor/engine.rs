@@ -36,6 +36,8 @@ struct Slot {
     counters: PollerCounters,
     cell: Arc<SharedPollerCell>,
     removal: Option<Removal>,
+    /// Found work in the current iteration (expensive-clock accounting).
+    busy_now: bool,
 }
 
 /// The reactor thread's state.
@@ -56,6 +58,8 @@ pub(super) struct Engine {
     /// Tick at which the current iteration began (the end of the previous
     /// iteration or sleep).
     iteration_start: u64,
+    /// [`clock::is_cheap`]: time each poller, or only each iteration.
+    cheap_clock: bool,
 }
 
 impl Engine {
@@ -79,6 +83,7 @@ impl Engine {
             removing: 0,
             shutdown_deadline: None,
             iteration_start: 0,
+            cheap_clock: clock::is_cheap(),
         }
     }
 
@@ -112,6 +117,7 @@ impl Engine {
             counters: PollerCounters::default(),
             cell,
             removal: None,
+            busy_now: false,
         });
         Ok(id)
     }
@@ -132,11 +138,11 @@ impl Engine {
     /// The loop (see the module docs); returns once the shutdown drain ends.
     pub(super) fn run(mut self) -> ReactorExit {
         self.shared.stats.set_state(ReactorState::Running);
-        self.iteration_start = clock::now();
+        self.iteration_start = clock::refresh();
         loop {
             let polls_from = if self.shared.pending.load(Ordering::Relaxed) {
                 self.control();
-                clock::now()
+                clock::refresh()
             } else {
                 self.iteration_start
             };
@@ -160,13 +166,23 @@ impl Engine {
 
     /// One pass over all pollers starting at tick `polls_from`; returns the
     /// work done.
+    ///
+    /// With a cheap clock every poller's time is measured (one read after
+    /// each poll). With an expensive one ([`clock::is_cheap`] false) the
+    /// clock is read once per iteration and the iteration's time is shared
+    /// among its pollers: equally among those that found work when any did,
+    /// else equally among all. Either way each reading becomes the thread's
+    /// [`clock::recent`] time, which the next poller sees as its "now".
     #[inline]
     fn iterate(&mut self, polls_from: u64) -> u64 {
+        if !self.cheap_clock {
+            return self.iterate_coarse();
+        }
         let mut last = polls_from;
         let mut work = 0;
         for slot in &mut self.slots {
             let done = slot.poller.poll() as u64;
-            let now = clock::now();
+            let now = clock::refresh();
             let ticks = now.saturating_sub(last);
             last = now;
             let counters = &mut slot.counters;
@@ -181,8 +197,47 @@ impl Engine {
             }
         }
         if self.slots.is_empty() {
-            last = clock::now();
+            last = clock::refresh();
         }
+        self.end_iteration(last, work)
+    }
+
+    /// [`iterate`](Self::iterate) on an expensive clock: one read.
+    fn iterate_coarse(&mut self) -> u64 {
+        let mut work = 0;
+        let mut busy = 0u64;
+        for slot in &mut self.slots {
+            let done = slot.poller.poll() as u64;
+            let counters = &mut slot.counters;
+            counters.polls += 1;
+            slot.busy_now = done > 0;
+            if done > 0 {
+                counters.busy_polls += 1;
+                counters.work += done;
+                work += done;
+                busy += 1;
+            }
+        }
+        let last = clock::refresh();
+        let ticks = last.saturating_sub(self.iteration_start);
+        let sharers = if busy > 0 {
+            busy
+        } else {
+            self.slots.len() as u64
+        };
+        let share = ticks / sharers.max(1);
+        for slot in &mut self.slots {
+            if busy == 0 {
+                slot.counters.idle_ticks += share;
+            } else if slot.busy_now {
+                slot.counters.busy_ticks += share;
+            }
+        }
+        self.end_iteration(last, work)
+    }
+
+    /// The iteration's accounting, from `iteration_start` to `last`.
+    fn end_iteration(&mut self, last: u64, work: u64) -> u64 {
         let ticks = last.saturating_sub(self.iteration_start);
         self.iteration_start = last;
         let counters = &mut self.counters;
@@ -328,7 +383,7 @@ impl Engine {
         self.counters.publish(&self.shared.stats);
         let before = clock::now();
         let by_event = sleeper.wait(max_sleep);
-        let after = clock::now();
+        let after = clock::refresh();
         waker.finish_sleep();
         self.counters.sleep_ticks += after.saturating_sub(before);
         if by_event {

@@ -473,12 +473,23 @@ fn small_cache_sim() -> ScstSimConfig {
 /// to the cache only then), evicts everything the kernel caches, and lets
 /// the device answer the evictions.
 pub(crate) fn settle(rig: &mut Rig) {
-    for _ in 0..8 {
-        rig.turn();
-    }
+    turn_for(rig, SETTLE);
     rig.init.purge_cache();
-    for _ in 0..8 {
+    turn_for(rig, SETTLE);
+}
+
+/// How long `settle` turns after each of its steps: several times the
+/// coalescer's longest hold (the device's exchanges are timed, so a fixed
+/// number of turns may end before a held exchange is due).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Turns the rig at least 8 times and for at least `d`.
+fn turn_for(rig: &mut Rig, d: std::time::Duration) {
+    let start = std::time::Instant::now();
+    let mut turns = 0;
+    while turns < 8 || start.elapsed() < d {
         rig.turn();
+        turns += 1;
     }
 }
 
@@ -736,9 +747,9 @@ fn deep_queue(
 fn ioctls_per_io_at_queue_depth_128() {
     let no_timer = ScstDeviceConfig {
         coalesce: CoalesceConfig {
-            // The hold never expires: only the batch rules apply, so the
-            // count is deterministic.
-            max_hold: Duration::from_secs(3600),
+            // A fixed hold that never expires: under load only the batch
+            // rule applies, so the count is deterministic.
+            fixed_hold: Some(Duration::from_secs(3600)),
             ..CoalesceConfig::default()
         },
         ..ScstDeviceConfig::default()

@@ -1,6 +1,7 @@
 //! The device's poll (and the simulator's submit/notify/reap) do not
 //! allocate in steady state, counted by the counting allocator per thread.
 
+use dataplane::frontend::CoalesceConfig;
 use dataplane::tcmu::{TcmuDevice, TcmuDeviceConfig};
 use sim::tcmu::{SimConfig, SimData, SimSubmitError, TcmuSim};
 use test_support::alloc::thread_allocations;
@@ -17,7 +18,17 @@ fn steady_state_polls_do_not_allocate() {
     .unwrap();
     let (region, bell) = sim.device_endpoint().unwrap();
     let exec = Immediate::new(64);
-    let mut dev = TcmuDevice::attach(region, bell, exec, TcmuDeviceConfig::default()).unwrap();
+    // A fixed hold keeps the pattern of publications steady (the tuner's
+    // sweeps would change how many commands are in flight, and with it the
+    // simulator's working sizes, after the warm-up).
+    let config = TcmuDeviceConfig {
+        coalesce: CoalesceConfig {
+            fixed_hold: Some(std::time::Duration::from_micros(20)),
+            ..CoalesceConfig::default()
+        },
+        ..TcmuDeviceConfig::default()
+    };
+    let mut dev = TcmuDevice::attach(region, bell, exec, config).unwrap();
     let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 16, 0];
     let write = [0x2A, 0, 0, 0, 0, 0, 0, 0, 16, 0];
     let payload = vec![0xA5u8; 64 << 10];

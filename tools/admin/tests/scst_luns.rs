@@ -149,9 +149,13 @@ impl Machine {
         let s = |rel: &str| roots.scst.join(rel);
         for dir in [
             "handlers/disk0",
+            "handlers/ftgt0",
             "handlers/vdisk_fileio",
             "devices/disk0/exported",
+            "devices/ftgt0/exported",
             "devices/vd0/exported",
+            "sgv/dataplane.disk0",
+            "sgv/ftgt0",
             "targets/scst_local/scst_local_tgt/luns",
             "targets/scst_local/scst_local_tgt/sessions/scst_local_host",
             &format!("targets/iscsi/{IQN}/luns"),
@@ -160,6 +164,10 @@ impl Machine {
         }
         std::os::unix::fs::symlink(s("handlers/disk0"), s("devices/disk0/handler")).unwrap();
         std::fs::write(s("devices/disk0/commands"), "").unwrap();
+        // Another scst_user handler's device (fileio_tgt's): its pool has
+        // the device's own name.
+        std::os::unix::fs::symlink(s("handlers/ftgt0"), s("devices/ftgt0/handler")).unwrap();
+        std::fs::write(s("devices/ftgt0/commands"), "").unwrap();
         std::os::unix::fs::symlink(s("handlers/vdisk_fileio"), s("devices/vd0/handler")).unwrap();
         std::fs::write(s("targets/scst_local/scst_local_tgt/luns/mgmt"), "").unwrap();
         std::fs::write(s(&format!("targets/iscsi/{IQN}/luns/mgmt")), "").unwrap();
@@ -518,6 +526,7 @@ fn list_shows_scst_user_devices_and_their_luns() {
     assert_eq!(devices[0].name, "disk0");
     assert_eq!(devices[0].handler.as_deref(), Some("disk0"));
     assert!(devices[0].scst_user);
+    assert!(devices[0].dataplane);
     assert_eq!(
         devices[0].luns,
         vec![
@@ -527,10 +536,13 @@ fn list_shows_scst_user_devices_and_their_luns() {
     );
     let all = m.admin.list(true).unwrap();
     let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
-    assert_eq!(names, ["disk0", "vd0"]);
-    assert_eq!(all[1].handler.as_deref(), Some("vdisk_fileio"));
-    assert!(!all[1].scst_user);
-    assert!(all[1].luns.is_empty());
+    assert_eq!(names, ["disk0", "ftgt0", "vd0"]);
+    assert!(all[1].scst_user, "fileio_tgt's device is scst_user");
+    assert!(!all[1].dataplane, "but not the dataplane's");
+    assert_eq!(all[2].handler.as_deref(), Some("vdisk_fileio"));
+    assert!(!all[2].scst_user);
+    assert!(!all[2].dataplane);
+    assert!(all[2].luns.is_empty());
     // Listing needs no root.
     let user = Machine::with_euid(1000);
     assert_eq!(user.admin.list(false).unwrap().len(), 1);

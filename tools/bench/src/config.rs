@@ -156,6 +156,9 @@ pub struct BenchConfig {
     pub idle: IdlePolicy,
     /// Check data with per-block checksums.
     pub verify: bool,
+    /// Simulated kernel work per command on the simulated kernel's thread
+    /// (see `Job::with_kernel_cost`); zero = a free kernel.
+    pub kernel_cost: Duration,
     /// Also run the reference copy loop (before and after the run).
     pub reference: bool,
     /// Measure the platform's own stalls on the bench's CPUs first.
@@ -171,6 +174,14 @@ pub struct BenchConfig {
     pub data_area: Option<u64>,
     /// The files of file-backed bdevs.
     pub file: FileConfig,
+}
+
+impl BenchConfig {
+    /// `dataplane bench`'s default simulated kernel work per command:
+    /// 1 µs, about what a real kernel's SCSI path through tcm_loop or
+    /// scst_local costs per command on the initiator's side. Enough that a
+    /// handler's poll outruns the arrivals, as on a real kernel.
+    pub const DEFAULT_KERNEL_NS: u64 = 1000;
 }
 
 impl Default for BenchConfig {
@@ -191,6 +202,7 @@ impl Default for BenchConfig {
             devices: None,
             idle: IdlePolicy::Busy,
             verify: false,
+            kernel_cost: Duration::ZERO,
             reference: false,
             jitter: false,
             compare: false,

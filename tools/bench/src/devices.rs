@@ -329,7 +329,8 @@ pub(crate) fn build_device(
     let model = config
         .verify
         .then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, zeroed));
-    let job = Job::new(initiator, workload, model, MAX_IO_BYTES)?;
+    let job =
+        Job::new(initiator, workload, model, MAX_IO_BYTES)?.with_kernel_cost(config.kernel_cost);
     Ok(BenchDevice {
         job,
         ram,

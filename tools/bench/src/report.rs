@@ -199,6 +199,8 @@ pub struct BenchReport {
     pub device_block_size: u32,
     /// I/Os in flight per device.
     pub iodepth: u32,
+    /// Simulated kernel work per command, ns (`--kernel-ns`).
+    pub kernel_ns: u64,
     /// Devices (rings) driven.
     pub devices: usize,
     /// Percent of reads (randrw).
@@ -317,13 +319,14 @@ impl BenchReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "dataplane bench: frontend={} bdev={} rw={} bs={} iodepth={} devices={} idle={}{}",
+            "dataplane bench: frontend={} bdev={} rw={} bs={} iodepth={} devices={} kernel_ns={} idle={}{}",
             self.frontend,
             self.bdev,
             self.rw,
             self.block_size,
             self.iodepth,
             self.devices,
+            self.kernel_ns,
             self.idle,
             if self.verify { " verify" } else { "" }
         );
@@ -543,6 +546,7 @@ mod tests {
             block_size: 4096,
             device_block_size: 4096,
             iodepth: 128,
+            kernel_ns: 0,
             devices: 1,
             rwmix_read: 50,
             runtime_s: 1.0,

@@ -313,6 +313,7 @@ fn run_frontend(
         block_size: config.io_size,
         device_block_size: config.block_size,
         iodepth: config.iodepth,
+        kernel_ns: u64::try_from(config.kernel_cost.as_nanos()).unwrap_or(u64::MAX),
         devices: device_count,
         rwmix_read: config.rwmix_read,
         runtime_s: secs,

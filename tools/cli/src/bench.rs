@@ -119,6 +119,15 @@ pub struct BenchArgs {
     /// the same process and report the ratio.
     #[arg(long)]
     compare: bool,
+    /// Simulated kernel work per command, in nanoseconds, spent on the
+    /// simulated kernel's thread (half at submission, half at completion,
+    /// and as much again for each batch of completions taken), as a real
+    /// kernel's paths run on the initiator's CPU: commands then arrive one
+    /// by one, and batching completions saves the initiator's time.
+    /// Default 1000; 0 with --reference (and for `0`): a kernel that costs
+    /// nothing, the handler's own ceiling.
+    #[arg(long, value_name = "NS")]
+    kernel_ns: Option<u64>,
     /// Seed for offsets and data.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -238,6 +247,11 @@ impl BenchArgs {
                 IdleArg::Adaptive => IdlePolicy::adaptive(),
             },
             verify: self.verify,
+            kernel_cost: Duration::from_nanos(self.kernel_ns.unwrap_or(if self.reference {
+                0
+            } else {
+                BenchConfig::DEFAULT_KERNEL_NS
+            })),
             reference: self.reference,
             jitter: self.jitter,
             compare: self.compare,

@@ -51,7 +51,7 @@ enum ScstCommand {
     /// local disk first).
     #[command(name = "del-lun")]
     DelLun(DelLunArgs),
-    /// List SCST devices served through scst_user, with their LUNs.
+    /// List the SCST devices `dataplane serve` registered, with their LUNs.
     List(ListArgs),
 }
 
@@ -101,7 +101,8 @@ struct ListArgs {
     /// Print a JSON array.
     #[arg(long)]
     json: bool,
-    /// Every SCST device, not only those served through scst_user.
+    /// Every SCST device (other handlers' too, fileio_tgt's and the
+    /// kernel's), not only the dataplane's.
     #[arg(long)]
     all: bool,
 }

@@ -160,6 +160,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         server.reactors().len(),
         std::process::id()
     ));
+    if !reactor::clock::is_cheap() {
+        log(&format!(
+            "note: reading the clock costs {} ns here ({:?} source; a clocksource such as hpet \
+             makes it a system call): reactors read it once per iteration",
+            reactor::clock::read_cost_ns(),
+            reactor::clock::source()
+        ));
+    }
 
     let use_netlink = !args.no_netlink;
     let mut netlink = if use_netlink {

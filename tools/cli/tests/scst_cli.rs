@@ -22,13 +22,15 @@ impl Fake {
         }
     }
 
-    /// SCST with scst_user device disk0, scst_local's default target with
-    /// a session on host 3, whose LUN 0 disk `sdc` already shows in sysfs.
+    /// SCST with scst_user device disk0 (registered by the dataplane: its
+    /// SGV pool carries the marker), scst_local's default target with a
+    /// session on host 3, whose LUN 0 disk `sdc` already shows in sysfs.
     fn loaded() -> Self {
         let f = Self::bare();
         for dir in [
             "sys/kernel/scst_tgt/handlers/disk0",
             "sys/kernel/scst_tgt/devices/disk0/exported",
+            "sys/kernel/scst_tgt/sgv/dataplane.disk0",
             "sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns",
             "sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/sessions/scst_local_host",
             "sys/devices/scst_local/host3",
@@ -326,7 +328,7 @@ fn list_in_text_and_json() {
     assert_eq!(
         json,
         serde_json::json!([{
-            "name": "disk0", "handler": "disk0", "scst_user": true,
+            "name": "disk0", "handler": "disk0", "scst_user": true, "dataplane": true,
             "luns": ["scst_local/scst_local_tgt/0"],
         }])
     );

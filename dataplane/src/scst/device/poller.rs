@@ -20,22 +20,22 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     /// The exchange (the ioctl) happens when there is a reply to send or a
     /// subcommand may be asked for, and at least one of:
     /// - an urgent reply is queued (PARSE, ALLOC_MEM, sessions, task
-    ///   management: a command or the kernel waits for it);
-    /// - `coalesce.batch` replies are queued;
-    /// - no command is executing and a reply is queued (unless a coalescing
-    ///   window holds it), or the last call found work (answer and look for
-    ///   more at once, so a lone command is never delayed), or
+    ///   management: a command or the kernel waits for it), the device is
+    ///   shutting down, or the last exchange filled the command buffer (more
+    ///   may be waiting);
+    /// - the [`Coalescer`](crate::frontend::Coalescer) holds nothing (no
+    ///   concurrency seen, or holding does not pay) and a reply is queued,
+    ///   or the last call found work (answer and look for more at once, so
+    ///   a lone command is never delayed), or
     ///   [`ScstDeviceConfig::idle_poll_interval`] has passed (an idle device
     ///   asks for work at that rate, not at every poll);
-    /// - the device is shutting down;
-    /// - the last exchange filled the command buffer (more may be waiting);
-    /// - `coalesce.max_hold` (and the coalescing window, for a queued reply)
-    ///   has passed since the last exchange.
+    /// - the coalescer holds, and its hold has passed since the last
+    ///   exchange or `batch` replies are queued
+    ///   ([`Coalescer::due`](crate::frontend::Coalescer::due)).
     ///
-    /// So while commands execute, completions collect into batches and the
-    /// device does not spin on EAGAIN. The reply rules are those of the
-    /// [`Coalescer`](crate::frontend::Coalescer) (see
-    /// [`ScstDeviceConfig::coalesce`]).
+    /// So under load one exchange answers a batch and fetches a batch, and
+    /// at queue depth 1 every reply goes out at once. See
+    /// [`ScstDeviceConfig::coalesce`].
     ///
     /// [`ScstDeviceConfig::idle_poll_interval`]: super::ScstDeviceConfig::idle_poll_interval
     /// [`ScstDeviceConfig::coalesce`]: super::ScstDeviceConfig::coalesce
@@ -58,20 +58,25 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             0
         };
         if got > 0 {
-            let now = if self.latency.is_some() {
-                clock::now()
-            } else {
-                0
-            };
+            let now = clock::recent();
+            // Executing before this fetch, the replies this exchange
+            // carried (held until now), plus the EXECs it brought: the
+            // commands in hand at once (the coalescer's concurrency test).
+            let executing = self.slots.len() - self.free.len() + self.last_consumed;
+            let received = c.exec;
             for i in 0..got {
                 self.handle(i, now, &mut c);
             }
+            let execs = (c.exec - received) as usize;
+            self.coalescer.arrived(execs, executing + execs, now);
             work += got;
         }
         self.executor.flush();
-        if self.coalescer.has_window() && self.replies.len() > 0 {
+        if self.replies.len() > 0
+            && (self.coalescer.has_window() || self.coalescer.hold_limit() > 0)
+        {
             // A reply is held: keep the reactor polling (not asleep) until
-            // the window closes.
+            // the hold ends.
             work = work.max(1);
         }
         if work > 0 {
@@ -82,31 +87,28 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     }
 
     /// Whether this poll calls the driver (see [`ScstDevice::poll`]).
-    fn exchange_due(&self, want: usize) -> bool {
+    fn exchange_due(&mut self, want: usize) -> bool {
         let queued = self.replies.len();
-        let executing = self.executor.in_flight() != 0;
-        if queued > 0 {
-            // Replies to send: the coalescer decides. Nothing is held when
-            // a reply is waited for, when draining, or when more
-            // subcommands may be waiting (the last call filled the buffer);
-            // a batch builds by itself while commands execute.
-            let urgent = self.replies.is_urgent() || self.drain.is_draining() || self.last_filled;
-            return !self.coalescer.hold(queued, urgent, executing);
-        }
-        if want == 0 {
+        if queued == 0 && want == 0 {
             return false;
         }
-        if self.last_filled {
+        let urgent = self.replies.is_urgent() || self.drain.is_draining() || self.last_filled;
+        if urgent {
             return true;
         }
-        // Nothing to answer: look for work at once after a call that found
-        // some, else once per idle polling interval, or once per max_hold
-        // while commands execute (they bring replies soon).
-        let now = clock::now();
-        if executing {
-            return self.coalescer.max_hold_passed(now);
+        if self.coalescer.hold_limit() > 0 {
+            // Under load, where holding pays: one exchange per hold, or
+            // at `batch` replies queued.
+            return self.coalescer.due(queued, clock::recent());
         }
-        self.last_got || self.coalescer.age(now) >= self.idle_poll_ticks
+        if queued > 0 {
+            // No concurrency seen: a reply goes out at once (unless a
+            // coalescing window holds it).
+            return !self.coalescer.hold(queued, false);
+        }
+        // Nothing to answer: look for work at once after a call that found
+        // some, else once per idle polling interval.
+        self.last_got || self.coalescer.age(clock::recent()) >= self.idle_poll_ticks
     }
 
     /// Moves finished commands from the executor into the reply queue.
@@ -131,7 +133,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             return n;
         }
         let now = if self.latency.is_some() {
-            clock::now()
+            clock::recent()
         } else {
             0
         };
@@ -242,7 +244,8 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             .driver
             .reply_and_get_multi(&mut self.multi, self.replies.as_slice());
         c.ioctls += 1;
-        self.coalescer.restart(clock::now());
+        let now = clock::recent();
+        self.coalescer.restart(now);
         let header = *self.multi.header();
         let consumed = usize::try_from(header.replies_done).unwrap_or(0).min(sent);
         let returned = usize::try_from(header.cmds_cnt).unwrap_or(0);
@@ -279,6 +282,8 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             }
         }
         c.replies_sent += consumed as u64;
+        self.last_consumed = consumed;
+        self.coalescer.completed(consumed, now);
         let retired = consumed + usize::from(refused);
         self.outstanding -= retired;
         self.replies.retire(consumed, refused);
@@ -295,6 +300,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
 
     /// Stores the poll's counters and the gauges.
     fn publish(&mut self, c: &mut ScstStatsSnapshot) {
+        c.hold_us = clock::ticks_to_ns(self.coalescer.hold_limit()) / 1000;
         c.sessions = self.sessions.len() as u64;
         c.outstanding = self.outstanding as u64;
         c.executing = (self.slots.len() - self.free.len()) as u64;

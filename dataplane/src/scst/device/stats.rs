@@ -72,6 +72,9 @@ device_stats! {
         aborts,
     }
     gauges {
+        /// The reply hold in force, in microseconds (0: replies go out at
+        /// once; see `frontend::Coalescer`).
+        hold_us,
         /// Sessions attached.
         sessions,
         /// Subcommands received and not yet answered (executing, waiting,

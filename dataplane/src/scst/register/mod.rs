@@ -63,6 +63,21 @@ pub const LICENSE: &str = "GPL";
 /// under a truncated name.
 pub const MAX_DEVICE_NAME: usize = SCST_MAX_NAME - 2;
 
+/// The prefix of the SGV pool name of a device `dataplane` registers:
+/// `dataplane.<device>`. SCST shows a device's pools in
+/// `/sys/kernel/scst_tgt/sgv/`, which is how `dataplane scst list` tells its
+/// own scst_user devices from other handlers' (fileio_tgt's, for example),
+/// whose pools carry their device's name.
+pub const DATAPLANE_SGV_PREFIX: &str = "dataplane.";
+
+/// The marked SGV pool name of `device` ([`DATAPLANE_SGV_PREFIX`]), or
+/// `None` when it would not fit the ABI's 49 bytes (device names over 39
+/// bytes: such a device keeps the default pool name, its own).
+pub fn dataplane_sgv_name(device: &str) -> Option<String> {
+    let name = format!("{DATAPLANE_SGV_PREFIX}{device}");
+    (name.len() < SCST_MAX_NAME).then_some(name)
+}
+
 /// What to register.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterSpec {

@@ -213,3 +213,17 @@ fn the_description_has_the_c_layout() {
     assert_eq!(&bytes[103..108], b"pool\0");
     assert!(bytes[107..160].iter().all(|&b| b == 0));
 }
+
+#[test]
+fn dataplane_pools_are_marked_when_the_name_fits() {
+    assert_eq!(
+        dataplane_sgv_name("disk0").as_deref(),
+        Some("dataplane.disk0")
+    );
+    let fits = "d".repeat(SCST_MAX_NAME - 1 - DATAPLANE_SGV_PREFIX.len());
+    assert_eq!(dataplane_sgv_name(&fits).unwrap().len(), SCST_MAX_NAME - 1);
+    assert_eq!(dataplane_sgv_name(&format!("{fits}x")), None);
+    let mut spec = RegisterSpec::new("disk0", 512);
+    spec.sgv_name = dataplane_sgv_name("disk0");
+    spec.validate().unwrap();
+}

@@ -11,7 +11,7 @@ use crate::scst::register::{MemoryReuse, OnFreeCmd, ParseType, RegisterSpec, Scs
 use crate::scst::version::check_version_string;
 
 use super::bdevs::{block_size_at_open, block_size_of, find, parent_of, BdevConfig};
-use super::coalesce::{check_coalesce, coalesce_config, DEFAULT_DOORBELL_BATCH};
+use super::coalesce::{CoalesceKeys, DEFAULT_COALESCE_MAX_HOLD_US, DEFAULT_DOORBELL_BATCH};
 use super::error::{err, ConfigError};
 use super::value::check_name;
 
@@ -105,11 +105,21 @@ pub struct ScstConfig {
     /// (see `scst::device::ScstDeviceConfig::idle_poll_interval`).
     #[serde(default)]
     pub idle_poll_us: Option<u64>,
-    /// Most replies held for one REPLY_AND_GET_MULTI while a batch builds
-    /// up (default [`DEFAULT_DOORBELL_BATCH`]): the same key and meaning as
-    /// `[tcmu] doorbell_batch` ([`CoalesceConfig::batch`]).
+    /// Most replies one REPLY_AND_GET_MULTI carries, the cap of the
+    /// adaptive batch target (default [`DEFAULT_DOORBELL_BATCH`]; 1 turns
+    /// holding off): the same key and meaning as `[tcmu] doorbell_batch`
+    /// ([`CoalesceConfig::batch`]).
     #[serde(default)]
     pub doorbell_batch: Option<usize>,
+    /// Longest adaptive hold in microseconds (default
+    /// [`DEFAULT_COALESCE_MAX_HOLD_US`]): the same key and meaning as
+    /// `[tcmu] coalesce_max_hold_us` ([`CoalesceConfig::max_hold`]).
+    #[serde(default)]
+    pub coalesce_max_hold_us: Option<u64>,
+    /// A fixed hold in microseconds instead of the tuner's choice: the
+    /// same key and meaning as `[tcmu] coalesce_hold_us`.
+    #[serde(default)]
+    pub coalesce_hold_us: Option<u64>,
     /// Completion coalescing window in microseconds (default 0 = off): the
     /// same key and meaning as `[tcmu] completion_coalesce_us`
     /// ([`CoalesceConfig::window`]). For hosts short of CPU.
@@ -183,10 +193,18 @@ impl ScstConfig {
 
     /// The device's completion coalescing settings.
     pub fn coalesce(&self) -> CoalesceConfig {
-        coalesce_config(
-            self.doorbell_batch.unwrap_or(DEFAULT_DOORBELL_BATCH),
-            self.completion_coalesce_us.unwrap_or(0),
-        )
+        self.coalesce_keys().config()
+    }
+
+    fn coalesce_keys(&self) -> CoalesceKeys {
+        CoalesceKeys {
+            doorbell_batch: self.doorbell_batch.unwrap_or(DEFAULT_DOORBELL_BATCH),
+            coalesce_max_hold_us: self
+                .coalesce_max_hold_us
+                .unwrap_or(DEFAULT_COALESCE_MAX_HOLD_US),
+            coalesce_hold_us: self.coalesce_hold_us,
+            completion_coalesce_us: self.completion_coalesce_us.unwrap_or(0),
+        }
     }
 }
 
@@ -264,11 +282,7 @@ pub(super) fn check_scst(
                 ));
             }
         }
-        check_coalesce(
-            &at,
-            s.doorbell_batch.unwrap_or(DEFAULT_DOORBELL_BATCH),
-            s.completion_coalesce_us.unwrap_or(0),
-        )?;
+        s.coalesce_keys().check(&at)?;
         for (j, e) in s.export.iter().enumerate() {
             let key = format!("{at}.export[{j}]");
             let Some(address) = e.address() else {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::frontend::CoalesceConfig;
 
-use super::coalesce::{check_coalesce, coalesce_config, default_doorbell_batch};
+use super::coalesce::{default_coalesce_max_hold_us, default_doorbell_batch, CoalesceKeys};
 use super::error::{err, ConfigError};
 use super::value::check_name;
 
@@ -54,10 +54,18 @@ pub struct TcmuConfig {
     /// Devices pinned to reactors.
     #[serde(default)]
     pub pin: Vec<Pin>,
-    /// Most completions one doorbell carries while a batch builds up
-    /// ([`CoalesceConfig::batch`]).
+    /// Most completions one doorbell carries, the cap of the adaptive batch
+    /// target ([`CoalesceConfig::batch`]); 1 turns holding off.
     #[serde(default = "default_doorbell_batch")]
     pub doorbell_batch: usize,
+    /// Longest adaptive hold of a completion in microseconds
+    /// ([`CoalesceConfig::max_hold`]).
+    #[serde(default = "default_coalesce_max_hold_us")]
+    pub coalesce_max_hold_us: u64,
+    /// A fixed hold in microseconds instead of the tuner's choice
+    /// ([`CoalesceConfig::fixed_hold`]); unset: the tuner picks.
+    #[serde(default)]
+    pub coalesce_hold_us: Option<u64>,
     /// Completion coalescing window in microseconds (0 = off): see
     /// [`CoalesceConfig::window`]. For hosts short of CPU.
     #[serde(default)]
@@ -67,7 +75,16 @@ pub struct TcmuConfig {
 impl TcmuConfig {
     /// The devices' completion coalescing settings.
     pub fn coalesce(&self) -> CoalesceConfig {
-        coalesce_config(self.doorbell_batch, self.completion_coalesce_us)
+        self.coalesce_keys().config()
+    }
+
+    fn coalesce_keys(&self) -> CoalesceKeys {
+        CoalesceKeys {
+            doorbell_batch: self.doorbell_batch,
+            coalesce_max_hold_us: self.coalesce_max_hold_us,
+            coalesce_hold_us: self.coalesce_hold_us,
+            completion_coalesce_us: self.completion_coalesce_us,
+        }
     }
 
     /// The reactor a device is pinned to.
@@ -88,7 +105,7 @@ impl TcmuConfig {
                 self.rescan_interval_ms
             ));
         }
-        check_coalesce("tcmu", self.doorbell_batch, self.completion_coalesce_us)?;
+        self.coalesce_keys().check("tcmu")?;
         let mut pinned = HashSet::new();
         for (i, pin) in self.pin.iter().enumerate() {
             check_name(&format!("tcmu.pin[{i}].device"), &pin.device)?;
@@ -117,6 +134,8 @@ impl Default for TcmuConfig {
             rescan_interval_ms: default_rescan(),
             pin: Vec::new(),
             doorbell_batch: default_doorbell_batch(),
+            coalesce_max_hold_us: default_coalesce_max_hold_us(),
+            coalesce_hold_us: None,
             completion_coalesce_us: 0,
         }
     }

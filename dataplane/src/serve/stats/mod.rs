@@ -81,6 +81,10 @@ pub struct DeviceStats {
     /// `commands_total`, the figure per I/O over any span between two
     /// reports.
     pub doorbells_total: u64,
+    /// The completion hold in force, in microseconds: how long completions
+    /// (TCMU) or replies (SCST) may wait to share one doorbell or ioctl,
+    /// as the device's hold tuner chose it (0: at once).
+    pub hold_us: u64,
     /// Commands received since attach (TCMU: ring entries; SCST: EXEC
     /// subcommands); minus `commands_total`, the commands in flight.
     pub received_total: u64,
@@ -242,6 +246,7 @@ mod tests {
                 p999: 30_000,
                 ..LatencySummary::default()
             },
+            hold_us: 25,
             commands_total: 5000,
             doorbells_total: 125,
             received_total: 5001,

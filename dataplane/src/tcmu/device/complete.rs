@@ -18,7 +18,11 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             .latency
             .as_mut()
             .filter(|_| self.executor.in_flight() != 0);
-        let now = if latency.is_some() { clock::now() } else { 0 };
+        let now = if latency.is_some() {
+            clock::recent()
+        } else {
+            0
+        };
         self.executor
             .poll(self.config.budget, &mut |slot, response: &Response| {
                 if let Some(s) = slots.get_mut(slot as usize) {
@@ -99,7 +103,7 @@ impl<E: CommandExecutor> TcmuDevice<E> {
         );
         self.tail = self.geo.advance(entry.offset, entry.len);
         if self.unpublished == 0 {
-            self.coalescer.restart(clock::now());
+            self.coalescer.restart(clock::recent());
         }
         self.unpublished += 1;
         c.commands_completed += 1;
@@ -112,17 +116,15 @@ impl<E: CommandExecutor> TcmuDevice<E> {
     /// Publishes the tail and rings the doorbell once (step 4), unless the
     /// completions are held back to batch them (see
     /// [`TcmuDeviceConfig::coalesce`](super::TcmuDeviceConfig::coalesce)).
-    /// `walked` is the number of new entries this poll found.
-    pub(super) fn publish(&mut self, walked: usize, c: &mut TcmuStatsSnapshot) {
+    /// Returns true while completions are held.
+    pub(super) fn publish(&mut self, c: &mut TcmuStatsSnapshot) -> bool {
         if self.tail != self.published_tail {
-            // Commands keep arriving while others execute: a batch is
-            // building up by itself. Draining: nothing is held.
-            let building = walked != 0 && self.executor.in_flight() != 0;
+            // Draining: nothing is held.
             if self
                 .coalescer
-                .hold(self.unpublished, self.drain.is_draining(), building)
+                .hold(self.unpublished, self.drain.is_draining())
             {
-                return;
+                return true;
             }
             // A tail moved under the device (a reset since the walk) must
             // not be overwritten: the kernel's ring starts over there.
@@ -132,10 +134,11 @@ impl<E: CommandExecutor> TcmuDevice<E> {
                     expected: self.published_tail,
                     found,
                 });
-                return;
+                return false;
             }
             self.region.store_cmd_tail(self.tail);
             self.published_tail = self.tail;
+            self.coalescer.completed(self.unpublished, clock::recent());
             self.unpublished = 0;
             self.doorbell_pending = true;
         }
@@ -148,6 +151,7 @@ impl<E: CommandExecutor> TcmuDevice<E> {
                 Err(_) => c.doorbell_errors += 1,
             }
         }
+        false
     }
 
     /// Broken ring: drain the executor so its memory use ends, discard the

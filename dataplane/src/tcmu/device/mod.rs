@@ -70,7 +70,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use bdev::IoVec;
-use reactor::Poller;
+use reactor::{clock, Poller};
 
 use super::abi::*;
 use super::doorbell::Doorbell;
@@ -295,10 +295,9 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             let mut work = walked;
             if self.fault.is_none() {
                 work += self.write_completions(&mut c);
-                self.publish(walked, &mut c);
-                if self.coalescer.has_window() && self.tail != self.published_tail {
+                if self.publish(&mut c) {
                     // A completion is held: keep the reactor polling (not
-                    // asleep) until the window closes.
+                    // asleep) until the hold ends.
                     work = work.max(1);
                 }
             }
@@ -307,6 +306,7 @@ impl<E: CommandExecutor> TcmuDevice<E> {
         if work > 0 {
             c.polls_with_work = 1;
         }
+        c.hold_us = clock::ticks_to_ns(self.coalescer.hold_limit()) / 1000;
         self.stats.publish(&c);
         if let Some(fault) = self.fault {
             if self.shared_fault.get().is_none() {

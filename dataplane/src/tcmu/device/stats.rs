@@ -35,4 +35,9 @@ device_stats! {
         /// PAD entries passed.
         pad_entries,
     }
+    gauges {
+        /// The completion hold in force, in microseconds (0: completions
+        /// are published at once; see `frontend::Coalescer`).
+        hold_us,
+    }
 }

@@ -49,9 +49,13 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             });
             return 0;
         }
-        if self.recv != head && self.latency.is_some() {
-            self.walk_clock = clock::now();
+        if self.recv == head {
+            return 0;
         }
+        // Read once per walk that finds entries: the commands' receive time
+        // and the coalescer's arrival clock.
+        self.walk_clock = clock::recent();
+        let received_before = c.commands_received;
         let mut walked = 0;
         while self.recv != head && walked < self.config.budget {
             let off = self.recv;
@@ -102,6 +106,11 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             self.recv = self.geo.advance(off, hdr.len);
             walked += 1;
         }
+        let arrived = (c.commands_received - received_before) as usize;
+        // In hand: every command walked and not yet published (executing,
+        // or completed into the ring behind the unpublished tail).
+        let in_hand = self.slots.len() - self.free.len() + self.unpublished;
+        self.coalescer.arrived(arrived, in_hand, self.walk_clock);
         walked
     }
 

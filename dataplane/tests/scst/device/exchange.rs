@@ -224,13 +224,14 @@ fn commands_delivered_with_an_error_are_handled() {
 }
 
 #[test]
-fn replies_are_coalesced_while_commands_execute() {
+fn replies_are_held_under_load_until_the_batch_fills() {
     let config = ScstDeviceConfig {
         budget: 32,
         coalesce: CoalesceConfig {
             batch: 4,
-            // Never expires during the test: only the other rules apply.
-            max_hold: Duration::from_secs(3600),
+            // A fixed hold that never expires during the test: under load
+            // only the other rules apply.
+            fixed_hold: Some(Duration::from_secs(3600)),
             ..CoalesceConfig::default()
         },
         ..ScstDeviceConfig::default()
@@ -245,12 +246,12 @@ fn replies_are_coalesced_while_commands_execute() {
             ..Default::default()
         })
     });
-    dev.poll(); // nothing executing: exchange at once
+    dev.poll(); // nothing held yet: exchange at once; six at once open the gate
     assert_eq!(k.calls().len(), 1);
     dev.poll(); // the ALLOC_MEM reply is urgent
     assert_eq!(k.calls().len(), 2);
     assert_eq!(k.last_call().replies[0].reply.cmd_h, alloc);
-    dev.poll(); // commands execute, nothing to send: no ioctl
+    dev.poll(); // under load, nothing to send: no ioctl before the hold ends
     for slot in 0..3 {
         dev.executor_mut().finish(slot, Response::good(0));
     }
@@ -267,10 +268,13 @@ fn replies_are_coalesced_while_commands_execute() {
         .collect();
     assert_eq!(sent, h[..4]);
     dev.executor_mut().finish(4, Response::good(0));
-    dev.poll();
-    assert_eq!(k.calls().len(), 3);
     dev.executor_mut().finish(5, Response::good(0));
-    dev.poll(); // nothing executes any more: flush
+    dev.poll();
+    assert_eq!(k.calls().len(), 3, "two replies wait for the hold");
+    assert!(!dev.is_drained());
+    // Draining sends them at once.
+    dev.begin_shutdown();
+    dev.poll();
     assert_eq!(k.calls().len(), 4);
     assert_eq!(k.last_call().replies.len(), 2);
     assert!(dev.is_drained());
@@ -294,7 +298,8 @@ fn a_full_command_buffer_is_followed_by_another_exchange() {
         dev.poll();
     }
     let delivered: Vec<usize> = k.calls().iter().map(|c| c.delivered).collect();
-    assert_eq!(delivered, vec![2, 2, 1], "then no ioctl while they execute");
+    assert_eq!(delivered[..3], [2, 2, 1], "{delivered:?}");
+    assert!(delivered[3..].iter().all(|&d| d == 0), "{delivered:?}");
     assert_eq!(dev.executing(), 5);
 }
 
@@ -305,6 +310,7 @@ fn a_coalescing_window_holds_replies_even_when_nothing_executes() {
         coalesce: CoalesceConfig {
             batch: 4,
             max_hold: Duration::ZERO,
+            fixed_hold: None,
             // Never closes during the test: only the other rules apply.
             window: Duration::from_secs(3600),
         },

@@ -61,9 +61,11 @@ fn device_config(s: &Stress) -> TcmuDeviceConfig {
         acknowledge_on_idle: false,
         coalesce: CoalesceConfig {
             batch: s.doorbell_batch,
-            // Long enough that only the batch size and idleness decide.
-            max_hold: std::time::Duration::from_secs(60),
-            window: std::time::Duration::ZERO,
+            // A fixed hold (behind the concurrency gate): completions wait
+            // for the batch or 20 µs (a few steps), whatever the tuner
+            // would choose.
+            fixed_hold: Some(std::time::Duration::from_micros(20)),
+            ..CoalesceConfig::default()
         },
         track_latency: true,
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use dataplane::kernfs::{link_name, Fs, KernfsError};
+use dataplane::scst::register::dataplane_sgv_name;
 
 use super::admin::ScstAdmin;
 use super::error::ScstAdminError;
@@ -12,6 +13,10 @@ use super::error::ScstAdminError;
 /// One entry of SCST's `devices/` directory: a device registered with SCST
 /// (by a dataplane scst_user handler or another handler), with where it is
 /// exported. A row of `dataplane scst list`.
+///
+/// A device whose name is too long for the pool marker (over 39 bytes)
+/// cannot be told from another handler's scst_user device: it shows only
+/// with `--all`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScstDeviceEntry {
     /// The device name.
@@ -21,13 +26,17 @@ pub struct ScstDeviceEntry {
     /// Served through scst_user (its handler is the per-device one, or it
     /// has the scst_user `commands` attribute).
     pub scst_user: bool,
+    /// Registered by `dataplane`: an scst_user device whose SGV pool
+    /// carries the dataplane's name (`sgv/dataplane.<name>`; see
+    /// `dataplane::scst::register::DATAPLANE_SGV_PREFIX`).
+    pub dataplane: bool,
     /// Where it is exported: `<driver>/<target>/<lun>` (ini_groups LUNs as
     /// `<driver>/<target>/ini_groups/<group>/<lun>`), sorted.
     pub luns: Vec<String>,
 }
 
 impl<F: Fs> ScstAdmin<F> {
-    /// The SCST devices (only scst_user ones unless `all`), sorted by name.
+    /// The SCST devices (only the dataplane's unless `all`), sorted by name.
     pub fn list(&self, all: bool) -> Result<Vec<ScstDeviceEntry>, ScstAdminError> {
         let devices_dir = self.roots.scst_devices_dir();
         if !self.roots.scst.is_dir() {
@@ -53,7 +62,10 @@ impl<F: Fs> ScstAdmin<F> {
             let handler = link_name(&path.join("handler"));
             let scst_user =
                 handler.as_deref() == Some(name.as_str()) || path.join("commands").is_file();
-            if !all && !scst_user {
+            let dataplane = scst_user
+                && dataplane_sgv_name(&name)
+                    .is_some_and(|pool| self.roots.scst.join("sgv").join(pool).is_dir());
+            if !all && !dataplane {
                 continue;
             }
             let mut luns: Vec<String> = std::fs::read_dir(path.join("exported"))
@@ -68,6 +80,7 @@ impl<F: Fs> ScstAdmin<F> {
                 name,
                 handler,
                 scst_user,
+                dataplane,
                 luns,
             });
         }
