@@ -24,9 +24,9 @@ PERF_ROUNDS=${VM_PERF_ROUNDS:-3}
 # configuration (the devices' own adaptive coalescing decides); VM_COALESCE_US
 # sets a window to compare with.
 COALESCE_US=${VM_COALESCE_US:-0}
-PERF_RUNTIME=${VM_PERF_RUNTIME:-6}
+PERF_RUNTIME=${VM_PERF_RUNTIME:-4}
 PERF_WARMUP=${VM_PERF_WARMUP:-3}
-RESTART_RUNTIME=20
+RESTART_RUNTIME=12
 SOAK_SECONDS=${VM_SOAK_SECONDS:-60}  # the soak's duration (step soak_short)
 FIO_TIMEOUT=${VM_FIO_TIMEOUT:-300}  # seconds before a fio run is killed
 

@@ -62,7 +62,7 @@ def perf_runs(fio, prefix):
     round and target, {round: {target: iops}}, {target: [iops]})."""
     runs = []
     for name, t in fio.items():
-        m = re.fullmatch(re.escape(prefix) + r"-([a-z_]+)-(\d+)", name)
+        m = re.fullmatch(re.escape(prefix) + r"-([a-z][a-z0-9_]*)-(\d+)", name)
         if m and "read_iops" in t:
             runs.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
     runs.sort(key=lambda r: (r["round"], r["target"]))
@@ -170,13 +170,7 @@ def scst_perf(fio, res):
         out[key + "_rounds"] = r
         out[key] = median(r)
     out["scst_perf_rounds"] = runs
-    out["scst_ioctls_per_io"] = None
-    try:
-        with open(os.path.join(res, "scst-ioctls-per-io"), encoding="utf-8") as f:
-            ioctls, ios = (int(x) for x in f.read().split())
-            out["scst_ioctls_per_io"] = round(ioctls / ios, 3) if ios else None
-    except (OSError, ValueError):
-        pass
+    out["scst_ioctls_per_io"] = calls_per_io(os.path.join(res, "scst-ioctls-per-io"))
     out["scst_restart_seconds"] = read_float(os.path.join(res, "scst-restart-seconds"))
     return out
 
@@ -197,15 +191,19 @@ def tcmu_perf(by_round, per_target, median_ratio, res):
         "rd_mcp_qd1_iops": mean(per_target.get("rd_mcp_qd1", [])),
         "tcmu_qd1_round_ratios": qd1,
         "tcmu_qd1_ratio_vs_rd_mcp": median(qd1),
-        "tcmu_doorbells_per_io": None,
+        "tcmu_doorbells_per_io": calls_per_io(os.path.join(res, "tcmu-doorbells-per-io")),
     }
-    try:
-        with open(os.path.join(res, "tcmu-doorbells-per-io"), encoding="utf-8") as f:
-            doorbells, ios = (int(x) for x in f.read().split())
-            out["tcmu_doorbells_per_io"] = round(doorbells / ios, 3) if ios else None
-    except (OSError, ValueError):
-        pass
     return out
+
+
+def calls_per_io(path):
+    """Doorbells or ioctls per I/O from a file holding "calls ios", or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            calls, ios = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return round(calls / ios, 3) if ios else None
 
 
 def load_json(path):

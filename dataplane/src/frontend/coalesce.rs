@@ -399,6 +399,20 @@ mod tests {
         assert_eq!(c.hold_limit(), 0, "the tuner starts its sweep at level 0");
     }
 
+    /// Lone arrivals `gap` apart from `now` until a probe starts, then the
+    /// probe's hold runs out unjoined: the gate is closed. Returns the tick
+    /// of the last arrival.
+    fn fail_a_probe(c: &mut Coalescer, mut now: u64, gap: u64) -> u64 {
+        while !c.probing {
+            now += gap;
+            c.arrived(1, 1, now);
+        }
+        c.restart(now);
+        assert!(c.due(0, now + c.hold_limit()));
+        assert!(!c.concurrent());
+        now
+    }
+
     #[test]
     fn a_failed_probe_closes_the_gate_and_a_quick_reopening_resumes() {
         let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
@@ -406,26 +420,14 @@ mod tests {
         assert_eq!(c.tuner().level(), 2);
         // Queue depth 1 from now on: the next probe fails and closes.
         let gap = ticks(Duration::from_micros(300));
-        while !c.probing {
-            now += gap;
-            c.arrived(1, 1, now);
-        }
-        c.restart(now);
-        assert!(c.due(0, now + c.hold_limit()));
-        assert!(!c.concurrent());
+        now = fail_a_probe(&mut c, now, gap);
         assert_eq!(c.hold_limit(), 0);
         // Concurrency soon after: the tuner's choice resumes.
         c.arrived(1, 2, now + gap);
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 2, "no new sweep");
         // After a long quiet spell a new sweep starts at level 0.
-        while !c.probing {
-            now += gap;
-            c.arrived(1, 1, now);
-        }
-        c.restart(now);
-        assert!(c.due(0, now + c.hold_limit()));
-        assert!(!c.concurrent());
+        now = fail_a_probe(&mut c, now, gap);
         c.arrived(1, 2, now + ticks(COLD_AFTER) + gap);
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 0);
