@@ -24,6 +24,7 @@ use super::abi::{
 };
 use super::driver::{MultiBuf, ScstDriver};
 use super::error::ScstError;
+use super::wake::WakeSet;
 
 /// The raw ioctl wrappers (nix's `*_bad!` macros take the full request
 /// number, here the values checked in [`abi::ioctl`]).
@@ -113,6 +114,8 @@ pub struct ScstFd {
     fd: OwnedFd,
     path: PathBuf,
     ioctls: u64,
+    /// What a sleeping reactor waits on (see [`WakeSet`]).
+    wake: WakeSet,
 }
 
 impl ScstFd {
@@ -141,10 +144,16 @@ impl ScstFd {
                     sysfs.join("module").join(abi::DEV_USER_NAME),
                 )
             })?;
+        let wake = WakeSet::new().map_err(|errno| ScstError::Open {
+            path: path.to_path_buf(),
+            errno,
+            hint: "; creating the epoll set the reactor sleeps on failed",
+        })?;
         Ok(Self {
             fd: OwnedFd::from(file),
             path: path.to_path_buf(),
             ioctls: 0,
+            wake,
         })
     }
 
@@ -231,7 +240,12 @@ impl ScstDriver for ScstFd {
         // replies are pinned and filled by the kernel later: keeping them
         // alive until ON_FREE_CMD / ON_CACHED_MEM_FREE is the frontend's
         // pool contract.
-        unsafe { raw::reply_and_get_multi(self.raw(), buf.as_mut_ptr()) }.map(drop)
+        let result = unsafe { raw::reply_and_get_multi(self.raw(), buf.as_mut_ptr()) }.map(drop);
+        if result == Err(Errno::EAGAIN) {
+            // Nothing queued: the moment to arm the wake set (once).
+            self.wake.on_idle(self.fd.as_fd());
+        }
+        result
     }
 
     fn reply_cmd(&mut self, reply: &ScstUserReplyCmd) -> Result<(), Errno> {
@@ -271,8 +285,8 @@ impl ScstDriver for ScstFd {
     }
 
     fn wait_fd(&self) -> Option<RawFd> {
-        // poll() on /dev/scst_user gives POLLIN when commands are ready.
-        Some(self.raw())
+        // Not the scst_user fd itself: see `WakeSet`.
+        Some(self.wake.fd())
     }
 
     fn ioctls(&self) -> u64 {
@@ -305,7 +319,9 @@ mod tests {
     fn ioctls_on_another_file_fail_with_enotty_and_are_counted() {
         let mut fd = ScstFd::open_with_sysfs(Path::new("/dev/null"), Path::new("/sys")).unwrap();
         assert_eq!(fd.path(), Path::new("/dev/null"));
-        assert_eq!(fd.wait_fd(), Some(fd.as_raw_fd()));
+        // The reactor sleeps on the wake set, not on the fd itself.
+        assert!(fd.wait_fd().is_some());
+        assert_ne!(fd.wait_fd(), Some(fd.as_raw_fd()));
         // SAFETY: F_GETFL on our own open fd.
         let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
         assert_ne!(flags & libc::O_NONBLOCK, 0);

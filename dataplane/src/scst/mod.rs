@@ -17,3 +17,4 @@ pub mod ioctl;
 pub mod pool;
 pub mod register;
 pub mod version;
+pub mod wake;
