@@ -251,6 +251,12 @@ pub fn ns_to_ticks(ns: u64) -> u64 {
     mul_q32(ns, clock().ticks_per_ns_q32)
 }
 
+/// Converts a duration to ticks (saturating at `u64::MAX`).
+#[inline]
+pub fn duration_to_ticks(d: Duration) -> u64 {
+    ns_to_ticks(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// `value * factor / 2^32`, saturating at `u64::MAX`.
 #[inline]
 fn mul_q32(value: u64, factor_q32: u64) -> u64 {

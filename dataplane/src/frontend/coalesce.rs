@@ -103,8 +103,6 @@ pub struct Coalescer {
     cap: usize,
     /// `window` in clock ticks (0 = off).
     window_ticks: u64,
-    /// `max_hold` in clock ticks: the length of a probe.
-    probe_ticks: u64,
     /// [`COLD_AFTER`] in clock ticks.
     cold_ticks: u64,
     /// Clock ticks the current hold is measured from.
@@ -129,19 +127,13 @@ pub const FIRST_PROBE: u64 = 64;
 /// starts a sweep (a new workload).
 pub const COLD_AFTER: Duration = Duration::from_secs(1);
 
-/// A duration in clock ticks (saturating).
-fn ticks(d: Duration) -> u64 {
-    clock::ns_to_ticks(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 impl Coalescer {
     /// A coalescer with `config`, the gate closed.
     pub fn new(config: &CoalesceConfig) -> Self {
         Self {
             cap: config.batch,
-            window_ticks: ticks(config.window),
-            probe_ticks: ticks(config.fixed_hold.unwrap_or(config.max_hold)),
-            cold_ticks: ticks(COLD_AFTER),
+            window_ticks: clock::duration_to_ticks(config.window),
+            cold_ticks: clock::duration_to_ticks(COLD_AFTER),
             since: 0,
             concurrent: false,
             to_probe: FIRST_PROBE,
@@ -208,7 +200,7 @@ impl Coalescer {
     /// age of the hold that carried it): the gate closes.
     #[inline]
     fn probe_expired(&mut self, age: u64, now: u64) {
-        if self.probing && age >= self.probe_ticks {
+        if self.probing && age >= self.tuner.max_hold_ticks() {
             self.probing = false;
             if self.concurrent {
                 self.concurrent = false;
@@ -236,7 +228,7 @@ impl Coalescer {
             0
         };
         if self.probing {
-            level.max(self.probe_ticks)
+            level.max(self.tuner.max_hold_ticks())
         } else {
             level
         }
@@ -311,7 +303,7 @@ mod tests {
     /// millisecond, arrivals showing `in_hand` commands; returns the tick
     /// after it.
     fn sweep(c: &mut Coalescer, in_hand: usize, rate: [usize; 5]) -> u64 {
-        let ms = ticks(Duration::from_millis(1));
+        let ms = clock::duration_to_ticks(Duration::from_millis(1));
         let mut now = ms;
         c.arrived(1, in_hand, now);
         let epoch = super::super::hold_tuner::EPOCH.as_millis() as usize + 1;
@@ -351,7 +343,7 @@ mod tests {
         sweep(&mut c, 2, [100, 110, 140, 120, 90]);
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 2);
-        assert_eq!(c.hold_limit(), ticks(HOUR) / 4);
+        assert_eq!(c.hold_limit(), clock::duration_to_ticks(HOUR) / 4);
         c.restart(clock::now());
         assert!(c.hold(1, false), "held");
         assert!(!c.hold(1, true), "urgent goes out");
@@ -375,7 +367,7 @@ mod tests {
     #[test]
     fn a_probe_opens_the_gate_only_if_joined() {
         let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
-        let probe = ticks(Duration::from_micros(200));
+        let probe = clock::duration_to_ticks(Duration::from_micros(200));
         let gap = probe * 4;
         let mut now = 1_000_000;
         // Queue depth 1: the probes come, hold, and are never joined.
@@ -419,7 +411,7 @@ mod tests {
         let mut now = sweep(&mut c, 2, [100, 110, 140, 120, 90]);
         assert_eq!(c.tuner().level(), 2);
         // Queue depth 1 from now on: the next probe fails and closes.
-        let gap = ticks(Duration::from_micros(300));
+        let gap = clock::duration_to_ticks(Duration::from_micros(300));
         now = fail_a_probe(&mut c, now, gap);
         assert_eq!(c.hold_limit(), 0);
         // Concurrency soon after: the tuner's choice resumes.
@@ -428,7 +420,7 @@ mod tests {
         assert_eq!(c.tuner().level(), 2, "no new sweep");
         // After a long quiet spell a new sweep starts at level 0.
         now = fail_a_probe(&mut c, now, gap);
-        c.arrived(1, 2, now + ticks(COLD_AFTER) + gap);
+        c.arrived(1, 2, now + clock::duration_to_ticks(COLD_AFTER) + gap);
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 0);
     }

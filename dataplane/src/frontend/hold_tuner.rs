@@ -89,20 +89,15 @@ fn sweep_level(index: usize) -> usize {
     }
 }
 
-/// A duration in clock ticks (saturating).
-fn ticks(d: Duration) -> u64 {
-    clock::ns_to_ticks(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 impl HoldTuner {
     /// A tuner whose highest level is `max_hold`, starting a sweep at
     /// tick 0.
     pub fn new(max_hold: Duration) -> Self {
-        let max = ticks(max_hold);
+        let max = clock::duration_to_ticks(max_hold);
         Self {
             level_ticks: [0, max / 8, max / 4, max / 2, max],
-            epoch_ticks: ticks(EPOCH),
-            settle_ticks: ticks(SETTLE),
+            epoch_ticks: clock::duration_to_ticks(EPOCH),
+            settle_ticks: clock::duration_to_ticks(SETTLE),
             phase: Phase::Sweeping { index: 0 },
             level: 0,
             epoch_start: 0,
@@ -118,7 +113,7 @@ impl HoldTuner {
     /// configuration.
     pub fn pinned(hold: Duration) -> Self {
         let mut t = Self::new(hold);
-        t.level_ticks = [ticks(hold); LEVELS];
+        t.level_ticks = [clock::duration_to_ticks(hold); LEVELS];
         t.pinned = true;
         t
     }
@@ -137,6 +132,12 @@ impl HoldTuner {
     #[inline]
     pub fn hold_ticks(&self) -> u64 {
         self.level_ticks[self.level]
+    }
+
+    /// The highest level, in clock ticks: `max_hold`, or the pinned hold.
+    #[inline]
+    pub fn max_hold_ticks(&self) -> u64 {
+        self.level_ticks[LEVELS - 1]
     }
 
     /// The index of the level in force (0: no hold).
@@ -234,9 +235,9 @@ mod tests {
     /// commands per millisecond; returns the tick after them.
     fn run(t: &mut HoldTuner, mut now: u64, epochs: usize, rate: impl Fn(usize) -> u64) -> u64 {
         // A "millisecond" of ticks such that EPOCH of them make exactly one
-        // epoch or a tick more (ticks(1 ms) × 50 may fall short of
-        // ticks(50 ms)).
-        let ms = ticks(EPOCH).div_ceil(EPOCH.as_millis() as u64);
+        // epoch or a tick more (the ticks of 1 ms × 50 may fall short of
+        // the ticks of 50 ms).
+        let ms = clock::duration_to_ticks(EPOCH).div_ceil(EPOCH.as_millis() as u64);
         for _ in 0..epochs {
             for _ in 0..EPOCH.as_millis() as u64 {
                 now += ms;
@@ -246,27 +247,34 @@ mod tests {
         now
     }
 
-    #[test]
-    fn keeps_the_level_with_the_most_throughput() {
+    /// A tuner of `max_hold` 200 µs after one sweep in which level `i`
+    /// completed `rates[i]` per millisecond, and the tick after it.
+    fn swept(rates: [u64; LEVELS]) -> (HoldTuner, u64) {
         let mut t = HoldTuner::new(Duration::from_micros(200));
         t.start(1);
-        run(&mut t, 1, 2 * LEVELS, |i| [100, 110, 130, 125, 90][i]);
+        let now = run(&mut t, 1, 2 * LEVELS, |i| rates[i]);
+        (t, now)
+    }
+
+    #[test]
+    fn keeps_the_level_with_the_most_throughput() {
+        let (t, _) = swept([100, 110, 130, 125, 90]);
         assert_eq!(t.sweeps(), 1);
         assert_eq!(t.level(), 2);
-        assert_eq!(t.hold_ticks(), ticks(Duration::from_micros(50)));
+        assert_eq!(
+            t.hold_ticks(),
+            clock::duration_to_ticks(Duration::from_micros(50))
+        );
     }
 
     #[test]
     fn holding_that_does_not_clearly_pay_is_not_kept() {
-        let mut t = HoldTuner::new(Duration::from_micros(200));
-        t.start(1);
         // Latency-bound: every hold costs throughput.
-        run(&mut t, 1, 2 * LEVELS, |i| [100, 90, 80, 60, 40][i]);
+        let (t, _) = swept([100, 90, 80, 60, 40]);
         assert_eq!(t.level(), 0);
         assert_eq!(t.hold_ticks(), 0);
         // Within the margin: the lower level wins.
-        t.start(1);
-        run(&mut t, 1, 2 * LEVELS, |i| [100, 102, 102, 101, 100][i]);
+        let (t, _) = swept([100, 102, 102, 101, 100]);
         assert_eq!(t.level(), 0);
     }
 
@@ -276,15 +284,13 @@ mod tests {
         let mut t = HoldTuner::pinned(hold);
         t.start(1);
         run(&mut t, 1, 6 * LEVELS, |i| [100, 10, 10, 10, 10][i]);
-        assert_eq!(t.hold_ticks(), ticks(hold));
+        assert_eq!(t.hold_ticks(), clock::duration_to_ticks(hold));
         assert_eq!(t.sweeps(), 0);
     }
 
     #[test]
     fn sweeps_again_after_a_while_or_when_the_load_changes() {
-        let mut t = HoldTuner::new(Duration::from_micros(200));
-        t.start(1);
-        let now = run(&mut t, 1, 2 * LEVELS, |i| [100, 110, 130, 125, 90][i]);
+        let (mut t, now) = swept([100, 110, 130, 125, 90]);
         let now = run(&mut t, now, STAY_EPOCHS as usize - 1, |_| 130);
         assert_eq!(t.sweeps(), 1);
         assert_eq!(t.level(), 2, "kept");
@@ -293,9 +299,7 @@ mod tests {
         run(&mut t, now, 2 * LEVELS, |i| [100, 90, 80, 60, 40][i]);
         assert_eq!((t.sweeps(), t.level()), (2, 0));
         // A drift of the throughput at the kept level starts a sweep.
-        let mut t = HoldTuner::new(Duration::from_micros(200));
-        t.start(1);
-        let now = run(&mut t, 1, 2 * LEVELS, |i| [100, 110, 130, 125, 90][i]);
+        let (mut t, now) = swept([100, 110, 130, 125, 90]);
         run(&mut t, now, 1, |_| 60);
         assert!(matches!(t.phase, Phase::Sweeping { index: 0 }));
     }

@@ -88,8 +88,7 @@ impl Engine {
     }
 
     fn drain_deadline(&self) -> u64 {
-        let ns = u64::try_from(self.drain_timeout.as_nanos()).unwrap_or(u64::MAX);
-        clock::now().saturating_add(clock::ns_to_ticks(ns))
+        clock::now().saturating_add(clock::duration_to_ticks(self.drain_timeout))
     }
 
     /// Adds a poller at the end of the polling order (see

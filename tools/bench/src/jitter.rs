@@ -37,7 +37,7 @@ pub fn measure_core(core: usize, duration: Duration) -> CoreJitter {
     let mut counts = [0u64; 3];
     let mut max_gap = 0u64;
     let start = clock::now();
-    let end = start + clock::ns_to_ticks(duration.as_nanos() as u64);
+    let end = start + clock::duration_to_ticks(duration);
     let mut last = start;
     loop {
         let now = clock::now();

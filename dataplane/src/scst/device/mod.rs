@@ -304,8 +304,6 @@ pub struct ScstDevice<D: ScstDriver, E: CommandExecutor> {
     last_filled: bool,
     /// The last exchange returned at least one subcommand.
     last_got: bool,
-    /// Replies the last exchange delivered.
-    last_consumed: usize,
     /// `config.idle_poll_interval` in clock ticks.
     idle_poll_ticks: u64,
     stats: Arc<ScstStats>,
@@ -416,10 +414,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             coalescer: Coalescer::new(&config.coalesce),
             last_filled: false,
             last_got: false,
-            last_consumed: 0,
-            idle_poll_ticks: clock::ns_to_ticks(
-                u64::try_from(config.idle_poll_interval.as_nanos()).unwrap_or(u64::MAX),
-            ),
+            idle_poll_ticks: clock::duration_to_ticks(config.idle_poll_interval),
             stats: Arc::new(ScstStats::default()),
             latency: config.track_latency.then(LatencyRecorder::new),
             config,

@@ -52,23 +52,23 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         } else {
             0
         };
-        let got = if self.exchange_due(want) {
+        let (got, replied) = if self.exchange_due(want) {
             self.exchange(want, &mut c)
         } else {
-            0
+            (0, 0)
         };
         if got > 0 {
             let now = clock::recent();
             // Executing before this fetch, the replies this exchange
             // carried (held until now), plus the EXECs it brought: the
             // commands in hand at once (the coalescer's concurrency test).
-            let executing = self.slots.len() - self.free.len() + self.last_consumed;
+            let in_hand_before = self.slots.len() - self.free.len() + replied;
             let received = c.exec;
             for i in 0..got {
                 self.handle(i, now, &mut c);
             }
             let execs = (c.exec - received) as usize;
-            self.coalescer.arrived(execs, executing + execs, now);
+            self.coalescer.arrived(execs, in_hand_before + execs, now);
             work += got;
         }
         self.executor.flush();
@@ -225,11 +225,11 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     }
 
     /// The one REPLY_AND_GET_MULTI of the poll. Returns the number of new
-    /// subcommands in `self.multi`.
-    fn exchange(&mut self, want: usize, c: &mut ScstStatsSnapshot) -> usize {
+    /// subcommands in `self.multi` and of replies the kernel took.
+    fn exchange(&mut self, want: usize, c: &mut ScstStatsSnapshot) -> (usize, usize) {
         let sent = self.replies.len();
         if sent == 0 && want == 0 {
-            return 0;
+            return (0, 0);
         }
         let header = self.multi.header_mut();
         header.preplies = if sent > 0 {
@@ -282,7 +282,6 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             }
         }
         c.replies_sent += consumed as u64;
-        self.last_consumed = consumed;
         self.coalescer.completed(consumed, now);
         let retired = consumed + usize::from(refused);
         self.outstanding -= retired;
@@ -290,12 +289,12 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         if self.fault.is_some() {
             self.outstanding -= self.replies.len();
             self.replies.clear();
-            return 0;
+            return (0, consumed);
         }
         self.outstanding += got;
         self.last_filled = want > 0 && got == want;
         self.last_got = got > 0;
-        got
+        (got, consumed)
     }
 
     /// Stores the poll's counters and the gauges.
