@@ -221,16 +221,15 @@ impl Stack<TcmuDevice<Lun>> {
 
 impl<Drv: ScstDriver> Stack<ScstDevice<Drv, Lun>> {
     /// Registers the device on `driver` (REGISTER_DEVICE, SET_OPTIONS,
-    /// GET_OPTIONS: [`register_with_version`]), then builds a LUN over
-    /// `bdev` answering in the registered sense format, a [`BufferPool`]
-    /// and the [`ScstDevice`]. `config.unit` is set to the LUN's.
+    /// GET_OPTIONS: [`register_with_version`]), then builds the rest as
+    /// [`Stack::scst_registered`] does.
     pub fn scst(
         bdev: &dyn Bdev,
         lun: &LunSpec,
         mut driver: Drv,
         registration: &ScstRegistration,
         pool: PoolConfig,
-        mut config: ScstDeviceConfig,
+        config: ScstDeviceConfig,
     ) -> Result<Self, StackError> {
         let mut spec = RegisterSpec::new(registration.name.clone(), bdev.geometry().block_size);
         spec.version = Some(registration.version.clone());
@@ -245,7 +244,25 @@ impl<Drv: ScstDriver> Stack<ScstDevice<Drv, Lun>> {
             &registration.source,
         )
         .map_err(StackError::Register)?;
-        let sense_format = if registration.options.d_sense != 0 {
+        Self::scst_registered(bdev, lun, driver, pool, config)
+    }
+
+    /// Builds, on a `driver` whose device is registered already (by this
+    /// process, or by a predecessor that handed the fd over), a LUN over
+    /// `bdev` answering in the registered sense format, a [`BufferPool`]
+    /// and the [`ScstDevice`]. The options are read back (GET_OPTIONS);
+    /// `config.unit` is set to the LUN's.
+    pub fn scst_registered(
+        bdev: &dyn Bdev,
+        lun: &LunSpec,
+        mut driver: Drv,
+        pool: PoolConfig,
+        mut config: ScstDeviceConfig,
+    ) -> Result<Self, StackError> {
+        let options = driver
+            .get_options()
+            .map_err(|e| StackError::ScstDevice(DeviceError::GetOptions(e)))?;
+        let sense_format = if options.d_sense != 0 {
             SenseFormat::Descriptor
         } else {
             SenseFormat::Fixed
@@ -253,7 +270,7 @@ impl<Drv: ScstDriver> Stack<ScstDevice<Drv, Lun>> {
         // The Control mode page says what the kernel was registered to do
         // (task set model, TAS, D_SENSE not changeable behind its back).
         let mut lun_config = lun.lun_config(bdev, sense_format);
-        lun_config.control = crate::scst::device::control_mode(&registration.options.to_abi());
+        lun_config.control = crate::scst::device::control_mode(&options);
         let (lun, mut end) = lun.build_with(lun_config)?;
         config.unit = Some(lun.unit().clone());
         let pool = BufferPool::new(pool).map_err(StackError::Pool)?;
@@ -263,6 +280,11 @@ impl<Drv: ScstDriver> Stack<ScstDevice<Drv, Lun>> {
         end.offer_memory(unsafe { MemoryOffer::new(vec![arena], Box::new(mapping)) });
         let device = ScstDevice::new(driver, lun, pool, config).map_err(StackError::ScstDevice)?;
         Ok(Self { device, end })
+    }
+
+    /// The device, mutably (before it goes on its reactor).
+    pub fn device_mut(&mut self) -> &mut ScstDevice<Drv, Lun> {
+        &mut self.device
     }
 }
 

@@ -3,7 +3,7 @@
 //! placement, shared bdev pollers, statistics, shutdown) with a host whose
 //! `/dev/scst_user` is an in-process simulated kernel.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,9 @@ type Refusals = Arc<Mutex<Vec<(String, Arc<AtomicBool>)>>>;
 struct Refusing {
     inner: Box<dyn ScstDriver>,
     refuse: Arc<AtomicBool>,
+    /// What it offers as its fd for a hand-off (an eventfd: a file, but
+    /// not scst_user's, so FLUSH_CACHE on it fails).
+    token: Option<OwnedFd>,
 }
 
 impl ScstDriver for Refusing {
@@ -81,6 +84,9 @@ impl ScstDriver for Refusing {
     fn ioctls(&self) -> u64 {
         self.inner.ioctls()
     }
+    fn handoff_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.token.as_ref().map(|t| t.as_fd())
+    }
 }
 
 /// A host without TCMU devices whose every `/dev/scst_user` open creates a
@@ -95,6 +101,8 @@ struct ScstSimHost {
     refusals: Refusals,
     /// Every LUN export asked for: (device, where), in order.
     exports: Arc<Mutex<Vec<(String, LunAddress)>>>,
+    /// Drivers offer an eventfd as their fd for a hand-off.
+    handoff_tokens: bool,
 }
 
 impl ScstSimHost {
@@ -105,6 +113,7 @@ impl ScstSimHost {
             initiators: Arc::default(),
             refusals: Arc::default(),
             exports: Arc::default(),
+            handoff_tokens: false,
         }
     }
 
@@ -165,9 +174,13 @@ impl Host for ScstSimHost {
             .lock()
             .unwrap()
             .push((name.to_owned(), Arc::clone(&refuse)));
+        let token = self
+            .handoff_tokens
+            .then(|| OwnedFd::from(nix::sys::eventfd::EventFd::new().expect("an eventfd")));
         Ok(Box::new(Refusing {
             inner: Box::new(driver),
             refuse,
+            token,
         }))
     }
 
@@ -903,5 +916,78 @@ fn a_device_scst_user_refuses_is_logged_counted_and_registered_again() {
     let d = report.devices.iter().find(|d| d.name == "disk0").unwrap();
     assert_eq!((d.faults_total, d.recoveries_total), (1, 1), "{d:?}");
     assert_eq!(d.fault, None);
+    assert!(server.shutdown());
+}
+
+/// A hand-off that fails after the device was quiesced (FLUSH_CACHE
+/// refused) hands nothing over: the successor is told why, and the device
+/// serves on, handing out buffers again (writes would be BUSY for ever if
+/// the quiescence stayed).
+#[test]
+fn a_failed_hand_off_tells_the_successor_and_the_device_serves_on() {
+    use dataplane::serve::handoff::{self, HandoffError, HandoffListener};
+    let mut host = ScstSimHost::new(SIM_VERSION);
+    host.handoff_tokens = true;
+    let scst = format!(
+        r#"
+[[scst]]
+name = "disk0"
+bdev = "ram0"
+version = "{SIM_VERSION}"
+"#
+    );
+    let mut server = start(config(&[first_core()], &scst), host.clone()).unwrap();
+    let mut disk0 = host.take("disk0");
+    let sess = disk0.attach_session(0, "iqn.2026-12.test:init").unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("handoff.sock");
+    let listener = HandoffListener::bind(&path).unwrap();
+    let successor = {
+        let path = path.clone();
+        std::thread::spawn(move || handoff::receive(&path, Duration::from_secs(30)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        if let Some(s) = listener.accept(Duration::from_secs(10)).unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the successor never connected");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let err = server.hand_off(&stream).unwrap_err();
+    assert!(
+        matches!(&err, HandoffError::Device { device, why }
+            if device == "disk0" && why.contains("FLUSH_CACHE")),
+        "{err}"
+    );
+    match successor.join().unwrap() {
+        Err(HandoffError::Refused(why)) => assert!(why.contains("disk0"), "{why}"),
+        other => panic!("the successor got {other:?}"),
+    }
+    assert_eq!(server.scst_devices(), [("disk0".to_owned(), 0)]);
+
+    // Writes get buffers again and read back.
+    const LEN: usize = 4096;
+    for tag in 0..8u64 {
+        let cdb = rw10(0x2a, (tag * 8) as u32, 8);
+        disk0
+            .submit(sess, &cdb, SimData::Out(&pattern(tag, LEN)), tag)
+            .unwrap();
+    }
+    disk0.notify();
+    let writes = reap(&mut disk0, 8, 0);
+    assert!(writes.iter().all(|d| d.status == 0), "{writes:?}");
+    for tag in 0..8u64 {
+        let cdb = rw10(0x28, (tag * 8) as u32, 8);
+        disk0
+            .submit(sess, &cdb, SimData::In(LEN), 100 + tag)
+            .unwrap();
+    }
+    disk0.notify();
+    for (tag, read) in (0..8u64).zip(reap(&mut disk0, 8, LEN)) {
+        assert_eq!(read.status, 0);
+        assert_eq!(read.data, pattern(tag, LEN), "block of write {tag}");
+    }
     assert!(server.shutdown());
 }

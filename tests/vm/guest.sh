@@ -374,18 +374,28 @@ EOF
 
 # start_serve TAG: starts `dataplane serve` in the background; its pid goes to
 # $ST/serve.pid and, when it exits, its status to $ST/serve.rc.
+#
+# Further arguments, and those in $ST/serve-args (a leg's own flags, kept
+# across restarts), go to serve. Each server's exit status is also kept as
+# $ST/serve-TAG.rc; serve.rc is the current server's only (a server that
+# handed its devices over exits after its successor started).
 start_serve() {
-    rm -f "$ST/serve.rc" "$ST/serve.pid"
+    _tag=$1
+    shift
+    rm -f "$ST/serve.rc" "$ST/serve.pid" "$ST/serve-$_tag.rc"
+    echo "$_tag" >"$ST/serve.tag"
     (
         # Not through the dataplane() function: $! must be the dataplane
         # process itself (the loader runs it in-process), not a subshell.
+        # shellcheck disable=SC2046 # serve-args is a list of flags
         "$LD" --library-path "$LIBPATH" "$DP" serve --config "$ST/serve.toml" --stats-interval 5 \
-            --stats-file "$R/serve-stats-$1.json" >"$R/serve-$1.log" 2>&1 </dev/null &
+            --stats-file "$R/serve-stats-$_tag.json" $(state serve-args) "$@" \
+            >"$R/serve-$_tag.log" 2>&1 </dev/null &
         echo $! >"$ST/serve.pid"
-        echo "$1" >"$ST/serve.tag"
         _src=0
         wait $! || _src=$?
-        echo $_src >"$ST/serve.rc"
+        echo $_src >"$ST/serve-$_tag.rc"
+        [ "$(state serve.tag)" != "$_tag" ] || echo $_src >"$ST/serve.rc"
     ) &
     i=0
     while [ ! -s "$ST/serve.pid" ] && [ $i -lt 50 ]; do
@@ -395,8 +405,8 @@ start_serve() {
     # It must still be running a moment later.
     sleep 2
     if [ -s "$ST/serve.rc" ]; then
-        cat "$R/serve-$1.log"
-        fail "dataplane serve exited with status $(state serve.rc): $(first_error "$(cat "$R/serve-$1.log")")"
+        cat "$R/serve-$_tag.log"
+        fail "dataplane serve exited with status $(state serve.rc): $(first_error "$(cat "$R/serve-$_tag.log")")"
     fi
     echo "dataplane serve running, pid $(state serve.pid)"
 }

@@ -19,10 +19,13 @@ SCST_RAM_SIZE=$((128 << 20))
 # LUNs of scst_local's target: 0 sdisk0 (RAM), 1 sstripe0disk, 2 snull0 (the
 # dataplane's null bdev), 3 the add-lun trial, and the in-kernel and
 # fileio_tgt devices of the comparison: 4 vdisk_fileio, 5 fileio_tgt,
-# 6 vdisk_nullio; 7 sstuck0disk (a fault bdev holding reads of a block).
+# 6 vdisk_nullio; 7 sstuck0disk (a fault bdev holding reads of a block);
 SCST_NULL_LUN=2
 SCST_TRIAL_LUN=3
 SCST_STUCK_LUN=7
+# 8 sfile0disk: a file bdev (a file in the guest's tmpfs, buffered), whose
+# data outlives the server that wrote it: the hand-off step checks it.
+SCST_FILE_LUN=8
 SCST_STRIPE_CHILD_SIZE=$((64 << 20))
 
 # scst_need: skips the step when there is no SCST build, saying why.
@@ -123,6 +126,20 @@ name = "$(lun_name scstnull)"
 bdev = "snull"
 [[scst.export]]
 lun = $SCST_NULL_LUN
+
+[[bdev]]
+name = "sfile0"
+type = "file"
+path = "$ST/sfile0.img"
+size = "32MiB"
+block_size = $BLOCK_SIZE
+direct = false
+
+[[scst]]
+name = "sfile0disk"
+bdev = "sfile0"
+[[scst.export]]
+lun = $SCST_FILE_LUN
 EOF
 }
 
@@ -134,6 +151,8 @@ step_scst_serve_start() {
     serve_running && fail "the TCMU leg's dataplane serve is still running"
     write_scst_config
     cat "$ST/serve.toml"
+    # Every server of the leg listens for a successor (step scst_handoff).
+    echo "--handoff-socket $ST/handoff.sock" >"$ST/serve-args"
     start_serve scst1
     for name in $(lun_name scst) $(lun_name scststripe); do
         i=0
@@ -253,6 +272,69 @@ step_scst_kill9_restart() {
         cat "$ST/scst-restart-fio.log"
         fail "fio during the restart exited with status $frc"
     }
+}
+
+# step_scst_handoff: while fio writes (and reads back and checks) the file
+# bdev's LUN and reads it at full speed, a successor server is started with
+# --take-over: the running server quiesces its SCST devices, flushes the
+# kernel's cached buffers, hands the open /dev/scst_user fds over and exits.
+# The LUN never leaves scst_local's target (watched every 50 ms), fio sees
+# no error and no wrong block (a file bdev: the data outlives the server
+# that wrote it, unlike a RAM bdev's), the kernel logs no I/O trouble, and
+# the successor serves.
+step_scst_handoff() {
+    scst_need
+    serve_running || fail "dataplane serve is not running"
+    d=$(scst_local_disk $SCST_FILE_LUN)
+    [ -b "$d" ] || fail "no scst_local disk for LUN $SCST_FILE_LUN (sfile0disk)"
+    old=$(state serve.pid)
+    oldtag=$(state serve.tag)
+    lun_dir=$SCST_SYS/targets/scst_local/scst_local_tgt/luns/$SCST_FILE_LUN
+    dmesg_mark scst-handoff
+    rm -f "$ST/handoff-lun-gone" "$ST/handoff-watch-stop"
+    (
+        while [ ! -e "$ST/handoff-watch-stop" ]; do
+            [ -e "$lun_dir" ] || now >>"$ST/handoff-lun-gone"
+            sleep 0.05
+        done
+    ) &
+    wpid=$!
+    (run_fio scst-handoff handoff-verify.fio DISK="$d" SIZE=$((32 << 20)) RUNTIME=14) \
+        >"$ST/scst-handoff-fio.log" 2>&1 &
+    fpid=$!
+    sleep 4
+    t0=$(now)
+    start_serve scst3 --take-over "$ST/handoff.sock"
+    i=0
+    while kill -0 "$old" 2>/dev/null && [ $i -lt 300 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    t1=$(now)
+    frc=0
+    wait $fpid || frc=$?
+    touch "$ST/handoff-watch-stop"
+    wait $wpid || true
+    grep "successor\|hand\|took over" "$R/serve-$oldtag.log" "$R/serve-scst3.log" || true
+    cat "$ST/scst-handoff-fio.log"
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    echo "$secs" >"$R/scst-handoff-seconds"
+    echo "hand-off timeline: the successor started at +0 s, the old server (pid $old)" \
+        "exited at +$secs s with status $(state "serve-$oldtag.rc")"
+    kill -0 "$old" 2>/dev/null && fail "the old server is still running 30 s after its successor started"
+    [ "$(state "serve-$oldtag.rc")" = 0 ] || fail "the old server exited with status $(state "serve-$oldtag.rc")"
+    grep -q "handed over SCST device" "$R/serve-$oldtag.log" || fail "the old server did not hand its devices over"
+    grep -q "took over SCST device" "$R/serve-scst3.log" || fail "the successor did not take the devices over"
+    [ ! -s "$ST/handoff-lun-gone" ] || fail "LUN $SCST_FILE_LUN left the target during the hand-off (at $(head -n 1 "$ST/handoff-lun-gone"))"
+    [ $frc = 0 ] || fail "fio across the hand-off failed"
+    errs=$(dmesg_unexpected scst-handoff)
+    [ -z "$errs" ] || {
+        echo "$errs"
+        fail "kernel log reports I/O trouble during the hand-off"
+    }
+    n=$(wait_served scst3 sfile0disk)
+    [ "$n" -gt 0 ] || fail "the successor reports no command on sfile0disk"
+    echo "the successor served $n commands on sfile0disk; LUN $SCST_FILE_LUN never left the target"
 }
 
 # step_scst_caw KIND: COMPARE AND WRITE of one block: with the block's data
@@ -434,7 +516,7 @@ step_scst_perf_teardown() {
 
 step_scst_del_lun() {
     scst_need
-    for name in $(lun_name scst) $(lun_name scststripe) $(lun_name scstnull) sstuck0disk; do
+    for name in $(lun_name scst) $(lun_name scststripe) $(lun_name scstnull) sstuck0disk sfile0disk; do
         echo "+ dataplane scst del-lun $name"
         out=$(dataplane scst del-lun "$name" 2>&1) || fail "dataplane scst del-lun $name: $(first_error "$out")"
         echo "$out"
@@ -445,6 +527,7 @@ step_scst_del_lun() {
 step_scst_serve_stop() {
     scst_need
     stop_serve
+    rm -f "$ST/serve-args"
 }
 
 step_scst_dmesg_clean() {
@@ -493,6 +576,7 @@ scst_steps() {
     run_step scst_perf step_scst_perf
     run_step scst_perf_teardown step_scst_perf_teardown
     run_step scst_kill9_restart step_scst_kill9_restart
+    run_step scst_handoff step_scst_handoff
     run_step scst_del_lun step_scst_del_lun
     run_step scst_serve_stop step_scst_serve_stop
     run_step scst_dmesg_clean step_scst_dmesg_clean

@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn allocation_length_truncates() {
         assert_eq!(run(&[0x12, 0, 0, 0, 5, 0]).unwrap(), [0, 0, 6, 0x12, 91]);
-        assert_eq!(run(&[0x12, 0, 0, 0, 0, 0]).unwrap(), []);
+        assert_eq!(run(&[0x12, 0, 0, 0, 0, 0]).unwrap(), [0u8; 0]);
         assert_eq!(run(&[0x12, 0, 0, 0x10, 0, 0]).unwrap().len(), 96);
         assert_eq!(
             run(&[0x12, 1, 0x00, 0, 6, 0]).unwrap(),
@@ -146,7 +146,7 @@ mod tests {
             [0, 0, 0, 0, 0, 0x0F, 0xFF, 0xFF, 0, 0, 2, 0]
         );
         rc16[13] = 0;
-        assert_eq!(run(&rc16).unwrap(), []);
+        assert_eq!(run(&rc16).unwrap(), [0u8; 0]);
         rc16[12] = 1;
         assert_eq!(run(&rc16).unwrap().len(), 32);
         assert_eq!(run(&[0x1A, 0x08, 0x0A, 0, 3, 0]).unwrap(), [15, 0, 0x10]);
@@ -217,9 +217,9 @@ mod tests {
 
     #[test]
     fn simple_commands() {
-        assert_eq!(run(&[0, 0, 0, 0, 0, 0]).unwrap(), []);
-        assert_eq!(run(&[0x1B, 0, 0, 0, 0, 0]).unwrap(), []);
-        assert_eq!(run(&[0x1E, 0, 0, 0, 3, 0]).unwrap(), []);
+        assert_eq!(run(&[0, 0, 0, 0, 0, 0]).unwrap(), [0u8; 0]);
+        assert_eq!(run(&[0x1B, 0, 0, 0, 0, 0]).unwrap(), [0u8; 0]);
+        assert_eq!(run(&[0x1E, 0, 0, 0, 3, 0]).unwrap(), [0u8; 0]);
         assert_eq!(
             run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
             [0, 0x0F, 0xFF, 0xFF, 0, 0, 2, 0]

@@ -11,7 +11,7 @@
 //! to actions (EAGAIN = nothing new, ESRCH/EINVAL on a reply = that reply was
 //! refused, ...).
 
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -142,6 +142,13 @@ pub trait ScstDriver: Send {
 
     /// ioctls issued so far (the frontend's doorbells).
     fn ioctls(&self) -> u64;
+
+    /// The `/dev/scst_user` file descriptor itself, which another process
+    /// can be given to take the registered device over (see
+    /// `device/handoff.rs`); `None` for a kernel side that is not a file.
+    fn handoff_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// A driver chosen at run time (the real fd or an in-process kernel side,
@@ -189,6 +196,10 @@ impl<T: ScstDriver + ?Sized> ScstDriver for Box<T> {
 
     fn ioctls(&self) -> u64 {
         (**self).ioctls()
+    }
+
+    fn handoff_fd(&self) -> Option<BorrowedFd<'_>> {
+        (**self).handoff_fd()
     }
 }
 

@@ -108,6 +108,17 @@ mod raw {
     );
 }
 
+/// `SCST_USER_FLUSH_CACHE` on `fd`, from a thread other than the one
+/// serving the device: the kernel suspends SCST's activity until every
+/// command in flight has finished (up to 90 s), which needs the serving
+/// thread to keep answering, then frees every buffer it caches (an
+/// ON_CACHED_MEM_FREE each) — how a device being handed over gets its
+/// memory back (see `device/handoff.rs`).
+pub fn flush_cache(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: no argument; `fd` is open for the call (borrowed).
+    unsafe { raw::flush_cache(fd.as_raw_fd()) }.map(drop)
+}
+
 /// One open `/dev/scst_user`: the kernel side of one scst_user device.
 #[derive(Debug)]
 pub struct ScstFd {
@@ -144,13 +155,22 @@ impl ScstFd {
                     sysfs.join("module").join(abi::DEV_USER_NAME),
                 )
             })?;
+        Self::adopt(OwnedFd::from(file), path)
+    }
+
+    /// Wraps an open `/dev/scst_user` fd: one opened here, or one received
+    /// from another process (SCM_RIGHTS) that registered its device and
+    /// handed it over; `path` names it in messages. The registration, its
+    /// options and the non-blocking mode belong to the open file and carry
+    /// over with it.
+    pub fn adopt(fd: OwnedFd, path: &Path) -> Result<Self, ScstError> {
         let wake = WakeSet::new().map_err(|errno| ScstError::Open {
             path: path.to_path_buf(),
             errno,
             hint: "; creating the epoll set the reactor sleeps on failed",
         })?;
         Ok(Self {
-            fd: OwnedFd::from(file),
+            fd,
             path: path.to_path_buf(),
             ioctls: 0,
             wake,
@@ -291,6 +311,10 @@ impl ScstDriver for ScstFd {
 
     fn ioctls(&self) -> u64 {
         self.ioctls
+    }
+
+    fn handoff_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
     }
 }
 

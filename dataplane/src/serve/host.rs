@@ -3,12 +3,15 @@
 //! [`SysHost`](super::SysHost) is the real one; tests provide hosts
 //! whose devices are in-process kernel sides.
 
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::kernfs::{RealFs, Roots};
 use crate::scst::driver::ScstDriver;
 use crate::scst::error::ScstError;
 use crate::scst::export::{export_lun, ExportError, Exported, LunAddress};
+use crate::scst::ioctl::ScstFd;
 use crate::scst::version::{VersionSearch, VersionSource};
 use crate::tcmu::discovery::{DiscoveryError, TcmuUioName};
 use crate::tcmu::{Doorbell, SharedRegion, TcmuError};
@@ -71,6 +74,15 @@ pub trait Host: Send {
     /// Opens a new scst_user fd (`/dev/scst_user`, non-blocking) for the
     /// `[[scst]]` device `name`: one fd per device.
     fn open_scst(&mut self, name: &str) -> Result<Box<dyn ScstDriver>, ScstError>;
+    /// Takes the fd of the `[[scst]]` device `name`, registered by a
+    /// previous server that handed it over (see `handoff.rs`).
+    fn adopt_scst(&mut self, name: &str, fd: OwnedFd) -> Result<Box<dyn ScstDriver>, ScstError> {
+        let _ = name;
+        Ok(Box::new(ScstFd::adopt(
+            fd,
+            Path::new(crate::scst::abi::DEV_USER_PATH),
+        )?))
+    }
     /// The DEV_USER_VERSION to register SCST devices with: `configured`
     /// (a device's `version`) as given, else found on the machine
     /// ([`VersionSearch::system`]).

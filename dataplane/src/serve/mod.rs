@@ -25,6 +25,7 @@
 mod bdevs;
 pub mod config;
 pub mod error;
+pub mod handoff;
 mod heal;
 pub mod host;
 mod lu_id;
@@ -64,6 +65,9 @@ pub struct RunOptions<'a> {
     /// true if the devices should be rescanned now. Without netlink this just
     /// sleeps.
     pub wait_event: Box<dyn FnMut(Duration) -> bool + 'a>,
+    /// Where a successor asks for the `[[scst]]` devices (see [`handoff`]);
+    /// after handing them over the server shuts down.
+    pub handoff: Option<handoff::HandoffListener>,
 }
 
 impl std::fmt::Debug for RunOptions<'_> {
@@ -72,6 +76,39 @@ impl std::fmt::Debug for RunOptions<'_> {
             .field("rescan_interval", &self.rescan_interval)
             .field("stats_interval", &self.stats_interval)
             .finish()
+    }
+}
+
+/// Serves a successor waiting on `listener`, if one is; true once the
+/// `[[scst]]` devices were handed over (the server then shuts down).
+fn hand_off<H: Host>(server: &mut Server<H>, listener: &handoff::HandoffListener) -> bool {
+    let stream = match listener.accept(Duration::from_secs(5)) {
+        Ok(Some(stream)) => stream,
+        Ok(None) => return false,
+        Err(e) => {
+            server.log(&format!("{e}"));
+            return false;
+        }
+    };
+    server.log("a successor asked for the SCST devices: quiescing them");
+    let began = Instant::now();
+    match server.hand_off(&stream) {
+        Ok(names) => {
+            server.log(&format!(
+                "handed over SCST device(s) {} in {} ms; shutting down",
+                if names.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    names.join(", ")
+                },
+                began.elapsed().as_millis()
+            ));
+            true
+        }
+        Err(e) => {
+            server.log(&format!("hand-off refused: {e}; serving on"));
+            false
+        }
     }
 }
 
@@ -103,6 +140,13 @@ pub fn run<H: Host>(
             next_rescan = now + options.rescan_interval;
         }
         server.heal();
+        if let Some(listener) = &options.handoff {
+            if hand_off(&mut server, listener) {
+                // Free the path for the successor's own listener now.
+                options.handoff = None;
+                break;
+            }
+        }
         let due = next_stats.is_some_and(|at| now >= at);
         if due || options.stats_requested.swap(false, Ordering::Relaxed) {
             let report = server.stats();

@@ -28,14 +28,16 @@
 //! and closing the fd (at shutdown, after the device drained) unregisters
 //! the device and removes its LUNs from SCST.
 
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use reactor::PollerId;
 
 use super::config::{ScstConfig, ServeConfig};
 use super::error::{ScstStartError, ServeError};
+use super::handoff::{self, HandedDevice, HandoffError, ReceivedDevice};
 use super::heal::{Health, Next, RecoveryPolicy};
 use super::host::Host;
 use super::lu_id;
@@ -43,7 +45,7 @@ use super::resources::Resources;
 use super::stats::{DeviceKind, DeviceStats};
 use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
-use crate::scst::device::{ScstDeviceConfig, ScstStats, ScstStatsSnapshot};
+use crate::scst::device::{HandOff, ScstDeviceConfig, ScstStats, ScstStatsSnapshot};
 use crate::scst::export::Exported;
 use crate::scst::pool::PoolConfig;
 use crate::scst::version::VersionSource;
@@ -63,6 +65,11 @@ struct AttachedScst {
     latency: Option<Arc<SharedLatency>>,
     /// Set by the device when scst_user refuses it.
     fault: Arc<SharedFault<Errno>>,
+    /// Quiesces the device for a hand-off.
+    handoff: Arc<HandOff>,
+    /// The device's `/dev/scst_user` fd (owned by the device, open while
+    /// it is on its reactor); `None` for a kernel side that is no file.
+    fd: Option<RawFd>,
     /// Counters at the previous statistics report.
     last: ScstStatsSnapshot,
     /// Faults and recoveries across re-registrations.
@@ -79,7 +86,27 @@ struct Placed {
     stats: Arc<ScstStats>,
     latency: Option<Arc<SharedLatency>>,
     fault: Arc<SharedFault<Errno>>,
+    handoff: Arc<HandOff>,
+    fd: Option<RawFd>,
 }
+
+impl AttachedScst {
+    fn placed(&mut self, placed: Placed) {
+        self.reactor = placed.reactor;
+        self.poller = Some(placed.poller);
+        self.stats = placed.stats;
+        self.latency = placed.latency;
+        self.fault = placed.fault;
+        self.handoff = placed.handoff;
+        self.fd = placed.fd;
+        self.last = ScstStatsSnapshot::default();
+    }
+}
+
+/// How long a hand-off waits for the devices to quiesce and come clean.
+const HANDOFF_QUIESCE: Duration = Duration::from_secs(10);
+/// How often a device that is not clean yet gets FLUSH_CACHE again.
+const HANDOFF_REFLUSH: Duration = Duration::from_secs(2);
 
 /// The `[[scst]]` devices, in configuration order.
 #[derive(Default)]
@@ -96,17 +123,27 @@ impl ScstDevices {
     /// line. The first that fails stops the start, naming the device;
     /// those already attached stay on their reactors (stopping them drains
     /// and closes them).
+    ///
+    /// A device among `received` (handed over by a previous server, see
+    /// `handoff.rs`) is not registered again: it is built on the fd it came
+    /// with, its sessions taken over. Received devices the configuration no
+    /// longer has are closed, which unregisters them.
     pub(super) fn start<H: Host>(
         &mut self,
         host: &mut H,
         resources: &mut Resources,
         serve_config: &ServeConfig,
+        mut received: Vec<ReceivedDevice>,
         log: &mut dyn FnMut(&str),
     ) -> Result<(), ServeError> {
         let configs = &serve_config.scst;
         // Discovered once: every device talks to the same kernel.
         let mut discovered = None;
         for config in configs {
+            let adopted = received
+                .iter()
+                .position(|r| r.device.name == config.name)
+                .map(|i| received.swap_remove(i));
             if let Some(why) = refusal(resources, config) {
                 log(&format!(
                     "not registering SCST device {}: {why}; the other devices are served",
@@ -115,25 +152,32 @@ impl ScstDevices {
                 continue;
             }
             let fixed_buffers = serve_config.fixed_buffers(&config.bdev);
-            self.start_one(host, resources, config, fixed_buffers, &mut discovered, log)
-                .map_err(|error| ServeError::Scst {
-                    device: config.name.clone(),
-                    error,
-                })?;
+            let placed = Self::place(
+                host,
+                resources,
+                config,
+                fixed_buffers,
+                &mut discovered,
+                adopted,
+                log,
+            )
+            .map_err(|error| ServeError::Scst {
+                device: config.name.clone(),
+                error,
+            })?;
+            self.push(config, placed);
+        }
+        for r in received {
+            log(&format!(
+                "SCST device {} was handed over but is not in the configuration: \
+                 closing it (SCST unregisters it and removes its LUNs)",
+                r.device.name
+            ));
         }
         Ok(())
     }
 
-    fn start_one<H: Host>(
-        &mut self,
-        host: &mut H,
-        resources: &mut Resources,
-        config: &ScstConfig,
-        fixed_buffers: bool,
-        discovered: &mut Option<(String, VersionSource)>,
-        log: &mut dyn FnMut(&str),
-    ) -> Result<(), ScstStartError> {
-        let placed = Self::place(host, resources, config, fixed_buffers, discovered, log)?;
+    fn push(&mut self, config: &ScstConfig, placed: Placed) {
         self.devices.push(AttachedScst {
             name: config.name.clone(),
             bdev: config.bdev.clone(),
@@ -142,65 +186,93 @@ impl ScstDevices {
             stats: placed.stats,
             latency: placed.latency,
             fault: placed.fault,
+            handoff: placed.handoff,
+            fd: placed.fd,
             last: ScstStatsSnapshot::default(),
             health: Health::default(),
             retry_at: None,
         });
-        Ok(())
     }
 
-    /// Opens an fd, registers the device and puts it on its reactor.
+    /// Opens an fd, registers the device and puts it on its reactor; or,
+    /// `adopted`, builds it on the fd a previous server handed over.
     fn place<H: Host>(
         host: &mut H,
         resources: &mut Resources,
         config: &ScstConfig,
         fixed_buffers: bool,
         discovered: &mut Option<(String, VersionSource)>,
+        adopted: Option<ReceivedDevice>,
         log: &mut dyn FnMut(&str),
     ) -> Result<Placed, ScstStartError> {
-        // Open first: without scst_user, "not loaded" is the message that
-        // helps, not a failed version search.
-        let driver = host.open_scst(&config.name)?;
-        let (version, source) = match (&config.version, &*discovered) {
-            (None, Some(found)) => found.clone(),
-            (configured, _) => {
-                let found = host.dev_user_version(configured.as_deref())?;
-                if configured.is_none() {
-                    *discovered = Some(found.clone());
-                }
-                found
-            }
-        };
         let bdev = resources
             .bdev(&config.bdev)
             .cloned()
             .ok_or_else(|| ScstStartError::NoBdev(config.bdev.clone()))?;
-        let stack = Stack::scst(
-            bdev.as_ref(),
-            &LunSpec::new(config.name.clone(), lu_id::scst(&config.name), MAX_TASKS),
-            driver,
-            &ScstRegistration {
+        let lun = LunSpec::new(config.name.clone(), lu_id::scst(&config.name), MAX_TASKS);
+        // The largest buffer covers the largest transfer SCST may send
+        // (the LUN answers anything beyond its own limit with INVALID
+        // FIELD IN CDB); pages are faulted in on first use and then
+        // reused.
+        let pool = PoolConfig {
+            max_bytes: config.pool_bytes(),
+            max_buffer_bytes: MAX_TRANSFER_BYTES as usize,
+            populate: false,
+        };
+        let device_config = ScstDeviceConfig {
+            name: format!("scst:{}", config.name),
+            idle_poll_interval: config.idle_poll_interval(),
+            coalesce: config.coalesce(),
+            ..ScstDeviceConfig::default()
+        };
+        let (stack, how) = if let Some(adopted) = adopted {
+            let driver = host.adopt_scst(&config.name, adopted.fd)?;
+            let mut stack =
+                Stack::scst_registered(bdev.as_ref(), &lun, driver, pool, device_config)?;
+            let sessions = adopted.device.sessions;
+            let how = (
+                "took over",
+                format!(
+                    "{} session(s), its LUNs in place, from the previous server",
+                    sessions.len()
+                ),
+            );
+            stack.device_mut().adopt_sessions(sessions);
+            (stack, how)
+        } else {
+            // Open first: without scst_user, "not loaded" is the message
+            // that helps, not a failed version search.
+            let driver = host.open_scst(&config.name)?;
+            let (version, source) = match (&config.version, &*discovered) {
+                (None, Some(found)) => found.clone(),
+                (configured, _) => {
+                    let found = host.dev_user_version(configured.as_deref())?;
+                    if configured.is_none() {
+                        *discovered = Some(found.clone());
+                    }
+                    found
+                }
+            };
+            let registration = ScstRegistration {
                 name: config.name.clone(),
                 options: config.options(),
                 version,
                 source: source.clone(),
-            },
-            // The largest buffer covers the largest transfer SCST may send
-            // (the LUN answers anything beyond its own limit with INVALID
-            // FIELD IN CDB); pages are faulted in on first use and then
-            // reused.
-            PoolConfig {
-                max_bytes: config.pool_bytes(),
-                max_buffer_bytes: MAX_TRANSFER_BYTES as usize,
-                populate: false,
-            },
-            ScstDeviceConfig {
-                name: format!("scst:{}", config.name),
-                idle_poll_interval: config.idle_poll_interval(),
-                coalesce: config.coalesce(),
-                ..ScstDeviceConfig::default()
-            },
-        )?;
+            };
+            let stack = Stack::scst(
+                bdev.as_ref(),
+                &lun,
+                driver,
+                &registration,
+                pool,
+                device_config,
+            )?;
+            let how = (
+                "registered",
+                format!("DEV_USER_VERSION from {source}, {}", config.options()),
+            );
+            (stack, how)
+        };
         let stack = if fixed_buffers {
             stack
         } else {
@@ -210,15 +282,21 @@ impl ScstDevices {
         let stats = stack.device().stats();
         let latency = stack.device().latency();
         let fault = stack.device().shared_fault();
+        let handoff = stack.device().handoff();
+        let fd = stack
+            .device()
+            .driver()
+            .handoff_fd()
+            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
         let handle = resources.bdev_poller(reactor, &config.bdev, &bdev)?;
         let poller = resources.add_poller(reactor, Box::new(stack.attach_to(&handle)))?;
         log(&format!(
-            "registered SCST device {} (bdev {}, {}-byte blocks, DEV_USER_VERSION from \
-             {source}, {}) on reactor {reactor}",
+            "{} SCST device {} (bdev {}, {}-byte blocks, {}) on reactor {reactor}",
+            how.0,
             config.name,
             config.bdev,
             bdev.geometry().block_size,
-            config.options()
+            how.1
         ));
         export(host, config, log);
         Ok(Placed {
@@ -227,6 +305,8 @@ impl ScstDevices {
             stats,
             latency,
             fault,
+            handoff,
+            fd,
         })
     }
 
@@ -284,14 +364,9 @@ impl ScstDevices {
                 continue;
             };
             let fixed = serve_config.fixed_buffers(&config.bdev);
-            match Self::place(host, resources, config, fixed, &mut discovered, log) {
+            match Self::place(host, resources, config, fixed, &mut discovered, None, log) {
                 Ok(placed) => {
-                    d.reactor = placed.reactor;
-                    d.poller = Some(placed.poller);
-                    d.stats = placed.stats;
-                    d.latency = placed.latency;
-                    d.fault = placed.fault;
-                    d.last = ScstStatsSnapshot::default();
+                    d.placed(placed);
                     d.retry_at = None;
                     d.health.recovered(now);
                     log(&format!(
@@ -327,6 +402,150 @@ impl ScstDevices {
                 ));
             }
         }
+    }
+
+    /// Hands every registered device to the successor on `stream` (see
+    /// `handoff.rs` and `scst/device/handoff.rs`): each is quiesced, its
+    /// cached buffers flushed, and once none of its memory is with the
+    /// kernel it leaves its reactor (drained) and a duplicate of its fd
+    /// goes to the successor with its sessions. Returns the devices handed
+    /// over, which this server no longer has.
+    ///
+    /// If a device does not come clean within [`HANDOFF_QUIESCE`] nothing
+    /// is handed over: every device serves on and the successor is told
+    /// why. If sending fails after the devices left their reactors, they
+    /// are taken back on the kept fds (their LUNs never leave SCST).
+    pub(super) fn hand_off<H: Host>(
+        &mut self,
+        host: &mut H,
+        resources: &mut Resources,
+        serve_config: &ServeConfig,
+        stream: &std::os::unix::net::UnixStream,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Vec<String>, HandoffError> {
+        let ready = match self.quiesce() {
+            Ok(ready) => ready,
+            Err(e) => {
+                for d in &self.devices {
+                    d.handoff.cancel();
+                }
+                if let Err(send) = handoff::send(stream, &[], Some(e.to_string())) {
+                    log(&format!("telling the successor why: {send}"));
+                }
+                return Err(e);
+            }
+        };
+        let mut going = Vec::with_capacity(ready.len());
+        for (i, fd) in ready {
+            let d = &mut self.devices[i];
+            if let Some(poller) = d.poller.take() {
+                match resources.remove_poller(d.reactor, poller) {
+                    Ok(removed) => drop(removed),
+                    Err(e) => log(&format!("removing SCST device {}: {e}", d.name)),
+                }
+            }
+            let device = HandedDevice {
+                name: d.name.clone(),
+                sessions: d.handoff.sessions(),
+            };
+            going.push((device, fd));
+        }
+        let names: Vec<String> = going.iter().map(|(d, _)| d.name.clone()).collect();
+        self.devices.retain(|d| !names.contains(&d.name));
+        let borrowed: Vec<(HandedDevice, BorrowedFd<'_>)> = going
+            .iter()
+            .map(|(d, fd)| (d.clone(), std::os::fd::AsFd::as_fd(fd)))
+            .collect();
+        let sent = handoff::send(stream, &borrowed, None);
+        drop(borrowed);
+        if let Err(e) = sent {
+            log(&format!(
+                "handing the SCST devices over failed ({e}): taking them back"
+            ));
+            let received = going
+                .into_iter()
+                .map(|(device, fd)| ReceivedDevice { device, fd })
+                .collect();
+            let mut taken_back = serve_config.clone();
+            taken_back.scst.retain(|c| names.contains(&c.name));
+            if let Err(again) = self.start(host, resources, &taken_back, received, log) {
+                log(&format!("taking the SCST devices back failed: {again}"));
+            }
+            return Err(e);
+        }
+        Ok(names)
+    }
+
+    /// Steps 1-2 of a hand-off for every registered device: quiesced,
+    /// flushed and clean; returns each one's index with a duplicate of its
+    /// fd.
+    fn quiesce(&mut self) -> Result<Vec<(usize, std::os::fd::OwnedFd)>, HandoffError> {
+        let mut ready = Vec::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.poller.is_none() || d.fault.get().is_some() {
+                continue; // unregistered: the successor registers it itself
+            }
+            let Some(raw) = d.fd else {
+                return Err(HandoffError::Device {
+                    device: d.name.clone(),
+                    why: "its kernel side is not a file that can be handed over".into(),
+                });
+            };
+            // SAFETY: the device on the reactor owns this fd and keeps it
+            // open until it is dropped, which happens only when this
+            // thread removes its poller (after the duplicate is made).
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) }
+                .try_clone_to_owned()
+                .map_err(|e| HandoffError::Device {
+                    device: d.name.clone(),
+                    why: format!("duplicating its fd: {e}"),
+                })?;
+            d.handoff.request();
+            ready.push((i, fd));
+        }
+        let deadline = Instant::now() + HANDOFF_QUIESCE;
+        let wait = |what: &str, done: &dyn Fn(&HandOff) -> bool| {
+            for &(i, _) in &ready {
+                let d = &self.devices[i];
+                while !done(&d.handoff) {
+                    if Instant::now() >= deadline {
+                        return Err(HandoffError::Device {
+                            device: d.name.clone(),
+                            why: format!("it did not {what} within {HANDOFF_QUIESCE:?}"),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(())
+        };
+        wait("stop handing out buffers", &HandOff::quiescing)?;
+        let mut flushed_at = Instant::now();
+        for (i, fd) in &ready {
+            flush(&self.devices[*i].name, fd)?;
+        }
+        // Every cached buffer comes back as an ON_CACHED_MEM_FREE, which
+        // the devices answer; flush again now and then in case one was
+        // cached after the flush began.
+        for (i, fd) in &ready {
+            let d = &self.devices[*i];
+            while !d.handoff.is_clean() {
+                if Instant::now() >= deadline {
+                    return Err(HandoffError::Device {
+                        device: d.name.clone(),
+                        why: format!(
+                            "the kernel still holds some of its buffers after {HANDOFF_QUIESCE:?}"
+                        ),
+                    });
+                }
+                if flushed_at.elapsed() >= HANDOFF_REFLUSH {
+                    flush(&d.name, fd)?;
+                    flushed_at = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(ready)
     }
 
     /// The devices' names, with their reactors.
@@ -390,8 +609,6 @@ impl ScstDevices {
     }
 }
 
-/// The fault of a device on its reactor that the server has not handled
-/// yet.
 /// Exports the device of `config` (registered and polled) as each of its
 /// `[[scst.export]]` LUNs; a LUN that cannot be exported is logged and the
 /// device served all the same.
@@ -413,6 +630,19 @@ fn export<H: Host>(host: &mut H, config: &ScstConfig, log: &mut dyn FnMut(&str))
     }
 }
 
+/// FLUSH_CACHE on a device being handed over (see
+/// [`crate::scst::ioctl::flush_cache`]).
+fn flush(device: &str, fd: &std::os::fd::OwnedFd) -> Result<(), HandoffError> {
+    crate::scst::ioctl::flush_cache(std::os::fd::AsFd::as_fd(fd)).map_err(|e| {
+        HandoffError::Device {
+            device: device.to_owned(),
+            why: format!("SCST_USER_FLUSH_CACHE failed: {e}"),
+        }
+    })
+}
+
+/// The fault of a device on its reactor that the server has not handled
+/// yet.
 fn d_fault(a: &AttachedScst) -> Option<String> {
     a.poller?;
     a.fault

@@ -85,6 +85,7 @@
 //! [`RingFault`]: crate::tcmu::RingFault
 //! [`SharedFault`]: crate::frontend::SharedFault
 
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
@@ -93,6 +94,7 @@ use reactor::{ReactorHandle, ReactorStats};
 
 use super::config::{BdevConfig, ServeConfig};
 use super::error::ServeError;
+use super::handoff::{HandoffError, ReceivedDevice};
 use super::heal::RecoveryPolicy;
 use super::host::Host;
 use super::resources::Resources;
@@ -160,6 +162,18 @@ impl<H: Host> Server<H> {
         host: H,
         log: Box<dyn FnMut(&str) + Send>,
     ) -> Result<Self, ServeError> {
+        Self::start_taking_over(options, host, Vec::new(), log)
+    }
+
+    /// [`start`](Self::start), with the `[[scst]]` devices a previous
+    /// server handed over (see [`super::handoff`]): those are built on
+    /// their fds instead of being registered.
+    pub fn start_taking_over(
+        options: ServeOptions,
+        host: H,
+        received: Vec<ReceivedDevice>,
+        log: Box<dyn FnMut(&str) + Send>,
+    ) -> Result<Self, ServeError> {
         let mut log = log;
         let resources = Resources::start(&options.config, &mut *log)?;
         if let Some(warning) = ram_huge_page_warning(&options.config, &resources) {
@@ -194,9 +208,29 @@ impl<H: Host> Server<H> {
             &mut server.host,
             &mut server.resources,
             &server.options.config,
+            received,
             &mut *server.log,
         )?;
         Ok(server)
+    }
+
+    /// Logs one line through the server's log.
+    pub fn log(&mut self, line: &str) {
+        (self.log)(line);
+    }
+
+    /// Hands the `[[scst]]` devices to the successor on `stream` (see
+    /// [`super::handoff`]); returns their names. Afterwards the server
+    /// still serves its TCMU devices until it is shut down. On an error the
+    /// SCST devices serve on here.
+    pub fn hand_off(&mut self, stream: &UnixStream) -> Result<Vec<String>, HandoffError> {
+        self.scst.hand_off(
+            &mut self.host,
+            &mut self.resources,
+            &self.options.config,
+            stream,
+            &mut *self.log,
+        )
     }
 
     /// The `[[scst]]` devices, with their reactors.

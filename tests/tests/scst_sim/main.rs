@@ -6,7 +6,8 @@
 //! - `register`: registration, with the simulator reading the version and
 //!   license strings as the kernel does;
 //! - `alloc`: the SCST path allocates nothing per command in steady state;
-//! - `fault`: a command stuck in a fault bdev, ended by ABORT TASK.
+//! - `fault`: a command stuck in a fault bdev, ended by ABORT TASK;
+//! - `handoff`: the device handed to a successor under I/O.
 //!
 //! The counting allocator counts per thread here, so the allocation tests
 //! share the binary with the others.
@@ -14,6 +15,7 @@
 mod alloc;
 mod device;
 mod fault;
+mod handoff;
 mod register;
 
 #[global_allocator]

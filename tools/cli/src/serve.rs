@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use dataplane::kernfs::Roots;
 use dataplane::serve::config::ServeConfig;
+use dataplane::serve::handoff::{self, HandoffError, HandoffListener, ReceivedDevice};
 use dataplane::serve::{self, RunOptions, ServeOptions, Server, StatsReport, SysHost};
 use dataplane::tcmu::netlink::{NetlinkError, TcmuNetlink};
 use reactor::ShutdownSignals;
@@ -44,6 +45,19 @@ pub struct ServeArgs {
     /// Do not listen to TCM-USER netlink events (rescan only).
     #[arg(long)]
     no_netlink: bool,
+    /// Listen on this unix socket for a successor (`serve --take-over`):
+    /// hand it the [[scst]] devices without unregistering them, then shut
+    /// down.
+    #[arg(long, value_name = "PATH")]
+    handoff_socket: Option<PathBuf>,
+    /// Take the [[scst]] devices over from the server listening on this
+    /// hand-off socket instead of registering them (their LUNs never leave
+    /// SCST). No server there: the devices are registered as usual.
+    #[arg(long, value_name = "PATH")]
+    take_over: Option<PathBuf>,
+    /// How long to wait for the running server to hand its devices over.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    take_over_timeout: f64,
     /// Root of configfs' target tree (for tests).
     #[arg(long, hide = true)]
     configfs_root: Option<PathBuf>,
@@ -101,6 +115,60 @@ fn write_stats_file(path: &Path, report: &StatsReport) -> std::io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
+/// Receives the `[[scst]]` devices from the server on `path`; none if no
+/// server listens there (it is not running: the devices are registered).
+fn take_over(path: &Path, timeout_secs: f64) -> Result<Vec<ReceivedDevice>> {
+    if !timeout_secs.is_finite() || timeout_secs <= 0.0 {
+        bail!("--take-over-timeout {timeout_secs}: must be a number of seconds above 0");
+    }
+    match handoff::receive(path, Duration::from_secs_f64(timeout_secs)) {
+        Ok(received) => {
+            let names: Vec<&str> = received.iter().map(|r| r.device.name.as_str()).collect();
+            log(&format!(
+                "took over SCST device(s) {names:?} from the server on {}",
+                path.display()
+            ));
+            Ok(received)
+        }
+        Err(HandoffError::Socket {
+            what: "connecting",
+            error,
+            ..
+        }) => {
+            log(&format!(
+                "no server to take over from on {} ({error}): registering the SCST devices",
+                path.display()
+            ));
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e).context("taking the SCST devices over"),
+    }
+}
+
+/// Listens on `path` for a successor. Right after a take-over the previous
+/// server may still hold the path for a moment: a live listener there is
+/// waited for (10 s) before it counts as another server.
+fn listen_for_successor(path: &Path) -> Result<HandoffListener> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match HandoffListener::bind(path) {
+            Ok(listener) => {
+                log(&format!(
+                    "hand-off socket {}: a successor started with --take-over {} gets the \
+                     SCST devices",
+                    path.display(),
+                    path.display()
+                ));
+                return Ok(listener);
+            }
+            Err(HandoffError::InUse(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).context("--handoff-socket"),
+        }
+    }
+}
+
 /// Runs `dataplane serve`.
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     if !args.stats_interval.is_finite() || args.stats_interval < 0.0 {
@@ -127,12 +195,21 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let scst_names: Vec<String> = config.scst.iter().map(|s| s.name.clone()).collect();
     let server_bdevs: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
 
-    let server = Server::start(
+    let received = match &args.take_over {
+        Some(path) => take_over(path, args.take_over_timeout)?,
+        None => Vec::new(),
+    };
+    let server = Server::start_taking_over(
         ServeOptions { config, state_dir },
         SysHost::new(roots),
+        received,
         Box::new(log),
     )
     .context("starting the server")?;
+    let handoff = match &args.handoff_socket {
+        Some(path) => Some(listen_for_successor(path)?),
+        None => None,
+    };
     let signals = ShutdownSignals::install(&server.reactors().iter().collect::<Vec<_>>())
         .context("installing signal handlers")?;
     let stats_requested = Arc::new(AtomicBool::new(false));
@@ -204,6 +281,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                     }
                 }
             }),
+            handoff,
             wait_event: Box::new(move |timeout| {
                 if netlink.is_none() && use_netlink && std::time::Instant::now() >= next_netlink_try
                 {

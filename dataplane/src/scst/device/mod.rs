@@ -164,6 +164,7 @@
 //! `parse.rs`, task management in `task_mgmt.rs`).
 
 mod config;
+mod handoff;
 mod oversize;
 mod parse;
 mod poller;
@@ -175,6 +176,7 @@ mod task_mgmt;
 pub use config::{
     control_mode, DeviceError, ScstDeviceConfig, MAX_BUDGET, MAX_SLOTS, MAX_TM_WAITS,
 };
+pub use handoff::HandOff;
 pub use oversize::MAX_OVERSIZE;
 pub use stats::{ScstStats, ScstStatsSnapshot};
 pub use task_mgmt::tm_affects;
@@ -199,7 +201,7 @@ use crate::latency::{LatencyRecorder, SharedLatency};
 use crate::scsi::SenseFormat;
 
 /// An attached session (one I_T nexus's view of this device).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     /// The kernel's handle (`sess_h` of every command of the session).
     pub sess_h: u64,
@@ -306,6 +308,11 @@ pub struct ScstDevice<D: ScstDriver, E: CommandExecutor> {
     last_got: bool,
     /// `config.idle_poll_interval` in clock ticks.
     idle_poll_ticks: u64,
+    /// Shared with the control plane (see [`HandOff`]).
+    handoff: Arc<HandOff>,
+    /// A hand-off is requested: no buffer is handed out (read from
+    /// `handoff` once per poll).
+    quiescing: bool,
     stats: Arc<ScstStats>,
     latency: Option<LatencyRecorder>,
 }
@@ -415,6 +422,8 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             last_filled: false,
             last_got: false,
             idle_poll_ticks: clock::duration_to_ticks(config.idle_poll_interval),
+            handoff: Arc::default(),
+            quiescing: false,
             stats: Arc::new(ScstStats::default()),
             latency: config.track_latency.then(LatencyRecorder::new),
             config,
@@ -439,6 +448,17 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     /// The attached sessions.
     pub fn sessions(&self) -> &[Session] {
         &self.sessions
+    }
+
+    /// Takes over the sessions a predecessor's device had attached (on the
+    /// fd it handed over: the kernel does not send ATTACH_SESS again).
+    pub fn adopt_sessions(&mut self, sessions: Vec<Session>) {
+        self.sessions = sessions;
+    }
+
+    /// The hand-off state, for the control plane (see [`HandOff`]).
+    pub fn handoff(&self) -> Arc<HandOff> {
+        Arc::clone(&self.handoff)
     }
 
     /// Subcommands received and not yet answered by a consumed reply.

@@ -95,6 +95,11 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     ) {
         c.alloc_mem += 1;
         let len = usize::try_from(alloc.alloc_len).unwrap_or(0);
+        if self.quiescing {
+            // Handing off: no buffer goes to the kernel (`handoff.rs`).
+            c.busy += 1;
+            return self.replies.push_alloc(cmd_h, 0);
+        }
         let mut pbuf = self.pool.alloc(len).map_or(0, |b| b.pbuf);
         if pbuf == 0 && len > 0 && self.pool.class_size(len).is_none() {
             // No pool buffer will ever fit: a buffer of its own, so that
@@ -163,6 +168,9 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             initiator_name: c_string(&sess.initiator_name),
             target_name: c_string(&sess.target_name),
         });
+        if self.quiescing {
+            self.handoff.publish_sessions(&self.sessions);
+        }
         self.replies.push_result(cmd_h, subcode::ATTACH_SESS, 0);
     }
 
@@ -170,6 +178,9 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     fn detach_sess(&mut self, cmd_h: u32, sess_h: u64, c: &mut ScstStatsSnapshot) {
         c.detach_sess += 1;
         self.sessions.retain(|s| s.sess_h != sess_h);
+        if self.quiescing {
+            self.handoff.publish_sessions(&self.sessions);
+        }
         self.replies.push_result(cmd_h, subcode::DETACH_SESS, 0);
     }
 
@@ -229,6 +240,11 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
                 }
             }
         } else if exec.data_direction & SCST_DATA_READ != 0 {
+            if self.quiescing {
+                // Handing off: no buffer goes to the kernel (`handoff.rs`).
+                c.busy += 1;
+                return self.fail_exec(cmd_h, &Response::with_status(status::BUSY), c);
+            }
             let len = alloc_len.max(bufflen as usize);
             match self.pool.alloc(len) {
                 Some(buf) => {

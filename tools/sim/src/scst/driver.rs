@@ -76,6 +76,16 @@ impl ScstSimDriver {
         self.shared.lock().trust_pinned = true;
     }
 
+    /// Another handle on the same open file, as `dup(2)` or a descriptor
+    /// received over a unix socket gives: it reaches the same device, and
+    /// the device is released only when every handle is dropped. (The
+    /// trusted-copy mode of [`Self::trust_mapped_buffers`] belongs to the
+    /// file and carries over.)
+    pub fn duplicate(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Self::new(Arc::clone(&self.shared))
+    }
+
     fn count_ioctl(&self) {
         self.shared.ioctls.fetch_add(1, Ordering::Relaxed);
     }
@@ -322,6 +332,9 @@ fn state_copy_read(buf: &mut [u8], addr: u64) -> Result<(), Errno> {
 
 impl Drop for ScstSimDriver {
     fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) > 1 {
+            return; // another handle keeps the file open
+        }
         let mut st = self.shared.lock();
         // The initiator may be reading pinned buffers, which the handler
         // may unmap once this returns: let it finish (it needs no lock for

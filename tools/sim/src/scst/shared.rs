@@ -26,6 +26,9 @@ pub(super) struct Shared {
     pub(super) ioctls: AtomicU64,
     /// Writes to the wait fd so far.
     pub(super) notifications: AtomicU64,
+    /// Driver handles open on the file (`dup`): the device is released
+    /// when the last one closes.
+    pub(super) handles: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -48,6 +51,7 @@ impl Shared {
             cond: Condvar::new(),
             wake,
             ioctls: AtomicU64::new(0),
+            handles: AtomicU64::new(1),
             notifications: AtomicU64::new(0),
         })
     }
