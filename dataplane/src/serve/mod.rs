@@ -28,6 +28,7 @@ pub mod error;
 mod heal;
 pub mod host;
 mod lu_id;
+pub mod metrics;
 mod recovery;
 mod resources;
 mod scst;

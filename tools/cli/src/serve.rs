@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// died while attached; "none" turns crash detection off.
     #[arg(long, default_value = "/run/dataplane", value_name = "DIR")]
     state_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9150; port 0 picks a free port, which is logged).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Do not listen to TCM-USER netlink events (rescan only).
     #[arg(long)]
     no_netlink: bool,
@@ -56,7 +60,7 @@ pub struct ServeArgs {
 }
 
 fn log(line: &str) {
-    eprintln!("dataplane serve: {line}");
+    crate::logging::serve_line(line);
 }
 
 /// How often serve tries to open the netlink family again while it is
@@ -127,12 +131,21 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let scst_names: Vec<String> = config.scst.iter().map(|s| s.name.clone()).collect();
     let server_bdevs: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
 
-    let server = Server::start(
+    let mut server = Server::start(
         ServeOptions { config, state_dir },
         SysHost::new(roots),
         Box::new(log),
     )
     .context("starting the server")?;
+    let _metrics = match &args.metrics_listen {
+        Some(addr) => {
+            let (endpoint, catalog) = crate::metrics::listen(addr)?;
+            server.share_metrics(catalog);
+            log(&format!("metrics at http://{}/metrics", endpoint.local_addr()));
+            Some(endpoint)
+        }
+        None => None,
+    };
     let signals = ShutdownSignals::install(&server.reactors().iter().collect::<Vec<_>>())
         .context("installing signal handlers")?;
     let stats_requested = Arc::new(AtomicBool::new(false));
