@@ -56,7 +56,8 @@ impl RefusalNotice {
             tracing::warn!(
                 "bdev {bdev}: the kernel refused to register {} bytes of frontend memory \
                  as io_uring fixed buffers ({}); {without} go without them",
-                refused.bytes, refused.error
+                refused.bytes,
+                refused.error
             );
         }
     }

@@ -276,14 +276,21 @@ mod tests {
         assert_eq!(c.count, 100);
         let got: Vec<u64> = c.buckets.iter().map(|b| b.1).collect();
         // Within 1 % of 10 and 50 (tick conversion may move a value over).
-        assert!((9..=11).contains(&got[0]) && (49..=51).contains(&got[1]), "{c:?}");
+        assert!(
+            (9..=11).contains(&got[0]) && (49..=51).contains(&got[1]),
+            "{c:?}"
+        );
         assert_eq!(got[2], 100);
         let sum_us = c.sum_ns / 1_000.0;
         assert!((sum_us - 5_050.0).abs() < 5_050.0 * 0.02, "{c:?}");
         assert_eq!(shared.take().count, 100, "the window is still whole");
         r.record(us);
         r.flush(clock::now());
-        assert_eq!(shared.cumulative(&bounds).count, 101, "cumulative keeps counting");
+        assert_eq!(
+            shared.cumulative(&bounds).count,
+            101,
+            "cumulative keeps counting"
+        );
         assert_eq!(shared.take().count, 1);
         assert_eq!(shared.cumulative(&[]).buckets, []);
     }

@@ -32,9 +32,9 @@
 use std::time::Duration;
 
 use bdev::ram::combined_huge_page_fraction;
+use dataplane::serve::metrics::{BdevSource, MetricsCatalog};
 use dataplane::serve::stats::{NvmeBdevStats, UringBdev};
 use reactor::stats::ReactorLoad;
-use dataplane::serve::metrics::{BdevSource, MetricsCatalog};
 use reactor::{IdlePolicy, Reactor, ReactorConfig, ReactorHandle};
 
 use crate::affinity::{pin_current_thread, AffinityGuard};
@@ -193,7 +193,11 @@ fn share_metrics(catalog: &MetricsCatalog, reactors: &[ReactorHandle], devices: 
     }
     // A file or nvme bdev that is the device's own bdev is listed once,
     // with its counters.
-    bdevs.sort_by(|a, b| a.name.cmp(&b.name).then(b.uring.is_some().cmp(&a.uring.is_some())));
+    bdevs.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then(b.uring.is_some().cmp(&a.uring.is_some()))
+    });
     bdevs.dedup_by(|later, first| later.name == first.name);
     catalog.set_bdevs(bdevs);
 }

@@ -321,7 +321,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     // Whatever --quiet says: without it the figures mislead.
     if let Some(warning) = report.huge_page_warning(config.huge_page_bytes(report.devices)) {
-        eprintln!("dataplane bench: {warning}");
+        tracing::warn!(target: "dataplane bench", "{warning}");
     }
     // Data errors make the run fail, so scripts and CI notice them.
     let compared_bad = report

@@ -126,7 +126,15 @@ pub const SERVE_TARGET: &str = "dataplane serve";
 /// refusal, an error, something that cannot be done), INFO otherwise.
 pub fn server_line_level(line: &str) -> tracing::Level {
     const WRONG: [&str; 9] = [
-        "warning", "fault", "refus", "error", "cannot", "failed", "not ", "gave up", "giving up",
+        "warning",
+        "fault",
+        "refus",
+        "error",
+        "cannot",
+        "failed",
+        "not ",
+        "gave up",
+        "giving up",
     ];
     let lower = line.to_ascii_lowercase();
     if WRONG.iter().any(|w| lower.contains(w)) {
@@ -180,7 +188,10 @@ mod tests {
     #[test]
     fn the_flag_wins_over_the_environment_and_info_is_the_default() {
         let shown = |f: EnvFilter| f.to_string();
-        assert_eq!(shown(choose_filter(Some("debug"), Some("warn")).unwrap()), "debug");
+        assert_eq!(
+            shown(choose_filter(Some("debug"), Some("warn")).unwrap()),
+            "debug"
+        );
         assert_eq!(shown(choose_filter(None, Some("warn")).unwrap()), "warn");
         assert_eq!(shown(choose_filter(None, None).unwrap()), "info");
         assert_eq!(shown(choose_filter(None, Some(" ")).unwrap()), "info");
@@ -210,8 +221,14 @@ mod tests {
     #[test]
     fn bad_levels_are_named() {
         let e = choose_filter(Some("loud"), None).unwrap_err().to_string();
-        assert!(e.starts_with("--log-level \"loud\": not a log level"), "{e}");
+        assert!(
+            e.starts_with("--log-level \"loud\": not a log level"),
+            "{e}"
+        );
         let e = choose_filter(None, Some("x=lots")).unwrap_err().to_string();
-        assert!(e.starts_with("DATAPLANE_LOG \"x=lots\": not a log level"), "{e}");
+        assert!(
+            e.starts_with("DATAPLANE_LOG \"x=lots\": not a log level"),
+            "{e}"
+        );
     }
 }

@@ -141,7 +141,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         Some(addr) => {
             let (endpoint, catalog) = crate::metrics::listen(addr)?;
             server.share_metrics(catalog);
-            log(&format!("metrics at http://{}/metrics", endpoint.local_addr()));
+            log(&format!(
+                "metrics at http://{}/metrics",
+                endpoint.local_addr()
+            ));
             Some(endpoint)
         }
         None => None,

@@ -147,9 +147,12 @@ impl Family<'_, '_> {
         help: &str,
         samples: impl IntoIterator<Item = (L, f64)>,
     ) -> fmt::Result {
-        let mut metric =
-            self.encoder
-                .encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Counter)?;
+        let mut metric = self.encoder.encode_descriptor(
+            name,
+            help,
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?;
         for (labels, value) in samples {
             ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
         }
@@ -371,7 +374,9 @@ impl SourcesCollector {
             })
             .collect();
         let each = |pick: fn(&UringCounters) -> u64| {
-            uring.iter().map(move |(labels, c)| (labels.clone(), pick(c)))
+            uring
+                .iter()
+                .map(move |(labels, c)| (labels.clone(), pick(c)))
         };
         f.counters(
             "bdev_completed",

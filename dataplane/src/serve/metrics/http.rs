@@ -37,7 +37,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The address does not resolve to a socket address.
-    #[error("--metrics-listen {addr:?}: not an address to listen on (e.g. 127.0.0.1:9150): {reason}")]
+    #[error(
+        "--metrics-listen {addr:?}: not an address to listen on (e.g. 127.0.0.1:9150): {reason}"
+    )]
     Address {
         /// The address given.
         addr: String,
@@ -211,11 +213,7 @@ fn answer(mut stream: TcpStream, catalog: &MetricsCatalog) {
     let (status, content_type, body) = match request {
         Request::Metrics => ("200 OK", CONTENT_TYPE, catalog.render()),
         Request::NotFound => ("404 Not Found", "text/plain", "only /metrics\n".into()),
-        Request::MethodNotAllowed => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n".into(),
-        ),
+        Request::MethodNotAllowed => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
         Request::Bad => ("400 Bad Request", "text/plain", "bad request\n".into()),
         Request::TooLarge => (
             "431 Request Header Fields Too Large",
@@ -250,7 +248,10 @@ mod tests {
     #[test]
     fn request_lines_are_decided() {
         let cases: [(&[u8], Request); 8] = [
-            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", Request::Metrics),
+            (
+                b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+                Request::Metrics,
+            ),
             (b"GET /metrics?x=1 HTTP/1.0\r\n\r\n", Request::Metrics),
             (b"GET / HTTP/1.1\r\n\r\n", Request::NotFound),
             (b"POST /metrics HTTP/1.1\r\n\r\n", Request::MethodNotAllowed),
