@@ -103,9 +103,4 @@ impl MetricsCatalog {
     pub fn sources(&self) -> Sources {
         self.lock().clone()
     }
-
-    /// The metrics in the OpenMetrics text format, read now.
-    pub fn render(&self) -> String {
-        super::collector::render(self.sources())
-    }
 }

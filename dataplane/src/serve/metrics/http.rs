@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::catalog::MetricsCatalog;
+use super::collector::render;
 
 /// Longest wait for one read of a request.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -211,7 +212,7 @@ fn answer(mut stream: TcpStream, catalog: &MetricsCatalog) {
     let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
     let request = read_request(&mut stream);
     let (status, content_type, body) = match request {
-        Request::Metrics => ("200 OK", CONTENT_TYPE, catalog.render()),
+        Request::Metrics => ("200 OK", CONTENT_TYPE, render(catalog.sources())),
         Request::NotFound => ("404 Not Found", "text/plain", "only /metrics\n".into()),
         Request::MethodNotAllowed => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
         Request::Bad => ("400 Bad Request", "text/plain", "bad request\n".into()),

@@ -42,3 +42,6 @@ pub mod http;
 
 pub use catalog::{BdevSource, DeviceCounters, DeviceSource, MetricsCatalog, Sources};
 pub use http::{MetricsError, MetricsServer};
+
+#[cfg(test)]
+mod tests;
