@@ -123,9 +123,11 @@ pub const SERVE_TARGET: &str = "dataplane serve";
 
 /// How serve logs one of the server's lines, which come without a level:
 /// WARN for a line that reports something wrong (a warning, a fault, a
-/// refusal, an error, something that cannot be done), INFO otherwise.
+/// refusal, an error, something that cannot be done, a ring reset), INFO
+/// otherwise: a heuristic on the text until the server's log callback
+/// carries a level.
 pub fn server_line_level(line: &str) -> tracing::Level {
-    const WRONG: [&str; 9] = [
+    const WRONG: [&str; 10] = [
         "warning",
         "fault",
         "refus",
@@ -133,8 +135,9 @@ pub fn server_line_level(line: &str) -> tracing::Level {
         "cannot",
         "failed",
         "not ",
-        "gave up",
         "giving up",
+        "resetting",
+        "blocking",
     ];
     let lower = line.to_ascii_lowercase();
     if WRONG.iter().any(|w| lower.contains(w)) {
@@ -206,6 +209,7 @@ mod tests {
             "disk1: refused: block size 512 differs",
             "cannot write /x: denied",
             "some commands did not finish before the drain deadline",
+            "disk0 (uio0): stale entries; blocking it and resetting its ring",
         ] {
             assert_eq!(server_line_level(line), tracing::Level::WARN, "{line}");
         }

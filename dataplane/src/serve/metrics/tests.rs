@@ -116,7 +116,9 @@ fn devices_become_labelled_samples() {
     assert!(buckets.iter().all(|l| l.contains(r#"device="disk0""#)));
     assert_eq!(
         samples(&text, "dataplane_device_latency_seconds_count"),
-        [format!("dataplane_device_latency_seconds_count{tcmu_labels} 4")]
+        [format!(
+            "dataplane_device_latency_seconds_count{tcmu_labels} 4"
+        )]
     );
     assert!(text.ends_with("# EOF\n"));
 }
@@ -131,7 +133,10 @@ fn an_empty_catalog_still_describes_every_family() {
         "dataplane_bdev_completed counter",
         "dataplane_bdev info",
     ] {
-        assert!(text.contains(&format!("# TYPE {family}\n")), "{family}: {text}");
+        assert!(
+            text.contains(&format!("# TYPE {family}\n")),
+            "{family}: {text}"
+        );
     }
     assert!(samples(&text, "dataplane_").is_empty(), "{text}");
 }
@@ -168,7 +173,8 @@ fn the_endpoint_answers_and_stops_when_dropped() {
 fn bad_addresses_are_named() {
     let e = MetricsServer::start("nowhere", MetricsCatalog::new()).unwrap_err();
     assert!(
-        e.to_string().starts_with("--metrics-listen \"nowhere\": not an address"),
+        e.to_string()
+            .starts_with("--metrics-listen \"nowhere\": not an address"),
         "{e}"
     );
     let taken = MetricsServer::start("127.0.0.1:0", MetricsCatalog::new()).unwrap();
