@@ -131,24 +131,23 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let scst_names: Vec<String> = config.scst.iter().map(|s| s.name.clone()).collect();
     let server_bdevs: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
 
+    // Listening first: a bad address fails before any device is touched.
+    let metrics = (args.metrics_listen.as_deref())
+        .map(crate::metrics::listen)
+        .transpose()?;
     let mut server = Server::start(
         ServeOptions { config, state_dir },
         SysHost::new(roots),
         Box::new(log),
     )
     .context("starting the server")?;
-    let _metrics = match &args.metrics_listen {
-        Some(addr) => {
-            let (endpoint, catalog) = crate::metrics::listen(addr)?;
-            server.share_metrics(catalog);
-            log(&format!(
-                "metrics at http://{}/metrics",
-                endpoint.local_addr()
-            ));
-            Some(endpoint)
-        }
-        None => None,
-    };
+    if let Some((endpoint, catalog)) = &metrics {
+        server.share_metrics(Arc::clone(catalog));
+        log(&format!(
+            "metrics at http://{}/metrics",
+            endpoint.local_addr()
+        ));
+    }
     let signals = ShutdownSignals::install(&server.reactors().iter().collect::<Vec<_>>())
         .context("installing signal handlers")?;
     let stats_requested = Arc::new(AtomicBool::new(false));

@@ -412,3 +412,23 @@ fn serve_exports_metrics_without_kernel_devices() {
     let text = scrape(addr);
     assert!(text.contains("# TYPE dataplane_device_latency_seconds histogram\n"));
 }
+
+#[test]
+fn a_bad_listen_address_is_refused_before_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("serve.toml");
+    std::fs::write(&config, "[reactors]\ncores = [0]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
+        .arg(&config)
+        .args(["--metrics-listen", "nowhere"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--metrics-listen \"nowhere\": not an address to listen on"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

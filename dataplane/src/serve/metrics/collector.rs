@@ -119,7 +119,8 @@ pub fn render(sources: Sources) -> String {
     text
 }
 
-/// Describes one family and encodes its samples with `encode`.
+/// Writes families to the encoder: each call describes one family (name,
+/// help, unit, type) and encodes its samples, possibly none.
 struct Family<'e, 'a> {
     encoder: &'e mut DescriptorEncoder<'a>,
 }
@@ -159,13 +160,16 @@ impl Family<'_, '_> {
         Ok(())
     }
 
-    fn gauges<L: EncodeLabelSet>(
+    fn gauges<L: EncodeLabelSet, V>(
         &mut self,
         name: &str,
         help: &str,
         unit: Option<&Unit>,
-        samples: impl IntoIterator<Item = (L, f64)>,
-    ) -> fmt::Result {
+        samples: impl IntoIterator<Item = (L, V)>,
+    ) -> fmt::Result
+    where
+        ConstGauge<V>: EncodeMetric,
+    {
         let mut metric = self
             .encoder
             .encode_descriptor(name, help, unit, MetricType::Gauge)?;
@@ -174,6 +178,11 @@ impl Family<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// A count as a gauge value (integer gauges are `i64`).
+fn gauge_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn device_labels(d: &DeviceSource) -> Labels {
@@ -267,7 +276,7 @@ impl SourcesCollector {
             None,
             readings
                 .iter()
-                .map(|(labels, r)| (labels.clone(), r.in_flight as f64)),
+                .map(|(labels, r)| (labels.clone(), gauge_count(r.in_flight))),
         )?;
         f.gauges(
             "device_completion_hold",
@@ -283,7 +292,7 @@ impl SourcesCollector {
             None,
             readings
                 .iter()
-                .filter_map(|(labels, r)| r.sessions.map(|s| (labels.clone(), s as f64))),
+                .filter_map(|(labels, r)| r.sessions.map(|s| (labels.clone(), gauge_count(s)))),
         )?;
         self.encode_latency(f)
     }

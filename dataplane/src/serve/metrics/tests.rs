@@ -82,8 +82,8 @@ fn devices_become_labelled_samples() {
     assert_eq!(
         samples(&text, "dataplane_device_in_flight"),
         [
-            format!("dataplane_device_in_flight{tcmu_labels} 2.0"),
-            format!("dataplane_device_in_flight{scst_labels} 0.0"),
+            format!("dataplane_device_in_flight{tcmu_labels} 2"),
+            format!("dataplane_device_in_flight{scst_labels} 0"),
         ]
     );
     // SCST-only figures have no TCMU sample.
