@@ -32,7 +32,7 @@ pub use error::Error;
 pub use poller::{Poller, PollerId};
 pub use reactor::{
     available_cores, IdlePolicy, Reactor, ReactorConfig, ReactorContext, ReactorExit,
-    ReactorHandle, RemovedPoller, Stopper,
+    ReactorHandle, RemovedPoller, StatsReader, Stopper,
 };
 pub use signals::{ShutdownCause, ShutdownSignals};
 pub use stats::{PollerStats, ReactorState, ReactorStats};

@@ -43,7 +43,7 @@ pub struct FixedRefused {
     pub error: io::Error,
 }
 
-/// Says once per bdev, on stderr, that its channels go without fixed
+/// Says once per bdev, in the log, that its channels go without fixed
 /// buffers (every channel of a bdev is offered the same memory).
 #[derive(Debug, Default)]
 pub struct RefusalNotice(AtomicBool);
@@ -53,10 +53,11 @@ impl RefusalNotice {
     /// without fixed buffers ("reads and writes", "commands").
     pub fn report(&self, bdev: &str, refused: &FixedRefused, without: &str) {
         if !self.0.swap(true, Ordering::Relaxed) {
-            eprintln!(
+            tracing::warn!(
                 "bdev {bdev}: the kernel refused to register {} bytes of frontend memory \
                  as io_uring fixed buffers ({}); {without} go without them",
-                refused.bytes, refused.error
+                refused.bytes,
+                refused.error
             );
         }
     }

@@ -1,13 +1,14 @@
 //! Latency: HDR histograms in nanoseconds with their summary
 //! ([`Latencies`], [`LatencySummary`]), and the per-command recorder a
 //! frontend keeps on its reactor ([`LatencyRecorder`]) with the shared
-//! window the statistics thread reads ([`SharedLatency`]).
+//! window the statistics thread reads and the cumulative buckets a metrics
+//! thread reads ([`SharedLatency`]).
 
 mod histogram;
 mod recorder;
 
 pub use histogram::{Latencies, LatencySummary};
-pub use recorder::{LatencyRecorder, LatencyWindow, SharedLatency};
+pub use recorder::{CumulativeLatency, LatencyRecorder, LatencyWindow, SharedLatency};
 
 /// Nanoseconds as microseconds with one decimal, as reports print them.
 pub fn us(ns: u64) -> String {

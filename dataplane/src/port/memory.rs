@@ -201,7 +201,7 @@ impl Registration {
         let registered = match result {
             Ok(registered) => registered,
             Err(error) => {
-                eprintln!("bdev poller: fixed buffers not registered: {error}");
+                tracing::warn!("bdev poller: fixed buffers not registered: {error}");
                 // Whatever the failed call left registered goes: an empty
                 // set replaces it.
                 // SAFETY: an empty set names no memory.

@@ -29,6 +29,7 @@ pub mod handoff;
 mod heal;
 pub mod host;
 mod lu_id;
+pub mod metrics;
 mod recovery;
 mod resources;
 mod scst;

@@ -11,6 +11,7 @@ use reactor::{Poller, PollerId, Reactor, ReactorConfig, ReactorHandle, RemovedPo
 use super::bdevs::make_bdevs;
 use super::config::ServeConfig;
 use super::error::{PlacementError, ServeError};
+use super::metrics::BdevSource;
 use super::stats::{BdevStats, FaultBdevStats, Tracked};
 use crate::port::{BdevPollerHandle, FixedBuffers};
 use crate::stack::bdev_poller;
@@ -87,6 +88,20 @@ impl Resources {
         let mut names: Vec<String> = self.unavailable.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// The bdevs made, by name, for the metrics.
+    pub(super) fn metric_bdevs(&self) -> Vec<BdevSource> {
+        let mut bdevs: Vec<BdevSource> = self
+            .bdevs
+            .keys()
+            .map(|name| BdevSource {
+                name: name.clone(),
+                uring: self.rings.get(name).map(|t| t.bdev().clone()),
+            })
+            .collect();
+        bdevs.sort_by(|a, b| a.name.cmp(&b.name));
+        bdevs
     }
 
     /// Every configured bdev's statistics, by name, those left out

@@ -41,6 +41,7 @@ use super::handoff::{self, HandedDevice, HandoffError, ReceivedDevice};
 use super::heal::{Health, Next, RecoveryPolicy};
 use super::host::Host;
 use super::lu_id;
+use super::metrics::{DeviceCounters, DeviceSource};
 use super::resources::Resources;
 use super::stats::{DeviceKind, DeviceStats};
 use crate::frontend::SharedFault;
@@ -553,6 +554,21 @@ impl ScstDevices {
         self.devices
             .iter()
             .map(|d| (d.name.clone(), d.reactor))
+            .collect()
+    }
+
+    /// The devices on their reactors' counters, in configuration order,
+    /// for the metrics.
+    pub(super) fn metric_sources(&self) -> Vec<DeviceSource> {
+        self.devices
+            .iter()
+            .filter(|d| d.poller.is_some())
+            .map(|d| DeviceSource {
+                name: d.name.clone(),
+                bdev: d.bdev.clone(),
+                counters: DeviceCounters::Scst(Arc::clone(&d.stats)),
+                latency: d.latency.clone(),
+            })
             .collect()
     }
 

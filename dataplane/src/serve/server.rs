@@ -87,6 +87,7 @@
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use reactor::stats::ReactorLoad;
@@ -97,6 +98,7 @@ use super::error::ServeError;
 use super::handoff::{HandoffError, ReceivedDevice};
 use super::heal::RecoveryPolicy;
 use super::host::Host;
+use super::metrics::MetricsCatalog;
 use super::resources::Resources;
 use super::scst::ScstDevices;
 use super::stats::{huge_page_warning, StatsReport};
@@ -124,6 +126,9 @@ pub struct Server<H: Host> {
     last_reactor_stats: Vec<ReactorStats>,
     last_stats_at: Instant,
     log: Box<dyn FnMut(&str) + Send>,
+    /// Where the devices, reactors and bdevs are shared with the metrics
+    /// endpoint, if one runs.
+    metrics: Option<Arc<MetricsCatalog>>,
 }
 
 impl<H: Host> std::fmt::Debug for Server<H> {
@@ -201,6 +206,7 @@ impl<H: Host> Server<H> {
             last_reactor_stats,
             last_stats_at: Instant::now(),
             log,
+            metrics: None,
         };
         // On error the server is dropped: its reactors stop, draining the
         // SCST devices already attached, whose fds then close.
@@ -262,6 +268,35 @@ impl<H: Host> Server<H> {
             &self.options.config,
             &mut *self.log,
         );
+        self.publish_metrics();
+    }
+
+    /// Shares the reactors, bdevs and devices with `catalog` (a metrics
+    /// endpoint's) from now on: the devices are published again after
+    /// every [`rescan`](Self::rescan) and [`heal`](Self::heal).
+    pub fn share_metrics(&mut self, catalog: Arc<MetricsCatalog>) {
+        catalog.set_reactors(
+            self.resources
+                .reactors()
+                .iter()
+                .map(ReactorHandle::stats_reader)
+                .collect(),
+        );
+        self.metrics = Some(catalog);
+        self.publish_metrics();
+    }
+
+    /// Publishes the bdevs and the devices on their reactors to the
+    /// metrics catalog, if there is one (a few `Arc` clones: control
+    /// plane).
+    fn publish_metrics(&self) {
+        let Some(catalog) = &self.metrics else {
+            return;
+        };
+        catalog.set_bdevs(self.resources.metric_bdevs());
+        let mut devices = self.tcmu.metric_sources();
+        devices.extend(self.scst.metric_sources());
+        catalog.set_devices(devices);
     }
 
     /// Recovers the devices that faulted and whose back-off expired (see
@@ -283,6 +318,7 @@ impl<H: Host> Server<H> {
             now,
             &mut *self.log,
         );
+        self.publish_metrics();
     }
 
     /// How faulted devices are recovered (default:

@@ -55,7 +55,7 @@ impl<F: Fs + Send> Host for SysHost<F> {
         for (path, error) in &scan.skipped {
             let line = format!("{}: {error}", path.display());
             if !self.skipped_reported.contains(&line) {
-                eprintln!("dataplane serve: skipping UIO entry {line}");
+                tracing::warn!(target: "dataplane serve", "skipping UIO entry {line}");
                 self.skipped_reported.push(line);
             }
         }

@@ -15,6 +15,7 @@ use super::error::PlacementError;
 use super::heal::{Health, Next, RecoveryPolicy};
 use super::host::{DeviceFacts, FoundDevice, Host, HostError};
 use super::lu_id;
+use super::metrics::{DeviceCounters, DeviceSource};
 use super::recovery::{reset_reason, write_state, StateFiles};
 use super::resources::Resources;
 use super::stats::{DeviceKind, DeviceStats};
@@ -586,6 +587,19 @@ impl TcmuDevices {
                 let _ = write_state(path, true);
             }
         }
+    }
+
+    /// The attached devices' counters, by UIO minor, for the metrics.
+    pub(super) fn metric_sources(&self) -> Vec<DeviceSource> {
+        self.devices
+            .values()
+            .map(|a| DeviceSource {
+                name: a.name.name.clone(),
+                bdev: a.name.cfg.clone(),
+                counters: DeviceCounters::Tcmu(Arc::clone(&a.stats)),
+                latency: a.latency.clone(),
+            })
+            .collect()
     }
 
     /// Each device over the `interval` (seconds) since the previous call,

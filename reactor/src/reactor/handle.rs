@@ -87,6 +87,14 @@ impl ReactorHandle {
         self.shared.stats()
     }
 
+    /// A cloneable, thread-safe handle that can only read the reactor's
+    /// counters (e.g. for a metrics thread).
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Adds a poller; returns once the reactor polls it. Its wait fds are
     /// registered first (under the adaptive policy); if epoll rejects one,
     /// the poller is dropped and the error returned. A poller added while
@@ -191,5 +199,39 @@ impl Stopper {
     /// True once a stop was requested.
     pub fn is_stop_requested(&self) -> bool {
         self.shared.stop_requested.load(Ordering::Acquire)
+    }
+}
+
+/// Reads one reactor's counters; cheap to clone and send anywhere. Reading
+/// costs the reactor nothing: relaxed loads of what it publishes every 64
+/// iterations (and the poller registry's lock, which the reactor takes only
+/// to add or remove a poller).
+#[derive(Clone)]
+pub struct StatsReader {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for StatsReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatsReader")
+            .field("reactor", &self.shared.name)
+            .finish()
+    }
+}
+
+impl StatsReader {
+    /// Same as [`ReactorHandle::stats`].
+    pub fn stats(&self) -> ReactorStats {
+        self.shared.stats()
+    }
+
+    /// The reactor's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The core the reactor is pinned to.
+    pub fn core(&self) -> Option<usize> {
+        self.shared.core
     }
 }

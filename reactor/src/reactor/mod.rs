@@ -89,5 +89,5 @@ pub use crate::poller::PollerId;
 pub use config::{available_cores, IdlePolicy, ReactorConfig};
 pub use context::ReactorContext;
 pub use exit::{ReactorExit, RemovedPoller};
-pub use handle::{ReactorHandle, Stopper};
+pub use handle::{ReactorHandle, StatsReader, Stopper};
 pub use spawn::Reactor;

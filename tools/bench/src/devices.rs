@@ -18,6 +18,7 @@ use dataplane::scst::device::ScstDeviceConfig;
 use dataplane::scst::pool::PoolConfig;
 use dataplane::scst::register::ScstOptions;
 use dataplane::scst::version::VersionSource;
+use dataplane::serve::metrics::{DeviceCounters, DeviceSource};
 use dataplane::serve::stats::UringBdev;
 use dataplane::stack::{LunSpec, MaxTransfer, ScstRegistration, Stack};
 use dataplane::tcmu::TcmuDeviceConfig;
@@ -47,6 +48,8 @@ pub(crate) struct BenchDevice {
     pub storage: Vec<UringBdev>,
     /// The device's bdev poller (whether its memory is registered).
     pub poller: BdevPollerHandle,
+    /// The device's counters and latency, for a metrics endpoint.
+    pub metrics: DeviceSource,
 }
 
 /// A bench device's bdev and what serves it from memory or storage.
@@ -228,7 +231,7 @@ pub(crate) fn build_device(
     let depth = lun.port_depth();
     let stack_error = |e| BenchError::from_stack(e, depth);
 
-    let (initiator, bdev_poller) = match frontend {
+    let (initiator, bdev_poller, (counters, latency)) = match frontend {
         Frontend::Tcmu => {
             let sim = TcmuSim::new(SimConfig {
                 cmdr_size: (config.ring_size - 128) as u32,
@@ -249,6 +252,8 @@ pub(crate) fn build_device(
                 },
             )
             .map_err(stack_error)?;
+            let counters = DeviceCounters::Tcmu(stack.device().stats());
+            let latency = stack.device().latency();
             let (device, bdev_poller) = fixed_buffers(config, stack)
                 .with_own_poller(bdev.as_ref(), depth)
                 .map_err(stack_error)?;
@@ -256,6 +261,7 @@ pub(crate) fn build_device(
             (
                 BenchInitiator::Tcmu(Box::new(TcmuInitiator::new(sim))),
                 bdev_poller,
+                (counters, latency),
             )
         }
         Frontend::Scst => {
@@ -299,11 +305,17 @@ pub(crate) fn build_device(
                 },
             )
             .map_err(stack_error)?;
+            let counters = DeviceCounters::Scst(stack.device().stats());
+            let latency = stack.device().latency();
             let (device, bdev_poller) = fixed_buffers(config, stack)
                 .with_own_poller(bdev.as_ref(), depth)
                 .map_err(stack_error)?;
             pollers.push(Box::new(device));
-            (BenchInitiator::Scst(ScstInitiator::new(sim)), bdev_poller)
+            (
+                BenchInitiator::Scst(ScstInitiator::new(sim)),
+                bdev_poller,
+                (counters, latency),
+            )
         }
     };
     let poller = bdev_poller.handle();
@@ -337,5 +349,11 @@ pub(crate) fn build_device(
         collapse_failure,
         storage,
         poller,
+        metrics: DeviceSource {
+            name: format!("bench{index}"),
+            bdev: bdev.name().to_owned(),
+            counters,
+            latency,
+        },
     })
 }

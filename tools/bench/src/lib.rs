@@ -39,5 +39,5 @@ mod window;
 pub use config::{BdevKind, BenchConfig, FileConfig, Frontend, MAX_IO_BYTES};
 pub use error::{BenchConfigError, BenchError, ScstSetupError};
 pub use frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
-pub use run::run;
+pub use run::{run, run_observed};
 pub use window::Progress;

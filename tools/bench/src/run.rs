@@ -32,9 +32,10 @@
 use std::time::Duration;
 
 use bdev::ram::combined_huge_page_fraction;
+use dataplane::serve::metrics::{BdevSource, MetricsCatalog};
 use dataplane::serve::stats::{NvmeBdevStats, UringBdev};
 use reactor::stats::ReactorLoad;
-use reactor::{IdlePolicy, Reactor, ReactorConfig};
+use reactor::{IdlePolicy, Reactor, ReactorConfig, ReactorHandle};
 
 use crate::affinity::{pin_current_thread, AffinityGuard};
 use dataplane::port::FixedBuffers;
@@ -53,6 +54,16 @@ use crate::window::{drive, Progress, Window};
 /// Runs the bench; calls `progress` about once a second.
 pub fn run(
     config: &BenchConfig,
+    progress: impl FnMut(&Progress),
+) -> Result<BenchReport, BenchError> {
+    run_observed(config, None, progress)
+}
+
+/// [`run`], sharing each frontend's devices, reactors and bdevs with
+/// `metrics` (a metrics endpoint's catalog) while they run.
+pub fn run_observed(
+    config: &BenchConfig,
+    metrics: Option<&MetricsCatalog>,
     mut progress: impl FnMut(&Progress),
 ) -> Result<BenchReport, BenchError> {
     config.check()?;
@@ -116,6 +127,7 @@ pub fn run(
         &cores,
         sim_core,
         &files,
+        metrics,
         &mut progress,
     )?;
     let reads = config.pattern != crate::initiator::Pattern::Write
@@ -140,6 +152,7 @@ pub fn run(
             &cores,
             sim_core,
             &written,
+            metrics,
             &mut progress,
         )?;
         report.compare = Some(CompareReport {
@@ -163,6 +176,32 @@ pub fn run(
     Ok(report)
 }
 
+/// Shares the run's reactors, devices and bdevs with a metrics catalog.
+fn share_metrics(catalog: &MetricsCatalog, reactors: &[ReactorHandle], devices: &[BenchDevice]) {
+    catalog.set_reactors(reactors.iter().map(ReactorHandle::stats_reader).collect());
+    catalog.set_devices(devices.iter().map(|d| d.metrics.clone()).collect());
+    let mut bdevs: Vec<BdevSource> = Vec::new();
+    for d in devices {
+        bdevs.push(BdevSource {
+            name: d.metrics.bdev.clone(),
+            uring: None,
+        });
+        bdevs.extend(d.storage.iter().map(|s| BdevSource {
+            name: s.bdev().name().to_owned(),
+            uring: Some(s.clone()),
+        }));
+    }
+    // A file or nvme bdev that is the device's own bdev is listed once,
+    // with its counters.
+    bdevs.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then(b.uring.is_some().cmp(&a.uring.is_some()))
+    });
+    bdevs.dedup_by(|later, first| later.name == first.name);
+    catalog.set_bdevs(bdevs);
+}
+
 /// Builds, runs and reports one frontend's devices, one per entry of
 /// `files` (each device's files or namespace; empty for bdevs in memory).
 fn run_frontend(
@@ -171,6 +210,7 @@ fn run_frontend(
     cores: &[usize],
     sim_core: usize,
     files: &[Vec<BenchFile>],
+    metrics: Option<&MetricsCatalog>,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<BenchReport, BenchError> {
     let device_count = files.len();
@@ -197,6 +237,9 @@ fn run_frontend(
             .with_core(*core)
             .with_idle(config.idle);
         reactors.push(Reactor::spawn(reactor_config, pollers)?);
+    }
+    if let Some(catalog) = metrics {
+        share_metrics(catalog, &reactors, &devices);
     }
     pin_current_thread(sim_core)?;
     // An SCST device answers ATTACH_SESS from its reactor: attach now.

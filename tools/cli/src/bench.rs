@@ -137,6 +137,11 @@ pub struct BenchArgs {
     /// TCMU data area size (default: enough for iodepth x bs, at least 64 MiB).
     #[arg(long, value_parser = parse_size)]
     data_area: Option<u64>,
+    /// Serve Prometheus metrics of the running devices at
+    /// http://ADDR/metrics (port 0 picks a free port; the address is
+    /// logged at start).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -288,8 +293,22 @@ fn progress_line(p: &Progress) {
 
 /// Runs `dataplane bench`.
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let metrics_listen = args.metrics_listen.clone();
     let (config, json, quiet) = args.into_config()?;
-    let report = bench::run(&config, |p| {
+    let metrics = match &metrics_listen {
+        Some(addr) => {
+            let (endpoint, catalog) = crate::metrics::listen(addr)?;
+            tracing::info!(
+                target: "dataplane bench",
+                "metrics at http://{}/metrics",
+                endpoint.local_addr()
+            );
+            Some((endpoint, catalog))
+        }
+        None => None,
+    };
+    let catalog = metrics.as_ref().map(|(_, catalog)| catalog.as_ref());
+    let report = bench::run_observed(&config, catalog, |p| {
         if !quiet {
             progress_line(p);
         }
@@ -302,7 +321,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     // Whatever --quiet says: without it the figures mislead.
     if let Some(warning) = report.huge_page_warning(config.huge_page_bytes(report.devices)) {
-        eprintln!("dataplane bench: {warning}");
+        tracing::warn!(target: "dataplane bench", "{warning}");
     }
     // Data errors make the run fail, so scripts and CI notice them.
     let compared_bad = report

@@ -15,10 +15,13 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use logging::LogFormat;
 
 mod args;
 mod bench;
 mod lio;
+mod logging;
+mod metrics;
 mod scst;
 mod serve;
 mod table;
@@ -30,6 +33,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "dataplane", version, about, long_about = None)]
 struct Cli {
+    /// Log level or filter in env-filter syntax (error, warn, info, debug,
+    /// trace, or e.g. "info,dataplane::serve=debug"); default: $DATAPLANE_LOG,
+    /// else info.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log lines: human text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,6 +59,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_level.as_deref(), cli.log_format) {
+        eprintln!("dataplane: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),

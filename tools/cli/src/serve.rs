@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// died while attached; "none" turns crash detection off.
     #[arg(long, default_value = "/run/dataplane", value_name = "DIR")]
     state_dir: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9150; port 0 picks a free port, which is logged).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Do not listen to TCM-USER netlink events (rescan only).
     #[arg(long)]
     no_netlink: bool,
@@ -70,7 +74,7 @@ pub struct ServeArgs {
 }
 
 fn log(line: &str) {
-    eprintln!("dataplane serve: {line}");
+    crate::logging::serve_line(line);
 }
 
 /// How often serve tries to open the netlink family again while it is
@@ -195,17 +199,28 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let scst_names: Vec<String> = config.scst.iter().map(|s| s.name.clone()).collect();
     let server_bdevs: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
 
+    // Listening first: a bad address fails before any device is touched.
+    let metrics = (args.metrics_listen.as_deref())
+        .map(crate::metrics::listen)
+        .transpose()?;
     let received = match &args.take_over {
         Some(path) => take_over(path, args.take_over_timeout)?,
         None => Vec::new(),
     };
-    let server = Server::start_taking_over(
+    let mut server = Server::start_taking_over(
         ServeOptions { config, state_dir },
         SysHost::new(roots),
         received,
         Box::new(log),
     )
     .context("starting the server")?;
+    if let Some((endpoint, catalog)) = &metrics {
+        server.share_metrics(Arc::clone(catalog));
+        log(&format!(
+            "metrics at http://{}/metrics",
+            endpoint.local_addr()
+        ));
+    }
     let handoff = match &args.handoff_socket {
         Some(path) => Some(listen_for_successor(path)?),
         None => None,

@@ -409,6 +409,11 @@ pub(in crate::serve) struct Tracked {
 }
 
 impl Tracked {
+    /// The bdev.
+    pub fn bdev(&self) -> &UringBdev {
+        &self.bdev
+    }
+
     /// From zero, as at start.
     pub fn new(bdev: UringBdev) -> Self {
         Self {
