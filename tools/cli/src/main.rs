@@ -24,6 +24,7 @@ mod logging;
 mod metrics;
 mod scst;
 mod serve;
+mod systemd;
 mod table;
 
 #[global_allocator]

@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::systemd::Notifier;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use dataplane::kernfs::Roots;
@@ -273,6 +274,50 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 
     let stats_json = args.stats_json;
     let stats_file = args.stats_file;
+    // systemd (Type=notify): READY=1 at the loop's first wait (after its
+    // first rescan), watchdog pings, STATUS= from each report.
+    let notifier_cell = std::cell::RefCell::new(Notifier::from_env());
+    let notifier = &notifier_cell;
+    let ready_status = format!(
+        "serving{scst_part} with bdevs {bdev_names:?}; TCMU devices attach as LIO creates them"
+    );
+    let ready_status = ready_status.as_str();
+    let signals_ref = &signals;
+    // The netlink wait (or a sleep without netlink); true: rescan now.
+    let mut wait_for_event = move |timeout: Duration| -> bool {
+        if netlink.is_none() && use_netlink && std::time::Instant::now() >= next_netlink_try {
+            next_netlink_try = std::time::Instant::now() + NETLINK_RETRY;
+            netlink = open_netlink(rescan_interval, false);
+            if netlink.is_some() {
+                return true; // rescan now: devices may have come with the module
+            }
+        }
+        let Some(n) = netlink.as_mut() else {
+            std::thread::sleep(timeout);
+            return false;
+        };
+        match n.recv(Some(timeout)) {
+            Ok(Some(event)) => {
+                log(&format!("netlink: {event:?}"));
+                // Drain whatever else arrived; one rescan covers all.
+                while let Ok(Some(event)) = n.try_recv() {
+                    log(&format!("netlink: {event:?}"));
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) if e.is_recoverable() => {
+                // Lost or malformed events: look at the devices again.
+                log(&format!("netlink: {e}; rescanning"));
+                true
+            }
+            Err(e) => {
+                log(&format!("netlink: {e}; falling back to rescanning"));
+                netlink = None;
+                false
+            }
+        }
+    };
     let drained = serve::run(
         server,
         &signals,
@@ -290,6 +335,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                     print!("{}", report.render_text());
                 }
                 let _ = std::io::stdout().flush();
+                notifier.borrow().report(report);
                 if let Some(path) = &stats_file {
                     if let Err(e) = write_stats_file(path, report) {
                         log(&format!("cannot write {}: {e}", path.display()));
@@ -298,39 +344,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             }),
             handoff,
             wait_event: Box::new(move |timeout| {
-                if netlink.is_none() && use_netlink && std::time::Instant::now() >= next_netlink_try
-                {
-                    next_netlink_try = std::time::Instant::now() + NETLINK_RETRY;
-                    netlink = open_netlink(rescan_interval, false);
-                    if netlink.is_some() {
-                        return true; // rescan now: devices may have come with the module
-                    }
-                }
-                let Some(n) = netlink.as_mut() else {
-                    std::thread::sleep(timeout);
-                    return false;
-                };
-                match n.recv(Some(timeout)) {
-                    Ok(Some(event)) => {
-                        log(&format!("netlink: {event:?}"));
-                        // Drain whatever else arrived; one rescan covers all.
-                        while let Ok(Some(event)) = n.try_recv() {
-                            log(&format!("netlink: {event:?}"));
-                        }
-                        true
-                    }
-                    Ok(None) => false,
-                    Err(e) if e.is_recoverable() => {
-                        // Lost or malformed events: look at the devices again.
-                        log(&format!("netlink: {e}; rescanning"));
-                        true
-                    }
-                    Err(e) => {
-                        log(&format!("netlink: {e}; falling back to rescanning"));
-                        netlink = None;
-                        false
-                    }
-                }
+                let stopping = signals_ref.is_triggered();
+                notifier.borrow_mut().turn(ready_status, stopping);
+                let rescan = wait_for_event(timeout);
+                // A signal during the wait ends the loop right after it.
+                notifier
+                    .borrow_mut()
+                    .turn(ready_status, signals_ref.is_triggered());
+                rescan
             }),
         },
     );
