@@ -54,7 +54,8 @@ pub enum OutputError {
     },
 }
 
-/// One output file, created (empty) before the run.
+/// One output file, created (or opened, untouched) before the run and
+/// written, from its start, after it.
 #[derive(Debug)]
 struct Output {
     flag: &'static str,
@@ -72,10 +73,12 @@ impl Output {
             error,
         };
         let created = !path.exists();
+        // Not truncated yet: an existing file keeps its contents if the run
+        // fails.
         let file = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(&path)
             .map_err(io)?;
         Ok(Self {
@@ -87,7 +90,11 @@ impl Output {
     }
 
     fn write(mut self, bytes: &[u8]) -> Result<PathBuf, OutputError> {
-        let result = self.file.write_all(bytes).and_then(|()| self.file.flush());
+        let result = self
+            .file
+            .set_len(0)
+            .and_then(|()| self.file.write_all(bytes))
+            .and_then(|()| self.file.flush());
         match result {
             Ok(()) => Ok(self.path),
             Err(error) => Err(OutputError::Io {
@@ -123,7 +130,8 @@ pub fn histogram_path(path: &Path, frontend: Frontend, compare: bool) -> PathBuf
     path.with_file_name(file)
 }
 
-/// The output files of one run, open and empty until [`Outputs::write`].
+/// The output files of one run, open until [`Outputs::write`] fills them
+/// (or [`Outputs::discard`] removes those it created).
 #[derive(Debug, Default)]
 pub struct Outputs {
     histograms: Vec<Output>,
@@ -310,5 +318,22 @@ mod tests {
             !hgrm.exists(),
             "a file created for a refused run is removed"
         );
+        // A file that existed keeps its contents when the run fails.
+        std::fs::write(&hgrm, "older run").unwrap();
+        Outputs::open(Some(&hgrm), None, Frontend::Tcmu, false)
+            .unwrap()
+            .discard();
+        assert_eq!(std::fs::read_to_string(&hgrm).unwrap(), "older run");
+        let both = Outputs::open(Some(&hgrm), None, Frontend::Tcmu, true).unwrap();
+        for name in ["run.tcmu.hgrm", "run.scst.hgrm"] {
+            assert!(
+                dir.path().join(name).exists(),
+                "{name} opened before the run"
+            );
+        }
+        both.discard();
+        for name in ["run.tcmu.hgrm", "run.scst.hgrm"] {
+            assert!(!dir.path().join(name).exists(), "{name} removed");
+        }
     }
 }

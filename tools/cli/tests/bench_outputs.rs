@@ -66,6 +66,8 @@ fn histogram_and_plot_agree_with_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let hgrm = dir.path().join("run.hgrm");
     let plot = dir.path().join("run.svg");
+    // An older, longer file is replaced whole.
+    std::fs::write(&hgrm, "junk ".repeat(20_000)).unwrap();
     let report = short_run(&[
         "--histogram",
         hgrm.to_str().unwrap(),
