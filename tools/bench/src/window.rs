@@ -1,6 +1,7 @@
 //! The measured window of a run: the initiators' loop over every device
 //! (warm-up, measurement, drain), the progress samples it gives each
-//! second, and the counters at its start and end.
+//! second, the completion rate it samples for pictures (`trace.rs`), and
+//! the counters at its start and end.
 
 use std::time::{Duration, Instant};
 
