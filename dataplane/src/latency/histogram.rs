@@ -73,6 +73,12 @@ impl Latencies {
         self.histogram.value_at_percentile(p)
     }
 
+    /// The underlying HDR histogram (values in nanoseconds), for writers
+    /// of standard histogram formats.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.histogram
+    }
+
     /// The percentiles and extremes.
     pub fn summary(&self) -> LatencySummary {
         if self.histogram.is_empty() {

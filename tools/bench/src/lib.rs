@@ -16,6 +16,11 @@
 //!   resolves and creates, NVMe commands on the namespaces `namespaces.rs`
 //!   opens) and the platform stall floor, measured beside a run
 //!   (`reference_run.rs`).
+//! - [`trace`], [`histogram_file`], [`plot`], [`outputs`]: what a run
+//!   leaves beside its report (latencies and the completion rate over
+//!   time, sampled by the bench's thread), written as HdrHistogram
+//!   percentile-distribution files (`--histogram`) and an SVG picture
+//!   (`--plot`), to files opened before the run.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -25,19 +30,23 @@ mod devices;
 pub mod error;
 mod files;
 mod frontends;
+pub mod histogram_file;
 pub mod initiator;
 pub mod jitter;
 mod namespaces;
+pub mod outputs;
+pub mod plot;
 pub mod raw_nvme;
 pub mod raw_uring;
 pub mod reference;
 mod reference_run;
 pub mod report;
 pub mod run;
+pub mod trace;
 mod window;
 
 pub use config::{BdevKind, BenchConfig, FileConfig, Frontend, MAX_IO_BYTES};
 pub use error::{BenchConfigError, BenchError, ScstSetupError};
 pub use frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
-pub use run::{run, run_observed};
+pub use run::{run, run_observed, run_traced};
 pub use window::Progress;

@@ -49,6 +49,7 @@ use crate::initiator::{Initiator, JobSnapshot, Workload};
 use crate::namespaces;
 use crate::reference_run;
 use crate::report::{BenchReport, CompareReport, FileReport, NvmeReport};
+use crate::trace::RunTrace;
 use crate::window::{drive, Progress, Window};
 
 /// Runs the bench; calls `progress` about once a second.
@@ -64,8 +65,19 @@ pub fn run(
 pub fn run_observed(
     config: &BenchConfig,
     metrics: Option<&MetricsCatalog>,
-    mut progress: impl FnMut(&Progress),
+    progress: impl FnMut(&Progress),
 ) -> Result<BenchReport, BenchError> {
+    run_traced(config, metrics, progress).map(|(report, _)| report)
+}
+
+/// [`run_observed`], also returning each frontend's [`RunTrace`]
+/// (latencies and completion rate over time): the frontend asked for
+/// first, then, with `compare`, the other one.
+pub fn run_traced(
+    config: &BenchConfig,
+    metrics: Option<&MetricsCatalog>,
+    mut progress: impl FnMut(&Progress),
+) -> Result<(BenchReport, Vec<RunTrace>), BenchError> {
     config.check()?;
     let Placement {
         cores,
@@ -121,7 +133,7 @@ pub fn run_observed(
     };
     let reference = reference_run::before(config, &files, cores[0])?;
 
-    let mut report = run_frontend(
+    let (mut report, trace) = run_frontend(
         config,
         config.frontend,
         &cores,
@@ -139,6 +151,7 @@ pub fn run_observed(
             .filter(|f| f.created)
             .map(|f| files::created_note(f, reads)),
     );
+    let mut traces = vec![trace];
     if config.compare {
         affinity.restore();
         // The first run wrote to the files: they no longer read as zeroes.
@@ -146,7 +159,7 @@ pub fn run_observed(
         for file in written.iter_mut().flatten() {
             file.created = false;
         }
-        let other = run_frontend(
+        let (other, trace) = run_frontend(
             config,
             config.frontend.other(),
             &cores,
@@ -155,6 +168,7 @@ pub fn run_observed(
             metrics,
             &mut progress,
         )?;
+        traces.push(trace);
         report.compare = Some(CompareReport {
             frontend: other.frontend.clone(),
             iops: other.iops,
@@ -173,7 +187,7 @@ pub fn run_observed(
         reference_run::after(before, config, device_count, cores[0], &mut report)?;
     }
     report.jitter = jitter;
-    Ok(report)
+    Ok((report, traces))
 }
 
 /// Shares the run's reactors, devices and bdevs with a metrics catalog.
@@ -212,7 +226,7 @@ fn run_frontend(
     files: &[Vec<BenchFile>],
     metrics: Option<&MetricsCatalog>,
     progress: &mut impl FnMut(&Progress),
-) -> Result<BenchReport, BenchError> {
+) -> Result<(BenchReport, RunTrace), BenchError> {
     let device_count = files.len();
     let mut pollers: Vec<Vec<Box<dyn reactor::Poller>>> =
         (0..cores.len()).map(|_| Vec::new()).collect();
@@ -272,6 +286,7 @@ fn run_frontend(
         nvme_end,
         elapsed,
         latencies,
+        iops: iops_samples,
     } = outcome?;
 
     let mut totals = JobSnapshot::default();
@@ -349,7 +364,7 @@ fn run_frontend(
         memory_registered,
         bdevs: nvme_window(&devices, &base.nvme, &nvme_end),
     });
-    Ok(BenchReport {
+    let report = BenchReport {
         frontend: frontend.name().into(),
         bdev: config.bdev.name().into(),
         rw: config.pattern.name().into(),
@@ -388,7 +403,13 @@ fn run_frontend(
         compare: None,
         jitter: None,
         notes,
-    })
+    };
+    let trace = RunTrace {
+        frontend: frontend.name().into(),
+        latencies,
+        iops: iops_samples,
+    };
+    Ok((report, trace))
 }
 
 /// Each nvme bdev of `devices` over the window, from its counters at the

@@ -1,6 +1,7 @@
 //! The measured window of a run: the initiators' loop over every device
 //! (warm-up, measurement, drain), the progress samples it gives each
-//! second, and the counters at its start and end.
+//! second, the completion rate it samples for pictures (`trace.rs`), and
+//! the counters at its start and end.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use crate::config::BenchConfig;
 use crate::devices::BenchDevice;
 use crate::error::BenchError;
 use crate::initiator::{Initiator, JobSnapshot};
+use crate::trace::{IopsSample, IopsSampler};
 
 /// One progress sample (every second).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +97,8 @@ pub(crate) struct Window {
     pub elapsed: Duration,
     /// Completion latencies of every device in the window.
     pub latencies: Latencies,
+    /// The completion rate of all devices over the window, per interval.
+    pub iops: Vec<IopsSample>,
 }
 
 /// The initiator loop: ramp, measure, drain.
@@ -118,6 +122,8 @@ pub(crate) fn drive(
     let mut last = JobSnapshot::default();
     let mut last_at = start;
     let mut iterations = 0u32;
+    // Reserved now: sampling in the window does not allocate.
+    let mut sampler = IopsSampler::new(config.runtime);
     loop {
         let mut work = 0;
         for d in devices.iter_mut() {
@@ -131,6 +137,10 @@ pub(crate) fn drive(
             continue;
         }
         let now = Instant::now();
+        if !ramping && sampler.due(now.duration_since(base.at)) {
+            let ios = devices.iter().map(|d| d.job.snapshot().ios).sum();
+            sampler.sample(now.duration_since(base.at), ios);
+        }
         if now >= next_report {
             next_report += Duration::from_secs(1);
             let mut totals = JobSnapshot::default();
@@ -190,5 +200,6 @@ pub(crate) fn drive(
         nvme_end,
         elapsed,
         latencies,
+        iops: sampler.finish(),
     })
 }

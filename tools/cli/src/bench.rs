@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use bench::initiator::Pattern;
+use bench::outputs::Outputs;
 use bench::{self, BdevKind, BenchConfig, FileConfig, Frontend, Progress};
 use clap::{Args, ValueEnum};
 use reactor::IdlePolicy;
@@ -145,6 +146,16 @@ pub struct BenchArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Write the run's end-to-end latency distribution to FILE in
+    /// HdrHistogram's percentile-distribution text format (microseconds).
+    /// With --compare, one file per frontend: the frontend's name goes
+    /// before the extension (run.hgrm -> run.tcmu.hgrm, run.scst.hgrm).
+    #[arg(long, value_name = "FILE")]
+    histogram: Option<PathBuf>,
+    /// Draw IOPS over time and the latency percentile curve to FILE.svg
+    /// (both frontends on one chart with --compare).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -216,7 +227,7 @@ fn seconds(flag: &str, value: f64, allow_zero: bool) -> Result<Duration> {
 }
 
 impl BenchArgs {
-    fn into_config(self) -> Result<(BenchConfig, bool, bool)> {
+    fn into_config(self) -> Result<(BenchConfig, Flags)> {
         let cores = match &self.cores {
             Some(list) => parse_cores(list)?,
             None => Vec::new(),
@@ -272,8 +283,22 @@ impl BenchArgs {
                 destroy_data: self.destroy_data,
             },
         };
-        Ok((config, self.json, self.quiet))
+        let flags = Flags {
+            json: self.json,
+            quiet: self.quiet,
+            histogram: self.histogram,
+            plot: self.plot,
+        };
+        Ok((config, flags))
     }
+}
+
+/// The flags that shape the output rather than the run.
+struct Flags {
+    json: bool,
+    quiet: bool,
+    histogram: Option<PathBuf>,
+    plot: Option<PathBuf>,
 }
 
 fn progress_line(p: &Progress) {
@@ -294,7 +319,8 @@ fn progress_line(p: &Progress) {
 /// Runs `dataplane bench`.
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let metrics_listen = args.metrics_listen.clone();
-    let (config, json, quiet) = args.into_config()?;
+    let (config, flags) = args.into_config()?;
+    let quiet = flags.quiet;
     let metrics = match &metrics_listen {
         Some(addr) => {
             let (endpoint, catalog) = crate::metrics::listen(addr)?;
@@ -307,13 +333,26 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    // Opened now: a bad path fails here, not after the run.
+    let outputs = Outputs::open(
+        flags.histogram.as_deref(),
+        flags.plot.as_deref(),
+        config.frontend,
+        config.compare,
+    )?;
     let catalog = metrics.as_ref().map(|(_, catalog)| catalog.as_ref());
-    let report = bench::run_observed(&config, catalog, |p| {
+    let (report, traces) = match bench::run_traced(&config, catalog, |p| {
         if !quiet {
             progress_line(p);
         }
-    })?;
-    if json {
+    }) {
+        Ok(run) => run,
+        Err(e) => {
+            outputs.discard();
+            return Err(e.into());
+        }
+    };
+    if flags.json {
         let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
         println!("{text}");
     } else {
@@ -322,6 +361,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     // Whatever --quiet says: without it the figures mislead.
     if let Some(warning) = report.huge_page_warning(config.huge_page_bytes(report.devices)) {
         tracing::warn!(target: "dataplane bench", "{warning}");
+    }
+    // After the report: a file that cannot be written loses no figures.
+    for path in outputs.write(&report, &traces)? {
+        if !quiet {
+            tracing::info!(target: "dataplane bench", "wrote {}", path.display());
+        }
     }
     // Data errors make the run fail, so scripts and CI notice them.
     let compared_bad = report
