@@ -3,7 +3,7 @@
 //! placement, shared bdev pollers, statistics, shutdown) with a host whose
 //! `/dev/scst_user` is an in-process simulated kernel.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,13 +20,14 @@ use dataplane::scst::error::ScstError;
 use dataplane::scst::export::{ExportError, Exported, LunAddress};
 use dataplane::scst::version::{VersionMiss, VersionSource};
 use dataplane::serve::config::ServeConfig;
+use dataplane::serve::handoff::{self, HandedDevice, HandoffError, HandoffSink, ReceivedDevice};
 use dataplane::serve::{
     DeviceFacts, DeviceKind, DeviceStats, FoundDevice, Host, HostError, ServeOptions, Server,
     SysHost, TcmuUioName,
 };
 use dataplane::tcmu::{Doorbell, SharedRegion};
 use nix::errno::Errno;
-use sim::scst::{ScstSim, ScstSimConfig, ScstSimInitiator, SimData};
+use sim::scst::{ScstSim, ScstSimConfig, ScstSimDriver, ScstSimInitiator, SimData};
 
 /// The version the simulated kernels expect unless told otherwise.
 const SIM_VERSION: &str = sim::scst::DEV_USER_VERSION_3_11;
@@ -103,6 +104,18 @@ struct ScstSimHost {
     exports: Arc<Mutex<Vec<(String, LunAddress)>>>,
     /// Drivers offer an eventfd as their fd for a hand-off.
     handoff_tokens: bool,
+    /// With `handoff_tokens`: each token's (device, inode) and a duplicate
+    /// of its simulated kernel, which FLUSH_CACHE and the adoption of a
+    /// handed-over token reach (as a real fd reaches its kernel device).
+    handoff_kernels: HandoffKernels,
+}
+
+type HandoffKernels = Arc<Mutex<Vec<((u64, u64), ScstSimDriver)>>>;
+
+/// The (device, inode) of an fd.
+fn fd_id(fd: BorrowedFd<'_>) -> (u64, u64) {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).unwrap();
+    (st.st_dev, st.st_ino)
 }
 
 impl ScstSimHost {
@@ -114,7 +127,17 @@ impl ScstSimHost {
             refusals: Arc::default(),
             exports: Arc::default(),
             handoff_tokens: false,
+            handoff_kernels: Arc::default(),
         }
+    }
+
+    /// The simulated kernel a hand-off token stands for.
+    fn kernel_of(&self, fd: BorrowedFd<'_>) -> Option<ScstSimDriver> {
+        let id = fd_id(fd);
+        let list = self.handoff_kernels.lock().unwrap();
+        list.iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, d)| d.duplicate())
     }
 
     /// Takes the initiator side of device `name`'s simulated kernel.
@@ -174,13 +197,39 @@ impl Host for ScstSimHost {
             .lock()
             .unwrap()
             .push((name.to_owned(), Arc::clone(&refuse)));
-        let token = self
-            .handoff_tokens
-            .then(|| OwnedFd::from(nix::sys::eventfd::EventFd::new().expect("an eventfd")));
+        let token = self.handoff_tokens.then(|| {
+            let token = OwnedFd::from(nix::sys::eventfd::EventFd::new().expect("an eventfd"));
+            self.handoff_kernels
+                .lock()
+                .unwrap()
+                .push((fd_id(token.as_fd()), driver.duplicate()));
+            token
+        });
         Ok(Box::new(Refusing {
             inner: Box::new(driver),
             refuse,
             token,
+        }))
+    }
+
+    /// FLUSH_CACHE reaches the simulated kernel behind a token; any other
+    /// fd gets the real ioctl (ENOTTY on an eventfd).
+    fn flush_scst(&mut self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+        match self.kernel_of(fd) {
+            Some(mut kernel) => kernel.flush_cache(),
+            None => dataplane::scst::ioctl::flush_cache(fd),
+        }
+    }
+
+    /// A handed-over token is its simulated kernel again.
+    fn adopt_scst(&mut self, name: &str, fd: OwnedFd) -> Result<Box<dyn ScstDriver>, ScstError> {
+        let kernel = self
+            .kernel_of(fd.as_fd())
+            .ok_or_else(|| ScstError::Invalid(format!("{name}: not a token of this host")))?;
+        Ok(Box::new(Refusing {
+            inner: Box::new(kernel),
+            refuse: Arc::new(AtomicBool::new(false)),
+            token: Some(fd),
         }))
     }
 
@@ -925,7 +974,7 @@ fn a_device_scst_user_refuses_is_logged_counted_and_registered_again() {
 /// the quiescence stayed).
 #[test]
 fn a_failed_hand_off_tells_the_successor_and_the_device_serves_on() {
-    use dataplane::serve::handoff::{self, HandoffError, HandoffListener};
+    use dataplane::serve::handoff::HandoffListener;
     let mut host = ScstSimHost::new(SIM_VERSION);
     host.handoff_tokens = true;
     let scst = format!(
@@ -939,6 +988,9 @@ version = "{SIM_VERSION}"
     let mut server = start(config(&[first_core()], &scst), host.clone()).unwrap();
     let mut disk0 = host.take("disk0");
     let sess = disk0.attach_session(0, "iqn.2026-12.test:init").unwrap();
+    // The token no longer leads to its kernel: FLUSH_CACHE gets the real
+    // ioctl on an eventfd, which fails.
+    host.handoff_kernels.lock().unwrap().clear();
 
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("handoff.sock");
@@ -955,7 +1007,9 @@ version = "{SIM_VERSION}"
         assert!(Instant::now() < deadline, "the successor never connected");
         std::thread::sleep(Duration::from_millis(1));
     };
-    let err = server.hand_off(&stream).unwrap_err();
+    let err = server
+        .hand_off(&mut handoff::Successor(&stream))
+        .unwrap_err();
     assert!(
         matches!(&err, HandoffError::Device { device, why }
             if device == "disk0" && why.contains("FLUSH_CACHE")),
@@ -990,4 +1044,130 @@ version = "{SIM_VERSION}"
         assert_eq!(read.data, pattern(tag, LEN), "block of write {tag}");
     }
     assert!(server.shutdown());
+}
+
+/// Receives handed-over devices in this process (what a successor would).
+#[derive(Default)]
+struct Captured(Vec<ReceivedDevice>);
+
+impl HandoffSink for Captured {
+    fn send(&mut self, devices: &[(HandedDevice, BorrowedFd<'_>)]) -> Result<(), HandoffError> {
+        for (device, fd) in devices {
+            self.0.push(ReceivedDevice {
+                device: device.clone(),
+                fd: fd.try_clone_to_owned().unwrap(),
+            });
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, why: &str) -> Result<(), HandoffError> {
+        panic!("the hand-off was refused: {why}");
+    }
+}
+
+/// A hand-off between two servers of this process: the first quiesces
+/// disk0 (flushing its simulated kernel's cache), drains it and hands its
+/// fd over with the session; the second builds disk0 on that fd without
+/// registering it. The simulated kernel never loses the device, the
+/// initiator's session goes on, and what was written through the first
+/// server reads back through the second (a file bdev both open).
+#[test]
+fn a_device_handed_from_one_server_to_the_next_keeps_its_session_and_data() {
+    if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
+        return;
+    }
+    let dir = test_support::scratch::disk_dir("serve-scst-handoff-");
+    let text = format!(
+        r#"
+[reactors]
+cores = [{core}]
+
+[[bdev]]
+name = "f0"
+type = "file"
+path = "{f0}"
+size = "8MiB"
+direct = false
+
+[[scst]]
+name = "disk0"
+bdev = "f0"
+version = "{SIM_VERSION}"
+pool_mb = 16
+"#,
+        core = first_core(),
+        f0 = dir.path().join("f0.img").display(),
+    );
+    let config = ServeConfig::parse(&text).unwrap();
+    config.validate(&reactor::available_cores()).unwrap();
+    let mut host = ScstSimHost::new(SIM_VERSION);
+    host.handoff_tokens = true;
+    let mut first = start(config.clone(), host.clone()).unwrap();
+    let mut disk0 = host.take("disk0");
+    let sess = disk0.attach_session(0, "iqn.2026-12.test:init").unwrap();
+
+    const LEN: usize = 4096;
+    let write = |disk0: &mut ScstSimInitiator, tags: std::ops::Range<u64>| {
+        for tag in tags.clone() {
+            let cdb = rw10(0x2a, (tag * 8) as u32, 8);
+            disk0
+                .submit(sess, &cdb, SimData::Out(&pattern(tag, LEN)), tag)
+                .unwrap();
+        }
+        disk0.notify();
+        let done = reap(disk0, (tags.end - tags.start) as usize, 0);
+        assert!(done.iter().all(|d| d.status == 0), "{done:?}");
+    };
+    let read_back = |disk0: &mut ScstSimInitiator, tags: std::ops::Range<u64>| {
+        for tag in tags.clone() {
+            let cdb = rw10(0x28, (tag * 8) as u32, 8);
+            disk0
+                .submit(sess, &cdb, SimData::In(LEN), 1000 + tag)
+                .unwrap();
+        }
+        disk0.notify();
+        let n = (tags.end - tags.start) as usize;
+        for (tag, read) in tags.clone().zip(reap(disk0, n, LEN)) {
+            assert_eq!(read.status, 0);
+            assert_eq!(read.data, pattern(tag, LEN), "block of write {tag}");
+        }
+    };
+    write(&mut disk0, 0..16);
+    read_back(&mut disk0, 0..16); // buffers end up cached by the kernel
+
+    let mut captured = Captured::default();
+    let names = first.hand_off(&mut captured).unwrap();
+    assert_eq!(names, ["disk0"]);
+    assert!(
+        first.scst_devices().is_empty(),
+        "disk0 left the first server"
+    );
+    assert_eq!(captured.0.len(), 1);
+    assert_eq!(captured.0[0].device.sessions.len(), 1);
+    assert_eq!(captured.0[0].device.sessions[0].sess_h, sess);
+    assert!(first.shutdown());
+    assert!(
+        disk0.device().is_some(),
+        "the simulated kernel still has disk0 registered"
+    );
+
+    let options = ServeOptions {
+        config,
+        state_dir: None,
+    };
+    let mut second = Server::start_taking_over(
+        options,
+        host.clone(),
+        std::mem::take(&mut captured.0),
+        Box::new(|_line: &str| {}),
+    )
+    .unwrap();
+    assert_eq!(second.scst_devices(), [("disk0".to_owned(), 0)]);
+    read_back(&mut disk0, 0..16);
+    write(&mut disk0, 16..24);
+    read_back(&mut disk0, 16..24);
+    let (stats, _) = stats_when(&mut second, "disk0", |d| d.commands_total >= 24);
+    assert_eq!(stats.sessions, Some(1), "the session came with the fd");
+    assert!(second.shutdown());
 }

@@ -219,6 +219,31 @@ impl Drop for HandoffListener {
     }
 }
 
+/// Where handed-over devices go: a successor on the hand-off socket
+/// ([`Successor`]), or a service manager's file descriptor store (the
+/// binary's; the library knows no service manager).
+pub trait HandoffSink {
+    /// Sends the devices with their fds (duplicates: the sink may keep
+    /// them open as long as it needs; they close when the call returns).
+    fn send(&mut self, devices: &[(HandedDevice, BorrowedFd<'_>)]) -> Result<(), HandoffError>;
+    /// Tells the receiver that nothing is handed over, and why.
+    fn refuse(&mut self, why: &str) -> Result<(), HandoffError>;
+}
+
+/// A successor connected to the hand-off socket.
+#[derive(Debug)]
+pub struct Successor<'a>(pub &'a UnixStream);
+
+impl HandoffSink for Successor<'_> {
+    fn send(&mut self, devices: &[(HandedDevice, BorrowedFd<'_>)]) -> Result<(), HandoffError> {
+        send(self.0, devices, None)
+    }
+
+    fn refuse(&mut self, why: &str) -> Result<(), HandoffError> {
+        send(self.0, &[], Some(why.to_owned()))
+    }
+}
+
 /// Writes the hand-off message: `devices` with their fds, or `error`.
 pub fn send(
     stream: &UnixStream,

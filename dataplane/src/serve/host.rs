@@ -3,9 +3,11 @@
 //! [`SysHost`](super::SysHost) is the real one; tests provide hosts
 //! whose devices are in-process kernel sides.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
+
+use nix::errno::Errno;
 
 use crate::kernfs::{RealFs, Roots};
 use crate::scst::driver::ScstDriver;
@@ -82,6 +84,12 @@ pub trait Host: Send {
             fd,
             Path::new(crate::scst::abi::DEV_USER_PATH),
         )?))
+    }
+    /// `SCST_USER_FLUSH_CACHE` on the fd of a device being handed over
+    /// (from the control thread while its reactor serves it; see
+    /// [`crate::scst::ioctl::flush_cache`]).
+    fn flush_scst(&mut self, fd: BorrowedFd<'_>) -> Result<(), Errno> {
+        crate::scst::ioctl::flush_cache(fd)
     }
     /// The DEV_USER_VERSION to register SCST devices with: `configured`
     /// (a device's `version`) as given, else found on the machine

@@ -93,7 +93,7 @@ fn hand_off<H: Host>(server: &mut Server<H>, listener: &handoff::HandoffListener
     };
     server.log("a successor asked for the SCST devices: quiescing them");
     let began = Instant::now();
-    match server.hand_off(&stream) {
+    match server.hand_off(&mut handoff::Successor(&stream)) {
         Ok(names) => {
             server.log(&format!(
                 "handed over SCST device(s) {} in {} ms; shutting down",

@@ -37,7 +37,7 @@ use reactor::PollerId;
 
 use super::config::{ScstConfig, ServeConfig};
 use super::error::{ScstStartError, ServeError};
-use super::handoff::{self, HandedDevice, HandoffError, ReceivedDevice};
+use super::handoff::{HandedDevice, HandoffError, HandoffSink, ReceivedDevice};
 use super::heal::{Health, Next, RecoveryPolicy};
 use super::host::Host;
 use super::lu_id;
@@ -405,7 +405,7 @@ impl ScstDevices {
         }
     }
 
-    /// Hands every registered device to the successor on `stream` (see
+    /// Hands every registered device to `sink` (see
     /// `handoff.rs` and `scst/device/handoff.rs`): each is quiesced, its
     /// cached buffers flushed, and once none of its memory is with the
     /// kernel it leaves its reactor (drained) and a duplicate of its fd
@@ -421,17 +421,17 @@ impl ScstDevices {
         host: &mut H,
         resources: &mut Resources,
         serve_config: &ServeConfig,
-        stream: &std::os::unix::net::UnixStream,
+        sink: &mut dyn HandoffSink,
         log: &mut dyn FnMut(&str),
     ) -> Result<Vec<String>, HandoffError> {
-        let ready = match self.quiesce() {
+        let ready = match self.quiesce(host) {
             Ok(ready) => ready,
             Err(e) => {
                 for d in &self.devices {
                     d.handoff.cancel();
                 }
-                if let Err(send) = handoff::send(stream, &[], Some(e.to_string())) {
-                    log(&format!("telling the successor why: {send}"));
+                if let Err(refused) = sink.refuse(&e.to_string()) {
+                    log(&format!("telling the receiver why: {refused}"));
                 }
                 return Err(e);
             }
@@ -457,7 +457,7 @@ impl ScstDevices {
             .iter()
             .map(|(d, fd)| (d.clone(), std::os::fd::AsFd::as_fd(fd)))
             .collect();
-        let sent = handoff::send(stream, &borrowed, None);
+        let sent = sink.send(&borrowed);
         drop(borrowed);
         if let Err(e) = sent {
             log(&format!(
@@ -480,7 +480,10 @@ impl ScstDevices {
     /// Steps 1-2 of a hand-off for every registered device: quiesced,
     /// flushed and clean; returns each one's index with a duplicate of its
     /// fd.
-    fn quiesce(&mut self) -> Result<Vec<(usize, std::os::fd::OwnedFd)>, HandoffError> {
+    fn quiesce<H: Host>(
+        &mut self,
+        host: &mut H,
+    ) -> Result<Vec<(usize, std::os::fd::OwnedFd)>, HandoffError> {
         let mut ready = Vec::new();
         for (i, d) in self.devices.iter().enumerate() {
             if d.poller.is_none() || d.fault.get().is_some() {
@@ -523,7 +526,7 @@ impl ScstDevices {
         wait("stop handing out buffers", &HandOff::quiescing)?;
         let mut flushed_at = Instant::now();
         for (i, fd) in &ready {
-            flush(&self.devices[*i].name, fd)?;
+            flush(host, &self.devices[*i].name, fd)?;
         }
         // Every cached buffer comes back as an ON_CACHED_MEM_FREE, which
         // the devices answer; flush again now and then in case one was
@@ -540,7 +543,7 @@ impl ScstDevices {
                     });
                 }
                 if flushed_at.elapsed() >= HANDOFF_REFLUSH {
-                    flush(&d.name, fd)?;
+                    flush(host, &d.name, fd)?;
                     flushed_at = Instant::now();
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -646,15 +649,17 @@ fn export<H: Host>(host: &mut H, config: &ScstConfig, log: &mut dyn FnMut(&str))
     }
 }
 
-/// FLUSH_CACHE on a device being handed over (see
-/// [`crate::scst::ioctl::flush_cache`]).
-fn flush(device: &str, fd: &std::os::fd::OwnedFd) -> Result<(), HandoffError> {
-    crate::scst::ioctl::flush_cache(std::os::fd::AsFd::as_fd(fd)).map_err(|e| {
-        HandoffError::Device {
+/// FLUSH_CACHE on a device being handed over ([`Host::flush_scst`]).
+fn flush<H: Host>(
+    host: &mut H,
+    device: &str,
+    fd: &std::os::fd::OwnedFd,
+) -> Result<(), HandoffError> {
+    host.flush_scst(std::os::fd::AsFd::as_fd(fd))
+        .map_err(|e| HandoffError::Device {
             device: device.to_owned(),
             why: format!("SCST_USER_FLUSH_CACHE failed: {e}"),
-        }
-    })
+        })
 }
 
 /// The fault of a device on its reactor that the server has not handled

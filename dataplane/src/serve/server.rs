@@ -85,7 +85,6 @@
 //! [`RingFault`]: crate::tcmu::RingFault
 //! [`SharedFault`]: crate::frontend::SharedFault
 
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -95,7 +94,7 @@ use reactor::{ReactorHandle, ReactorStats};
 
 use super::config::{BdevConfig, ServeConfig};
 use super::error::ServeError;
-use super::handoff::{HandoffError, ReceivedDevice};
+use super::handoff::{HandoffError, HandoffSink, ReceivedDevice};
 use super::heal::RecoveryPolicy;
 use super::host::Host;
 use super::metrics::MetricsCatalog;
@@ -225,16 +224,17 @@ impl<H: Host> Server<H> {
         (self.log)(line);
     }
 
-    /// Hands the `[[scst]]` devices to the successor on `stream` (see
+    /// Hands the `[[scst]]` devices to `sink` (a successor on the
+    /// hand-off socket, or a service manager's fd store: see
     /// [`super::handoff`]); returns their names. Afterwards the server
     /// still serves its TCMU devices until it is shut down. On an error the
     /// SCST devices serve on here.
-    pub fn hand_off(&mut self, stream: &UnixStream) -> Result<Vec<String>, HandoffError> {
+    pub fn hand_off(&mut self, sink: &mut dyn HandoffSink) -> Result<Vec<String>, HandoffError> {
         self.scst.hand_off(
             &mut self.host,
             &mut self.resources,
             &self.options.config,
-            stream,
+            sink,
             &mut *self.log,
         )
     }
