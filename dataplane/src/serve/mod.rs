@@ -69,6 +69,9 @@ pub struct RunOptions<'a> {
     /// Where a successor asks for the `[[scst]]` devices (see [`handoff`]);
     /// after handing them over the server shuts down.
     pub handoff: Option<handoff::HandoffListener>,
+    /// Where the `[[scst]]` devices go when a signal stops the server
+    /// (a service manager's fd store), instead of being closed.
+    pub store_on_stop: Option<Box<dyn handoff::HandoffSink + 'a>>,
 }
 
 impl std::fmt::Debug for RunOptions<'_> {
@@ -159,5 +162,19 @@ pub fn run<H: Host>(
     }
     let report = server.stats();
     (options.on_stats)(&report);
+    if signals.is_triggered() {
+        if let Some(sink) = options.store_on_stop.as_mut() {
+            match server.hand_off(sink.as_mut()) {
+                Ok(names) if !names.is_empty() => server.log(&format!(
+                    "stored SCST device(s) {} in the service manager's fd store",
+                    names.join(", ")
+                )),
+                Ok(_) => {}
+                Err(e) => server.log(&format!(
+                    "storing the SCST devices failed ({e}): closing them (SCST removes their LUNs)"
+                )),
+            }
+        }
+    }
     server.shutdown()
 }

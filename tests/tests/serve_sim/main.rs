@@ -561,6 +561,7 @@ fn control_loop_reports_stats_and_stops_on_shutdown() {
                     stats_requested: requested_in,
                     on_stats: Box::new(move |r| sink.lock().unwrap().push(r.clone())),
                     handoff: None,
+                    store_on_stop: None,
                     wait_event: Box::new(|d| {
                         std::thread::sleep(d);
                         false

@@ -13,12 +13,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::systemd::Notifier;
+use crate::systemd::{self, FdStore, Notifier};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use dataplane::kernfs::Roots;
 use dataplane::serve::config::ServeConfig;
-use dataplane::serve::handoff::{self, HandoffError, HandoffListener, ReceivedDevice};
+use dataplane::serve::handoff::{self, HandoffError, HandoffListener, HandoffSink, ReceivedDevice};
 use dataplane::serve::{self, RunOptions, ServeOptions, Server, StatsReport, SysHost};
 use dataplane::tcmu::netlink::{NetlinkError, TcmuNetlink};
 use reactor::ShutdownSignals;
@@ -63,6 +63,12 @@ pub struct ServeArgs {
     /// How long to wait for the running server to hand its devices over.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     take_over_timeout: f64,
+    /// Under systemd (FileDescriptorStoreMax= in the unit): at stop, keep
+    /// the [[scst]] devices registered by storing their fds in systemd's
+    /// fd store, so that the next start of the unit takes them over and
+    /// their LUNs never leave SCST.
+    #[arg(long)]
+    fd_store: bool,
     /// Root of configfs' target tree (for tests).
     #[arg(long, hide = true)]
     configfs_root: Option<PathBuf>,
@@ -200,14 +206,30 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let scst_names: Vec<String> = config.scst.iter().map(|s| s.name.clone()).collect();
     let server_bdevs: Vec<String> = config.bdevs.iter().map(|b| b.name().to_string()).collect();
 
+    // Devices a previous start left in systemd's fd store (whatever this
+    // start's flags: they must not stay registered unserved). Read first,
+    // while this is the only thread: it removes $LISTEN_FDS and friends.
+    let stored = systemd::take_stored(state_dir.as_deref());
+    let stored_names = systemd::stored_names(&stored);
+    if !stored.is_empty() {
+        log(&format!(
+            "taking over SCST device(s) {stored_names:?} from the service manager's fd store"
+        ));
+    }
     // Listening first: a bad address fails before any device is touched.
     let metrics = (args.metrics_listen.as_deref())
         .map(crate::metrics::listen)
         .transpose()?;
-    let received = match &args.take_over {
+    let fd_store = if args.fd_store {
+        Some(FdStore::from_env(state_dir.clone())?)
+    } else {
+        None
+    };
+    let mut received = match &args.take_over {
         Some(path) => take_over(path, args.take_over_timeout)?,
         None => Vec::new(),
     };
+    received.extend(stored);
     let mut server = Server::start_taking_over(
         ServeOptions { config, state_dir },
         SysHost::new(roots),
@@ -215,6 +237,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         Box::new(log),
     )
     .context("starting the server")?;
+    if let Some(socket) = std::env::var_os("NOTIFY_SOCKET").filter(|_| !stored_names.is_empty()) {
+        // Serving them now: a crash from here on must close them (drop
+        // systemd's copies), as it would any registered device.
+        FdStore::at(PathBuf::from(socket), None).forget(&stored_names);
+    }
     if let Some((endpoint, catalog)) = &metrics {
         server.share_metrics(Arc::clone(catalog));
         log(&format!(
@@ -343,6 +370,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 }
             }),
             handoff,
+            store_on_stop: fd_store.map(|s| Box::new(s) as Box<dyn HandoffSink>),
             wait_event: Box::new(move |timeout| {
                 let stopping = signals_ref.is_triggered();
                 notifier.borrow_mut().turn(ready_status, stopping);

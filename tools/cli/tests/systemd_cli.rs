@@ -41,7 +41,8 @@ fn serve_tells_systemd_ready_watchdog_and_stopping() {
     let mut child = Command::new("sh")
         .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
         .arg(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
+        .args(["serve", "--no-netlink", "--state-dir", "none", "--fd-store"])
+        .arg("--config")
         .arg(&config)
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "200000")
@@ -61,6 +62,70 @@ fn serve_tells_systemd_ready_watchdog_and_stopping() {
     until(&socket, "STOPPING=1", &mut seen);
     let status = child.wait().unwrap();
     assert!(status.success(), "serve exited with {status}");
+    // No SCST device here: nothing to store.
+    assert!(!seen.iter().any(|m| m.contains("FDSTORE")), "{seen:?}");
+}
+
+#[test]
+fn fd_store_needs_a_service_manager() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("serve.toml");
+    std::fs::write(&config, "[reactors]\ncores = [0]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["serve", "--no-netlink", "--state-dir", "none", "--fd-store"])
+        .arg("--config")
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--fd-store") && stderr.contains("NOTIFY_SOCKET"),
+        "{stderr}"
+    );
+}
+
+/// An fd the service manager passes as `scst-disk0` is taken over for the
+/// `[[scst]]` device disk0 instead of registering it: here it is a plain
+/// file, not `/dev/scst_user`, so the start fails naming the device (on a
+/// real host it is the registered device, served at once).
+#[test]
+fn a_stored_fd_is_taken_over_for_its_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        "[reactors]\ncores = [0]\n\n[[bdev]]\nname = \"ram0\"\ntype = \"ram\"\n\
+         size = \"4MiB\"\n\n[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
+    )
+    .unwrap();
+    let stored = tmp.path().join("stored");
+    std::fs::write(&stored, b"").unwrap();
+    // LISTEN_PID must be serve's pid: the shell's, which exec keeps.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=scst-disk0 exec \"$0\" \"$@\" 3<\"$STORED\"",
+        ])
+        .arg(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
+        .arg(&config)
+        .env("STORED", &stored)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("taking over SCST device(s) [\"scst-disk0\"]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("disk0"), "{stderr}");
+    assert!(
+        !stderr.contains("DEV_USER_VERSION") && !stderr.contains("scst_user is not loaded"),
+        "no registration was tried: {stderr}"
+    );
 }
 
 #[test]
