@@ -16,7 +16,7 @@ use dataplane::exec::status;
 use dataplane::exec::CommandExecutor;
 use dataplane::frontend::CoalesceConfig;
 use dataplane::lun::{Lun, LunConfig};
-use dataplane::port::{port_pair, BdevPoller, MemoryOffer};
+use dataplane::port::{port_pair, BdevPoller, ChannelEnd, MemoryOffer};
 use dataplane::scst::abi::*;
 use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::pool::{BufferPool, PoolConfig};
@@ -100,16 +100,7 @@ impl Rig {
             // them and closes the driver before unmapping the pool.
             unsafe { driver.trust_mapped_buffers() };
         }
-        let pool = BufferPool::new(PoolConfig {
-            max_bytes: 64 << 20,
-            max_buffer_bytes: 1 << 20,
-            populate: false,
-        })
-        .unwrap();
-        let (arena, mapping) = pool.arena();
-        // SAFETY: the arena is the pool's anonymous mapping, kept mapped by
-        // `mapping`, whose pages are never replaced.
-        end.offer_memory(unsafe { MemoryOffer::new(vec![arena], Box::new(mapping)) });
+        let pool = offered_pool(&mut end);
         let mut poller = BdevPoller::new("bdev", bdev.open_channel(256).unwrap(), bdev_budget);
         poller.attach(end).unwrap();
         let config = ScstDeviceConfig {
@@ -467,6 +458,22 @@ fn small_cache_sim() -> ScstSimConfig {
         sgv_cache_bytes: 2 << 20,
         ..ScstSimConfig::default()
     }
+}
+
+/// A 64 MiB buffer pool (1 MiB largest buffer), its arena offered to the
+/// bdev end of the port as the stack offers it.
+pub(crate) fn offered_pool(end: &mut ChannelEnd) -> BufferPool {
+    let pool = BufferPool::new(PoolConfig {
+        max_bytes: 64 << 20,
+        max_buffer_bytes: 1 << 20,
+        populate: false,
+    })
+    .unwrap();
+    let (arena, mapping) = pool.arena();
+    // SAFETY: the arena is the pool's anonymous mapping, kept mapped by
+    // `mapping`, whose pages are never replaced.
+    end.offer_memory(unsafe { MemoryOffer::new(vec![arena], Box::new(mapping)) });
+    pool
 }
 
 /// Lets every ON_FREE_CMD be answered (with CALL a cached buffer returns

@@ -14,15 +14,14 @@ use bdev::ram::RamBdev;
 use bdev::BdevRef;
 use dataplane::exec::status;
 use dataplane::lun::{Lun, LunConfig};
-use dataplane::port::{port_pair, MemoryOffer};
+use dataplane::port::port_pair;
 use dataplane::scst::abi::*;
 use dataplane::scst::device::{ScstDevice, ScstDeviceConfig};
 use dataplane::scst::driver::ScstDriver;
-use dataplane::scst::pool::{BufferPool, PoolConfig};
 use sim::scst::{ScstSimConfig, ScstSimDriver, SimData};
 use test_support::scst::options;
 
-use super::device::{cdb10, Rig};
+use super::device::{cdb10, offered_pool, Rig};
 
 const BS: usize = 4096;
 const BLOCKS: u64 = 256;
@@ -165,16 +164,7 @@ fn successor(
     let mut lun_config = LunConfig::for_bdev(bdev.as_ref());
     lun_config.max_tasks = 256;
     let lun = Lun::new(lun_config, port).unwrap();
-    let pool = BufferPool::new(PoolConfig {
-        max_bytes: 64 << 20,
-        max_buffer_bytes: 1 << 20,
-        populate: false,
-    })
-    .unwrap();
-    let (arena, mapping) = pool.arena();
-    // SAFETY: the arena is the pool's anonymous mapping, kept mapped by
-    // `mapping`, whose pages are never replaced.
-    end.offer_memory(unsafe { MemoryOffer::new(vec![arena], Box::new(mapping)) });
+    let pool = offered_pool(&mut end);
     rig.poller.attach(end).unwrap();
     let config = ScstDeviceConfig {
         unit: Some(lun.unit().clone()),

@@ -5,25 +5,17 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
+mod support;
+
 /// Runs serve (a RAM bdev, no TCMU nor SCST on the host) with `args` until
 /// its first statistics report, then stops it with SIGTERM; returns its
 /// stderr lines.
 fn serve_logs(args: &[&str], env: Option<(&str, &str)>) -> Vec<String> {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        "[reactors]\ncores = [0]\nidle = \"adaptive\"\n\
-         [[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"4MiB\"\n",
-    )
-    .unwrap();
-    let empty = tmp.path().to_str().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_dataplane"));
     command
         .args(args)
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
-        .arg(&config)
-        .args(["--sysfs-root", empty, "--configfs-root", empty])
+        .args(support::serve_args(tmp.path(), support::WITH_RAM))
         .args(["--stats-json", "--stats-interval", "0.2"])
         .env_remove("DATAPLANE_LOG")
         .stdout(Stdio::piped())

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 /// Generous: the machine may be busy with other builds.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -374,18 +376,8 @@ fn bench_metrics_rise_while_it_runs_and_bad_requests_do_not_disturb() {
 #[test]
 fn serve_exports_metrics_without_kernel_devices() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        "[reactors]\ncores = [0]\nidle = \"adaptive\"\n\
-         [[bdev]]\nname = \"ram0\"\ntype = \"ram\"\nsize = \"4MiB\"\n",
-    )
-    .unwrap();
-    let empty = tmp.path().to_str().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
-        .arg(&config)
-        .args(["--sysfs-root", empty, "--configfs-root", empty])
+        .args(support::serve_args(tmp.path(), support::WITH_RAM))
         .args(["--metrics-listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -416,11 +408,8 @@ fn serve_exports_metrics_without_kernel_devices() {
 #[test]
 fn a_bad_listen_address_is_refused_before_serving() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("serve.toml");
-    std::fs::write(&config, "[reactors]\ncores = [0]\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
-        .arg(&config)
+        .args(support::serve_args(tmp.path(), support::BARE))
         .args(["--metrics-listen", "nowhere"])
         .output()
         .unwrap();

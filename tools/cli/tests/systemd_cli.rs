@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+mod support;
+
 /// Generous: the machine may be busy with other builds.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -32,8 +34,6 @@ fn until(socket: &UnixDatagram, what: &str, seen: &mut Vec<String>) {
 #[test]
 fn serve_tells_systemd_ready_watchdog_and_stopping() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("serve.toml");
-    std::fs::write(&config, "[reactors]\ncores = [0]\n").unwrap();
     let path = tmp.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     // systemd names the pid it expects pings from: the shell's, which
@@ -41,9 +41,8 @@ fn serve_tells_systemd_ready_watchdog_and_stopping() {
     let mut child = Command::new("sh")
         .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
         .arg(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--fd-store"])
-        .arg("--config")
-        .arg(&config)
+        .args(support::serve_args(tmp.path(), support::BARE))
+        .arg("--fd-store")
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "200000")
         .stdout(Stdio::null())
@@ -69,12 +68,9 @@ fn serve_tells_systemd_ready_watchdog_and_stopping() {
 #[test]
 fn fd_store_needs_a_service_manager() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("serve.toml");
-    std::fs::write(&config, "[reactors]\ncores = [0]\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--fd-store"])
-        .arg("--config")
-        .arg(&config)
+        .args(support::serve_args(tmp.path(), support::BARE))
+        .arg("--fd-store")
         .env_remove("NOTIFY_SOCKET")
         .output()
         .unwrap();
@@ -93,13 +89,10 @@ fn fd_store_needs_a_service_manager() {
 #[test]
 fn a_stored_fd_is_taken_over_for_its_device() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("serve.toml");
-    std::fs::write(
-        &config,
-        "[reactors]\ncores = [0]\n\n[[bdev]]\nname = \"ram0\"\ntype = \"ram\"\n\
-         size = \"4MiB\"\n\n[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
-    )
-    .unwrap();
+    let config = format!(
+        "{}\n[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
+        support::WITH_RAM
+    );
     let stored = tmp.path().join("stored");
     std::fs::write(&stored, b"").unwrap();
     // LISTEN_PID must be serve's pid: the shell's, which exec keeps.
@@ -109,8 +102,7 @@ fn a_stored_fd_is_taken_over_for_its_device() {
             "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=scst-disk0 exec \"$0\" \"$@\" 3<\"$STORED\"",
         ])
         .arg(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
-        .arg(&config)
+        .args(support::serve_args(tmp.path(), &config))
         .env("STORED", &stored)
         .env_remove("NOTIFY_SOCKET")
         .output()
@@ -131,11 +123,8 @@ fn a_stored_fd_is_taken_over_for_its_device() {
 #[test]
 fn without_notify_socket_nothing_is_sent_and_serve_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("serve.toml");
-    std::fs::write(&config, "[reactors]\ncores = [0]\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
-        .arg(&config)
+        .args(support::serve_args(tmp.path(), support::BARE))
         .env_remove("NOTIFY_SOCKET")
         .env("WATCHDOG_USEC", "200000")
         .stdout(Stdio::null())

@@ -4,12 +4,17 @@ use std::time::Instant;
 
 use super::*;
 
-/// Accepts the first successor (waiting up to 10 s).
-fn accept(listener: &HandoffListener) -> UnixStream {
+type Successor = std::thread::JoinHandle<Result<Vec<ReceivedDevice>, HandoffError>>;
+
+/// A successor on a thread asking `listener` for the devices, and its
+/// accepted connection (waiting up to 10 s).
+fn connect(listener: &HandoffListener) -> (Successor, UnixStream) {
+    let path = listener.path().to_path_buf();
+    let successor = std::thread::spawn(move || receive(&path, Duration::from_secs(10)));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(s) = listener.accept(Duration::from_secs(5)).unwrap() {
-            return s;
+            return (successor, s);
         }
         assert!(Instant::now() < deadline, "no successor connected");
         std::thread::sleep(Duration::from_millis(1));
@@ -43,11 +48,7 @@ fn devices_and_their_fds_reach_the_successor() {
     let a = std::fs::File::create(dir.join("a")).unwrap();
     let b = std::fs::File::create(dir.join("b")).unwrap();
     let expect = [inode(a.as_fd()), inode(b.as_fd())];
-    let successor = {
-        let path = path.clone();
-        std::thread::spawn(move || receive(&path, Duration::from_secs(10)))
-    };
-    let stream = accept(&listener);
+    let (successor, stream) = connect(&listener);
     let devices = [
         (
             HandedDevice {
@@ -84,11 +85,7 @@ fn a_refusal_reaches_the_successor_with_its_reason() {
     let dir = tmp.path();
     let path = dir.join("h.sock");
     let listener = HandoffListener::bind(&path).unwrap();
-    let successor = {
-        let path = path.clone();
-        std::thread::spawn(move || receive(&path, Duration::from_secs(10)))
-    };
-    let stream = accept(&listener);
+    let (successor, stream) = connect(&listener);
     send(&stream, &[], Some("device ram0 never quiesced".into())).unwrap();
     match successor.join().unwrap() {
         Err(HandoffError::Refused(why)) => assert_eq!(why, "device ram0 never quiesced"),
@@ -151,11 +148,8 @@ fn a_predecessor_that_hangs_up_is_an_error_not_a_hang() {
     let dir = tmp.path();
     let path = dir.join("h.sock");
     let listener = HandoffListener::bind(&path).unwrap();
-    let successor = {
-        let path = path.clone();
-        std::thread::spawn(move || receive(&path, Duration::from_secs(10)))
-    };
-    drop(accept(&listener));
+    let (successor, stream) = connect(&listener);
+    drop(stream);
     match successor.join().unwrap() {
         Err(HandoffError::Protocol(why)) => assert!(why.contains("without handing"), "{why}"),
         other => panic!("{other:?}"),
