@@ -159,7 +159,7 @@ def scst_perf(fio, res):
     ratios. Also the dataplane's ioctls per I/O over its runs
     (scst-ioctls-per-io: "ioctls ios"), the kill -9 restart's outage
     (scst-restart-seconds) and how long the hand-off to a successor took
-    (scst-handoff-seconds)."""
+    (scst-handoff-ms)."""
     runs, by_round, per_target = perf_runs(fio, "perf-scst")
     out = {f"scst_{t}_iops": mean(v) for t, v in sorted(per_target.items())}
     for key, num, den in (
@@ -173,7 +173,7 @@ def scst_perf(fio, res):
     out["scst_perf_rounds"] = runs
     out["scst_ioctls_per_io"] = calls_per_io(os.path.join(res, "scst-ioctls-per-io"))
     out["scst_restart_seconds"] = read_float(os.path.join(res, "scst-restart-seconds"))
-    out["scst_handoff_seconds"] = read_float(os.path.join(res, "scst-handoff-seconds"))
+    out["scst_handoff_ms"] = read_float(os.path.join(res, "scst-handoff-ms"))
     return out
 
 
@@ -379,9 +379,9 @@ def main():
             print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
     if scst["scst_restart_seconds"] is not None:
         print(f"SCST kill -9 restart: LUN served again after {scst['scst_restart_seconds']} s")
-    if scst["scst_handoff_seconds"] is not None:
-        print(f"SCST hand-off: the old server exited {scst['scst_handoff_seconds']} s "
-              "after its successor started (no I/O error)")
+    if scst["scst_handoff_ms"] is not None:
+        print(f"SCST hand-off: the old server handed its devices over in "
+              f"{scst['scst_handoff_ms']:.0f} ms under fio (no I/O error)")
     if soak:
         print("soak: " + ", ".join(f"{k} {v}" for k, v in soak.items()))
     print(f"VM wall time {durations['vm_wall_s']} s (boot {boot_wall} s, "
