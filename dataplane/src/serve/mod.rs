@@ -31,6 +31,7 @@ pub mod host;
 mod lu_id;
 pub mod metrics;
 mod recovery;
+pub mod reload;
 mod resources;
 mod scst;
 pub mod server;
