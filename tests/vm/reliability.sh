@@ -129,12 +129,21 @@ stuck_read_is_aborted() {
     [ "$rc" != 0 ] || fail "the READ of the stuck block succeeded"
     awk -v s="$secs" 'BEGIN { exit !(s < 25) }' ||
         fail "the stuck READ took ${secs} s: the abort did not reach serve (the kernel timed it out)"
-    report_now
-    aborts=$(stats_field "$stats" "$2" aborts_total)
-    received=$(stats_field "$stats" "$2" received_total)
-    completed=$(stats_field "$stats" "$2" commands_total)
-    aborted=$(stats_field "$stats" "$3" aborted)
-    stuck=$(stats_field "$stats" "$3" stuck)
+    # The target hands the abort to serve asynchronously (LIO queues a TMR
+    # entry; SCST a TASK_MGMT_RECEIVED): reports until serve counted it,
+    # for up to 10 s.
+    i=0
+    while :; do
+        report_now
+        aborts=$(stats_field "$stats" "$2" aborts_total)
+        received=$(stats_field "$stats" "$2" received_total)
+        completed=$(stats_field "$stats" "$2" commands_total)
+        aborted=$(stats_field "$stats" "$3" aborted)
+        stuck=$(stats_field "$stats" "$3" stuck)
+        [ "${aborts:-0}" -ge 1 ] && [ "${received:-x}" = "${completed:-y}" ] && break
+        i=$((i + 1))
+        [ $i -lt 10 ] || break
+    done
     echo "serve: $2 aborts_total ${aborts:-?}, received ${received:-?}, completed" \
         "${completed:-?}; $3 stuck ${stuck:-?}, aborted ${aborted:-?}"
     [ "${aborts:-0}" -ge 1 ] || fail "serve counted no abort on $2"
