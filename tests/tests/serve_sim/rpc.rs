@@ -499,3 +499,43 @@ fn a_live_socket_is_refused_a_stale_one_replaced_and_a_file_left_alone() {
     }
     assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
 }
+
+#[test]
+fn a_client_over_the_limit_is_told_so() {
+    let host = SimHost::default();
+    let one = |path| RpcOptions {
+        max_clients: 1,
+        ..RpcOptions::new(path)
+    };
+    serving(&host, one, |path, _| {
+        let mut first = Client::connect(path);
+        assert!(first
+            .call("rpc_get_methods", Value::Null)
+            .get("result")
+            .is_some());
+        // The first client is still connected: the next one is refused.
+        let mut second = Client::connect(path);
+        let a = second.answer().unwrap();
+        assert_eq!(a["error"]["code"], code::INTERNAL_ERROR, "{a}");
+        assert!(a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many clients (at most 1)"));
+        assert!(second.closed());
+        // Once the first one leaves, others are served again.
+        drop(first);
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            // While the slot is still taken, the server may close before
+            // the request is written: a failed write is a refusal too.
+            let mut c = Client::connect(path);
+            let request = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"rpc_get_methods\"}";
+            let sent = c.stream.write_all(request).is_ok();
+            if sent && matches!(c.answers.next(), Some(Ok(a)) if a.get("result").is_some()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still refused");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+}
