@@ -28,7 +28,7 @@ use bdev::striped::StripedBdev;
 use bdev::{Bdev, BdevRef, FaultBdev};
 
 use super::config::{BdevConfig, ServeConfig};
-use super::error::ServeError;
+use super::error::{BdevChangeError, ServeError};
 use super::stats::{NvmeNamespace, UringBdev};
 
 /// What [`make_bdevs`] made.
@@ -182,10 +182,29 @@ fn stripe(
 }
 
 /// Makes bdev `b` while the server runs, over the bdevs made (`bdevs`):
-/// `ram`, `null` and `striped` (whose children are in `bdevs`; the
-/// configuration with `b` was validated). Other kinds are refused with
-/// `InvalidParameter`.
+/// `ram`, `null`, `file`, `nvme` (with its ring, for the statistics) and
+/// `striped` (whose children are in `bdevs`; the configuration with `b`
+/// was validated). A file or device that cannot be opened is
+/// [`BdevChangeError::Unavailable`] (nothing is left out at run time);
+/// `fault` bdevs are refused.
 pub(super) fn make_at_run_time(
+    b: &BdevConfig,
+    bdevs: &HashMap<String, BdevRef>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(BdevRef, Option<UringBdev>), BdevChangeError> {
+    let made = match b {
+        BdevConfig::File { .. } | BdevConfig::Nvme { .. } => {
+            let (ring, line) = open_device(b).map_err(BdevChangeError::Unavailable)?;
+            log(&line);
+            return Ok((ring.bdev(), Some(ring)));
+        }
+        other => make_over_at_run_time(other, bdevs, log),
+    };
+    made.map(|bdev| (bdev, None)).map_err(BdevChangeError::Make)
+}
+
+/// [`make_at_run_time`] for the bdevs that open nothing.
+fn make_over_at_run_time(
     b: &BdevConfig,
     bdevs: &HashMap<String, BdevRef>,
     log: &mut dyn FnMut(&str),

@@ -100,4 +100,8 @@ pub enum BdevChangeError {
     /// The bdev could not be made.
     #[error(transparent)]
     Make(ServeError),
+    /// A `file` or `nvme` bdev's file or device cannot be used (the
+    /// message names the bdev, the path and the problem).
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -10,7 +10,7 @@ use reactor::{Poller, PollerId, Reactor, ReactorConfig, ReactorHandle, RemovedPo
 
 use super::bdevs::{make_at_run_time, make_bdevs};
 use super::config::{BdevConfig, ServeConfig};
-use super::error::{PlacementError, ServeError};
+use super::error::{BdevChangeError, PlacementError, ServeError};
 use super::metrics::BdevSource;
 use super::stats::{BdevStats, FaultBdevStats, Tracked};
 use crate::port::{BdevPollerHandle, FixedBuffers};
@@ -165,16 +165,20 @@ impl Resources {
         registered
     }
 
-    /// Makes bdev `b` (`ram`, `null` or `striped` over bdevs made) while
-    /// the server runs; the configuration with it was validated and it has
-    /// a new name.
+    /// Makes bdev `b` (any kind but `fault`; a striped one over bdevs
+    /// made) while the server runs; the configuration with it was validated
+    /// and it has a new name.
     pub(super) fn add_bdev(
         &mut self,
         b: &BdevConfig,
         log: &mut dyn FnMut(&str),
-    ) -> Result<(), ServeError> {
-        let bdev = make_at_run_time(b, &self.bdevs, log)?;
-        self.bdevs.insert(b.name().to_string(), bdev);
+    ) -> Result<(), BdevChangeError> {
+        let (bdev, ring) = make_at_run_time(b, &self.bdevs, log)?;
+        let name = b.name().to_string();
+        if let Some(ring) = ring {
+            self.rings.insert(name.clone(), Tracked::new(ring));
+        }
+        self.bdevs.insert(name, bdev);
         Ok(())
     }
 

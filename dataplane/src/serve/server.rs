@@ -284,11 +284,13 @@ impl<H: Host> Server<H> {
             .collect()
     }
 
-    /// Creates bdev `b` (`ram`, `null` or `striped`) while serving and adds
+    /// Creates bdev `b` (any kind but `fault`) while serving and adds
     /// it to the running configuration. Refused if the name is taken, if
     /// the configuration with it is invalid (the error names the key), or,
     /// for a striped bdev, if a device stands on one of its children (a
-    /// child serves only through its parent). TCMU devices refused so far
+    /// child serves only through its parent); a `file` or `nvme` bdev whose
+    /// file or device cannot be used is refused, not left out. TCMU devices
+    /// refused so far
     /// are looked at again at the next rescan: the bdev they name may be
     /// this one.
     pub fn create_bdev(&mut self, b: BdevConfig) -> Result<(), BdevChangeError> {
@@ -311,9 +313,7 @@ impl<H: Host> Server<H> {
         config.bdevs.push(b.clone());
         let cores = config.reactors.cores.clone();
         config.validate(&cores).map_err(BdevChangeError::Invalid)?;
-        self.resources
-            .add_bdev(&b, &mut *self.log)
-            .map_err(BdevChangeError::Make)?;
+        self.resources.add_bdev(&b, &mut *self.log)?;
         self.options.config = config;
         self.tcmu.forget_refused();
         (self.log)(&format!("created {b}"));

@@ -539,3 +539,57 @@ fn a_client_over_the_limit_is_told_so() {
         }
     });
 }
+
+#[test]
+fn a_file_bdev_created_over_the_socket_serves_with_verify() {
+    if !test_support::skip::can_run(&[test_support::skip::Need::IoUring]) {
+        return;
+    }
+    let dir = test_support::scratch::disk_dir("serve-rpc-file-");
+    let img = dir.path().join("f.img").display().to_string();
+    let missing = dir.path().join("missing.img").display().to_string();
+    let host = SimHost::default();
+    serving(&host, RpcOptions::new, |path, _| {
+        // Nothing at the path and no size: refused, not left out.
+        let (c, m) = fails(
+            path,
+            "bdev_file_create",
+            json!({"name": "f", "path": missing}),
+        );
+        assert_eq!(c, code::INVALID);
+        assert!(m.contains(&missing), "{m}");
+        let (c, m) = fails(
+            path,
+            "bdev_file_create",
+            json!({"name": "f", "path": img, "direct": "yes"}),
+        );
+        assert_eq!(
+            (c, m.as_str()),
+            (
+                code::INVALID_PARAMS,
+                "direct: expected true or false, got a string"
+            )
+        );
+        assert!(!names(&ok(path, "bdev_get_bdevs", Value::Null)).contains(&"f".to_owned()));
+
+        let made = ok(
+            path,
+            "bdev_file_create",
+            json!({"name": "f", "path": img, "size": "16MiB", "queue_depth": 32}),
+        );
+        assert_eq!(made, "f");
+        let f = &ok(path, "bdev_get_bdevs", json!({"name": "f"}))[0];
+        assert_eq!(
+            (&f["product_name"], &f["num_blocks"]),
+            (&json!("file"), &json!(32768))
+        );
+        let disk = host.add(0, "tcm-user/0/fdisk/dataplane/f", facts(512, 16 * MIB));
+        wait_for_devices(path, &["fdisk"]);
+        verified_job(&disk, 16 * MIB / 512, 512, 500);
+        let io = ok(path, "bdev_get_iostat", json!({"name": "f"}));
+        assert!(io["bdevs"][0]["num_ops"].as_u64().unwrap() >= 500, "{io}");
+        host.remove(0);
+        wait_for_devices(path, &[]);
+        assert_eq!(ok(path, "bdev_delete", json!({"name": "f"})), true);
+    });
+}

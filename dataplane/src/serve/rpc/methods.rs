@@ -7,7 +7,10 @@ use serde_json::{json, Map, Value};
 
 use super::error::{code, RpcError};
 use super::params::Params;
-use crate::serve::config::{BdevConfig, Size};
+use crate::serve::config::{
+    BdevConfig, Size, UnmapConfig, DEFAULT_FILE_QUEUE_DEPTH, DEFAULT_NVME_MAX_TRANSFER,
+    DEFAULT_NVME_QUEUE_DEPTH,
+};
 use crate::serve::error::BdevChangeError;
 use crate::serve::host::Host;
 use crate::serve::server::Server;
@@ -38,6 +41,16 @@ pub const METHODS: &[(&str, &str)] = &[
     (
         "bdev_striped_create",
         "a striped bdev: name, base_bdevs, strip_size_kb or chunk (bytes or \"64KiB\")",
+    ),
+    (
+        "bdev_file_create",
+        "a file bdev (io_uring): name, path, size, block_size, queue_depth, direct, iopoll, \
+         sqpoll, fixed_buffers",
+    ),
+    (
+        "bdev_nvme_create",
+        "an nvme bdev (passthrough): name, path (/dev/ngXnY), queue_depth, iopoll, \
+         max_transfer, unmap, fixed_buffers",
     ),
     (
         "bdev_delete",
@@ -119,6 +132,50 @@ pub(super) fn call<H: Host>(
             };
             return create(server, b, p, method);
         }
+        "bdev_file_create" => {
+            let b = BdevConfig::File {
+                name: p.str("name")?,
+                path: p.str("path")?.into(),
+                size: p.opt_size("size")?.map(Size),
+                block_size: p.opt_u32("block_size")?,
+                queue_depth: p
+                    .opt_u32("queue_depth")?
+                    .unwrap_or(DEFAULT_FILE_QUEUE_DEPTH),
+                direct: p.opt_bool("direct")?.unwrap_or(true),
+                iopoll: p.opt_bool("iopoll")?.unwrap_or(false),
+                sqpoll: p.opt_bool("sqpoll")?.unwrap_or(false),
+                fixed_buffers: p.opt_bool("fixed_buffers")?.unwrap_or(true),
+            };
+            return create(server, b, p, method);
+        }
+        "bdev_nvme_create" => {
+            let unmap = match p.opt_str("unmap")?.as_deref() {
+                None | Some("auto") => UnmapConfig::Auto,
+                Some("deallocate") => UnmapConfig::Deallocate,
+                Some("write-zeroes") => UnmapConfig::WriteZeroes,
+                Some(other) => {
+                    return Err(RpcError::param(
+                        "unmap",
+                        format!("{other:?} is not one of auto, deallocate, write-zeroes"),
+                    ))
+                }
+            };
+            let b = BdevConfig::Nvme {
+                name: p.str("name")?,
+                path: p.str("path")?.into(),
+                queue_depth: p
+                    .opt_u32("queue_depth")?
+                    .unwrap_or(DEFAULT_NVME_QUEUE_DEPTH),
+                iopoll: p.opt_bool("iopoll")?.unwrap_or(false),
+                max_transfer: Size(
+                    p.opt_size("max_transfer")?
+                        .unwrap_or(DEFAULT_NVME_MAX_TRANSFER),
+                ),
+                unmap,
+                fixed_buffers: p.opt_bool("fixed_buffers")?.unwrap_or(true),
+            };
+            return create(server, b, p, method);
+        }
         "bdev_delete" => {
             let name = p.str("name")?;
             p.finish(method)?;
@@ -157,7 +214,7 @@ fn change_error(e: BdevChangeError) -> RpcError {
         BdevChangeError::NoSuchBdev(_) => code::NO_SUCH_DEVICE,
         BdevChangeError::InUse { .. } => code::BUSY,
         BdevChangeError::Invalid(_) => code::INVALID_PARAMS,
-        BdevChangeError::Make(_) => code::INVALID,
+        BdevChangeError::Make(_) | BdevChangeError::Unavailable(_) => code::INVALID,
     };
     RpcError::new(code, e.to_string())
 }

@@ -78,6 +78,15 @@ impl Params {
             .transpose()
     }
 
+    /// An optional boolean.
+    pub(super) fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, RpcError> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(v) => Err(expected(key, "true or false", &v)),
+        }
+    }
+
     /// An optional byte count: an integer or a size string ("64MiB").
     pub(super) fn opt_size(&mut self, key: &str) -> Result<Option<u64>, RpcError> {
         match self.take(key) {
