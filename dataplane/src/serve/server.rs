@@ -316,6 +316,7 @@ impl<H: Host> Server<H> {
         self.resources.add_bdev(&b, &mut *self.log)?;
         self.options.config = config;
         self.tcmu.forget_refused();
+        self.publish_metrics();
         (self.log)(&format!("created {b}"));
         Ok(())
     }
@@ -342,6 +343,7 @@ impl<H: Host> Server<H> {
         }
         self.resources.remove_bdev(name, &mut *self.log);
         let b = self.options.config.bdevs.remove(i);
+        self.publish_metrics();
         (self.log)(&format!("deleted {b}"));
         Ok(())
     }

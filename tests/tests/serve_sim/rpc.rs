@@ -115,6 +115,8 @@ fn serving(
                         std::thread::sleep(d);
                         false
                     }),
+                    handoff: None,
+                    store_on_stop: None,
                     rpc: Some(requests),
                 },
             )
@@ -591,5 +593,27 @@ fn a_file_bdev_created_over_the_socket_serves_with_verify() {
         host.remove(0);
         wait_for_devices(path, &[]);
         assert_eq!(ok(path, "bdev_delete", json!({"name": "f"})), true);
+    });
+}
+
+#[test]
+fn a_successor_waits_for_the_socket_of_a_server_that_is_exiting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("rpc.sock");
+    let (first, _requests) = RpcServer::start(RpcOptions::new(&path)).unwrap();
+    // Without patience a live server's socket is refused at once.
+    assert!(matches!(
+        RpcServer::start_waiting(RpcOptions::new(&path), Duration::ZERO),
+        Err(SocketError::InUse { .. })
+    ));
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(first); // the predecessor exits
+        });
+        let (second, _requests) =
+            RpcServer::start_waiting(RpcOptions::new(&path), PATIENCE).unwrap();
+        assert_eq!(second.path(), path);
+        UnixStream::connect(&path).expect("the successor listens");
     });
 }
