@@ -28,7 +28,7 @@ use bdev::striped::StripedBdev;
 use bdev::{Bdev, BdevRef, FaultBdev};
 
 use super::config::{BdevConfig, ServeConfig};
-use super::error::ServeError;
+use super::error::{BdevChangeError, ServeError};
 use super::stats::{NvmeNamespace, UringBdev};
 
 /// What [`make_bdevs`] made.
@@ -70,35 +70,10 @@ pub(super) fn make_bdevs(
         faults: HashMap::new(),
         unavailable: HashMap::new(),
     };
-    let wrap = |name: &str| {
-        let name = name.to_string();
-        move |source| ServeError::Bdev { name, source }
-    };
     // Plain bdevs first, then the striped ones over them.
     for b in &config.bdevs {
         let bdev: BdevRef = match b {
-            BdevConfig::Ram {
-                name,
-                size,
-                block_size,
-            } => {
-                let ram = RamBdev::new(name.clone(), *block_size, size.0 / u64::from(*block_size))
-                    .map_err(wrap(name))?;
-                // Commit the memory now, so first writes do not page-fault on
-                // the data path.
-                if let Some(why) = ram.prefault().failure() {
-                    log(&format!("bdev {name}: {why}"));
-                }
-                Arc::new(ram)
-            }
-            BdevConfig::Null {
-                name,
-                size,
-                block_size,
-            } => Arc::new(
-                NullBdev::new(name.clone(), *block_size, size.0 / u64::from(*block_size))
-                    .map_err(wrap(name))?,
-            ),
+            BdevConfig::Ram { .. } | BdevConfig::Null { .. } => make_memory(b, log)?,
             BdevConfig::File { .. } | BdevConfig::Nvme { .. } => match open_device(b) {
                 Ok((ring, line)) => {
                     log(&line);
@@ -146,15 +121,123 @@ pub(super) fn make_bdevs(
         if left.len() == before {
             // Unreachable for a checked configuration: a cycle or a
             // missing name.
-            return Err(wrap(left[0].name())(bdev::Error::InvalidParameter(
-                format!(
+            return Err(ServeError::Bdev {
+                name: left[0].name().to_string(),
+                source: bdev::Error::InvalidParameter(format!(
                     "bdev {} stands on bdevs that are never made",
                     left[0].name()
-                ),
-            )));
+                )),
+            });
         }
     }
     Ok(made)
+}
+
+/// Makes `ram` or `null` bdev `b` (another kind: `InvalidParameter`). RAM
+/// is committed now, so first writes do not page-fault on the data path;
+/// a failure to commit it is logged.
+fn make_memory(b: &BdevConfig, log: &mut dyn FnMut(&str)) -> Result<BdevRef, ServeError> {
+    let wrap = |source| ServeError::Bdev {
+        name: b.name().to_string(),
+        source,
+    };
+    match b {
+        BdevConfig::Ram {
+            name,
+            size,
+            block_size,
+        } => {
+            let ram = RamBdev::new(name.clone(), *block_size, size.0 / u64::from(*block_size))
+                .map_err(wrap)?;
+            if let Some(why) = ram.prefault().failure() {
+                log(&format!("bdev {name}: {why}"));
+            }
+            Ok(Arc::new(ram))
+        }
+        BdevConfig::Null {
+            name,
+            size,
+            block_size,
+        } => Ok(Arc::new(
+            NullBdev::new(name.clone(), *block_size, size.0 / u64::from(*block_size))
+                .map_err(wrap)?,
+        )),
+        other => Err(wrap(bdev::Error::InvalidParameter(format!(
+            "{other} is not a memory bdev"
+        )))),
+    }
+}
+
+/// A striped bdev `name` over `children` (all in `bdevs`) with strips of
+/// `chunk` bytes.
+fn stripe(
+    name: &str,
+    children: &[String],
+    chunk: u64,
+    bdevs: &HashMap<String, BdevRef>,
+) -> Result<StripedBdev, bdev::Error> {
+    let kids: Vec<BdevRef> = children.iter().map(|c| Arc::clone(&bdevs[c])).collect();
+    let block_size = u64::from(kids[0].geometry().block_size);
+    StripedBdev::new(name.to_string(), kids, (chunk / block_size) as u32)
+}
+
+/// Makes bdev `b` while the server runs, over the bdevs made (`bdevs`):
+/// `ram`, `null`, `file`, `nvme` (with its ring, for the statistics) and
+/// `striped` (whose children are in `bdevs`; the configuration with `b`
+/// was validated). A file or device that cannot be opened is
+/// [`BdevChangeError::Unavailable`] (nothing is left out at run time);
+/// `fault` bdevs are refused.
+pub(super) fn make_at_run_time(
+    b: &BdevConfig,
+    bdevs: &HashMap<String, BdevRef>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(BdevRef, Option<UringBdev>), BdevChangeError> {
+    let made = match b {
+        BdevConfig::File { .. } | BdevConfig::Nvme { .. } => {
+            let (ring, line) = open_device(b).map_err(BdevChangeError::Unavailable)?;
+            log(&line);
+            return Ok((ring.bdev(), Some(ring)));
+        }
+        other => make_over_at_run_time(other, bdevs, log),
+    };
+    made.map(|bdev| (bdev, None)).map_err(BdevChangeError::Make)
+}
+
+/// [`make_at_run_time`] for the bdevs that open nothing.
+fn make_over_at_run_time(
+    b: &BdevConfig,
+    bdevs: &HashMap<String, BdevRef>,
+    log: &mut dyn FnMut(&str),
+) -> Result<BdevRef, ServeError> {
+    match b {
+        BdevConfig::Ram { .. } | BdevConfig::Null { .. } => make_memory(b, log),
+        BdevConfig::Striped {
+            name,
+            children,
+            chunk,
+        } => {
+            if let Some(missing) = children.iter().find(|c| !bdevs.contains_key(*c)) {
+                return Err(ServeError::Bdev {
+                    name: name.clone(),
+                    source: bdev::Error::InvalidParameter(format!(
+                        "its child {missing} is unavailable"
+                    )),
+                });
+            }
+            let striped =
+                stripe(name, children, chunk.0, bdevs).map_err(|source| ServeError::Bdev {
+                    name: name.clone(),
+                    source,
+                })?;
+            Ok(Arc::new(striped))
+        }
+        other => Err(ServeError::Bdev {
+            name: other.name().to_string(),
+            source: bdev::Error::InvalidParameter(format!(
+                "{other} cannot be created while serving"
+            )),
+        }),
+    }
 }
 
 /// Makes striped or fault bdev `b`, whose children or base are made or
@@ -179,13 +262,7 @@ fn make_over(
                 made.leave_out(name, why, log);
                 return Ok(());
             }
-            let kids: Vec<BdevRef> = children
-                .iter()
-                .map(|c| Arc::clone(&made.bdevs[c]))
-                .collect();
-            let block_size = u64::from(kids[0].geometry().block_size);
-            let striped = match StripedBdev::new(name.clone(), kids, (chunk.0 / block_size) as u32)
-            {
+            let striped = match stripe(name, children, chunk.0, &made.bdevs) {
                 Ok(striped) => striped,
                 // Children over files or namespaces whose block sizes
                 // turned out to differ (each its device's): a fact of the

@@ -74,3 +74,34 @@ pub enum PlacementError {
     #[error("reactor: {0}")]
     Reactor(reactor::Error),
 }
+
+/// Why a bdev could not be created or deleted while the server runs.
+#[derive(Debug, thiserror::Error)]
+pub enum BdevChangeError {
+    /// A bdev of that name exists already.
+    #[error("a bdev named {0:?} exists already")]
+    Exists(String),
+    /// No bdev of that name.
+    #[error("no bdev named {0:?}")]
+    NoSuchBdev(String),
+    /// The configuration with the new bdev is invalid (the message names
+    /// the key).
+    #[error(transparent)]
+    Invalid(ConfigError),
+    /// Something stands on the bdev (or, for a new striped bdev, on one
+    /// of its children).
+    #[error("bdev {name:?} is in use by {}", users.join(", "))]
+    InUse {
+        /// The bdev.
+        name: String,
+        /// What uses it: `tcmu <device>`, `scst <device>`, `bdev <name>`.
+        users: Vec<String>,
+    },
+    /// The bdev could not be made.
+    #[error(transparent)]
+    Make(ServeError),
+    /// A `file` or `nvme` bdev's file or device cannot be used (the
+    /// message names the bdev, the path and the problem).
+    #[error("{0}")]
+    Unavailable(String),
+}

@@ -17,6 +17,8 @@
 //!   is recovered and when serve gives up ([`RecoveryPolicy`]).
 //! - `scst.rs`: the `[[scst]]` devices, registered at start.
 //! - `lu_id.rs`: the stable LUN ids of both.
+//! - [`rpc`]: the control socket (JSON-RPC 2.0), served by its own
+//!   threads; its calls reach the server through [`run`].
 //! - [`error`]: why the server, an SCST device or a placement failed.
 //!
 //! Each device's chain (bdev, port, bdev poller, LUN, device) is assembled
@@ -33,6 +35,7 @@ pub mod metrics;
 mod recovery;
 pub mod reload;
 mod resources;
+pub mod rpc;
 mod scst;
 pub mod server;
 pub mod stats;
@@ -46,11 +49,11 @@ use std::time::{Duration, Instant};
 use reactor::ShutdownSignals;
 
 pub use crate::tcmu::discovery::TcmuUioName;
-pub use error::{PlacementError, ScstStartError, ServeError};
+pub use error::{BdevChangeError, PlacementError, ScstStartError, ServeError};
 pub use heal::RecoveryPolicy;
 pub use host::{DeviceFacts, FoundDevice, Host, HostError};
 pub use server::{ServeOptions, Server};
-pub use stats::{BdevStats, DeviceKind, DeviceStats, StatsReport};
+pub use stats::{BdevStats, DeviceKind, DeviceStats, DeviceTotals, StatsReport};
 pub use sys::SysHost;
 
 /// Timers and hooks of the control loop.
@@ -73,6 +76,10 @@ pub struct RunOptions<'a> {
     /// Where the `[[scst]]` devices go when a signal stops the server
     /// (a service manager's fd store), instead of being closed.
     pub store_on_stop: Option<Box<dyn handoff::HandoffSink + 'a>>,
+    /// The control socket's calls ([`rpc::RpcServer::start`]), answered at
+    /// each wake-up; with it the loop wakes at least every
+    /// [`rpc::POLL_INTERVAL`].
+    pub rpc: Option<rpc::Requests>,
 }
 
 impl std::fmt::Debug for RunOptions<'_> {
@@ -134,11 +141,17 @@ pub fn run<H: Host>(
         if let Some(at) = next_stats {
             deadline = deadline.min(at);
         }
-        // Wake at least every 100 ms for signals and SIGUSR1.
-        let wait = deadline
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(100));
+        // Wake at least every 100 ms for signals and SIGUSR1, and every
+        // rpc::POLL_INTERVAL for the control socket.
+        let most = match options.rpc {
+            Some(_) => rpc::POLL_INTERVAL,
+            None => Duration::from_millis(100),
+        };
+        let wait = deadline.saturating_duration_since(now).min(most);
         let event = (options.wait_event)(wait);
+        if let Some(rpc) = &options.rpc {
+            rpc.serve(&mut server);
+        }
         let now = Instant::now();
         if event || now >= next_rescan {
             server.rescan();

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use bdev::{BdevRef, FaultBdev};
 use reactor::{Poller, PollerId, Reactor, ReactorConfig, ReactorHandle, RemovedPoller};
 
-use super::bdevs::make_bdevs;
-use super::config::ServeConfig;
-use super::error::{PlacementError, ServeError};
+use super::bdevs::{make_at_run_time, make_bdevs};
+use super::config::{BdevConfig, ServeConfig};
+use super::error::{BdevChangeError, PlacementError, ServeError};
 use super::metrics::BdevSource;
 use super::stats::{BdevStats, FaultBdevStats, Tracked};
 use crate::port::{BdevPollerHandle, FixedBuffers};
@@ -34,7 +34,7 @@ pub(super) struct Resources {
     /// Bdevs of the configuration that could not be made, with why.
     unavailable: HashMap<String, String>,
     reactors: Vec<ReactorHandle>,
-    bdev_pollers: HashMap<(usize, String), BdevPollerHandle>,
+    bdev_pollers: HashMap<(usize, String), (BdevPollerHandle, PollerId)>,
     /// The next round-robin placement (before taking it modulo the number
     /// of reactors).
     next_reactor: usize,
@@ -76,6 +76,13 @@ impl Resources {
     /// The bdev named `name`.
     pub(super) fn bdev(&self, name: &str) -> Option<&BdevRef> {
         self.bdevs.get(name)
+    }
+
+    /// The names of the bdevs made, sorted.
+    pub(super) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.bdevs.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// Why the configured bdev `name` could not be made, if it could not.
@@ -145,7 +152,7 @@ impl Resources {
     /// registered them.
     fn fixed_buffers(&self, name: &str) -> Option<bool> {
         let mut registered = None;
-        for ((_, bdev), handle) in &self.bdev_pollers {
+        for ((_, bdev), (handle, _)) in &self.bdev_pollers {
             if bdev != name {
                 continue;
             }
@@ -156,6 +163,50 @@ impl Resources {
             }
         }
         registered
+    }
+
+    /// Makes bdev `b` (any kind but `fault`; a striped one over bdevs
+    /// made) while the server runs; the configuration with it was validated
+    /// and it has a new name.
+    pub(super) fn add_bdev(
+        &mut self,
+        b: &BdevConfig,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<(), BdevChangeError> {
+        let (bdev, ring) = make_at_run_time(b, &self.bdevs, log)?;
+        let name = b.name().to_string();
+        if let Some(ring) = ring {
+            self.rings.insert(name.clone(), Tracked::new(ring));
+        }
+        self.bdevs.insert(name, bdev);
+        Ok(())
+    }
+
+    /// Forgets bdev `name` (made or left out), which nothing stands on any
+    /// more: its bdev pollers are taken off their reactors (draining them),
+    /// so a bdev made later under the name gets pollers of its own. A
+    /// poller that does not come off is logged.
+    pub(super) fn remove_bdev(&mut self, name: &str, log: &mut dyn FnMut(&str)) {
+        let keys: Vec<(usize, String)> = self
+            .bdev_pollers
+            .keys()
+            .filter(|(_, b)| b == name)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some((_, id)) = self.bdev_pollers.remove(&key) {
+                if let Err(e) = self.remove_poller(key.0, id) {
+                    log(&format!(
+                        "bdev {name}: its poller on reactor {}: {e}",
+                        key.0
+                    ));
+                }
+            }
+        }
+        self.bdevs.remove(name);
+        self.rings.remove(name);
+        self.faults.remove(name);
+        self.unavailable.remove(name);
     }
 
     /// The reactors, in configuration order.
@@ -180,14 +231,14 @@ impl Resources {
         bdev: &BdevRef,
     ) -> Result<BdevPollerHandle, PlacementError> {
         let key = (reactor, name.to_owned());
-        if let Some(handle) = self.bdev_pollers.get(&key) {
+        if let Some((handle, _)) = self.bdev_pollers.get(&key) {
             return Ok(handle.clone());
         }
         let poller = bdev_poller(bdev.as_ref(), CHANNEL_DEPTH).map_err(PlacementError::Channel)?;
         let mut handle = poller.handle();
         handle.set_waker(Some(self.reactors[reactor].waker().clone()));
-        self.add_poller(reactor, Box::new(poller))?;
-        self.bdev_pollers.insert(key, handle.clone());
+        let id = self.add_poller(reactor, Box::new(poller))?;
+        self.bdev_pollers.insert(key, (handle.clone(), id));
         Ok(handle)
     }
 

@@ -43,7 +43,7 @@ use super::host::Host;
 use super::lu_id;
 use super::metrics::{DeviceCounters, DeviceSource};
 use super::resources::Resources;
-use super::stats::{DeviceKind, DeviceStats};
+use super::stats::{DeviceKind, DeviceStats, DeviceTotals};
 use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
 use crate::scst::device::{HandOff, ScstDeviceConfig, ScstStats, ScstStatsSnapshot};
@@ -571,6 +571,36 @@ impl ScstDevices {
                 bdev: d.bdev.clone(),
                 counters: DeviceCounters::Scst(Arc::clone(&d.stats)),
                 latency: d.latency.clone(),
+            })
+            .collect()
+    }
+
+    /// Each device's counters since it was registered; reads counters
+    /// only.
+    pub(super) fn totals(&self) -> Vec<DeviceTotals> {
+        self.devices
+            .iter()
+            .map(|a| {
+                let snap = a.stats.snapshot();
+                DeviceTotals {
+                    name: a.name.clone(),
+                    kind: DeviceKind::Scst,
+                    hba: None,
+                    uio: None,
+                    bdev: a.bdev.clone(),
+                    reactor: a.reactor,
+                    received_total: snap.exec,
+                    commands_total: snap.commands_completed,
+                    data_bytes_total: snap.data_bytes,
+                    data_in_bytes_total: snap.data_in_bytes,
+                    doorbells_total: snap.ioctls,
+                    aborts_total: snap.aborts,
+                    fault: match (d_fault(a), &a.health.fault) {
+                        (Some(now), _) => Some(now),
+                        (None, kept) if a.poller.is_none() => kept.clone(),
+                        _ => None,
+                    },
+                }
             })
             .collect()
     }

@@ -93,14 +93,14 @@ use reactor::stats::ReactorLoad;
 use reactor::{ReactorHandle, ReactorStats};
 
 use super::config::{BdevConfig, ServeConfig};
-use super::error::ServeError;
+use super::error::{BdevChangeError, ServeError};
 use super::handoff::{HandoffError, HandoffSink, ReceivedDevice};
 use super::heal::RecoveryPolicy;
 use super::host::Host;
 use super::metrics::MetricsCatalog;
 use super::resources::Resources;
 use super::scst::ScstDevices;
-use super::stats::{huge_page_warning, StatsReport};
+use super::stats::{huge_page_warning, DeviceTotals, StatsReport};
 use super::tcmu::TcmuDevices;
 
 /// Options of a server.
@@ -248,6 +248,113 @@ impl<H: Host> Server<H> {
     /// not be opened), sorted by name.
     pub fn unavailable_bdevs(&self) -> Vec<String> {
         self.resources.unavailable_names()
+    }
+
+    /// The running configuration: the file's, with the bdevs created and
+    /// deleted since.
+    pub fn config(&self) -> &ServeConfig {
+        &self.options.config
+    }
+
+    /// The names of the bdevs that serve (made, not left out), sorted.
+    pub fn bdev_names(&self) -> Vec<String> {
+        self.resources.names()
+    }
+
+    /// The bdev named `name`, if it was made.
+    pub fn bdev(&self, name: &str) -> Option<&bdev::BdevRef> {
+        self.resources.bdev(name)
+    }
+
+    /// What stands on bdev `name`: `"tcmu <device>"`, `"scst <device>"`
+    /// and `"bdev <name>"` (a striped or fault bdev over it), in that
+    /// order.
+    pub fn users_of(&self, name: &str) -> Vec<String> {
+        let tcmu = self.tcmu.uses_bdev(name).into_iter();
+        let scst = self.options.config.scst.iter();
+        let scst = scst.filter(|s| s.bdev == name).map(|s| s.name.clone());
+        let over = self.options.config.bdevs.iter().filter(|b| match b {
+            BdevConfig::Striped { children, .. } => children.iter().any(|c| c == name),
+            BdevConfig::Fault { base, .. } => base == name,
+            _ => false,
+        });
+        tcmu.map(|d| format!("tcmu {d}"))
+            .chain(scst.map(|d| format!("scst {d}")))
+            .chain(over.map(|b| format!("bdev {}", b.name())))
+            .collect()
+    }
+
+    /// Creates bdev `b` (any kind but `fault`) while serving and adds
+    /// it to the running configuration. Refused if the name is taken, if
+    /// the configuration with it is invalid (the error names the key), or,
+    /// for a striped bdev, if a device stands on one of its children (a
+    /// child serves only through its parent); a `file` or `nvme` bdev whose
+    /// file or device cannot be used is refused, not left out. TCMU devices
+    /// refused so far
+    /// are looked at again at the next rescan: the bdev they name may be
+    /// this one.
+    pub fn create_bdev(&mut self, b: BdevConfig) -> Result<(), BdevChangeError> {
+        let name = b.name().to_string();
+        if self.options.config.bdev(&name).is_some() {
+            return Err(BdevChangeError::Exists(name));
+        }
+        if let BdevConfig::Striped { children, .. } = &b {
+            for child in children {
+                let users = self.users_of(child);
+                if !users.is_empty() {
+                    return Err(BdevChangeError::InUse {
+                        name: child.clone(),
+                        users,
+                    });
+                }
+            }
+        }
+        let mut config = self.options.config.clone();
+        config.bdevs.push(b.clone());
+        let cores = config.reactors.cores.clone();
+        config.validate(&cores).map_err(BdevChangeError::Invalid)?;
+        self.resources.add_bdev(&b, &mut *self.log)?;
+        self.options.config = config;
+        self.tcmu.forget_refused();
+        self.publish_metrics();
+        (self.log)(&format!("created {b}"));
+        Ok(())
+    }
+
+    /// Deletes bdev `name` (made or left out) while serving and takes it
+    /// out of the running configuration; refused while a device or
+    /// another bdev stands on it ([`users_of`](Self::users_of)).
+    pub fn delete_bdev(&mut self, name: &str) -> Result<(), BdevChangeError> {
+        let Some(i) = self
+            .options
+            .config
+            .bdevs
+            .iter()
+            .position(|b| b.name() == name)
+        else {
+            return Err(BdevChangeError::NoSuchBdev(name.to_string()));
+        };
+        let users = self.users_of(name);
+        if !users.is_empty() {
+            return Err(BdevChangeError::InUse {
+                name: name.to_string(),
+                users,
+            });
+        }
+        self.resources.remove_bdev(name, &mut *self.log);
+        let b = self.options.config.bdevs.remove(i);
+        self.publish_metrics();
+        (self.log)(&format!("deleted {b}"));
+        Ok(())
+    }
+
+    /// Every device's counters since attach (TCMU by minor, then SCST in
+    /// configuration order). Reads counters only: the interval figures of
+    /// [`stats`](Self::stats) are not disturbed.
+    pub fn device_totals(&self) -> Vec<DeviceTotals> {
+        let mut devices = self.tcmu.totals();
+        devices.extend(self.scst.totals());
+        devices
     }
 
     /// The reactors (for signal handling).

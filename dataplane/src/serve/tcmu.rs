@@ -18,7 +18,7 @@ use super::lu_id;
 use super::metrics::{DeviceCounters, DeviceSource};
 use super::recovery::{reset_reason, write_state, StateFiles};
 use super::resources::Resources;
-use super::stats::{DeviceKind, DeviceStats};
+use super::stats::{DeviceKind, DeviceStats, DeviceTotals};
 use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
 use crate::stack::{LunSpec, MaxTransfer, Stack};
@@ -602,6 +602,62 @@ impl TcmuDevices {
             .collect()
     }
 
+    /// Each device's counters since attach (faulted ones with zeroes and
+    /// their fault), by minor; reads counters only.
+    pub(super) fn totals(&self) -> Vec<DeviceTotals> {
+        let mut devices = Vec::with_capacity(self.devices.len() + self.faulted.len());
+        for (&minor, a) in &self.devices {
+            let snap = a.stats.snapshot();
+            devices.push((
+                minor,
+                DeviceTotals {
+                    received_total: snap.commands_received,
+                    commands_total: snap.commands_completed,
+                    data_bytes_total: snap.data_bytes,
+                    data_in_bytes_total: snap.data_in_bytes,
+                    doorbells_total: snap.doorbells,
+                    aborts_total: snap.aborts,
+                    fault: a.fault.get().map(|f| format!("ring fault: {f}")),
+                    ..idle_totals(&a.name, minor, a.reactor)
+                },
+            ));
+        }
+        for (&minor, f) in &self.faulted {
+            let health = self.health.get(&minor);
+            devices.push((
+                minor,
+                DeviceTotals {
+                    fault: Some(
+                        health
+                            .and_then(|h| h.fault.clone())
+                            .unwrap_or_else(|| "ring fault".into()),
+                    ),
+                    ..idle_totals(&f.name, minor, f.reactor)
+                },
+            ));
+        }
+        devices.sort_by_key(|(minor, _)| *minor);
+        devices.into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// Whether a device (attached or faulted) stands on bdev `name`.
+    pub(super) fn uses_bdev(&self, name: &str) -> Vec<String> {
+        let attached = self.devices.values().map(|a| &a.name);
+        let faulted = self.faulted.values().map(|f| &f.name);
+        attached
+            .chain(faulted)
+            .filter(|n| n.cfg == name)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Forgets the devices refused so far, so that the next rescan looks at
+    /// them again (a bdev they named may exist now).
+    pub(super) fn forget_refused(&mut self) {
+        self.ignored.clear();
+        self.retrying.clear();
+    }
+
     /// Each device over the `interval` (seconds) since the previous call,
     /// the faulted ones (commands 0, their fault said) included.
     pub(super) fn stats(&mut self, interval: f64) -> Vec<DeviceStats> {
@@ -653,6 +709,25 @@ impl TcmuDevices {
         }
         devices.sort_by_key(|(minor, _)| *minor);
         devices.into_iter().map(|(_, d)| d).collect()
+    }
+}
+
+/// The totals of a device that did nothing since attach.
+fn idle_totals(name: &TcmuUioName, minor: u32, reactor: usize) -> DeviceTotals {
+    DeviceTotals {
+        name: name.name.clone(),
+        kind: DeviceKind::Tcmu,
+        hba: Some(name.hba),
+        uio: Some(format!("uio{minor}")),
+        bdev: name.cfg.clone(),
+        reactor,
+        received_total: 0,
+        commands_total: 0,
+        data_bytes_total: 0,
+        data_in_bytes_total: 0,
+        doorbells_total: 0,
+        aborts_total: 0,
+        fault: None,
     }
 }
 

@@ -566,6 +566,7 @@ fn control_loop_reports_stats_and_stops_on_shutdown() {
                         std::thread::sleep(d);
                         false
                     }),
+                    rpc: None,
                 },
             )
         });
@@ -601,4 +602,5 @@ mod faults;
 mod file_bdevs;
 mod nvme_bdevs;
 mod recovery;
+mod rpc;
 mod take_over;

@@ -7,6 +7,7 @@
 //!   configuration file.
 //! - `dataplane lio`: create, delete and list TCMU devices in LIO's configfs.
 //! - `dataplane scst`: add SCST LUNs for the dataplane's scst_user devices.
+//! - `dataplane rpc`: one call on the control socket of `dataplane serve`.
 //!
 //! The doc comments of the argument types are clap's `--help` text, written
 //! for a terminal (`[[scst]]`, `user_<HBA>`), not as rustdoc markup.
@@ -22,6 +23,7 @@ mod bench;
 mod lio;
 mod logging;
 mod metrics;
+mod rpc;
 mod scst;
 mod serve;
 mod systemd;
@@ -56,6 +58,8 @@ enum Command {
     Lio(lio::LioArgs),
     /// Add or remove SCST LUNs for dataplane devices (scst_local, iSCSI).
     Scst(scst::ScstArgs),
+    /// Call a method on the control socket of `dataplane serve` (JSON-RPC).
+    Rpc(rpc::RpcArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Lio(args) => lio::run(args),
         Command::Scst(args) => scst::run(args),
+        Command::Rpc(args) => rpc::run(args),
     };
     match result {
         Ok(code) => code,

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// 127.0.0.1:9150; port 0 picks a free port, which is logged).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// The control socket (JSON-RPC 2.0; see `dataplane rpc`); "none"
+    /// serves none.
+    #[arg(long, default_value = serve::rpc::DEFAULT_SOCKET, value_name = "PATH")]
+    rpc_socket: PathBuf,
     /// Do not listen to TCM-USER netlink events (rescan only).
     #[arg(long)]
     no_netlink: bool,
@@ -230,6 +234,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         None => Vec::new(),
     };
     received.extend(stored);
+    let taking_over = !received.is_empty();
     let mut server = Server::start_taking_over(
         ServeOptions { config, state_dir },
         SysHost::new(roots),
@@ -253,6 +258,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         Some(path) => Some(listen_for_successor(path)?),
         None => None,
     };
+    // After a take-over the predecessor holds the socket until it exits.
+    let patience = Duration::from_secs(if taking_over { 10 } else { 0 });
+    let rpc = (args.rpc_socket != Path::new("none"))
+        .then(|| serve::rpc::RpcOptions::new(&args.rpc_socket))
+        .map(|options| serve::rpc::RpcServer::start_waiting(options, patience))
+        .transpose()
+        .context("the control socket")?;
+    let (rpc_server, rpc) = rpc.unzip();
     let signals = ShutdownSignals::install(&server.reactors().iter().collect::<Vec<_>>())
         .context("installing signal handlers")?;
     let stats_requested = Arc::new(AtomicBool::new(false));
@@ -280,6 +293,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         server.reactors().len(),
         std::process::id()
     ));
+    if let Some(socket) = &rpc_server {
+        log(&format!("control socket {}", socket.path().display()));
+    }
     if !reactor::clock::is_cheap() {
         log(&format!(
             "note: reading the clock costs {} ns here ({:?} source; a clocksource such as hpet \
@@ -381,6 +397,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                     .turn(ready_status, signals_ref.is_triggered());
                 rescan
             }),
+            rpc,
         },
     );
     if let Some(cause) = signals.cause() {

@@ -19,7 +19,14 @@ fn config_file(name: &str, text: &str) -> std::path::PathBuf {
 fn refused(name: &str, text: &str) -> String {
     let path = config_file(name, text);
     let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--state-dir", "none", "--config"])
+        .args([
+            "serve",
+            "--state-dir",
+            "none",
+            "--rpc-socket",
+            "none",
+            "--config",
+        ])
         .arg(&path)
         .output()
         .unwrap();
@@ -107,7 +114,15 @@ fn scst_devices_without_scst_user_fail_to_start() {
          [[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\n",
     );
     let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["serve", "--no-netlink", "--state-dir", "none", "--config"])
+        .args([
+            "serve",
+            "--no-netlink",
+            "--state-dir",
+            "none",
+            "--rpc-socket",
+            "none",
+        ])
+        .arg("--config")
         .arg(&path)
         .args(["--sysfs-root", empty.to_str().unwrap()])
         .args(["--dev-root", empty.to_str().unwrap()])
@@ -140,6 +155,8 @@ fn sigterm_drains_and_exits_zero() {
             "serve",
             "--no-netlink",
             "--state-dir",
+            "none",
+            "--rpc-socket",
             "none",
             "--stats-json",
             "--config",
@@ -223,6 +240,8 @@ fn serve_briefly(name: &str, text: &str) -> (String, serde_json::Value) {
             "serve",
             "--no-netlink",
             "--state-dir",
+            "none",
+            "--rpc-socket",
             "none",
             "--stats-json",
             "--config",

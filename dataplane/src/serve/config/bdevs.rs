@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bdev::fault::{FaultAction, FaultError, FaultRule, OpSet};
 use bdev::UnmapMode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{err, ConfigError};
 use super::value::{check_name, Size};
@@ -43,7 +43,7 @@ fn default_nvme_max_transfer() -> Size {
 
 /// An nvme bdev's `unmap`: which NVMe command an UNMAP becomes
 /// ([`bdev::UnmapMode`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnmapConfig {
     /// Write Zeroes with Deallocate where the namespace promises zeroes
@@ -69,7 +69,7 @@ impl UnmapConfig {
 }
 
 /// One `[[bdev]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum BdevConfig {
     /// Anonymous memory.
@@ -182,7 +182,7 @@ pub enum BdevConfig {
 
 /// One `[[bdev.rules]]` of a fault bdev: which requests it selects and
 /// what it does (exactly one of `error`, `latency_us` or `stuck`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRuleConfig {
     /// Operations selected: `read`, `write`, `flush`, `unmap`,
@@ -212,7 +212,7 @@ pub struct FaultRuleConfig {
 
 /// A probability as written in the file (compared bit for bit, so that the
 /// configuration stays `Eq`).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct Probability(pub f64);
 

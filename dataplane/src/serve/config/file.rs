@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::bdevs::{self, BdevConfig};
 use super::error::ConfigError;
@@ -12,19 +12,19 @@ use super::scst::{check_scst, ScstConfig};
 use super::tcmu::TcmuConfig;
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
     /// `[reactors]`.
     pub reactors: ReactorsConfig,
     /// `[[bdev]]` entries.
-    #[serde(default, rename = "bdev")]
+    #[serde(default, rename = "bdev", skip_serializing_if = "Vec::is_empty")]
     pub bdevs: Vec<BdevConfig>,
     /// `[tcmu]`.
     #[serde(default)]
     pub tcmu: TcmuConfig,
     /// `[[scst]]` devices.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scst: Vec<ScstConfig>,
 }
 

@@ -102,7 +102,10 @@ mod value;
 #[cfg(test)]
 mod tests;
 
-pub use bdevs::{BdevConfig, UnmapConfig};
+pub use bdevs::{
+    BdevConfig, UnmapConfig, DEFAULT_FILE_QUEUE_DEPTH, DEFAULT_NVME_MAX_TRANSFER,
+    DEFAULT_NVME_QUEUE_DEPTH,
+};
 pub use coalesce::{DEFAULT_DOORBELL_BATCH, MAX_COMPLETION_COALESCE_US, MAX_DOORBELL_BATCH};
 pub use error::ConfigError;
 pub use file::ServeConfig;

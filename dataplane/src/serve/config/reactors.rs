@@ -2,12 +2,12 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{err, ConfigError};
 
 /// Reactor idle policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Idle {
     /// Spin: lowest latency, one CPU per reactor always busy.
@@ -18,7 +18,7 @@ pub enum Idle {
 }
 
 /// `[reactors]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReactorsConfig {
     /// One reactor per CPU, in this order (reactor i runs on `cores[i]`).

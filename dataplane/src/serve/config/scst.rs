@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::frontend::CoalesceConfig;
 use crate::scst::export::{default_target, LunAddress, DEFAULT_DRIVER};
@@ -48,7 +48,7 @@ pub const MAX_SCST_IDLE_POLL_US: u64 = 1_000_000;
 /// The scst_user options (`parse_type` to `d_sense`) map onto
 /// [`ScstOptions`]; unset ones take its defaults (those of fileio_tgt).
 /// Partial transfers are not supported (SCST implements none).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScstConfig {
     /// The SCST device name (`/sys/kernel/scst_tgt/devices/<name>`).
@@ -127,12 +127,12 @@ pub struct ScstConfig {
     pub completion_coalesce_us: Option<u64>,
     /// LUNs to export the device as once it is registered, and again after
     /// every re-registration (`[[scst.export]]`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export: Vec<ScstExport>,
 }
 
 /// One `[[scst.export]]`: a LUN the device is exported as.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScstExport {
     /// Target driver (default `scst_local`).

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::frontend::CoalesceConfig;
 
@@ -12,7 +12,7 @@ use super::error::{err, ConfigError};
 use super::value::check_name;
 
 /// How devices are spread over reactors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Placement {
     /// In order of discovery, reactor 0, 1, ..., wrapping.
@@ -21,7 +21,7 @@ pub enum Placement {
 }
 
 /// One `[[tcmu.pin]]`: a device placed on a given reactor.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pin {
     /// LIO device name (the configfs directory under `core/user_<hba>/`).
@@ -39,7 +39,7 @@ fn default_rescan() -> u64 {
 }
 
 /// `[tcmu]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcmuConfig {
     /// Our subtype: devices whose `dev_config` starts with `<subtype>/`.
@@ -52,7 +52,7 @@ pub struct TcmuConfig {
     #[serde(default = "default_rescan")]
     pub rescan_interval_ms: u64,
     /// Devices pinned to reactors.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pin: Vec<Pin>,
     /// Most completions one doorbell carries, the cap of the adaptive batch
     /// target ([`CoalesceConfig::batch`]); 1 turns holding off.

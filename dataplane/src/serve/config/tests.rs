@@ -552,3 +552,30 @@ fn scst_exports_take_defaults_and_name_their_key() {
     );
     assert!(error(&dev("[[scst.export]]\nport = 1")).contains("unknown field `port`"));
 }
+
+#[test]
+fn the_configuration_written_as_toml_reads_back_the_same() {
+    let text = "[reactors]\ncores = [1, 2]\nidle = \"busy\"\n\
+        [[bdev]]\nname = \"r\"\ntype = \"ram\"\nsize = \"1MiB\"\n\
+        [[bdev]]\nname = \"n\"\ntype = \"null\"\nsize = 65536\nblock_size = 4096\n\
+        [[bdev]]\nname = \"f\"\ntype = \"file\"\npath = \"/tmp/x.img\"\nsize = \"1MiB\"\n\
+        [[bdev]]\nname = \"v\"\ntype = \"nvme\"\npath = \"/dev/ng0n1\"\nunmap = \"write-zeroes\"\n\
+        [[bdev]]\nname = \"c\"\ntype = \"ram\"\nsize = \"1MiB\"\n\
+        [[bdev]]\nname = \"s\"\ntype = \"striped\"\nchildren = [\"c\"]\nchunk = \"64KiB\"\n\
+        [[bdev]]\nname = \"x\"\ntype = \"fault\"\nbase = \"r\"\nseed = 3\n\
+        [[bdev.rules]]\nops = [\"write\"]\nprobability = 0.25\nerror = \"medium\"\n\
+        [tcmu]\ndoorbell_batch = 8\ncoalesce_hold_us = 20\n\
+        [[tcmu.pin]]\ndevice = \"d\"\nreactor = 1\n\
+        [[scst]]\nname = \"disk1\"\nbdev = \"n\"\ntst = true\npool_mb = 64\n\
+        [[scst.export]]\nlun = 3\n";
+    let config = ServeConfig::parse(text).unwrap();
+    let written = toml::to_string(&config).unwrap();
+    assert_eq!(ServeConfig::parse(&written).unwrap(), config, "{written}");
+    let empty = ServeConfig::parse("[reactors]\ncores = [1]\n").unwrap();
+    let written = toml::to_string(&empty).unwrap();
+    assert!(
+        !written.contains("bdev") && !written.contains("scst"),
+        "{written}"
+    );
+    assert_eq!(ServeConfig::parse(&written).unwrap(), empty);
+}

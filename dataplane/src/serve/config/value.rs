@@ -1,7 +1,7 @@
 //! Values every section uses: sizes ([`Size`]) and the names LIO's
 //! `dev_config` can carry.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{err, ConfigError};
 
@@ -23,6 +23,13 @@ impl<'de> Deserialize<'de> for Size {
                 .map(Size)
                 .map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// Written back as the integer byte count.
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
     }
 }
 

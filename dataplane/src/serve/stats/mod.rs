@@ -8,6 +8,7 @@
 
 mod bdev_stats;
 mod fault_stats;
+mod totals;
 
 use std::fmt::Write as _;
 
@@ -23,6 +24,7 @@ pub use bdev_stats::{
     UringIoStats,
 };
 pub use fault_stats::FaultBdevStats;
+pub use totals::DeviceTotals;
 
 /// Which frontend serves a device.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]

@@ -1,0 +1,249 @@
+//! The control socket: JSON-RPC 2.0 on a unix socket, in the manner of
+//! SPDK's `rpc.py` server.
+//!
+//! # Contract
+//! - [`RpcServer::start`] binds the socket (`socket.rs`: mode 0600,
+//!   refused if a live server answers on the path, a stale socket file
+//!   replaced) and serves it from control threads: one accepts, one per
+//!   client reads and answers (at most `max_clients` at once; one more is
+//!   told so and closed). No reactor ever runs any of it.
+//! - Requests are framed as SPDK frames them (`codec.rs`: JSON values one
+//!   after another on the stream, newline-delimited or not). A message
+//!   over `max_message` bytes, or one that is not JSON, gets an error and
+//!   the connection is closed; a client that sends nothing (or stops in the
+//!   middle of a message) for `client_timeout` is dropped. None of this
+//!   touches the server: only well-formed requests reach it.
+//! - A request reaches the [`Server`] through a channel: the control loop
+//!   (which owns the server, on the main thread) calls
+//!   [`Requests::serve`] at each wake-up, which answers every pending call
+//!   in order (`methods.rs`); the loop wakes at least every
+//!   [`POLL_INTERVAL`] while a socket is served. Methods that only read
+//!   load the counters the reactors already publish.
+//! - Dropping the [`RpcServer`] stops accepting and removes the socket
+//!   file (if it is still this server's); connections in progress end at
+//!   their next request, which is answered with an error.
+//!
+//! # Files
+//! `socket.rs` (the file), `codec.rs` (framing, requests, responses),
+//! `client.rs` (one connection), `params.rs` (named parameters with
+//! errors that name them), `methods.rs` (the methods), `error.rs`.
+
+mod client;
+mod codec;
+pub mod error;
+mod methods;
+mod params;
+mod socket;
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use serde_json::{Map, Value};
+
+use self::client::{serve_client, Limits};
+use self::codec::response;
+pub use self::error::{code, RpcError, SocketError};
+pub use self::methods::METHODS;
+pub use self::socket::SOCKET_MODE;
+use self::socket::{bind, BoundSocket};
+use super::host::Host;
+use super::server::Server;
+
+/// The default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/dataplane/rpc.sock";
+
+/// The longest the control loop leaves a request waiting while a socket is
+/// served.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How often the accepting thread looks at its stop flag.
+const ACCEPT_POLL_MS: u16 = 100;
+
+/// Options of the control socket.
+#[derive(Debug, Clone)]
+pub struct RpcOptions {
+    /// The socket path.
+    pub path: PathBuf,
+    /// Largest request in bytes.
+    pub max_message: usize,
+    /// A client must send each request whole within this time (from
+    /// connecting, or from the previous response), else it is dropped.
+    pub client_timeout: Duration,
+    /// Most clients served at once.
+    pub max_clients: usize,
+    /// How long a request waits for the control loop before it is answered
+    /// with an error.
+    pub answer_timeout: Duration,
+}
+
+impl RpcOptions {
+    /// The defaults at `path`: 1 MiB requests, 30 s per request, 32
+    /// clients, 60 s for an answer.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            max_message: 1 << 20,
+            client_timeout: Duration::from_secs(30),
+            max_clients: 32,
+            answer_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A call handed to the control loop, with where its answer goes.
+#[derive(Debug)]
+pub(super) struct Call {
+    method: String,
+    params: Option<Map<String, Value>>,
+    reply: SyncSender<Result<Value, RpcError>>,
+}
+
+/// The control loop's end of the socket: the calls waiting for the server.
+#[derive(Debug)]
+pub struct Requests {
+    calls: Receiver<Call>,
+}
+
+impl Requests {
+    /// Answers every call waiting, in order, against `server`; returns how
+    /// many were answered. Never blocks.
+    pub fn serve<H: Host>(&self, server: &mut Server<H>) -> usize {
+        let mut n = 0;
+        while let Ok(call) = self.calls.try_recv() {
+            let result = methods::call(server, &call.method, call.params);
+            // The client may have gone (timed out); nothing to do then.
+            let _ = call.reply.send(result);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The serving socket. See the module docs.
+#[derive(Debug)]
+pub struct RpcServer {
+    socket: Arc<BoundSocket>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RpcServer {
+    /// Binds `options.path` and starts serving it; the returned
+    /// [`Requests`] go to the control loop.
+    pub fn start(options: RpcOptions) -> Result<(Self, Requests), SocketError> {
+        let socket = Arc::new(bind(&options.path)?);
+        let (calls_tx, calls) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let socket = Arc::clone(&socket);
+            let stop = Arc::clone(&stop);
+            move || accept_loop(&socket, &stop, &calls_tx, &options)
+        };
+        let thread = std::thread::Builder::new()
+            .name("rpc".into())
+            .spawn(accept)
+            .map_err(|error| SocketError::Io {
+                path: socket.path.clone(),
+                what: "starting its thread",
+                error,
+            })?;
+        Ok((
+            Self {
+                socket,
+                stop,
+                thread: Some(thread),
+            },
+            Requests { calls },
+        ))
+    }
+
+    /// [`start`](Self::start), waiting up to `patience` while a live
+    /// server holds the path (a predecessor that handed its devices over
+    /// and is exiting).
+    pub fn start_waiting(
+        options: RpcOptions,
+        patience: Duration,
+    ) -> Result<(Self, Requests), SocketError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match Self::start(options.clone()) {
+                Err(SocketError::InUse { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.socket.path
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.socket.remove_file();
+    }
+}
+
+/// Accepts clients until `stop`, each on its own thread.
+fn accept_loop(
+    socket: &BoundSocket,
+    stop: &AtomicBool,
+    calls: &Sender<Call>,
+    options: &RpcOptions,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let limits = Limits {
+        max_message: options.max_message,
+        timeout: options.client_timeout,
+        answer_timeout: options.answer_timeout,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(socket.listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ACCEPT_POLL_MS)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                // Unexpected: do not spin.
+                std::thread::sleep(Duration::from_millis(u64::from(ACCEPT_POLL_MS)));
+                continue;
+            }
+        }
+        let Ok((mut stream, _)) = socket.listener.accept() else {
+            continue;
+        };
+        if active.load(Ordering::Relaxed) >= options.max_clients {
+            let busy = RpcError::new(
+                code::INTERNAL_ERROR,
+                format!("too many clients (at most {})", options.max_clients),
+            );
+            let _ = std::io::Write::write_all(&mut stream, &response(Value::Null, Err(busy)));
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let calls = calls.clone();
+        let done = Arc::clone(&active);
+        let spawned = std::thread::Builder::new()
+            .name("rpc-client".into())
+            .spawn(move || {
+                serve_client(stream, &calls, limits);
+                done.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
