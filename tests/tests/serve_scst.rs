@@ -1148,7 +1148,7 @@ pool_mb = 16
     assert_eq!(captured.0[0].device.sessions[0].sess_h, sess);
     assert!(first.shutdown());
     assert!(
-        disk0.device().is_some(),
+        !disk0.is_gone(),
         "the simulated kernel still has disk0 registered"
     );
 
@@ -1170,4 +1170,99 @@ pool_mb = 16
     let (stats, _) = stats_when(&mut second, "disk0", |d| d.commands_total >= 24);
     assert_eq!(stats.sessions, Some(1), "the session came with the fd");
     assert!(second.shutdown());
+}
+
+/// A reload (SIGHUP) while serving: a new bdev and SCST device come, the
+/// device that did not change is never re-registered and serves on, a
+/// removed device is unregistered; a change of `[reactors]`, or one that
+/// would pull a bdev from under something the control socket created, is
+/// refused with nothing applied.
+#[test]
+fn a_reload_adds_and_removes_scst_devices_and_leaves_the_others_alone() {
+    let host = ScstSimHost::new(SIM_VERSION);
+    let disk0 =
+        format!("[[scst]]\nname = \"disk0\"\nbdev = \"ram0\"\nversion = \"{SIM_VERSION}\"\n");
+    let with_disk9 = format!(
+        "{disk0}\n[[bdev]]\nname = \"ram9\"\ntype = \"ram\"\nsize = \"4MiB\"\n\n\
+         [[scst]]\nname = \"disk9\"\nbdev = \"ram9\"\nversion = \"{SIM_VERSION}\"\n\n\
+         [[bdev]]\nname = \"ram8\"\ntype = \"ram\"\nsize = \"8MiB\"\nblock_size = 4096\n"
+    );
+    let cores = [first_core()];
+    let mut server = start(config(&cores, &disk0), host.clone()).unwrap();
+    let mut init0 = host.take("disk0");
+    let s0 = init0.attach_session(0, "iqn.2026-12.test:init0").unwrap();
+    let io = |init: &mut ScstSimInitiator, sess: u64, tag: u64| {
+        let cdb = rw10(0x2a, (tag * 8) as u32, 8);
+        init.submit(sess, &cdb, SimData::Out(&pattern(tag, 4096)), tag)
+            .unwrap();
+        init.notify();
+        assert_eq!(reap(init, 1, 0)[0].status, 0);
+        let cdb = rw10(0x28, (tag * 8) as u32, 8);
+        init.submit(sess, &cdb, SimData::In(4096), 100 + tag)
+            .unwrap();
+        init.notify();
+        assert_eq!(reap(init, 1, 4096)[0].data, pattern(tag, 4096));
+    };
+    io(&mut init0, s0, 1);
+
+    // Added: ram9 and disk9, registered and served; disk0 untouched.
+    let report = server.reload(config(&cores, &with_disk9)).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.plan.scst_added.len(), 1);
+    assert!(report.plan.scst_removed.is_empty());
+    assert_eq!(
+        server.scst_devices(),
+        [("disk0".to_owned(), 0), ("disk9".to_owned(), 0)]
+    );
+    let mut init9 = host.take("disk9");
+    let s9 = init9.attach_session(0, "iqn.2026-12.test:init9").unwrap();
+    io(&mut init9, s9, 2);
+    io(&mut init0, s0, 3);
+    let opens = |name: &str| {
+        let list = host.refusals.lock().unwrap();
+        list.iter().filter(|(n, _)| n == name).count()
+    };
+    assert_eq!(opens("disk0"), 1, "disk0 was never registered again");
+
+    // Refused, nothing applied: [reactors] changed.
+    let mut other = config(&cores, &with_disk9);
+    other.reactors.idle_polls_before_sleep = Some(7);
+    assert_eq!(
+        server.reload(other).unwrap_err(),
+        dataplane::serve::reload::ReloadError::Reactors
+    );
+    // Refused: a striped bdev made over the control socket stands on ram8,
+    // which the file would remove.
+    let striped = ServeConfig::parse(
+        "[reactors]\ncores = [0]\n[[bdev]]\nname = \"s7\"\ntype = \"striped\"\n\
+         children = [\"ram4k\", \"ram8\"]\nchunk = \"64KiB\"\n",
+    )
+    .unwrap()
+    .bdevs
+    .remove(0);
+    server.create_bdev(striped).unwrap();
+    match server.reload(config(&cores, &disk0)) {
+        Err(dataplane::serve::reload::ReloadError::InUse { bdev, users }) => {
+            assert_eq!(bdev, "ram8");
+            assert_eq!(users, ["bdev s7"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        server.scst_devices().len(),
+        2,
+        "the refusals changed nothing"
+    );
+    server.delete_bdev("s7").unwrap();
+
+    // Removed: disk9 (unregistered: the simulated kernel drops it) and ram9.
+    let report = server.reload(config(&cores, &disk0)).unwrap();
+    assert_eq!(report.plan.scst_removed, ["disk9"]);
+    assert_eq!(report.plan.bdevs_removed, ["ram9", "ram8"]);
+    assert_eq!(server.scst_devices(), [("disk0".to_owned(), 0)]);
+    assert!(init9.is_gone(), "disk9 is unregistered");
+    assert!(!server.bdev_names().contains(&"ram9".to_owned()));
+    io(&mut init0, s0, 4);
+    assert_eq!(opens("disk0"), 1);
+    assert!(server.shutdown());
 }

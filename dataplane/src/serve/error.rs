@@ -61,6 +61,10 @@ pub enum ScstStartError {
     /// The device could not be put on its reactor.
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    /// Its bdev cannot serve it (left out at start, or of another block
+    /// size than the device's).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Why a device could not be put on its reactor.

@@ -80,6 +80,54 @@ pub struct RunOptions<'a> {
     /// each wake-up; with it the loop wakes at least every
     /// [`rpc::POLL_INTERVAL`].
     pub rpc: Option<rpc::Requests>,
+    /// Configuration reloads (SIGHUP), if the caller offers them.
+    pub reload: Option<Reload<'a>>,
+}
+
+/// How the control loop reloads the configuration: when `requested` is set
+/// (SIGHUP), `load` reads and validates the file again; a file that does
+/// not load is refused with its error and the running configuration stays
+/// ([`Server::reload`] for what a reload changes).
+pub struct Reload<'a> {
+    /// Set by SIGHUP (or a test).
+    pub requested: Arc<AtomicBool>,
+    /// Reads and validates the configuration file.
+    pub load: Box<dyn FnMut() -> Result<config::ServeConfig, String> + 'a>,
+    /// Told each reload's outcome (for systemd's RELOADING/READY).
+    pub done: Box<dyn FnMut(Result<&reload::ReloadReport, &str>) + 'a>,
+}
+
+impl std::fmt::Debug for Reload<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reload")
+            .field("requested", &self.requested)
+            .finish()
+    }
+}
+
+/// Reloads the configuration if a reload was asked for.
+fn maybe_reload<H: Host>(server: &mut Server<H>, reload: &mut Reload<'_>) {
+    if !reload.requested.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let outcome = match (reload.load)() {
+        Ok(new) => server.reload(new).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match &outcome {
+        Ok(report) if report.failed.is_empty() => {
+            server.log(&format!("reloaded: {}", report.plan.summary()))
+        }
+        Ok(report) => server.log(&format!(
+            "reloaded with {} step(s) failed: {}",
+            report.failed.len(),
+            report.failed.join("; ")
+        )),
+        Err(e) => server.log(&format!(
+            "reload refused, the running configuration stays: {e}"
+        )),
+    }
+    (reload.done)(outcome.as_ref().map_err(String::as_str));
 }
 
 impl std::fmt::Debug for RunOptions<'_> {
@@ -158,6 +206,9 @@ pub fn run<H: Host>(
             next_rescan = now + options.rescan_interval;
         }
         server.heal();
+        if let Some(reload) = options.reload.as_mut() {
+            maybe_reload(&mut server, reload);
+        }
         if let Some(listener) = &options.handoff {
             if hand_off(&mut server, listener) {
                 // Free the path for the successor's own listener now.

@@ -23,12 +23,37 @@ use std::collections::HashSet;
 
 use super::config::{BdevConfig, ScstConfig, ServeConfig};
 
-/// Why a new configuration cannot be applied while serving.
+/// Why a new configuration cannot be applied while serving (nothing of it
+/// was applied).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReloadError {
     /// `[reactors]` changed.
     #[error("[reactors] cannot change while serving (restart serve to apply it)")]
     Reactors,
+    /// A bdev the new configuration removes or rebuilds is used by
+    /// something that stays (a TCMU device, or a device or bdev created
+    /// over the control socket).
+    #[error("bdev {bdev:?} would be removed or rebuilt but {} uses it", users.join(", "))]
+    InUse {
+        /// The bdev.
+        bdev: String,
+        /// What uses it.
+        users: Vec<String>,
+    },
+    /// A bdev the new configuration adds has the name of one created over
+    /// the control socket.
+    #[error("bdev {0:?} is in the new configuration but one of that name was created over the control socket: delete it first")]
+    Exists(String),
+}
+
+/// What a reload did: the plan, and the steps that failed (each logged;
+/// the others were carried out).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadReport {
+    /// The steps.
+    pub plan: ReloadPlan,
+    /// The steps that failed, each with why.
+    pub failed: Vec<String>,
 }
 
 /// The steps of a reload, in the order they are applied. See the module

@@ -552,6 +552,59 @@ impl ScstDevices {
         Ok(ready)
     }
 
+    /// Registers the device of `config` while serving (a reload): as at
+    /// start, exported as configured.
+    pub(super) fn add<H: Host>(
+        &mut self,
+        host: &mut H,
+        resources: &mut Resources,
+        serve_config: &ServeConfig,
+        config: &ScstConfig,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<(), ScstStartError> {
+        if let Some(why) = refusal(resources, config) {
+            return Err(ScstStartError::Refused(why));
+        }
+        let fixed_buffers = serve_config.fixed_buffers(&config.bdev);
+        let mut discovered = None;
+        let placed = Self::place(
+            host,
+            resources,
+            config,
+            fixed_buffers,
+            &mut discovered,
+            None,
+            log,
+        )?;
+        self.push(config, placed);
+        Ok(())
+    }
+
+    /// Takes device `name` off its reactor (it drains) and forgets it; its
+    /// fd closes, so scst_user unregisters it and SCST removes its LUNs.
+    /// False if there is no such device.
+    pub(super) fn remove(
+        &mut self,
+        resources: &mut Resources,
+        name: &str,
+        log: &mut dyn FnMut(&str),
+    ) -> bool {
+        let Some(i) = self.devices.iter().position(|d| d.name == name) else {
+            return false;
+        };
+        let d = self.devices.remove(i);
+        if let Some(poller) = d.poller {
+            match resources.remove_poller(d.reactor, poller) {
+                Ok(removed) => drop(removed),
+                Err(e) => log(&format!("removing SCST device {name}: {e}")),
+            }
+        }
+        log(&format!(
+            "removed SCST device {name}: unregistered, its LUNs gone from SCST"
+        ));
+        true
+    }
+
     /// The devices' names, with their reactors.
     pub(super) fn placed(&self) -> Vec<(String, usize)> {
         self.devices

@@ -98,6 +98,7 @@ use super::handoff::{HandoffError, HandoffSink, ReceivedDevice};
 use super::heal::RecoveryPolicy;
 use super::host::Host;
 use super::metrics::MetricsCatalog;
+use super::reload::{self, ReloadError, ReloadReport};
 use super::resources::Resources;
 use super::scst::ScstDevices;
 use super::stats::{huge_page_warning, DeviceTotals, StatsReport};
@@ -128,6 +129,10 @@ pub struct Server<H: Host> {
     /// Where the devices, reactors and bdevs are shared with the metrics
     /// endpoint, if one runs.
     metrics: Option<Arc<MetricsCatalog>>,
+    /// The configuration file's content as last applied (at start or by a
+    /// reload); the running configuration also has what the control
+    /// socket created.
+    file_config: ServeConfig,
 }
 
 impl<H: Host> std::fmt::Debug for Server<H> {
@@ -198,6 +203,7 @@ impl<H: Host> Server<H> {
             .collect();
         let mut server = Self {
             tcmu: TcmuDevices::new(options.state_dir.clone()),
+            file_config: options.config.clone(),
             options,
             host,
             resources,
@@ -319,6 +325,78 @@ impl<H: Host> Server<H> {
         self.publish_metrics();
         (self.log)(&format!("created {b}"));
         Ok(())
+    }
+
+    /// Applies a new configuration file while serving (SIGHUP): what
+    /// changed from the file as last applied ([`reload::plan`]), leaving
+    /// alone what the control socket created and every device whose
+    /// definition and bdev did not change. Refused, with nothing applied,
+    /// if `[reactors]` changed, if a bdev to remove or rebuild is used by
+    /// something that stays, or if a new bdev's name is taken; a step that
+    /// fails after that (a registration, a bdev that cannot be made) is
+    /// logged and reported, and the others are carried out.
+    pub fn reload(&mut self, new_file: ServeConfig) -> Result<ReloadReport, ReloadError> {
+        let plan = reload::plan(&self.file_config, &new_file)?;
+        for name in &plan.bdevs_removed {
+            let users: Vec<String> = self
+                .users_of(name)
+                .into_iter()
+                .filter(|u| match u.split_once(' ') {
+                    Some(("scst", d)) => !plan.scst_removed.iter().any(|r| r == d),
+                    Some(("bdev", b)) => !plan.bdevs_removed.iter().any(|r| r == b),
+                    _ => true,
+                })
+                .collect();
+            if !users.is_empty() {
+                return Err(ReloadError::InUse {
+                    bdev: name.clone(),
+                    users,
+                });
+            }
+        }
+        for b in &plan.bdevs_added {
+            let taken = self.options.config.bdev(b.name()).is_some()
+                && !plan.bdevs_removed.iter().any(|r| r == b.name());
+            if taken {
+                return Err(ReloadError::Exists(b.name().to_owned()));
+            }
+        }
+        (self.log)(&format!("reloading the configuration: {}", plan.summary()));
+        let mut failed = Vec::new();
+        for name in &plan.scst_removed {
+            self.scst.remove(&mut self.resources, name, &mut *self.log);
+            self.options.config.scst.retain(|c| &c.name != name);
+        }
+        for name in &plan.bdevs_removed {
+            if let Err(e) = self.delete_bdev(name) {
+                failed.push(format!("removing bdev {name}: {e}"));
+            }
+        }
+        for b in &plan.bdevs_added {
+            if let Err(e) = self.create_bdev(b.clone()) {
+                failed.push(format!("making bdev {}: {e}", b.name()));
+            }
+        }
+        for c in &plan.scst_added {
+            self.options.config.scst.push(c.clone());
+            if let Err(e) = self.scst.add(
+                &mut self.host,
+                &mut self.resources,
+                &self.options.config,
+                c,
+                &mut *self.log,
+            ) {
+                self.options.config.scst.retain(|k| k.name != c.name);
+                failed.push(format!("registering SCST device {}: {e}", c.name));
+            }
+        }
+        self.options.config.tcmu = new_file.tcmu.clone();
+        self.file_config = new_file;
+        self.publish_metrics();
+        for f in &failed {
+            (self.log)(&format!("reload: {f}"));
+        }
+        Ok(ReloadReport { plan, failed })
     }
 
     /// Deletes bdev `name` (made or left out) while serving and takes it

@@ -567,6 +567,7 @@ fn control_loop_reports_stats_and_stops_on_shutdown() {
                         false
                     }),
                     rpc: None,
+                    reload: None,
                 },
             )
         });

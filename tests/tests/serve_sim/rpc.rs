@@ -118,6 +118,7 @@ fn serving(
                     handoff: None,
                     store_on_stop: None,
                     rpc: Some(requests),
+                    reload: None,
                 },
             )
         });

@@ -271,6 +271,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let stats_requested = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stats_requested))
         .context("installing the SIGUSR1 handler")?;
+    let reload_requested = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload_requested))
+        .context("installing the SIGHUP handler")?;
+    let config_path = args.config.clone();
     // The bdevs that serve, in configuration order, and those left out.
     let left_out = server.unavailable_bdevs();
     let bdev_names: Vec<String> = server_bdevs
@@ -398,6 +402,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 rescan
             }),
             rpc,
+            reload: Some(serve::Reload {
+                requested: reload_requested,
+                load: Box::new(move || {
+                    ServeConfig::load(&config_path, &available).map_err(|e| e.to_string())
+                }),
+                done: Box::new(move |outcome| notifier.borrow().reloaded(outcome)),
+            }),
         },
     );
     if let Some(cause) = signals.cause() {

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dataplane::serve::handoff::{HandedDevice, HandoffError, HandoffSink, ReceivedDevice};
+use dataplane::serve::reload::ReloadReport;
 use dataplane::serve::StatsReport;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use sd_notify::NotifyState;
@@ -85,6 +86,22 @@ impl Notifier {
                 NotifyState::Status("stopping: draining"),
             ]);
         }
+    }
+
+    /// `STATUS=` after a reload (SIGHUP): what changed, or why it was
+    /// refused.
+    pub fn reloaded(&self, outcome: Result<&ReloadReport, &str>) {
+        if !self.enabled {
+            return;
+        }
+        let status = match outcome {
+            Ok(report) if report.failed.is_empty() => {
+                format!("reloaded: {}", report.plan.summary())
+            }
+            Ok(report) => format!("reloaded, {} step(s) failed", report.failed.len()),
+            Err(why) => format!("reload refused: {why}"),
+        };
+        self.send(&[NotifyState::Status(&status)]);
     }
 
     /// `STATUS=` from a statistics report.
