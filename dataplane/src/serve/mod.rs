@@ -93,9 +93,12 @@ pub struct Reload<'a> {
     pub requested: Arc<AtomicBool>,
     /// Reads and validates the configuration file.
     pub load: Box<dyn FnMut() -> Result<config::ServeConfig, String> + 'a>,
-    /// Told each reload's outcome (for systemd's RELOADING/READY).
-    pub done: Box<dyn FnMut(Result<&reload::ReloadReport, &str>) + 'a>,
+    /// Told each reload's outcome (for systemd's STATUS=).
+    pub done: Box<dyn FnMut(ReloadOutcome<'_>) + 'a>,
 }
+
+/// A reload's outcome: what it did, or why it was refused.
+pub type ReloadOutcome<'r> = Result<&'r reload::ReloadReport, &'r str>;
 
 impl std::fmt::Debug for Reload<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
