@@ -436,6 +436,8 @@ step_serve_start() {
     [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: the LUNs are rd_mcp"
     write_config
     cat "$ST/serve.toml"
+    # The TCMU leg's servers serve metrics (step ops_control).
+    echo "--metrics-listen $OPS_METRICS" >"$ST/serve-args"
     start_serve 1
 }
 
@@ -867,6 +869,9 @@ step_dmesg_clean() {
 # libiscsi's conformance suite through LIO's iSCSI target.
 # shellcheck source=tests/vm/conformance.sh
 . "$REPO/tests/vm/conformance.sh"
+# The control socket, reload and metrics of a running server.
+# shellcheck source=tests/vm/ops.sh
+. "$REPO/tests/vm/ops.sh"
 # The SCST leg.
 # shellcheck source=tests/vm/scst.sh
 . "$REPO/tests/vm/scst.sh"
@@ -942,6 +947,7 @@ run_step ring_reset_under_load step_ring_reset_under_load ram
 run_step durability_file step_durability file "$(lun_name file)" 5
 run_step durability_nvme step_durability nvme "$(lun_name nvme)" 6
 run_step tmr_abort step_tmr_abort
+run_step ops_control step_ops_control
 run_step soak_short step_soak_short
 run_step iscsi_target step_iscsi_target
 for kind in $CONFORMANCE_KINDS; do
