@@ -15,7 +15,12 @@
 //!   recovery of faulted rings; `recovery.rs`: whether a ring found at
 //!   attach is taken as it is or reset; `heal.rs`: when a faulted device
 //!   is recovered and when serve gives up ([`RecoveryPolicy`]).
-//! - `scst.rs`: the `[[scst]]` devices, registered at start.
+//! - `scst.rs`: the `[[scst]]` devices, registered at start (or taken
+//!   over), added and removed by a reload; `scst/handoff.rs`: handing
+//!   them to a successor or an fd store.
+//! - [`handoff`]: the hand-off socket's protocol and [`handoff::HandoffSink`].
+//! - [`reload`]: what a reload of the configuration file changes
+//!   ([`Server::reload`] applies it).
 //! - `lu_id.rs`: the stable LUN ids of both.
 //! - [`rpc`]: the control socket (JSON-RPC 2.0), served by its own
 //!   threads; its calls reach the server through [`run`].
