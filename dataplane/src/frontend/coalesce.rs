@@ -172,9 +172,9 @@ impl Coalescer {
     /// Records that a poll at `now` found `n` new commands while the device
     /// held `in_hand` commands in all (the `n` included, with completions
     /// held back): `in_hand` ≥ 2 opens the gate (and ends a probe). An
-    /// opening after the gate was closed for [`COLD_AFTER`] (or the first
+    /// opening after the gate was closed for `COLD_AFTER` (or the first
     /// one) starts a sweep of the hold levels; a quicker one resumes the
-    /// tuner where it was. Every [`PROBE_EVERY`] arrivals a probe starts.
+    /// tuner where it was. Every `PROBE_EVERY` arrivals a probe starts.
     #[inline]
     pub fn arrived(&mut self, n: usize, in_hand: usize, now: u64) {
         if n == 0 || self.cap < 2 {

@@ -9,7 +9,7 @@
 //! open file: while the successor holds it the device, its LUNs and the
 //! initiators' sessions stay. The fd does not carry this process's memory,
 //! which is why each device is quiesced before it goes (see
-//! `scst/device/handoff.rs` and [`super::scst`]).
+//! `scst/device/handoff.rs` and `scst/handoff.rs`).
 //!
 //! # Protocol (one exchange per connection)
 //! 1. The successor (`serve --take-over PATH`) connects and writes

@@ -112,7 +112,7 @@ pub struct ScstConfig {
     #[serde(default)]
     pub doorbell_batch: Option<usize>,
     /// Longest adaptive hold in microseconds (default
-    /// [`DEFAULT_COALESCE_MAX_HOLD_US`]): the same key and meaning as
+    /// `DEFAULT_COALESCE_MAX_HOLD_US`): the same key and meaning as
     /// `[tcmu] coalesce_max_hold_us` ([`CoalesceConfig::max_hold`]).
     #[serde(default)]
     pub coalesce_max_hold_us: Option<u64>,
