@@ -26,6 +26,8 @@ metrics_value() {
 step_ops_control() {
     [ "$SELFTEST" = 1 ] && skip "VM_SELFTEST=1: no dataplane process"
     serve_running || fail "dataplane serve is not running"
+    # The metrics endpoint is on 127.0.0.1: the guest's loopback must be up.
+    ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || fail "cannot bring up lo"
     log_file=$R/serve-$(state serve.tag).log
     out=$(dataplane rpc --socket "$OPS_RPC" bdev_ram_create name=rpc0 size=32MiB 2>&1) ||
         fail "bdev_ram_create over the control socket: $(first_error "$out")"

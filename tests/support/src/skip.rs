@@ -29,8 +29,8 @@ use std::path::Path;
 
 /// Programs on every CI machine when the tests run (`.ci/run` installs
 /// build-essential, xz-utils, mount (losetup) and e2fsprogs (chattr)
-/// before `cargo test`).
-pub const CI_TOOLS: &[&str] = &["cc", "make", "xz", "losetup", "chattr", "mount"];
+/// before `cargo test`; util-linux (unshare) is in every Debian).
+pub const CI_TOOLS: &[&str] = &["cc", "make", "xz", "losetup", "chattr", "mount", "unshare"];
 
 /// CPUs of the CI machine.
 pub const CI_CPUS: usize = 2;

@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
 mod support;
 
 /// Generous: the machine may be busy with other builds.
@@ -420,4 +423,54 @@ fn a_bad_listen_address_is_refused_before_serving() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Stopping serve with its metrics endpoint does not depend on reaching
+/// that endpoint: in a network namespace whose loopback is down (the VM
+/// test's guest before it brings `lo` up), SIGTERM still ends serve at once.
+#[test]
+fn serve_with_metrics_stops_when_loopback_is_down() {
+    use test_support::skip::{can_run, report, Need};
+    if !can_run(&[Need::Root, Need::Tool("unshare")]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new("unshare")
+        .arg("-n")
+        .arg(env!("CARGO_BIN_EXE_dataplane"))
+        .args(support::serve_args(tmp.path(), support::BARE))
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("metrics at http://") => break,
+            Ok(line) if line.starts_with("unshare:") => {
+                // A container may refuse new namespaces even to root.
+                report(Need::Privilege("unshare -n (a network namespace)"));
+                let _ = child.wait();
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("serve never listened for metrics: {e}"),
+        }
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let stop_by = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > stop_by {
+            let _ = child.kill();
+            panic!("serve did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "serve exited with {status}");
 }

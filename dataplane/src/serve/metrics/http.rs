@@ -16,7 +16,7 @@
 //!   line that is not HTTP 400. Every answer closes the connection.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -66,6 +66,8 @@ pub enum MetricsError {
 pub struct MetricsServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// The listening socket, shut down to wake the thread's `accept`.
+    listener: TcpListener,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -92,6 +94,10 @@ impl MetricsServer {
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
+        let own = listener.try_clone().map_err(|source| MetricsError::Bind {
+            addr: resolved,
+            source,
+        })?;
         let thread = std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || serve(&listener, &catalog, &thread_stop))
@@ -99,6 +105,7 @@ impl MetricsServer {
         Ok(Self {
             addr,
             stop,
+            listener: own,
             thread: Some(thread),
         })
     }
@@ -112,15 +119,13 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept with a connection of our own.
-        let mut wake = self.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        // Wake the blocking accept: on Linux, shutting a listening socket
+        // down makes accept fail at once (EINVAL). (Connecting to it would
+        // need the address to be reachable: not so with `lo` down.)
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(&self.listener),
+            nix::sys::socket::Shutdown::Both,
+        );
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
