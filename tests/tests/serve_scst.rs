@@ -1266,3 +1266,49 @@ fn a_reload_adds_and_removes_scst_devices_and_leaves_the_others_alone() {
     assert_eq!(opens("disk0"), 1);
     assert!(server.shutdown());
 }
+
+/// SCST devices added and removed while serving (the control socket's
+/// `scst_device_add`/`scst_device_remove`): registered and served at once,
+/// unregistered on removal; names are unique, and a reload does not take a
+/// name the socket holds.
+#[test]
+fn scst_devices_are_added_and_removed_while_serving() {
+    let host = ScstSimHost::new(SIM_VERSION);
+    let cores = [first_core()];
+    let mut server = start(config(&cores, ""), host.clone()).unwrap();
+    let entry = |name: &str| {
+        let text = format!(
+            "[reactors]\ncores = [0]\n[[scst]]\nname = \"{name}\"\nbdev = \"ram0\"\n\
+             version = \"{SIM_VERSION}\"\n"
+        );
+        ServeConfig::parse(&text).unwrap().scst.remove(0)
+    };
+    server.add_scst_device(entry("disk5")).unwrap();
+    assert_eq!(server.scst_devices(), [("disk5".to_owned(), 0)]);
+    let mut init = host.take("disk5");
+    let sess = init.attach_session(0, "iqn.2026-12.test:i").unwrap();
+    let cdb = rw10(0x2a, 0, 8);
+    init.submit(sess, &cdb, SimData::Out(&pattern(1, 4096)), 1)
+        .unwrap();
+    init.notify();
+    assert_eq!(reap(&mut init, 1, 0)[0].status, 0);
+    assert!(matches!(
+        server.add_scst_device(entry("disk5")),
+        Err(dataplane::serve::error::ScstChangeError::Exists(_))
+    ));
+    // A file that adds a device of that name is refused whole.
+    let file =
+        format!("[[scst]]\nname = \"disk5\"\nbdev = \"ram0\"\nversion = \"{SIM_VERSION}\"\n");
+    assert_eq!(
+        server.reload(config(&cores, &file)).unwrap_err(),
+        dataplane::serve::reload::ReloadError::DeviceExists("disk5".into())
+    );
+    server.remove_scst_device("disk5").unwrap();
+    assert!(init.is_gone(), "disk5 is unregistered");
+    assert!(server.scst_devices().is_empty());
+    assert!(matches!(
+        server.remove_scst_device("disk5"),
+        Err(dataplane::serve::error::ScstChangeError::NoSuchDevice(_))
+    ));
+    assert!(server.shutdown());
+}

@@ -109,3 +109,28 @@ pub enum BdevChangeError {
     #[error("{0}")]
     Unavailable(String),
 }
+
+/// Why an `[[scst]]` device could not be added or removed while the
+/// server runs.
+#[derive(Debug, thiserror::Error)]
+pub enum ScstChangeError {
+    /// A device of that name exists already.
+    #[error("an SCST device named {0:?} exists already")]
+    Exists(String),
+    /// No device of that name.
+    #[error("no SCST device named {0:?}")]
+    NoSuchDevice(String),
+    /// The configuration with the new device is invalid (the message names
+    /// the key).
+    #[error(transparent)]
+    Invalid(ConfigError),
+    /// Registering or placing it failed.
+    #[error("SCST device {device:?}: {error}")]
+    Start {
+        /// The device.
+        device: String,
+        /// Why.
+        #[source]
+        error: ScstStartError,
+    },
+}

@@ -44,6 +44,10 @@ pub enum ReloadError {
     /// the control socket.
     #[error("bdev {0:?} is in the new configuration but one of that name was created over the control socket: delete it first")]
     Exists(String),
+    /// An `[[scst]]` device the new configuration adds has the name of
+    /// one added over the control socket.
+    #[error("SCST device {0:?} is in the new configuration but one of that name was added over the control socket: remove it first")]
+    DeviceExists(String),
 }
 
 /// What a reload did: the plan, and the steps that failed (each logged;

@@ -92,8 +92,8 @@ use std::time::{Instant, SystemTime};
 use reactor::stats::ReactorLoad;
 use reactor::{ReactorHandle, ReactorStats};
 
-use super::config::{BdevConfig, ServeConfig};
-use super::error::{BdevChangeError, ServeError};
+use super::config::{BdevConfig, ScstConfig, ServeConfig};
+use super::error::{BdevChangeError, ScstChangeError, ServeError};
 use super::handoff::{HandoffError, HandoffSink, ReceivedDevice};
 use super::heal::RecoveryPolicy;
 use super::host::Host;
@@ -327,6 +327,54 @@ impl<H: Host> Server<H> {
         Ok(())
     }
 
+    /// Registers the `[[scst]]` device of `config` while serving (the
+    /// control socket's `scst_device_add`) and adds it to the running
+    /// configuration: checked like an entry of the file, then registered,
+    /// placed and exported as at start.
+    pub fn add_scst_device(&mut self, config: ScstConfig) -> Result<(), ScstChangeError> {
+        if self
+            .options
+            .config
+            .scst
+            .iter()
+            .any(|c| c.name == config.name)
+        {
+            return Err(ScstChangeError::Exists(config.name));
+        }
+        let mut running = self.options.config.clone();
+        running.scst.push(config.clone());
+        let cores = running.reactors.cores.clone();
+        running.validate(&cores).map_err(ScstChangeError::Invalid)?;
+        self.scst
+            .add(
+                &mut self.host,
+                &mut self.resources,
+                &running,
+                &config,
+                &mut *self.log,
+            )
+            .map_err(|error| ScstChangeError::Start {
+                device: config.name.clone(),
+                error,
+            })?;
+        self.options.config = running;
+        self.publish_metrics();
+        Ok(())
+    }
+
+    /// Unregisters `[[scst]]` device `name` while serving (it drains
+    /// first; SCST removes its LUNs) and takes it out of the running
+    /// configuration.
+    pub fn remove_scst_device(&mut self, name: &str) -> Result<(), ScstChangeError> {
+        if !self.options.config.scst.iter().any(|c| c.name == name) {
+            return Err(ScstChangeError::NoSuchDevice(name.to_owned()));
+        }
+        self.scst.remove(&mut self.resources, name, &mut *self.log);
+        self.options.config.scst.retain(|c| c.name != name);
+        self.publish_metrics();
+        Ok(())
+    }
+
     /// Applies a new configuration file while serving (SIGHUP): what
     /// changed from the file as last applied ([`reload::plan`]), leaving
     /// alone what the control socket created and every device whose
@@ -359,6 +407,13 @@ impl<H: Host> Server<H> {
                 && !plan.bdevs_removed.iter().any(|r| r == b.name());
             if taken {
                 return Err(ReloadError::Exists(b.name().to_owned()));
+            }
+        }
+        for c in &plan.scst_added {
+            let taken = self.options.config.scst.iter().any(|k| k.name == c.name)
+                && !plan.scst_removed.contains(&c.name);
+            if taken {
+                return Err(ReloadError::DeviceExists(c.name.clone()));
             }
         }
         (self.log)(&format!("reloading the configuration: {}", plan.summary()));

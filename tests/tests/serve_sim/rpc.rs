@@ -618,3 +618,38 @@ fn a_successor_waits_for_the_socket_of_a_server_that_is_exiting() {
         UnixStream::connect(&path).expect("the successor listens");
     });
 }
+
+/// `scst_device_add` takes the keys of an `[[scst]]` entry, checked by the
+/// configuration's own parser; on this host (no scst_user) the
+/// registration fails with an error naming the device, and nothing is
+/// added. `scst_device_remove` of an unknown device is -19.
+#[test]
+fn scst_devices_over_the_socket_are_checked_and_their_failures_named() {
+    let host = SimHost::default();
+    serving(&host, RpcOptions::new, |path, _| {
+        let (c, m) = fails(
+            path,
+            "scst_device_add",
+            json!({"name": "d0", "bdev": "ram0", "colour": "blue"}),
+        );
+        assert_eq!(c, code::INVALID_PARAMS);
+        assert!(m.contains("colour"), "{m}");
+        let (c, m) = fails(
+            path,
+            "scst_device_add",
+            json!({"name": "d0", "bdev": "nope"}),
+        );
+        assert_eq!(c, code::INVALID_PARAMS);
+        assert!(m.contains("nope"), "{m}");
+        let (c, m) = fails(
+            path,
+            "scst_device_add",
+            json!({"name": "d0", "bdev": "ram0"}),
+        );
+        assert_eq!(c, code::INVALID);
+        assert!(m.contains("\"d0\"") && m.contains("no SCST here"), "{m}");
+        assert_eq!(ok(path, "scst_get_devices", Value::Null), json!([]));
+        let (c, _) = fails(path, "scst_device_remove", json!({"name": "d0"}));
+        assert_eq!(c, code::NO_SUCH_DEVICE);
+    });
+}

@@ -7,11 +7,12 @@ use serde_json::{json, Map, Value};
 
 use super::error::{code, RpcError};
 use super::params::Params;
+use crate::serve::config::ScstConfig;
 use crate::serve::config::{
     BdevConfig, Size, UnmapConfig, DEFAULT_FILE_QUEUE_DEPTH, DEFAULT_NVME_MAX_TRANSFER,
     DEFAULT_NVME_QUEUE_DEPTH,
 };
-use crate::serve::error::BdevChangeError;
+use crate::serve::error::{BdevChangeError, ScstChangeError};
 use crate::serve::host::Host;
 use crate::serve::server::Server;
 use crate::serve::stats::{DeviceKind, DeviceTotals};
@@ -60,6 +61,11 @@ pub const METHODS: &[(&str, &str)] = &[
         "server_get_config",
         "the running configuration as TOML (a string)",
     ),
+    (
+        "scst_device_add",
+        "an [[scst]] device: the keys of an [[scst]] entry (name, bdev, ..., export: [{lun}])",
+    ),
+    ("scst_device_remove", "an [[scst]] device: name"),
 ];
 
 /// Runs `method` with `params` against `server`.
@@ -176,6 +182,24 @@ pub(super) fn call<H: Host>(
             };
             return create(server, b, p, method);
         }
+        "scst_device_add" => {
+            // The keys of an [[scst]] entry, checked by its own parser
+            // (unknown keys and wrong types are named).
+            let entry = Value::Object(p.take_all());
+            let config: ScstConfig = serde_json::from_value(entry)
+                .map_err(|e| RpcError::new(code::INVALID_PARAMS, format!("scst entry: {e}")))?;
+            let name = config.name.clone();
+            server.add_scst_device(config).map_err(scst_change_error)?;
+            return Ok(json!(name));
+        }
+        "scst_device_remove" => {
+            let name = p.str("name")?;
+            p.finish(method)?;
+            server
+                .remove_scst_device(&name)
+                .map_err(scst_change_error)?;
+            return Ok(json!(true));
+        }
         "bdev_delete" => {
             let name = p.str("name")?;
             p.finish(method)?;
@@ -215,6 +239,17 @@ fn change_error(e: BdevChangeError) -> RpcError {
         BdevChangeError::InUse { .. } => code::BUSY,
         BdevChangeError::Invalid(_) => code::INVALID_PARAMS,
         BdevChangeError::Make(_) | BdevChangeError::Unavailable(_) => code::INVALID,
+    };
+    RpcError::new(code, e.to_string())
+}
+
+/// The JSON-RPC error of a refused SCST device add or remove.
+fn scst_change_error(e: ScstChangeError) -> RpcError {
+    let code = match &e {
+        ScstChangeError::Exists(_) => code::EXISTS,
+        ScstChangeError::NoSuchDevice(_) => code::NO_SUCH_DEVICE,
+        ScstChangeError::Invalid(_) => code::INVALID_PARAMS,
+        ScstChangeError::Start { .. } => code::INVALID,
     };
     RpcError::new(code, e.to_string())
 }

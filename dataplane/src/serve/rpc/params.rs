@@ -43,6 +43,12 @@ impl Params {
     }
 
     /// An optional string.
+    /// Every parameter left, for a method that hands them to a parser of
+    /// its own (which names unknown keys and wrong types).
+    pub(super) fn take_all(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.map)
+    }
+
     pub(super) fn opt_str(&mut self, key: &str) -> Result<Option<String>, RpcError> {
         match self.take(key) {
             None => Ok(None),
