@@ -230,10 +230,12 @@ fn file_bdev(dir: &Path, name: &str, size: u64) -> Arc<FileBdev> {
 
 #[test]
 fn file_randrw_with_verify_allocates_nothing_and_enters_once_per_poll_at_most() {
+    // The count is taken first: a skip's report allocates, and must not
+    // land in another test's counting window.
+    let count = ProcessCount::take();
     if !can_run(&[Need::IoUring]) {
         return;
     }
-    let count = ProcessCount::take();
     let dir = test_support::scratch::disk_dir("zero-alloc-");
     let file = file_bdev(dir.path(), "file", SIZE);
     let bdev: BdevRef = file.clone();
@@ -262,10 +264,12 @@ fn file_randrw_with_verify_allocates_nothing_and_enters_once_per_poll_at_most() 
 
 #[test]
 fn striped_file_randrw_allocates_nothing_per_command() {
+    // The count is taken first: a skip's report allocates, and must not
+    // land in another test's counting window.
+    let count = ProcessCount::take();
     if !can_run(&[Need::IoUring]) {
         return;
     }
-    let count = ProcessCount::take();
     let dir = test_support::scratch::disk_dir("zero-alloc-");
     let children: Vec<BdevRef> = (0..2)
         .map(|i| file_bdev(dir.path(), &format!("c{i}"), SIZE / 2) as BdevRef)
@@ -278,10 +282,12 @@ fn striped_file_randrw_allocates_nothing_per_command() {
 
 #[test]
 fn nvme_randrw_with_verify_allocates_nothing_and_enters_once_per_poll_at_most() {
+    // The count is taken first: a skip's report allocates, and must not
+    // land in another test's counting window.
+    let count = ProcessCount::take();
     if !can_run(&[Need::IoUring, Need::NvmeGeneric]) {
         return;
     }
-    let count = ProcessCount::take();
     let path = nvme_device().expect("checked by can_run");
     let nvme =
         Arc::new(NvmeBdev::open("nvme", NvmeOptions::new(&path)).unwrap_or_else(|e| panic!("{e}")));
