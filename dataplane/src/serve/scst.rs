@@ -134,36 +134,34 @@ impl ScstDevices {
         mut received: Vec<ReceivedDevice>,
         log: &mut dyn FnMut(&str),
     ) -> Result<(), ServeError> {
-        let configs = &serve_config.scst;
         // Discovered once: every device talks to the same kernel.
         let mut discovered = None;
-        for config in configs {
+        for config in &serve_config.scst {
             let adopted = received
                 .iter()
                 .position(|r| r.device.name == config.name)
                 .map(|i| received.swap_remove(i));
-            if let Some(why) = refusal(resources, config) {
-                log(&format!(
-                    "not registering SCST device {}: {why}; the other devices are served",
-                    config.name
-                ));
-                continue;
-            }
-            let fixed_buffers = serve_config.fixed_buffers(&config.bdev);
-            let placed = Self::place(
+            match self.add_one(
                 host,
                 resources,
+                serve_config,
                 config,
-                fixed_buffers,
-                &mut discovered,
                 adopted,
+                &mut discovered,
                 log,
-            )
-            .map_err(|error| ServeError::Scst {
-                device: config.name.clone(),
-                error,
-            })?;
-            self.push(config, placed);
+            ) {
+                Ok(()) => {}
+                Err(ScstStartError::Refused(why)) => log(&format!(
+                    "not registering SCST device {}: {why}; the other devices are served",
+                    config.name
+                )),
+                Err(error) => {
+                    return Err(ServeError::Scst {
+                        device: config.name.clone(),
+                        error,
+                    })
+                }
+            }
         }
         for r in received {
             log(&format!(
@@ -402,8 +400,8 @@ impl ScstDevices {
         }
     }
 
-    /// Registers the device of `config` while serving (a reload): as at
-    /// start, exported as configured.
+    /// Registers the device of `config` while serving (a reload, the
+    /// control socket): as at start, exported as configured.
     pub(super) fn add<H: Host>(
         &mut self,
         host: &mut H,
@@ -412,18 +410,34 @@ impl ScstDevices {
         config: &ScstConfig,
         log: &mut dyn FnMut(&str),
     ) -> Result<(), ScstStartError> {
+        self.add_one(host, resources, serve_config, config, None, &mut None, log)
+    }
+
+    /// Registers (or, `adopted`, takes over) the device of `config` and
+    /// puts it on its reactor; [`ScstStartError::Refused`] if its bdev
+    /// cannot serve it.
+    #[allow(clippy::too_many_arguments)] // the server's parts, each once
+    fn add_one<H: Host>(
+        &mut self,
+        host: &mut H,
+        resources: &mut Resources,
+        serve_config: &ServeConfig,
+        config: &ScstConfig,
+        adopted: Option<ReceivedDevice>,
+        discovered: &mut Option<(String, VersionSource)>,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<(), ScstStartError> {
         if let Some(why) = refusal(resources, config) {
             return Err(ScstStartError::Refused(why));
         }
         let fixed_buffers = serve_config.fixed_buffers(&config.bdev);
-        let mut discovered = None;
         let placed = Self::place(
             host,
             resources,
             config,
             fixed_buffers,
-            &mut discovered,
-            None,
+            discovered,
+            adopted,
             log,
         )?;
         self.push(config, placed);
