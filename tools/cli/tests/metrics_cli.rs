@@ -449,7 +449,9 @@ fn serve_with_metrics_stops_when_loopback_is_down() {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
-            Ok(line) if line.contains("metrics at http://") => break,
+            // Logged once the signal handlers are in place (the metrics
+            // address comes before them).
+            Ok(line) if line.contains("serving TCMU subtype") => break,
             Ok(line) if line.starts_with("unshare:") => {
                 // A container may refuse new namespaces even to root.
                 report(Need::Privilege("unshare -n (a network namespace)"));
@@ -457,7 +459,7 @@ fn serve_with_metrics_stops_when_loopback_is_down() {
                 return;
             }
             Ok(_) => {}
-            Err(e) => panic!("serve never listened for metrics: {e}"),
+            Err(e) => panic!("serve never started: {e}"),
         }
     }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
