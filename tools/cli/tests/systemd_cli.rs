@@ -131,11 +131,30 @@ fn without_notify_socket_nothing_is_sent_and_serve_runs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Serving (its signal handlers in place): then SIGTERM.
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("serving TCMU subtype"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        seen.push(lines.recv_timeout(left).expect("serve says it serves"));
+    }
     assert!(child.try_wait().unwrap().is_none(), "serve keeps running");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let status = child.wait().unwrap();
+    seen.extend(lines.iter());
+    let stderr = seen.join("\n");
+    assert!(status.success(), "{stderr}");
     assert!(!stderr.contains("systemd notification failed"), "{stderr}");
 }
