@@ -653,3 +653,18 @@ fn scst_devices_over_the_socket_are_checked_and_their_failures_named() {
         assert_eq!(c, code::NO_SUCH_DEVICE);
     });
 }
+
+/// `log_set_level` needs the logger the binary hands the socket: without
+/// one the call is refused (-22) and says so; a missing level is -32602.
+#[test]
+fn log_set_level_without_a_logger_is_refused() {
+    let host = SimHost::default();
+    serving(&host, RpcOptions::new, |path, _| {
+        let (c, m) = fails(path, "log_set_level", json!({"level": "debug"}));
+        assert_eq!(c, code::INVALID);
+        assert!(m.contains("log level cannot be changed"), "{m}");
+        let (c, m) = fails(path, "log_set_level", json!({}));
+        assert_eq!(c, code::INVALID_PARAMS);
+        assert!(m.starts_with("level"), "{m}");
+    });
+}

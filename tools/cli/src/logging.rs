@@ -100,7 +100,6 @@ pub struct LogControl {
 
 impl LogControl {
     /// Replaces the filter with `spec` (env-filter syntax).
-    #[allow(dead_code)] // for the control socket's log_set_level
     pub fn set_level(&self, spec: &str) -> Result<(), LoggingError> {
         let filter = parse_filter("level", spec)?;
         self.handle
@@ -113,7 +112,6 @@ impl LogControl {
 static CONTROL: OnceLock<LogControl> = OnceLock::new();
 
 /// The level control of the installed subscriber, if [`init`] ran.
-#[allow(dead_code)] // for the control socket's log_set_level
 pub fn control() -> Option<&'static LogControl> {
     CONTROL.get()
 }

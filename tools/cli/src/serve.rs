@@ -266,6 +266,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .transpose()
         .context("the control socket")?;
     let (rpc_server, rpc) = rpc.unzip();
+    // log_set_level changes this process's log filter.
+    let rpc = rpc.map(|requests| {
+        requests.with_log_level(Box::new(|spec| match crate::logging::control() {
+            Some(control) => control.set_level(spec).map_err(|e| e.to_string()),
+            None => Err("no logger is installed".to_owned()),
+        }))
+    });
     let signals = ShutdownSignals::install(&server.reactors().iter().collect::<Vec<_>>())
         .context("installing signal handlers")?;
     let stats_requested = Arc::new(AtomicBool::new(false));

@@ -77,6 +77,19 @@ fn a_server_without_devices_is_driven_over_its_socket() {
     let refused = rpc(&socket, &["no_such_method"]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("(code -32601)"));
 
+    // The log filter, changed while serving.
+    assert_eq!(
+        stdout(&rpc(&socket, &["log_set_level", "level=debug"])),
+        "debug\n"
+    );
+    let refused = rpc(&socket, &["log_set_level", "level=loud"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("level") && err.contains("(code -32602)"),
+        "{err}"
+    );
+
     // A second server on the live socket is refused.
     let second = serve(&socket).wait_with_output().unwrap();
     assert_eq!(second.status.code(), Some(1));

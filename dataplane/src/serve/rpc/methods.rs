@@ -66,6 +66,10 @@ pub const METHODS: &[(&str, &str)] = &[
         "an [[scst]] device: the keys of an [[scst]] entry (name, bdev, ..., export: [{lun}])",
     ),
     ("scst_device_remove", "an [[scst]] device: name"),
+    (
+        "log_set_level",
+        "the log filter: level (error, warn, info, debug, trace, or env-filter directives)",
+    ),
 ];
 
 /// Runs `method` with `params` against `server`.
@@ -241,6 +245,24 @@ fn change_error(e: BdevChangeError) -> RpcError {
         BdevChangeError::Make(_) | BdevChangeError::Unavailable(_) => code::INVALID,
     };
     RpcError::new(code, e.to_string())
+}
+
+/// `log_set_level`: `level` handed to the binary's logger.
+pub(super) fn log_set_level(
+    hook: Option<&(dyn Fn(&str) -> Result<(), String> + Send)>,
+    params: Option<Map<String, Value>>,
+) -> Result<Value, RpcError> {
+    let mut p = Params::new(params);
+    let level = p.str("level")?;
+    p.finish("log_set_level")?;
+    let Some(set) = hook else {
+        return Err(RpcError::new(
+            code::INVALID,
+            "this server's log level cannot be changed (no logger was handed to the socket)",
+        ));
+    };
+    set(&level).map_err(|why| RpcError::param("level", why))?;
+    Ok(json!(level))
 }
 
 /// The JSON-RPC error of a refused SCST device add or remove.

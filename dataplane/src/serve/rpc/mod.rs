@@ -104,19 +104,42 @@ pub(super) struct Call {
     reply: SyncSender<Result<Value, RpcError>>,
 }
 
+/// Sets the process's log filter (env-filter syntax); an error says why
+/// the filter was refused. The binary owns the logger, so it provides this
+/// ([`Requests::with_log_level`]).
+pub type LogLevelHook = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+
 /// The control loop's end of the socket: the calls waiting for the server.
-#[derive(Debug)]
 pub struct Requests {
     calls: Receiver<Call>,
+    log_level: Option<LogLevelHook>,
+}
+
+impl std::fmt::Debug for Requests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Requests")
+            .field("log_level", &self.log_level.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Requests {
+    /// Lets `log_set_level` change the log filter through `hook`.
+    pub fn with_log_level(mut self, hook: LogLevelHook) -> Self {
+        self.log_level = Some(hook);
+        self
+    }
+
     /// Answers every call waiting, in order, against `server`; returns how
     /// many were answered. Never blocks.
     pub fn serve<H: Host>(&self, server: &mut Server<H>) -> usize {
         let mut n = 0;
         while let Ok(call) = self.calls.try_recv() {
-            let result = methods::call(server, &call.method, call.params);
+            let result = if call.method == "log_set_level" {
+                methods::log_set_level(self.log_level.as_deref(), call.params)
+            } else {
+                methods::call(server, &call.method, call.params)
+            };
             // The client may have gone (timed out); nothing to do then.
             let _ = call.reply.send(result);
             n += 1;
@@ -159,7 +182,10 @@ impl RpcServer {
                 stop,
                 thread: Some(thread),
             },
-            Requests { calls },
+            Requests {
+                calls,
+                log_level: None,
+            },
         ))
     }
 
