@@ -249,7 +249,7 @@ fn change_error(e: BdevChangeError) -> RpcError {
 
 /// `log_set_level`: `level` handed to the binary's logger.
 pub(super) fn log_set_level(
-    hook: Option<&(dyn Fn(&str) -> Result<(), String> + Send)>,
+    hook: Option<&super::LogLevelHook>,
     params: Option<Map<String, Value>>,
 ) -> Result<Value, RpcError> {
     let mut p = Params::new(params);

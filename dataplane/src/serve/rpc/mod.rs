@@ -136,7 +136,7 @@ impl Requests {
         let mut n = 0;
         while let Ok(call) = self.calls.try_recv() {
             let result = if call.method == "log_set_level" {
-                methods::log_set_level(self.log_level.as_deref(), call.params)
+                methods::log_set_level(self.log_level.as_ref(), call.params)
             } else {
                 methods::call(server, &call.method, call.params)
             };
