@@ -94,6 +94,19 @@ struct Placed {
 }
 
 impl AttachedScst {
+    /// Its fault for the reports: one the server has not handled yet
+    /// (the device is on its reactor), else, while it is off its reactor,
+    /// the one it was taken off for.
+    fn fault_now(&self) -> Option<String> {
+        match self.poller {
+            Some(_) => self
+                .fault
+                .get()
+                .map(|e| format!("scst_user refused the device: {e}")),
+            None => self.health.fault.clone(),
+        }
+    }
+
     fn placed(&mut self, placed: Placed) {
         self.reactor = placed.reactor;
         self.poller = Some(placed.poller);
@@ -111,9 +124,17 @@ impl AttachedScst {
 pub(super) struct ScstDevices {
     devices: Vec<AttachedScst>,
     policy: RecoveryPolicy,
+    /// Devices placed on or taken off their reactors so far (what the
+    /// metrics catalog follows).
+    changes: u64,
 }
 
 impl ScstDevices {
+    /// Devices placed on or taken off their reactors so far.
+    pub(super) fn changes(&self) -> u64 {
+        self.changes
+    }
+
     /// Registers every `[[scst]]` device of `serve_config` and puts it on
     /// its reactor, its memory offered to the bdev unless the bdev says
     /// `fixed_buffers = false`. A device over a bdev left out (or of
@@ -174,6 +195,7 @@ impl ScstDevices {
     }
 
     fn push(&mut self, config: &ScstConfig, placed: Placed) {
+        self.changes += 1;
         self.devices.push(AttachedScst {
             name: config.name.clone(),
             bdev: config.bdev.clone(),
@@ -349,6 +371,7 @@ impl ScstDevices {
                 Err(e) => log(&format!("removing SCST device {}: {e}", d.name)),
             }
             d.poller = None;
+            self.changes += 1;
             Self::schedule(d, next, log);
         }
         let mut discovered = None;
@@ -363,6 +386,7 @@ impl ScstDevices {
             match Self::place(host, resources, config, fixed, &mut discovered, None, log) {
                 Ok(placed) => {
                     d.placed(placed);
+                    self.changes += 1;
                     d.retry_at = None;
                     d.health.recovered(now);
                     log(&format!(
@@ -457,6 +481,7 @@ impl ScstDevices {
             return false;
         };
         let d = self.devices.remove(i);
+        self.changes += 1;
         if let Some(poller) = d.poller {
             match resources.remove_poller(d.reactor, poller) {
                 Ok(removed) => drop(removed),
@@ -512,11 +537,7 @@ impl ScstDevices {
                     data_in_bytes_total: snap.data_in_bytes,
                     doorbells_total: snap.ioctls,
                     aborts_total: snap.aborts,
-                    fault: match (d_fault(a), &a.health.fault) {
-                        (Some(now), _) => Some(now),
-                        (None, kept) if a.poller.is_none() => kept.clone(),
-                        _ => None,
-                    },
+                    fault: a.fault_now(),
                 }
             })
             .collect()
@@ -559,11 +580,7 @@ impl ScstDevices {
                 busy_total: Some(snap.busy),
                 sessions: Some(snap.sessions),
                 empty_ioctls_total: Some(snap.eagain),
-                fault: match (d_fault(a), &a.health.fault) {
-                    (Some(now), _) => Some(now),
-                    (None, kept) if a.poller.is_none() => kept.clone(),
-                    _ => None,
-                },
+                fault: a.fault_now(),
                 // A fault not handled yet counts already.
                 faults_total: a.health.faults
                     + u64::from(a.poller.is_some() && a.fault.get().is_some()),
@@ -594,15 +611,6 @@ fn export<H: Host>(host: &mut H, config: &ScstConfig, log: &mut dyn FnMut(&str))
             )),
         }
     }
-}
-
-/// The fault of a device on its reactor that the server has not handled
-/// yet.
-fn d_fault(a: &AttachedScst) -> Option<String> {
-    a.poller?;
-    a.fault
-        .get()
-        .map(|e| format!("scst_user refused the device: {e}"))
 }
 
 /// Why the device of `config` cannot be served although the configuration

@@ -129,6 +129,9 @@ pub struct Server<H: Host> {
     /// Where the devices, reactors and bdevs are shared with the metrics
     /// endpoint, if one runs.
     metrics: Option<Arc<MetricsCatalog>>,
+    /// The device tables' [`changes`](TcmuDevices::changes) when the
+    /// catalog was last published.
+    metrics_published: (u64, u64),
     /// The configuration file's content as last applied (at start or by a
     /// reload); the running configuration also has what the control
     /// socket created.
@@ -212,6 +215,7 @@ impl<H: Host> Server<H> {
             last_stats_at: Instant::now(),
             log,
             metrics: None,
+            metrics_published: (0, 0),
         };
         // On error the server is dropped: its reactors stop, draining the
         // SCST devices already attached, whose fds then close.
@@ -276,18 +280,25 @@ impl<H: Host> Server<H> {
     /// and `"bdev <name>"` (a striped or fault bdev over it), in that
     /// order.
     pub fn users_of(&self, name: &str) -> Vec<String> {
-        let tcmu = self.tcmu.uses_bdev(name).into_iter();
+        self.users(name).describe()
+    }
+
+    /// What stands on bdev `name`, by kind.
+    fn users(&self, name: &str) -> BdevUsers {
         let scst = self.options.config.scst.iter();
-        let scst = scst.filter(|s| s.bdev == name).map(|s| s.name.clone());
         let over = self.options.config.bdevs.iter().filter(|b| match b {
             BdevConfig::Striped { children, .. } => children.iter().any(|c| c == name),
             BdevConfig::Fault { base, .. } => base == name,
             _ => false,
         });
-        tcmu.map(|d| format!("tcmu {d}"))
-            .chain(scst.map(|d| format!("scst {d}")))
-            .chain(over.map(|b| format!("bdev {}", b.name())))
-            .collect()
+        BdevUsers {
+            tcmu: self.tcmu.uses_bdev(name),
+            scst: scst
+                .filter(|s| s.bdev == name)
+                .map(|s| s.name.clone())
+                .collect(),
+            bdevs: over.map(|b| b.name().to_owned()).collect(),
+        }
     }
 
     /// Creates bdev `b` (any kind but `fault`) while serving and adds
@@ -386,15 +397,11 @@ impl<H: Host> Server<H> {
     pub fn reload(&mut self, new_file: ServeConfig) -> Result<ReloadReport, ReloadError> {
         let plan = reload::plan(&self.file_config, &new_file)?;
         for name in &plan.bdevs_removed {
-            let users: Vec<String> = self
-                .users_of(name)
-                .into_iter()
-                .filter(|u| match u.split_once(' ') {
-                    Some(("scst", d)) => !plan.scst_removed.iter().any(|r| r == d),
-                    Some(("bdev", b)) => !plan.bdevs_removed.iter().any(|r| r == b),
-                    _ => true,
-                })
-                .collect();
+            // Those the reload removes as well do not count.
+            let mut users = self.users(name);
+            users.scst.retain(|d| !plan.scst_removed.contains(d));
+            users.bdevs.retain(|b| !plan.bdevs_removed.contains(b));
+            let users = users.describe();
             if !users.is_empty() {
                 return Err(ReloadError::InUse {
                     bdev: name.clone(),
@@ -508,12 +515,14 @@ impl<H: Host> Server<H> {
             &self.options.config,
             &mut *self.log,
         );
-        self.publish_metrics();
+        self.publish_metrics_if_changed();
     }
 
     /// Shares the reactors, bdevs and devices with `catalog` (a metrics
-    /// endpoint's) from now on: the devices are published again after
-    /// every [`rescan`](Self::rescan) and [`heal`](Self::heal).
+    /// endpoint's) from now on: the devices are published again whenever
+    /// a [`rescan`](Self::rescan) or [`heal`](Self::heal) attached,
+    /// detached, placed or removed one, and after every change made over
+    /// the control socket or by a reload.
     pub fn share_metrics(&mut self, catalog: Arc<MetricsCatalog>) {
         catalog.set_reactors(
             self.resources
@@ -529,14 +538,24 @@ impl<H: Host> Server<H> {
     /// Publishes the bdevs and the devices on their reactors to the
     /// metrics catalog, if there is one (a few `Arc` clones: control
     /// plane).
-    fn publish_metrics(&self) {
+    fn publish_metrics(&mut self) {
         let Some(catalog) = &self.metrics else {
             return;
         };
+        self.metrics_published = (self.tcmu.changes(), self.scst.changes());
         catalog.set_bdevs(self.resources.metric_bdevs());
         let mut devices = self.tcmu.metric_sources();
         devices.extend(self.scst.metric_sources());
         catalog.set_devices(devices);
+    }
+
+    /// [`publish_metrics`](Self::publish_metrics) if a device was attached,
+    /// detached, placed or removed since the last time (the control loop
+    /// rescans and heals at every wake-up; most change nothing).
+    fn publish_metrics_if_changed(&mut self) {
+        if self.metrics_published != (self.tcmu.changes(), self.scst.changes()) {
+            self.publish_metrics();
+        }
     }
 
     /// Recovers the devices that faulted and whose back-off expired (see
@@ -558,7 +577,7 @@ impl<H: Host> Server<H> {
             now,
             &mut *self.log,
         );
-        self.publish_metrics();
+        self.publish_metrics_if_changed();
     }
 
     /// How faulted devices are recovered (default:
@@ -642,4 +661,21 @@ fn ram_huge_page_warning(config: &ServeConfig, resources: &Resources) -> Option<
         }
     }
     huge_page_warning(&short, bytes)
+}
+
+/// What stands on a bdev, by kind (see [`Server::users_of`]).
+struct BdevUsers {
+    tcmu: Vec<String>,
+    scst: Vec<String>,
+    bdevs: Vec<String>,
+}
+
+impl BdevUsers {
+    /// `"tcmu <device>"`, `"scst <device>"`, `"bdev <name>"`, in that order.
+    fn describe(self) -> Vec<String> {
+        let tcmu = self.tcmu.into_iter().map(|d| format!("tcmu {d}"));
+        let scst = self.scst.into_iter().map(|d| format!("scst {d}"));
+        let bdevs = self.bdevs.into_iter().map(|b| format!("bdev {b}"));
+        tcmu.chain(scst).chain(bdevs).collect()
+    }
 }

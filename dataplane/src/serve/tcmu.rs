@@ -97,6 +97,9 @@ pub(super) struct TcmuDevices {
     /// The last "try again" reason logged per minor, so a device waiting for
     /// something is logged once, not at every rescan.
     retrying: HashMap<u32, String>,
+    /// Devices attached or detached so far (what the metrics catalog
+    /// follows).
+    changes: u64,
 }
 
 impl TcmuDevices {
@@ -111,7 +114,13 @@ impl TcmuDevices {
             policy: RecoveryPolicy::default(),
             ignored: HashMap::new(),
             retrying: HashMap::new(),
+            changes: 0,
         }
+    }
+
+    /// Devices attached or detached so far.
+    pub(super) fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Attached devices: UIO minor and LIO name.
@@ -403,6 +412,7 @@ impl TcmuDevices {
                 ));
             }
         }
+        self.changes += 1;
         self.devices.insert(
             device.minor,
             Attached {
@@ -557,6 +567,7 @@ impl TcmuDevices {
         let Some(attached) = self.devices.remove(&minor) else {
             return;
         };
+        self.changes += 1;
         let name = attached.name.name.clone();
         match resources.remove_poller(attached.reactor, attached.poller) {
             Ok(removed) => {

@@ -48,5 +48,5 @@ mod window;
 pub use config::{BdevKind, BenchConfig, FileConfig, Frontend, MAX_IO_BYTES};
 pub use error::{BenchConfigError, BenchError, ScstSetupError};
 pub use frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
-pub use run::{run, run_observed, run_traced};
+pub use run::{run, run_traced};
 pub use window::Progress;

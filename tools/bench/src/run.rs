@@ -57,22 +57,14 @@ pub fn run(
     config: &BenchConfig,
     progress: impl FnMut(&Progress),
 ) -> Result<BenchReport, BenchError> {
-    run_observed(config, None, progress)
+    run_traced(config, None, progress).map(|(report, _)| report)
 }
 
 /// [`run`], sharing each frontend's devices, reactors and bdevs with
-/// `metrics` (a metrics endpoint's catalog) while they run.
-pub fn run_observed(
-    config: &BenchConfig,
-    metrics: Option<&MetricsCatalog>,
-    progress: impl FnMut(&Progress),
-) -> Result<BenchReport, BenchError> {
-    run_traced(config, metrics, progress).map(|(report, _)| report)
-}
-
-/// [`run_observed`], also returning each frontend's [`RunTrace`]
-/// (latencies and completion rate over time): the frontend asked for
-/// first, then, with `compare`, the other one.
+/// `metrics` (a metrics endpoint's catalog) while they run, and also
+/// returning each frontend's [`RunTrace`] (latencies and completion rate
+/// over time): the frontend asked for first, then, with `compare`, the
+/// other one.
 pub fn run_traced(
     config: &BenchConfig,
     metrics: Option<&MetricsCatalog>,

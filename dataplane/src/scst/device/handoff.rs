@@ -33,7 +33,8 @@
 //! again) when the hand-off is given up.
 //!
 //! # Cost
-//! One relaxed load per poll. The session table is copied under a lock
+//! One relaxed load per poll (and one store per poll while quiescing).
+//! The session table is copied under a lock
 //! only while quiescing, at entry and at each ATTACH_SESS/DETACH_SESS
 //! (control operations, never per command).
 

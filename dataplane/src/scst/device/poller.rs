@@ -44,10 +44,15 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             return self.drain_faulted();
         }
         let quiescing = self.handoff.requested();
-        if quiescing && !self.quiescing {
-            self.handoff.publish_sessions(&self.sessions);
+        if quiescing != self.quiescing {
+            if quiescing {
+                self.handoff.publish_sessions(&self.sessions);
+            } else {
+                // Given up: serving again.
+                self.handoff.observe(false, false);
+            }
+            self.quiescing = quiescing;
         }
-        self.quiescing = quiescing;
         let mut c = ScstStatsSnapshot::default();
         let mut work = self.collect(&mut c);
         work += self.run_held(&mut c);
@@ -312,10 +317,12 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         c.pool_buffers_in_use = self.pool.buffers_in_use();
         c.pool_failed_allocs = self.pool.failed_allocs();
         self.stats.publish(c);
-        // Nothing of this process's memory with the kernel or the executor
-        // (see `handoff.rs`).
-        let clean = c.pool_buffers_in_use == 0 && self.oversize.len() == 0;
-        self.handoff.observe(self.quiescing, clean);
+        if self.quiescing {
+            // Clean: nothing of this process's memory with the kernel or
+            // the executor (see `handoff.rs`).
+            let clean = c.pool_buffers_in_use == 0 && self.oversize.len() == 0;
+            self.handoff.observe(true, clean);
+        }
     }
 
     /// Faulted: drain the executor so its memory use ends; nothing goes to

@@ -67,6 +67,7 @@ impl ScstDevices {
         }
         let names: Vec<String> = going.iter().map(|(d, _)| d.name.clone()).collect();
         self.devices.retain(|d| !names.contains(&d.name));
+        self.changes += 1;
         let borrowed: Vec<(HandedDevice, BorrowedFd<'_>)> = going
             .iter()
             .map(|(d, fd)| (d.clone(), std::os::fd::AsFd::as_fd(fd)))
