@@ -555,20 +555,11 @@ fn control_loop_reports_stats_and_stops_on_shutdown() {
             serve::run(
                 server,
                 signals,
-                RunOptions {
-                    rescan_interval: Duration::from_millis(20),
-                    stats_interval: None,
-                    stats_requested: requested_in,
-                    on_stats: Box::new(move |r| sink.lock().unwrap().push(r.clone())),
-                    handoff: None,
-                    store_on_stop: None,
-                    wait_event: Box::new(|d| {
-                        std::thread::sleep(d);
-                        false
-                    }),
-                    rpc: None,
-                    reload: None,
-                },
+                run_options(
+                    requested_in,
+                    Box::new(move |r| sink.lock().unwrap().push(r.clone())),
+                    None,
+                ),
             )
         });
         // The loop attaches the device by itself (rescan); I/O flows. (I/O
@@ -605,3 +596,27 @@ mod nvme_bdevs;
 mod recovery;
 mod rpc;
 mod take_over;
+
+/// The control loop's options in these tests: a rescan every 20 ms, a
+/// plain sleep for each wait (no netlink), statistics when `requested`,
+/// no hand-off, fd store or reload.
+pub(crate) fn run_options<'a>(
+    requested: Arc<AtomicBool>,
+    on_stats: Box<dyn FnMut(&dataplane::serve::StatsReport) + 'a>,
+    rpc: Option<dataplane::serve::rpc::Requests>,
+) -> RunOptions<'a> {
+    RunOptions {
+        rescan_interval: Duration::from_millis(20),
+        stats_interval: None,
+        stats_requested: requested,
+        on_stats,
+        wait_event: Box::new(|d| {
+            std::thread::sleep(d);
+            false
+        }),
+        handoff: None,
+        store_on_stop: None,
+        rpc,
+        reload: None,
+    }
+}

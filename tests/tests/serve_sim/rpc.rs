@@ -106,20 +106,11 @@ fn serving(
             serve::run(
                 server,
                 signals,
-                RunOptions {
-                    rescan_interval: Duration::from_millis(20),
-                    stats_interval: None,
-                    stats_requested: Arc::new(AtomicBool::new(false)),
-                    on_stats: Box::new(|_| {}),
-                    wait_event: Box::new(|d| {
-                        std::thread::sleep(d);
-                        false
-                    }),
-                    handoff: None,
-                    store_on_stop: None,
-                    rpc: Some(requests),
-                    reload: None,
-                },
+                run_options(
+                    Arc::new(AtomicBool::new(false)),
+                    Box::new(|_| {}),
+                    Some(requests),
+                ),
             )
         });
         // A failing body must still stop the loop, or the scope never ends.

@@ -28,16 +28,16 @@ impl Drop for Running {
     }
 }
 
-/// Reads the child's stderr on a thread, line by line, into a channel.
+/// Reads the child's stderr on a thread, line by line, into a channel
+/// (to its end).
 fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
+        // Read to the end even once nobody listens, so the child never
+        // blocks on a full pipe.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
         }
     });
     rx
@@ -56,6 +56,20 @@ fn metrics_address(lines: &mpsc::Receiver<String>) -> SocketAddr {
             return addr.parse().unwrap();
         }
     }
+}
+
+/// Starts `command` (a serve or bench listening for metrics) and waits
+/// for the address it logs; the child is killed when the guard drops.
+fn listening(command: &mut Command) -> (Running, SocketAddr) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    let running = Running(child);
+    let addr = metrics_address(&lines);
+    (running, addr)
 }
 
 /// Sends `request` and returns the whole answer (status line, headers,
@@ -241,7 +255,8 @@ fn the_parser_refuses_what_is_not_the_format() {
 
 #[test]
 fn bench_metrics_rise_while_it_runs_and_bad_requests_do_not_disturb() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dataplane"));
+    command
         .args([
             "bench",
             "--bdev",
@@ -258,16 +273,9 @@ fn bench_metrics_rise_while_it_runs_and_bad_requests_do_not_disturb() {
             "--idle",
             "adaptive",
             "--quiet",
-            "--metrics-listen",
-            "127.0.0.1:0",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = stderr_lines(&mut child);
-    let _running = Running(child);
-    let addr = metrics_address(&lines);
+        .args(["--metrics-listen", "127.0.0.1:0"]);
+    let (_running, addr) = listening(&mut command);
 
     let completed = |samples: &[Sample]| {
         value(
@@ -379,16 +387,11 @@ fn bench_metrics_rise_while_it_runs_and_bad_requests_do_not_disturb() {
 #[test]
 fn serve_exports_metrics_without_kernel_devices() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dataplane"));
+    command
         .args(support::serve_args(tmp.path(), support::WITH_RAM))
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = stderr_lines(&mut child);
-    let _running = Running(child);
-    let addr = metrics_address(&lines);
+        .args(["--metrics-listen", "127.0.0.1:0"]);
+    let (_running, addr) = listening(&mut command);
     let samples = parse_exposition(&scrape(addr));
     assert_eq!(
         value(&samples, "dataplane_bdev_info", ("bdev", "ram0")),
