@@ -45,6 +45,7 @@ impl Lun {
         let task = &mut self.tasks[slot as usize];
         match completion.result {
             Err(error) => {
+                self.tally.bdev_errors += 1;
                 if task.error.is_none() {
                     let field = cdb::transfer_length_field(task.cdb[0]);
                     task.error = Some(ScsiError::from_io(error, field));

@@ -98,6 +98,7 @@ mod abort;
 mod complete;
 mod config;
 mod memory;
+mod outcomes;
 mod plan;
 mod schedule;
 mod stage;
@@ -108,6 +109,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 
 use bdev::{IoCompletion, IoVec};
 
@@ -119,6 +121,7 @@ use task::{Task, TaskState};
 
 pub use abort::TaskAbort;
 pub use config::{LunConfig, LunError, DEFAULT_MAX_TRANSFER_BYTES, MAX_TASKS};
+pub use outcomes::{sense_key, CommandKind, LunCounters, LunCountersSnapshot};
 
 /// Counters for tests and statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -172,6 +175,12 @@ pub struct Lun {
     completions: Vec<IoCompletion>,
     in_flight: usize,
     stats: LunStats,
+    /// What the metrics read, published from `tally` at the end of a poll.
+    counters: Arc<LunCounters>,
+    /// Commands, responses and bdev errors counted since the last publish.
+    tally: LunCountersSnapshot,
+    /// Something was counted since the last publish.
+    tally_dirty: bool,
 }
 
 impl fmt::Debug for Lun {
@@ -222,6 +231,9 @@ impl Lun {
             completions: Vec::with_capacity(depth),
             in_flight: 0,
             stats: LunStats::default(),
+            counters: Arc::default(),
+            tally: LunCountersSnapshot::default(),
+            tally_dirty: false,
         })
     }
 
@@ -255,6 +267,20 @@ impl Lun {
         self.stats
     }
 
+    /// The command counters the unit publishes at the end of each poll
+    /// that saw work (see [`LunCounters`]).
+    pub fn counters(&self) -> Arc<LunCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Publishes the tally of the polls since the last publish.
+    fn publish_tally(&mut self) {
+        self.tally.bdev_outstanding = self.port.outstanding() as u64;
+        self.counters.publish(&self.tally);
+        self.tally = LunCountersSnapshot::default();
+        self.tally_dirty = false;
+    }
+
     fn block_size(&self) -> usize {
         self.unit.block_size as usize
     }
@@ -271,6 +297,9 @@ impl CommandExecutor for Lun {
 
     unsafe fn submit(&mut self, slot: u32, cdb_bytes: &[u8], data: &[IoVec]) {
         self.stats.submitted += 1;
+        self.tally
+            .submitted(cdb_bytes.first().copied().unwrap_or(0xFF));
+        self.tally_dirty = true;
         let busy = !matches!(
             self.tasks.get(slot as usize),
             Some(task) if task.state == TaskState::Free
@@ -307,6 +336,7 @@ impl CommandExecutor for Lun {
         } = self;
         completions.clear();
         port.poll(usize::MAX, |completion| completions.push(completion));
+        self.tally_dirty |= !self.completions.is_empty();
         for i in 0..self.completions.len() {
             let completion = self.completions[i];
             self.complete(completion);
@@ -315,16 +345,22 @@ impl CommandExecutor for Lun {
         let mut delivered = 0;
         while delivered < max {
             if let Some(slot) = self.rejected.pop_front() {
-                done(slot, &Response::with_status(status::BUSY));
+                let busy = Response::with_status(status::BUSY);
+                self.tally.delivered(&busy);
+                done(slot, &busy);
             } else if let Some(slot) = self.done.pop_front() {
                 let task = &mut self.tasks[slot as usize];
                 task.state = TaskState::Free;
+                self.tally.delivered(&task.response);
                 done(slot, &task.response);
             } else {
                 break;
             }
             self.in_flight -= 1;
             delivered += 1;
+        }
+        if self.tally_dirty {
+            self.publish_tally();
         }
         delivered
     }

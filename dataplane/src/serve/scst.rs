@@ -48,6 +48,7 @@ use super::resources::Resources;
 use super::stats::{DeviceKind, DeviceStats, DeviceTotals};
 use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
+use crate::lun::LunCounters;
 use crate::scst::device::{HandOff, ScstDeviceConfig, ScstStats, ScstStatsSnapshot};
 use crate::scst::export::Exported;
 use crate::scst::pool::PoolConfig;
@@ -65,6 +66,7 @@ struct AttachedScst {
     /// `None` while the device is off its reactor after a fault.
     poller: Option<PollerId>,
     stats: Arc<ScstStats>,
+    lun: Arc<LunCounters>,
     latency: Option<Arc<SharedLatency>>,
     /// Set by the device when scst_user refuses it.
     fault: Arc<SharedFault<Errno>>,
@@ -87,6 +89,7 @@ struct Placed {
     reactor: usize,
     poller: PollerId,
     stats: Arc<ScstStats>,
+    lun: Arc<LunCounters>,
     latency: Option<Arc<SharedLatency>>,
     fault: Arc<SharedFault<Errno>>,
     handoff: Arc<HandOff>,
@@ -111,6 +114,7 @@ impl AttachedScst {
         self.reactor = placed.reactor;
         self.poller = Some(placed.poller);
         self.stats = placed.stats;
+        self.lun = placed.lun;
         self.latency = placed.latency;
         self.fault = placed.fault;
         self.handoff = placed.handoff;
@@ -202,6 +206,7 @@ impl ScstDevices {
             reactor: placed.reactor,
             poller: Some(placed.poller),
             stats: placed.stats,
+            lun: placed.lun,
             latency: placed.latency,
             fault: placed.fault,
             handoff: placed.handoff,
@@ -299,6 +304,7 @@ impl ScstDevices {
         let reactor = config.reactor.unwrap_or_else(|| resources.round_robin());
         let stats = stack.device().stats();
         let latency = stack.device().latency();
+        let lun = stack.device().executor().counters();
         let fault = stack.device().shared_fault();
         let handoff = stack.device().handoff();
         let fd = stack
@@ -321,6 +327,7 @@ impl ScstDevices {
             reactor,
             poller,
             stats,
+            lun,
             latency,
             fault,
             handoff,
@@ -512,6 +519,7 @@ impl ScstDevices {
                 name: d.name.clone(),
                 bdev: d.bdev.clone(),
                 counters: DeviceCounters::Scst(Arc::clone(&d.stats)),
+                lun: Arc::clone(&d.lun),
                 latency: d.latency.clone(),
             })
             .collect()

@@ -21,6 +21,7 @@ use super::resources::Resources;
 use super::stats::{DeviceKind, DeviceStats, DeviceTotals};
 use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
+use crate::lun::LunCounters;
 use crate::stack::{LunSpec, MaxTransfer, Stack};
 use crate::tcmu::discovery::TcmuUioName;
 use crate::tcmu::{
@@ -40,6 +41,7 @@ struct Attached {
     reactor: usize,
     poller: PollerId,
     stats: Arc<TcmuStats>,
+    lun: Arc<LunCounters>,
     latency: Option<Arc<SharedLatency>>,
     /// Set by the device when its ring breaks.
     fault: Arc<SharedFault<RingFault>>,
@@ -397,6 +399,7 @@ impl TcmuDevices {
         };
         let stats = stack.device().stats();
         let latency = stack.device().latency();
+        let lun = stack.device().executor().counters();
         let fault = stack.device().shared_fault();
         // The bdev poller of this reactor for this bdev (created on first use).
         let handle = resources.bdev_poller(reactor, &name.cfg, &bdev)?;
@@ -422,6 +425,7 @@ impl TcmuDevices {
                 reactor,
                 poller,
                 stats,
+                lun,
                 latency,
                 fault,
                 last: TcmuStatsSnapshot::default(),
@@ -608,6 +612,7 @@ impl TcmuDevices {
                 name: a.name.name.clone(),
                 bdev: a.name.cfg.clone(),
                 counters: DeviceCounters::Tcmu(Arc::clone(&a.stats)),
+                lun: Arc::clone(&a.lun),
                 latency: a.latency.clone(),
             })
             .collect()

@@ -231,7 +231,7 @@ pub(crate) fn build_device(
     let depth = lun.port_depth();
     let stack_error = |e| BenchError::from_stack(e, depth);
 
-    let (initiator, bdev_poller, (counters, latency)) = match frontend {
+    let (initiator, bdev_poller, (counters, lun, latency)) = match frontend {
         Frontend::Tcmu => {
             let sim = TcmuSim::new(SimConfig {
                 cmdr_size: (config.ring_size - 128) as u32,
@@ -254,6 +254,7 @@ pub(crate) fn build_device(
             .map_err(stack_error)?;
             let counters = DeviceCounters::Tcmu(stack.device().stats());
             let latency = stack.device().latency();
+            let lun = stack.device().executor().counters();
             let (device, bdev_poller) = fixed_buffers(config, stack)
                 .with_own_poller(bdev.as_ref(), depth)
                 .map_err(stack_error)?;
@@ -261,7 +262,7 @@ pub(crate) fn build_device(
             (
                 BenchInitiator::Tcmu(Box::new(TcmuInitiator::new(sim))),
                 bdev_poller,
-                (counters, latency),
+                (counters, lun, latency),
             )
         }
         Frontend::Scst => {
@@ -307,6 +308,7 @@ pub(crate) fn build_device(
             .map_err(stack_error)?;
             let counters = DeviceCounters::Scst(stack.device().stats());
             let latency = stack.device().latency();
+            let lun = stack.device().executor().counters();
             let (device, bdev_poller) = fixed_buffers(config, stack)
                 .with_own_poller(bdev.as_ref(), depth)
                 .map_err(stack_error)?;
@@ -314,7 +316,7 @@ pub(crate) fn build_device(
             (
                 BenchInitiator::Scst(ScstInitiator::new(sim)),
                 bdev_poller,
-                (counters, latency),
+                (counters, lun, latency),
             )
         }
     };
@@ -353,6 +355,7 @@ pub(crate) fn build_device(
             name: format!("bench{index}"),
             bdev: bdev.name().to_owned(),
             counters,
+            lun,
             latency,
         },
     })

@@ -354,6 +354,39 @@ fn bench_metrics_rise_while_it_runs_and_bad_requests_do_not_disturb() {
         );
         assert!(b >= a && b > 0.0, "{name}: {a} then {b}");
     }
+    // The LUN's figures: reads (the bench's default pattern) and GOOD
+    // responses rise, no errors by any sense key, every bdev has a depth.
+    let of = |s: &[Sample], name: &str, label: (&str, &str)| {
+        s.iter()
+            .find(|(n, labels, _)| {
+                n == name
+                    && labels.contains(&("device".into(), "bench0".into()))
+                    && labels.contains(&(label.0.into(), label.1.into()))
+            })
+            .map(|s| s.2)
+            .unwrap_or_else(|| panic!("no {name} with {label:?}"))
+    };
+    for (name, label) in [
+        ("dataplane_device_commands_total", ("op", "read")),
+        ("dataplane_device_responses_total", ("status", "GOOD")),
+    ] {
+        let (a, b) = (of(&first, name, label), of(&second, name, label));
+        assert!(b > a && a > 0.0, "{name} {label:?}: {a} then {b}");
+    }
+    assert_eq!(
+        of(&second, "dataplane_device_commands_total", ("op", "write")),
+        0.0
+    );
+    let errors: f64 = second
+        .iter()
+        .filter(|s| s.0 == "dataplane_device_errors_total")
+        .map(|s| s.2)
+        .sum();
+    assert_eq!(errors, 0.0);
+    assert!(
+        value(&second, "dataplane_bdev_queue_depth", ("bdev", "null0")).is_some(),
+        "no queue depth for null0"
+    );
     let busy = |s: &[Sample]| {
         value(
             s,

@@ -9,6 +9,7 @@ mod abort;
 mod abort_task;
 mod compare_and_write;
 mod config;
+mod counters;
 mod durability;
 mod emulated;
 mod fuzz;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use reactor::StatsReader;
 
 use crate::latency::SharedLatency;
+use crate::lun::LunCounters;
 use crate::scst::device::ScstStats;
 use crate::serve::stats::UringBdev;
 use crate::tcmu::TcmuStats;
@@ -37,6 +38,8 @@ pub struct DeviceSource {
     pub bdev: String,
     /// Its counters (the `frontend` label follows from them).
     pub counters: DeviceCounters,
+    /// Its LUN's command counters (kinds, outcomes, bdev side).
+    pub lun: Arc<LunCounters>,
     /// Its latency histogram, if it records one.
     pub latency: Option<Arc<SharedLatency>>,
 }

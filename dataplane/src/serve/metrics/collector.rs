@@ -16,6 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 use reactor::ReactorStats;
 
 use super::catalog::{DeviceCounters, DeviceSource, Sources};
+use crate::lun::LunCountersSnapshot;
 use crate::serve::stats::UringCounters;
 
 /// Upper bounds of the latency buckets, in nanoseconds: 1 µs to 1 s.
@@ -294,7 +295,54 @@ impl SourcesCollector {
                 .iter()
                 .filter_map(|(labels, r)| r.sessions.map(|s| (labels.clone(), gauge_count(s)))),
         )?;
+        self.encode_lun_counters(f)?;
         self.encode_latency(f)
+    }
+
+    /// The families read from the devices' LUNs: commands by kind,
+    /// responses by status, CHECK CONDITIONs by sense key.
+    fn encode_lun_counters(&self, f: &mut Family<'_, '_>) -> fmt::Result {
+        let luns: Vec<(Labels, LunCountersSnapshot)> = self
+            .sources
+            .devices
+            .iter()
+            .map(|d| (device_labels(d), d.lun.snapshot()))
+            .collect();
+        let with = |labels: &Labels, name: &'static str, value: &'static str| {
+            let mut labels = labels.clone();
+            labels.push((name, value.to_owned()));
+            labels
+        };
+        f.counters(
+            "device_commands",
+            "Commands the device's LUN received, by kind: read (READ 6/10/12/16), write \
+             (WRITE 6/10/12/16, WRITE AND VERIFY) and other.",
+            None,
+            luns.iter()
+                .flat_map(|(labels, c)| c.by_kind().map(|(op, n)| (with(labels, "op", op), n))),
+        )?;
+        f.counters(
+            "device_responses",
+            "Responses the device's LUN gave, by SCSI status.",
+            None,
+            luns.iter().flat_map(|(labels, c)| {
+                let errors: u64 = c.by_sense_key().iter().map(|(_, n)| n).sum();
+                [("GOOD", c.good), ("CHECK_CONDITION", errors)]
+                    .into_iter()
+                    .chain(c.by_status())
+                    .map(|(status, n)| (with(labels, "status", status), n))
+                    .collect::<Vec<_>>()
+            }),
+        )?;
+        f.counters(
+            "device_errors",
+            "CHECK CONDITION responses of the device's LUN, by sense key.",
+            None,
+            luns.iter().flat_map(|(labels, c)| {
+                c.by_sense_key()
+                    .map(|(key, n)| (with(labels, "sense_key", key), n))
+            }),
+        )
     }
 
     fn encode_latency(&self, f: &mut Family<'_, '_>) -> fmt::Result {
@@ -387,6 +435,48 @@ impl SourcesCollector {
                 .iter()
                 .map(move |(labels, c)| (labels.clone(), pick(c)))
         };
+        // What the devices' LUNs saw of each bdev (the bdev a device
+        // exports; a striped bdev's children show through their parent).
+        // Every bdev has a sample, 0 while no device uses it.
+        let mut seen: Vec<(Labels, LunCountersSnapshot)> = self
+            .sources
+            .bdevs
+            .iter()
+            .map(|b| {
+                (
+                    vec![("bdev", b.name.clone())],
+                    LunCountersSnapshot::default(),
+                )
+            })
+            .collect();
+        for d in &self.sources.devices {
+            let c = d.lun.snapshot();
+            let labels = vec![("bdev", d.bdev.clone())];
+            let at = match seen.iter().position(|(l, _)| *l == labels) {
+                Some(at) => at,
+                None => {
+                    seen.push((labels, LunCountersSnapshot::default()));
+                    seen.len() - 1
+                }
+            };
+            let sum = &mut seen[at].1;
+            sum.bdev_errors += c.bdev_errors;
+            sum.bdev_outstanding += c.bdev_outstanding;
+        }
+        f.gauges(
+            "bdev_queue_depth",
+            "Requests the devices' LUNs have staged or in the bdev.",
+            None,
+            seen.iter()
+                .map(|(labels, c)| (labels.clone(), gauge_count(c.bdev_outstanding))),
+        )?;
+        f.counters(
+            "bdev_errors",
+            "Requests to the bdev that completed with an error, as the devices' LUNs saw them.",
+            None,
+            seen.iter()
+                .map(|(labels, c)| (labels.clone(), c.bdev_errors)),
+        )?;
         f.counters(
             "bdev_completed",
             "Requests a file or nvme bdev completed (successfully or not).",

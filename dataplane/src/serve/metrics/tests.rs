@@ -8,8 +8,9 @@ use std::sync::Arc;
 use reactor::clock;
 
 use super::collector::render;
-use super::{DeviceCounters, DeviceSource, MetricsCatalog, MetricsServer, Sources};
+use super::{BdevSource, DeviceCounters, DeviceSource, MetricsCatalog, MetricsServer, Sources};
 use crate::latency::LatencyRecorder;
+use crate::lun::{LunCounters, LunCountersSnapshot};
 use crate::scst::device::{ScstStats, ScstStatsSnapshot};
 use crate::tcmu::{TcmuStats, TcmuStatsSnapshot};
 
@@ -45,21 +46,42 @@ fn devices_become_labelled_samples() {
         recorder.record(clock::ns_to_ticks(3_000));
     }
     recorder.flush(clock::now());
+    let lun = Arc::new(LunCounters::default());
+    lun.publish(&LunCountersSnapshot {
+        reads: 9,
+        writes: 2,
+        others: 1,
+        good: 8,
+        medium_error: 1,
+        illegal_request: 1,
+        task_aborted: 1,
+        bdev_errors: 1,
+        bdev_outstanding: 3,
+        ..LunCountersSnapshot::default()
+    });
     let sources = Sources {
         devices: vec![
             DeviceSource {
                 name: "disk0".into(),
                 bdev: "ram0".into(),
                 counters: DeviceCounters::Tcmu(tcmu),
+                lun,
                 latency: Some(recorder.shared()),
             },
             DeviceSource {
                 name: "disk1".into(),
                 bdev: "null0".into(),
                 counters: DeviceCounters::Scst(scst),
+                lun: Arc::default(),
                 latency: None,
             },
         ],
+        bdevs: ["ram0", "null0", "spare0"]
+            .map(|name| BdevSource {
+                name: name.into(),
+                uring: None,
+            })
+            .into(),
         ..Sources::default()
     };
     let text = render(sources);
@@ -120,6 +142,55 @@ fn devices_become_labelled_samples() {
             "dataplane_device_latency_seconds_count{tcmu_labels} 4"
         )]
     );
+    // The LUN's figures: commands by kind, responses by status, errors by
+    // sense key (every key has a sample), and the bdev side by bdev.
+    let lun_samples = |family: &str, label: &str| {
+        samples(&text, &format!("dataplane_{family}_total{{"))
+            .iter()
+            .filter(|l| l.contains(r#"device="disk0""#))
+            .map(|l| {
+                let (_, after) = l.split_once(&format!("{label}=\"")).unwrap();
+                let (value, _) = after.split_once('"').unwrap();
+                (value.to_owned(), l.rsplit(' ').next().unwrap().to_owned())
+            })
+            .collect::<Vec<_>>()
+    };
+    let pairs = |list: &[(&str, &str)]| {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        lun_samples("device_commands", "op"),
+        pairs(&[("read", "9"), ("write", "2"), ("other", "1")])
+    );
+    assert_eq!(
+        lun_samples("device_responses", "status"),
+        pairs(&[
+            ("GOOD", "8"),
+            ("CHECK_CONDITION", "2"),
+            ("BUSY", "0"),
+            ("TASK_ABORTED", "1"),
+            ("OTHER", "0")
+        ])
+    );
+    let errors = lun_samples("device_errors", "sense_key");
+    assert_eq!(errors.len(), 9, "{errors:?}");
+    assert!(errors.contains(&("MEDIUM_ERROR".into(), "1".into())));
+    assert!(errors.contains(&("ILLEGAL_REQUEST".into(), "1".into())));
+    assert!(errors.contains(&("NOT_READY".into(), "0".into())));
+    assert_eq!(
+        samples(&text, "dataplane_bdev_queue_depth"),
+        [
+            r#"dataplane_bdev_queue_depth{bdev="ram0"} 3"#,
+            r#"dataplane_bdev_queue_depth{bdev="null0"} 0"#,
+            r#"dataplane_bdev_queue_depth{bdev="spare0"} 0"#,
+        ]
+    );
+    assert_eq!(
+        samples(&text, "dataplane_bdev_errors_total")[0],
+        r#"dataplane_bdev_errors_total{bdev="ram0"} 1"#
+    );
     assert!(text.ends_with("# EOF\n"));
 }
 
@@ -131,6 +202,11 @@ fn an_empty_catalog_still_describes_every_family() {
         "dataplane_device_latency_seconds histogram",
         "dataplane_reactor_busy_seconds counter",
         "dataplane_bdev_completed counter",
+        "dataplane_device_commands counter",
+        "dataplane_device_responses counter",
+        "dataplane_device_errors counter",
+        "dataplane_bdev_queue_depth gauge",
+        "dataplane_bdev_errors counter",
         "dataplane_bdev info",
     ] {
         assert!(
