@@ -6,6 +6,8 @@
 //! - [`skip`]: how a test that cannot run here says so, and when it must
 //!   run anyway (`CI=true`).
 //! - [`scratch`]: scratch directories on a disk filesystem (O_DIRECT).
+//! - [`ceph`]: a Ceph cluster for the tests that need one (the process's
+//!   own, started by `tests/ceph/cluster.sh`, or CI's) and RBD images in it.
 //!
 //! With the `dataplane` feature, the fixtures built on the data path:
 //! - `exec`: test executors (`CommandExecutor`s);
@@ -21,6 +23,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod alloc;
+pub mod ceph;
 pub mod rng;
 pub mod scratch;
 pub mod skip;

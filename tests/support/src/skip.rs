@@ -21,7 +21,11 @@
 //! build-essential, xz-utils and linux-libc-dev (the kernel's UAPI headers)
 //! before the tests; its host kernel has io_uring enabled but neither
 //! LIO/TCMU nor SCST loaded, and no NVMe device (the real kernel, and an
-//! emulated NVMe drive, run in the VM test).
+//! emulated NVMe drive, run in the VM test). `.ci/run` also installs
+//! Debian's Ceph (ceph-mon, ceph-mgr, ceph-osd, ceph-common, librbd-dev,
+//! librados-dev), starts a single-node cluster with
+//! `tests/ceph/cluster.sh` before the tests and names its `ceph.conf` in
+//! [`CEPH_CONF_VAR`], so [`Need::CephCluster`] is met there.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -39,6 +43,17 @@ pub const CI_CPUS: usize = 2;
 /// device (`/dev/ngXnY`) that tests needing [`Need::NvmeGeneric`] use, and
 /// overwrite.
 pub const NVME_DEVICE_VAR: &str = "DATAPLANE_TEST_NVME";
+
+/// The environment variable naming the `ceph.conf` of a running Ceph
+/// cluster with a pool `rbd` and a client.admin keyring, which tests
+/// needing [`Need::CephCluster`] share (`.ci/run` sets it; see
+/// `crate::ceph`).
+pub const CEPH_CONF_VAR: &str = "DATAPLANE_CEPH_CONF";
+
+/// The programs that start a test cluster of a process's own when
+/// [`CEPH_CONF_VAR`] is unset (Debian: ceph-mon ceph-mgr ceph-osd
+/// ceph-common).
+pub const CEPH_PROGRAMS: &[&str] = &["ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "rbd"];
 
 /// Something a test needs from the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +86,13 @@ pub enum Need {
     /// [`nvme_device`]). CI's host has none; the VM test boots with an
     /// emulated NVMe drive and runs these tests there.
     NvmeGeneric,
+    /// A Ceph cluster to make RBD images in (`crate::ceph::cluster`): the
+    /// one [`CEPH_CONF_VAR`] names, else one the test process starts, for
+    /// which [`CEPH_PROGRAMS`] must be installed.
+    CephCluster,
+    /// The Ceph cluster of [`Need::CephCluster`] could not be started; the
+    /// error. Never met by asking: `crate::ceph::cluster` reports it.
+    CephClusterStarted(&'static str),
     /// A privileged action that root can do on a whole machine but not
     /// always in a container (mount a tmpfs, set up a loop device, make a
     /// file immutable). Never met by asking: a test reports it with
@@ -94,6 +116,11 @@ impl Need {
                 std::fs::read_to_string(THP_ENABLED).is_ok_and(|s| !s.contains("[never]"))
             }
             Need::NvmeGeneric => nvme_device().is_some(),
+            Need::CephCluster => match std::env::var_os(CEPH_CONF_VAR) {
+                Some(conf) => Path::new(&conf).is_file(),
+                None => missing_ceph_program().is_none(),
+            },
+            Need::CephClusterStarted(_) => false,
             Need::Privilege(_) => false,
         }
     }
@@ -111,6 +138,7 @@ impl Need {
             Need::ReservedHugePages(_) => false,
             Need::TransparentHugePages => true,
             Need::NvmeGeneric => false,
+            Need::CephCluster | Need::CephClusterStarted(_) => true,
             // CI is root on a whole Debian machine, not a container.
             Need::Privilege(_) => true,
         }
@@ -161,6 +189,22 @@ impl Need {
                     Path::new(&path).display()
                 ),
             },
+            Need::CephCluster => match std::env::var_os(CEPH_CONF_VAR) {
+                Some(conf) => format!(
+                    "needs a Ceph cluster: {CEPH_CONF_VAR}={} is not a file",
+                    Path::new(&conf).display()
+                ),
+                None => format!(
+                    "needs a Ceph cluster: {CEPH_CONF_VAR} names none and `{}` is not \
+                     installed to start one (Debian: apt-get install ceph-mon ceph-mgr \
+                     ceph-osd ceph-common; or {CEPH_CONF_VAR}=DIR/ceph.conf from \
+                     tests/ceph/cluster.sh start DIR)",
+                    missing_ceph_program().unwrap_or("?")
+                ),
+            },
+            Need::CephClusterStarted(why) => {
+                format!("needs a Ceph cluster, which would not start: {why}")
+            }
             Need::Privilege(action) => format!("needs to {action}, which failed here"),
         }
     }
@@ -174,6 +218,11 @@ pub fn nvme_device() -> Option<std::path::PathBuf> {
     std::fs::metadata(&path)
         .is_ok_and(|m| m.file_type().is_char_device())
         .then_some(path)
+}
+
+/// The first of [`CEPH_PROGRAMS`] not on `PATH`.
+fn missing_ceph_program() -> Option<&'static str> {
+    CEPH_PROGRAMS.iter().copied().find(|name| !on_path(name))
 }
 
 /// Where the kernel says whether transparent huge pages are on.
@@ -302,6 +351,8 @@ mod tests {
         assert!(!Need::Cpus(3).provided_by_ci());
         assert!(Need::IoUring.provided_by_ci());
         assert!(!Need::NvmeGeneric.provided_by_ci());
+        assert!(Need::CephCluster.provided_by_ci());
+        assert!(Need::CephClusterStarted("mon timed out").provided_by_ci());
     }
 
     #[test]
@@ -310,6 +361,10 @@ mod tests {
         assert!(!Need::Tool("dp-no-such-tool").met());
         assert!(!Need::UapiHeader("dp-no-such-header.h").met());
         assert!(!Need::KernelModule("dp_no_such_module").met());
+        assert!(!Need::CephClusterStarted("mon timed out").met());
+        assert!(Need::CephClusterStarted("mon timed out")
+            .reason()
+            .ends_with("would not start: mon timed out"));
         assert!(Need::Cpus(1).met());
         assert!(!Need::Cpus(1 << 20).met());
         assert!(Need::Cpus(1 << 20)
