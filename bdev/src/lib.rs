@@ -43,7 +43,8 @@
 //! data), [`striped`] (RAID0 over child bdevs), [`file`](mod@file) (a regular file
 //! or a block device through io_uring, on the engine in [`uring`]) and
 //! [`nvme`] (an NVMe namespace through NVMe passthrough on the same engine),
-//! and [`fault`] (injects errors, delays and stuck I/O into another bdev).
+//! [`rbd`] (a Ceph RBD image through librbd, loaded at run time), and
+//! [`fault`] (injects errors, delays and stuck I/O into another bdev).
 //! [`parse_size`] reads the sizes that configuration and command lines give
 //! them.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -56,6 +57,7 @@ pub mod io;
 pub mod null;
 pub mod nvme;
 pub mod ram;
+pub mod rbd;
 pub mod request;
 mod size;
 pub mod striped;
@@ -71,6 +73,7 @@ pub use io::{IoCompletion, IoOp, IoRequest, IoVec, SgList};
 pub use null::NullBdev;
 pub use nvme::{NvmeBdev, NvmeIdentity, NvmeOptions, NvmeStats, UnmapMode};
 pub use ram::{Backing, HugePages, RamBdev};
+pub use rbd::{RbdBdev, RbdOptions, RbdStats};
 pub use request::{check_request, check_supported, CompletionQueue};
 pub use size::parse_size;
 pub use striped::StripedBdev;
