@@ -8,11 +8,13 @@
 OPS_METRICS=127.0.0.1:9150
 OPS_RPC=/run/dataplane/rpc.sock
 
-# metrics_value NAME DEVICE: the value of metric NAME for DEVICE (label
-# device="DEVICE") in a scrape of OPS_METRICS; nothing if absent.
+# metrics_value NAME DEVICE [LABEL]: the value of metric NAME for DEVICE
+# (label device="DEVICE") and LABEL (e.g. op="write") in a scrape of
+# OPS_METRICS; nothing if absent.
 metrics_value() {
     wget -q -O - "http://$OPS_METRICS/metrics" 2>/dev/null |
-        awk -v n="$1" -v d="device=\"$2\"" 'index($0, n "{") == 1 && index($0, d) { print $NF; exit }'
+        awk -v n="$1" -v d="device=\"$2\"" -v l="${3:-device=\"$2\"}" \
+            'index($0, n "{") == 1 && index($0, d) && index($0, l) { print $NF; exit }'
 }
 
 # step_ops_control: over the control socket, a RAM bdev `rpc0` is created;
@@ -66,6 +68,12 @@ step_ops_control() {
     [ -n "$after" ] || fail "the metrics endpoint does not report rpc0disk"
     awk -v a="${mid:-0}" -v b="$after" 'BEGIN { exit !(b > a && a > 0) }' ||
         fail "rpc0disk's completed commands did not rise in the metrics (${mid:-none} then $after)"
+    writes=$(metrics_value dataplane_device_commands_total rpc0disk 'op="write"')
+    good=$(metrics_value dataplane_device_responses_total rpc0disk 'status="GOOD"')
+    medium=$(metrics_value dataplane_device_errors_total rpc0disk 'sense_key="MEDIUM_ERROR"')
+    echo "metrics: rpc0disk writes ${writes:-none}, GOOD responses ${good:-none}, MEDIUM ERRORs ${medium:-none}"
+    awk -v w="${writes:-0}" -v g="${good:-0}" -v m="${medium:-x}" 'BEGIN { exit !(w > 0 && g >= w && m == 0) }' ||
+        fail "the LUN's figures are not as fio's writes make them (writes ${writes:-none}, GOOD ${good:-none}, MEDIUM ERROR ${medium:-none})"
     dataplane rpc --socket "$OPS_RPC" bdev_get_bdevs name=rpc0 | grep -q '"rpc0"' ||
         fail "the reload removed rpc0, which the control socket created"
     errs=$(dmesg_unexpected ops)

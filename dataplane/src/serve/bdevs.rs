@@ -2,8 +2,9 @@
 //! and fault ones over them, each once what it stands on is made.
 //!
 //! A `file` bdev opens a file or block device, an `nvme` bdev an NVMe
-//! namespace's generic character device; either can fail for reasons of the
-//! machine rather than of the configuration (a missing path, the wrong kind
+//! namespace's generic character device, an `rbd` bdev a Ceph RBD image
+//! (`rbd.rs`); each can fail for reasons of the machine rather than of the
+//! configuration (a missing path, the wrong kind
 //! of file or device, a read-only device, O_DIRECT refused, a size that does
 //! not match, no NVMe passthrough in the kernel, no permission for it, an
 //! LBA format with metadata). Such a bdev is left out, with one log line
@@ -29,6 +30,7 @@ use bdev::{Bdev, BdevRef, FaultBdev};
 
 use super::config::{BdevConfig, ServeConfig};
 use super::error::{BdevChangeError, ServeError};
+use super::rbd::open_rbd;
 use super::stats::{NvmeNamespace, UringBdev};
 
 /// What [`make_bdevs`] made.
@@ -80,6 +82,16 @@ pub(super) fn make_bdevs(
                     let bdev = ring.bdev();
                     made.rings.insert(b.name().to_string(), ring);
                     bdev
+                }
+                Err(why) => {
+                    made.leave_out(b.name(), why, log);
+                    continue;
+                }
+            },
+            BdevConfig::Rbd { .. } => match open_rbd(b) {
+                Ok((rbd, line)) => {
+                    log(&line);
+                    rbd
                 }
                 Err(why) => {
                     made.leave_out(b.name(), why, log);
@@ -182,7 +194,7 @@ fn stripe(
 }
 
 /// Makes bdev `b` while the server runs, over the bdevs made (`bdevs`):
-/// `ram`, `null`, `file`, `nvme` (with its ring, for the statistics) and
+/// `ram`, `null`, `file`, `nvme` (with its ring, for the statistics), `rbd` and
 /// `striped` (whose children are in `bdevs`; the configuration with `b`
 /// was validated). A file or device that cannot be opened is
 /// [`BdevChangeError::Unavailable`] (nothing is left out at run time);
@@ -197,6 +209,11 @@ pub(super) fn make_at_run_time(
             let (ring, line) = open_device(b).map_err(BdevChangeError::Unavailable)?;
             log(&line);
             return Ok((ring.bdev(), Some(ring)));
+        }
+        BdevConfig::Rbd { .. } => {
+            let (rbd, line) = open_rbd(b).map_err(BdevChangeError::Unavailable)?;
+            log(&line);
+            return Ok((rbd, None));
         }
         other => make_over_at_run_time(other, bdevs, log),
     };

@@ -37,6 +37,7 @@ mod heal;
 pub mod host;
 mod lu_id;
 pub mod metrics;
+mod rbd;
 mod recovery;
 pub mod reload;
 mod resources;

@@ -589,6 +589,64 @@ fn a_file_bdev_created_over_the_socket_serves_with_verify() {
 }
 
 #[test]
+fn an_rbd_bdev_created_over_the_socket_serves_with_verify() {
+    let Some(cluster) = test_support::ceph::cluster() else {
+        return;
+    };
+    let image = cluster.create_image("serve_rpc", 16 * MIB);
+    let conf = cluster.conf().display().to_string();
+    let host = SimHost::default();
+    serving(&host, RpcOptions::new, |path, logs| {
+        // A missing image: refused, naming it; a wrong type named.
+        let (c, m) = fails(
+            path,
+            "bdev_rbd_create",
+            json!({"name": "r", "pool_name": image.pool(), "rbd_name": "no-such-image", "conf": conf}),
+        );
+        assert_eq!(c, code::INVALID);
+        assert!(
+            m.contains("rbd/no-such-image") && m.contains("does not exist"),
+            "{m}"
+        );
+        let (c, m) = fails(
+            path,
+            "bdev_rbd_create",
+            json!({"name": "r", "pool_name": image.pool(), "rbd_name": image.name(), "block_size": "4k"}),
+        );
+        assert_eq!(c, code::INVALID_PARAMS);
+        assert!(m.contains("block_size"), "{m}");
+
+        let made = ok(
+            path,
+            "bdev_rbd_create",
+            json!({
+                "name": "r",
+                "pool_name": image.pool(),
+                "rbd_name": image.name(),
+                "conf": conf,
+                "op_timeout_secs": 20,
+                "config": {"rbd_cache": "true"},
+            }),
+        );
+        assert_eq!(made, "r");
+        assert_eq!(logs.count("bdev r: rbd:rbd/"), 1, "{}", logs.dump());
+        let r = &ok(path, "bdev_get_bdevs", json!({"name": "r"}))[0];
+        assert_eq!(
+            (&r["product_name"], &r["num_blocks"]),
+            (&json!("rbd"), &json!(16 * MIB / 512))
+        );
+        let disk = host.add(0, "tcm-user/0/rdisk/dataplane/r", facts(512, 16 * MIB));
+        wait_for_devices(path, &["rdisk"]);
+        verified_job(&disk, 16 * MIB / 512, 512, 500);
+        let io = ok(path, "bdev_get_iostat", json!({"name": "r"}));
+        assert!(io["bdevs"][0]["num_ops"].as_u64().unwrap() >= 500, "{io}");
+        host.remove(0);
+        wait_for_devices(path, &[]);
+        assert_eq!(ok(path, "bdev_delete", json!({"name": "r"})), true);
+    });
+}
+
+#[test]
 fn a_successor_waits_for_the_socket_of_a_server_that_is_exiting() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("rpc.sock");

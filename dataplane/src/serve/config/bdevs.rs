@@ -1,6 +1,6 @@
 //! `[[bdev]]`: the block devices, and lookups and checks across them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,13 @@ fn yes() -> bool {
 pub const DEFAULT_NVME_QUEUE_DEPTH: u32 = 128;
 /// Default of an nvme bdev's `max_transfer`: 1 MiB.
 pub const DEFAULT_NVME_MAX_TRANSFER: u64 = 1 << 20;
+
+/// Default of an rbd bdev's `op_timeout_secs`.
+pub const DEFAULT_RBD_OP_TIMEOUT_SECS: u64 = 30;
+
+fn default_rbd_op_timeout() -> u64 {
+    DEFAULT_RBD_OP_TIMEOUT_SECS
+}
 
 fn default_nvme_queue_depth() -> u32 {
     DEFAULT_NVME_QUEUE_DEPTH
@@ -149,6 +156,41 @@ pub enum BdevConfig {
         /// Register the frontends' data memory as io_uring fixed buffers.
         #[serde(default = "yes")]
         fixed_buffers: bool,
+    },
+    /// A Ceph RBD image through librbd ([`bdev::rbd`]), loaded at run
+    /// time: a host without `librbd1` leaves the bdev out.
+    Rbd {
+        /// Unique name.
+        name: String,
+        /// The pool holding the image.
+        pool: String,
+        /// The image (its size is the bdev's).
+        image: String,
+        /// The RADOS namespace in the pool (default: none).
+        #[serde(default)]
+        namespace: Option<String>,
+        /// The `ceph.conf` to read (default: librados' search,
+        /// `$CEPH_CONF` then `/etc/ceph/ceph.conf`).
+        #[serde(default)]
+        conf: Option<PathBuf>,
+        /// The client id, `client.<user>` (default `admin`).
+        #[serde(default)]
+        user: Option<String>,
+        /// The keyring with the user's key (default: what the
+        /// configuration names).
+        #[serde(default)]
+        keyring: Option<PathBuf>,
+        /// Logical block size: 512 or 4096.
+        #[serde(default = "default_block_size")]
+        block_size: u32,
+        /// Seconds the cluster may leave an operation unanswered before it
+        /// fails (the initiator then sees NOT READY), 1 to 3600.
+        #[serde(default = "default_rbd_op_timeout")]
+        op_timeout_secs: u64,
+        /// More client options for librados/librbd (e.g. `rbd_cache =
+        /// "false"`), set after the configuration file is read.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        options: BTreeMap<String, String>,
     },
     /// Injects faults into another bdev's I/O ([`bdev::fault`]).
     Fault {
@@ -309,17 +351,20 @@ impl BdevConfig {
             | BdevConfig::Null { name, .. }
             | BdevConfig::File { name, .. }
             | BdevConfig::Nvme { name, .. }
+            | BdevConfig::Rbd { name, .. }
             | BdevConfig::Fault { name, .. }
             | BdevConfig::Striped { name, .. } => name,
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// The bdev's type as the file names it (`ram`, `null`, ...).
+    pub fn kind(&self) -> &'static str {
         match self {
             BdevConfig::Ram { .. } => "ram",
             BdevConfig::Null { .. } => "null",
             BdevConfig::File { .. } => "file",
             BdevConfig::Nvme { .. } => "nvme",
+            BdevConfig::Rbd { .. } => "rbd",
             BdevConfig::Fault { .. } => "fault",
             BdevConfig::Striped { .. } => "striped",
         }
@@ -331,19 +376,22 @@ impl BdevConfig {
     /// `striped` and `fault` never (their children's, their base's).
     fn own_block_size(&self) -> Option<u32> {
         match self {
-            BdevConfig::Ram { block_size, .. } | BdevConfig::Null { block_size, .. } => {
-                Some(*block_size)
-            }
+            BdevConfig::Ram { block_size, .. }
+            | BdevConfig::Null { block_size, .. }
+            | BdevConfig::Rbd { block_size, .. } => Some(*block_size),
             BdevConfig::File { block_size, .. } => *block_size,
             BdevConfig::Nvme { .. } | BdevConfig::Striped { .. } | BdevConfig::Fault { .. } => None,
         }
     }
 
-    /// Whether the bdev opens a file or device at start (`file`, `nvme`):
-    /// then it can fail for reasons of the machine, and is left out rather
-    /// than stop the start.
+    /// Whether the bdev opens a file, device or image at start (`file`,
+    /// `nvme`, `rbd`): then it can fail for reasons of the machine or the
+    /// cluster, and is left out rather than stop the start.
     pub fn opens_device(&self) -> bool {
-        matches!(self, BdevConfig::File { .. } | BdevConfig::Nvme { .. })
+        matches!(
+            self,
+            BdevConfig::File { .. } | BdevConfig::Nvme { .. } | BdevConfig::Rbd { .. }
+        )
     }
 
     /// Whether devices over it offer it their memory as io_uring fixed
@@ -464,6 +512,31 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     ));
                 }
             }
+            BdevConfig::Rbd {
+                pool,
+                image,
+                namespace,
+                block_size,
+                op_timeout_secs,
+                ..
+            } => {
+                for (key, value) in [("pool", Some(pool)), ("image", Some(image))]
+                    .into_iter()
+                    .chain([("namespace", namespace.as_ref())])
+                {
+                    if value.is_some_and(|v| v.is_empty()) {
+                        return err(format!("{at}.{key}: must not be empty"));
+                    }
+                }
+                if ![512, 4096].contains(block_size) {
+                    return err(format!("{at}.block_size: {block_size} is not 512 or 4096"));
+                }
+                if !(1..=3600).contains(op_timeout_secs) {
+                    return err(format!(
+                        "{at}.op_timeout_secs: {op_timeout_secs} is not between 1 and 3600"
+                    ));
+                }
+            }
             BdevConfig::Fault {
                 base, rules, space, ..
             } => {
@@ -511,7 +584,7 @@ pub(super) fn check_bdevs(bdevs: &[BdevConfig]) -> Result<(), ConfigError> {
                     };
                     if let BdevConfig::Striped { .. } = c {
                         return err(format!(
-                            "{key}: {child:?} is striped; children must be ram, null, file, nvme or fault"
+                            "{key}: {child:?} is striped; children must be ram, null, file, nvme, rbd or fault"
                         ));
                     }
                     if let Some(other) = children_of.insert(child, name) {

@@ -189,6 +189,32 @@ fn scst_devices_parse_with_defaults() {
 }
 
 #[test]
+fn rbd_bdevs_are_checked_without_a_cluster() {
+    let rbd = |extra: &str| {
+        format!(
+            "[reactors]\ncores = [1]\n[[bdev]]\nname = \"r\"\ntype = \"rbd\"\n\
+             pool = \"rbd\"\nimage = \"disk\"\n{extra}\n"
+        )
+    };
+    let c = check(&rbd("")).unwrap();
+    assert_eq!(c.bdevs[0].kind(), "rbd");
+    assert!(c.bdevs[0].opens_device());
+    assert_eq!(c.block_size_of(&c.bdevs[0]), Some(512));
+    for (extra, message) in [
+        ("block_size = 1024", "bdev[0] (\"r\").block_size: 1024 is not 512 or 4096"),
+        ("op_timeout_secs = 0", "bdev[0] (\"r\").op_timeout_secs: 0 is not between 1 and 3600"),
+        ("namespace = \"\"", "bdev[0] (\"r\").namespace: must not be empty"),
+        ("options = { rbd_cache = 1 }", "invalid type: integer `1`, expected a string"),
+        ("size = 4096", "unknown field `size`"),
+    ] {
+        let e = error(&rbd(extra));
+        assert!(e.contains(message), "{extra}: {e}");
+    }
+    let e = error(&rbd("").replace("pool = \"rbd\"", "pool = \"\""));
+    assert!(e.contains("bdev[0] (\"r\").pool: must not be empty"), "{e}");
+}
+
+#[test]
 fn scst_errors_name_their_key() {
     let dev = |extra: &str| scst(&format!("name = \"disk1\"\nbdev = \"ram0\"\n{extra}"));
     assert!(error(&dev("colour = 1")).contains("unknown field `colour`"));

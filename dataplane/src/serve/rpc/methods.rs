@@ -10,7 +10,7 @@ use super::params::Params;
 use crate::serve::config::ScstConfig;
 use crate::serve::config::{
     BdevConfig, Size, UnmapConfig, DEFAULT_FILE_QUEUE_DEPTH, DEFAULT_NVME_MAX_TRANSFER,
-    DEFAULT_NVME_QUEUE_DEPTH,
+    DEFAULT_NVME_QUEUE_DEPTH, DEFAULT_RBD_OP_TIMEOUT_SECS,
 };
 use crate::serve::error::{BdevChangeError, ScstChangeError};
 use crate::serve::host::Host;
@@ -52,6 +52,11 @@ pub const METHODS: &[(&str, &str)] = &[
         "bdev_nvme_create",
         "an nvme bdev (passthrough): name, path (/dev/ngXnY), queue_depth, iopoll, \
          max_transfer, unmap, fixed_buffers",
+    ),
+    (
+        "bdev_rbd_create",
+        "an rbd bdev (Ceph RBD image): name, pool_name, rbd_name, namespace, conf, user_id, \
+         keyring, block_size, op_timeout_secs, config ({option: value})",
     ),
     (
         "bdev_delete",
@@ -186,6 +191,25 @@ pub(super) fn call<H: Host>(
             };
             return create(server, b, p, method);
         }
+        "bdev_rbd_create" => {
+            // SPDK's names where it has them (pool_name, rbd_name,
+            // user_id, config).
+            let b = BdevConfig::Rbd {
+                name: p.str("name")?,
+                pool: p.str("pool_name")?,
+                image: p.str("rbd_name")?,
+                namespace: p.opt_str("namespace")?,
+                conf: p.opt_str("conf")?.map(Into::into),
+                user: p.opt_str("user_id")?,
+                keyring: p.opt_str("keyring")?.map(Into::into),
+                block_size: p.opt_u32("block_size")?.unwrap_or(512),
+                op_timeout_secs: p
+                    .opt_u64("op_timeout_secs")?
+                    .unwrap_or(DEFAULT_RBD_OP_TIMEOUT_SECS),
+                options: p.opt_str_map("config")?,
+            };
+            return create(server, b, p, method);
+        }
         "scst_device_add" => {
             // The keys of an [[scst]] entry, checked by its own parser
             // (unknown keys and wrong types are named).
@@ -290,15 +314,10 @@ fn selected<H: Host>(server: &Server<H>, name: Option<String>) -> Result<Vec<Str
 
 /// The configured kind of bdev `name` (`ram`, `null`, ...).
 fn kind_of<H: Host>(server: &Server<H>, name: &str) -> &'static str {
-    match server.config().bdev(name) {
-        Some(BdevConfig::Ram { .. }) => "ram",
-        Some(BdevConfig::Null { .. }) => "null",
-        Some(BdevConfig::File { .. }) => "file",
-        Some(BdevConfig::Nvme { .. }) => "nvme",
-        Some(BdevConfig::Striped { .. }) => "striped",
-        Some(BdevConfig::Fault { .. }) => "fault",
-        None => "unknown",
-    }
+    server
+        .config()
+        .bdev(name)
+        .map_or("unknown", BdevConfig::kind)
 }
 
 fn bdev_get_bdevs<H: Host>(server: &Server<H>, name: Option<String>) -> Result<Value, RpcError> {

@@ -42,13 +42,13 @@ impl Params {
         v.ok_or_else(|| RpcError::param(key, "missing"))
     }
 
-    /// An optional string.
     /// Every parameter left, for a method that hands them to a parser of
     /// its own (which names unknown keys and wrong types).
     pub(super) fn take_all(&mut self) -> Map<String, Value> {
         std::mem::take(&mut self.map)
     }
 
+    /// An optional string.
     pub(super) fn opt_str(&mut self, key: &str) -> Result<Option<String>, RpcError> {
         match self.take(key) {
             None => Ok(None),
@@ -105,6 +105,24 @@ impl Params {
                 .map(Some)
                 .ok_or_else(|| RpcError::param(key, format!("{n} is not a byte count"))),
             Some(v) => Err(expected(key, "a byte count (integer or \"64MiB\")", &v)),
+        }
+    }
+
+    /// An optional object whose values are strings (none: empty).
+    pub(super) fn opt_str_map(
+        &mut self,
+        key: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, RpcError> {
+        match self.take(key) {
+            None => Ok(Default::default()),
+            Some(Value::Object(items)) => items
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => Ok((k, s)),
+                    v => Err(expected(&format!("{key}.{k}"), "a string", &v)),
+                })
+                .collect(),
+            Some(v) => Err(expected(key, "an object of strings", &v)),
         }
     }
 
