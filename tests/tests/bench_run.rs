@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bench::initiator::Pattern;
-use bench::{self, BdevKind, BenchConfig, BenchError, FileConfig, Frontend};
+use bench::{self, BdevKind, BenchConfig, BenchError, FileConfig, Frontend, RbdConfig};
 use reactor::IdlePolicy;
 
 fn small(bdev: BdevKind, pattern: Pattern, verify: bool) -> BenchConfig {
@@ -572,4 +572,71 @@ fn nvme_randrw_verifies_clean_with_a_passthrough_reference() {
         !n.memory_registered && n.bdevs[0].io.fixed_ios == 0,
         "{n:?}"
     );
+}
+
+#[test]
+fn bad_rbd_configurations_are_refused_with_a_reason() {
+    let base = small(BdevKind::Rbd, Pattern::RandRead, false);
+    let msg = config_error(base.clone());
+    assert!(msg.contains("--bdev rbd needs --image"), "{msg}");
+    let with_image = BenchConfig {
+        rbd: RbdConfig {
+            images: vec!["img".into()],
+            ..RbdConfig::default()
+        },
+        ..base.clone()
+    };
+    let msg = config_error(BenchConfig {
+        reference: true,
+        ..with_image.clone()
+    });
+    assert!(msg.contains("--reference is not for --bdev rbd"), "{msg}");
+    let msg = config_error(BenchConfig {
+        pattern: Pattern::RandWrite,
+        ..with_image.clone()
+    });
+    assert!(
+        msg.contains("writes to RBD image \"img\"") && msg.contains("--destroy-data"),
+        "{msg}"
+    );
+    let msg = config_error(BenchConfig {
+        devices: Some(2),
+        ..with_image.clone()
+    });
+    assert!(msg.contains("--image: 1 images for 2 devices"), "{msg}");
+    let msg = config_error(BenchConfig {
+        file: FileConfig {
+            paths: vec!["/tmp/x".into()],
+            ..FileConfig::default()
+        },
+        ..with_image
+    });
+    assert!(msg.contains("--path"), "{msg}");
+}
+
+#[test]
+fn rbd_randrw_verifies_clean_through_the_cluster() {
+    let Some(cluster) = test_support::ceph::cluster() else {
+        return;
+    };
+    let image = cluster.create_image("bench_run", 64 << 20);
+    let mut config = small(BdevKind::Rbd, Pattern::RandRw, true);
+    config.runtime = Duration::from_secs(1);
+    config.rbd = RbdConfig {
+        conf: Some(cluster.conf().to_owned()),
+        pool: image.pool().to_owned(),
+        images: vec![image.name().to_owned()],
+        ..RbdConfig::default()
+    };
+    config.file.destroy_data = true;
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    assert!(r.reads > 0 && r.writes > 0, "{r:?}");
+    // An image smaller than --size is refused, naming both.
+    config.size = 128 << 20;
+    let msg = match bench::run(&config, |_| {}) {
+        Err(e) => e.to_string(),
+        Ok(r) => panic!("ran over a short image: {r:?}"),
+    };
+    assert!(msg.contains("less than --size 134217728"), "{msg}");
 }

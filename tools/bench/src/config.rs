@@ -65,6 +65,9 @@ pub enum BdevKind {
     /// An NVMe namespace through I/O passthrough ([`bdev::nvme`]), at
     /// [`FileConfig::paths`] (`/dev/ngXnY`, one per device).
     Nvme,
+    /// A Ceph RBD image through librbd ([`bdev::rbd`]), one of
+    /// [`RbdConfig::images`] per device.
+    Rbd,
 }
 
 impl BdevKind {
@@ -76,6 +79,7 @@ impl BdevKind {
             BdevKind::Striped { .. } => "striped",
             BdevKind::File => "file",
             BdevKind::Nvme => "nvme",
+            BdevKind::Rbd => "rbd",
         }
     }
 }
@@ -119,6 +123,33 @@ impl Default for FileConfig {
             sqpoll: false,
             fixed_buffers: true,
             destroy_data: false,
+        }
+    }
+}
+
+/// Where the images of `--bdev rbd` are and how the bench connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdConfig {
+    /// `--ceph-conf`: the `ceph.conf` (default: librados' search).
+    pub conf: Option<PathBuf>,
+    /// `--pool` (default `rbd`).
+    pub pool: String,
+    /// `--image`: one existing image per device, each at least `--size`.
+    pub images: Vec<String>,
+    /// `--ceph-user`: the client id (default `admin`).
+    pub user: Option<String>,
+    /// `--keyring` (default: what the configuration names).
+    pub keyring: Option<PathBuf>,
+}
+
+impl Default for RbdConfig {
+    fn default() -> Self {
+        Self {
+            conf: None,
+            pool: "rbd".to_string(),
+            images: Vec::new(),
+            user: None,
+            keyring: None,
         }
     }
 }
@@ -174,6 +205,8 @@ pub struct BenchConfig {
     pub data_area: Option<u64>,
     /// The files of file-backed bdevs.
     pub file: FileConfig,
+    /// The images of rbd bdevs.
+    pub rbd: RbdConfig,
 }
 
 impl BenchConfig {
@@ -210,6 +243,7 @@ impl Default for BenchConfig {
             ring_size: 8 << 20,
             data_area: None,
             file: FileConfig::default(),
+            rbd: RbdConfig::default(),
         }
     }
 }
@@ -250,8 +284,11 @@ impl BenchConfig {
             BdevKind::Nvme if self.file.paths.is_empty() => {
                 return Err(BenchConfigError::NvmeNoPath);
             }
-            BdevKind::Ram | BdevKind::Null if !self.file.paths.is_empty() => {
+            BdevKind::Ram | BdevKind::Null | BdevKind::Rbd if !self.file.paths.is_empty() => {
                 return Err(BenchConfigError::PathNotFile(self.bdev.name()));
+            }
+            BdevKind::Rbd if self.rbd.images.is_empty() => {
+                return Err(BenchConfigError::RbdNoImage);
             }
             _ => {}
         }
@@ -266,6 +303,24 @@ impl BenchConfig {
             if self.pattern.writes() && !self.file.destroy_data {
                 return Err(BenchConfigError::WritesDevice {
                     path: self.file.paths[0].clone(),
+                    rw: self.pattern.name(),
+                });
+            }
+        }
+        if self.bdev == BdevKind::Rbd {
+            for (flag, given) in [
+                ("--reference", self.reference),
+                ("--iopoll", self.file.iopoll),
+                ("--sqpoll", self.file.sqpoll),
+            ] {
+                if given {
+                    return Err(BenchConfigError::NotForRbd(flag));
+                }
+            }
+            // An image is somebody's data: writes destroy it.
+            if self.pattern.writes() && !self.file.destroy_data {
+                return Err(BenchConfigError::WritesImage {
+                    image: self.rbd.images[0].clone(),
                     rw: self.pattern.name(),
                 });
             }
@@ -335,6 +390,12 @@ impl BenchConfig {
         if devices == 0 {
             return Err(BenchConfigError::NoDevices);
         }
+        if self.bdev == BdevKind::Rbd && self.rbd.images.len() != devices {
+            return Err(BenchConfigError::RbdImages {
+                given: self.rbd.images.len(),
+                needed: devices,
+            });
+        }
         Ok(Placement {
             cores,
             sim_core,
@@ -347,7 +408,7 @@ impl BenchConfig {
         match self.bdev {
             BdevKind::File => true,
             BdevKind::Striped { .. } => !self.file.paths.is_empty(),
-            BdevKind::Ram | BdevKind::Null | BdevKind::Nvme => false,
+            BdevKind::Ram | BdevKind::Null | BdevKind::Nvme | BdevKind::Rbd => false,
         }
     }
 
@@ -355,7 +416,7 @@ impl BenchConfig {
     /// or NVMe namespaces) rather than memory: their reference is a raw
     /// io_uring loop, and what they hold is not known to be zeroes.
     pub fn storage_backed(&self) -> bool {
-        self.file_backed() || self.bdev == BdevKind::Nvme
+        self.file_backed() || matches!(self.bdev, BdevKind::Nvme | BdevKind::Rbd)
     }
 
     /// Files (or block devices) per device: the stripe width of a striped
@@ -380,7 +441,7 @@ impl BenchConfig {
         let mapped = |bytes: u64| bytes.next_multiple_of(HUGE_PAGE_SIZE as u64);
         let block = u64::from(self.block_size.max(1));
         let per_device = match self.bdev {
-            BdevKind::Null | BdevKind::File | BdevKind::Nvme => 0,
+            BdevKind::Null | BdevKind::File | BdevKind::Nvme | BdevKind::Rbd => 0,
             BdevKind::Ram => mapped(self.size),
             BdevKind::Striped { width, .. } => {
                 let width = u64::from(width.max(1));

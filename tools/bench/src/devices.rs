@@ -11,6 +11,7 @@ use bdev::file::{FileBdev, FileOptions};
 use bdev::null::NullBdev;
 use bdev::nvme::UnmapMode;
 use bdev::ram::RamBdev;
+use bdev::rbd::{RbdBdev, RbdOptions};
 use bdev::striped::StripedBdev;
 use bdev::{Bdev, BdevRef};
 use dataplane::port::BdevPollerHandle;
@@ -142,6 +143,7 @@ fn make_bdev(
             });
             (nvme, Vec::new())
         }
+        BdevKind::Rbd => (rbd_bdev(name, config, index)?, Vec::new()),
         BdevKind::Striped { width, chunk } if config.file_backed() => {
             for (c, file) in files.iter().enumerate() {
                 file_bdevs.push(file_bdev(format!("{name}.{c}"), config, file)?);
@@ -183,6 +185,31 @@ fn make_bdev(
         collapse_failure,
         storage,
     })
+}
+
+/// Device `index`'s rbd bdev over its image, which must hold `--size`.
+fn rbd_bdev(name: String, config: &BenchConfig, index: usize) -> Result<BdevRef, BenchError> {
+    let r = &config.rbd;
+    let options = RbdOptions {
+        conf: r.conf.clone(),
+        user: r.user.clone(),
+        keyring: r.keyring.clone(),
+        block_size: config.block_size,
+        // The bench's LUNs take transfers up to MAX_IO_BYTES.
+        max_transfer_bytes: MAX_IO_BYTES as u32,
+        ..RbdOptions::new(name, r.pool.clone(), r.images[index].clone())
+    };
+    let rbd = RbdBdev::open(options)?;
+    if rbd.image_size() < config.size {
+        return Err(BenchError::Bdev(bdev::Error::InvalidParameter(format!(
+            "RBD image {}/{} is {} bytes, less than --size {}",
+            r.pool,
+            r.images[index],
+            rbd.image_size(),
+            config.size
+        ))));
+    }
+    Ok(Arc::new(rbd))
 }
 
 /// The data area the simulator gets: room for two full queues of I/O.

@@ -141,6 +141,31 @@ pub enum BenchConfigError {
     /// An nvme bdev without a path.
     #[error("--bdev nvme needs --path (an NVMe namespace's generic character device, /dev/ngXnY)")]
     NvmeNoPath,
+    /// An rbd bdev without an image.
+    #[error("--bdev rbd needs --image (an existing RBD image in --pool, one per device)")]
+    RbdNoImage,
+    /// A flag that means nothing to the rbd bdev.
+    #[error("{0} is not for --bdev rbd")]
+    NotForRbd(&'static str),
+    /// The images of an rbd run do not name one image per device.
+    #[error("--image: {given} images for {needed} devices; give one image per device")]
+    RbdImages {
+        /// Images given.
+        given: usize,
+        /// Devices of the run.
+        needed: usize,
+    },
+    /// A pattern that writes over an RBD image, without `--destroy-data`.
+    #[error(
+        "--rw {rw} writes to RBD image {image:?}, destroying what it holds; add --destroy-data \
+         if that is what you want"
+    )]
+    WritesImage {
+        /// The (first) image.
+        image: String,
+        /// The pattern.
+        rw: &'static str,
+    },
     /// A flag that means nothing to the nvme bdev.
     #[error("{0} is for file bdevs; --bdev nvme has no such option")]
     NotForNvme(&'static str),

@@ -45,7 +45,7 @@ pub mod run;
 pub mod trace;
 mod window;
 
-pub use config::{BdevKind, BenchConfig, FileConfig, Frontend, MAX_IO_BYTES};
+pub use config::{BdevKind, BenchConfig, FileConfig, Frontend, RbdConfig, MAX_IO_BYTES};
 pub use error::{BenchConfigError, BenchError, ScstSetupError};
 pub use frontends::{BenchInitiator, ScstInitiator, TcmuInitiator};
 pub use run::{run, run_traced};

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use bench::initiator::Pattern;
 use bench::outputs::Outputs;
-use bench::{self, BdevKind, BenchConfig, FileConfig, Frontend, Progress};
+use bench::{self, BdevKind, BenchConfig, FileConfig, Frontend, Progress, RbdConfig};
 use clap::{Args, ValueEnum};
 use reactor::IdlePolicy;
 
@@ -44,8 +44,27 @@ pub struct BenchArgs {
     /// character device (/dev/ngXnY) per device.
     #[arg(long, value_delimiter = ',', value_name = "PATH")]
     path: Vec<PathBuf>,
+    /// For --bdev rbd: the ceph.conf naming the monitors and the keyring
+    /// (default: librados' search, $CEPH_CONF then /etc/ceph/ceph.conf).
+    #[arg(long, value_name = "FILE")]
+    ceph_conf: Option<PathBuf>,
+    /// For --bdev rbd: the pool holding the images.
+    #[arg(long, default_value = "rbd")]
+    pool: String,
+    /// For --bdev rbd: an existing RBD image per device (comma-separated),
+    /// each at least --size.
+    #[arg(long, value_delimiter = ',', value_name = "IMAGE")]
+    image: Vec<String>,
+    /// For --bdev rbd: the Ceph client id (client.<ID>; default admin).
+    #[arg(long, value_name = "ID")]
+    ceph_user: Option<String>,
+    /// For --bdev rbd: the keyring with the client's key (default: what
+    /// the configuration names).
+    #[arg(long, value_name = "FILE")]
+    keyring: Option<PathBuf>,
     /// Let a pattern that writes (write, randwrite, randrw) write to a
-    /// device (a block device, an NVMe namespace): the data on it is lost.
+    /// device (a block device, an NVMe namespace, an RBD image): the data
+    /// on it is lost.
     /// Without it such a run is refused.
     #[arg(long)]
     destroy_data: bool,
@@ -178,6 +197,9 @@ enum BdevArg {
     File,
     /// An NVMe namespace through I/O passthrough (needs --path /dev/ngXnY).
     Nvme,
+    /// A Ceph RBD image through librbd (needs --image, and --ceph-conf
+    /// unless /etc/ceph/ceph.conf names the cluster).
+    Rbd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -232,6 +254,18 @@ impl BenchArgs {
             Some(list) => parse_cores(list)?,
             None => Vec::new(),
         };
+        if !matches!(self.bdev, BdevArg::Rbd) {
+            let rbd_flags = [
+                ("--ceph-conf", self.ceph_conf.is_some()),
+                ("--image", !self.image.is_empty()),
+                ("--ceph-user", self.ceph_user.is_some()),
+                ("--keyring", self.keyring.is_some()),
+                ("--pool", self.pool != "rbd"),
+            ];
+            if let Some((flag, _)) = rbd_flags.iter().find(|(_, given)| *given) {
+                bail!("{flag} is for --bdev rbd");
+            }
+        }
         let config = BenchConfig {
             frontend: match self.frontend {
                 FrontendArg::Tcmu => Frontend::Tcmu,
@@ -246,6 +280,7 @@ impl BenchArgs {
                 },
                 BdevArg::File => BdevKind::File,
                 BdevArg::Nvme => BdevKind::Nvme,
+                BdevArg::Rbd => BdevKind::Rbd,
             },
             size: self.size,
             block_size: self.block_size,
@@ -281,6 +316,13 @@ impl BenchArgs {
                 sqpoll: self.sqpoll,
                 fixed_buffers: !self.no_fixed_buffers,
                 destroy_data: self.destroy_data,
+            },
+            rbd: RbdConfig {
+                conf: self.ceph_conf,
+                pool: self.pool,
+                images: self.image,
+                user: self.ceph_user,
+                keyring: self.keyring,
             },
         };
         let flags = Flags {
