@@ -503,14 +503,17 @@ fn open_errors_say_what_is_wrong() {
     let message = |options: RbdOptions| -> String {
         match RbdBdev::open(options) {
             Ok(_) => panic!("opened"),
-            Err(e) => e.to_string(),
+            Err(e) => {
+                eprintln!("open error: {e}");
+                e.to_string()
+            }
         }
     };
     let mut missing = options(cluster, &image);
     missing.image = "no-such-image".into();
     let text = message(missing);
     assert!(
-        text.contains("rbd_open") && text.contains("`no-such-image` does not exist in rbd"),
+        text.contains("rbd_open") && text.contains("`no-such-image` does not exist in pool `rbd`"),
         "{text}"
     );
     assert!(text.contains("rbd:rbd/no-such-image"), "{text}");
@@ -541,6 +544,34 @@ fn open_errors_say_what_is_wrong() {
     user.op_timeout = Duration::from_secs(5);
     let text = message(user);
     assert!(text.contains("rados_connect"), "{text}");
+
+    // No monitor behind `mon host`: an error after the timeout, not a hang.
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = std::fs::read_to_string(cluster.conf())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("keyring = ").map(str::to_owned))
+        .expect("the test cluster's conf names its keyring");
+    let dead = dir.path().join("ceph.conf");
+    std::fs::write(
+        &dead,
+        format!("[global]\nmon host = [v2:127.0.0.1:9]\nkeyring = {keyring}\n"),
+    )
+    .unwrap();
+    let mut nobody_home = options(cluster, &image);
+    nobody_home.conf = Some(dead);
+    nobody_home.op_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let text = message(nobody_home);
+    assert!(
+        text.contains("no monitor answered within the 2 s timeout"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 
     let mut block = options(cluster, &image);
     block.block_size = 1024;
@@ -676,4 +707,134 @@ fn a_dead_osd_gives_errors_within_the_timeout() {
         Ok(()),
         "after the OSD is back"
     );
+}
+
+/// 4 KiB random reads at queue depth 32 through one channel, for the
+/// comparison with `fio --ioengine=rbd` on the same image (not run by
+/// default: `DATAPLANE_RBD_BENCH=pool/image cargo test --release -p bdev
+/// --test rbd -- --ignored --nocapture randread`; the image must be
+/// written all over first, or librbd answers reads of objects that do not
+/// exist without asking an OSD). With `DATAPLANE_RBD_BENCH_SLEEP=1` the
+/// loop sleeps in `epoll` on the channel's wait fds whenever a poll finds
+/// nothing, as an adaptive reactor would; otherwise it busy-polls.
+#[test]
+#[ignore = "a measurement, not a test"]
+fn randread_4k_qd32_iops() {
+    let Some(cluster) = ceph::cluster() else {
+        return;
+    };
+    let spec = std::env::var("DATAPLANE_RBD_BENCH").expect("DATAPLANE_RBD_BENCH=pool/image");
+    let (pool, name) = spec.split_once('/').expect("pool/image");
+    let mut options = RbdOptions::new("bench", pool, name);
+    options.conf = Some(cluster.conf().to_path_buf());
+    let bdev = RbdBdev::open(options).unwrap();
+    let sleep = std::env::var_os("DATAPLANE_RBD_BENCH_SLEEP").is_some();
+    let seconds: u64 = std::env::var("DATAPLANE_RBD_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut channel = bdev.open_channel(32).unwrap();
+    let epoll = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::empty()).unwrap();
+    for fd in channel.wait_fds() {
+        // SAFETY: the channel's descriptors stay open while it lives,
+        // which is longer than the epoll's use here.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let flags = nix::sys::epoll::EpollFlags::EPOLLIN | nix::sys::epoll::EpollFlags::EPOLLET;
+        epoll
+            .add(fd, nix::sys::epoll::EpollEvent::new(flags, 0))
+            .unwrap();
+    }
+    let blocks = bdev.geometry().num_blocks / 8;
+    let buffers: Vec<Buffer> = (0..32).map(|_| Buffer::new(4096, |_| 0, &[])).collect();
+    let mut rng = test_support::rng::seeded(0x6265_6e63);
+    let mut free: Vec<u64> = (0..32).collect();
+    let mut completed = 0u64;
+    let mut polls = 0u64;
+    let mut sleeps = 0u64;
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let mut events = [nix::sys::epoll::EpollEvent::empty(); 4];
+    while Instant::now() < end {
+        while let Some(tag) = free.pop() {
+            let lba = rng.u64(0..blocks) * 8;
+            let sgl = buffers[tag as usize].sgl();
+            channel
+                .submit(IoRequest::new(IoOp::Read, lba, 8, sgl, tag))
+                .unwrap();
+        }
+        polls += 1;
+        let n = channel.poll(&mut |c| {
+            assert_eq!(c.result, Ok(()));
+            free.push(c.tag);
+        });
+        completed += n as u64;
+        if n == 0 && sleep {
+            sleeps += 1;
+            let _ = epoll.wait(&mut events, 10u16);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    eprintln!(
+        "rbd bdev: 4 KiB randread QD32 on {spec}: {:.0} IOPS over {elapsed:.1} s ({} polls, {} sleeps, {})",
+        completed as f64 / elapsed,
+        polls,
+        sleeps,
+        if sleep { "epoll when idle" } else { "busy polling" }
+    );
+}
+
+#[test]
+fn skipping_partial_discards_is_not_lbprz() {
+    let Some((cluster, image)) = image("skip-partial", 8 << 20) else {
+        return;
+    };
+    let mut options = options(cluster, &image);
+    options
+        .config
+        .push(("rbd_skip_partial_discard".into(), "true".into()));
+    let bdev = RbdBdev::open(options).unwrap();
+    assert!(
+        !bdev.capabilities().unmap_reads_zeroes,
+        "discards that may skip unaligned extents do not read back zeroes"
+    );
+    let mut channel = bdev.open_channel(4).unwrap();
+    let data = Buffer::new(64 << 10, pattern(4), &[]);
+    let write = IoRequest::new(IoOp::Write, 0, 128, data.sgl(), 1);
+    assert_eq!(run_one(channel.as_mut(), write), Ok(()));
+    let unmap = IoRequest::new(IoOp::Unmap, 3, 100, SgList::EMPTY, 2);
+    assert_eq!(run_one(channel.as_mut(), unmap), Ok(()));
+    let back = read(channel.as_mut(), 3, 100, 512);
+    eprintln!(
+        "with rbd_skip_partial_discard: an unaligned discard left {} of {} bytes unzeroed",
+        back.iter().filter(|&&b| b != 0).count(),
+        back.len()
+    );
+}
+
+#[test]
+fn dropping_a_channel_waits_for_its_io() {
+    let Some((cluster, image)) = image("drop", 8 << 20) else {
+        return;
+    };
+    let bdev = open(cluster, &image);
+    let buffers: Vec<Buffer> = (0..32)
+        .map(|i| Buffer::new(8192, pattern(i), &[]))
+        .collect();
+    let mut channel = bdev.open_channel(32).unwrap();
+    for (i, buffer) in buffers.iter().enumerate() {
+        let op = if i % 2 == 0 { IoOp::Write } else { IoOp::Read };
+        let request = IoRequest::new(op, i as u64 * 16, 16, buffer.sgl(), i as u64);
+        channel.submit(request).unwrap();
+    }
+    assert_eq!(channel.in_flight(), 32);
+    let started = Instant::now();
+    drop(channel);
+    // librbd is done with the buffers once the drop returns: they may go.
+    assert!(started.elapsed() < BATCH_DEADLINE);
+    let stats = bdev.stats();
+    assert_eq!((stats.completed, stats.errors), (32, 0), "{stats:?}");
+    drop(buffers);
+    let mut channel = bdev.open_channel(4).unwrap();
+    let back = read(channel.as_mut(), 0, 16, 512);
+    assert!(back == Buffer::new(8192, pattern(0), &[]).data);
 }

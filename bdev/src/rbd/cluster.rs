@@ -157,12 +157,12 @@ impl Connection {
         }
         fail.check("opening the image (rbd_open)", rc, |errno| match errno {
             libc::ENOENT => format!(
-                "image `{}` does not exist in {}",
+                "image `{}` does not exist in pool `{}`",
                 options.image,
                 options.pool_and_namespace()
             ),
             libc::EPERM | libc::EACCES => format!(
-                "client.{user} may not open images in {}",
+                "client.{user} may not open images in pool `{}`",
                 options.pool_and_namespace()
             ),
             _ => String::new(),

@@ -210,7 +210,11 @@ pub(super) fn api() -> Result<&'static Api, String> {
 
 /// `strerror` of a positive errno, e.g. "No such file or directory".
 pub(super) fn strerror(errno: i32) -> String {
-    std::io::Error::from_raw_os_error(errno).to_string()
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +226,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<ImageInfo>(), 160);
         assert_eq!(std::mem::offset_of!(ImageInfo, order), 24);
         assert_eq!(std::mem::offset_of!(ImageInfo, parent_pool), 56);
+    }
+
+    #[test]
+    fn strerror_is_the_text_alone() {
+        assert_eq!(strerror(libc::ENOENT), "No such file or directory");
     }
 
     #[test]
