@@ -259,6 +259,10 @@ impl Connection {
             let option = cstring(fail, "a configuration option", option)?;
             self.set(fail, &option, value)?;
         }
+        // Not for the options to undo: an AIO call queues the request to
+        // librbd's own threads and returns, so a reactor never waits in
+        // librbd (for an exclusive lock, a throttle, a dead OSD).
+        self.set(fail, c"rbd_non_blocking_aio", "true")?;
         Ok(())
     }
 

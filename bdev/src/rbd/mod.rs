@@ -15,7 +15,10 @@
 //! the OSDs or monitors do not answer fails with `ETIMEDOUT`, which the
 //! LUN reports as NOT READY; and `rbd_skip_partial_discard` is turned off,
 //! so a discard zeroes the unaligned parts of its range rather than
-//! skipping them and every unmapped block reads back zeroes (LBPRZ).
+//! skipping them and every unmapped block reads back zeroes (LBPRZ; the
+//! options may turn it back on, and then the bdev does not claim LBPRZ).
+//! `rbd_non_blocking_aio` is forced on: an AIO call hands the request to
+//! librbd's threads and returns, so the reactor never waits inside librbd.
 //!
 //! # What it reports
 //! - **Geometry**: the image size in blocks of [`RbdOptions::block_size`]
@@ -134,8 +137,10 @@ pub struct RbdOptions {
     /// Default 4 MiB.
     pub max_transfer_bytes: u32,
     /// More client options set with `rados_conf_set` after the
-    /// configuration file and before connecting (e.g. `rbd_cache` =
-    /// `false`). Default none.
+    /// configuration file and the bdev's own settings, before connecting
+    /// (e.g. `rbd_cache` = `false`); they may override the timeouts and
+    /// `rbd_skip_partial_discard`, not `rbd_non_blocking_aio`. Default
+    /// none.
     pub config: Vec<(String, String)>,
 }
 
