@@ -100,8 +100,7 @@ mod tests {
         assert_eq!(o.op_timeout, Duration::from_secs(5));
         assert_eq!(o.config, [("rbd_cache".to_string(), "false".to_string())]);
         let defaults: BdevConfig =
-            toml::from_str("name = \"r\"\ntype = \"rbd\"\npool = \"p\"\nimage = \"i\"\n")
-                .unwrap();
+            toml::from_str("name = \"r\"\ntype = \"rbd\"\npool = \"p\"\nimage = \"i\"\n").unwrap();
         let o = rbd_options(&defaults).unwrap();
         assert_eq!(o, RbdOptions::new("r", "p", "i"));
     }

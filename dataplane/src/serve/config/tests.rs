@@ -201,10 +201,22 @@ fn rbd_bdevs_are_checked_without_a_cluster() {
     assert!(c.bdevs[0].opens_device());
     assert_eq!(c.block_size_of(&c.bdevs[0]), Some(512));
     for (extra, message) in [
-        ("block_size = 1024", "bdev[0] (\"r\").block_size: 1024 is not 512 or 4096"),
-        ("op_timeout_secs = 0", "bdev[0] (\"r\").op_timeout_secs: 0 is not between 1 and 3600"),
-        ("namespace = \"\"", "bdev[0] (\"r\").namespace: must not be empty"),
-        ("options = { rbd_cache = 1 }", "invalid type: integer `1`, expected a string"),
+        (
+            "block_size = 1024",
+            "bdev[0] (\"r\").block_size: 1024 is not 512 or 4096",
+        ),
+        (
+            "op_timeout_secs = 0",
+            "bdev[0] (\"r\").op_timeout_secs: 0 is not between 1 and 3600",
+        ),
+        (
+            "namespace = \"\"",
+            "bdev[0] (\"r\").namespace: must not be empty",
+        ),
+        (
+            "options = { rbd_cache = 1 }",
+            "invalid type: integer `1`, expected a string",
+        ),
         ("size = 4096", "unknown field `size`"),
     ] {
         let e = error(&rbd(extra));
