@@ -5,8 +5,7 @@
 //! OSD.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -591,79 +590,6 @@ fn open_errors_say_what_is_wrong() {
     );
 }
 
-/// A cluster of this test's own in a temporary directory, stopped when
-/// dropped (and by the script's watcher if the test process dies).
-struct OwnCluster {
-    dir: PathBuf,
-    conf: PathBuf,
-}
-
-impl OwnCluster {
-    fn start() -> Option<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("dp-osd-")
-            .tempdir_in("/var/tmp")
-            .ok()?
-            .keep();
-        let out = Command::new("bash")
-            .arg(ceph::script())
-            .args(["start".as_ref(), dir.as_os_str()])
-            .arg("--watch-pid")
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::null())
-            .output()
-            .ok()?;
-        assert!(
-            out.status.success(),
-            "cluster.sh start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let conf = PathBuf::from(stdout.lines().last()?.trim());
-        Some(Self { dir, conf })
-    }
-
-    fn script(&self, command: &str) {
-        let out = Command::new("bash")
-            .arg(ceph::script())
-            .arg(command)
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "cluster.sh {command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn rbd(&self, args: &[&str]) {
-        let out = Command::new("rbd")
-            .arg("-c")
-            .arg(&self.conf)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "rbd {args:?}: {out:?}");
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(ceph::script())
-            .arg("stop")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
-fn conf_of(cluster: &OwnCluster) -> &Path {
-    &cluster.conf
-}
-
 #[test]
 fn a_dead_osd_gives_errors_within_the_timeout() {
     // Needs a cluster whose OSD it may stop: its own, when the process's
@@ -671,10 +597,10 @@ fn a_dead_osd_gives_errors_within_the_timeout() {
     if ceph::cluster().is_none() {
         return;
     }
-    let cluster = OwnCluster::start().expect("a cluster of the test's own");
+    let cluster = ceph::OwnCluster::start();
     cluster.rbd(&["create", "--size", "16M", "rbd/dead-osd"]);
     let mut options = RbdOptions::new("dead-osd", "rbd", "dead-osd");
-    options.conf = Some(conf_of(&cluster).to_path_buf());
+    options.conf = Some(cluster.conf().to_path_buf());
     options.op_timeout = Duration::from_secs(5);
     let bdev = RbdBdev::open(options).unwrap();
     let mut channel = bdev.open_channel(8).unwrap();

@@ -207,10 +207,41 @@ fn find_or_start() -> Result<CephCluster, String> {
         });
     }
     let dir = own_dir()?;
+    let conf = start_in(&dir)?;
+    STOP_DIR.set(dir.clone()).expect("one cluster per process");
+    // SAFETY: `stop_at_exit` is an `extern "C" fn()` that lives as long as
+    // the program, which is all `atexit` asks.
+    let registered = unsafe { nix::libc::atexit(stop_at_exit) };
+    if registered != 0 {
+        // The script's watcher still stops it when this process is gone.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "warning: atexit failed; the Ceph cluster in {} stops when its watcher sees this \
+             process gone",
+            dir.display()
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "test-support: started a Ceph cluster for this process: {}",
+        conf.display()
+    );
+    Ok(CephCluster {
+        conf,
+        own_dir: Some(dir),
+    })
+}
+
+/// The directory of the cluster this process started, for [`stop_at_exit`].
+static STOP_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Starts a cluster in `dir` with the script (stopped by its watcher
+/// when this process is gone): its `ceph.conf`, or why it did not start.
+fn start_in(dir: &Path) -> Result<PathBuf, String> {
     let out = Command::new("bash")
         .arg(script())
         .arg("start")
-        .arg(&dir)
+        .arg(dir)
         .arg("--watch-pid")
         .arg(std::process::id().to_string())
         .stdin(Stdio::null())
@@ -218,7 +249,7 @@ fn find_or_start() -> Result<CephCluster, String> {
         .map_err(|e| format!("cannot run {}: {e}", script().display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(dir);
         // All the script said (the daemons' log tails) once, straight to
         // stderr; the skip reason is its error line.
         let _ = writeln!(
@@ -250,33 +281,73 @@ fn find_or_start() -> Result<CephCluster, String> {
             conf.display()
         ));
     }
-    STOP_DIR.set(dir.clone()).expect("one cluster per process");
-    // SAFETY: `stop_at_exit` is an `extern "C" fn()` that lives as long as
-    // the program, which is all `atexit` asks.
-    let registered = unsafe { nix::libc::atexit(stop_at_exit) };
-    if registered != 0 {
-        // The script's watcher still stops it when this process is gone.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "warning: atexit failed; the Ceph cluster in {} stops when its watcher sees this \
-             process gone",
-            dir.display()
-        );
-    }
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "test-support: started a Ceph cluster for this process: {} ({})",
-        conf.display(),
-        stderr.lines().last().unwrap_or_default()
-    );
-    Ok(CephCluster {
-        conf,
-        own_dir: Some(dir),
-    })
+    Ok(conf)
 }
 
-/// The directory of the cluster this process started, for [`stop_at_exit`].
-static STOP_DIR: OnceLock<PathBuf> = OnceLock::new();
+/// A cluster of one test's own in a temporary directory under
+/// `/var/tmp`, for a test that disturbs it (stops the OSD); stopped when
+/// dropped, and by the script's watcher if the process dies. Start it only
+/// once [`cluster`] said Ceph can run here.
+#[derive(Debug)]
+pub struct OwnCluster {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl OwnCluster {
+    /// Starts one; panics with the script's reason if it cannot.
+    pub fn start() -> Self {
+        let dir = own_dir().unwrap_or_else(|e| panic!("{e}"));
+        let conf = start_in(&dir).unwrap_or_else(|e| panic!("{e}"));
+        Self { dir, conf }
+    }
+
+    /// Its `ceph.conf`.
+    pub fn conf(&self) -> &Path {
+        &self.conf
+    }
+
+    /// Runs `cluster.sh COMMAND DIR` (e.g. `osd-stop`, `osd-start`);
+    /// panics with its output if it fails.
+    pub fn script(&self, command: &str) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg(command)
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()));
+        assert!(
+            out.status.success(),
+            "cluster.sh {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `rbd -c CONF ARGS`; panics with its output if it fails.
+    pub fn rbd(&self, args: &[&str]) {
+        match rbd(&self.conf, args) {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!(
+                "rbd {args:?}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
 
 /// Stops this process's cluster, as the process exits.
 extern "C" fn stop_at_exit() {

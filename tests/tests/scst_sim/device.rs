@@ -483,6 +483,13 @@ pub(crate) fn settle(rig: &mut Rig) {
     turn_for(rig, SETTLE);
     rig.init.purge_cache();
     turn_for(rig, SETTLE);
+    // On a loaded machine the turns above may all fall before a held
+    // exchange is due: go on until the purged buffers came back, within
+    // a bound (the callers' assertions say what is missing past it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while rig.init.stats().cached_buffers != 0 && std::time::Instant::now() < deadline {
+        rig.turn();
+    }
 }
 
 /// How long `settle` turns after each of its steps: several times the

@@ -593,6 +593,7 @@ fn control_loop_reports_stats_and_stops_on_shutdown() {
 mod faults;
 mod file_bdevs;
 mod nvme_bdevs;
+mod rbd_bdevs;
 mod recovery;
 mod rpc;
 mod take_over;
