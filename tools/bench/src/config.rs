@@ -185,6 +185,13 @@ pub struct BenchConfig {
     pub devices: Option<usize>,
     /// Reactor idle policy.
     pub idle: IdlePolicy,
+    /// The simulated kernel's idle policy: `Busy` spins while commands
+    /// are in flight (the default); `Adaptive` waits on the devices'
+    /// completion doorbells after that many idle iterations (TCMU only;
+    /// SCST's simulator has no such fd and spins). For bdevs whose
+    /// latency is milliseconds (rbd) on hosts with few CPUs, where the
+    /// spinning would take a CPU from the storage.
+    pub sim_idle: IdlePolicy,
     /// Check data with per-block checksums.
     pub verify: bool,
     /// Simulated kernel work per command on the simulated kernel's thread
@@ -234,6 +241,7 @@ impl Default for BenchConfig {
             sim_core: None,
             devices: None,
             idle: IdlePolicy::Busy,
+            sim_idle: IdlePolicy::Busy,
             verify: false,
             kernel_cost: Duration::ZERO,
             reference: false,

@@ -81,6 +81,10 @@ impl Initiator for TcmuInitiator {
     fn doorbells(&self) -> u64 {
         self.sim.doorbells()
     }
+
+    fn completion_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.sim.doorbell_fd()))
+    }
 }
 
 /// The scst_user simulator (SCST core, target driver and initiator) as an
@@ -206,6 +210,13 @@ impl Initiator for BenchInitiator {
         match self {
             BenchInitiator::Tcmu(t) => t.doorbells(),
             BenchInitiator::Scst(s) => s.doorbells(),
+        }
+    }
+
+    fn completion_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            BenchInitiator::Tcmu(t) => t.completion_fd(),
+            BenchInitiator::Scst(s) => s.completion_fd(),
         }
     }
 }

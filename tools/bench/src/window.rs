@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bdev::nvme::NvmeStats;
 use dataplane::latency::Latencies;
 use dataplane::serve::stats::{UringBdev, UringCounters};
-use reactor::{ReactorHandle, ReactorStats};
+use reactor::{IdlePolicy, ReactorHandle, ReactorStats};
 
 use crate::config::BenchConfig;
 use crate::devices::BenchDevice;
@@ -101,6 +101,80 @@ pub(crate) struct Window {
     pub iops: Vec<IopsSample>,
 }
 
+/// How the initiator loop waits when it found nothing to do: spins, or
+/// (adaptive policy, every device with a completion fd) after a run of
+/// idle iterations waits in `poll(2)` on the devices' completion fds, at
+/// most the policy's longest sleep.
+struct IdleWait {
+    /// Idle iterations before waiting; `None`: always spin.
+    before_wait: Option<u32>,
+    max_wait_ms: i32,
+    idle_iterations: u32,
+    fds: Vec<libc::pollfd>,
+}
+
+impl IdleWait {
+    fn new(policy: IdlePolicy, devices: &[BenchDevice]) -> Self {
+        let fds: Option<Vec<libc::pollfd>> = devices
+            .iter()
+            .map(|d| {
+                d.job.initiator().completion_fd().map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+            })
+            .collect();
+        match (policy, fds) {
+            (
+                IdlePolicy::Adaptive {
+                    idle_polls_before_sleep,
+                    max_sleep,
+                },
+                Some(fds),
+            ) => Self {
+                before_wait: Some(idle_polls_before_sleep),
+                max_wait_ms: max_sleep.as_millis().clamp(1, 1000) as i32,
+                idle_iterations: 0,
+                fds,
+            },
+            _ => Self {
+                before_wait: None,
+                max_wait_ms: 0,
+                idle_iterations: 0,
+                fds: Vec::new(),
+            },
+        }
+    }
+
+    fn busy(&mut self) {
+        self.idle_iterations = 0;
+    }
+
+    fn idle(&mut self) {
+        let Some(before_wait) = self.before_wait else {
+            std::hint::spin_loop();
+            return;
+        };
+        self.idle_iterations += 1;
+        if self.idle_iterations < before_wait {
+            std::hint::spin_loop();
+            return;
+        }
+        self.idle_iterations = 0;
+        // SAFETY: `fds` is a live array of `fds.len()` pollfds; the fds
+        // are the devices' doorbell eventfds, open while the devices are.
+        // An error (EINTR) only ends the wait early.
+        unsafe {
+            libc::poll(
+                self.fds.as_mut_ptr(),
+                self.fds.len() as libc::nfds_t,
+                self.max_wait_ms,
+            )
+        };
+    }
+}
+
 /// The initiator loop: ramp, measure, drain.
 pub(crate) fn drive(
     config: &BenchConfig,
@@ -124,13 +198,16 @@ pub(crate) fn drive(
     let mut iterations = 0u32;
     // Reserved now: sampling in the window does not allocate.
     let mut sampler = IopsSampler::new(config.runtime);
+    let mut idle = IdleWait::new(config.sim_idle, devices);
     loop {
         let mut work = 0;
         for d in devices.iter_mut() {
             work += d.job.step(true)?;
         }
         if work == 0 {
-            std::hint::spin_loop();
+            idle.idle();
+        } else {
+            idle.busy();
         }
         iterations = iterations.wrapping_add(1);
         if !iterations.is_multiple_of(64) {

@@ -119,6 +119,12 @@ pub struct BenchArgs {
     /// Reactor idle policy.
     #[arg(long, value_enum, default_value_t = IdleArg::Busy)]
     idle: IdleArg,
+    /// The simulated kernel's idle policy (TCMU): busy spins while
+    /// commands are in flight; adaptive waits on the devices' doorbells
+    /// after a run of idle iterations, leaving the CPU to a bdev's own
+    /// threads (rbd: librbd and a local cluster on a small host).
+    #[arg(long, value_enum, default_value_t = IdleArg::Busy)]
+    sim_idle: IdleArg,
     /// Check every block read against per-block checksums of what was written.
     #[arg(long)]
     verify: bool,
@@ -210,6 +216,15 @@ enum IdleArg {
     Adaptive,
 }
 
+impl IdleArg {
+    fn policy(self) -> IdlePolicy {
+        match self {
+            IdleArg::Busy => IdlePolicy::Busy,
+            IdleArg::Adaptive => IdlePolicy::adaptive(),
+        }
+    }
+}
+
 /// Parses "1", "1,3", "0-2,5" into a list of CPU numbers.
 pub fn parse_cores(list: &str) -> Result<Vec<usize>> {
     let mut cores = Vec::new();
@@ -293,9 +308,14 @@ impl BenchArgs {
             cores,
             sim_core: self.sim_core,
             devices: self.devices,
-            idle: match self.idle {
+            idle: self.idle.policy(),
+            sim_idle: match self.sim_idle {
                 IdleArg::Busy => IdlePolicy::Busy,
-                IdleArg::Adaptive => IdlePolicy::adaptive(),
+                // A short spin: the simulated kernel wakes on the doorbell.
+                IdleArg::Adaptive => IdlePolicy::Adaptive {
+                    idle_polls_before_sleep: 100,
+                    max_sleep: Duration::from_millis(1),
+                },
             },
             verify: self.verify,
             kernel_cost: Duration::from_nanos(self.kernel_ns.unwrap_or(if self.reference {

@@ -71,4 +71,11 @@ pub trait Initiator {
     /// Completion doorbells the handler has rung so far (TCMU: 4-byte
     /// writes; SCST: ioctls).
     fn doorbells(&self) -> u64;
+
+    /// An fd that becomes readable when the handler completed commands,
+    /// for an initiator with nothing to do to wait on; `None` if there is
+    /// none (the initiator then spins).
+    fn completion_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }

@@ -261,6 +261,13 @@ impl TcmuSim {
         list.clear();
     }
 
+    /// The kick eventfd, readable once the device rang: an initiator with
+    /// nothing to do may wait on it (`poll`) instead of spinning. Only
+    /// [`TcmuSim::reap`] reads it.
+    pub fn doorbell_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.kick)
+    }
+
     /// Doorbells (kicks) observed so far.
     pub fn doorbells(&self) -> u64 {
         self.doorbells
