@@ -119,6 +119,12 @@ pub struct BenchArgs {
     /// Reactor idle policy.
     #[arg(long, value_enum, default_value_t = IdleArg::Busy)]
     idle: IdleArg,
+    /// With --idle adaptive: idle polls in a row before a reactor sleeps
+    /// (as serve's reactors.idle_polls_before_sleep). Fewer leave more CPU
+    /// to a bdev's own threads; more keep a reactor awake through the
+    /// gaps of a QD 1 stream.
+    #[arg(long, default_value_t = IdlePolicy::DEFAULT_IDLE_POLLS_BEFORE_SLEEP)]
+    idle_polls: u32,
     /// The simulated kernel's idle policy (TCMU): busy spins while
     /// commands are in flight; adaptive waits on the devices' doorbells
     /// after a run of idle iterations, leaving the CPU to a bdev's own
@@ -216,15 +222,6 @@ enum IdleArg {
     Adaptive,
 }
 
-impl IdleArg {
-    fn policy(self) -> IdlePolicy {
-        match self {
-            IdleArg::Busy => IdlePolicy::Busy,
-            IdleArg::Adaptive => IdlePolicy::adaptive(),
-        }
-    }
-}
-
 /// Parses "1", "1,3", "0-2,5" into a list of CPU numbers.
 pub fn parse_cores(list: &str) -> Result<Vec<usize>> {
     let mut cores = Vec::new();
@@ -308,7 +305,13 @@ impl BenchArgs {
             cores,
             sim_core: self.sim_core,
             devices: self.devices,
-            idle: self.idle.policy(),
+            idle: match self.idle {
+                IdleArg::Busy => IdlePolicy::Busy,
+                IdleArg::Adaptive => IdlePolicy::Adaptive {
+                    idle_polls_before_sleep: self.idle_polls,
+                    max_sleep: IdlePolicy::DEFAULT_MAX_SLEEP,
+                },
+            },
             sim_idle: match self.sim_idle {
                 IdleArg::Busy => IdlePolicy::Busy,
                 // A short spin: the simulated kernel wakes on the doorbell.
