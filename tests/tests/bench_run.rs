@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bench::initiator::Pattern;
+use bench::initiator::{Pattern, SizeSplit};
 use bench::{self, BdevKind, BenchConfig, BenchError, FileConfig, Frontend, RbdConfig};
 use reactor::IdlePolicy;
 
@@ -34,6 +34,22 @@ fn ram_randrw_verifies_clean() {
     assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
     assert!(r.reads > 0 && r.writes > 0);
     assert!(r.verify);
+}
+
+#[test]
+fn mixed_sizes_verify_clean_and_average_between_their_bounds() {
+    let mut config = small(BdevKind::Ram, Pattern::RandRw, true);
+    let split = SizeSplit::parse("4k/50:32k/30:128k/20").unwrap();
+    config.io_size = split.largest();
+    config.bssplit = Some(split);
+    let r = run(&config);
+    assert_eq!((r.errors, r.verify_mismatches), (0, 0), "{:?}", r.notes);
+    let per_io = r.bytes_per_sec / r.iops;
+    // Drawn 50/30/20: about 37 KiB an I/O, far from either bound.
+    assert!(
+        per_io > 8192.0 && per_io < 96.0 * 1024.0,
+        "{per_io} bytes per I/O"
+    );
 }
 
 #[test]
@@ -622,6 +638,10 @@ fn rbd_randrw_verifies_clean_through_the_cluster() {
     let image = cluster.create_image("bench_run", 64 << 20);
     let mut config = small(BdevKind::Rbd, Pattern::RandRw, true);
     config.runtime = Duration::from_secs(1);
+    // Mixed sizes, as initiators send them.
+    let split = SizeSplit::parse("4k/40:16k/30:64k/20:256k/10").unwrap();
+    config.io_size = split.largest();
+    config.bssplit = Some(split);
     config.rbd = RbdConfig {
         conf: Some(cluster.conf().to_owned()),
         pool: image.pool().to_owned(),

@@ -11,7 +11,7 @@ use bdev::ram::HUGE_PAGE_SIZE;
 use reactor::IdlePolicy;
 
 use crate::error::BenchConfigError;
-use crate::initiator::Pattern;
+use crate::initiator::{Pattern, SizeSplit};
 use crate::reference::ReferenceConfig;
 
 /// The largest transfer the bench's LUNs accept.
@@ -169,8 +169,10 @@ pub struct BenchConfig {
     pub pattern: Pattern,
     /// Percent reads for randrw.
     pub rwmix_read: u32,
-    /// Bytes per I/O.
+    /// Bytes per I/O; with `bssplit`, the largest size of the split.
     pub io_size: u64,
+    /// A mix of I/O sizes (`--bssplit`), each at most `io_size`.
+    pub bssplit: Option<SizeSplit>,
     /// I/Os in flight per device.
     pub iodepth: u32,
     /// Measured time.
@@ -234,6 +236,7 @@ impl Default for BenchConfig {
             pattern: Pattern::RandRead,
             rwmix_read: 50,
             io_size: 4096,
+            bssplit: None,
             iodepth: 128,
             runtime: Duration::from_secs(10),
             ramp: Duration::from_secs(1),

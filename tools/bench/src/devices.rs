@@ -370,8 +370,11 @@ pub(crate) fn build_device(
     let model = config
         .verify
         .then(|| VerifyModel::new(geometry.num_blocks, geometry.block_size as usize, zeroed));
-    let job =
+    let mut job =
         Job::new(initiator, workload, model, MAX_IO_BYTES)?.with_kernel_cost(config.kernel_cost);
+    if let Some(split) = &config.bssplit {
+        job = job.with_size_split(split.clone())?;
+    }
     Ok(BenchDevice {
         job,
         ram,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
-use bench::initiator::Pattern;
+use bench::initiator::{Pattern, SizeSplit};
 use bench::outputs::Outputs;
 use bench::{self, BdevKind, BenchConfig, FileConfig, Frontend, Progress, RbdConfig};
 use clap::{Args, ValueEnum};
@@ -95,8 +95,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 50)]
     rwmix_read: u32,
     /// Bytes per I/O (e.g. 4k, 64KiB, 1M); a multiple of --block-size.
-    #[arg(long, default_value = "4KiB", value_parser = parse_size)]
+    #[arg(long, default_value = "4KiB", value_parser = parse_size, conflicts_with = "bssplit")]
     bs: u64,
+    /// A mix of I/O sizes instead of --bs, as fio's bssplit: SIZE/WEIGHT
+    /// entries joined by ':' (e.g. 4k/50:64k/30:1m/20; a missing weight
+    /// shares what the others leave of 100). Each a multiple of
+    /// --block-size; the device is addressed in units of the largest.
+    #[arg(long, value_name = "SPLIT", value_parser = SizeSplit::parse)]
+    bssplit: Option<SizeSplit>,
     /// I/Os kept in flight per device.
     #[arg(long, default_value_t = 128)]
     iodepth: u32,
@@ -298,7 +304,11 @@ impl BenchArgs {
             block_size: self.block_size,
             pattern: self.rw,
             rwmix_read: self.rwmix_read,
-            io_size: self.bs,
+            io_size: match &self.bssplit {
+                Some(split) => split.largest(),
+                None => self.bs,
+            },
+            bssplit: self.bssplit,
             iodepth: self.iodepth,
             runtime: seconds("runtime", self.runtime, false)?,
             ramp: seconds("ramp", self.ramp, true)?,

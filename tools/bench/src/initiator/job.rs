@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::verify::{Mismatch, VerifyModel};
-use super::workload::{Generator, Workload, WorkloadError};
+use super::workload::{Generator, SizeSplit, Workload, WorkloadError};
 use super::{Completion, Initiator, IoData, SubmitError};
 use dataplane::exec::status;
 use dataplane::latency::Latencies;
@@ -52,6 +52,8 @@ struct Slot {
     offset: usize,
     lba: u64,
     unit: u64,
+    /// Bytes of this I/O: the workload's `io_size`, or one of its split.
+    len: usize,
     write: bool,
     start: Instant,
 }
@@ -79,6 +81,8 @@ pub struct Job<I: Initiator> {
     /// each submission, half for each completion (see
     /// [`with_kernel_cost`](Self::with_kernel_cost)).
     kernel_half: Duration,
+    /// The mix of sizes, if the I/Os are not all `io_size`.
+    split: Option<SizeSplit>,
 }
 
 impl<I: Initiator> Job<I> {
@@ -100,6 +104,7 @@ impl<I: Initiator> Job<I> {
                 offset: i * io_size,
                 lba: 0,
                 unit: 0,
+                len: io_size,
                 write: false,
                 start: now,
             })
@@ -124,8 +129,17 @@ impl<I: Initiator> Job<I> {
             interval: Latencies::new(),
             notes: Vec::new(),
             kernel_half: Duration::ZERO,
+            split: None,
             workload,
         })
+    }
+
+    /// Draws each I/O's size from `split` (whose sizes the workload's
+    /// `io_size` bounds) instead of always `io_size`.
+    pub fn with_size_split(mut self, split: SizeSplit) -> Result<Self, JobError> {
+        split.check(&self.workload)?;
+        self.split = Some(split);
+        Ok(self)
     }
 
     /// Makes the job spend `per_command` of the simulated kernel's time on
@@ -225,8 +239,7 @@ impl<I: Initiator> Job<I> {
     }
 
     fn reap(&mut self) -> Result<usize, JobError> {
-        let io_size = self.workload.io_size as usize;
-        let blocks = u64::from(self.workload.blocks_per_io());
+        let block_size = self.workload.block_size as usize;
         let Self {
             initiator,
             slots,
@@ -253,6 +266,8 @@ impl<I: Initiator> Job<I> {
             latencies.record(ns);
             interval.record(ns);
             counters.ios += 1;
+            let io_size = slot.len;
+            let blocks = (io_size / block_size) as u64;
             let buf = &mut buffers[slot.offset..slot.offset + io_size];
             if slot.write {
                 counters.writes += 1;
@@ -340,17 +355,23 @@ impl<I: Initiator> Job<I> {
     }
 
     fn refill(&mut self) -> Result<usize, JobError> {
-        let io_size = self.workload.io_size as usize;
-        let blocks = self.workload.blocks_per_io();
+        let unit_size = self.workload.io_size as usize;
+        let block_size = self.workload.block_size as usize;
         let mut submitted = 0;
         while let Some(&tag) = self.free.last() {
             let Some((write, unit)) = self.pick() else {
                 break;
             };
             let lba = unit * (self.workload.io_size / u64::from(self.workload.block_size));
+            let io_size = match &self.split {
+                Some(split) => split.draw(&mut self.rng) as usize,
+                None => unit_size,
+            };
+            let blocks = (io_size / block_size) as u32;
             let slot = &mut self.slots[tag as usize];
             slot.lba = lba;
             slot.unit = unit;
+            slot.len = io_size;
             slot.write = write;
             let buf = &mut self.buffers[slot.offset..slot.offset + io_size];
             if write {

@@ -21,7 +21,7 @@ mod workload;
 
 pub use job::{Job, JobError, JobSnapshot};
 pub use verify::VerifyModel;
-pub use workload::{Pattern, Workload, WorkloadError};
+pub use workload::{Pattern, SizeSplit, Workload, WorkloadError};
 
 /// The data phase of a command, as the initiator hands it to the kernel side.
 #[derive(Debug, Clone, Copy)]

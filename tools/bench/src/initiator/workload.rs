@@ -95,6 +95,20 @@ pub enum WorkloadError {
     /// The read percentage is above 100.
     #[error("rwmix-read {0} is above 100")]
     BadRwMix(u32),
+    /// A size of a split is not a multiple of the block size, or larger
+    /// than the workload's I/O size.
+    #[error(
+        "bssplit size {size} is not a multiple of the device block size {block_size} of at most \
+         {io_size} bytes"
+    )]
+    BadSplitSize {
+        /// The size.
+        size: u64,
+        /// Device block size.
+        block_size: u32,
+        /// The workload's largest I/O.
+        io_size: u64,
+    },
 }
 
 /// A workload for one device.
@@ -161,6 +175,106 @@ impl Workload {
     }
 }
 
+/// A mix of I/O sizes, fio's `bssplit` (`4k/50:64k/30:1m/20`): each I/O's
+/// size is drawn by weight. A job with a split addresses the device in
+/// units of its largest size (the workload's `io_size`) and an I/O covers
+/// the start of its unit, so two I/Os in flight never overlap.
+///
+/// Invariants: at least one entry, every size non-zero, weights summing
+/// to between 1 and `u32::MAX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeSplit {
+    /// (bytes, weight), in the order given.
+    entries: Vec<(u64, u32)>,
+    total: u32,
+}
+
+impl SizeSplit {
+    /// The split of `text`: `SIZE/WEIGHT` entries joined by `:` (a size
+    /// as `--bs` takes it; a missing weight shares what the others leave
+    /// of 100, as fio does).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut given = Vec::new();
+        for part in text.split(':') {
+            let (size, weight) = match part.split_once('/') {
+                Some((size, weight)) => (size, Some(weight)),
+                None => (part, None),
+            };
+            let bytes = bdev::parse_size(size.trim())
+                .map_err(|e| format!("--bssplit {text:?}: {part:?}: {e}"))?;
+            if bytes == 0 {
+                return Err(format!("--bssplit {text:?}: {part:?}: a size of zero"));
+            }
+            let weight = weight
+                .map(|w| {
+                    w.trim().parse::<u32>().map_err(|_| {
+                        format!("--bssplit {text:?}: {part:?}: weight {w:?} is not a whole number")
+                    })
+                })
+                .transpose()?;
+            given.push((bytes, weight));
+        }
+        let stated: u64 = given.iter().filter_map(|(_, w)| w.map(u64::from)).sum();
+        let unstated = given.iter().filter(|(_, w)| w.is_none()).count() as u64;
+        let share = 100u64
+            .saturating_sub(stated)
+            .checked_div(unstated)
+            .unwrap_or(0);
+        let entries: Vec<(u64, u32)> = given
+            .into_iter()
+            .map(|(bytes, w)| (bytes, w.unwrap_or(share as u32)))
+            .collect();
+        let total: u64 = entries.iter().map(|(_, w)| u64::from(*w)).sum();
+        if total == 0 || total > u64::from(u32::MAX) {
+            return Err(format!(
+                "--bssplit {text:?}: the weights sum to {total}; give some weight, at most 2^32-1 in all"
+            ));
+        }
+        Ok(Self {
+            entries,
+            total: total as u32,
+        })
+    }
+
+    /// The largest size: the workload's `io_size` with this split.
+    pub fn largest(&self) -> u64 {
+        self.entries.iter().map(|(b, _)| *b).max().unwrap_or(0)
+    }
+
+    /// The sizes and their weights.
+    pub fn entries(&self) -> &[(u64, u32)] {
+        &self.entries
+    }
+
+    /// Checks the sizes against `workload`: each a multiple of its block
+    /// size and at most its `io_size`.
+    pub fn check(&self, workload: &Workload) -> Result<(), WorkloadError> {
+        for &(bytes, _) in &self.entries {
+            if !bytes.is_multiple_of(u64::from(workload.block_size)) || bytes > workload.io_size {
+                return Err(WorkloadError::BadSplitSize {
+                    size: bytes,
+                    block_size: workload.block_size,
+                    io_size: workload.io_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One size, drawn by weight.
+    #[inline]
+    pub(crate) fn draw(&self, rng: &mut Rng) -> u64 {
+        let mut at = rng.u32(..self.total);
+        for &(bytes, weight) in &self.entries {
+            if at < weight {
+                return bytes;
+            }
+            at -= weight;
+        }
+        self.entries[self.entries.len() - 1].0
+    }
+}
+
 /// Generates the sequence of I/Os of a workload.
 #[derive(Debug, Clone)]
 pub(crate) struct Generator {
@@ -202,6 +316,52 @@ impl Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_is_parsed_checked_and_drawn_by_weight() {
+        let split = SizeSplit::parse("4k/50:64KiB/30:1m").unwrap();
+        assert_eq!(split.entries(), [(4096, 50), (64 << 10, 30), (1 << 20, 20)]);
+        assert_eq!(split.largest(), 1 << 20);
+        let mut rng = Rng::with_seed(7);
+        let mut counts = [0u32; 3];
+        for _ in 0..10_000 {
+            let size = split.draw(&mut rng);
+            let at = split
+                .entries()
+                .iter()
+                .position(|(b, _)| *b == size)
+                .unwrap();
+            counts[at] += 1;
+        }
+        // 50/30/20 of 10 000, each well within 10 % of its share.
+        for (n, share) in counts.iter().zip([5000, 3000, 2000]) {
+            assert!(n.abs_diff(share) < share / 10, "{counts:?}");
+        }
+        let w = Workload {
+            io_size: 1 << 20,
+            ..workload()
+        };
+        assert_eq!(split.check(&w), Ok(()));
+        let small = Workload {
+            io_size: 64 << 10,
+            ..workload()
+        };
+        assert!(matches!(
+            split.check(&small),
+            Err(WorkloadError::BadSplitSize { size, .. }) if size == 1 << 20
+        ));
+        let odd = SizeSplit::parse("4k/50:1000/50").unwrap();
+        assert!(odd.check(&w).is_err());
+        for (bad, why) in [
+            ("4k/x", "weight \"x\" is not a whole number"),
+            ("0/10", "a size of zero"),
+            ("4k/0:8k/0", "the weights sum to 0"),
+            ("4q/10", "4q"),
+        ] {
+            let e = SizeSplit::parse(bad).unwrap_err();
+            assert!(e.starts_with("--bssplit") && e.contains(why), "{bad}: {e}");
+        }
+    }
 
     fn workload() -> Workload {
         Workload {
