@@ -50,6 +50,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod channel_stats;
 pub mod error;
 pub mod fault;
 pub mod file;
