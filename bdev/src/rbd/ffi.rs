@@ -9,6 +9,13 @@
 //! package. The libraries are never unloaded (the loaded table lives in a
 //! process-wide static), so the function pointers stay valid for the life
 //! of the process.
+//!
+//! Why declarations of our own rather than a binding crate: `ceph` (3.2,
+//! last released 2021) covers librados only, and `librbd-sys` (0.1, 2016)
+//! lacks the calls a polled caller needs (`rbd_aio_readv`/`writev`,
+//! `rbd_poll_io_events`, `rbd_set_image_notification`,
+//! `rbd_aio_write_zeroes`); both link at build time, which would put Ceph
+//! on every build host.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::OnceLock;
