@@ -369,7 +369,7 @@ fn stats_when(
         let d = report
             .devices
             .iter()
-            .find(|d| d.name == name)
+            .find(|d| d.device.name == name)
             .unwrap_or_else(|| panic!("{name} is not in {report:?}"))
             .clone();
         commands += d.commands;
@@ -530,9 +530,9 @@ pool_mb = 32
     // Statistics: both devices, as SCST devices, with every command.
     let (s, commands) = stats_when(&mut server, "disk0", |d| d.commands_total == 2 * N + 1);
     assert_eq!(commands, 2 * N + 1);
-    assert_eq!(s.kind, DeviceKind::Scst);
-    assert_eq!((s.uio.as_deref(), s.hba), (None, None));
-    assert_eq!((s.bdev.as_str(), s.reactor), ("ram0", 0));
+    assert_eq!(s.device.kind, DeviceKind::Scst);
+    assert_eq!((s.device.uio.as_deref(), s.device.hba), (None, None));
+    assert_eq!((s.device.bdev.as_str(), s.device.reactor), ("ram0", 0));
     assert_eq!(s.received_total, 2 * N + 1);
     assert_eq!(
         (s.sessions, s.busy_total, s.malformed_total),
@@ -542,7 +542,7 @@ pool_mb = 32
     // was refused at PARSE and never became a command.
     let (s1_stats, _) = stats_when(&mut server, "disk1", |d| d.commands_total == 2);
     assert_eq!(
-        (s1_stats.kind, s1_stats.received_total),
+        (s1_stats.device.kind, s1_stats.received_total),
         (DeviceKind::Scst, 2)
     );
     let report = server.stats();
@@ -962,7 +962,11 @@ fn a_device_scst_user_refuses_is_logged_counted_and_registered_again() {
     let done = reap(&mut disk0, 1, 512);
     assert_eq!(done[0].status, 0);
     let report = server.stats();
-    let d = report.devices.iter().find(|d| d.name == "disk0").unwrap();
+    let d = report
+        .devices
+        .iter()
+        .find(|d| d.device.name == "disk0")
+        .unwrap();
     assert_eq!((d.faults_total, d.recoveries_total), (1, 1), "{d:?}");
     assert_eq!(d.fault, None);
     assert!(server.shutdown());

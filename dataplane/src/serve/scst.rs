@@ -45,7 +45,7 @@ use super::host::Host;
 use super::lu_id;
 use super::metrics::{DeviceCounters, DeviceSource};
 use super::resources::Resources;
-use super::stats::{DeviceKind, DeviceStats, DeviceTotals};
+use super::stats::{DeviceIdentity, DeviceStats, DeviceTotals};
 use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
 use crate::lun::LunCounters;
@@ -533,12 +533,7 @@ impl ScstDevices {
             .map(|a| {
                 let snap = a.stats.snapshot();
                 DeviceTotals {
-                    name: a.name.clone(),
-                    kind: DeviceKind::Scst,
-                    hba: None,
-                    uio: None,
-                    bdev: a.bdev.clone(),
-                    reactor: a.reactor,
+                    device: DeviceIdentity::scst(&a.name, &a.bdev, a.reactor),
                     received_total: snap.exec,
                     commands_total: snap.commands_completed,
                     data_bytes_total: snap.data_bytes,
@@ -563,12 +558,7 @@ impl ScstDevices {
             let bytes = snap.data_bytes - a.last.data_bytes;
             let latency = a.latency.as_ref().map(|l| l.take()).unwrap_or_default();
             devices.push(DeviceStats {
-                name: a.name.clone(),
-                kind: DeviceKind::Scst,
-                hba: None,
-                uio: None,
-                bdev: a.bdev.clone(),
-                reactor: a.reactor,
+                device: DeviceIdentity::scst(&a.name, &a.bdev, a.reactor),
                 commands,
                 iops: commands as f64 / interval,
                 bytes_per_sec: bytes as f64 / interval,

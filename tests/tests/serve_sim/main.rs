@@ -339,7 +339,11 @@ fn reap_until(sim: &SharedSim, n: usize, mut done: impl FnMut(u8)) {
 
 /// The statistics of device `name` in `report`.
 fn device<'a>(report: &'a serve::StatsReport, name: &str) -> &'a serve::DeviceStats {
-    report.devices.iter().find(|d| d.name == name).unwrap()
+    report
+        .devices
+        .iter()
+        .find(|d| d.device.name == name)
+        .unwrap()
 }
 
 fn read10(lba: u32) -> [u8; 10] {
@@ -399,14 +403,19 @@ fn serves_attaches_refuses_recovers_and_detaches() {
     verified_job(&disk0, 64 * MIB / 512, 512, 3000);
     verified_job(&striped, 16 * MIB / 512, 512, 3000);
     let report = server.stats();
-    let d0 = report.devices.iter().find(|d| d.name == "disk0").unwrap();
+    let d0 = device(&report, "disk0");
     assert!(d0.commands >= 3000, "{d0:?}");
     assert!(
         d0.latency_ns.p50 > 0 && d0.latency_ns.p99 >= d0.latency_ns.p50,
         "{d0:?}"
     );
     assert_eq!(
-        (d0.kind, d0.uio.as_deref(), d0.bdev.as_str(), d0.hba),
+        (
+            d0.device.kind,
+            d0.device.uio.as_deref(),
+            d0.device.bdev.as_str(),
+            d0.device.hba
+        ),
         (DeviceKind::Tcmu, Some("uio0"), "ram0", Some(0))
     );
     assert!(d0.received_total >= d0.commands_total, "{d0:?}");

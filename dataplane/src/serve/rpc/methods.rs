@@ -365,7 +365,7 @@ fn bdev_get_iostat<H: Host>(server: &Server<H>, name: Option<String>) -> Result<
     let devices = server.device_totals();
     let mut out = Vec::new();
     for name in selected(server, name)? {
-        let over: Vec<&DeviceTotals> = devices.iter().filter(|d| d.bdev == name).collect();
+        let over: Vec<&DeviceTotals> = devices.iter().filter(|d| d.device.bdev == name).collect();
         let sum = |f: fn(&DeviceTotals) -> u64| over.iter().map(|d| f(d)).sum::<u64>();
         let bytes = sum(|d| d.data_bytes_total);
         let bytes_read = sum(|d| d.data_in_bytes_total);
@@ -375,7 +375,7 @@ fn bdev_get_iostat<H: Host>(server: &Server<H>, name: Option<String>) -> Result<
             "bytes_read": bytes_read,
             "bytes_written": bytes.saturating_sub(bytes_read),
             "num_aborts": sum(|d| d.aborts_total),
-            "devices": over.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            "devices": over.iter().map(|d| d.device.name.as_str()).collect::<Vec<_>>(),
         }));
     }
     Ok(json!({ "bdevs": out }))
@@ -385,7 +385,7 @@ fn devices<H: Host>(server: &Server<H>, kind: DeviceKind) -> Value {
     let devices: Vec<DeviceTotals> = server
         .device_totals()
         .into_iter()
-        .filter(|d| d.kind == kind)
+        .filter(|d| d.device.kind == kind)
         .collect();
     serde_json::to_value(devices).unwrap_or(Value::Null)
 }

@@ -17,6 +17,7 @@ use reactor::stats::ReactorLoad;
 use serde::Serialize;
 
 use crate::latency::{us, LatencySummary};
+use crate::tcmu::discovery::TcmuUioName;
 
 pub(super) use bdev_stats::Tracked;
 pub use bdev_stats::{
@@ -46,9 +47,10 @@ impl DeviceKind {
     }
 }
 
-/// One device over the interval.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DeviceStats {
+/// Which device a report is about and where it runs: what the interval
+/// statistics and the totals share.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeviceIdentity {
     /// Device name: LIO's (TCMU) or SCST's.
     pub name: String,
     /// The frontend.
@@ -63,6 +65,40 @@ pub struct DeviceStats {
     pub bdev: String,
     /// Reactor index.
     pub reactor: usize,
+}
+
+impl DeviceIdentity {
+    /// A TCMU device `name` on UIO `minor`, on `reactor`.
+    pub fn tcmu(name: &TcmuUioName, minor: u32, reactor: usize) -> Self {
+        Self {
+            name: name.name.clone(),
+            kind: DeviceKind::Tcmu,
+            hba: Some(name.hba),
+            uio: Some(format!("uio{minor}")),
+            bdev: name.cfg.clone(),
+            reactor,
+        }
+    }
+
+    /// An SCST device `name` over `bdev`, on `reactor`.
+    pub fn scst(name: &str, bdev: &str, reactor: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: DeviceKind::Scst,
+            hba: None,
+            uio: None,
+            bdev: bdev.to_owned(),
+            reactor,
+        }
+    }
+}
+
+/// One device over the interval.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeviceStats {
+    /// Which device, and where (serialized as its own keys).
+    #[serde(flatten)]
+    pub device: DeviceIdentity,
     /// Commands completed in the interval.
     pub commands: u64,
     /// Commands per second.
@@ -172,8 +208,8 @@ impl StatsReport {
         );
         for d in &self.devices {
             let l = &d.latency_ns;
-            let (place, doorbells) = match d.kind {
-                DeviceKind::Tcmu => (d.uio.clone().unwrap_or_default(), "doorbells"),
+            let (place, doorbells) = match d.device.kind {
+                DeviceKind::Tcmu => (d.device.uio.clone().unwrap_or_default(), "doorbells"),
                 DeviceKind::Scst => ("scst".to_owned(), "ioctls"),
             };
             let mut extra = String::new();
@@ -196,9 +232,9 @@ impl StatsReport {
             let _ = writeln!(
                 s,
                 "  {} ({place}, bdev {}, reactor {}): {:.0} IOPS, {:.1} MiB/s, latency p50 {} us p99 {} us p99.9 {} us, {:.3} {doorbells}/IO{extra}",
-                d.name,
-                d.bdev,
-                d.reactor,
+                d.device.name,
+                d.device.bdev,
+                d.device.reactor,
                 d.iops,
                 d.bytes_per_sec / (1 << 20) as f64,
                 us(l.p50),
@@ -231,12 +267,14 @@ mod tests {
     fn device(kind: DeviceKind) -> DeviceStats {
         let tcmu = kind == DeviceKind::Tcmu;
         DeviceStats {
-            name: "disk0".into(),
-            kind,
-            hba: tcmu.then_some(2),
-            uio: tcmu.then(|| "uio3".to_owned()),
-            bdev: "ram0".into(),
-            reactor: 1,
+            device: DeviceIdentity {
+                name: "disk0".into(),
+                kind,
+                hba: tcmu.then_some(2),
+                uio: tcmu.then(|| "uio3".to_owned()),
+                bdev: "ram0".into(),
+                reactor: 1,
+            },
             commands: 2000,
             iops: 1000.0,
             bytes_per_sec: 4.0 * (1 << 20) as f64,

@@ -4,25 +4,14 @@
 
 use serde::Serialize;
 
-use super::DeviceKind;
+use super::DeviceIdentity;
 
 /// One device's counters since it was attached, and where it is.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeviceTotals {
-    /// Device name: LIO's (TCMU) or SCST's.
-    pub name: String,
-    /// The frontend.
-    pub kind: DeviceKind,
-    /// LIO HBA number (`user_<hba>`); TCMU only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hba: Option<u32>,
-    /// UIO device, e.g. `uio0`; TCMU only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uio: Option<String>,
-    /// Bdev behind the LUN.
-    pub bdev: String,
-    /// Reactor index.
-    pub reactor: usize,
+    /// Which device, and where (serialized as its own keys).
+    #[serde(flatten)]
+    pub device: DeviceIdentity,
     /// Commands received (TCMU: ring entries; SCST: EXEC subcommands).
     pub received_total: u64,
     /// Commands completed.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::TcmuDevices;
 use crate::serve::heal::Health;
 use crate::serve::metrics::{DeviceCounters, DeviceSource};
-use crate::serve::stats::{DeviceKind, DeviceStats, DeviceTotals};
+use crate::serve::stats::{DeviceIdentity, DeviceStats, DeviceTotals};
 use crate::tcmu::discovery::TcmuUioName;
 
 impl TcmuDevices {
@@ -119,12 +119,7 @@ impl TcmuDevices {
 /// The totals of a device that did nothing since attach.
 fn idle_totals(name: &TcmuUioName, minor: u32, reactor: usize) -> DeviceTotals {
     DeviceTotals {
-        name: name.name.clone(),
-        kind: DeviceKind::Tcmu,
-        hba: Some(name.hba),
-        uio: Some(format!("uio{minor}")),
-        bdev: name.cfg.clone(),
-        reactor,
+        device: DeviceIdentity::tcmu(name, minor, reactor),
         received_total: 0,
         commands_total: 0,
         data_bytes_total: 0,
@@ -138,12 +133,7 @@ fn idle_totals(name: &TcmuUioName, minor: u32, reactor: usize) -> DeviceTotals {
 /// The statistics of a device that did nothing over the interval.
 fn device_stats(name: &TcmuUioName, minor: u32, reactor: usize, health: &Health) -> DeviceStats {
     DeviceStats {
-        name: name.name.clone(),
-        kind: DeviceKind::Tcmu,
-        hba: Some(name.hba),
-        uio: Some(format!("uio{minor}")),
-        bdev: name.cfg.clone(),
-        reactor,
+        device: DeviceIdentity::tcmu(name, minor, reactor),
         commands: 0,
         iops: 0.0,
         bytes_per_sec: 0.0,
