@@ -95,21 +95,40 @@ fn iops_chart(area: &DrawingArea<SVGBackend, Shift>, traces: &[RunTrace]) -> Res
         .y_label_formatter(&|v| si(*v))
         .draw()
         .map_err(err)?;
-    for (i, t) in traces.iter().enumerate() {
+    let lines = traces.iter().map(|t| {
+        let points: Vec<(f64, f64)> = t
+            .iops
+            .iter()
+            .map(|s| (s.at.as_secs_f64(), s.iops))
+            .collect();
+        (t.frontend.clone(), points)
+    });
+    draw_lines(&mut chart, lines, SeriesLabelPosition::LowerRight)
+}
+
+/// Draws one line per trace (its label, its points), each in its colour,
+/// and the legend at `position`.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    lines: impl Iterator<Item = (String, Vec<(f64, f64)>)>,
+    position: SeriesLabelPosition,
+) -> Result<(), PlotError>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (label, points)) in lines.enumerate() {
         let c = colour(i);
         chart
-            .draw_series(LineSeries::new(
-                t.iops.iter().map(|s| (s.at.as_secs_f64(), s.iops)),
-                c.stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(points, c.stroke_width(2)))
             .map_err(err)?
-            .label(t.frontend.clone())
+            .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
     }
     chart
         .configure_series_labels()
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
@@ -166,22 +185,8 @@ fn percentile_chart(
         .y_label_formatter(&|v| microseconds(*v))
         .draw()
         .map_err(err)?;
-    for (i, (t, points)) in traces.iter().zip(curves).enumerate() {
-        let c = colour(i);
-        chart
-            .draw_series(LineSeries::new(points, c.stroke_width(2)))
-            .map_err(err)?
-            .label(t.frontend.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    let lines = traces.iter().map(|t| t.frontend.clone()).zip(curves);
+    draw_lines(&mut chart, lines, SeriesLabelPosition::UpperLeft)
 }
 
 /// The percentile at `x` = 1/(1-percentile), as a label: 1 → "0%",
