@@ -12,9 +12,25 @@
 //!   tick rate is calibrated once against [`Instant`] over about 5 ms, on the
 //!   first call of any function here ([`init`] does it ahead of time;
 //!   `Reactor::spawn` calls it on the spawning thread).
-//! - **Instant** (everything else, or a TSC without those flags, or a
-//!   calibration that came out absurd): nanoseconds since a process-wide epoch
-//!   read through `Instant`; then one tick is one nanosecond.
+//! - **Steady TSC** (x86_64, without those flags): `rdtsc` as well, when
+//!   reading the OS clock is expensive (at least [`CHEAP_READ_NS`] a read:
+//!   a guest whose kernel gave up on the TSC and fell back to `hpet`, as
+//!   QEMU TCG guests do) and two calibrations in a row agree on the TSC's
+//!   rate within [`STEADY_TOLERANCE_PPM`]. Every `Instant` read there is a
+//!   system call plus an emulated device access that takes the emulator's
+//!   global lock, so a reactor that reads it at every iteration slows the
+//!   other vCPUs (measured in such a guest: the initiator's I/O at queue
+//!   depth 1 ran 10-20 % faster with the reactor on the TSC). The kernel's
+//!   own reason to distrust the TSC there is that the vCPUs' counters are
+//!   not synchronised, which does not matter to a pinned reactor comparing
+//!   its own readings; a TSC that stopped in deep idle states would make
+//!   sleeps look short, which only skews busy/idle accounting.
+//! - **Instant** (everything else, or a calibration that came out absurd):
+//!   nanoseconds since a process-wide epoch read through `Instant`; then one
+//!   tick is one nanosecond.
+//!
+//! `DATAPLANE_CLOCK=tsc` or `DATAPLANE_CLOCK=os` in the environment overrides
+//! the choice (a TSC that fails its calibration still falls back to `os`).
 //!
 //! The TSC of different cores is assumed to be synchronised (it is on any
 //! CPU with `constant_tsc` under Linux, which otherwise marks the TSC
@@ -38,6 +54,10 @@ use std::time::{Duration, Instant};
 /// A clock read at or above this many nanoseconds is not cheap.
 pub const CHEAP_READ_NS: u64 = 200;
 
+/// How far apart (parts per million) two TSC calibrations may be for a TSC
+/// without the invariant-TSC flags to count as steady.
+pub const STEADY_TOLERANCE_PPM: u64 = 5_000;
+
 thread_local! {
     /// This thread's last [`refresh`] (0: never).
     static RECENT: Cell<u64> = const { Cell::new(0) };
@@ -46,8 +66,13 @@ thread_local! {
 /// Where the ticks come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClockSource {
-    /// The x86_64 time-stamp counter (`rdtsc`).
+    /// The x86_64 time-stamp counter (`rdtsc`), invariant by the CPU's
+    /// flags.
     Tsc,
+    /// The time-stamp counter without those flags, chosen because the OS
+    /// clock is expensive here and two calibrations agreed (see the module
+    /// docs).
+    SteadyTsc,
     /// `std::time::Instant`; one tick is one nanosecond.
     Instant,
 }
@@ -89,17 +114,31 @@ impl Clock {
     fn detect() -> Clock {
         #[cfg(target_arch = "x86_64")]
         {
-            if tsc_is_invariant() {
-                if let Some(clock) = Clock::calibrate_tsc() {
-                    return clock;
-                }
+            let forced = std::env::var("DATAPLANE_CLOCK").ok();
+            let choice = choose_source(forced.as_deref(), tsc_is_invariant(), os_read_cost_ns);
+            let clock = match choice {
+                Some(ClockSource::Tsc) => Clock::calibrate_tsc(ClockSource::Tsc),
+                Some(ClockSource::SteadyTsc) => Clock::steady_tsc(),
+                _ => None,
+            };
+            if let Some(clock) = clock {
+                return clock;
             }
         }
         Clock::instant()
     }
 
+    /// Two calibrations in a row whose rates agree within
+    /// [`STEADY_TOLERANCE_PPM`]: the second one.
     #[cfg(target_arch = "x86_64")]
-    fn calibrate_tsc() -> Option<Clock> {
+    fn steady_tsc() -> Option<Clock> {
+        let first = Clock::calibrate_tsc(ClockSource::SteadyTsc)?;
+        let second = Clock::calibrate_tsc(ClockSource::SteadyTsc)?;
+        rates_agree(first.ticks_per_ns_q32, second.ticks_per_ns_q32).then_some(second)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn calibrate_tsc(source: ClockSource) -> Option<Clock> {
         let (start, start_ticks) = paired_reading()?;
         std::thread::sleep(CALIBRATION);
         let (end, end_ticks) = paired_reading()?;
@@ -112,12 +151,51 @@ impl Clock {
         let ns_per_tick_q32 = ((u128::from(ns) << 32) / u128::from(ticks)) as u64;
         let ticks_per_ns_q32 = ((u128::from(ticks) << 32) / u128::from(ns)) as u64;
         Some(Clock {
-            source: ClockSource::Tsc,
+            source,
             ns_per_tick_q32,
             ticks_per_ns_q32,
             epoch: start,
         })
     }
+}
+
+/// Which source to calibrate: `forced` is `DATAPLANE_CLOCK` (`tsc` or `os`;
+/// anything else is ignored), `invariant` whether the CPU's flags promise
+/// an invariant TSC, `os_read_ns` the cost of one OS clock read (asked only
+/// when it decides). `None`: the OS clock.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn choose_source(
+    forced: Option<&str>,
+    invariant: bool,
+    os_read_ns: impl FnOnce() -> u64,
+) -> Option<ClockSource> {
+    match forced {
+        Some("os") => None,
+        Some("tsc") if !invariant => Some(ClockSource::SteadyTsc),
+        _ if invariant => Some(ClockSource::Tsc),
+        _ if os_read_ns() >= CHEAP_READ_NS => Some(ClockSource::SteadyTsc),
+        _ => None,
+    }
+}
+
+/// True if two rates (32.32 fixed point) differ by at most
+/// [`STEADY_TOLERANCE_PPM`] of the first.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn rates_agree(first_q32: u64, second_q32: u64) -> bool {
+    let diff = u128::from(first_q32.abs_diff(second_q32));
+    diff * 1_000_000 <= u128::from(first_q32) * u128::from(STEADY_TOLERANCE_PPM)
+}
+
+/// Mean cost of one `Instant::now()` in nanoseconds (64 reads).
+#[cfg(target_arch = "x86_64")]
+fn os_read_cost_ns() -> u64 {
+    const READS: u32 = 64;
+    let start = Instant::now();
+    let mut last = start;
+    for _ in 0..READS {
+        last = std::hint::black_box(Instant::now());
+    }
+    u64::try_from(last.duration_since(start).as_nanos() / u128::from(READS)).unwrap_or(u64::MAX)
 }
 
 /// An `Instant` and a TSC value read at (nearly) the same moment: the TSC is
@@ -234,7 +312,7 @@ pub fn now() -> u64 {
     let clock = clock();
     match clock.source {
         #[cfg(target_arch = "x86_64")]
-        ClockSource::Tsc => rdtsc(),
+        ClockSource::Tsc | ClockSource::SteadyTsc => rdtsc(),
         _ => clock.epoch.elapsed().as_nanos() as u64,
     }
 }
@@ -299,6 +377,47 @@ mod tests {
         let lookalike = "flags\t: xconstant_tsc nonstop_tscx\n";
         assert!(!cpuinfo_has_invariant_tsc(lookalike));
         assert!(!cpuinfo_has_invariant_tsc("processor : 0\n"));
+    }
+
+    #[test]
+    fn chooses_the_tsc_where_the_os_clock_is_expensive() {
+        let never = || -> u64 { panic!("the OS clock's cost is not needed") };
+        assert_eq!(choose_source(None, true, never), Some(ClockSource::Tsc));
+        assert_eq!(
+            choose_source(None, false, || CHEAP_READ_NS),
+            Some(ClockSource::SteadyTsc),
+            "hpet-like: a steady TSC is tried"
+        );
+        assert_eq!(
+            choose_source(None, false, || 30),
+            None,
+            "vDSO: the OS clock"
+        );
+        assert_eq!(choose_source(Some("os"), true, never), None);
+        assert_eq!(
+            choose_source(Some("tsc"), false, never),
+            Some(ClockSource::SteadyTsc)
+        );
+        assert_eq!(
+            choose_source(Some("tsc"), true, never),
+            Some(ClockSource::Tsc)
+        );
+        assert_eq!(
+            choose_source(Some("bogus"), false, || 30),
+            None,
+            "an unknown value is ignored"
+        );
+    }
+
+    #[test]
+    fn steady_means_two_rates_within_the_tolerance() {
+        let rate = 3 * Q32_ONE;
+        let step = rate / 1_000_000 * STEADY_TOLERANCE_PPM;
+        assert!(rates_agree(rate, rate));
+        assert!(rates_agree(rate, rate + step));
+        assert!(rates_agree(rate, rate - step));
+        assert!(!rates_agree(rate, rate + 2 * step));
+        assert!(!rates_agree(rate, rate / 2));
     }
 
     #[test]

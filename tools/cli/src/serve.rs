@@ -307,6 +307,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     if let Some(socket) = &rpc_server {
         log(&format!("control socket {}", socket.path().display()));
     }
+    if reactor::clock::source() == reactor::clock::ClockSource::SteadyTsc {
+        log(
+            "note: the OS clock is expensive here (a clocksource such as hpet makes each read a \
+             system call) and the TSC is steady: reactors time with the TSC",
+        );
+    }
     if !reactor::clock::is_cheap() {
         log(&format!(
             "note: reading the clock costs {} ns here ({:?} source; a clocksource such as hpet \
