@@ -182,12 +182,31 @@ scst_local_disk_now() {
     done
     return 0
 }
-# scst_local_disk LUN: waits up to 15 s for scst_local_disk_now LUN.
+# scst_local leaves every disk it creates at its host template's
+# cmd_per_lun, 3 commands, on kernels from 3.19 on: its sdev_configure works
+# out the LUN's depth (it logs "Configuring queue depth 64") but applies it
+# only through scsi_activate_tcq, which those kernels no longer have. At
+# depth 3 a fio job at iodepth 32 keeps 3 commands at the device, whoever
+# serves it. Each scst_local disk of the test, the dataplane's and the
+# kernel handlers' alike, is given the depth scst_local meant.
+SCST_LOCAL_QUEUE_DEPTH=64
+
+# scst_local_deepen DISK: raises DISK's queue depth to SCST_LOCAL_QUEUE_DEPTH.
+scst_local_deepen() {
+    _qd=/sys/block/${1#/dev/}/device/queue_depth
+    [ -w "$_qd" ] || return 0
+    [ "$(cat "$_qd")" -ge "$SCST_LOCAL_QUEUE_DEPTH" ] || echo "$SCST_LOCAL_QUEUE_DEPTH" >"$_qd" ||
+        echo "could not set the queue depth of $1" >&2
+}
+
+# scst_local_disk LUN: waits up to 15 s for scst_local_disk_now LUN, and
+# gives the disk its queue depth (scst_local_deepen).
 scst_local_disk() {
     _i=0
     while [ $_i -lt 150 ]; do
         _d=$(scst_local_disk_now "$1")
         [ -z "$_d" ] || {
+            scst_local_deepen "$_d"
             echo "$_d"
             return 0
         }

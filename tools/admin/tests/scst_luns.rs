@@ -64,6 +64,8 @@ impl FakeScst {
                         let scsi = self.roots.scsi_devices_dir().join(format!("{h}:0:0:{lun}"));
                         std::fs::create_dir_all(scsi.join("block").join(&name)).unwrap();
                         std::fs::write(scsi.join("delete"), "").unwrap();
+                        // scst_local's depth on kernels from 3.19 on.
+                        std::fs::write(scsi.join("queue_depth"), "3\n").unwrap();
                         std::fs::write(self.roots.dev.join(&name), "").unwrap();
                     }
                 }
@@ -100,6 +102,10 @@ impl Kernel for FakeScst {
             "mgmt" if path.parent().unwrap().ends_with("luns") => {
                 let luns = path.parent().unwrap().to_path_buf();
                 self.luns_mgmt(&luns, value)
+            }
+            "queue_depth" if value.parse::<u32>().is_ok_and(|d| d > 0) => {
+                std::fs::write(path, format!("{value}\n")).unwrap();
+                Ok(())
             }
             "delete" if value == "1" => {
                 let scsi = path.parent().unwrap();
@@ -164,6 +170,7 @@ impl Machine {
         }
         std::os::unix::fs::symlink(s("handlers/disk0"), s("devices/disk0/handler")).unwrap();
         std::fs::write(s("devices/disk0/commands"), "").unwrap();
+        std::fs::write(s("devices/disk0/max_tgt_dev_commands"), "64\n").unwrap();
         // Another scst_user handler's device (fileio_tgt's): its pool has
         // the device's own name.
         std::os::unix::fs::symlink(s("handlers/ftgt0"), s("devices/ftgt0/handler")).unwrap();
@@ -249,13 +256,23 @@ fn add_lun_on_scst_local_reports_the_disk() {
         m.progress,
         vec![
             "lun: scst_local/scst_local_tgt/0".to_owned(),
-            format!("disk: {}", sda.display())
+            format!("disk: {}", sda.display()),
+            format!("queue depth: {} 3 -> 64", sda.display()),
         ]
     );
     assert_eq!(
         m.log(),
-        vec!["write sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt add disk0 0"]
+        vec![
+            "write sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt add disk0 0",
+            "write sys/bus/scsi/devices/7:0:0:0/queue_depth 64",
+        ]
     );
+    let depth = m
+        .admin
+        .roots()
+        .scsi_devices_dir()
+        .join("7:0:0:0/queue_depth");
+    assert_eq!(std::fs::read_to_string(&depth).unwrap(), "64\n");
     assert_eq!(
         std::fs::read_link(m.s("targets/scst_local/scst_local_tgt/luns/0/device")).unwrap(),
         m.s("devices/disk0")
@@ -266,6 +283,38 @@ fn add_lun_on_scst_local_reports_the_disk() {
     spec.lun = 5;
     let disks = m.add(&spec).unwrap();
     assert_eq!(disks, vec![m.admin.roots().dev.join("sdb")]);
+
+    // A device whose LUNs may hold no more than the disk already does: the
+    // depth is left alone.
+    std::fs::write(m.s("devices/disk0/max_tgt_dev_commands"), "3\n[key]\n").unwrap();
+    m.progress.clear();
+    spec.lun = 6;
+    m.add(&spec).unwrap();
+    assert_eq!(m.progress.len(), 2, "{:?}", m.progress);
+    assert!(m.progress[1].starts_with("disk: "));
+
+    // A refused write is reported, and the LUN stays added.
+    std::fs::write(m.s("devices/disk0/max_tgt_dev_commands"), "64\n").unwrap();
+    m.admin.fs_mut().fail_on(
+        "write sys/bus/scsi/devices/7:0:0:7/queue_depth 64",
+        libc::EACCES,
+    );
+    m.progress.clear();
+    spec.lun = 7;
+    let disks = m.add(&spec).unwrap();
+    assert_eq!(disks.len(), 1);
+    let line = &m.progress[2];
+    assert!(
+        line.starts_with(&format!(
+            "queue depth: {} 3, not raised to 64: ",
+            disks[0].display()
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("queue_depth"),
+        "the error names the file: {line}"
+    );
 }
 
 #[test]
@@ -332,7 +381,8 @@ fn add_lun_checks_in_order_and_touches_nothing_on_failure() {
             m.s("targets/scst_local/scst_local_tgt/luns/0").display()
         )
     );
-    assert_eq!(m.log().len(), 1);
+    // The first add's two writes (the LUN, its disk's queue depth) only.
+    assert_eq!(m.log().len(), 2);
 }
 
 #[test]
@@ -468,8 +518,9 @@ fn del_lun_removes_the_disk_first() {
             "deleted: scst_local/scst_local_tgt/2".to_owned(),
         ]
     );
+    // After the two adds' writes (each: the LUN, the disk's queue depth).
     assert_eq!(
-        m.log()[2..],
+        m.log()[4..],
         [
             "write sys/bus/scsi/devices/7:0:0:0/delete 1",
             "write sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt del 0",

@@ -2,8 +2,9 @@
 //! an iSCSI target through /sys/kernel/scst_tgt, remove it, list devices.
 //!
 //! The work is done by [`admin::scst`]; this is the command
-//! line. Output lines meant for scripts: `lun: DRIVER/TARGET/N` and `disk:
-//! /dev/sdX` from `add-lun`, `removed: /dev/sdX` and `deleted:
+//! line. Output lines meant for scripts: `lun: DRIVER/TARGET/N`, `disk:
+//! /dev/sdX` and `queue depth: /dev/sdX FROM -> TO` from `add-lun`,
+//! `removed: /dev/sdX` and `deleted:
 //! DRIVER/TARGET/N` from `del-lun`, and `list --json`.
 
 use std::io::Write;
@@ -57,7 +58,10 @@ enum ScstCommand {
 
 const ADD_AFTER_HELP: &str = "\
 Prints `lun: DRIVER/TARGET/N` once the LUN is added and, with scst_local,
-`disk: /dev/sdX` once the local disk appears. `dataplane serve` must be
+`disk: /dev/sdX` once the local disk appears, then `queue depth: /dev/sdX 3
+-> 64` when it raises the disk's queue depth to the device's
+max_tgt_dev_commands (scst_local leaves its disks at 3 on current kernels).
+`dataplane serve` must be
 running with an [[scst]] device named DEVICE: adding the LUN makes the
 kernel send it ATTACH_SESS and wait up to 5 s for the answer. Kernel
 modules are never loaded implicitly: scst, scst_user and scst_local (or

@@ -65,7 +65,7 @@ impl<F: Fs> ScstAdmin<F> {
         }
         for host in hosts {
             let found = self.wait_for(self.timeout, || self.find_disk(host, spec.lun));
-            let Some((_, disk)) = found else {
+            let Some((scsi_dir, disk)) = found else {
                 return Err(ScstAdminError::NoDisk {
                     device: spec.device.clone(),
                     target: spec.target.clone(),
@@ -79,6 +79,9 @@ impl<F: Fs> ScstAdmin<F> {
             let node_wait = self.timeout.min(Duration::from_secs(2));
             self.wait_for(node_wait, || disk.exists().then_some(()));
             progress(&AdminProgress::Disk(disk.clone()));
+            if let Some(raised) = self.deepen_queue(&scsi_dir, &disk, &device_dir) {
+                progress(&raised);
+            }
             added.disks.push(disk);
         }
         Ok(added)

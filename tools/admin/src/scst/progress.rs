@@ -20,6 +20,19 @@ pub enum AdminProgress {
     },
     /// A local disk appeared. `disk: /dev/sdX`.
     Disk(PathBuf),
+    /// A local disk's queue depth was raised to the LUN's.
+    /// `queue depth: /dev/sdX 3 -> 64`, or with `error` set, the raise
+    /// failed: `queue depth: /dev/sdX 3, not raised to 64: <error>`.
+    QueueDepth {
+        /// The disk.
+        disk: PathBuf,
+        /// Its depth before.
+        from: u32,
+        /// The LUN's depth.
+        to: u32,
+        /// Why the write failed, if it did.
+        error: Option<String>,
+    },
     /// A local disk was deleted. `removed: /dev/sdX`.
     DiskRemoved(PathBuf),
     /// The LUN was deleted. `deleted: <driver>/<target>/<lun>`.
@@ -42,6 +55,22 @@ impl fmt::Display for AdminProgress {
                 lun,
             } => write!(f, "lun: {driver}/{target}/{lun}"),
             AdminProgress::Disk(p) => write!(f, "disk: {}", p.display()),
+            AdminProgress::QueueDepth {
+                disk,
+                from,
+                to,
+                error: None,
+            } => write!(f, "queue depth: {} {from} -> {to}", disk.display()),
+            AdminProgress::QueueDepth {
+                disk,
+                from,
+                to,
+                error: Some(e),
+            } => write!(
+                f,
+                "queue depth: {} {from}, not raised to {to}: {e}",
+                disk.display()
+            ),
             AdminProgress::DiskRemoved(p) => write!(f, "removed: {}", p.display()),
             AdminProgress::Deleted {
                 driver,
@@ -76,6 +105,20 @@ mod tests {
         assert_eq!(
             AdminProgress::Disk("/dev/sdb".into()).to_string(),
             "disk: /dev/sdb"
+        );
+        let mut depth = AdminProgress::QueueDepth {
+            disk: "/dev/sdb".into(),
+            from: 3,
+            to: 64,
+            error: None,
+        };
+        assert_eq!(depth.to_string(), "queue depth: /dev/sdb 3 -> 64");
+        if let AdminProgress::QueueDepth { error, .. } = &mut depth {
+            *error = Some("Permission denied".into());
+        }
+        assert_eq!(
+            depth.to_string(),
+            "queue depth: /dev/sdb 3, not raised to 64: Permission denied"
         );
         assert_eq!(
             AdminProgress::DiskRemoved("/dev/sdb".into()).to_string(),
