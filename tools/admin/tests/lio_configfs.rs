@@ -145,6 +145,8 @@ impl FakeKernel {
                     return Err(errno(libc::EINVAL));
                 }
                 self.make_dir(p.join("fabric_statistics"));
+                self.make_dir(p.join("param"));
+                self.make_file(p.join("param/cmd_completion_affinity"), "-1\n");
             }
             ["loopback", _, tpgt] if tpgt.starts_with("tpgt_") => {
                 for group in ["lun", "acls", "attrib", "auth", "np", "param"] {
@@ -283,6 +285,13 @@ impl FakeKernel {
                 }
                 self.stuck.remove(path.parent().unwrap().parent().unwrap());
                 std::fs::write(path, value)?;
+            }
+            ["loopback", _, "param", "cmd_completion_affinity"] => {
+                // The kernel's values: -1, -2 or an online CPU (0-3 here).
+                match value.parse::<i32>() {
+                    Ok(-2..=3) => std::fs::write(path, format!("{value}\n"))?,
+                    _ => return Err(errno(libc::EINVAL)),
+                }
             }
             ["loopback", _, _, "nexus"] => {
                 if !std::fs::read_to_string(path)?.is_empty() {
@@ -658,6 +667,59 @@ fn create_with_loopback_links_a_lun_and_reports_the_disk() {
             "symlink loopback/naa.5001405000000010/tpgt_1/lun/lun_1/disk1 -> core/user_0/disk1",
         ]
     );
+}
+
+#[test]
+fn completion_cpu_is_written_to_the_target_and_checked() {
+    use admin::lio::CompletionCpu;
+    let m = Machine::new();
+    let mut lio = m.lio();
+    let (result, _) = create(&mut lio, &loopback_spec());
+    result.unwrap();
+    let attr = "loopback/naa.5001405000000010/param/cmd_completion_affinity";
+    assert!(
+        !lio.fs()
+            .log()
+            .iter()
+            .any(|l| l.contains("cmd_completion_affinity")),
+        "the default writes nothing"
+    );
+
+    let m = Machine::new();
+    let mut lio = m.lio();
+    let mut s = loopback_spec();
+    s.completion_cpu = CompletionCpu::Completer;
+    let (result, _) = create(&mut lio, &s);
+    result.unwrap();
+    let log = lio.fs().log();
+    let at = log
+        .iter()
+        .position(|l| l == &format!("write {attr} -2"))
+        .unwrap();
+    assert_eq!(log[at - 1], "mkdir loopback/naa.5001405000000010");
+    assert_eq!(std::fs::read_to_string(m.path(attr)).unwrap(), "-2\n");
+
+    // A kernel without the attribute (before 5.14): refused, rolled back.
+    let m = Machine::new();
+    let mut lio = m.lio();
+    std::fs::create_dir_all(m.path("loopback/naa.5001405000000010")).unwrap();
+    let mut s = loopback_spec();
+    s.completion_cpu = CompletionCpu::Cpu(1);
+    let (result, _) = create(&mut lio, &s);
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("cmd_completion_affinity came with Linux 5.14"),
+        "{e}"
+    );
+    assert!(!m.path("core/user_0/disk0").exists(), "rolled back");
+
+    assert_eq!("completer".parse(), Ok(CompletionCpu::Completer));
+    assert_eq!("submitter".parse(), Ok(CompletionCpu::Submitter));
+    assert_eq!("3".parse(), Ok(CompletionCpu::Cpu(3)));
+    assert!("-2"
+        .parse::<CompletionCpu>()
+        .unwrap_err()
+        .contains("a CPU number"));
 }
 
 #[test]

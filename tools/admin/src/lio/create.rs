@@ -212,6 +212,17 @@ impl<F: Fs> Lio<F> {
             self.apply(FsOp::Mkdir(wwn_dir.clone()), "")?;
             undo.push(Undo::Op(FsOp::Rmdir(wwn_dir.clone())));
         }
+        if let Some(affinity) = spec.completion_cpu.affinity() {
+            let attr = wwn_dir.join("param/cmd_completion_affinity");
+            if !attr.exists() {
+                return Err(LioError::Invalid(format!(
+                    "this kernel's tcm_loop has no {} (cmd_completion_affinity came with Linux \
+                     5.14): leave --completion-cpu at submitter",
+                    attr.display()
+                )));
+            }
+            self.apply(FsOp::write(attr, affinity), "")?;
+        }
         let tpgt_dir = wwn_dir.join("tpgt_1");
         if !tpgt_dir.is_dir() {
             self.apply(FsOp::Mkdir(tpgt_dir.clone()), "")?;

@@ -73,5 +73,6 @@ pub use error::LioError;
 pub use list::LioDevice;
 pub use outcome::{Created, Deleted, LoopbackLun, Progress, Rollback};
 pub use spec::{
-    default_wwn, initiator_wwn, parse_wwn, validate_name, CreateSpec, BLOCK_SIZES, DEFAULT_SUBTYPE,
+    default_wwn, initiator_wwn, parse_wwn, validate_name, CompletionCpu, CreateSpec, BLOCK_SIZES,
+    DEFAULT_SUBTYPE,
 };
