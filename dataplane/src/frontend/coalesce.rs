@@ -63,9 +63,9 @@ pub struct CoalesceConfig {
     /// hold); 0 never holds.
     pub batch: usize,
     /// The highest hold level the tuner tries (see the module docs).
-    /// Default 100 µs: a few commands' worth where arrivals are tens of
+    /// Default 200 µs: several commands' worth where arrivals are tens of
     /// microseconds apart (a small VM); the tuner keeps a lower level, or
-    /// none, where holding does not pay.
+    /// none, where holding costs throughput.
     pub max_hold: Duration,
     /// A fixed hold instead of the tuner's choice (still behind the
     /// concurrency gate). Default `None`: the tuner picks.
@@ -79,8 +79,8 @@ pub struct CoalesceConfig {
 }
 
 impl CoalesceConfig {
-    /// Default [`max_hold`](Self::max_hold): 100 µs.
-    pub const DEFAULT_MAX_HOLD: Duration = Duration::from_micros(100);
+    /// Default [`max_hold`](Self::max_hold): 200 µs.
+    pub const DEFAULT_MAX_HOLD: Duration = Duration::from_micros(200);
 }
 
 impl Default for CoalesceConfig {
@@ -316,10 +316,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_a_batch_of_32_a_100us_cap_and_no_window() {
+    fn defaults_are_a_batch_of_32_a_200us_cap_and_no_window() {
         let d = CoalesceConfig::default();
         assert_eq!(d.batch, 32);
-        assert_eq!(d.max_hold, Duration::from_micros(100));
+        assert_eq!(d.max_hold, Duration::from_micros(200));
         assert_eq!(d.window, Duration::ZERO);
         let c = Coalescer::new(&d);
         assert!(!c.has_window());
