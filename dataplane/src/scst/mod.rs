@@ -14,6 +14,7 @@ pub mod driver;
 pub mod error;
 pub mod export;
 pub mod ioctl;
+pub mod local_disk;
 pub mod pool;
 pub mod register;
 pub mod version;

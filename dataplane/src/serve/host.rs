@@ -14,6 +14,7 @@ use crate::scst::driver::ScstDriver;
 use crate::scst::error::ScstError;
 use crate::scst::export::{export_lun, ExportError, Exported, LunAddress};
 use crate::scst::ioctl::ScstFd;
+use crate::scst::local_disk;
 use crate::scst::version::{VersionSearch, VersionSource};
 use crate::tcmu::discovery::{DiscoveryError, TcmuUioName};
 use crate::tcmu::{Doorbell, SharedRegion, TcmuError};
@@ -103,10 +104,44 @@ pub trait Host: Send {
     /// Exports the registered SCST device `device` as `at` (while it is
     /// polled: the kernel asks it to attach the target's sessions), unless
     /// that LUN maps it already ([`export_lun`] on the machine's sysfs).
+    /// A LUN added to scst_local gets its local disks' queue depth raised
+    /// once they appear, by a thread of its own (see
+    /// [`local_disk`](crate::scst::local_disk)).
     fn export_scst_lun(&mut self, device: &str, at: &LunAddress) -> Result<Exported, ExportError> {
-        export_lun(&mut RealFs, &Roots::default(), device, at, EXPORT_TIMEOUT)
+        let exported = export_lun(&mut RealFs, &Roots::default(), device, at, EXPORT_TIMEOUT)?;
+        if exported == Exported::Added && at.driver == local_disk::DRIVER {
+            let (device, lun) = (device.to_owned(), at.clone());
+            let spawned = std::thread::Builder::new()
+                .name("scst-disk-depth".into())
+                .spawn(move || {
+                    let roots = Roots::default();
+                    let at = lun;
+                    let changes =
+                        local_disk::deepen_new_disks(&mut RealFs, &roots, &device, &at, DISK_WAIT);
+                    for c in changes {
+                        match c.error {
+                            None => tracing::info!(
+                                target: "dataplane serve",
+                                "raised the queue depth of {} ({at}) from {} to {}",
+                                c.disk.display(), c.from, c.to
+                            ),
+                            Some(e) => tracing::warn!(
+                                target: "dataplane serve",
+                                "the queue depth of {} ({at}) stays {}: {e}",
+                                c.disk.display(), c.from
+                            ),
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(target: "dataplane serve", "cannot watch the disks of {at}: {e}");
+            }
+        }
+        Ok(exported)
     }
 }
 
 /// How long an `add` that SCST answers "pending" is waited for.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the local disks of a LUN added to scst_local are waited for.
+const DISK_WAIT: Duration = Duration::from_secs(15);

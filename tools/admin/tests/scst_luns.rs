@@ -605,6 +605,7 @@ fn list_shows_scst_user_devices_and_their_luns() {
 #[test]
 fn export_lun_adds_once_then_finds_it() {
     use dataplane::scst::export::{export_lun, ExportError, Exported, LunAddress};
+    use dataplane::scst::local_disk::{deepen_new_disks, QueueDepthChange};
     let mut m = Machine::new();
     let roots = m.admin.roots().clone();
     let at = LunAddress {
@@ -626,6 +627,23 @@ fn export_lun_adds_once_then_finds_it() {
         m.log(),
         vec!["write sys/kernel/scst_tgt/targets/scst_local/scst_local_tgt/luns/mgmt add disk0 0"],
         "one add"
+    );
+    // What serve does next for scst_local: the new disk gets its depth.
+    let fs = m.admin.fs_mut();
+    let changes = deepen_new_disks(fs, &roots, "disk0", &at, t);
+    assert_eq!(
+        changes,
+        vec![QueueDepthChange {
+            disk: roots.dev.join("sda"),
+            from: 3,
+            to: 64,
+            error: None,
+        }]
+    );
+    assert_eq!(
+        deepen_new_disks(m.admin.fs_mut(), &roots, "disk0", &at, t),
+        vec![],
+        "deep enough already"
     );
     let fs = m.admin.fs_mut();
     let taken = export_lun(fs, &roots, "vd0", &at, t).unwrap_err();

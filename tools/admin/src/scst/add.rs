@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use dataplane::kernfs::{link_name, Fs};
+use dataplane::scst::local_disk::{deepen_queue, find_disk, session_hosts};
 
 use super::admin::ScstAdmin;
 use super::error::ScstAdminError;
@@ -54,7 +55,7 @@ impl<F: Fs> ScstAdmin<F> {
         if spec.driver != DEFAULT_DRIVER {
             return Ok(added);
         }
-        let hosts = self.session_hosts(&target_dir);
+        let hosts = session_hosts(&target_dir);
         if hosts.is_empty() {
             return Err(ScstAdminError::NoSession {
                 target: spec.target.clone(),
@@ -64,7 +65,7 @@ impl<F: Fs> ScstAdmin<F> {
             });
         }
         for host in hosts {
-            let found = self.wait_for(self.timeout, || self.find_disk(host, spec.lun));
+            let found = self.wait_for(self.timeout, || find_disk(&self.roots, host, spec.lun));
             let Some((scsi_dir, disk)) = found else {
                 return Err(ScstAdminError::NoDisk {
                     device: spec.device.clone(),
@@ -79,8 +80,9 @@ impl<F: Fs> ScstAdmin<F> {
             let node_wait = self.timeout.min(Duration::from_secs(2));
             self.wait_for(node_wait, || disk.exists().then_some(()));
             progress(&AdminProgress::Disk(disk.clone()));
-            if let Some(raised) = self.deepen_queue(&scsi_dir, &disk, &device_dir) {
-                progress(&raised);
+            // scst_local leaves the disk at depth 3 (see `local_disk`).
+            if let Some(raised) = deepen_queue(&mut self.fs, &scsi_dir, &disk, &device_dir) {
+                progress(&AdminProgress::QueueDepth(raised));
             }
             added.disks.push(disk);
         }

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use dataplane::kernfs::{link_name, Fs, FsOp};
+use dataplane::scst::local_disk::{find_disk, session_hosts};
 
 use super::admin::ScstAdmin;
 use super::error::ScstAdminError;
@@ -74,13 +75,13 @@ impl<F: Fs> ScstAdmin<F> {
             }
         };
         let hosts = if driver == DEFAULT_DRIVER {
-            self.session_hosts(&target_dir)
+            session_hosts(&target_dir)
         } else {
             Vec::new()
         };
         for &lun in &luns {
             for &host in &hosts {
-                let Some((scsi_dir, disk)) = self.find_disk(host, lun) else {
+                let Some((scsi_dir, disk)) = find_disk(&self.roots, host, lun) else {
                     continue;
                 };
                 let delete = scsi_dir.join("delete");

@@ -47,7 +47,6 @@
 mod add;
 mod admin;
 mod del;
-mod disks;
 mod error;
 mod list;
 mod mgmt;

@@ -5,6 +5,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use dataplane::scst::local_disk::QueueDepthChange;
+
 /// Something reported as soon as it is known (the stable output lines of
 /// `dataplane scst`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,19 +22,10 @@ pub enum AdminProgress {
     },
     /// A local disk appeared. `disk: /dev/sdX`.
     Disk(PathBuf),
-    /// A local disk's queue depth was raised to the LUN's.
-    /// `queue depth: /dev/sdX 3 -> 64`, or with `error` set, the raise
-    /// failed: `queue depth: /dev/sdX 3, not raised to 64: <error>`.
-    QueueDepth {
-        /// The disk.
-        disk: PathBuf,
-        /// Its depth before.
-        from: u32,
-        /// The LUN's depth.
-        to: u32,
-        /// Why the write failed, if it did.
-        error: Option<String>,
-    },
+    /// A local disk's queue depth was raised to the device's.
+    /// `queue depth: /dev/sdX 3 -> 64`, or when the write failed
+    /// `queue depth: /dev/sdX 3, not raised to 64: <error>`.
+    QueueDepth(QueueDepthChange),
     /// A local disk was deleted. `removed: /dev/sdX`.
     DiskRemoved(PathBuf),
     /// The LUN was deleted. `deleted: <driver>/<target>/<lun>`.
@@ -55,18 +48,18 @@ impl fmt::Display for AdminProgress {
                 lun,
             } => write!(f, "lun: {driver}/{target}/{lun}"),
             AdminProgress::Disk(p) => write!(f, "disk: {}", p.display()),
-            AdminProgress::QueueDepth {
+            AdminProgress::QueueDepth(QueueDepthChange {
                 disk,
                 from,
                 to,
                 error: None,
-            } => write!(f, "queue depth: {} {from} -> {to}", disk.display()),
-            AdminProgress::QueueDepth {
+            }) => write!(f, "queue depth: {} {from} -> {to}", disk.display()),
+            AdminProgress::QueueDepth(QueueDepthChange {
                 disk,
                 from,
                 to,
                 error: Some(e),
-            } => write!(
+            }) => write!(
                 f,
                 "queue depth: {} {from}, not raised to {to}: {e}",
                 disk.display()
@@ -106,16 +99,16 @@ mod tests {
             AdminProgress::Disk("/dev/sdb".into()).to_string(),
             "disk: /dev/sdb"
         );
-        let mut depth = AdminProgress::QueueDepth {
+        let mut change = QueueDepthChange {
             disk: "/dev/sdb".into(),
             from: 3,
             to: 64,
             error: None,
         };
+        let depth = AdminProgress::QueueDepth(change.clone());
         assert_eq!(depth.to_string(), "queue depth: /dev/sdb 3 -> 64");
-        if let AdminProgress::QueueDepth { error, .. } = &mut depth {
-            *error = Some("Permission denied".into());
-        }
+        change.error = Some("Permission denied".into());
+        let depth = AdminProgress::QueueDepth(change);
         assert_eq!(
             depth.to_string(),
             "queue depth: /dev/sdb 3, not raised to 64: Permission denied"
