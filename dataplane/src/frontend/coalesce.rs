@@ -23,6 +23,12 @@
 //!   ever joined (the initiator waits for the held completion), so the
 //!   gate stays closed and the cost there is one `max_hold` delay per
 //!   [`PROBE_EVERY`] commands.
+//! - **An unjoined hold closes the gate**, like a failed probe: a hold
+//!   that ran its full length without a command arriving meanwhile is
+//!   evidence that the concurrency is gone (TCMU: [`Coalescer::hold`] sees
+//!   it; SCST, which learns of arrivals only in its next exchange:
+//!   [`Coalescer::unjoined`]). So a queue-depth-1 stream that follows a
+//!   busy spell pays one hold, not a hold per command until the next probe.
 //! - **Hold level.** Behind the gate a [`HoldTuner`] picks how long
 //!   completions may wait, between 0 and [`CoalesceConfig::max_hold`], by
 //!   measuring the device's throughput at each level and keeping the one
@@ -115,6 +121,9 @@ pub struct Coalescer {
     probing: bool,
     /// Clock ticks the gate last closed at (0: never opened).
     closed_at: u64,
+    /// A command arrived while another was held, since the hold began
+    /// ([`Coalescer::restart`]).
+    joined: bool,
     /// Picks the hold level behind the gate.
     tuner: HoldTuner,
 }
@@ -139,6 +148,7 @@ impl Coalescer {
             to_probe: FIRST_PROBE,
             probing: false,
             closed_at: 0,
+            joined: false,
             tuner: match config.fixed_hold {
                 Some(hold) => HoldTuner::pinned(hold),
                 None => HoldTuner::new(config.max_hold),
@@ -150,6 +160,7 @@ impl Coalescer {
     #[inline]
     pub fn restart(&mut self, now: u64) {
         self.since = now;
+        self.joined = false;
     }
 
     /// Clock ticks from the start of the hold to `now`.
@@ -181,6 +192,7 @@ impl Coalescer {
             return;
         }
         if in_hand >= 2 {
+            self.joined = true;
             self.probing = false;
             if !self.concurrent {
                 self.concurrent = true;
@@ -251,8 +263,29 @@ impl Coalescer {
         let held = age < limit || age < self.window_ticks;
         if !held {
             self.probe_expired(age, now);
+            if limit > 0 && !self.joined {
+                self.close(now);
+            }
         }
         held
+    }
+
+    /// SCST: the exchange that ended a hold (it carried held replies)
+    /// fetched no command, so none arrived while it lasted: the gate closes
+    /// (see the module docs).
+    #[inline]
+    pub fn unjoined(&mut self, now: u64) {
+        self.probing = false;
+        self.close(now);
+    }
+
+    /// Closes the gate at `now`, if open.
+    #[inline]
+    fn close(&mut self, now: u64) {
+        if self.concurrent {
+            self.concurrent = false;
+            self.closed_at = now;
+        }
     }
 
     /// SCST, where one exchange both answers and fetches: true when the
@@ -423,6 +456,38 @@ mod tests {
         c.arrived(1, 2, now + clock::duration_to_ticks(COLD_AFTER) + gap);
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 0);
+    }
+
+    #[test]
+    fn an_unjoined_hold_closes_the_gate() {
+        let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
+        sweep(&mut c, 2, [100, 100, 100, 100, 100]);
+        assert!(c.concurrent());
+        assert_eq!(c.tuner().level(), 4, "among equals, the highest");
+        let past_the_hold = || {
+            std::thread::sleep(Duration::from_millis(1));
+            clock::refresh()
+        };
+        // TCMU: a hold joined by an arrival keeps the gate open.
+        let start = clock::refresh();
+        c.restart(start);
+        c.arrived(1, 2, start);
+        past_the_hold();
+        assert!(!c.hold(1, false), "the hold is over");
+        assert!(c.concurrent(), "joined: still open");
+        // One that nothing joined closes it.
+        c.restart(clock::refresh());
+        past_the_hold();
+        assert!(!c.hold(1, false));
+        assert!(!c.concurrent(), "unjoined: closed");
+        assert_eq!(c.hold_limit(), 0, "the next completion goes out at once");
+        // Concurrency soon after reopens it at the tuner's level.
+        c.arrived(1, 2, clock::refresh());
+        assert!(c.concurrent());
+        assert_eq!(c.tuner().level(), 4, "no new sweep");
+        // SCST learns it from an exchange that fetched nothing.
+        c.unjoined(clock::refresh());
+        assert!(!c.concurrent());
     }
 
     #[test]

@@ -62,11 +62,22 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         } else {
             0
         };
+        // Whether an exchange now ends a hold that ran its full length.
+        let limit = self.coalescer.hold_limit();
+        let hold_over = limit > 0
+            && !self.replies.is_urgent()
+            && !self.drain.is_draining()
+            && !self.last_filled
+            && self.coalescer.age(clock::recent()) >= limit;
         let (got, replied) = if self.exchange_due(want) {
             self.exchange(want, &mut c)
         } else {
             (0, 0)
         };
+        if hold_over && replied > 0 && got == 0 && want > 0 {
+            // Held replies went out and nothing had arrived meanwhile.
+            self.coalescer.unjoined(clock::recent());
+        }
         if got > 0 {
             let now = clock::recent();
             // Executing before this fetch, the replies this exchange

@@ -345,3 +345,37 @@ fn a_coalescing_window_holds_replies_even_when_nothing_executes() {
     assert!(dev.is_drained());
     assert_eq!(dev.poll(), 0, "nothing held: the reactor may sleep");
 }
+
+#[test]
+fn a_hold_that_nothing_joined_closes_the_gate() {
+    let config = ScstDeviceConfig {
+        budget: 32,
+        coalesce: CoalesceConfig {
+            fixed_hold: Some(Duration::from_millis(200)),
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
+    };
+    let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    for _ in 0..6 {
+        k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    }
+    dev.poll(); // six at once open the gate
+    assert_eq!(k.calls().len(), 1);
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll(); // six replies, fewer than the batch, the hold young: held
+    assert_eq!(k.calls().len(), 1);
+    std::thread::sleep(Duration::from_millis(250));
+    dev.poll(); // the hold is over: the replies go, and nothing had arrived
+    assert_eq!(k.calls().len(), 2);
+    assert_eq!(k.last_call().replies.len(), 6);
+    // The gate is closed: a lone command's reply goes out at once.
+    let lone = k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    std::thread::sleep(Duration::from_millis(1)); // past the idle polling interval
+    dev.poll();
+    assert_eq!(k.calls().len(), 3, "fetched");
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll();
+    assert_eq!(k.calls().len(), 4, "answered without a hold");
+    assert_eq!(k.last_call().replies[0].reply.cmd_h, lone);
+}
