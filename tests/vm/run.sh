@@ -27,7 +27,7 @@ VM_MIN_RATIO=${VM_MIN_RATIO:-}    # e.g. 0.9: fail when dataplane/rd_mcp IOPS is
 VM_MIN_FILE_RATIO=${VM_MIN_FILE_RATIO:-}  # e.g. 0.8: fail when file bdev/iblock IOPS is lower
 VM_MIN_NVME_RATIO=${VM_MIN_NVME_RATIO:-}  # e.g. 0.9: fail when nvme bdev/iblock IOPS is lower
 VM_NVME_NS_MIB=${VM_NVME_NS_MIB:-128}     # size of each emulated NVMe namespace, MiB
-VM_SOAK_SECONDS=${VM_SOAK_SECONDS:-60}    # duration of the soak (step soak_short)
+VM_SOAK_SECONDS=${VM_SOAK_SECONDS:-40}    # duration of the soak (step soak_short)
 VM_SCRIPT=${VM_SCRIPT:-}          # a script of yours to run in the guest instead of the steps
 VM_DATAPLANE=${VM_DATAPLANE:-${CARGO_TARGET_DIR:-$REPO/target}/release/dataplane}
 

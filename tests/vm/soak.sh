@@ -4,7 +4,7 @@
 # random in one range of the disk and delays it at random everywhere.
 # Sourced by guest.sh (its helpers: run_fio, fio_sum, stats_field,
 # kill9_serve, dataplane, ...); step soak_short in reliability.sh runs it for
-# VM_SOAK_SECONDS (60 by default; the closing notes report a 30-minute run:
+# VM_SOAK_SECONDS (40 by default; the closing notes report a 30-minute run:
 # `VM_STEPS=modules,nvme_devices,serve_start,soak_short VM_SOAK_SECONDS=1800
 # VM_TIMEOUT=3000 tests/vm/run.sh`).
 #
