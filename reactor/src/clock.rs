@@ -186,16 +186,10 @@ fn rates_agree(first_q32: u64, second_q32: u64) -> bool {
     diff * 1_000_000 <= u128::from(first_q32) * u128::from(STEADY_TOLERANCE_PPM)
 }
 
-/// Mean cost of one `Instant::now()` in nanoseconds (64 reads).
+/// Mean cost of one `Instant::now()` in nanoseconds.
 #[cfg(target_arch = "x86_64")]
 fn os_read_cost_ns() -> u64 {
-    const READS: u32 = 64;
-    let start = Instant::now();
-    let mut last = start;
-    for _ in 0..READS {
-        last = std::hint::black_box(Instant::now());
-    }
-    u64::try_from(last.duration_since(start).as_nanos() / u128::from(READS)).unwrap_or(u64::MAX)
+    mean_read_ns(Instant::now)
 }
 
 /// An `Instant` and a TSC value read at (nearly) the same moment: the TSC is
@@ -266,16 +260,18 @@ pub fn source() -> ClockSource {
 /// Mean cost of one [`now`] in nanoseconds, measured once (64 reads).
 pub fn read_cost_ns() -> u64 {
     static COST: OnceLock<u64> = OnceLock::new();
-    *COST.get_or_init(|| {
-        const READS: u32 = 64;
-        let start = Instant::now();
-        let mut sink = 0u64;
-        for _ in 0..READS {
-            sink = sink.wrapping_add(now());
-        }
-        std::hint::black_box(sink);
-        u64::try_from(start.elapsed().as_nanos() / u128::from(READS)).unwrap_or(u64::MAX)
-    })
+    *COST.get_or_init(|| mean_read_ns(now))
+}
+
+/// Mean cost in nanoseconds of one call of `read` over 64 calls, timed
+/// with `Instant`.
+fn mean_read_ns<T>(mut read: impl FnMut() -> T) -> u64 {
+    const READS: u32 = 64;
+    let start = Instant::now();
+    for _ in 0..READS {
+        std::hint::black_box(read());
+    }
+    u64::try_from(start.elapsed().as_nanos() / u128::from(READS)).unwrap_or(u64::MAX)
 }
 
 /// True if [`now`] costs less than [`CHEAP_READ_NS`] (see the module docs).

@@ -45,7 +45,7 @@ use super::host::Host;
 use super::lu_id;
 use super::metrics::{DeviceCounters, DeviceSource};
 use super::resources::Resources;
-use super::stats::{DeviceIdentity, DeviceStats, DeviceTotals};
+use super::stats::{doorbells_per_io, DeviceIdentity, DeviceStats, DeviceTotals};
 use crate::frontend::SharedFault;
 use crate::latency::SharedLatency;
 use crate::lun::LunCounters;
@@ -563,11 +563,7 @@ impl ScstDevices {
                 iops: commands as f64 / interval,
                 bytes_per_sec: bytes as f64 / interval,
                 doorbells: ioctls,
-                doorbells_per_io: if commands == 0 {
-                    0.0
-                } else {
-                    ioctls as f64 / commands as f64
-                },
+                doorbells_per_io: doorbells_per_io(ioctls, commands),
                 latency_ns: latency.summary,
                 hold_us: snap.hold_us,
                 commands_total: snap.commands_completed,

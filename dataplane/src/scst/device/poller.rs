@@ -64,11 +64,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         };
         // Whether an exchange now ends a hold that ran its full length.
         let limit = self.coalescer.hold_limit();
-        let hold_over = limit > 0
-            && !self.replies.is_urgent()
-            && !self.drain.is_draining()
-            && !self.last_filled
-            && self.coalescer.age(clock::recent()) >= limit;
+        let hold_over = limit > 0 && !self.urgent() && self.coalescer.age(clock::recent()) >= limit;
         let (got, replied) = if self.exchange_due(want) {
             self.exchange(want, &mut c)
         } else {
@@ -113,8 +109,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         if queued == 0 && want == 0 {
             return false;
         }
-        let urgent = self.replies.is_urgent() || self.drain.is_draining() || self.last_filled;
-        if urgent {
+        if self.urgent() {
             return true;
         }
         if self.coalescer.hold_limit() > 0 {
@@ -130,6 +125,13 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         // Nothing to answer: look for work at once after a call that found
         // some, else once per idle polling interval.
         self.last_got || self.coalescer.age(clock::recent()) >= self.idle_poll_ticks
+    }
+
+    /// True when the next exchange must not wait for a hold: an urgent
+    /// reply is queued, the device is draining, or the last exchange
+    /// filled the command buffer (more may be waiting).
+    fn urgent(&self) -> bool {
+        self.replies.is_urgent() || self.drain.is_draining() || self.last_filled
     }
 
     /// Moves finished commands from the executor into the reply queue.

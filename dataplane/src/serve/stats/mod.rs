@@ -93,6 +93,16 @@ impl DeviceIdentity {
     }
 }
 
+/// Doorbells (TCMU) or ioctls (SCST) per completed command over an
+/// interval (0 when nothing completed).
+pub fn doorbells_per_io(doorbells: u64, commands: u64) -> f64 {
+    if commands == 0 {
+        0.0
+    } else {
+        doorbells as f64 / commands as f64
+    }
+}
+
 /// One device over the interval.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DeviceStats {

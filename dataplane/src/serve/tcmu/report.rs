@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::TcmuDevices;
 use crate::serve::heal::Health;
 use crate::serve::metrics::{DeviceCounters, DeviceSource};
-use crate::serve::stats::{DeviceIdentity, DeviceStats, DeviceTotals};
+use crate::serve::stats::{doorbells_per_io, DeviceIdentity, DeviceStats, DeviceTotals};
 use crate::tcmu::discovery::TcmuUioName;
 
 impl TcmuDevices {
@@ -81,11 +81,7 @@ impl TcmuDevices {
                     iops: commands as f64 / interval,
                     bytes_per_sec: bytes as f64 / interval,
                     doorbells,
-                    doorbells_per_io: if commands == 0 {
-                        0.0
-                    } else {
-                        doorbells as f64 / commands as f64
-                    },
+                    doorbells_per_io: doorbells_per_io(doorbells, commands),
                     latency_ns: latency.summary,
                     hold_us: snap.hold_us,
                     commands_total: snap.commands_completed,
