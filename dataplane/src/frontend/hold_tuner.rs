@@ -4,27 +4,41 @@
 //! Whether holding completions pays depends on where the time goes. When
 //! the initiator's side is short of CPU (each publication wakes its core,
 //! and it spends more time taking completions one at a time than it would
-//! in batches), fewer, larger batches raise the device's throughput. When
-//! the initiator waits on the device instead (latency-bound: a fast host,
-//! a queue the device drains at once), every microsecond held is a
-//! microsecond added to each command and throughput falls. Which case a
-//! host is in cannot be told from the device's side alone, so the tuner
-//! tries: an online comparison of hold levels.
+//! in batches), fewer, larger batches raise the device's throughput, or
+//! leave it as it was and cut the system calls per command several times
+//! over. When the initiator waits on the device instead (latency-bound: a
+//! fast host, a queue the device drains at once), every microsecond held
+//! is a microsecond added to each command and throughput falls. Which case
+//! a host is in cannot be told from the device's side alone, so the tuner
+//! tries.
 //!
-//! # The sweep
-//! The levels are 0, `max_hold`/8, /4, /2 and `max_hold`. A sweep runs one
-//! epoch ([`EPOCH`]) at each level up and one at each level down again
-//! (0, 1, 2, 3, 4, 4, 3, 2, 1, 0: a drift of the load over the sweep
-//! weighs on every level alike) and measures the completions per second of
-//! each epoch after its first [`SETTLE`] (the queue adapting to the new
-//! level). Then it keeps the **highest level whose throughput over its two
-//! epochs is within [`TOLERANCE_PERCENT`] of the best level's**, for
-//! [`STAY_EPOCHS`] epochs, and sweeps again; sooner if the throughput at
-//! the kept level moves by more than [`DRIFT_PERCENT`] (the workload
-//! changed). An epoch that ran past twice its length is not judged: the
-//! device was idle in it (the caller reports completions only as they
-//! happen), and a pause is not a change of workload, so after it the kept
-//! level still holds and a sweep goes on where it was.
+//! # The search
+//! The levels are 0, `max_hold`/8, /4, /2 and `max_hold`. A search tries
+//! them from the top down, each in a **trial against level 0**: epochs
+//! ([`EPOCH`]) at the candidate level and at level 0 alternate as
+//! candidate, 0, 0, candidate, ... ([`TRIAL_PAIRS`] of each; the order
+//! cancels a steady drift of the load), and the completions per second of
+//! each epoch after its first [`SETTLE`] are summed per level. The
+//! candidate is kept if its throughput is within [`TOLERANCE_PERCENT`] of
+//! level 0's (or above it); otherwise the next level down is tried, or
+//! the one below it when the candidate cost more than
+//! [`HEAVY_COST_PERCENT`] (then the trial also ends after
+//! [`EARLY_PAIRS`]). Level 0 needs no trial: it is what is kept when every
+//! level above it costs. A kept level that beat level 0 by more than the
+//! tolerance (holding pays) is tried once more against the level below
+//! it, in the same way, and gives way to it only if that one beats it by
+//! more than the tolerance: where a hold long enough to stall the
+//! initiator's queue pays less than a shorter one, the shorter one holds.
+//!
+//! The kept level stays for [`STAY_EPOCHS`] epochs, twice as long each
+//! time a search keeps the same level again (up to [`MAX_STAY_EPOCHS`]),
+//! and then a search runs again; sooner if the throughput at the kept
+//! level moves by more than [`DRIFT_PERCENT`] two epochs in a row (the
+//! workload changed: the stay starts over from [`STAY_EPOCHS`]). An epoch
+//! that ran past twice its length is not judged: the device was idle in
+//! it (the caller reports completions only as they happen), and a pause is
+//! not a change of workload, so after it the kept level still holds and a
+//! trial goes on where it was.
 //!
 //! Why the highest level that costs (nearly) nothing, not the best one:
 //! where the initiator's side is the limit (its CPU, not the device), the
@@ -37,6 +51,13 @@
 //! the tolerance (half the throughput at 100 µs with 3 commands in
 //! flight), so nothing is held.
 //!
+//! Why trials against level 0, not one pass over all levels: in a noisy
+//! host (an emulated guest measured ±10-20 % between 100 ms epochs) the
+//! best of five noisy figures is biased upwards, and a level that costs
+//! nothing then often falls outside the tolerance of that lucky best; a
+//! trial compares two levels over interleaved epochs, which the noise
+//! and the drift weigh on alike.
+//!
 //! # Cost
 //! Two additions per call, and an epoch's end once per [`EPOCH`]; no
 //! allocation, no lock, no clock read (the caller passes its time).
@@ -45,28 +66,55 @@ use std::time::Duration;
 
 use reactor::clock;
 
-/// The hold levels a sweep tries, as fractions of `max_hold`: 0, 1/8, 1/4,
-/// 1/2 and 1.
+/// The hold levels, as fractions of `max_hold`: 0, 1/8, 1/4, 1/2 and 1.
 pub const LEVELS: usize = 5;
 /// Length of one measuring epoch.
 pub const EPOCH: Duration = Duration::from_millis(100);
 /// The start of an epoch that is not counted.
 pub const SETTLE: Duration = Duration::from_millis(10);
-/// Epochs at the kept level between sweeps (5 s; a sweep takes 1 s).
+/// Epochs at the candidate level in a trial, and as many at level 0.
+pub const TRIAL_PAIRS: usize = 4;
+/// Pairs after which a trial whose candidate costs more than
+/// [`HEAVY_COST_PERCENT`] ends.
+pub const EARLY_PAIRS: usize = 2;
+/// Epochs at the kept level after a search that kept a new level (5 s).
 pub const STAY_EPOCHS: u32 = 50;
-/// How much less throughput than the best level's a higher level may have
-/// and still be kept (the noise of a sweep's measurement, about).
+/// The longest stay, reached by searches that keep keeping the same level
+/// (60 s).
+pub const MAX_STAY_EPOCHS: u32 = 600;
+/// How much less throughput than level 0's a level may have and still be
+/// kept (the noise of a trial's measurement, about).
 pub const TOLERANCE_PERCENT: u64 = 8;
-/// A throughput change at the kept level that starts a new sweep.
+/// A cost that ends a trial early and skips the next level down.
+pub const HEAVY_COST_PERCENT: u64 = 30;
+/// A throughput change at the kept level that, two epochs in a row,
+/// starts a new search.
 pub const DRIFT_PERCENT: u64 = 25;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Measuring step `index` of a sweep (`0..2 * LEVELS`, see
-    /// [`sweep_level`]).
-    Sweeping { index: usize },
-    /// Holding the kept level for `epochs_left` more epochs.
-    Keeping { epochs_left: u32 },
+    /// Trying level `candidate` (≥ 1) against level `reference`: 0 while
+    /// the search goes down, `candidate + 1` when it checks whether a
+    /// paying hold pays more one level lower. `step` epochs of the trial
+    /// are done (see [`trial_level`]).
+    Trial {
+        candidate: usize,
+        reference: usize,
+        step: usize,
+    },
+    /// Holding the kept level for `epochs_left` more epochs; `drifting`
+    /// when the last epoch's throughput was off the kept one.
+    Keeping { epochs_left: u32, drifting: bool },
+}
+
+/// The level measured at step `step` of a trial of `candidate` against
+/// `reference`: candidate, reference, reference, candidate, candidate, ...
+fn trial_level(candidate: usize, reference: usize, step: usize) -> usize {
+    if matches!(step % 4, 0 | 3) {
+        candidate
+    } else {
+        reference
+    }
 }
 
 /// See the module docs. Owned by one device.
@@ -83,47 +131,51 @@ pub struct HoldTuner {
     epoch_start: u64,
     /// Completions counted in the current epoch after its settling time.
     counted: u64,
-    /// Throughput of each level in the last sweep (completions per
-    /// millisecond × 1024).
-    rates: [u64; LEVELS],
+    /// Throughputs (completions per millisecond × 1024) summed over the
+    /// trial's epochs at the candidate level and at the reference level.
+    candidate_sum: u64,
+    reference_sum: u64,
     /// Throughput of the kept level when it was chosen.
     kept_rate: u64,
-    /// Sweeps finished (for statistics and tests).
-    sweeps: u64,
-    /// Pinned by configuration: no sweep, every level the same.
+    /// The level the last search kept (None: none since the workload
+    /// changed), and the stay it was given.
+    last_kept: Option<usize>,
+    stay: u32,
+    /// Searches finished (for statistics and tests).
+    searches: u64,
+    /// Pinned by configuration: no search, every level the same.
     pinned: bool,
 }
 
-/// The level measured at step `index` of a sweep: up, then down.
-fn sweep_level(index: usize) -> usize {
-    if index < LEVELS {
-        index
-    } else {
-        2 * LEVELS - 1 - index
-    }
-}
-
 impl HoldTuner {
-    /// A tuner whose highest level is `max_hold`, starting a sweep at
+    /// A tuner whose highest level is `max_hold`, starting a search at
     /// tick 0.
     pub fn new(max_hold: Duration) -> Self {
         let max = clock::duration_to_ticks(max_hold);
-        Self {
+        let mut t = Self {
             level_ticks: [0, max / 8, max / 4, max / 2, max],
             epoch_ticks: clock::duration_to_ticks(EPOCH),
             settle_ticks: clock::duration_to_ticks(SETTLE),
-            phase: Phase::Sweeping { index: 0 },
+            phase: Phase::Keeping {
+                epochs_left: 0,
+                drifting: false,
+            },
             level: 0,
             epoch_start: 0,
             counted: 0,
-            rates: [0; LEVELS],
+            candidate_sum: 0,
+            reference_sum: 0,
             kept_rate: 0,
-            sweeps: 0,
+            last_kept: None,
+            stay: STAY_EPOCHS,
+            searches: 0,
             pinned: false,
-        }
+        };
+        t.begin_trial(LEVELS - 1, 0);
+        t
     }
 
-    /// A tuner that always holds `hold` (no sweep): the level pinned by
+    /// A tuner that always holds `hold` (no search): the level pinned by
     /// configuration.
     pub fn pinned(hold: Duration) -> Self {
         let mut t = Self::new(hold);
@@ -132,13 +184,14 @@ impl HoldTuner {
         t
     }
 
-    /// Starts a sweep at `now`, from level 0 (nothing for a pinned tuner).
+    /// Starts a search for a new workload at `now`, from the top level
+    /// (nothing for a pinned tuner).
     pub fn start(&mut self, now: u64) {
         if self.pinned {
             return;
         }
-        self.phase = Phase::Sweeping { index: 0 };
-        self.level = 0;
+        self.last_kept = None;
+        self.begin_trial(LEVELS - 1, 0);
         self.begin_epoch(now);
     }
 
@@ -160,9 +213,9 @@ impl HoldTuner {
         self.level
     }
 
-    /// Sweeps finished so far.
-    pub fn sweeps(&self) -> u64 {
-        self.sweeps
+    /// Searches finished so far.
+    pub fn searches(&self) -> u64 {
+        self.searches
     }
 
     /// Counts `n` completions given to the kernel at `now`, and ends the
@@ -191,6 +244,17 @@ impl HoldTuner {
         self.counted = 0;
     }
 
+    fn begin_trial(&mut self, candidate: usize, reference: usize) {
+        self.candidate_sum = 0;
+        self.reference_sum = 0;
+        self.phase = Phase::Trial {
+            candidate,
+            reference,
+            step: 0,
+        };
+        self.level = candidate;
+    }
+
     fn end_epoch(&mut self, now: u64, age: u64) {
         let measured = clock::ticks_to_ns(age.saturating_sub(self.settle_ticks)).max(1);
         // Completions per millisecond, × 1024 for resolution.
@@ -198,28 +262,27 @@ impl HoldTuner {
             u64::try_from(u128::from(self.counted) * 1_000_000 * 1024 / u128::from(measured))
                 .unwrap_or(u64::MAX);
         match self.phase {
-            Phase::Sweeping { index } => {
-                let level = sweep_level(index);
-                self.rates[level] = if index < LEVELS {
-                    rate
-                } else {
-                    self.rates[level].saturating_add(rate)
-                };
-                if index + 1 < 2 * LEVELS {
-                    self.phase = Phase::Sweeping { index: index + 1 };
-                    self.level = sweep_level(index + 1);
-                } else {
-                    self.keep_best();
-                }
-            }
-            Phase::Keeping { epochs_left } => {
-                let drift = rate.abs_diff(self.kept_rate) * 100;
-                if epochs_left <= 1 || drift > self.kept_rate.saturating_mul(DRIFT_PERCENT) {
-                    self.phase = Phase::Sweeping { index: 0 };
-                    self.level = 0;
+            Phase::Trial {
+                candidate,
+                reference,
+                step,
+            } => self.trial_epoch(candidate, reference, step, rate),
+            Phase::Keeping {
+                epochs_left,
+                drifting,
+            } => {
+                let off = rate.abs_diff(self.kept_rate).saturating_mul(100)
+                    > self.kept_rate.saturating_mul(DRIFT_PERCENT);
+                if off && drifting {
+                    // The workload changed: the stay starts over.
+                    self.last_kept = None;
+                    self.begin_trial(LEVELS - 1, 0);
+                } else if epochs_left <= 1 {
+                    self.begin_trial(LEVELS - 1, 0);
                 } else {
                     self.phase = Phase::Keeping {
                         epochs_left: epochs_left - 1,
+                        drifting: off,
                     };
                 }
             }
@@ -227,21 +290,84 @@ impl HoldTuner {
         self.begin_epoch(now);
     }
 
-    /// Ends a sweep: keeps the highest level within the tolerance of the
-    /// best one.
-    fn keep_best(&mut self) {
-        let best = self.rates.iter().copied().max().unwrap_or(0);
-        let floor = u128::from(best) * u128::from(100 - TOLERANCE_PERCENT);
-        let kept = (0..LEVELS)
-            .rev()
-            .find(|&i| u128::from(self.rates[i]) * 100 >= floor)
-            .unwrap_or(0);
-        self.level = kept;
-        // Two epochs were summed per level.
-        self.kept_rate = self.rates[kept] / 2;
-        self.sweeps += 1;
+    /// Counts epoch `step` of the trial of `candidate` against
+    /// `reference`, which measured `rate`, and judges the trial when it is
+    /// over.
+    fn trial_epoch(&mut self, candidate: usize, reference: usize, step: usize, rate: u64) {
+        if trial_level(candidate, reference, step) == candidate {
+            self.candidate_sum = self.candidate_sum.saturating_add(rate);
+        } else {
+            self.reference_sum = self.reference_sum.saturating_add(rate);
+        }
+        let done = step + 1;
+        let pairs = done / 2;
+        // Equal numbers of epochs at both levels after every fourth step.
+        let judged = done == 2 * TRIAL_PAIRS;
+        let (cand, refr) = (
+            u128::from(self.candidate_sum),
+            u128::from(self.reference_sum),
+        );
+        let percent = |p: u64| refr * u128::from(p);
+        let going_down = reference == 0;
+        if going_down
+            && (judged || done == 2 * EARLY_PAIRS)
+            && cand * 100 < percent(100 - HEAVY_COST_PERCENT)
+        {
+            return self.reject(candidate.saturating_sub(2), pairs);
+        }
+        if !judged {
+            self.phase = Phase::Trial {
+                candidate,
+                reference,
+                step: done,
+            };
+            self.level = trial_level(candidate, reference, done);
+            return;
+        }
+        let per_epoch = |sum: u64| sum / TRIAL_PAIRS as u64;
+        let pays = cand * 100 > percent(100 + TOLERANCE_PERCENT);
+        if going_down {
+            if cand * 100 < percent(100 - TOLERANCE_PERCENT) {
+                self.reject(candidate - 1, pairs);
+            } else if pays && candidate > 1 {
+                // Holding pays: might it pay more one level lower?
+                self.begin_trial(candidate - 1, candidate);
+            } else {
+                self.keep(candidate, per_epoch(self.candidate_sum));
+            }
+        } else if !pays {
+            self.keep(reference, per_epoch(self.reference_sum));
+        } else if candidate > 1 {
+            self.begin_trial(candidate - 1, candidate);
+        } else {
+            self.keep(candidate, per_epoch(self.candidate_sum));
+        }
+    }
+
+    /// A trial going down failed: tries `next`, or keeps level 0
+    /// (measured over `pairs` epochs) when `next` is 0.
+    fn reject(&mut self, next: usize, pairs: usize) {
+        if next == 0 {
+            self.keep(0, self.reference_sum / pairs.max(1) as u64);
+        } else {
+            self.begin_trial(next, 0);
+        }
+    }
+
+    /// Ends a search: `level` holds, its throughput `rate`.
+    fn keep(&mut self, level: usize, rate: u64) {
+        self.stay = if self.last_kept == Some(level) {
+            self.stay.saturating_mul(2).min(MAX_STAY_EPOCHS)
+        } else {
+            STAY_EPOCHS
+        };
+        self.last_kept = Some(level);
+        self.level = level;
+        self.kept_rate = rate;
+        self.searches += 1;
         self.phase = Phase::Keeping {
-            epochs_left: STAY_EPOCHS,
+            epochs_left: self.stay,
+            drifting: false,
         };
     }
 }
@@ -254,8 +380,8 @@ mod tests {
     /// commands per millisecond; returns the tick after them.
     fn run(t: &mut HoldTuner, mut now: u64, epochs: usize, rate: impl Fn(usize) -> u64) -> u64 {
         // A "millisecond" of ticks such that EPOCH of them make exactly one
-        // epoch or a tick more (the ticks of 1 ms × 50 may fall short of
-        // the ticks of 50 ms).
+        // epoch or a tick more (the ticks of 1 ms × 100 may fall short of
+        // the ticks of 100 ms).
         let ms = clock::duration_to_ticks(EPOCH).div_ceil(EPOCH.as_millis() as u64);
         for _ in 0..epochs {
             for _ in 0..EPOCH.as_millis() as u64 {
@@ -266,45 +392,82 @@ mod tests {
         now
     }
 
-    /// A tuner of `max_hold` 200 µs after one sweep in which level `i`
-    /// completed `rates[i]` per millisecond, and the tick after it.
-    fn swept(rates: [u64; LEVELS]) -> (HoldTuner, u64) {
+    /// Epochs until a search ends, at most `limit`.
+    fn search(t: &mut HoldTuner, mut now: u64, rates: [u64; LEVELS]) -> (u64, usize) {
+        let before = t.searches();
+        let mut epochs = 0;
+        while t.searches() == before {
+            assert!(epochs < 64, "the search does not end");
+            now = run(t, now, 1, |i| rates[i]);
+            epochs += 1;
+        }
+        (now, epochs)
+    }
+
+    /// A tuner of `max_hold` 200 µs after one search in which level `i`
+    /// completed `rates[i]` per millisecond, the tick after it and the
+    /// epochs it took.
+    fn searched(rates: [u64; LEVELS]) -> (HoldTuner, u64, usize) {
         let mut t = HoldTuner::new(Duration::from_micros(200));
         t.start(1);
-        let now = run(&mut t, 1, 2 * LEVELS, |i| rates[i]);
-        (t, now)
+        let (now, epochs) = search(&mut t, 1, rates);
+        (t, now, epochs)
     }
 
     #[test]
-    fn keeps_the_level_with_the_most_throughput() {
-        let (t, _) = swept([100, 110, 130, 115, 90]);
-        assert_eq!(t.sweeps(), 1);
-        assert_eq!(t.level(), 2);
-        assert_eq!(
-            t.hold_ticks(),
-            clock::duration_to_ticks(Duration::from_micros(50))
-        );
-    }
-
-    #[test]
-    fn holding_that_costs_throughput_is_not_kept() {
-        // Latency-bound: every hold costs throughput.
-        let (t, _) = swept([100, 90, 80, 60, 40]);
-        assert_eq!(t.level(), 0);
-        assert_eq!(t.hold_ticks(), 0);
-        // Just past the tolerance at every level.
-        let (t, _) = swept([100, 91, 91, 91, 91]);
-        assert_eq!(t.level(), 0);
+    fn a_trial_interleaves_the_candidate_with_its_reference() {
+        let levels: Vec<usize> = (0..8).map(|step| trial_level(4, 0, step)).collect();
+        assert_eq!(levels, [4, 0, 0, 4, 4, 0, 0, 4]);
+        let mut t = HoldTuner::new(Duration::from_micros(200));
+        t.start(1);
+        assert_eq!(t.level(), 4, "a search starts at the top");
+        let mut seen = Vec::new();
+        let mut now = 1;
+        for _ in 0..8 {
+            seen.push(t.level());
+            now = run(&mut t, now, 1, |_| 100);
+        }
+        assert_eq!(seen, levels);
     }
 
     #[test]
     fn among_equals_the_highest_level_is_kept() {
         // Initiator-bound: the levels differ by noise only.
-        let (t, _) = swept([100, 102, 97, 101, 95]);
-        assert_eq!(t.level(), 4);
-        // A higher level within the tolerance of a better one.
-        let (t, _) = swept([100, 110, 130, 125, 90]);
-        assert_eq!(t.level(), 3);
+        let (t, _, epochs) = searched([100, 102, 97, 101, 95]);
+        assert_eq!((t.searches(), t.level(), epochs), (1, 4, 2 * TRIAL_PAIRS));
+        assert_eq!(
+            t.hold_ticks(),
+            clock::duration_to_ticks(Duration::from_micros(200))
+        );
+    }
+
+    #[test]
+    fn a_level_that_costs_gives_way_to_the_next_one_down() {
+        let (t, _, epochs) = searched([100, 100, 100, 95, 85]);
+        assert_eq!((t.level(), epochs), (3, 4 * TRIAL_PAIRS));
+    }
+
+    #[test]
+    fn holding_that_costs_throughput_is_not_kept() {
+        // Latency-bound: every hold costs. The top costs 60 %: its trial
+        // ends early and the search skips level 3.
+        let (t, _, epochs) = searched([100, 90, 80, 60, 40]);
+        assert_eq!(t.level(), 0);
+        assert_eq!(t.hold_ticks(), 0);
+        assert_eq!(epochs, 2 * EARLY_PAIRS + 2 * 2 * TRIAL_PAIRS);
+        // Just past the tolerance at every level.
+        let (t, _, epochs) = searched([100, 91, 91, 91, 91]);
+        assert_eq!((t.level(), epochs), (0, 4 * 2 * TRIAL_PAIRS));
+    }
+
+    #[test]
+    fn where_holding_pays_the_level_that_pays_most_is_kept() {
+        // The top stalls the queue; level 3 pays, level 2 more, level 1 less.
+        let (t, _, _) = searched([100, 110, 130, 115, 90]);
+        assert_eq!(t.level(), 2);
+        // Paying more and more up to the top.
+        let (t, _, epochs) = searched([100, 110, 120, 130, 140]);
+        assert_eq!((t.level(), epochs), (4, 4 * TRIAL_PAIRS));
     }
 
     #[test]
@@ -312,30 +475,53 @@ mod tests {
         let hold = Duration::from_micros(80);
         let mut t = HoldTuner::pinned(hold);
         t.start(1);
-        run(&mut t, 1, 6 * LEVELS, |i| [100, 10, 10, 10, 10][i]);
+        run(&mut t, 1, 40, |i| [100, 10, 10, 10, 10][i]);
         assert_eq!(t.hold_ticks(), clock::duration_to_ticks(hold));
-        assert_eq!(t.sweeps(), 0);
+        assert_eq!(t.searches(), 0);
     }
 
     #[test]
-    fn sweeps_again_after_a_while_or_when_the_load_changes() {
-        let (mut t, now) = swept([100, 110, 130, 115, 90]);
-        let now = run(&mut t, now, STAY_EPOCHS as usize - 1, |_| 130);
-        assert_eq!(t.sweeps(), 1);
-        assert_eq!(t.level(), 2, "kept");
-        let now = run(&mut t, now, 1, |_| 130);
-        assert_eq!(t.level(), 0, "a new sweep starts at level 0");
-        run(&mut t, now, 2 * LEVELS, |i| [100, 90, 80, 60, 40][i]);
-        assert_eq!((t.sweeps(), t.level()), (2, 0));
-        // A drift of the throughput at the kept level starts a sweep.
-        let (mut t, now) = swept([100, 110, 130, 115, 90]);
-        run(&mut t, now, 1, |_| 60);
-        assert!(matches!(t.phase, Phase::Sweeping { index: 0 }));
+    fn searches_again_after_a_stay_that_grows_while_they_agree() {
+        let rates = [100, 100, 100, 100, 100];
+        let (mut t, mut now, _) = searched(rates);
+        assert_eq!(t.level(), 4);
+        for stay in [STAY_EPOCHS * 2, STAY_EPOCHS * 4] {
+            let (after, _) = search(&mut t, now, rates);
+            // The search began after the stay: the next one after twice it.
+            now = run(&mut t, after, stay as usize - 1, |i| rates[i]);
+            assert!(matches!(t.phase, Phase::Keeping { epochs_left: 1, .. }));
+        }
+        let before = t.searches();
+        now = run(&mut t, now, 1, |i| rates[i]);
+        assert!(matches!(t.phase, Phase::Trial { candidate: 4, .. }));
+        // A search that keeps another level: the stay starts over.
+        let (now, _) = search(&mut t, now, [100, 90, 80, 60, 40]);
+        assert_eq!((t.searches(), t.level()), (before + 1, 0));
+        run(&mut t, now, STAY_EPOCHS as usize, |_| 100);
+        assert!(matches!(t.phase, Phase::Trial { candidate: 4, .. }));
+    }
+
+    #[test]
+    fn a_drift_two_epochs_in_a_row_starts_a_search() {
+        let (mut t, now, _) = searched([100, 100, 100, 100, 100]);
+        // One odd epoch is noise.
+        let now = run(&mut t, now, 1, |_| 60);
+        let now = run(&mut t, now, 1, |_| 100);
+        assert!(matches!(t.phase, Phase::Keeping { .. }));
+        run(&mut t, now, 2, |_| 60);
+        assert!(matches!(
+            t.phase,
+            Phase::Trial {
+                candidate: 4,
+                step: 0,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn a_pause_is_not_a_change_of_workload() {
-        let (mut t, now) = swept([100, 110, 130, 115, 90]);
+        let (mut t, now, _) = searched([100, 110, 130, 115, 90]);
         assert_eq!(t.level(), 2);
         // Nothing completes for a second, then the same load resumes.
         let later = now + clock::duration_to_ticks(Duration::from_secs(1));
@@ -343,17 +529,15 @@ mod tests {
         let after = run(&mut t, later, 3, |_| 130);
         assert_eq!(t.level(), 2, "kept through the pause");
         assert!(matches!(t.phase, Phase::Keeping { .. }));
-        assert_eq!(t.sweeps(), 1);
-        // A pause in the middle of a sweep: the sweep goes on where it was.
+        assert_eq!(t.searches(), 1);
+        // A pause in the middle of a trial: the trial goes on where it was.
         t.start(after);
-        let mid = run(&mut t, after, 2, |i| [100, 100, 100, 100, 100][i]);
-        assert!(matches!(t.phase, Phase::Sweeping { index: 2 }));
+        let mid = run(&mut t, after, 2, |_| 100);
+        assert!(matches!(t.phase, Phase::Trial { step: 2, .. }));
         let later = mid + clock::duration_to_ticks(Duration::from_secs(1));
         t.completed(1, later);
-        assert!(matches!(t.phase, Phase::Sweeping { index: 2 }));
-        run(&mut t, later, 2 * LEVELS - 2, |i| {
-            [100, 100, 100, 100, 100][i]
-        });
-        assert_eq!((t.sweeps(), t.level()), (2, 4));
+        assert!(matches!(t.phase, Phase::Trial { step: 2, .. }));
+        run(&mut t, later, 2 * TRIAL_PAIRS - 2, |_| 100);
+        assert_eq!((t.searches(), t.level()), (2, 4));
     }
 }

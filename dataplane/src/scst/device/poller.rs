@@ -72,7 +72,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         };
         if hold_over && replied > 0 && got == 0 && want > 0 {
             // Held replies went out and nothing had arrived meanwhile.
-            self.coalescer.unjoined(clock::recent());
+            self.coalescer.unjoined(replied, clock::recent());
         }
         if got > 0 {
             let now = clock::recent();
