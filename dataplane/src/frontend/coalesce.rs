@@ -138,8 +138,9 @@ pub struct Coalescer {
 pub const PROBE_EVERY: u64 = 1024;
 /// Arrivals before a new device's first probe.
 pub const FIRST_PROBE: u64 = 64;
-/// A gate closed this long forgets the tuner's choice: the next opening
-/// starts a search (a new workload).
+/// How long after the gate closed the tuner still counts completions: a
+/// brief closing belongs to the level in force, a longer one to another
+/// workload (a queue-depth-1 stream, or none).
 pub const COLD_AFTER: Duration = Duration::from_secs(1);
 
 impl Coalescer {
@@ -188,10 +189,12 @@ impl Coalescer {
 
     /// Records that a poll at `now` found `n` new commands while the device
     /// held `in_hand` commands in all (the `n` included, with completions
-    /// held back): `in_hand` ≥ 2 opens the gate (and ends a probe). An
-    /// opening after the gate was closed for `COLD_AFTER` (or the first
-    /// one) starts a search of the hold levels; a quicker one resumes the
-    /// tuner where it was. Every `PROBE_EVERY` arrivals a probe starts.
+    /// held back): `in_hand` ≥ 2 opens the gate (and ends a probe). The
+    /// first opening starts the tuner's first search; later ones resume
+    /// the tuner where it was, however long the gate was closed (a pause
+    /// is not a new workload, and the tuner searches again when its stay
+    /// ends or the throughput drifts). Every `PROBE_EVERY` arrivals a
+    /// probe starts.
     #[inline]
     pub fn arrived(&mut self, n: usize, in_hand: usize, now: u64) {
         if n == 0 || self.cap < 2 {
@@ -202,7 +205,8 @@ impl Coalescer {
             self.probing = false;
             if !self.concurrent {
                 self.concurrent = true;
-                if self.closed_at == 0 || now.wrapping_sub(self.closed_at) >= self.cold_ticks {
+                if self.closed_at == 0 {
+                    // The first opening: closed_at is set by every closing.
                     self.tuner.start(now);
                 }
             }
@@ -228,10 +232,17 @@ impl Coalescer {
     }
 
     /// Records `n` completions given to the kernel at `now` (published
-    /// behind a tail, or replied): the tuner's measure.
+    /// behind a tail, or replied): the tuner's measure. Counted while the
+    /// gate is open and for `COLD_AFTER` after it closed: a level whose
+    /// holds close the gate now and then must be measured by everything
+    /// the device completed under it, not only what it completed while
+    /// the gate happened to be open (that made such a level look slower
+    /// than no hold, which never closes it).
     #[inline]
     pub fn completed(&mut self, n: usize, now: u64) {
-        if self.concurrent {
+        if self.concurrent
+            || (self.closed_at != 0 && now.wrapping_sub(self.closed_at) < self.cold_ticks)
+        {
             self.tuner.completed(n, now);
         }
     }
@@ -434,11 +445,7 @@ mod tests {
         }
         c.arrived(1, 2, now + 10);
         assert!(c.concurrent());
-        assert_eq!(
-            c.hold_limit(),
-            probe,
-            "the tuner's search starts at the top"
-        );
+        assert_eq!(c.hold_limit(), 0, "the tuner's first epoch holds nothing");
     }
 
     /// Lone arrivals `gap` apart from `now` until a probe starts, then the
@@ -468,11 +475,12 @@ mod tests {
         c.arrived(1, 2, now + gap);
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 2, "no new search");
-        // After a long quiet spell a new search starts at the top.
+        // After a long quiet spell as well: a pause is not a new workload.
         now = fail_a_probe(&mut c, now, gap);
-        c.arrived(1, 2, now + clock::duration_to_ticks(COLD_AFTER) + gap);
+        c.arrived(1, 2, now + 10 * clock::duration_to_ticks(COLD_AFTER));
         assert!(c.concurrent());
-        assert_eq!(c.tuner().level(), 4);
+        assert_eq!(c.tuner().level(), 2, "no new search");
+        assert_eq!(c.tuner().searches(), 1);
     }
 
     #[test]
@@ -505,6 +513,29 @@ mod tests {
         // SCST learns it from an exchange that fetched nothing.
         c.unjoined(1, clock::refresh());
         assert!(!c.concurrent());
+    }
+
+    #[test]
+    fn the_tuner_counts_completions_while_the_gate_is_briefly_closed() {
+        let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
+        let ms = clock::duration_to_ticks(Duration::from_millis(1));
+        let mut now = ms;
+        c.arrived(2, 2, now);
+        assert!(c.concurrent());
+        // The top level's epochs of its trial: the gate is closed most of
+        // each one, and the device completes 100 per ms all the same, as
+        // in level 0's. The trial ends early, the top level kept.
+        let before = c.tuner().searches();
+        for _ in 0..4 * (super::super::hold_tuner::EPOCH.as_millis() + 1) {
+            now += ms;
+            if c.tuner().level() == 4 {
+                c.unjoined(1, now);
+            }
+            c.completed(100, now);
+            c.arrived(2, 2, now);
+        }
+        assert_eq!(c.tuner().searches(), before + 1);
+        assert_eq!(c.tuner().level(), 4);
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //! The levels are 0, `max_hold`/8, /4, /2 and `max_hold`. A search tries
 //! them from the top down, each in a **trial against level 0**: epochs
 //! ([`EPOCH`]) at the candidate level and at level 0 alternate as
-//! candidate, 0, 0, candidate, ... ([`TRIAL_PAIRS`] of each; the order
-//! cancels a steady drift of the load), and the completions per second of
+//! 0, candidate, candidate, 0, ... ([`TRIAL_PAIRS`] of each; the order
+//! cancels a steady drift of the load, and a new workload's first epoch
+//! holds nothing), and the completions per second of
 //! each epoch after its first [`SETTLE`] are summed per level. The
 //! candidate is kept if its throughput is within [`TOLERANCE_PERCENT`] of
 //! level 0's (or above it); otherwise the next level down is tried, or
@@ -119,12 +120,13 @@ enum Phase {
 }
 
 /// The level measured at step `step` of a trial of `candidate` against
-/// `reference`: candidate, reference, reference, candidate, candidate, ...
+/// `reference`: reference, candidate, candidate, reference, reference, ...
+/// (A new workload's first epoch holds nothing: it meets the reference.)
 fn trial_level(candidate: usize, reference: usize, step: usize) -> usize {
     if matches!(step % 4, 0 | 3) {
-        candidate
-    } else {
         reference
+    } else {
+        candidate
     }
 }
 
@@ -264,7 +266,7 @@ impl HoldTuner {
             reference,
             step: 0,
         };
-        self.level = candidate;
+        self.level = trial_level(candidate, reference, 0);
     }
 
     fn end_epoch(&mut self, now: u64, age: u64) {
@@ -443,10 +445,10 @@ mod tests {
     #[test]
     fn a_trial_interleaves_the_candidate_with_its_reference() {
         let levels: Vec<usize> = (0..8).map(|step| trial_level(4, 0, step)).collect();
-        assert_eq!(levels, [4, 0, 0, 4, 4, 0, 0, 4]);
+        assert_eq!(levels, [0, 4, 4, 0, 0, 4, 4, 0]);
         let mut t = HoldTuner::new(Duration::from_micros(200));
         t.start(1);
-        assert_eq!(t.level(), 4, "a search starts at the top");
+        assert_eq!(t.level(), 0, "a search starts with the reference");
         let mut seen = Vec::new();
         let mut now = 1;
         for _ in 0..8 {

@@ -74,6 +74,12 @@ pub trait Host: Send {
     fn recover(&mut self, name: &TcmuUioName) -> Result<(), HostError>;
     /// Unblocks a device blocked by `recover`.
     fn unblock(&mut self, name: &TcmuUioName) -> Result<(), HostError>;
+    /// The tcm_loop fabric's configfs directory, whose WWNs' completion
+    /// CPU serve may switch with the load (see `serve::tcmu::affinity`);
+    /// `None` (the default) where there is none to manage.
+    fn loopback_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Opens a new scst_user fd (`/dev/scst_user`, non-blocking) for the
     /// `[[scst]]` device `name`: one fd per device.
     fn open_scst(&mut self, name: &str) -> Result<Box<dyn ScstDriver>, ScstError>;

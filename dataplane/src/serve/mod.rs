@@ -215,6 +215,7 @@ pub fn run<H: Host>(
             next_rescan = now + options.rescan_interval;
         }
         server.heal();
+        server.follow_load();
         if let Some(reload) = options.reload.as_mut() {
             maybe_reload(&mut server, reload);
         }

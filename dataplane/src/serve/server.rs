@@ -92,7 +92,7 @@ use std::time::{Instant, SystemTime};
 use reactor::stats::ReactorLoad;
 use reactor::{ReactorHandle, ReactorStats};
 
-use super::config::{BdevConfig, ScstConfig, ServeConfig};
+use super::config::{BdevConfig, CompletionAffinityMode, ScstConfig, ServeConfig};
 use super::error::{BdevChangeError, ScstChangeError, ServeError};
 use super::handoff::{HandoffError, HandoffSink, ReceivedDevice};
 use super::heal::RecoveryPolicy;
@@ -102,6 +102,7 @@ use super::reload::{self, ReloadError, ReloadReport};
 use super::resources::Resources;
 use super::scst::ScstDevices;
 use super::stats::{huge_page_warning, DeviceTotals, StatsReport};
+use super::tcmu::affinity::CompletionAffinity;
 use super::tcmu::TcmuDevices;
 
 /// Options of a server.
@@ -136,6 +137,9 @@ pub struct Server<H: Host> {
     /// reload); the running configuration also has what the control
     /// socket created.
     file_config: ServeConfig,
+    /// tcm_loop's completion CPU for serve's LUNs, switched with their
+    /// load (`[tcmu] completion_affinity = "auto"`, as at start).
+    affinity: Option<CompletionAffinity>,
 }
 
 impl<H: Host> std::fmt::Debug for Server<H> {
@@ -204,9 +208,14 @@ impl<H: Host> Server<H> {
             .iter()
             .map(ReactorHandle::stats)
             .collect();
+        let affinity = match options.config.tcmu.completion_affinity {
+            CompletionAffinityMode::Auto => host.loopback_dir().map(CompletionAffinity::new),
+            CompletionAffinityMode::Kernel => None,
+        };
         let mut server = Self {
             tcmu: TcmuDevices::new(options.state_dir.clone()),
             file_config: options.config.clone(),
+            affinity,
             options,
             host,
             resources,
@@ -632,9 +641,29 @@ impl<H: Host> Server<H> {
         self.resources.is_stopped()
     }
 
+    /// Switches tcm_loop's completion CPU for serve's LUNs with their load
+    /// (see [`CompletionAffinity`]). The control loop calls it at every
+    /// wake-up; it reads one gauge per device, scans configfs once a
+    /// second and writes it only when a WWN switches.
+    pub fn follow_load(&mut self) {
+        let Some(affinity) = self.affinity.as_mut() else {
+            return;
+        };
+        let tcmu = &self.tcmu;
+        for line in affinity.tick(Instant::now(), |hba, name| tcmu.gate(hba, name)) {
+            (self.log)(&line);
+        }
+    }
+
     /// Stops every reactor (draining every device), joins them and marks the
-    /// devices clean. Returns true if everything drained.
+    /// devices clean. Returns true if everything drained. The completion
+    /// CPUs serve switched go back to the kernel's default first.
     pub fn shutdown(mut self) -> bool {
+        if let Some(affinity) = self.affinity.as_mut() {
+            for line in affinity.restore() {
+                (self.log)(&line);
+            }
+        }
         let drained = self.resources.shutdown(&mut *self.log);
         if drained {
             self.tcmu.mark_clean();

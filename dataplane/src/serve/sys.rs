@@ -114,6 +114,10 @@ impl<F: Fs + Send> Host for SysHost<F> {
         Ok(())
     }
 
+    fn loopback_dir(&self) -> Option<std::path::PathBuf> {
+        Some(self.roots.loopback_dir())
+    }
+
     /// `<dev>/scst_user`, opened `O_RDWR | O_NONBLOCK | O_CLOEXEC`; a
     /// missing node is told apart from a module not loaded through
     /// `<sysfs>/module/scst_user`.

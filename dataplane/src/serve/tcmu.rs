@@ -26,6 +26,7 @@ use crate::tcmu::{
     Doorbell, RingFault, SharedRegion, TcmuDeviceConfig, TcmuStats, TcmuStatsSnapshot,
 };
 
+pub(super) mod affinity;
 mod report;
 
 /// Task slots per LUN.
@@ -131,6 +132,15 @@ impl TcmuDevices {
             .iter()
             .map(|(minor, a)| (*minor, a.name.name.clone()))
             .collect()
+    }
+
+    /// Whether the concurrency gate of the attached device `core/user_<hba>/
+    /// <name>` is open; `None` if no such device is attached.
+    pub(super) fn gate(&self, hba: u32, name: &str) -> Option<bool> {
+        self.devices
+            .values()
+            .find(|a| a.name.hba == hba && a.name.name == name)
+            .map(|a| a.stats.snapshot().concurrent != 0)
     }
 
     /// Attaches new devices and detaches vanished or reshaped ones.

@@ -98,7 +98,9 @@ struct CreateArgs {
     /// `submitter` (the initiator's CPU, the kernel's default), `completer`
     /// (the reactor's core, which frees the initiator's CPUs: more IOPS at
     /// queue depth, more latency at QD 1) or a CPU number. Applies to every
-    /// LUN of the WWN; needs Linux 5.14.
+    /// LUN of the WWN; needs Linux 5.14. `dataplane serve` switches between
+    /// the first two with the load unless its `[tcmu] completion_affinity`
+    /// is "kernel".
     #[arg(long, requires = "loopback", default_value = "submitter")]
     completion_cpu: CompletionCpu,
     /// Seconds to wait for a handler to open the UIO device, and then for the disk.

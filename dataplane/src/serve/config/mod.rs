@@ -51,6 +51,7 @@
 //! coalesce_max_hold_us = 200  # longest hold the hold tuner tries
 //! # coalesce_hold_us = 50  # a fixed hold instead of the tuner's choice
 //! completion_coalesce_us = 0  # completion coalescing window (0 = off)
+//! completion_affinity = "auto"  # tcm_loop's completion CPU follows the load ("kernel": never set)
 //!
 //! [[tcmu.pin]]
 //! device = "disk0"         # LIO device name (configfs directory)
@@ -114,5 +115,5 @@ pub use scst::{
     ScstConfig, ScstExport, DEFAULT_SCST_IDLE_POLL_US, DEFAULT_SCST_POOL_MB, MAX_SCST_IDLE_POLL_US,
     MAX_SCST_POOL_MB, MIN_SCST_POOL_MB,
 };
-pub use tcmu::{Pin, Placement, TcmuConfig};
+pub use tcmu::{CompletionAffinityMode, Pin, Placement, TcmuConfig};
 pub use value::Size;

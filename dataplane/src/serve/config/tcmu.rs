@@ -20,6 +20,22 @@ pub enum Placement {
     RoundRobin,
 }
 
+/// `completion_affinity`: who sets where tcm_loop runs the completion work
+/// of serve's LUNs (the WWN's `param/cmd_completion_affinity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompletionAffinityMode {
+    /// Serve switches it with the load: the completing CPU (the reactor's)
+    /// while a LUN's commands overlap, the submitting CPU otherwise; only
+    /// on tcm_loop WWNs all of whose LUNs are serve's (see
+    /// `serve::tcmu::affinity`).
+    #[default]
+    Auto,
+    /// Serve never writes it: what the kernel, `dataplane lio create
+    /// --completion-cpu` or an operator set stays.
+    Kernel,
+}
+
 /// One `[[tcmu.pin]]`: a device placed on a given reactor.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +86,9 @@ pub struct TcmuConfig {
     /// [`CoalesceConfig::window`]. For hosts short of CPU.
     #[serde(default)]
     pub completion_coalesce_us: u64,
+    /// Who sets tcm_loop's completion CPU for serve's LUNs.
+    #[serde(default)]
+    pub completion_affinity: CompletionAffinityMode,
 }
 
 impl TcmuConfig {
@@ -137,6 +156,7 @@ impl Default for TcmuConfig {
             coalesce_max_hold_us: default_coalesce_max_hold_us(),
             coalesce_hold_us: None,
             completion_coalesce_us: 0,
+            completion_affinity: CompletionAffinityMode::default(),
         }
     }
 }

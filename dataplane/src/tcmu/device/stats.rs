@@ -39,5 +39,8 @@ device_stats! {
         /// The completion hold in force, in microseconds (0: completions
         /// are published at once; see `frontend::Coalescer`).
         hold_us,
+        /// 1 while the device's concurrency gate is open (its commands
+        /// overlap), else 0.
+        concurrent,
     }
 }
