@@ -744,6 +744,10 @@ step_perf() {
     echo "dataplane RAM LUN at QD 32: $doorbells doorbells for $ios commands" | tee "$R/tcmu-doorbells"
     echo "$doorbells $ios" >"$R/tcmu-doorbells-per-io"
     [ -n "$dp" ] || fail "no dataplane RAM LUN (its create step failed); rd_mcp measured alone"
+    # serve's default completion_affinity = "auto" switches the tcm_loop
+    # target of its LUNs with the load (this kernel has the attribute).
+    grep "completion affinity: .* follows the load" "$R/serve-$(state serve.tag).log" ||
+        fail "serve did not take its LUNs' tcm_loop targets under completion_affinity = \"auto\""
 }
 
 # ------------------------------------------------------------ kill -9 and restart

@@ -650,7 +650,7 @@ impl<H: Host> Server<H> {
             return;
         };
         let tcmu = &self.tcmu;
-        for line in affinity.tick(Instant::now(), |hba, name| tcmu.gate(hba, name)) {
+        for line in affinity.tick(Instant::now(), |hba, name| tcmu.load(hba, name)) {
             (self.log)(&line);
         }
     }

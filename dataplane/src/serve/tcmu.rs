@@ -134,13 +134,17 @@ impl TcmuDevices {
             .collect()
     }
 
-    /// Whether the concurrency gate of the attached device `core/user_<hba>/
-    /// <name>` is open; `None` if no such device is attached.
-    pub(super) fn gate(&self, hba: u32, name: &str) -> Option<bool> {
+    /// Commands received by the attached device `core/user_<hba>/<name>`
+    /// so far, and how many of them arrived behind an open concurrency
+    /// gate; `None` if no such device is attached.
+    pub(super) fn load(&self, hba: u32, name: &str) -> Option<(u64, u64)> {
         self.devices
             .values()
             .find(|a| a.name.hba == hba && a.name.name == name)
-            .map(|a| a.stats.snapshot().concurrent != 0)
+            .map(|a| {
+                let s = a.stats.snapshot();
+                (s.commands_received, s.concurrent_commands)
+            })
     }
 
     /// Attaches new devices and detaches vanished or reshaped ones.

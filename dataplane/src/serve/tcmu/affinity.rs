@@ -15,9 +15,13 @@
 //! work off it ran 0.95-1.14x rd_mcp instead of 0.70-0.88x; at queue
 //! depth 1 the same move costs (about 0.42x instead of 0.55x: the work
 //! preempts the reactor on its core before the initiator is woken). So
-//! serve switches: the completing CPU while a LUN's concurrency gate is
-//! open (its commands overlap, see `frontend::Coalescer`), the submitting
-//! CPU while every gate is closed.
+//! serve switches: the completing CPU while most of the WWN's commands
+//! arrive behind an open concurrency gate (they overlap, see
+//! `frontend::Coalescer`; the devices count them, `concurrent_commands`),
+//! the submitting CPU while most do not, or none arrive. The gate itself
+//! opens and closes many times a second under a bursty load, so its share
+//! of commands over each look is the signal, not its state at that
+//! moment.
 //!
 //! Scope and rules:
 //! - Only tcm_loop WWNs every LUN of which is one of serve's attached TCMU
@@ -39,8 +43,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How long a LUN's gate must stay open (or every gate closed) before the
-/// attribute follows.
+/// How long the WWN's commands must have been mostly concurrent (or not)
+/// before the attribute follows.
 pub const SWITCH_AFTER: Duration = Duration::from_millis(300);
 /// How often configfs is scanned for tcm_loop WWNs.
 pub const SCAN_EVERY: Duration = Duration::from_secs(1);
@@ -59,8 +63,11 @@ struct Wwn {
     devices: Vec<(u32, String)>,
     /// The value in force: true for the completing CPU.
     completer: bool,
-    /// Whether a gate was open at the last look, and since when that has
-    /// been so.
+    /// Commands received, and received behind an open gate, by its devices
+    /// at the last look.
+    seen: (u64, u64),
+    /// Whether most commands were concurrent at the last look, and since
+    /// when that has been so.
     open: bool,
     since: Instant,
 }
@@ -100,21 +107,27 @@ impl CompletionAffinity {
     }
 
     /// One look at `now`: scans configfs when due, then moves each managed
-    /// WWN's attribute after its LUNs' gates. `gate(hba, name)` is `None`
+    /// WWN's attribute after its LUNs' load. `load(hba, name)` is `None`
     /// for a device that is not one of serve's attached TCMU devices, else
-    /// whether its concurrency gate is open. Returns what to log.
-    pub fn tick(&mut self, now: Instant, gate: impl Fn(u32, &str) -> Option<bool>) -> Vec<String> {
+    /// its commands received so far and how many of them arrived behind an
+    /// open concurrency gate. Returns what to log.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        load: impl Fn(u32, &str) -> Option<(u64, u64)>,
+    ) -> Vec<String> {
         let mut log = Vec::new();
         if self.next_scan.is_none_or(|at| now >= at) {
-            self.scan(now, &gate, &mut log);
+            self.scan(now, &load, &mut log);
             self.next_scan = Some(now + SCAN_EVERY);
         }
         let mut failed = Vec::new();
         for (dir, wwn) in &mut self.wwns {
-            let open = wwn
-                .devices
-                .iter()
-                .any(|(hba, name)| gate(*hba, name) == Some(true));
+            let total = sum_load(&wwn.devices, &load);
+            let received = total.0.saturating_sub(wwn.seen.0);
+            let concurrent = total.1.saturating_sub(wwn.seen.1);
+            wwn.seen = total;
+            let open = received > 0 && 2 * concurrent > received;
             if open != wwn.open {
                 wwn.open = open;
                 wwn.since = now;
@@ -164,7 +177,7 @@ impl CompletionAffinity {
     fn scan(
         &mut self,
         now: Instant,
-        gate: &impl Fn(u32, &str) -> Option<bool>,
+        load: &impl Fn(u32, &str) -> Option<(u64, u64)>,
         log: &mut Vec<String>,
     ) {
         let mut seen = BTreeMap::new();
@@ -173,7 +186,7 @@ impl CompletionAffinity {
                 continue;
             }
             let devices = lun_devices(&dir);
-            if devices.is_empty() || devices.iter().any(|(h, n)| gate(*h, n).is_none()) {
+            if devices.is_empty() || devices.iter().any(|(h, n)| load(*h, n).is_none()) {
                 continue;
             }
             seen.insert(dir, devices);
@@ -221,17 +234,31 @@ impl CompletionAffinity {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
+            let seen = sum_load(&devices, load);
             self.wwns.insert(
                 dir,
                 Wwn {
                     devices,
                     completer,
+                    seen,
                     open: completer,
                     since: now,
                 },
             );
         }
     }
+}
+
+/// The load counters of `devices`, summed (a device not attached counts
+/// nothing).
+fn sum_load(
+    devices: &[(u32, String)],
+    load: &impl Fn(u32, &str) -> Option<(u64, u64)>,
+) -> (u64, u64) {
+    devices
+        .iter()
+        .filter_map(|(hba, name)| load(*hba, name))
+        .fold((0, 0), |(r, c), (dr, dc)| (r + dr, c + dc))
 }
 
 /// The subdirectories of `dir` (none if it cannot be read).
@@ -341,40 +368,71 @@ mod tests {
             .to_owned()
     }
 
-    /// `user_0/disk` and `user_0/other` are ours.
-    fn ours(open: bool) -> impl Fn(u32, &str) -> Option<bool> {
-        move |hba, name| (hba == 0 && (name == "disk" || name == "other")).then_some(open)
+    /// The load counters of serve's devices, `user_0/disk` and
+    /// `user_0/other`: commands received, and received behind an open gate.
+    #[derive(Default)]
+    struct Load(std::cell::Cell<(u64, u64)>);
+
+    impl Load {
+        fn of(&self, hba: u32, name: &str) -> Option<(u64, u64)> {
+            (hba == 0 && (name == "disk" || name == "other")).then(|| self.0.get())
+        }
+    }
+
+    /// 100 more commands, 90 of them behind an open gate if `concurrent`,
+    /// else 10; then a look at `at`.
+    fn look(a: &mut CompletionAffinity, at: Instant, load: &Load, concurrent: bool) -> Vec<String> {
+        let (r, c) = load.0.get();
+        load.0.set((r + 100, c + if concurrent { 90 } else { 10 }));
+        a.tick(at, |h, n| load.of(h, n))
     }
 
     #[test]
-    fn follows_the_gate_after_it_held_for_a_while() {
+    fn follows_the_load_after_it_held_for_a_while() {
         let t = Tree::new();
         let wwn = t.wwn("naa.1", Some("-1"), &["user_0/disk"]);
         let mut a = CompletionAffinity::new(t.loopback());
+        let load = Load::default();
         let start = Instant::now();
-        let log = a.tick(start, ours(false));
+        let log = look(&mut a, start, &load, false);
         assert_eq!(log.len(), 1, "{log:?}");
         assert_eq!(a.managed(), [(wwn.clone(), false)]);
         // Open, but not for long yet.
-        a.tick(start + Duration::from_millis(100), ours(true));
-        a.tick(start + Duration::from_millis(300), ours(true));
+        look(&mut a, start + Duration::from_millis(100), &load, true);
+        look(&mut a, start + Duration::from_millis(300), &load, true);
         assert_eq!(value(&wwn), "-1");
-        a.tick(start + Duration::from_millis(400), ours(true));
+        look(&mut a, start + Duration::from_millis(400), &load, true);
         assert_eq!(value(&wwn), "-2");
         // A brief closing changes nothing.
-        a.tick(start + Duration::from_millis(500), ours(false));
-        a.tick(start + Duration::from_millis(600), ours(true));
-        a.tick(start + Duration::from_millis(1000), ours(true));
+        look(&mut a, start + Duration::from_millis(500), &load, false);
+        look(&mut a, start + Duration::from_millis(600), &load, true);
+        look(&mut a, start + Duration::from_millis(1000), &load, true);
         assert_eq!(value(&wwn), "-2");
         // Closed for long enough: back to the submitting CPU.
-        a.tick(start + Duration::from_millis(1100), ours(false));
-        a.tick(start + Duration::from_millis(1500), ours(false));
+        look(&mut a, start + Duration::from_millis(1100), &load, false);
+        look(&mut a, start + Duration::from_millis(1500), &load, false);
         assert_eq!(value(&wwn), "-1");
         // Restore writes the default back.
-        a.tick(start + Duration::from_millis(1600), ours(true));
-        a.tick(start + Duration::from_millis(2000), ours(true));
+        look(&mut a, start + Duration::from_millis(1600), &load, true);
+        look(&mut a, start + Duration::from_millis(2000), &load, true);
         assert_eq!(value(&wwn), "-2");
         assert!(a.restore().is_empty());
+        assert_eq!(value(&wwn), "-1");
+    }
+
+    #[test]
+    fn an_idle_wwn_goes_back_to_the_submitting_cpu() {
+        let t = Tree::new();
+        let wwn = t.wwn("naa.1", Some("-2"), &["user_0/disk"]);
+        let mut a = CompletionAffinity::new(t.loopback());
+        let load = Load::default();
+        let start = Instant::now();
+        look(&mut a, start, &load, true);
+        look(&mut a, start + Duration::from_millis(100), &load, true);
+        assert_eq!(value(&wwn), "-2");
+        // No command at all from here on.
+        a.tick(start + Duration::from_millis(200), |h, n| load.of(h, n));
+        a.tick(start + Duration::from_millis(500), |h, n| load.of(h, n));
         assert_eq!(value(&wwn), "-1");
     }
 
@@ -387,11 +445,12 @@ mod tests {
         let empty = t.wwn("naa.4", Some("-1"), &[]);
         let theirs = t.wwn("naa.5", Some("-1"), &["user_1/disk"]);
         let mut a = CompletionAffinity::new(t.loopback());
+        let load = Load::default();
         let start = Instant::now();
-        let log = a.tick(start, ours(true));
+        let log = look(&mut a, start, &load, true);
         assert_eq!(log.len(), 1, "only the operator's value is logged: {log:?}");
         assert!(log[0].contains("\"3\""), "{log:?}");
-        a.tick(start + Duration::from_secs(1), ours(true));
+        look(&mut a, start + Duration::from_secs(1), &load, true);
         assert!(a.managed().is_empty());
         assert_eq!(value(&shared), "-1");
         assert_eq!(value(&pinned), "3");
@@ -405,12 +464,13 @@ mod tests {
         let t = Tree::new();
         let wwn = t.wwn("naa.1", Some("-2"), &["user_0/disk"]);
         let mut a = CompletionAffinity::new(t.loopback());
+        let load = Load::default();
         let start = Instant::now();
-        a.tick(start, ours(true));
+        look(&mut a, start, &load, true);
         assert_eq!(a.managed(), [(wwn.clone(), true)], "-2 is taken as it is");
         // Another backstore joins the WWN.
         t.wwn("naa.1", None, &["user_0/disk", "rd_mcp_0/ramdisk"]);
-        a.tick(start + SCAN_EVERY, ours(true));
+        look(&mut a, start + SCAN_EVERY, &load, true);
         assert!(a.managed().is_empty());
         assert_eq!(value(&wwn), "-1");
     }
@@ -420,16 +480,23 @@ mod tests {
         let t = Tree::new();
         let wwn = t.wwn("naa.1", Some("-1"), &["user_0/disk"]);
         let mut a = CompletionAffinity::new(t.loopback());
+        let load = Load::default();
         let start = Instant::now();
-        a.tick(start, ours(true));
+        look(&mut a, start, &load, true);
         // The attribute becomes a directory: writing it fails.
         fs::remove_file(wwn.join(ATTRIBUTE)).unwrap();
         fs::create_dir(wwn.join(ATTRIBUTE)).unwrap();
-        let log = a.tick(start + SWITCH_AFTER, ours(true));
+        assert!(look(&mut a, start + Duration::from_millis(100), &load, true).is_empty());
+        let log = look(
+            &mut a,
+            start + Duration::from_millis(100) + SWITCH_AFTER,
+            &load,
+            true,
+        );
         assert_eq!(log.len(), 1, "{log:?}");
         assert!(log[0].contains("left as it is"), "{log:?}");
         assert!(a.managed().is_empty());
-        assert!(a.tick(start + 2 * SCAN_EVERY, ours(true)).is_empty());
+        assert!(look(&mut a, start + 2 * SCAN_EVERY, &load, true).is_empty());
     }
 
     #[test]

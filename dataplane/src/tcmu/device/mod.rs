@@ -307,7 +307,6 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             c.polls_with_work = 1;
         }
         c.hold_us = clock::ticks_to_ns(self.coalescer.hold_limit()) / 1000;
-        c.concurrent = u64::from(self.coalescer.concurrent());
         self.stats.publish(&c);
         if let Some(fault) = self.fault {
             if self.shared_fault.get().is_none() {

@@ -34,13 +34,14 @@ device_stats! {
         unknown_entries,
         /// PAD entries passed.
         pad_entries,
+        /// Commands that arrived while the device's concurrency gate was
+        /// open (see `frontend::Coalescer`): their share tells overlapping
+        /// commands from a queue-depth-1 stream.
+        concurrent_commands,
     }
     gauges {
         /// The completion hold in force, in microseconds (0: completions
         /// are published at once; see `frontend::Coalescer`).
         hold_us,
-        /// 1 while the device's concurrency gate is open (its commands
-        /// overlap), else 0.
-        concurrent,
     }
 }

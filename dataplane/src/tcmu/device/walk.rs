@@ -111,6 +111,9 @@ impl<E: CommandExecutor> TcmuDevice<E> {
         // or completed into the ring behind the unpublished tail).
         let in_hand = self.slots.len() - self.free.len() + self.unpublished;
         self.coalescer.arrived(arrived, in_hand, self.walk_clock);
+        if self.coalescer.concurrent() {
+            c.concurrent_commands += arrived as u64;
+        }
         walked
     }
 
