@@ -27,9 +27,13 @@
 //!   probe: a hold that ran its full length with a single completion and
 //!   without a command arriving meanwhile is evidence that the concurrency
 //!   is gone (TCMU: [`Coalescer::hold`] sees it; SCST, which learns of
-//!   arrivals only in its next exchange: [`Coalescer::unjoined`]). So a
-//!   queue-depth-1 stream that follows a busy spell pays one hold, not a
-//!   hold per command until the next probe. A hold that carries several
+//!   arrivals only in its next exchange: [`Coalescer::unjoined`]). A hold
+//!   shorter than `max_hold` is weaker evidence (a busy stream's arrivals
+//!   may be further apart than a short level: in the VM test's guest, at
+//!   queue depth 32, TCMU's gate was closed most of the time): after one,
+//!   the next hold is a probe, and that one closes the gate if nothing
+//!   joins it. So a queue-depth-1 stream that follows a busy spell pays
+//!   one or two holds, not a hold per command until the next probe. A hold that carries several
 //!   completions is concurrency itself, joined or not: with an initiator
 //!   short of CPU, taking one batch of completions can keep it from
 //!   submitting for longer than the next hold (measured with SCST at
@@ -75,9 +79,11 @@ pub struct CoalesceConfig {
     /// hold); 0 never holds.
     pub batch: usize,
     /// The highest hold level the tuner tries (see the module docs).
-    /// Default 200 µs: several commands' worth where arrivals are tens of
+    /// Default 400 µs: several commands' worth where arrivals are tens of
     /// microseconds apart (a small VM); the tuner keeps a lower level, or
-    /// none, where holding costs throughput.
+    /// none, where holding costs throughput. SCST exchanges once per hold,
+    /// so its calls per command cannot fall below 1 / (IOPS × hold): 0.2
+    /// at 200 µs and 25k IOPS (the VM test's guest), 0.1 at 400 µs.
     pub max_hold: Duration,
     /// A fixed hold instead of the tuner's choice (still behind the
     /// concurrency gate). Default `None`: the tuner picks.
@@ -91,8 +97,8 @@ pub struct CoalesceConfig {
 }
 
 impl CoalesceConfig {
-    /// Default [`max_hold`](Self::max_hold): 200 µs.
-    pub const DEFAULT_MAX_HOLD: Duration = Duration::from_micros(200);
+    /// Default [`max_hold`](Self::max_hold): 400 µs.
+    pub const DEFAULT_MAX_HOLD: Duration = Duration::from_micros(400);
 }
 
 impl Default for CoalesceConfig {
@@ -281,20 +287,36 @@ impl Coalescer {
         if !held {
             self.probe_expired(age, pending, now);
             if limit > 0 && !self.joined && pending <= 1 {
-                self.close(now);
+                self.unjoined_hold(limit, now);
             }
         }
         held
     }
 
+    /// A hold of `limit` ticks that carried one completion ended with no
+    /// arrival: closes the gate if it lasted `max_hold`, else makes the
+    /// next hold a probe (a short hold may end between two arrivals of a
+    /// busy stream; `max_hold` without one is a queue-depth-1 stream).
+    #[inline]
+    fn unjoined_hold(&mut self, limit: u64, now: u64) {
+        if limit >= self.tuner.max_hold_ticks() {
+            self.probing = false;
+            self.close(now);
+        } else {
+            self.probing = true;
+        }
+    }
+
     /// SCST: the exchange that ended a hold (it carried `carried` held
-    /// replies) fetched no command, so none arrived while it lasted: the
-    /// gate closes if it carried only one (see the module docs).
+    /// replies) fetched no command, so none arrived while it lasted. If it
+    /// carried only one, the gate closes, or the next hold is a probe when
+    /// this one was shorter than `max_hold` (see the module docs).
     #[inline]
     pub fn unjoined(&mut self, carried: usize, now: u64) {
+        let limit = self.hold_limit();
         self.probing = false;
         if carried <= 1 {
-            self.close(now);
+            self.unjoined_hold(limit, now);
         }
     }
 
@@ -373,10 +395,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_a_batch_of_32_a_200us_cap_and_no_window() {
+    fn defaults_are_a_batch_of_32_a_400us_cap_and_no_window() {
         let d = CoalesceConfig::default();
         assert_eq!(d.batch, 32);
-        assert_eq!(d.max_hold, Duration::from_micros(200));
+        assert_eq!(d.max_hold, Duration::from_micros(400));
         assert_eq!(d.window, Duration::ZERO);
         let c = Coalescer::new(&d);
         assert!(!c.has_window());
@@ -536,6 +558,50 @@ mod tests {
         }
         assert_eq!(c.tuner().searches(), before + 1);
         assert_eq!(c.tuner().level(), 4);
+    }
+
+    #[test]
+    fn an_unjoined_short_hold_makes_the_next_one_a_probe() {
+        let mut c = coalescer(32, Duration::from_millis(10), Duration::ZERO);
+        // Level 1 (1.25 ms) pays; the top does not.
+        search(&mut c, 2, [100, 100, 90, 85, 80]);
+        assert_eq!(c.tuner().level(), 1);
+        let level = c.hold_limit();
+        let past = |ticks: u64| {
+            let start = clock::refresh();
+            while clock::refresh() < start + ticks {
+                std::hint::spin_loop();
+            }
+            clock::refresh()
+        };
+        c.restart(clock::refresh());
+        past(level);
+        assert!(!c.hold(1, false));
+        assert!(c.concurrent(), "a short hold: still open");
+        assert_eq!(
+            c.hold_limit(),
+            c.tuner().max_hold_ticks(),
+            "the next hold is a probe"
+        );
+        // An arrival joins the probe: open, at the tuner's level again.
+        c.restart(clock::refresh());
+        c.arrived(1, 2, clock::refresh());
+        assert_eq!(c.hold_limit(), level);
+        // A short hold, then a probe, neither joined: closed.
+        c.restart(clock::refresh());
+        past(level);
+        assert!(!c.hold(1, false));
+        c.restart(clock::refresh());
+        past(c.hold_limit());
+        assert!(!c.hold(1, false));
+        assert!(!c.concurrent());
+        // SCST the same way: a short hold's exchange fetched nothing.
+        c.arrived(1, 2, clock::refresh());
+        assert!(c.concurrent());
+        c.unjoined(1, clock::refresh());
+        assert!(c.concurrent());
+        c.unjoined(1, clock::refresh());
+        assert!(!c.concurrent(), "the probe's exchange fetched nothing too");
     }
 
     #[test]

@@ -590,7 +590,7 @@ fn run_unreaped(rig: &mut Rig, cdb: &[u8], data: SimData<'_>, tag: u64) {
     turn_for(rig, PAST_THE_HOLD);
 }
 
-/// Longer than the default longest hold of a reply (200 µs).
+/// Longer than the default longest hold of a reply (400 µs).
 const PAST_THE_HOLD: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[test]

@@ -48,7 +48,7 @@
 //! placement = "round-robin"
 //! rescan_interval_ms = 1000
 //! doorbell_batch = 32      # most completions per doorbell (1 = no holding)
-//! coalesce_max_hold_us = 200  # longest hold the hold tuner tries
+//! coalesce_max_hold_us = 400  # longest hold the hold tuner tries
 //! # coalesce_hold_us = 50  # a fixed hold instead of the tuner's choice
 //! completion_coalesce_us = 0  # completion coalescing window (0 = off)
 //! completion_affinity = "auto"  # tcm_loop's completion CPU follows the load ("kernel": never set)
@@ -70,7 +70,7 @@
 //! # pool_mb = 256          # cap of the device's buffer pool
 //! # idle_poll_us = 5       # an idle device asks the kernel this often
 //! # doorbell_batch = 32    # most replies held for one ioctl
-//! # coalesce_max_hold_us = 200, coalesce_hold_us = ...  # as in [tcmu]
+//! # coalesce_max_hold_us = 400, coalesce_hold_us = ...  # as in [tcmu]
 //! # completion_coalesce_us = 0  # completion coalescing window (0 = off)
 //!
 //! [[scst.export]]          # a LUN to export it as, after every registration

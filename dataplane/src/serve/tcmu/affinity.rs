@@ -15,13 +15,15 @@
 //! work off it ran 0.95-1.14x rd_mcp instead of 0.70-0.88x; at queue
 //! depth 1 the same move costs (about 0.42x instead of 0.55x: the work
 //! preempts the reactor on its core before the initiator is woken). So
-//! serve switches: the completing CPU while most of the WWN's commands
-//! arrive behind an open concurrency gate (they overlap, see
-//! `frontend::Coalescer`; the devices count them, `concurrent_commands`),
-//! the submitting CPU while most do not, or none arrive. The gate itself
-//! opens and closes many times a second under a bursty load, so its share
-//! of commands over each look is the signal, not its state at that
-//! moment.
+//! serve switches: the completing CPU while at least
+//! 1/[`CONCURRENT_SHARE`] of the WWN's commands arrive behind an open
+//! concurrency gate (they overlap, see `frontend::Coalescer`; the devices
+//! count them, `concurrent_commands`), the submitting CPU while fewer do,
+//! or none arrive. A queue-depth-1 stream never opens the gate (none of
+//! its commands count); under a bursty load at queue depth 32 the gate
+//! opens and closes many times a second (in the VM test's guest, fewer
+//! than half the commands arrived behind it at most looks). So the share
+//! over each look is the signal, not the gate's state at that moment.
 //!
 //! Scope and rules:
 //! - Only tcm_loop WWNs every LUN of which is one of serve's attached TCMU
@@ -46,6 +48,9 @@ use std::time::{Duration, Instant};
 /// How long the WWN's commands must have been mostly concurrent (or not)
 /// before the attribute follows.
 pub const SWITCH_AFTER: Duration = Duration::from_millis(300);
+/// A WWN is concurrent while at least 1/`CONCURRENT_SHARE` of its
+/// commands arrive behind an open gate.
+pub const CONCURRENT_SHARE: u64 = 8;
 /// How often configfs is scanned for tcm_loop WWNs.
 pub const SCAN_EVERY: Duration = Duration::from_secs(1);
 
@@ -127,7 +132,7 @@ impl CompletionAffinity {
             let received = total.0.saturating_sub(wwn.seen.0);
             let concurrent = total.1.saturating_sub(wwn.seen.1);
             wwn.seen = total;
-            let open = received > 0 && 2 * concurrent > received;
+            let open = received > 0 && CONCURRENT_SHARE * concurrent >= received;
             if open != wwn.open {
                 wwn.open = open;
                 wwn.since = now;
@@ -379,11 +384,11 @@ mod tests {
         }
     }
 
-    /// 100 more commands, 90 of them behind an open gate if `concurrent`,
+    /// 100 more commands, 40 of them behind an open gate if `concurrent`,
     /// else 10; then a look at `at`.
     fn look(a: &mut CompletionAffinity, at: Instant, load: &Load, concurrent: bool) -> Vec<String> {
         let (r, c) = load.0.get();
-        load.0.set((r + 100, c + if concurrent { 90 } else { 10 }));
+        load.0.set((r + 100, c + if concurrent { 40 } else { 10 }));
         a.tick(at, |h, n| load.of(h, n))
     }
 
