@@ -384,44 +384,70 @@ mod tests {
         }
     }
 
-    /// 100 more commands, 40 of them behind an open gate if `concurrent`,
-    /// else 10; then a look at `at`.
-    fn look(a: &mut CompletionAffinity, at: Instant, load: &Load, concurrent: bool) -> Vec<String> {
-        let (r, c) = load.0.get();
-        load.0.set((r + 100, c + if concurrent { 40 } else { 10 }));
-        a.tick(at, |h, n| load.of(h, n))
+    /// A manager over a tree, with its devices' load and a clock start.
+    struct Rig {
+        a: CompletionAffinity,
+        load: Load,
+        start: Instant,
+    }
+
+    impl Rig {
+        fn new(t: &Tree) -> Self {
+            Self {
+                a: CompletionAffinity::new(t.loopback()),
+                load: Load::default(),
+                start: Instant::now(),
+            }
+        }
+
+        /// 100 more commands, 40 of them behind an open gate if
+        /// `concurrent`, else 10; then a look `after` the start.
+        fn look(&mut self, after: Duration, concurrent: bool) -> Vec<String> {
+            let (r, c) = self.load.0.get();
+            let more = if concurrent { 40 } else { 10 };
+            self.load.0.set((r + 100, c + more));
+            self.idle(after)
+        }
+
+        /// A look `after` the start with no new command.
+        fn idle(&mut self, after: Duration) -> Vec<String> {
+            let load = &self.load;
+            self.a.tick(self.start + after, |h, n| load.of(h, n))
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
     fn follows_the_load_after_it_held_for_a_while() {
         let t = Tree::new();
         let wwn = t.wwn("naa.1", Some("-1"), &["user_0/disk"]);
-        let mut a = CompletionAffinity::new(t.loopback());
-        let load = Load::default();
-        let start = Instant::now();
-        let log = look(&mut a, start, &load, false);
+        let mut r = Rig::new(&t);
+        let log = r.look(ms(0), false);
         assert_eq!(log.len(), 1, "{log:?}");
-        assert_eq!(a.managed(), [(wwn.clone(), false)]);
+        assert_eq!(r.a.managed(), [(wwn.clone(), false)]);
         // Open, but not for long yet.
-        look(&mut a, start + Duration::from_millis(100), &load, true);
-        look(&mut a, start + Duration::from_millis(300), &load, true);
+        r.look(ms(100), true);
+        r.look(ms(300), true);
         assert_eq!(value(&wwn), "-1");
-        look(&mut a, start + Duration::from_millis(400), &load, true);
+        r.look(ms(400), true);
         assert_eq!(value(&wwn), "-2");
         // A brief closing changes nothing.
-        look(&mut a, start + Duration::from_millis(500), &load, false);
-        look(&mut a, start + Duration::from_millis(600), &load, true);
-        look(&mut a, start + Duration::from_millis(1000), &load, true);
+        r.look(ms(500), false);
+        r.look(ms(600), true);
+        r.look(ms(1000), true);
         assert_eq!(value(&wwn), "-2");
         // Closed for long enough: back to the submitting CPU.
-        look(&mut a, start + Duration::from_millis(1100), &load, false);
-        look(&mut a, start + Duration::from_millis(1500), &load, false);
+        r.look(ms(1100), false);
+        r.look(ms(1500), false);
         assert_eq!(value(&wwn), "-1");
         // Restore writes the default back.
-        look(&mut a, start + Duration::from_millis(1600), &load, true);
-        look(&mut a, start + Duration::from_millis(2000), &load, true);
+        r.look(ms(1600), true);
+        r.look(ms(2000), true);
         assert_eq!(value(&wwn), "-2");
-        assert!(a.restore().is_empty());
+        assert!(r.a.restore().is_empty());
         assert_eq!(value(&wwn), "-1");
     }
 
@@ -429,15 +455,13 @@ mod tests {
     fn an_idle_wwn_goes_back_to_the_submitting_cpu() {
         let t = Tree::new();
         let wwn = t.wwn("naa.1", Some("-2"), &["user_0/disk"]);
-        let mut a = CompletionAffinity::new(t.loopback());
-        let load = Load::default();
-        let start = Instant::now();
-        look(&mut a, start, &load, true);
-        look(&mut a, start + Duration::from_millis(100), &load, true);
+        let mut r = Rig::new(&t);
+        r.look(ms(0), true);
+        r.look(ms(100), true);
         assert_eq!(value(&wwn), "-2");
         // No command at all from here on.
-        a.tick(start + Duration::from_millis(200), |h, n| load.of(h, n));
-        a.tick(start + Duration::from_millis(500), |h, n| load.of(h, n));
+        r.idle(ms(200));
+        r.idle(ms(500));
         assert_eq!(value(&wwn), "-1");
     }
 
@@ -449,14 +473,12 @@ mod tests {
         let older = t.wwn("naa.3", None, &["user_0/disk"]);
         let empty = t.wwn("naa.4", Some("-1"), &[]);
         let theirs = t.wwn("naa.5", Some("-1"), &["user_1/disk"]);
-        let mut a = CompletionAffinity::new(t.loopback());
-        let load = Load::default();
-        let start = Instant::now();
-        let log = look(&mut a, start, &load, true);
+        let mut r = Rig::new(&t);
+        let log = r.look(ms(0), true);
         assert_eq!(log.len(), 1, "only the operator's value is logged: {log:?}");
         assert!(log[0].contains("\"3\""), "{log:?}");
-        look(&mut a, start + Duration::from_secs(1), &load, true);
-        assert!(a.managed().is_empty());
+        r.look(Duration::from_secs(1), true);
+        assert!(r.a.managed().is_empty());
         assert_eq!(value(&shared), "-1");
         assert_eq!(value(&pinned), "3");
         assert!(!older.join(ATTRIBUTE).exists());
@@ -468,15 +490,13 @@ mod tests {
     fn a_wwn_that_stops_being_only_ours_is_given_back() {
         let t = Tree::new();
         let wwn = t.wwn("naa.1", Some("-2"), &["user_0/disk"]);
-        let mut a = CompletionAffinity::new(t.loopback());
-        let load = Load::default();
-        let start = Instant::now();
-        look(&mut a, start, &load, true);
-        assert_eq!(a.managed(), [(wwn.clone(), true)], "-2 is taken as it is");
+        let mut r = Rig::new(&t);
+        r.look(ms(0), true);
+        assert_eq!(r.a.managed(), [(wwn.clone(), true)], "-2 is taken as it is");
         // Another backstore joins the WWN.
         t.wwn("naa.1", None, &["user_0/disk", "rd_mcp_0/ramdisk"]);
-        look(&mut a, start + SCAN_EVERY, &load, true);
-        assert!(a.managed().is_empty());
+        r.look(SCAN_EVERY, true);
+        assert!(r.a.managed().is_empty());
         assert_eq!(value(&wwn), "-1");
     }
 
@@ -484,24 +504,17 @@ mod tests {
     fn a_failed_write_leaves_the_wwn_alone() {
         let t = Tree::new();
         let wwn = t.wwn("naa.1", Some("-1"), &["user_0/disk"]);
-        let mut a = CompletionAffinity::new(t.loopback());
-        let load = Load::default();
-        let start = Instant::now();
-        look(&mut a, start, &load, true);
+        let mut r = Rig::new(&t);
+        r.look(ms(0), true);
         // The attribute becomes a directory: writing it fails.
         fs::remove_file(wwn.join(ATTRIBUTE)).unwrap();
         fs::create_dir(wwn.join(ATTRIBUTE)).unwrap();
-        assert!(look(&mut a, start + Duration::from_millis(100), &load, true).is_empty());
-        let log = look(
-            &mut a,
-            start + Duration::from_millis(100) + SWITCH_AFTER,
-            &load,
-            true,
-        );
+        assert!(r.look(ms(100), true).is_empty());
+        let log = r.look(ms(100) + SWITCH_AFTER, true);
         assert_eq!(log.len(), 1, "{log:?}");
         assert!(log[0].contains("left as it is"), "{log:?}");
-        assert!(a.managed().is_empty());
-        assert!(look(&mut a, start + 2 * SCAN_EVERY, &load, true).is_empty());
+        assert!(r.a.managed().is_empty());
+        assert!(r.look(2 * SCAN_EVERY, true).is_empty());
     }
 
     #[test]
