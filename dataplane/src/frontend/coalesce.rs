@@ -243,11 +243,14 @@ impl Coalescer {
     /// holds close the gate now and then must be measured by everything
     /// the device completed under it, not only what it completed while
     /// the gate happened to be open (that made such a level look slower
-    /// than no hold, which never closes it).
+    /// than no hold, which never closes it). An exchange that replied
+    /// nothing (SCST's idle polls) is no completion: an idle device's
+    /// epochs do not end, so a pause stays a pause for the tuner.
     #[inline]
     pub fn completed(&mut self, n: usize, now: u64) {
-        if self.concurrent
-            || (self.closed_at != 0 && now.wrapping_sub(self.closed_at) < self.cold_ticks)
+        if n > 0
+            && (self.concurrent
+                || (self.closed_at != 0 && now.wrapping_sub(self.closed_at) < self.cold_ticks))
         {
             self.tuner.completed(n, now);
         }
@@ -602,6 +605,21 @@ mod tests {
         assert!(c.concurrent());
         c.unjoined(1, clock::refresh());
         assert!(!c.concurrent(), "the probe's exchange fetched nothing too");
+    }
+
+    #[test]
+    fn empty_exchanges_of_an_idle_device_do_not_run_the_tuner() {
+        let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
+        search(&mut c, 2, [100, 100, 100, 100, 100]);
+        let before = c.tuner().clone();
+        // Ten seconds of idle exchanges, one per millisecond.
+        let ms = clock::duration_to_ticks(Duration::from_millis(1));
+        let mut now = clock::duration_to_ticks(Duration::from_secs(100));
+        for _ in 0..10_000 {
+            now += ms;
+            c.completed(0, now);
+        }
+        assert_eq!(format!("{:?}", c.tuner()), format!("{before:?}"));
     }
 
     #[test]
