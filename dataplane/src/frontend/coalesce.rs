@@ -224,19 +224,6 @@ impl Coalescer {
         }
     }
 
-    /// Ends a probe that no arrival joined within its hold (called with the
-    /// age of the hold that carried it and the completions it carried):
-    /// the gate closes, unless the hold carried several.
-    #[inline]
-    fn probe_expired(&mut self, age: u64, carried: usize, now: u64) {
-        if self.probing && age >= self.tuner.max_hold_ticks() {
-            self.probing = false;
-            if carried <= 1 {
-                self.close(now);
-            }
-        }
-    }
-
     /// Records `n` completions given to the kernel at `now` (published
     /// behind a tail, or replied): the tuner's measure. Counted while the
     /// gate is open and for `COLD_AFTER` after it closed: a level whose
@@ -287,22 +274,23 @@ impl Coalescer {
         let now = clock::recent();
         let age = self.age(now);
         let held = age < limit || age < self.window_ticks;
-        if !held {
-            self.probe_expired(age, pending, now);
-            if limit > 0 && !self.joined && pending <= 1 {
-                self.unjoined_hold(limit, now);
-            }
+        if !held && limit > 0 && !self.joined {
+            self.unjoined_hold(limit, pending, now);
         }
         held
     }
 
-    /// A hold of `limit` ticks that carried one completion ended with no
-    /// arrival: closes the gate if it lasted `max_hold`, else makes the
+    /// A hold of `limit` ticks (a probe's: `max_hold`) that carried
+    /// `carried` completions ended with no arrival. Several completions
+    /// are concurrency itself: the gate stays as it is and a probe ends.
+    /// One closes the gate if the hold lasted `max_hold`, else makes the
     /// next hold a probe (a short hold may end between two arrivals of a
     /// busy stream; `max_hold` without one is a queue-depth-1 stream).
     #[inline]
-    fn unjoined_hold(&mut self, limit: u64, now: u64) {
-        if limit >= self.tuner.max_hold_ticks() {
+    fn unjoined_hold(&mut self, limit: u64, carried: usize, now: u64) {
+        if carried > 1 {
+            self.probing = false;
+        } else if limit >= self.tuner.max_hold_ticks() {
             self.probing = false;
             self.close(now);
         } else {
@@ -316,11 +304,7 @@ impl Coalescer {
     /// this one was shorter than `max_hold` (see the module docs).
     #[inline]
     pub fn unjoined(&mut self, carried: usize, now: u64) {
-        let limit = self.hold_limit();
-        self.probing = false;
-        if carried <= 1 {
-            self.unjoined_hold(limit, now);
-        }
+        self.unjoined_hold(self.hold_limit(), carried, now);
     }
 
     /// Closes the gate at `now`, if open.
@@ -344,8 +328,9 @@ impl Coalescer {
         }
         let age = self.age(now);
         let due = age >= self.hold_limit() && (pending == 0 || age >= self.window_ticks);
-        if due {
-            self.probe_expired(age, pending, now);
+        if due && self.probing {
+            // The probe's hold (`max_hold`) ran out before this exchange.
+            self.unjoined_hold(self.tuner.max_hold_ticks(), pending, now);
         }
         due
     }
