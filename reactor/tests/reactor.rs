@@ -332,6 +332,34 @@ fn poller_fd_wakes_a_sleeping_reactor_without_being_drained() {
 }
 
 #[test]
+fn an_adaptive_reactor_spins_a_minimum_time_after_work() {
+    // Sleep after 1 idle poll by count: only the time floor keeps it up.
+    let config = ReactorConfig::new("floor").with_idle(IdlePolicy::Adaptive {
+        idle_polls_before_sleep: 1,
+        max_sleep: Duration::from_secs(600),
+    });
+    // (first poll, last poll): the first poll does the only work.
+    let times: Arc<Mutex<Option<(Instant, Instant)>>> = Arc::default();
+    let seen = Arc::clone(&times);
+    let (poller, _probe) = Scripted::new("once", move |i| {
+        let now = Instant::now();
+        let mut times = seen.lock().unwrap();
+        let first = times.map_or(now, |(first, _)| first);
+        *times = Some((first, now));
+        usize::from(i == 0)
+    });
+    let handle = Reactor::spawn(config, vec![Box::new(poller)]).unwrap();
+    wait_until("the reactor to sleep", || handle.stats().sleeping);
+    let (work, last) = times.lock().unwrap().expect("polled");
+    assert!(
+        last - work >= IdlePolicy::MIN_IDLE_SPIN,
+        "slept {:?} after its work",
+        last - work
+    );
+    handle.shutdown().unwrap();
+}
+
+#[test]
 fn pollers_are_added_and_removed_at_runtime() {
     let (first, first_probe) = Scripted::new("first", |_| 0);
     let handle = Reactor::spawn(sleepy("runtime"), vec![Box::new(first)]).unwrap();

@@ -51,6 +51,10 @@ pub(super) struct Engine {
     counters: ReactorCounters,
     /// Idle iterations in a row.
     idle_run: u32,
+    /// Tick at which the last iteration that found work ended.
+    last_work: u64,
+    /// [`IdlePolicy::MIN_IDLE_SPIN`] in ticks.
+    min_spin_ticks: u64,
     /// Slots with a removal in progress.
     removing: usize,
     /// Tick deadline of the shutdown drain, once a stop was seen.
@@ -80,6 +84,8 @@ impl Engine {
             slots: Vec::with_capacity(capacity),
             counters: ReactorCounters::default(),
             idle_run: 0,
+            last_work: 0,
+            min_spin_ticks: clock::duration_to_ticks(IdlePolicy::MIN_IDLE_SPIN),
             removing: 0,
             shutdown_deadline: None,
             iteration_start: 0,
@@ -247,6 +253,7 @@ impl Engine {
             counters.busy_ticks += ticks;
             counters.busy_iterations += 1;
             self.idle_run = 0;
+            self.last_work = last;
         } else {
             counters.idle_ticks += ticks;
             self.idle_run = self.idle_run.saturating_add(1);
@@ -357,6 +364,7 @@ impl Engine {
             return;
         };
         if self.idle_run < idle_polls_before_sleep
+            || self.iteration_start.wrapping_sub(self.last_work) < self.min_spin_ticks
             || self.removing > 0
             || self.shutdown_deadline.is_some()
         {

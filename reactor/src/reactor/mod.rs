@@ -17,7 +17,8 @@
 //!   itself, in the order the pollers were added.
 //! - **Accounting** follows SPDK's `_reactor_run`, see [`crate::stats`].
 //! - **Idle policy** ([`IdlePolicy`]): `Busy` polls forever. `Adaptive`
-//!   sleeps after `idle_polls_before_sleep` consecutive idle iterations:
+//!   sleeps after `idle_polls_before_sleep` consecutive idle iterations,
+//!   and no sooner than [`IdlePolicy::MIN_IDLE_SPIN`] after the last work:
 //!   [`Waker::prepare_sleep`], one more pass over all pollers, and, if that
 //!   found no work and no control message is pending, `epoll_wait` on the wake
 //!   eventfd plus every poller's [`Poller::wait_fds`] (edge-triggered, see
