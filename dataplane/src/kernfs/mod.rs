@@ -15,6 +15,8 @@
 //!   [`parse_u64_auto`], [`link_name`]): a fake kernel keeps its tree as the
 //!   kernel would show it, so what the code reads is what it would read on
 //!   a real machine.
+//! - LIO's fabric LUNs and the backstores they export are walked by
+//!   [`lun_links`] and [`wwn_lun_links`].
 //! - Errors name the file ([`KernfsError`]).
 //! - Waiting for what a write makes appear is polling ([`poll_until`]);
 //!   SCST's management commands, which may answer "pending", are
@@ -25,6 +27,7 @@
 
 mod error;
 mod fs;
+mod lun;
 mod read;
 mod roots;
 mod scst_mgmt;
@@ -32,6 +35,7 @@ mod wait;
 
 pub use error::KernfsError;
 pub use fs::{Fs, FsOp, RealFs};
+pub use lun::{lun_links, numbered_subdirs, subdirs, wwn_lun_links, LunLink};
 pub use read::{link_name, parse_u64_auto, read_trimmed};
 pub use roots::Roots;
 pub use scst_mgmt::{scst_mgmt, MgmtError};

@@ -45,6 +45,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::kernfs::{subdirs, wwn_lun_links};
+
 /// How long the WWN's commands must have been mostly concurrent (or not)
 /// before the attribute follows.
 pub const SWITCH_AFTER: Duration = Duration::from_millis(300);
@@ -186,12 +188,15 @@ impl CompletionAffinity {
         log: &mut Vec<String>,
     ) {
         let mut seen = BTreeMap::new();
-        for dir in subdirs(&self.loopback) {
+        for wwn in subdirs(&self.loopback) {
+            let dir = self.loopback.join(wwn);
             if self.left.contains_key(&dir) || !dir.join(ATTRIBUTE).exists() {
                 continue;
             }
-            let devices = lun_devices(&dir);
-            if devices.is_empty() || devices.iter().any(|(h, n)| load(*h, n).is_none()) {
+            let Some(devices) = lun_devices(&dir) else {
+                continue;
+            };
+            if devices.iter().any(|(h, n)| load(*h, n).is_none()) {
                 continue;
             }
             seen.insert(dir, devices);
@@ -266,63 +271,17 @@ fn sum_load(
         .fold((0, 0), |(r, c), (dr, dc)| (r + dr, c + dc))
 }
 
-/// The subdirectories of `dir` (none if it cannot be read).
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir() && !p.is_symlink())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-/// The TCMU devices behind a WWN's LUNs: every `tpgt_*/lun/lun_*/` holds a
-/// symlink to `core/user_<hba>/<name>` (or to another backstore, which
-/// yields `(u32::MAX, ..)`: not ours). Empty if it has no LUN.
-fn lun_devices(wwn: &Path) -> Vec<(u32, String)> {
-    let mut devices = Vec::new();
-    for tpg in subdirs(wwn) {
-        let is_tpg = tpg
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("tpgt_"));
-        if !is_tpg {
-            continue;
-        }
-        for lun in subdirs(&tpg.join("lun")) {
-            let Ok(entries) = fs::read_dir(&lun) else {
-                continue;
-            };
-            for entry in entries.filter_map(|e| e.ok()) {
-                let Ok(target) = fs::read_link(entry.path()) else {
-                    continue;
-                };
-                devices.push(backstore(&target));
-            }
-        }
+/// The TCMU devices behind a tcm_loop WWN's LUNs, `(hba, name)`; `None`
+/// if it has no LUN, or one of its LUNs exports another backstore.
+fn lun_devices(wwn: &Path) -> Option<Vec<(u32, String)>> {
+    let links = wwn_lun_links("loopback", wwn);
+    if links.is_empty() {
+        return None;
     }
-    devices
-}
-
-/// `(hba, name)` of a LUN's link target `.../core/user_<hba>/<name>`;
-/// `(u32::MAX, name)` for another backstore.
-fn backstore(target: &Path) -> (u32, String) {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let hba = target
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("user_"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(u32::MAX);
-    (hba, name)
+    links
+        .iter()
+        .map(|l| l.tcmu().map(|(hba, name)| (hba, name.to_owned())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -515,17 +474,5 @@ mod tests {
         assert!(log[0].contains("left as it is"), "{log:?}");
         assert!(r.a.managed().is_empty());
         assert!(r.look(2 * SCAN_EVERY, true).is_empty());
-    }
-
-    #[test]
-    fn backstores_are_read_from_the_link_target() {
-        assert_eq!(
-            backstore(Path::new("../../../../../../target/core/user_12/disk0")),
-            (12, "disk0".to_owned())
-        );
-        assert_eq!(
-            backstore(Path::new("/x/core/rd_mcp_0/ramdisk")),
-            (u32::MAX, "ramdisk".to_owned())
-        );
     }
 }

@@ -272,7 +272,7 @@ impl<F: Fs> Lio<F> {
             lun_dir,
             lun,
             link,
-            hba: spec.hba,
+            hba_dir: format!("user_{}", spec.hba),
             device: spec.name.clone(),
         };
         let Some((scsi_address, scsi_dir)) = link.scsi_block_dir(&self.roots) else {

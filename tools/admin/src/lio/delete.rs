@@ -48,7 +48,7 @@ impl<F: Fs> Lio<F> {
 
         let links: Vec<_> = lun_links(&self.roots)
             .into_iter()
-            .filter(|l| l.hba == hba && l.device == name)
+            .filter(|l| l.is_tcmu_device(hba, name))
             .collect();
         if let Some(foreign) = links.iter().find(|l| l.fabric != "loopback") {
             return Err(LioError::ForeignExport {

@@ -48,7 +48,7 @@ impl<F: Fs> Lio<F> {
                 }
                 let disk = links
                     .iter()
-                    .filter(|l| l.fabric == "loopback" && l.hba == hba && l.device == name)
+                    .filter(|l| l.fabric == "loopback" && l.is_tcmu_device(hba, &name))
                     .find_map(|l| l.disk(&self.roots))
                     .map(|d| d.display().to_string());
                 out.push(LioDevice {
