@@ -42,6 +42,12 @@ def fio_totals(data):
             out[f"{ddir}_iops"] += float(d.get("iops", 0.0))
     for ddir in ("read", "write", "trim"):
         out[f"{ddir}_iops"] = round(out[f"{ddir}_iops"], 1)
+    # The read completion latency's median, of a single-job run.
+    jobs = data.get("jobs", [])
+    if len(jobs) == 1:
+        p50 = jobs[0].get("read", {}).get("clat_ns", {}).get("percentile", {}).get("50.000000")
+        if p50:
+            out["read_clat_p50_us"] = round(p50 / 1000, 1)
     return out
 
 
@@ -57,14 +63,15 @@ def mean(xs):
     return round(sum(xs) / len(xs), 1) if xs else None
 
 
-def perf_runs(fio, prefix):
-    """The fio runs <prefix>-<target>-<round> with read IOPS: (runs sorted by
-    round and target, {round: {target: iops}}, {target: [iops]})."""
+def perf_runs(fio, prefix, key="read_iops"):
+    """The fio runs <prefix>-<target>-<round> with read IOPS (or another
+    figure of fio_totals, `key`): (runs sorted by round and target,
+    {round: {target: figure}}, {target: [figure]})."""
     runs = []
     for name, t in fio.items():
         m = re.fullmatch(re.escape(prefix) + r"-([a-z][a-z0-9_]*)-(\d+)", name)
-        if m and "read_iops" in t:
-            runs.append({"target": m.group(1), "round": int(m.group(2)), "iops": t["read_iops"]})
+        if m and key in t:
+            runs.append({"target": m.group(1), "round": int(m.group(2)), "iops": t[key]})
     runs.sort(key=lambda r: (r["round"], r["target"]))
     by_round, per_target = {}, {}
     for r in runs:
@@ -159,7 +166,10 @@ def scst_perf(fio, res):
     ratios. Also the dataplane's ioctls per I/O over its runs
     (scst-ioctls-per-io: "ioctls ios"), the kill -9 restart's outage
     (scst-restart-seconds) and how long the hand-off to a successor took
-    (scst-handoff-ms)."""
+    (scst-handoff-ms). And the QD 1 latency that batching must not cost:
+    the median read completion latency of dp_qd1 (the RAM device, batching
+    by default) and dpnb_qd1 (a RAM device with batching off), with the
+    median of their per-round ratios."""
     runs, by_round, per_target = perf_runs(fio, "perf-scst")
     out = {f"scst_{t}_iops": mean(v) for t, v in sorted(per_target.items())}
     for key, num, den in (
@@ -171,6 +181,12 @@ def scst_perf(fio, res):
         out[key + "_rounds"] = r
         out[key] = median(r)
     out["scst_perf_rounds"] = runs
+    _, p50_by_round, p50s = perf_runs(fio, "perf-scst", "read_clat_p50_us")
+    out["scst_qd1_p50_us"] = median(p50s.get("dp_qd1", []))
+    out["scst_qd1_unbatched_p50_us"] = median(p50s.get("dpnb_qd1", []))
+    r = round_ratios(p50_by_round, "dp_qd1", "dpnb_qd1")
+    out["scst_qd1_p50_ratio_vs_unbatched_rounds"] = r
+    out["scst_qd1_p50_ratio_vs_unbatched"] = median(r)
     out["scst_ioctls_per_io"] = calls_per_io(os.path.join(res, "scst-ioctls-per-io"))
     out["scst_restart_seconds"] = read_float(os.path.join(res, "scst-restart-seconds"))
     out["scst_handoff_ms"] = read_float(os.path.join(res, "scst-handoff-ms"))
@@ -377,6 +393,11 @@ def main():
               f"ioctls per I/O {scst['scst_ioctls_per_io']}")
         for r in scst["scst_perf_rounds"]:
             print(f"  round {r['round']} {r['target']:<9} {r['iops']:>10,.0f} IOPS")
+    if scst["scst_qd1_p50_us"] is not None:
+        print(f"SCST 4 KiB randread QD1 latency p50: batching (default) {scst['scst_qd1_p50_us']} us, "
+              f"batching off {scst['scst_qd1_unbatched_p50_us']} us, ratio "
+              f"{scst['scst_qd1_p50_ratio_vs_unbatched']} "
+              f"(per round {scst['scst_qd1_p50_ratio_vs_unbatched_rounds']})")
     if scst["scst_restart_seconds"] is not None:
         print(f"SCST kill -9 restart: LUN served again after {scst['scst_restart_seconds']} s")
     if scst["scst_handoff_ms"] is not None:
