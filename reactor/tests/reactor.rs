@@ -116,6 +116,7 @@ fn busy(name: &str) -> ReactorConfig {
 fn sleepy(name: &str) -> ReactorConfig {
     ReactorConfig::new(name).with_idle(IdlePolicy::Adaptive {
         idle_polls_before_sleep: 50,
+        min_spin: Duration::ZERO,
         max_sleep: Duration::from_secs(600),
     })
 }
@@ -336,6 +337,7 @@ fn an_adaptive_reactor_spins_a_minimum_time_after_work() {
     // Sleep after 1 idle poll by count: only the time floor keeps it up.
     let config = ReactorConfig::new("floor").with_idle(IdlePolicy::Adaptive {
         idle_polls_before_sleep: 1,
+        min_spin: IdlePolicy::DEFAULT_MIN_SPIN,
         max_sleep: Duration::from_secs(600),
     });
     // (first poll, last poll): the first poll does the only work.
@@ -352,7 +354,7 @@ fn an_adaptive_reactor_spins_a_minimum_time_after_work() {
     wait_until("the reactor to sleep", || handle.stats().sleeping);
     let (work, last) = times.lock().unwrap().expect("polled");
     assert!(
-        last - work >= IdlePolicy::MIN_IDLE_SPIN,
+        last - work >= IdlePolicy::DEFAULT_MIN_SPIN,
         "slept {:?} after its work",
         last - work
     );

@@ -63,6 +63,7 @@ fn sigterm_stops_and_drains_every_reactor() {
     let sleepy = Reactor::spawn(
         ReactorConfig::new("sig-sleepy").with_idle(IdlePolicy::Adaptive {
             idle_polls_before_sleep: 10,
+            min_spin: Duration::ZERO,
             max_sleep: Duration::from_secs(600),
         }),
         vec![poller(10), poller(2_000)],

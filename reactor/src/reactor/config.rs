@@ -8,13 +8,16 @@ pub enum IdlePolicy {
     /// Poll forever: lowest latency, one core at 100% always.
     Busy,
     /// Poll; after `idle_polls_before_sleep` consecutive iterations without
-    /// work, and at least [`IdlePolicy::MIN_IDLE_SPIN`] after the last work,
-    /// sleep in epoll until a wait fd or the waker is notified, or
+    /// work, and no sooner than `min_spin` after the last work, sleep in
+    /// epoll until a wait fd or the waker is notified, or
     /// `max_sleep` passes (the cap keeps a reactor responsive even if a
     /// producer forgot to kick it).
     Adaptive {
         /// Idle iterations in a row before sleeping.
         idle_polls_before_sleep: u32,
+        /// The shortest spin after the last work before sleeping
+        /// ([`IdlePolicy::DEFAULT_MIN_SPIN`] by default).
+        min_spin: Duration,
         /// Longest single sleep.
         max_sleep: Duration,
     },
@@ -28,8 +31,8 @@ impl IdlePolicy {
     /// where a sleep/wake cycle would add tens of microseconds per command,
     /// short enough that an idle reactor costs next to no CPU.
     pub const DEFAULT_IDLE_POLLS_BEFORE_SLEEP: u32 = 10_000;
-    /// The shortest spin after the last work before an adaptive reactor
-    /// sleeps, however fast its idle iterations run: 500 µs. The iteration
+    /// Default shortest spin after the last work before an adaptive
+    /// reactor sleeps, however fast its idle iterations run: 500 µs. The iteration
     /// count alone is no measure of time (an idle pass costs ten times more
     /// in an emulated guest than on the host, and less again with a cheap
     /// clock), and a reactor that sleeps between the commands of a
@@ -38,7 +41,7 @@ impl IdlePolicy {
     /// through the kernel with room to spare even in the VM test's
     /// emulated guest (100-200 µs), and costs an idle reactor half a
     /// millisecond of spinning per burst of work.
-    pub const MIN_IDLE_SPIN: Duration = Duration::from_micros(500);
+    pub const DEFAULT_MIN_SPIN: Duration = Duration::from_micros(500);
     /// Default longest sleep: 10 ms.
     pub const DEFAULT_MAX_SLEEP: Duration = Duration::from_millis(10);
 
@@ -46,6 +49,7 @@ impl IdlePolicy {
     pub const fn adaptive() -> Self {
         IdlePolicy::Adaptive {
             idle_polls_before_sleep: Self::DEFAULT_IDLE_POLLS_BEFORE_SLEEP,
+            min_spin: Self::DEFAULT_MIN_SPIN,
             max_sleep: Self::DEFAULT_MAX_SLEEP,
         }
     }

@@ -53,7 +53,7 @@ pub(super) struct Engine {
     idle_run: u32,
     /// Tick at which the last iteration that found work ended.
     last_work: u64,
-    /// [`IdlePolicy::MIN_IDLE_SPIN`] in ticks.
+    /// The adaptive policy's `min_spin` in ticks (0 under `Busy`).
     min_spin_ticks: u64,
     /// Slots with a removal in progress.
     removing: usize,
@@ -85,7 +85,10 @@ impl Engine {
             counters: ReactorCounters::default(),
             idle_run: 0,
             last_work: 0,
-            min_spin_ticks: clock::duration_to_ticks(IdlePolicy::MIN_IDLE_SPIN),
+            min_spin_ticks: match idle {
+                IdlePolicy::Adaptive { min_spin, .. } => clock::duration_to_ticks(min_spin),
+                IdlePolicy::Busy => 0,
+            },
             removing: 0,
             shutdown_deadline: None,
             iteration_start: 0,
@@ -359,6 +362,7 @@ impl Engine {
         let IdlePolicy::Adaptive {
             idle_polls_before_sleep,
             max_sleep,
+            ..
         } = self.idle
         else {
             return;

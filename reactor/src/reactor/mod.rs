@@ -18,7 +18,7 @@
 //! - **Accounting** follows SPDK's `_reactor_run`, see [`crate::stats`].
 //! - **Idle policy** ([`IdlePolicy`]): `Busy` polls forever. `Adaptive`
 //!   sleeps after `idle_polls_before_sleep` consecutive idle iterations,
-//!   and no sooner than [`IdlePolicy::MIN_IDLE_SPIN`] after the last work:
+//!   and no sooner than `min_spin` after the last work:
 //!   [`Waker::prepare_sleep`], one more pass over all pollers, and, if that
 //!   found no work and no control message is pending, `epoll_wait` on the wake
 //!   eventfd plus every poller's [`Poller::wait_fds`] (edge-triggered, see

@@ -130,6 +130,7 @@ impl IdleWait {
                 IdlePolicy::Adaptive {
                     idle_polls_before_sleep,
                     max_sleep,
+                    ..
                 },
                 Some(fds),
             ) => Self {

@@ -131,6 +131,11 @@ pub struct BenchArgs {
     /// gaps of a QD 1 stream.
     #[arg(long, default_value_t = IdlePolicy::DEFAULT_IDLE_POLLS_BEFORE_SLEEP)]
     idle_polls: u32,
+    /// With --idle adaptive: the shortest spin in microseconds after a
+    /// reactor's last work before it sleeps (as serve's
+    /// reactors.min_spin_us).
+    #[arg(long, default_value_t = IdlePolicy::DEFAULT_MIN_SPIN.as_micros() as u64)]
+    min_spin_us: u64,
     /// The simulated kernel's idle policy (TCMU): busy spins while
     /// commands are in flight; adaptive waits on the devices' doorbells
     /// after a run of idle iterations, leaving the CPU to a bdev's own
@@ -319,6 +324,7 @@ impl BenchArgs {
                 IdleArg::Busy => IdlePolicy::Busy,
                 IdleArg::Adaptive => IdlePolicy::Adaptive {
                     idle_polls_before_sleep: self.idle_polls,
+                    min_spin: Duration::from_micros(self.min_spin_us),
                     max_sleep: IdlePolicy::DEFAULT_MAX_SLEEP,
                 },
             },
@@ -327,6 +333,7 @@ impl BenchArgs {
                 // A short spin: the simulated kernel wakes on the doorbell.
                 IdleArg::Adaptive => IdlePolicy::Adaptive {
                     idle_polls_before_sleep: 100,
+                    min_spin: Duration::ZERO,
                     max_sleep: Duration::from_millis(1),
                 },
             },

@@ -31,6 +31,13 @@ pub struct ReactorsConfig {
     /// scarce (a small VM shared with the initiator); raise it for latency.
     #[serde(default)]
     pub idle_polls_before_sleep: Option<u32>,
+    /// Adaptive policy: the shortest spin in microseconds after a reactor's
+    /// last work before it sleeps, however fast its polls run (default
+    /// 500; 0 to 100000). It keeps a reactor awake through the gaps of a
+    /// queue-depth-1 stream on any host; 0 leaves the poll count alone to
+    /// decide.
+    #[serde(default)]
+    pub min_spin_us: Option<u64>,
     /// Adaptive policy: longest single sleep in milliseconds (default 10).
     #[serde(default)]
     pub max_sleep_ms: Option<u64>,
@@ -45,6 +52,10 @@ impl ReactorsConfig {
                 idle_polls_before_sleep: self
                     .idle_polls_before_sleep
                     .unwrap_or(reactor::IdlePolicy::DEFAULT_IDLE_POLLS_BEFORE_SLEEP),
+                min_spin: self
+                    .min_spin_us
+                    .map(std::time::Duration::from_micros)
+                    .unwrap_or(reactor::IdlePolicy::DEFAULT_MIN_SPIN),
                 max_sleep: self
                     .max_sleep_ms
                     .map(std::time::Duration::from_millis)
@@ -75,9 +86,18 @@ impl ReactorsConfig {
         }
 
         if self.idle == Idle::Busy
-            && (self.idle_polls_before_sleep.is_some() || self.max_sleep_ms.is_some())
+            && (self.idle_polls_before_sleep.is_some()
+                || self.max_sleep_ms.is_some()
+                || self.min_spin_us.is_some())
         {
-            return err("reactors.idle_polls_before_sleep / reactors.max_sleep_ms: only meaningful with idle = \"adaptive\"");
+            return err("reactors.idle_polls_before_sleep / reactors.min_spin_us / reactors.max_sleep_ms: only meaningful with idle = \"adaptive\"");
+        }
+        if let Some(us) = self.min_spin_us {
+            if us > 100_000 {
+                return err(format!(
+                    "reactors.min_spin_us: {us} is not between 0 and 100000"
+                ));
+            }
         }
         if self.idle_polls_before_sleep == Some(0) {
             return err("reactors.idle_polls_before_sleep: must be at least 1");

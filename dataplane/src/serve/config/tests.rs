@@ -84,6 +84,24 @@ fn every_error_names_its_key() {
         error("[reactors]\ncores = [1, 1]\n").contains("reactors.cores[1]: CPU 1 is listed twice")
     );
     assert!(error("[reactors]\ncores = [1]\nidle = \"lazy\"\n").contains("unknown variant `lazy`"));
+    assert!(error("[reactors]\ncores = [1]\nmin_spin_us = 200000\n")
+        .contains("reactors.min_spin_us: 200000 is not between 0 and 100000"));
+    assert!(
+        error("[reactors]\ncores = [1]\nidle = \"busy\"\nmin_spin_us = 5\n")
+            .contains("only meaningful with idle = \"adaptive\"")
+    );
+    let spin = |text: &str| match check(text).unwrap().reactors.idle_policy() {
+        reactor::IdlePolicy::Adaptive { min_spin, .. } => min_spin,
+        reactor::IdlePolicy::Busy => panic!("busy"),
+    };
+    assert_eq!(
+        spin("[reactors]\ncores = [1]\n"),
+        reactor::IdlePolicy::DEFAULT_MIN_SPIN
+    );
+    assert_eq!(
+        spin("[reactors]\ncores = [1]\nmin_spin_us = 0\n"),
+        std::time::Duration::ZERO
+    );
     let bdev = |body: &str| format!("[reactors]\ncores = [1]\n[[bdev]]\n{body}\n");
     assert!(
         error(&bdev("name = \"a\"\ntype = \"disk\"\nsize = 1")).contains("unknown variant `disk`")
