@@ -26,9 +26,12 @@ SCST_STUCK_LUN=7
 # 8 sfile0disk: a file bdev (a file in the guest's tmpfs, buffered), whose
 # data outlives the server that wrote it: the hand-off step checks it.
 SCST_FILE_LUN=8
-# 9 sunbatched0disk: a RAM device with batching off (doorbell_batch = 1),
-# the reference for the QD 1 latency of the default (batching) device.
+# 9 sunbatched0disk and 10 sbatched0disk: two 16 MiB RAM devices alike but
+# for batching, off (doorbell_batch = 1) and the default: the QD 1 latency
+# that batching must not cost.
 SCST_UNBATCHED_LUN=9
+SCST_BATCHED_LUN=10
+SCST_QD1_MB=16
 SCST_STRIPE_CHILD_SIZE=$((64 << 20))
 
 # scst_need: skips the step when there is no SCST build, saying why.
@@ -147,7 +150,7 @@ lun = $SCST_FILE_LUN
 [[bdev]]
 name = "sram4"
 type = "ram"
-size = "16MiB"
+size = "${SCST_QD1_MB}MiB"
 block_size = $BLOCK_SIZE
 
 [[scst]]
@@ -156,6 +159,18 @@ bdev = "sram4"
 doorbell_batch = 1
 [[scst.export]]
 lun = $SCST_UNBATCHED_LUN
+
+[[bdev]]
+name = "sram5"
+type = "ram"
+size = "${SCST_QD1_MB}MiB"
+block_size = $BLOCK_SIZE
+
+[[scst]]
+name = "sbatched0disk"
+bdev = "sram5"
+[[scst.export]]
+lun = $SCST_BATCHED_LUN
 EOF
 }
 
@@ -451,9 +466,10 @@ step_scst_task_mgmt() {
 # dataplane's null bdev (dpnull) and vdisk_nullio (nullio), VM_PERF_ROUNDS
 # rounds, the order rotating each round. The dataplane's ioctls per I/O over
 # its runs come from serve's statistics (SIGUSR1 before and after each).
-# Then QD 1 on the RAM device (dp_qd1, batching by default) against a RAM
-# device with batching off (dpnb_qd1: doorbell_batch = 1), the order
-# alternating, for the latency that batching must not cost.
+# Then QD 1 on two RAM devices alike but for batching: dpb_qd1 (the
+# default) and dpnb_qd1 (doorbell_batch = 1), fresh alike (a RAM bdev's
+# memory is prefaulted), the order alternating: the latency that batching
+# must not cost.
 step_scst_perf() {
     scst_need
     serve_running || fail "dataplane serve is not running"
@@ -534,13 +550,15 @@ step_scst_perf() {
     echo "dataplane RAM device over its runs: $ioctls ioctls for $ios commands" |
         tee "$R/scst-ioctls"
     echo "$ioctls $ios" >"$R/scst-ioctls-per-io"
+    b=$(scst_local_disk $SCST_BATCHED_LUN)
     nb=$(scst_local_disk $SCST_UNBATCHED_LUN)
+    [ -b "$b" ] || fail "no disk for sbatched0disk (LUN $SCST_BATCHED_LUN)"
     [ -b "$nb" ] || fail "no disk for sunbatched0disk (LUN $SCST_UNBATCHED_LUN)"
     r=1
     while [ $r -le "$PERF_ROUNDS" ]; do
-        if [ $((r % 2)) = 1 ]; then order="dp dpnb"; else order="dpnb dp"; fi
+        if [ $((r % 2)) = 1 ]; then order="dpb dpnb"; else order="dpnb dpb"; fi
         for t in $order; do
-            if [ "$t" = dp ]; then d=$(state perf-scst-dp); else d=$nb; fi
+            if [ "$t" = dpb ]; then d=$b; else d=$nb; fi
             FIO_EXTRA="--cpus_allowed=0" run_fio "perf-scst-${t}_qd1-$r" randread-4k-qd1.fio \
                 DISK="$d" RUNTIME="$PERF_RUNTIME"
         done
@@ -569,7 +587,7 @@ step_scst_perf_teardown() {
 
 step_scst_del_lun() {
     scst_need
-    for name in $(lun_name scst) $(lun_name scststripe) $(lun_name scstnull) sstuck0disk sfile0disk sunbatched0disk; do
+    for name in $(lun_name scst) $(lun_name scststripe) $(lun_name scstnull) sstuck0disk sfile0disk sunbatched0disk sbatched0disk; do
         echo "+ dataplane scst del-lun $name"
         out=$(dataplane scst del-lun "$name" 2>&1) || fail "dataplane scst del-lun $name: $(first_error "$out")"
         echo "$out"

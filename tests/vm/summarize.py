@@ -167,9 +167,9 @@ def scst_perf(fio, res):
     (scst-ioctls-per-io: "ioctls ios"), the kill -9 restart's outage
     (scst-restart-seconds) and how long the hand-off to a successor took
     (scst-handoff-ms). And the QD 1 latency that batching must not cost:
-    the median read completion latency of dp_qd1 (the RAM device, batching
-    by default) and dpnb_qd1 (a RAM device with batching off), with the
-    median of their per-round ratios."""
+    the median read completion latency of dpb_qd1 and dpnb_qd1 (two RAM
+    devices alike but for batching: the default, and off), with the median
+    of their per-round ratios."""
     runs, by_round, per_target = perf_runs(fio, "perf-scst")
     out = {f"scst_{t}_iops": mean(v) for t, v in sorted(per_target.items())}
     for key, num, den in (
@@ -182,9 +182,9 @@ def scst_perf(fio, res):
         out[key] = median(r)
     out["scst_perf_rounds"] = runs
     _, p50_by_round, p50s = perf_runs(fio, "perf-scst", "read_clat_p50_us")
-    out["scst_qd1_p50_us"] = median(p50s.get("dp_qd1", []))
+    out["scst_qd1_p50_us"] = median(p50s.get("dpb_qd1", []))
     out["scst_qd1_unbatched_p50_us"] = median(p50s.get("dpnb_qd1", []))
-    r = round_ratios(p50_by_round, "dp_qd1", "dpnb_qd1")
+    r = round_ratios(p50_by_round, "dpb_qd1", "dpnb_qd1")
     out["scst_qd1_p50_ratio_vs_unbatched_rounds"] = r
     out["scst_qd1_p50_ratio_vs_unbatched"] = median(r)
     out["scst_ioctls_per_io"] = calls_per_io(os.path.join(res, "scst-ioctls-per-io"))

@@ -32,16 +32,18 @@ impl IdlePolicy {
     /// short enough that an idle reactor costs next to no CPU.
     pub const DEFAULT_IDLE_POLLS_BEFORE_SLEEP: u32 = 10_000;
     /// Default shortest spin after the last work before an adaptive
-    /// reactor sleeps, however fast its idle iterations run: 500 µs. The iteration
-    /// count alone is no measure of time (an idle pass costs ten times more
-    /// in an emulated guest than on the host, and less again with a cheap
-    /// clock), and a reactor that sleeps between the commands of a
-    /// synchronous stream lengthens each round trip by a wake-up, which in
-    /// turn keeps it sleeping. 500 µs covers a queue-depth-1 round trip
-    /// through the kernel with room to spare even in the VM test's
-    /// emulated guest (100-200 µs), and costs an idle reactor half a
-    /// millisecond of spinning per burst of work.
-    pub const DEFAULT_MIN_SPIN: Duration = Duration::from_micros(500);
+    /// reactor sleeps: none, the poll count alone decides. A floor (say
+    /// 500 µs) keeps a reactor spinning through the gaps of a
+    /// queue-depth-1 stream whatever its polls cost: an idle poll costs
+    /// ten times more in an emulated guest than on the host, and a reactor
+    /// that sleeps between the commands of a synchronous stream lengthens
+    /// each round trip by a wake-up, which in turn keeps it sleeping. It
+    /// is not the default because it did not pay where measured: in the
+    /// VM test's guest (Intel host, perf-only boots) a 500 µs floor left
+    /// queue-depth-1 IOPS as they were (0.53-0.56x rd_mcp against
+    /// 0.53-0.64x without) and cost queue depth 32 (0.84-0.99x against
+    /// 0.99-1.17x: the hold tuner kept no hold more often).
+    pub const DEFAULT_MIN_SPIN: Duration = Duration::ZERO;
     /// Default longest sleep: 10 ms.
     pub const DEFAULT_MAX_SLEEP: Duration = Duration::from_millis(10);
 

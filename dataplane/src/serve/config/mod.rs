@@ -5,7 +5,7 @@
 //! cores = [1]              # CPUs, one reactor each (required)
 //! idle = "adaptive"        # "busy" | "adaptive" (default)
 //! idle_polls_before_sleep = 10000  # adaptive: spin this many idle polls
-//! min_spin_us = 500        # adaptive: and at least this long after work
+//! min_spin_us = 0          # adaptive: and at least this long after work
 //! max_sleep_ms = 10        # adaptive: longest sleep
 //!
 //! [[bdev]]

@@ -32,10 +32,10 @@ pub struct ReactorsConfig {
     #[serde(default)]
     pub idle_polls_before_sleep: Option<u32>,
     /// Adaptive policy: the shortest spin in microseconds after a reactor's
-    /// last work before it sleeps, however fast its polls run (default
-    /// 500; 0 to 100000). It keeps a reactor awake through the gaps of a
-    /// queue-depth-1 stream on any host; 0 leaves the poll count alone to
-    /// decide.
+    /// last work before it sleeps, however fast its polls run (0 to
+    /// 100000; default 0: the poll count alone decides). A floor keeps a
+    /// reactor awake through the gaps of a queue-depth-1 stream on a host
+    /// whose polls are cheap or slow alike.
     #[serde(default)]
     pub min_spin_us: Option<u64>,
     /// Adaptive policy: longest single sleep in milliseconds (default 10).

@@ -99,8 +99,8 @@ fn every_error_names_its_key() {
         reactor::IdlePolicy::DEFAULT_MIN_SPIN
     );
     assert_eq!(
-        spin("[reactors]\ncores = [1]\nmin_spin_us = 0\n"),
-        std::time::Duration::ZERO
+        spin("[reactors]\ncores = [1]\nmin_spin_us = 300\n"),
+        std::time::Duration::from_micros(300)
     );
     let bdev = |body: &str| format!("[reactors]\ncores = [1]\n[[bdev]]\n{body}\n");
     assert!(
