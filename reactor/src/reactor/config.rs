@@ -41,8 +41,9 @@ impl IdlePolicy {
     /// is not the default because it did not pay where measured: in the
     /// VM test's guest (Intel host, perf-only boots) a 500 µs floor left
     /// queue-depth-1 IOPS as they were (0.53-0.56x rd_mcp against
-    /// 0.53-0.64x without) and cost queue depth 32 (0.84-0.99x against
-    /// 0.99-1.17x: the hold tuner kept no hold more often).
+    /// 0.53-0.64x without, three boots each) and cost queue depth 32
+    /// (0.84-0.99x against 0.93-1.17x: the hold tuner kept no hold more
+    /// often).
     pub const DEFAULT_MIN_SPIN: Duration = Duration::ZERO;
     /// Default longest sleep: 10 ms.
     pub const DEFAULT_MAX_SLEEP: Duration = Duration::from_millis(10);
