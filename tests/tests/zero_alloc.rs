@@ -154,8 +154,19 @@ fn allocations_in_steady_state(bdev: BdevRef, pattern: Pattern, io_size: u64, ve
     steady_state(&count, &mut job, &mut device, &mut poller).0
 }
 
+/// Windows of 100 000 completions a steady state is measured over at most.
+const WINDOWS: usize = 3;
+
 /// Warms a path up, then counts allocations over 100 000 completions;
 /// returns them and the bdev poller's polls meanwhile.
+///
+/// The count is process-wide, so the test harness reporting the previous
+/// test's result can land in the window (seen on a loaded machine: 3-5
+/// allocations, none on this thread). So a window in which this thread
+/// (the whole path but librbd's callbacks) allocated counts at once, and
+/// one in which only other threads did is measured again, up to
+/// [`WINDOWS`] in all: a path that allocates on another thread does it in
+/// every window.
 fn steady_state(
     count: &ProcessCount,
     job: &mut Job<TcmuInitiator>,
@@ -163,8 +174,17 @@ fn steady_state(
     poller: &mut BdevPoller,
 ) -> (u64, u64) {
     run(job, device, poller, 20_000);
-    count.reset();
-    let (done, polls) = count.counting(|| run(job, device, poller, 100_000));
+    let mut window = 0;
+    let (done, polls) = loop {
+        window += 1;
+        count.reset();
+        let mine = test_support::alloc::thread_allocations();
+        let measured = count.counting(|| run(job, device, poller, 100_000));
+        let on_this_thread = test_support::alloc::thread_allocations() - mine;
+        if count.allocations() == 0 || on_this_thread > 0 || window == WINDOWS {
+            break measured;
+        }
+    };
     let snapshot = job.snapshot();
     assert!(done >= 100_000);
     assert_eq!(
