@@ -33,8 +33,9 @@
 //!   queue depth 32, TCMU's gate was closed most of the time): after one,
 //!   the next hold is a probe, and that one closes the gate if nothing
 //!   joins it. So a queue-depth-1 stream that follows a busy spell pays
-//!   one or two holds, not a hold per command until the next probe. A hold that carries several
-//!   completions is concurrency itself, joined or not: with an initiator
+//!   one or two holds, not a hold per command until the next probe. A
+//!   hold that carries several completions is concurrency itself, joined
+//!   or not: with an initiator
 //!   short of CPU, taking one batch of completions can keep it from
 //!   submitting for longer than the next hold (measured with SCST at
 //!   queue depth 32 in the VM test's guest, where closing the gate on such

@@ -134,11 +134,14 @@ impl Pair {
 }
 
 /// How a trial's candidate compared with its reference over the pairs
-/// measured so far: the mean of the pairs' gains and its standard error.
+/// measured so far: the mean of the pairs' gains and its standard error,
+/// and each level's mean throughput.
 #[derive(Debug, Clone, Copy)]
 struct Comparison {
     mean: f64,
     standard_error: f64,
+    candidate_rate: u64,
+    reference_rate: u64,
     /// Every pair's gain was below −[`HEAVY_COST_PERCENT`].
     every_pair_heavy: bool,
 }
@@ -156,9 +159,14 @@ impl Comparison {
         } else {
             0.0
         };
+        let rate = |of: fn(&Pair) -> u64| {
+            pairs.iter().map(of).fold(0u64, u64::saturating_add) / pairs.len().max(1) as u64
+        };
         Self {
             mean,
             standard_error: (variance / n).sqrt(),
+            candidate_rate: rate(|p| p.candidate),
+            reference_rate: rate(|p| p.reference),
             every_pair_heavy: pairs
                 .iter()
                 .all(|p| p.gain_percent() < -(HEAVY_COST_PERCENT as f64)),
@@ -222,12 +230,9 @@ pub struct HoldTuner {
     epoch_start: u64,
     /// Completions counted in the current epoch after its settling time.
     counted: u64,
-    /// Throughputs (completions per millisecond × 1024) summed over the
-    /// trial's epochs at the candidate level and at the reference level.
-    candidate_sum: u64,
-    reference_sum: u64,
     /// The trial's pairs so far: the candidate's and the reference's
-    /// throughput in each (pair `i` is steps `2i` and `2i + 1`).
+    /// throughput (completions per millisecond × 1024) in each (pair `i` is
+    /// steps `2i` and `2i + 1`).
     pairs: [Pair; TRIAL_PAIRS],
     /// Throughput of the kept level when it was chosen.
     kept_rate: u64,
@@ -258,8 +263,6 @@ impl HoldTuner {
             level: 0,
             epoch_start: 0,
             counted: 0,
-            candidate_sum: 0,
-            reference_sum: 0,
             pairs: [Pair::default(); TRIAL_PAIRS],
             kept_rate: 0,
             last_kept: None,
@@ -341,8 +344,6 @@ impl HoldTuner {
     }
 
     fn begin_trial(&mut self, candidate: usize, reference: usize) {
-        self.candidate_sum = 0;
-        self.reference_sum = 0;
         self.pairs = [Pair::default(); TRIAL_PAIRS];
         self.phase = Phase::Trial {
             candidate,
@@ -403,10 +404,8 @@ impl HoldTuner {
     fn trial_epoch(&mut self, candidate: usize, reference: usize, step: usize, rate: u64) {
         let pair = &mut self.pairs[step / 2];
         if trial_level(candidate, reference, step) == candidate {
-            self.candidate_sum = self.candidate_sum.saturating_add(rate);
             pair.candidate = rate;
         } else {
-            self.reference_sum = self.reference_sum.saturating_add(rate);
             pair.reference = rate;
         }
         let done = step + 1;
@@ -420,35 +419,34 @@ impl HoldTuner {
         let going_down = reference == 0;
         if going_down && pairs == EARLY_PAIRS {
             if comparison.every_pair_heavy {
-                return self.reject(candidate.saturating_sub(2), pairs);
+                return self.reject(candidate.saturating_sub(2), &comparison);
             }
             if comparison.mean >= 0.0 && comparison.mean <= TOLERANCE_PERCENT as f64 {
                 // As fast as no hold, and not paying enough to look lower.
-                return self.keep(candidate, self.candidate_sum / pairs as u64);
+                return self.keep(candidate, comparison.candidate_rate);
             }
         }
         if !judged {
             return self.next_step(candidate, reference, done);
         }
-        let per_epoch = |sum: u64| sum / TRIAL_PAIRS as u64;
         let pays = comparison.pays();
         if going_down {
             if comparison.costs_more_than(HEAVY_COST_PERCENT) {
-                self.reject(candidate.saturating_sub(2), pairs);
+                self.reject(candidate.saturating_sub(2), &comparison);
             } else if comparison.costs_more_than(TOLERANCE_PERCENT) {
-                self.reject(candidate - 1, pairs);
+                self.reject(candidate - 1, &comparison);
             } else if pays && candidate > 1 {
                 // Holding pays: might it pay more one level lower?
                 self.begin_trial(candidate - 1, candidate);
             } else {
-                self.keep(candidate, per_epoch(self.candidate_sum));
+                self.keep(candidate, comparison.candidate_rate);
             }
         } else if !pays {
-            self.keep(reference, per_epoch(self.reference_sum));
+            self.keep(reference, comparison.reference_rate);
         } else if candidate > 1 {
             self.begin_trial(candidate - 1, candidate);
         } else {
-            self.keep(candidate, per_epoch(self.candidate_sum));
+            self.keep(candidate, comparison.candidate_rate);
         }
     }
 
@@ -462,11 +460,11 @@ impl HoldTuner {
         self.level = trial_level(candidate, reference, step);
     }
 
-    /// A trial going down failed: tries `next`, or keeps level 0
-    /// (measured over `pairs` epochs) when `next` is 0.
-    fn reject(&mut self, next: usize, pairs: usize) {
+    /// A trial going down failed (as `comparison` says): tries `next`, or
+    /// keeps level 0 when `next` is 0.
+    fn reject(&mut self, next: usize, comparison: &Comparison) {
         if next == 0 {
-            self.keep(0, self.reference_sum / pairs.max(1) as u64);
+            self.keep(0, comparison.reference_rate);
         } else {
             self.begin_trial(next, 0);
         }

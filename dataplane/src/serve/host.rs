@@ -112,7 +112,7 @@ pub trait Host: Send {
     /// that LUN maps it already ([`export_lun`] on the machine's sysfs).
     /// A LUN added to scst_local gets its local disks' queue depth raised
     /// once they appear, by a thread of its own (see
-    /// [`local_disk`](crate::scst::local_disk)).
+    /// [`crate::scst::local_disk`]).
     fn export_scst_lun(&mut self, device: &str, at: &LunAddress) -> Result<Exported, ExportError> {
         let exported = export_lun(&mut RealFs, &Roots::default(), device, at, EXPORT_TIMEOUT)?;
         if exported == Exported::Added && at.driver == local_disk::DRIVER {

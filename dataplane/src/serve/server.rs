@@ -642,7 +642,7 @@ impl<H: Host> Server<H> {
     }
 
     /// Switches tcm_loop's completion CPU for serve's LUNs with their load
-    /// (see [`CompletionAffinity`]). The control loop calls it at every
+    /// (see `serve::tcmu::affinity`). The control loop calls it at every
     /// wake-up; it reads one gauge per device, scans configfs once a
     /// second and writes it only when a WWN switches.
     pub fn follow_load(&mut self) {
