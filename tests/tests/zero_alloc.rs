@@ -179,7 +179,9 @@ fn steady_state(
         window += 1;
         count.reset();
         let mine = test_support::alloc::thread_allocations();
-        let measured = count.counting(|| run(job, device, poller, 100_000));
+        // Traced: a failure prints where this thread allocated.
+        let measured =
+            count.counting(|| test_support::alloc::traced(|| run(job, device, poller, 100_000)));
         let on_this_thread = test_support::alloc::thread_allocations() - mine;
         if count.allocations() == 0 || on_this_thread > 0 || window == WINDOWS {
             break measured;

@@ -22,6 +22,9 @@
 //!   this way lives in a binary whose tests all measure this way: taking the
 //!   [`ProcessCount`] makes them run one at a time.
 //!
+//! [`traced`] also prints where each of the calling thread's allocations
+//! happened, for a window that must not allocate.
+//!
 //! Counting never allocates: the per-thread state is const-initialised
 //! thread-locals without destructors, the process-wide state atomics.
 //!
@@ -40,6 +43,7 @@ pub struct CountingAlloc;
 thread_local! {
     static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
     static THREAD_PAUSED: Cell<bool> = const { Cell::new(false) };
+    static THREAD_TRACED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Set while a [`ProcessCount`] counts.
@@ -58,6 +62,14 @@ fn count() {
     let _ = THREAD_PAUSED.try_with(|paused| {
         if !paused.get() {
             let _ = THREAD_ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            if THREAD_TRACED.try_with(Cell::get).unwrap_or(false) {
+                paused.set(true);
+                eprintln!(
+                    "ALLOCATION:\n{}",
+                    std::backtrace::Backtrace::force_capture()
+                );
+                paused.set(false);
+            }
         }
     });
 }
@@ -94,6 +106,22 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// those inside [`paused`]. Zero in a binary without [`CountingAlloc`].
 pub fn thread_allocations() -> u64 {
     THREAD_ALLOCATIONS.with(Cell::get)
+}
+
+/// Runs `f`, printing to stderr a backtrace of each allocation the calling
+/// thread makes in it (not those inside [`paused`]): a measured window run
+/// this way says where it allocated when its test fails, and costs nothing
+/// while it does not allocate. The printing itself is not counted.
+pub fn traced<T>(f: impl FnOnce() -> T) -> T {
+    /// Puts the previous state back, also when `f` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_TRACED.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD_TRACED.with(|t| t.replace(true)));
+    f()
 }
 
 /// Runs `f` without counting the calling thread's allocations (other

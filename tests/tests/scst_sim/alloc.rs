@@ -81,8 +81,9 @@ fn steady_state(trust: bool, file: Option<Arc<FileBdev>>) {
     let mut in_flight = 0usize;
     let mut completed = 0u64;
     // Returns (device allocations, initiator allocations) over `commands`
-    // completions.
-    let mut run = |rig: &mut Rig, commands: u64| -> (u64, u64) {
+    // completions; `traced`: a backtrace is printed for each allocation of
+    // the device path, so that a failure says where.
+    let mut run = |rig: &mut Rig, commands: u64, traced: bool| -> (u64, u64) {
         let (mut device_allocs, mut initiator_allocs) = (0, 0);
         let start = completed;
         while completed - start < commands {
@@ -108,9 +109,16 @@ fn steady_state(trust: bool, file: Option<Arc<FileBdev>>) {
             }
             rig.init.notify();
             let mid = thread_allocations();
-            rig.dev.poll();
-            rig.poller.poll();
-            rig.dev.poll();
+            let mut device_path = || {
+                rig.dev.poll();
+                rig.poller.poll();
+                rig.dev.poll();
+            };
+            if traced {
+                test_support::alloc::traced(device_path);
+            } else {
+                device_path();
+            }
             let after = thread_allocations();
             let n = rig
                 .init
@@ -129,8 +137,8 @@ fn steady_state(trust: bool, file: Option<Arc<FileBdev>>) {
     };
     // Warm up: the kernel's cache, the pool's split state, the latency
     // histogram and every preallocated list reach their working sizes.
-    run(&mut rig, 20_000);
-    let (device_allocs, initiator_allocs) = run(&mut rig, 100_000);
+    run(&mut rig, 20_000, false);
+    let (device_allocs, initiator_allocs) = run(&mut rig, 100_000, true);
     eprintln!(
         "100 000 commands: {device_allocs} allocations in the device path, {initiator_allocs} \
          in the simulated initiator"

@@ -35,43 +35,50 @@ fn steady_state_polls_do_not_allocate() {
     let mut buf = vec![0u8; 64 << 10];
     let mut rng = test_support::rng::seeded(0x1234_5678);
 
-    let mut run = |rounds: usize, sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>| {
-        let (mut in_device, mut in_sim, mut completed) = (0, 0, 0);
-        for _ in 0..rounds {
-            let before = thread_allocations();
-            for _ in 0..4 {
-                let tag = rng.u64(..);
-                let len = 512 * rng.usize(1..=128);
-                let r = if rng.bool() {
-                    sim.submit(&read, SimData::In(len), tag)
-                } else {
-                    sim.submit(&write, SimData::Out(&payload[..len]), tag)
-                };
-                match r {
-                    Ok(_) | Err(SimSubmitError::RingFull | SimSubmitError::DataAreaFull) => {}
-                    Err(e) => panic!("{e}"),
+    // `traced`: a backtrace is printed for each allocation of the device's
+    // polls, so that a failure says where.
+    let mut run =
+        |rounds: usize, sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>, traced: bool| {
+            let (mut in_device, mut in_sim, mut completed) = (0, 0, 0);
+            for _ in 0..rounds {
+                let before = thread_allocations();
+                for _ in 0..4 {
+                    let tag = rng.u64(..);
+                    let len = 512 * rng.usize(1..=128);
+                    let r = if rng.bool() {
+                        sim.submit(&read, SimData::In(len), tag)
+                    } else {
+                        sim.submit(&write, SimData::Out(&payload[..len]), tag)
+                    };
+                    match r {
+                        Ok(_) | Err(SimSubmitError::RingFull | SimSubmitError::DataAreaFull) => {}
+                        Err(e) => panic!("{e}"),
+                    }
                 }
+                sim.notify();
+                let mid = thread_allocations();
+                if traced {
+                    test_support::alloc::traced(|| dev.poll());
+                } else {
+                    dev.poll();
+                }
+                let after_poll = thread_allocations();
+                completed += sim
+                    .reap(|c| {
+                        c.copy_data_in(&mut buf);
+                    })
+                    .unwrap();
+                in_device += after_poll - mid;
+                in_sim += (mid - before) + (thread_allocations() - after_poll);
             }
-            sim.notify();
-            let mid = thread_allocations();
-            dev.poll();
-            let after_poll = thread_allocations();
-            completed += sim
-                .reap(|c| {
-                    c.copy_data_in(&mut buf);
-                })
-                .unwrap();
-            in_device += after_poll - mid;
-            in_sim += (mid - before) + (thread_allocations() - after_poll);
-        }
-        (in_device, in_sim, completed)
-    };
+            (in_device, in_sim, completed)
+        };
 
     // Warm up: slot iovec lists and the simulator's per-id block lists reach
     // their working sizes.
-    let (_, _, warm) = run(3000, &mut sim, &mut dev);
+    let (_, _, warm) = run(3000, &mut sim, &mut dev, false);
     assert!(warm > 1000);
-    let (in_device, in_sim, completed) = run(5000, &mut sim, &mut dev);
+    let (in_device, in_sim, completed) = run(5000, &mut sim, &mut dev, true);
     assert!(completed > 5000, "only {completed} completions");
     assert_eq!(in_device, 0, "device polls allocated");
     assert_eq!(in_sim, 0, "simulator allocated");

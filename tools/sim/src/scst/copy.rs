@@ -102,6 +102,18 @@ pub(super) struct CopyBatch {
 }
 
 impl CopyBatch {
+    /// Arrays for `copies` copies per call (at most [`IOV_MAX`]: one system
+    /// call takes no more), so that [`run`](Self::run) never grows them.
+    /// Grown on demand instead, they grew whenever timing made a batch
+    /// larger than any before, in the middle of a steady state.
+    pub(super) fn with_capacity(copies: usize) -> Self {
+        let n = copies.min(IOV_MAX);
+        Self {
+            local: Vec::with_capacity(n),
+            remote: Vec::with_capacity(n),
+        }
+    }
+
     /// Performs `copies` (local address, remote address, length) in `dir`
     /// with as few system calls as possible and calls `failed(i)` for each
     /// copy `i` that faulted (it copied nothing useful; the others are

@@ -206,7 +206,7 @@ impl State {
             reply_ucmds: Vec::with_capacity(total),
             copy_index: Vec::with_capacity(total),
             failed: Vec::with_capacity(total),
-            batch: CopyBatch::default(),
+            batch: CopyBatch::with_capacity(total),
             trust_pinned: false,
             queued_since: false,
             unnotified: 0,
