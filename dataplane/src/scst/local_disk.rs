@@ -110,20 +110,30 @@ pub fn deepen_queue(
     })
 }
 
+/// What [`deepen_new_disks`] did for one new LUN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewDisks {
+    /// The disks whose queue depth was raised (or could not be).
+    pub changes: Vec<QueueDepthChange>,
+    /// The SCSI hosts (`hostN`) on which the LUN's disk did not appear
+    /// within the timeout: their depth is whatever the kernel gave.
+    pub not_appeared: Vec<u32>,
+}
+
 /// For a LUN just added to scst_local (`at`): waits up to `timeout` for
 /// its disk on every session's host and deepens each ([`deepen_queue`]).
-/// Returns the changes; disks that did not appear in time are left out.
+/// Disks that did not appear in time are named by their host.
 pub fn deepen_new_disks(
     fs: &mut dyn Fs,
     roots: &Roots,
     device: &str,
     at: &LunAddress,
     timeout: Duration,
-) -> Vec<QueueDepthChange> {
+) -> NewDisks {
     let target_dir = roots.scst_target_dir(&at.driver, &at.target);
     let device_dir = roots.scst_devices_dir().join(device);
     let deadline = Instant::now() + timeout;
-    let mut changes = Vec::new();
+    let mut report = NewDisks::default();
     for host in session_hosts(&target_dir) {
         let found = loop {
             if let Some(found) = find_disk(roots, host, at.lun) {
@@ -134,11 +144,16 @@ pub fn deepen_new_disks(
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        if let Some((scsi_dir, disk)) = found {
-            changes.extend(deepen_queue(fs, &scsi_dir, &disk, &device_dir));
+        match found {
+            Some((scsi_dir, disk)) => {
+                report
+                    .changes
+                    .extend(deepen_queue(fs, &scsi_dir, &disk, &device_dir))
+            }
+            None => report.not_appeared.push(host),
         }
     }
-    changes
+    report
 }
 
 /// `H:C:T:L` of a SCSI device directory name.

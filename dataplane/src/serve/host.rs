@@ -122,9 +122,18 @@ pub trait Host: Send {
                 .spawn(move || {
                     let roots = Roots::default();
                     let at = lun;
-                    let changes =
+                    let report =
                         local_disk::deepen_new_disks(&mut RealFs, &roots, &device, &at, DISK_WAIT);
-                    for c in changes {
+                    for host in report.not_appeared {
+                        tracing::warn!(
+                            target: "dataplane serve",
+                            "no disk of {device} ({at}) appeared on SCSI host{host} within {} s: \
+                             its queue depth stays the kernel's (raise it in \
+                             /sys/bus/scsi/devices/{host}:*/queue_depth)",
+                            DISK_WAIT.as_secs()
+                        );
+                    }
+                    for c in report.changes {
                         match c.error {
                             None => tracing::info!(
                                 target: "dataplane serve",

@@ -605,7 +605,7 @@ fn list_shows_scst_user_devices_and_their_luns() {
 #[test]
 fn export_lun_adds_once_then_finds_it() {
     use dataplane::scst::export::{export_lun, ExportError, Exported, LunAddress};
-    use dataplane::scst::local_disk::{deepen_new_disks, QueueDepthChange};
+    use dataplane::scst::local_disk::{deepen_new_disks, NewDisks, QueueDepthChange};
     let mut m = Machine::new();
     let roots = m.admin.roots().clone();
     let at = LunAddress {
@@ -630,20 +630,33 @@ fn export_lun_adds_once_then_finds_it() {
     );
     // What serve does next for scst_local: the new disk gets its depth.
     let fs = m.admin.fs_mut();
-    let changes = deepen_new_disks(fs, &roots, "disk0", &at, t);
+    let report = deepen_new_disks(fs, &roots, "disk0", &at, t);
     assert_eq!(
-        changes,
-        vec![QueueDepthChange {
-            disk: roots.dev.join("sda"),
-            from: 3,
-            to: 64,
-            error: None,
-        }]
+        report,
+        NewDisks {
+            changes: vec![QueueDepthChange {
+                disk: roots.dev.join("sda"),
+                from: 3,
+                to: 64,
+                error: None,
+            }],
+            not_appeared: vec![],
+        }
     );
     assert_eq!(
         deepen_new_disks(m.admin.fs_mut(), &roots, "disk0", &at, t),
-        vec![],
+        NewDisks::default(),
         "deep enough already"
+    );
+    // A LUN whose disk never shows up on the session's host (host7) is named.
+    let elsewhere = LunAddress {
+        lun: 7,
+        ..at.clone()
+    };
+    assert_eq!(
+        deepen_new_disks(m.admin.fs_mut(), &roots, "disk0", &elsewhere, t).not_appeared,
+        vec![7],
+        "the host whose disk did not appear"
     );
     let fs = m.admin.fs_mut();
     let taken = export_lun(fs, &roots, "vd0", &at, t).unwrap_err();
