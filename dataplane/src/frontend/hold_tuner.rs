@@ -109,7 +109,10 @@ pub const TOLERANCE_PERCENT: u64 = 8;
 pub const SIGNIFICANCE_T: f64 = 2.35;
 // SIGNIFICANCE_T is the t quantile for TRIAL_PAIRS; a new pair count needs
 // its own (2.92 for 3 pairs, 2.13 for 5, 1.94 for 7).
-const _: () = assert!(TRIAL_PAIRS == 4, "SIGNIFICANCE_T is t(0.95) for 3 degrees of freedom");
+const _: () = assert!(
+    TRIAL_PAIRS == 4,
+    "SIGNIFICANCE_T is t(0.95) for 3 degrees of freedom"
+);
 /// A cost that ends a trial early and skips the next level down.
 pub const HEAVY_COST_PERCENT: u64 = 30;
 /// A throughput change at the kept level, over [`DRIFT_EPOCHS`], that

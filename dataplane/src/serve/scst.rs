@@ -576,6 +576,8 @@ impl ScstDevices {
                 empty_ioctls_total: Some(snap.eagain),
                 fault: a.fault_now(),
                 // A fault not handled yet counts already.
+                completion_cpu: None,
+                completion_switches_total: None,
                 faults_total: a.health.faults
                     + u64::from(a.poller.is_some() && a.fault.get().is_some()),
                 recoveries_total: a.health.recoveries,

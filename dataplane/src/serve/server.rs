@@ -611,6 +611,15 @@ impl<H: Host> Server<H> {
             .max(1e-9);
         self.last_stats_at = now;
         let mut devices = self.tcmu.stats(interval);
+        if let Some(affinity) = &self.affinity {
+            for d in &mut devices {
+                let Some(hba) = d.device.hba else { continue };
+                if let Some(cpu) = affinity.of_device(hba, &d.device.name) {
+                    d.completion_cpu = Some(cpu.name());
+                    d.completion_switches_total = Some(cpu.switches);
+                }
+            }
+        }
         devices.extend(self.scst.stats(interval));
         let reactors = self
             .resources

@@ -164,6 +164,16 @@ pub struct DeviceStats {
     /// left it blocked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
+    /// TCMU behind a tcm_loop WWN whose completion CPU serve switches
+    /// (`completion_affinity = "auto"`): `"completing"` (the reactor's
+    /// CPU, under concurrent load) or `"submitting"` (the initiator's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_cpu: Option<&'static str>,
+    /// With `completion_cpu`: how often serve switched it since it took the
+    /// WWN (a figure that grows by several a second means the load sits on
+    /// the threshold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_switches_total: Option<u64>,
     /// Faults of the device since serve started (across its recoveries).
     pub faults_total: u64,
     /// Recoveries of the device since serve started: re-attached after a
@@ -228,6 +238,12 @@ impl StatsReport {
             }
             if let Some(busy) = d.busy_total.filter(|&b| b > 0) {
                 let _ = write!(extra, ", {busy} BUSY (pool exhausted) since start");
+            }
+            if let (Some(cpu), Some(switches)) = (d.completion_cpu, d.completion_switches_total) {
+                let _ = write!(
+                    extra,
+                    ", completions on the {cpu} CPU ({switches} switch(es))"
+                );
             }
             if let Some(f) = &d.fault {
                 let _ = write!(extra, ", FAULTED: {f}");
@@ -306,6 +322,8 @@ mod tests {
             sessions: (!tcmu).then_some(1),
             empty_ioctls_total: (!tcmu).then_some(3),
             fault: None,
+            completion_cpu: None,
+            completion_switches_total: None,
             faults_total: 0,
             recoveries_total: 0,
         }
@@ -316,7 +334,15 @@ mod tests {
         let report = StatsReport {
             time_unix_ms: 1,
             interval_s: 2.0,
-            devices: vec![device(DeviceKind::Tcmu), device(DeviceKind::Scst)],
+            devices: vec![
+                device(DeviceKind::Tcmu),
+                device(DeviceKind::Scst),
+                DeviceStats {
+                    completion_cpu: Some("completing"),
+                    completion_switches_total: Some(3),
+                    ..device(DeviceKind::Tcmu)
+                },
+            ],
             reactors: Vec::new(),
             bdevs: vec![
                 BdevStats {
@@ -339,7 +365,7 @@ mod tests {
         };
         let text = report.render_text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "stats over 2.0 s: 2 device(s)");
+        assert_eq!(lines[0], "stats over 2.0 s: 3 device(s)");
         assert!(
             lines[1].starts_with("  disk0 (uio3, bdev ram0, reactor 1): 1000 IOPS, 4.0 MiB/s")
                 && lines[1].ends_with(", 0.025 doorbells/IO"),
@@ -354,8 +380,15 @@ mod tests {
             "{}",
             lines[2]
         );
-        assert_eq!(lines[3], "  bdev ram0: 99.9% on huge pages");
-        assert_eq!(lines.len(), 4, "no line for a bdev without memory");
+        assert!(
+            lines[3].ends_with(
+                ", 0.025 doorbells/IO, completions on the completing CPU (3 switch(es))"
+            ),
+            "{}",
+            lines[3]
+        );
+        assert_eq!(lines[4], "  bdev ram0: 99.9% on huge pages");
+        assert_eq!(lines.len(), 5, "no line for a bdev without memory");
         assert_eq!(DeviceKind::Scst.as_str(), "scst");
         assert_eq!(DeviceKind::Tcmu.as_str(), "tcmu");
     }

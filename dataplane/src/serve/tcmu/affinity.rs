@@ -77,6 +77,29 @@ struct Wwn {
     /// when that has been so.
     open: bool,
     since: Instant,
+    /// Writes that moved the attribute while serve managed the WWN.
+    switches: u64,
+}
+
+/// Where a device's WWN runs its completion work, as serve's stats report
+/// it ([`CompletionAffinity::of_device`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletionCpu {
+    /// The completing CPU (-2) in force, else the submitting CPU (-1).
+    pub completer: bool,
+    /// How often serve switched the WWN's attribute since it took the WWN.
+    pub switches: u64,
+}
+
+impl CompletionCpu {
+    /// `"completing"` or `"submitting"`, as the stats name the CPU.
+    pub fn name(self) -> &'static str {
+        if self.completer {
+            "completing"
+        } else {
+            "submitting"
+        }
+    }
 }
 
 /// See the module docs.
@@ -113,6 +136,18 @@ impl CompletionAffinity {
             .collect()
     }
 
+    /// Where the WWN of TCMU device `name` on HBA `hba` runs completions,
+    /// if serve manages that WWN.
+    pub fn of_device(&self, hba: u32, name: &str) -> Option<CompletionCpu> {
+        self.wwns
+            .values()
+            .find(|w| w.devices.iter().any(|(h, n)| *h == hba && n == name))
+            .map(|w| CompletionCpu {
+                completer: w.completer,
+                switches: w.switches,
+            })
+    }
+
     /// One look at `now`: scans configfs when due, then moves each managed
     /// WWN's attribute after its LUNs' load. `load(hba, name)` is `None`
     /// for a device that is not one of serve's attached TCMU devices, else
@@ -144,7 +179,10 @@ impl CompletionAffinity {
             }
             let value = if open { COMPLETER } else { SUBMITTER };
             match fs::write(dir.join(ATTRIBUTE), value) {
-                Ok(()) => wwn.completer = open,
+                Ok(()) => {
+                    wwn.completer = open;
+                    wwn.switches += 1;
+                }
                 Err(e) => failed.push((dir.clone(), e)),
             }
         }
@@ -253,6 +291,7 @@ impl CompletionAffinity {
                     seen,
                     open: completer,
                     since: now,
+                    switches: 0,
                 },
             );
         }
@@ -393,6 +432,9 @@ mod tests {
         assert_eq!(value(&wwn), "-1");
         r.look(ms(400), true);
         assert_eq!(value(&wwn), "-2");
+        let cpu = |r: &Rig| r.a.of_device(0, "disk").map(|c| (c.name(), c.switches));
+        assert_eq!(cpu(&r), Some(("completing", 1)));
+        assert_eq!(r.a.of_device(0, "other"), None, "not behind a managed WWN");
         // A brief closing changes nothing.
         r.look(ms(500), false);
         r.look(ms(600), true);
@@ -402,6 +444,7 @@ mod tests {
         r.look(ms(1100), false);
         r.look(ms(1500), false);
         assert_eq!(value(&wwn), "-1");
+        assert_eq!(cpu(&r), Some(("submitting", 2)));
         // Restore writes the default back.
         r.look(ms(1600), true);
         r.look(ms(2000), true);

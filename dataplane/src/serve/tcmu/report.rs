@@ -90,6 +90,8 @@ impl TcmuDevices {
                     malformed_total: snap.malformed_commands,
                     aborts_total: snap.aborts,
                     // A fault the server has not handled yet counts already.
+                    completion_cpu: None,
+                    completion_switches_total: None,
                     faults_total: health.faults + u64::from(fault.is_some()),
                     fault,
                     ..device_stats(&a.name, minor, a.reactor, &health)
@@ -146,6 +148,8 @@ fn device_stats(name: &TcmuUioName, minor: u32, reactor: usize, health: &Health)
         sessions: None,
         empty_ioctls_total: None,
         fault: None,
+        completion_cpu: None,
+        completion_switches_total: None,
         faults_total: health.faults,
         recoveries_total: health.recoveries,
     }
