@@ -748,6 +748,13 @@ step_perf() {
     # target of its LUNs with the load (this kernel has the attribute).
     grep "completion affinity: .* follows the load" "$R/serve-$(state serve.tag).log" ||
         fail "serve did not take its LUNs' tcm_loop targets under completion_affinity = \"auto\""
+    # Its statistics say where the completions run and how often that moved.
+    report_now
+    cpu=$(stats_field "$stats" "$(lun_name ram)" completion_cpu | tr -d '"')
+    switches=$(stats_field "$stats" "$(lun_name ram)" completion_switches_total)
+    echo "completions of $(lun_name ram) on the $cpu CPU, $switches switch(es) so far"
+    [ -n "$cpu" ] && [ -n "$switches" ] ||
+        fail "serve's statistics lack completion_cpu or completion_switches_total for $(lun_name ram)"
 }
 
 # ------------------------------------------------------------ kill -9 and restart
