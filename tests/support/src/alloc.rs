@@ -34,6 +34,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::thread::LocalKey;
 
 /// The counting allocator (see the module docs); a unit struct to install
 /// as the `#[global_allocator]`.
@@ -113,28 +114,25 @@ pub fn thread_allocations() -> u64 {
 /// this way says where it allocated when its test fails, and costs nothing
 /// while it does not allocate. The printing itself is not counted.
 pub fn traced<T>(f: impl FnOnce() -> T) -> T {
-    /// Puts the previous state back, also when `f` panics.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREAD_TRACED.with(|t| t.set(self.0));
-        }
-    }
-    let _restore = Restore(THREAD_TRACED.with(|t| t.replace(true)));
-    f()
+    with_flag(&THREAD_TRACED, f)
 }
 
 /// Runs `f` without counting the calling thread's allocations (other
 /// threads and the process-wide count are unaffected).
 pub fn paused<T>(f: impl FnOnce() -> T) -> T {
-    /// Puts the previous state back, also when `f` panics.
-    struct Restore(bool);
+    with_flag(&THREAD_PAUSED, f)
+}
+
+/// Runs `f` with the thread's `flag` set, then puts its previous value
+/// back, also when `f` panics.
+fn with_flag<T>(flag: &'static LocalKey<Cell<bool>>, f: impl FnOnce() -> T) -> T {
+    struct Restore(&'static LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            THREAD_PAUSED.with(|p| p.set(self.0));
+            self.0.with(|v| v.set(self.1));
         }
     }
-    let _restore = Restore(THREAD_PAUSED.with(|p| p.replace(true)));
+    let _restore = Restore(flag, flag.with(|v| v.replace(true)));
     f()
 }
 
