@@ -154,6 +154,14 @@ pub enum OpenProblem {
          and the file O_DIRECT; turn IOPOLL off"
     )]
     IopollRefused(String),
+    /// IOPOLL was asked for an NVMe passthrough bdev on a kernel whose
+    /// polled passthrough can crash (see `nvme::polled_passthrough_is_unsafe`).
+    #[error(
+        "polled NVMe passthrough can crash Linux {0}: a command without data \
+         (flush, write zeroes) that completes while its ring polls leaves the \
+         poller a stale pointer (reworked in Linux 6.5); turn iopoll off"
+    )]
+    IopollUnsafeKernel(String),
     /// The kernel gave no io_uring.
     #[error(
         "cannot set up an io_uring ({0}): the kernel lacks io_uring or has it \

@@ -265,6 +265,13 @@ impl NvmeBdev {
                 options.max_transfer_bytes
             )));
         }
+        if options.iopoll {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            let release = release.trim();
+            if polled_passthrough_is_unsafe(release) {
+                return Err(fail(OpenProblem::IopollUnsafeKernel(release.to_owned())));
+            }
+        }
         if options.iopoll && opened.queue.io_poll == Some(false) {
             return Err(fail(OpenProblem::IopollRefused(format!(
                 "the namespace's queue has no poll queues ({}/io_poll is 0; load nvme with \
@@ -362,5 +369,48 @@ impl Bdev for NvmeBdev {
             Arc::clone(&self.shared),
             queue_depth,
         )?))
+    }
+}
+
+/// True for a kernel release (`uname -r`) before 6.5, whose polled NVMe
+/// passthrough can crash: there a command without data (flush, write
+/// zeroes) gets a request the poller cannot poll, and when it completes
+/// its completion callback is stored where the poller reads its bio
+/// cookie (one union in `struct io_uring_cmd`); a poll of the same ring
+/// at that moment follows the callback's address as a bio. Seen in the
+/// VM test on 6.1.0-57: a general protection fault in `bio_poll` from
+/// `nvme_ns_chr_uring_cmd_iopoll`. Linux 6.5 polls the request instead
+/// ("nvme: use blk-mq polling for uring commands") and dropped the cookie.
+/// A release that does not parse is not refused.
+pub fn polled_passthrough_is_unsafe(release: &str) -> bool {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) < (6, 5),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::polled_passthrough_is_unsafe;
+
+    #[test]
+    fn polled_passthrough_is_refused_before_linux_6_5() {
+        for unsafe_release in ["6.1.0-57-amd64", "5.19.0", "6.4.16-arch1", "4.19.0"] {
+            assert!(
+                polled_passthrough_is_unsafe(unsafe_release),
+                "{unsafe_release}"
+            );
+        }
+        for safe in ["6.5.0", "6.18.44", "7.0-rc1", "10.1.2"] {
+            assert!(!polled_passthrough_is_unsafe(safe), "{safe}");
+        }
+        assert!(!polled_passthrough_is_unsafe(""), "unparsed: not refused");
+        assert!(
+            !polled_passthrough_is_unsafe("custom"),
+            "unparsed: not refused"
+        );
     }
 }
