@@ -379,8 +379,9 @@ impl Bdev for NvmeBdev {
 /// cookie (one union in `struct io_uring_cmd`); a poll of the same ring
 /// at that moment follows the callback's address as a bio. Seen in the
 /// VM test on 6.1.0-57: a general protection fault in `bio_poll` from
-/// `nvme_ns_chr_uring_cmd_iopoll`. Linux 6.5 polls the request instead
-/// ("nvme: use blk-mq polling for uring commands") and dropped the cookie.
+/// `nvme_ns_chr_uring_cmd_iopoll`. Linux 6.5 polls the request, kept
+/// apart from that union, instead ("nvme: use blk-mq polling for uring
+/// commands").
 /// A release that does not parse is not refused.
 pub fn polled_passthrough_is_unsafe(release: &str) -> bool {
     let mut numbers = release
