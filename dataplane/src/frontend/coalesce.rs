@@ -35,11 +35,11 @@
 //!   joins it. So a queue-depth-1 stream that follows a busy spell pays
 //!   one or two holds, not a hold per command until the next probe. A
 //!   hold that carries several completions is concurrency itself, joined
-//!   or not: with an initiator
-//!   short of CPU, taking one batch of completions can keep it from
-//!   submitting for longer than the next hold (measured with SCST at
-//!   queue depth 32 in the VM test's guest, where closing the gate on such
-//!   holds kept it closed most of the time).
+//!   or not: with an initiator short of CPU, taking one batch of
+//!   completions can keep it from submitting for longer than the next
+//!   hold (measured with SCST at queue depth 32 in the VM test's guest,
+//!   where closing the gate on such holds kept it closed most of the
+//!   time).
 //! - **Hold level.** Behind the gate a [`HoldTuner`] picks how long
 //!   completions may wait, between 0 and [`CoalesceConfig::max_hold`], by
 //!   measuring the device's throughput at each level and keeping the one

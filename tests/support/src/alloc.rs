@@ -117,6 +117,16 @@ pub fn traced<T>(f: impl FnOnce() -> T) -> T {
     with_flag(&THREAD_TRACED, f)
 }
 
+/// [`traced`] when `on`, else `f` as it is: for a loop whose warm-up
+/// allocates on purpose and whose measured window must not.
+pub fn traced_if<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    if on {
+        traced(f)
+    } else {
+        f()
+    }
+}
+
 /// Runs `f` without counting the calling thread's allocations (other
 /// threads and the process-wide count are unaffected).
 pub fn paused<T>(f: impl FnOnce() -> T) -> T {

@@ -109,16 +109,11 @@ fn steady_state(trust: bool, file: Option<Arc<FileBdev>>) {
             }
             rig.init.notify();
             let mid = thread_allocations();
-            let mut device_path = || {
+            test_support::alloc::traced_if(traced, || {
                 rig.dev.poll();
                 rig.poller.poll();
                 rig.dev.poll();
-            };
-            if traced {
-                test_support::alloc::traced(device_path);
-            } else {
-                device_path();
-            }
+            });
             let after = thread_allocations();
             let n = rig
                 .init

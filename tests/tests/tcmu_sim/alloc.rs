@@ -57,11 +57,7 @@ fn steady_state_polls_do_not_allocate() {
                 }
                 sim.notify();
                 let mid = thread_allocations();
-                if traced {
-                    test_support::alloc::traced(|| dev.poll());
-                } else {
-                    dev.poll();
-                }
+                test_support::alloc::traced_if(traced, || dev.poll());
                 let after_poll = thread_allocations();
                 completed += sim
                     .reap(|c| {

@@ -94,8 +94,9 @@ pub(super) enum Dir {
     ToHandler,
 }
 
-/// Scratch iovec arrays for batched copies, allocated once and reused.
-#[derive(Debug, Default)]
+/// Scratch iovec arrays for batched copies, allocated once
+/// ([`CopyBatch::with_capacity`]) and reused.
+#[derive(Debug)]
 pub(super) struct CopyBatch {
     local: Vec<RawIov>,
     remote: Vec<RawIov>,
@@ -221,7 +222,8 @@ mod tests {
         let mut failures = Vec::new();
         // SAFETY: the local pointers are into `dst`, live and unaliased.
         unsafe {
-            CopyBatch::default().run(Dir::FromHandler, &copies, |i| failures.push(i));
+            CopyBatch::with_capacity(copies.len())
+                .run(Dir::FromHandler, &copies, |i| failures.push(i));
         }
         assert_eq!(failures, vec![1]);
         assert_eq!(dst[0], [1u8; 64]);
