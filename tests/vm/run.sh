@@ -29,6 +29,7 @@ VM_MIN_NVME_RATIO=${VM_MIN_NVME_RATIO:-}  # e.g. 0.9: fail when nvme bdev/iblock
 VM_NVME_NS_MIB=${VM_NVME_NS_MIB:-128}     # size of each emulated NVMe namespace, MiB
 VM_SOAK_SECONDS=${VM_SOAK_SECONDS:-40}    # duration of the soak (step soak_short)
 VM_SCRIPT=${VM_SCRIPT:-}          # a script of yours to run in the guest instead of the steps
+VM_KERNEL_ARGS=${VM_KERNEL_ARGS:-}  # more guest kernel parameters (experiments, e.g. idle=poll)
 VM_DATAPLANE=${VM_DATAPLANE:-${CARGO_TARGET_DIR:-$REPO/target}/release/dataplane}
 
 # Kernel modules the guest needs (their dependencies are added from modules.dep).
@@ -285,6 +286,7 @@ CMDLINE+=" VM_KEEP=$VM_KEEP VM_SELFTEST=$VM_SELFTEST VM_PERF_ROUNDS=$VM_PERF_ROU
 CMDLINE+=" VM_PERF_RUNTIME=$VM_PERF_RUNTIME VM_PERF_WARMUP=$VM_PERF_WARMUP VM_COALESCE_US=$VM_COALESCE_US"
 CMDLINE+=" VM_NVME_NS_MIB=$VM_NVME_NS_MIB VM_NVME_NAMESPACES=$NVME_NAMESPACES VM_SOAK_SECONDS=$VM_SOAK_SECONDS"
 [ -z "$VM_STEPS" ] || CMDLINE+=" VM_STEPS=$VM_STEPS"
+[ -z "$VM_KERNEL_ARGS" ] || CMDLINE+=" $VM_KERNEL_ARGS"
 [ -z "$SCST_BUILD" ] || CMDLINE+=" VM_SCST_BUILD=$SCST_BUILD"
 [ -z "${VM_CONFORMANCE_FAMILY:-}" ] || CMDLINE+=" VM_CONFORMANCE_FAMILY=$VM_CONFORMANCE_FAMILY"
 if [ -n "${VM_SCRIPT:-}" ]; then
