@@ -76,6 +76,8 @@ install_packages() {
     command -v iscsi-test-cu >/dev/null || need+=(libiscsi-bin)
     # shellcheck disable=SC2207 # package names, one per line
     need+=($(scst_packages))
+    # shellcheck disable=SC2207
+    need+=($(fio_packages))
     command -v apt-get >/dev/null || die "apt-get not found: this script expects Debian 12"
     if [ ${#need[@]} -gt 0 ]; then
         log "installing ${need[*]}"
@@ -265,6 +267,10 @@ nvme_qemu_args() {
 # shellcheck source=tests/vm/scst-build.sh
 . "$HERE/scst-build.sh"
 
+# ---------------------------------------------------------------- fio
+# shellcheck source=tests/vm/fio-build.sh
+. "$HERE/fio-build.sh"
+
 # ---------------------------------------------------------------- run
 install_packages
 build_dataplane
@@ -278,6 +284,7 @@ VM_RESULTS=$(cd "$VM_RESULTS" && pwd)
 find "$VM_RESULTS" -mindepth 1 -maxdepth 1 -type f -delete
 build_device_tests "$VM_RESULTS/nvme-tests.list"
 build_scst
+build_fio
 
 # log_buf_len: the whole run's kernel log fits (the soak and the SCST leg log
 # thousands of the errors they cause), so dmesg_clean reads all of it.
@@ -288,6 +295,7 @@ CMDLINE+=" VM_NVME_NS_MIB=$VM_NVME_NS_MIB VM_NVME_NAMESPACES=$NVME_NAMESPACES VM
 [ -z "$VM_STEPS" ] || CMDLINE+=" VM_STEPS=$VM_STEPS"
 [ -z "$VM_KERNEL_ARGS" ] || CMDLINE+=" $VM_KERNEL_ARGS"
 [ -z "$SCST_BUILD" ] || CMDLINE+=" VM_SCST_BUILD=$SCST_BUILD"
+[ -z "$VM_FIO" ] || CMDLINE+=" VM_FIO=$VM_FIO"
 [ -z "${VM_CONFORMANCE_FAMILY:-}" ] || CMDLINE+=" VM_CONFORMANCE_FAMILY=$VM_CONFORMANCE_FAMILY"
 if [ -n "${VM_SCRIPT:-}" ]; then
     VM_SCRIPT=$(realpath "$VM_SCRIPT")

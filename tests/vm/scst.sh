@@ -290,7 +290,7 @@ step_scst_kill9_restart() {
     dmesg_mark scst-restart
     (
         env DISK="$d" SIZE=$((64 << 20)) RUNTIME=20 \
-            timeout -s KILL 140 "$LD" --library-path "$LIBPATH" "$(hostbin fio)" \
+            timeout -s KILL 140 "$LD" --library-path "$LIBPATH" "$(fio_bin)" \
             --output-format=json --output="$R/fio-scst-restart.json" "$FIO_JOBS/restart-continue.fio"
     ) >"$ST/scst-restart-fio.log" 2>&1 &
     fpid=$!

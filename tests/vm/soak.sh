@@ -120,7 +120,7 @@ soak_run() {
         "injected failures in [$SOAK_FAULT_OFFSET, +$SOAK_FAULT_BYTES)"
     (
         env DISK="$_disk" OFFSET="$SOAK_FAULT_OFFSET" SIZE="$SOAK_FAULT_BYTES" RUNTIME="$2" \
-            timeout -s KILL $(($2 + 120)) "$LD" --library-path "$LIBPATH" "$(hostbin fio)" \
+            timeout -s KILL $(($2 + 120)) "$LD" --library-path "$LIBPATH" "$(fio_bin)" \
             --output-format=json --output="$R/fio-soak-faulty.json" "$FIO_JOBS/soak-faulty.fio"
     ) >"$ST/soak-faulty.log" 2>&1 &
     _faulty=$!
