@@ -4,25 +4,14 @@
 # through LIO's iSCSI target on 127.0.0.1; sourced by guest.sh, whose helpers
 # (host, fail, state, lun_name, ...) they use.
 #
-# Two iSCSI targets share the portal 127.0.0.1:3260, no authentication:
-# CONFORMANCE_IQN_RD with the kernel's rd_mcp ramdisk (the comparison) and
-# CONFORMANCE_IQN with one LUN per dataplane backstore (RAM, striped, file,
-# nvme), the same backstores the tcm_loop disks of the other steps sit on.
-# Every LUN runs `iscsi-test-cu --dataloss --test=$CONFORMANCE_FAMILY`
-# (LINUX by default) and step conformance_<kind> judges one: its tests and
-# outcomes go to $R/conformance-<kind>.tsv ("test<TAB>pass|fail"), which
+# One iSCSI target, CONFORMANCE_IQN, portal 127.0.0.1:3260, no
+# authentication, with one LUN per backstore: the kernel's rd_mcp ramdisk
+# (the comparison) and the dataplane's RAM, striped, file and nvme devices,
+# the same backstores the tcm_loop disks of the other steps sit on. Every
+# LUN runs `iscsi-test-cu --dataloss --test=$CONFORMANCE_FAMILY` (LINUX by
+# default), all at once, and step conformance_<kind> judges one: its tests
+# and outcomes go to $R/conformance-<kind>.tsv ("test<TAB>pass|fail"), which
 # summarize.py turns into result.json's `conformance` object.
-#
-# rd_mcp's run starts as soon as the performance steps are over (step
-# iscsi_target_rd): no later step uses that LUN, and the run's CPU time then
-# overlaps the reliability steps, which mostly wait (on restarts, on
-# fixed-length fio runs; measured: about 11 s longer together), instead of
-# lengthening the dataplane LUNs' runs, which are CPU-bound together under
-# TCG (one vCPU busy, the other spun by the reactor). The
-# dataplane LUNs' runs start together after every step that checks their
-# data (step iscsi_target). A target of its own keeps rd_mcp's sessions
-# apart from the LUNs added later (an added LUN would give rd_mcp's LUN a
-# REPORTED LUNS DATA HAS CHANGED unit attention mid-test).
 #
 # A dataplane LUN's step fails when a test fails that is not a known,
 # explained exception of tests/vm/conformance-exceptions.txt (lines
@@ -30,10 +19,9 @@
 # The rd_mcp LUN's step only records (the kernel's failures are the
 # kernel's). The dataplane's failures that rd_mcp passes are listed in the
 # step's log either way. --dataloss: the tests write anywhere on the LUN, so
-# these steps run after every step that checks data on it.
+# these steps run after every step that checks data.
 
 CONFORMANCE_IQN=iqn.2026-12.org.dataplane:conformance
-CONFORMANCE_IQN_RD=iqn.2026-12.org.dataplane:conformance-rd
 CONFORMANCE_PORTAL=127.0.0.1:3260
 CONFORMANCE_FAMILY=${VM_CONFORMANCE_FAMILY:-LINUX}
 CONFORMANCE_KINDS="rd ram striped file nvme"
@@ -60,67 +48,40 @@ conformance_backstore() {
     esac
 }
 
-# conformance_target IQN KIND...: creates the iSCSI target IQN (loading
-# LIO's iSCSI target and bringing up the loopback interface first), exports
-# the backstore of each KIND as its LUNs 0, 1, ... (LUN numbers and the IQN
-# go to $ST/iscsi-lun-<kind> and $ST/iscsi-iqn-<kind>), checks that
-# iscsi-inq logs in and starts the suite against those LUNs
-# (conformance_start). Fails, after starting the others, when a KIND has no
-# backstore.
-conformance_target() {
-    iqn=$1
-    shift
+# step_iscsi_target: loads LIO's iSCSI target, brings up the loopback
+# interface, exports every LUN there is under CONFORMANCE_IQN (LUN numbers
+# in the order of CONFORMANCE_KINDS go to $ST/iscsi-lun-<kind>) and starts
+# the suite against all of them (conformance_start).
+step_iscsi_target() {
+    conformance_serve
     modprobe iscsi_target_mod || fail "modprobe iscsi_target_mod"
     ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || fail "cannot bring up lo"
-    t=$CFS/iscsi/$iqn/tpgt_1
-    mkdir -p "$t/np/$CONFORMANCE_PORTAL" || fail "cannot create the portal $CONFORMANCE_PORTAL of $iqn"
+    t=$CFS/iscsi/$CONFORMANCE_IQN/tpgt_1
+    mkdir -p "$t/np/$CONFORMANCE_PORTAL" || fail "cannot create the portal $CONFORMANCE_PORTAL"
     # Any initiator, no CHAP, writable (demo mode).
     for a in authentication=0 generate_node_acls=1 cache_dynamic_acls=1 demo_mode_write_protect=0; do
         printf %s "${a#*=}" >"$t/attrib/${a%%=*}" || fail "cannot set ${a%%=*}"
     done
     n=0
     missing=
-    started=
-    for kind in "$@"; do
+    for kind in $CONFORMANCE_KINDS; do
         b=$(conformance_backstore "$kind")
         if [ -z "$b" ] || [ ! -d "$b" ]; then
             missing="$missing $kind"
             continue
         fi
         mkdir -p "$t/lun/lun_$n"
-        ln -s "$b" "$t/lun/lun_$n/${b##*/}" || fail "cannot export $b as LUN $n of $iqn"
+        ln -s "$b" "$t/lun/lun_$n/${b##*/}" || fail "cannot export $b as LUN $n"
         echo "$n" >"$ST/iscsi-lun-$kind"
-        echo "$iqn" >"$ST/iscsi-iqn-$kind"
-        echo "$iqn LUN $n: $kind (${b#"$CFS"/core/})"
-        started="$started $kind"
+        echo "LUN $n: $kind (${b#"$CFS"/core/})"
         n=$((n + 1))
     done
-    if [ -n "$started" ]; then
-        printf 1 >"$t/enable" || fail "cannot enable $iqn"
-        iscsi_inq=$(hostbin iscsi-inq) || fail "iscsi-inq not found (libiscsi-bin on the host)"
-        "$LD" --library-path "$LIBPATH" "$iscsi_inq" "iscsi://$CONFORMANCE_PORTAL/$iqn/0" ||
-            fail "iscsi-inq cannot log in to $iqn on $CONFORMANCE_PORTAL"
-        # shellcheck disable=SC2086 # a list of kinds
-        conformance_start $started
-    fi
+    printf 1 >"$t/enable" || fail "cannot enable $CONFORMANCE_IQN"
+    iscsi_inq=$(hostbin iscsi-inq) || fail "iscsi-inq not found (libiscsi-bin on the host)"
+    "$LD" --library-path "$LIBPATH" "$iscsi_inq" "iscsi://$CONFORMANCE_PORTAL/$CONFORMANCE_IQN/0" ||
+        fail "iscsi-inq cannot log in to $CONFORMANCE_IQN on $CONFORMANCE_PORTAL"
+    conformance_start
     [ -z "$missing" ] || fail "no LUN of:$missing (their create steps failed)"
-}
-
-# step_iscsi_target_rd: the rd_mcp LUN's target, and its run started.
-step_iscsi_target_rd() {
-    conformance_target "$CONFORMANCE_IQN_RD" rd
-}
-
-# step_iscsi_target: the dataplane LUNs' target, and their runs started
-# (after restarting serve without a coalescing window, conformance_serve).
-step_iscsi_target() {
-    conformance_serve
-    kinds=
-    for kind in $CONFORMANCE_KINDS; do
-        [ "$kind" = rd ] || kinds="$kinds $kind"
-    done
-    # shellcheck disable=SC2086 # a list of kinds
-    conformance_target "$CONFORMANCE_IQN" $kinds
 }
 
 # conformance_serve: with VM_COALESCE_US set, restarts `dataplane serve`
@@ -177,15 +138,17 @@ conformance_excepted() {
     ' "$CONFORMANCE_EXCEPTIONS"
 }
 
-# conformance_start KIND...: starts iscsi-test-cu against the LUN of each
-# KIND, in the background, each writing $R/conformance-<kind>.log and, when
+# conformance_start: starts iscsi-test-cu against every exported LUN at
+# once, in the background, each writing $R/conformance-<kind>.log and, when
 # it exits, its status to $ST/conformance-<kind>.rc. The LUNs are
 # independent, and each run mostly waits on its LUN (one command at a
-# time), so runs started together overlap.
+# time), so together they take about as long as one.
 conformance_start() {
     bin=$(hostbin iscsi-test-cu) || fail "iscsi-test-cu not found (libiscsi-bin on the host)"
-    for kind in "$@"; do
-        url=iscsi://$CONFORMANCE_PORTAL/$(state "iscsi-iqn-$kind")/$(state "iscsi-lun-$kind")
+    for kind in $CONFORMANCE_KINDS; do
+        lun=$(state "iscsi-lun-$kind")
+        [ -n "$lun" ] || continue
+        url=iscsi://$CONFORMANCE_PORTAL/$CONFORMANCE_IQN/$lun
         echo "+ iscsi-test-cu --dataloss --test=$CONFORMANCE_FAMILY $url &"
         rm -f "$ST/conformance-$kind.rc"
         mkdir -p "$ST/conformance-$kind"
@@ -203,7 +166,7 @@ conformance_start() {
 # step_conformance KIND: waits for iscsi-test-cu against the LUN of KIND
 # (started by step iscsi_target) and judges its outcome.
 step_conformance() {
-    [ -n "$(state "iscsi-lun-$1")" ] || fail "no iSCSI LUN of $1 (its iscsi_target step failed)"
+    [ -n "$(state "iscsi-lun-$1")" ] || fail "no iSCSI LUN of $1 (step iscsi_target failed)"
     i=0
     while [ ! -s "$ST/conformance-$1.rc" ] && [ $i -lt "$CONFORMANCE_TIMEOUT" ]; do
         sleep 1
@@ -232,26 +195,21 @@ step_conformance() {
         fail "failures not in conformance-exceptions.txt:$unexplained"
 }
 
-# step_iscsi_teardown: removes the conformance targets (their LUN links,
-# LUNs, portals, portal groups and targets), so the backstores are again
-# only the tcm_loop disks' and `lio delete` may remove them.
+# step_iscsi_teardown: removes the conformance target (its LUN links, LUNs,
+# portal, portal group and target), so the backstores are again only the
+# tcm_loop disks' and `lio delete` may remove them.
 step_iscsi_teardown() {
-    removed=
-    for iqn in "$CONFORMANCE_IQN" "$CONFORMANCE_IQN_RD"; do
-        t=$CFS/iscsi/$iqn/tpgt_1
-        [ -d "$t" ] || continue
-        printf 0 >"$t/enable" || true
-        for l in "$t"/lun/lun_*; do
-            [ -d "$l" ] || continue
-            for link in "$l"/*; do
-                if [ -L "$link" ]; then rm "$link" || fail "cannot unlink $link"; fi
-            done
-            rmdir "$l" || fail "cannot remove $l"
+    t=$CFS/iscsi/$CONFORMANCE_IQN/tpgt_1
+    [ -d "$t" ] || skip "no conformance target (step iscsi_target did not run)"
+    printf 0 >"$t/enable" || true
+    for l in "$t"/lun/lun_*; do
+        [ -d "$l" ] || continue
+        for link in "$l"/*; do
+            if [ -L "$link" ]; then rm "$link" || fail "cannot unlink $link"; fi
         done
-        rmdir "$t/np/$CONFORMANCE_PORTAL" || fail "cannot remove the portal of $iqn"
-        rmdir "$t" "$CFS/iscsi/$iqn" || fail "cannot remove $iqn"
-        echo "removed $iqn"
-        removed=1
+        rmdir "$l" || fail "cannot remove $l"
     done
-    [ -n "$removed" ] || skip "no conformance target (steps iscsi_target_rd and iscsi_target did not run)"
+    rmdir "$t/np/$CONFORMANCE_PORTAL" || fail "cannot remove the portal"
+    rmdir "$t" "$CFS/iscsi/$CONFORMANCE_IQN" || fail "cannot remove $CONFORMANCE_IQN"
+    echo "removed $CONFORMANCE_IQN"
 }

@@ -961,8 +961,6 @@ run_step ext4_file step_ext4 file
 run_step ext4_nvme step_ext4 nvme
 run_step perf step_perf
 run_step perf_nvme step_perf_nvme
-# rd_mcp's conformance run overlaps the steps up to iscsi_target (conformance.sh).
-run_step iscsi_target_rd step_iscsi_target_rd
 run_step kill9_restart step_kill9_restart striped "$(lun_name striped)" 2
 run_step kill9_restart_file step_kill9_restart file "$(lun_name file)" 3
 run_step kill9_restart_nvme step_kill9_restart nvme "$(lun_name nvme)" 4
