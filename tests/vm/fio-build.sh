@@ -35,18 +35,17 @@ fio_packages() {
 fio_unavailable() {
     [ "${CI:-}" != true ] || die "cannot build the guest's fio: $1"
     log "guest fio: the host's (slower to start under TCG): $1"
-    VM_FIO=
 }
 
 build_fio() {
     VM_FIO=
-    local version upstream key out
+    local version upstream key out pool=$FIO_ARCHIVE/pool/main/f/fio
     version=$(dpkg-query -W -f '${Version}' fio 2>/dev/null) || {
         fio_unavailable "the fio package is not installed"
         return
     }
-    upstream=${version#*:}
-    upstream=${upstream%-*}
+    version=${version#*:} # the pool's file names carry no epoch
+    upstream=${version%-*}
     key=$( {
         echo "$FIO_RECIPE $version"
         cat "$HERE/fio-build.sh"
@@ -62,7 +61,7 @@ build_fio() {
     work=$(mktemp -d "$CACHE/fio-build.XXXXXX")
     # shellcheck disable=SC2064
     trap "rm -rf '$work'" RETURN
-    dsc=$FIO_ARCHIVE/pool/main/f/fio/fio_${version#*:}.dsc
+    dsc=$pool/fio_$version.dsc
     if ! curl -fsS -o "$work/fio.dsc" "$dsc"; then
         fio_unavailable "cannot download $dsc"
         return
@@ -74,7 +73,7 @@ build_fio() {
         fio_unavailable "$dsc names no upstream tarball"
         return
     fi
-    if ! curl -fsS -o "$work/$tarball" "$FIO_ARCHIVE/pool/main/f/fio/$tarball"; then
+    if ! curl -fsS -o "$work/$tarball" "$pool/$tarball"; then
         fio_unavailable "cannot download $tarball"
         return
     fi
