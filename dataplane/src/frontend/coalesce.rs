@@ -23,17 +23,25 @@
 //!   ever joined (the initiator waits for the held completion), so the
 //!   gate stays closed and the cost there is one `max_hold` delay per
 //!   [`PROBE_EVERY`] commands.
-//! - **An unjoined hold of one command closes the gate**, like a failed
-//!   probe: a hold that ran its full length with a single completion and
-//!   without a command arriving meanwhile is evidence that the concurrency
-//!   is gone (TCMU: [`Coalescer::hold`] sees it; SCST, which learns of
-//!   arrivals only in its next exchange: [`Coalescer::unjoined`]). A hold
+//! - **Unjoined holds of one command close the gate**: a hold that ran
+//!   its full length with a single completion and without a command
+//!   arriving meanwhile is evidence that the concurrency is gone (TCMU:
+//!   [`Coalescer::hold`] sees it; SCST, which learns of arrivals only in
+//!   its next exchange: [`Coalescer::unjoined`]). [`UNJOINED_TO_CLOSE`] of
+//!   them in a row, with no arrival joining a hold in between, close it
+//!   (a failed probe counts as one). One alone is no evidence: a busy
+//!   stream's arrivals come in bursts (the initiator takes a batch of
+//!   completions, then submits a batch), and in the VM test's guest, at
+//!   queue depth 32, single unjoined holds closed the gate about 15 times
+//!   a second when one was enough, a tenth of the time closed, answering
+//!   each command alone meanwhile. A hold
 //!   shorter than `max_hold` is weaker evidence (a busy stream's arrivals
 //!   may be further apart than a short level: in the VM test's guest, at
 //!   queue depth 32, TCMU's gate was closed most of the time): after one,
-//!   the next hold is a probe, and that one closes the gate if nothing
-//!   joins it. So a queue-depth-1 stream that follows a busy spell pays
-//!   one or two holds, not a hold per command until the next probe. A
+//!   the next hold is a probe, and that one counts if nothing joins it.
+//!   So a queue-depth-1 stream that follows a busy spell pays a few holds
+//!   (at most [`UNJOINED_TO_CLOSE`] probes and as many shorter holds), not
+//!   a hold per command until the next probe. A
 //!   hold that carries several completions is concurrency itself, joined
 //!   or not: with an initiator short of CPU, taking one batch of
 //!   completions can keep it from submitting for longer than the next
@@ -137,12 +145,18 @@ pub struct Coalescer {
     /// A command arrived while another was held, since the hold began
     /// ([`Coalescer::restart`]).
     joined: bool,
+    /// Unjoined full-length holds of one completion in a row (see
+    /// [`UNJOINED_TO_CLOSE`]).
+    unjoined_run: u32,
     /// Picks the hold level behind the gate.
     tuner: HoldTuner,
 }
 
 /// Arrivals between two probes of the concurrency gate.
 pub const PROBE_EVERY: u64 = 1024;
+/// Unjoined full-length holds of a single completion in a row (failed
+/// probes among them) that close the gate.
+pub const UNJOINED_TO_CLOSE: u32 = 3;
 /// Arrivals before a new device's first probe.
 pub const FIRST_PROBE: u64 = 64;
 /// How long after the gate closed the tuner still counts completions: a
@@ -163,6 +177,7 @@ impl Coalescer {
             probing: false,
             closed_at: 0,
             joined: false,
+            unjoined_run: 0,
             tuner: match config.fixed_hold {
                 Some(hold) => HoldTuner::pinned(hold),
                 None => HoldTuner::new(config.max_hold),
@@ -209,6 +224,7 @@ impl Coalescer {
         }
         if in_hand >= 2 {
             self.joined = true;
+            self.unjoined_run = 0;
             self.probing = false;
             if !self.concurrent {
                 self.concurrent = true;
@@ -283,17 +299,23 @@ impl Coalescer {
 
     /// A hold of `limit` ticks (a probe's: `max_hold`) that carried
     /// `carried` completions ended with no arrival. Several completions
-    /// are concurrency itself: the gate stays as it is and a probe ends.
-    /// One closes the gate if the hold lasted `max_hold`, else makes the
-    /// next hold a probe (a short hold may end between two arrivals of a
-    /// busy stream; `max_hold` without one is a queue-depth-1 stream).
+    /// are concurrency itself: the gate stays as it is, a probe ends and
+    /// the run of unjoined holds too. One counts towards
+    /// [`UNJOINED_TO_CLOSE`] if the hold lasted `max_hold` (the last of
+    /// the run closes the gate), else makes the next hold a probe (a short
+    /// hold may end between two arrivals of a busy stream; `max_hold`
+    /// without one, again and again, is a queue-depth-1 stream).
     #[inline]
     fn unjoined_hold(&mut self, limit: u64, carried: usize, now: u64) {
         if carried > 1 {
             self.probing = false;
+            self.unjoined_run = 0;
         } else if limit >= self.tuner.max_hold_ticks() {
             self.probing = false;
-            self.close(now);
+            self.unjoined_run += 1;
+            if self.unjoined_run >= UNJOINED_TO_CLOSE {
+                self.close(now);
+            }
         } else {
             self.probing = true;
         }
@@ -301,16 +323,19 @@ impl Coalescer {
 
     /// SCST: the exchange that ended a hold (it carried `carried` held
     /// replies) fetched no command, so none arrived while it lasted. If it
-    /// carried only one, the gate closes, or the next hold is a probe when
-    /// this one was shorter than `max_hold` (see the module docs).
+    /// carried only one, it counts towards closing the gate, or makes the
+    /// next hold a probe when it was shorter than `max_hold` (see the
+    /// module docs).
     #[inline]
     pub fn unjoined(&mut self, carried: usize, now: u64) {
         self.unjoined_hold(self.hold_limit(), carried, now);
     }
 
-    /// Closes the gate at `now`, if open.
+    /// Closes the gate at `now`, if open; the run of unjoined holds starts
+    /// over.
     #[inline]
     fn close(&mut self, now: u64) {
+        self.unjoined_run = 0;
         if self.concurrent {
             self.concurrent = false;
             self.closed_at = now;
@@ -459,35 +484,39 @@ mod tests {
         assert_eq!(c.hold_limit(), 0, "the tuner's first epoch holds nothing");
     }
 
-    /// Lone arrivals `gap` apart from `now` until a probe starts, then the
-    /// probe's hold runs out unjoined: the gate is closed. Returns the tick
-    /// of the last arrival.
-    fn fail_a_probe(c: &mut Coalescer, mut now: u64, gap: u64) -> u64 {
-        while !c.probing {
-            now += gap;
-            c.arrived(1, 1, now);
+    /// Lone arrivals `gap` apart from `now`, each probe's hold running
+    /// out unjoined, until [`UNJOINED_TO_CLOSE`] probes failed: the gate
+    /// is closed (open before the last). Returns the tick of the last
+    /// arrival.
+    fn fail_probes(c: &mut Coalescer, mut now: u64, gap: u64) -> u64 {
+        for failed in 0..UNJOINED_TO_CLOSE {
+            assert!(c.concurrent(), "open after {failed} failed probes");
+            while !c.probing {
+                now += gap;
+                c.arrived(1, 1, now);
+            }
+            c.restart(now);
+            assert!(c.due(0, now + c.hold_limit()));
         }
-        c.restart(now);
-        assert!(c.due(0, now + c.hold_limit()));
         assert!(!c.concurrent());
         now
     }
 
     #[test]
-    fn a_failed_probe_closes_the_gate_and_a_quick_reopening_resumes() {
+    fn failed_probes_close_the_gate_and_a_quick_reopening_resumes() {
         let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
         let mut now = search(&mut c, 2, [100, 110, 140, 120, 90]);
         assert_eq!(c.tuner().level(), 2);
-        // Queue depth 1 from now on: the next probe fails and closes.
+        // Queue depth 1 from now on: the next probes fail and close it.
         let gap = clock::duration_to_ticks(Duration::from_micros(300));
-        now = fail_a_probe(&mut c, now, gap);
+        now = fail_probes(&mut c, now, gap);
         assert_eq!(c.hold_limit(), 0);
         // Concurrency soon after: the tuner's choice resumes.
         c.arrived(1, 2, now + gap);
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 2, "no new search");
         // After a long quiet spell as well: a pause is not a new workload.
-        now = fail_a_probe(&mut c, now, gap);
+        now = fail_probes(&mut c, now, gap);
         c.arrived(1, 2, now + 10 * clock::duration_to_ticks(COLD_AFTER));
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 2, "no new search");
@@ -495,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unjoined_hold_closes_the_gate() {
+    fn unjoined_holds_in_a_row_close_the_gate() {
         let mut c = coalescer(32, Duration::from_micros(200), Duration::ZERO);
         search(&mut c, 2, [100, 100, 100, 100, 100]);
         assert!(c.concurrent());
@@ -511,17 +540,35 @@ mod tests {
         past_the_hold();
         assert!(!c.hold(1, false), "the hold is over");
         assert!(c.concurrent(), "joined: still open");
-        // One that nothing joined closes it.
-        c.restart(clock::refresh());
-        past_the_hold();
-        assert!(!c.hold(1, false));
-        assert!(!c.concurrent(), "unjoined: closed");
+        // Holds that nothing joined close it, once there were enough of
+        // them in a row.
+        let unjoined = |c: &mut Coalescer| {
+            c.restart(clock::refresh());
+            past_the_hold();
+            assert!(!c.hold(1, false));
+        };
+        for _ in 1..UNJOINED_TO_CLOSE {
+            unjoined(&mut c);
+            assert!(c.concurrent(), "not yet enough unjoined holds");
+        }
+        // A joined hold in between: the run starts over.
+        c.arrived(1, 2, clock::refresh());
+        for _ in 1..UNJOINED_TO_CLOSE {
+            unjoined(&mut c);
+        }
+        assert!(c.concurrent(), "the run started over");
+        unjoined(&mut c);
+        assert!(!c.concurrent(), "unjoined, enough in a row: closed");
         assert_eq!(c.hold_limit(), 0, "the next completion goes out at once");
         // Concurrency soon after reopens it at the tuner's level.
         c.arrived(1, 2, clock::refresh());
         assert!(c.concurrent());
         assert_eq!(c.tuner().level(), 4, "no new search");
-        // SCST learns it from an exchange that fetched nothing.
+        // SCST learns it from exchanges that fetched nothing.
+        for _ in 1..UNJOINED_TO_CLOSE {
+            c.unjoined(1, clock::refresh());
+        }
+        assert!(c.concurrent());
         c.unjoined(1, clock::refresh());
         assert!(!c.concurrent());
     }
@@ -540,7 +587,10 @@ mod tests {
         for _ in 0..4 * (super::super::hold_tuner::EPOCH.as_millis() + 1) {
             now += ms;
             if c.tuner().level() == 4 {
-                c.unjoined(1, now);
+                for _ in 0..UNJOINED_TO_CLOSE {
+                    c.unjoined(1, now);
+                }
+                assert!(!c.concurrent());
             }
             c.completed(100, now);
             c.arrived(2, 2, now);
@@ -576,21 +626,29 @@ mod tests {
         c.restart(clock::refresh());
         c.arrived(1, 2, clock::refresh());
         assert_eq!(c.hold_limit(), level);
-        // A short hold, then a probe, neither joined: closed.
-        c.restart(clock::refresh());
-        past(level);
-        assert!(!c.hold(1, false));
-        c.restart(clock::refresh());
-        past(c.hold_limit());
-        assert!(!c.hold(1, false));
+        // Short holds, each followed by a probe, none joined: closed after
+        // enough failed probes.
+        for failed in 0..UNJOINED_TO_CLOSE {
+            assert!(c.concurrent(), "open after {failed} failed probes");
+            c.restart(clock::refresh());
+            past(level);
+            assert!(!c.hold(1, false));
+            assert_eq!(c.hold_limit(), c.tuner().max_hold_ticks(), "a probe");
+            c.restart(clock::refresh());
+            past(c.hold_limit());
+            assert!(!c.hold(1, false));
+        }
         assert!(!c.concurrent());
         // SCST the same way: a short hold's exchange fetched nothing.
         c.arrived(1, 2, clock::refresh());
         assert!(c.concurrent());
-        c.unjoined(1, clock::refresh());
-        assert!(c.concurrent());
-        c.unjoined(1, clock::refresh());
-        assert!(!c.concurrent(), "the probe's exchange fetched nothing too");
+        for _ in 0..UNJOINED_TO_CLOSE {
+            assert!(c.concurrent());
+            c.unjoined(1, clock::refresh());
+            assert!(c.concurrent(), "a short hold: the next one is a probe");
+            c.unjoined(1, clock::refresh());
+        }
+        assert!(!c.concurrent(), "the probes' exchanges fetched nothing too");
     }
 
     #[test]
@@ -634,10 +692,12 @@ mod tests {
         assert!(c.due(4, now + c.hold_limit()));
         assert!(!c.probing, "the probe is over");
         assert!(c.concurrent(), "four carried: still open");
-        // One carried: closed.
-        c.restart(clock::refresh());
-        past_the_hold();
-        assert!(!c.hold(1, false));
+        // One carried, in enough holds in a row: closed.
+        for _ in 0..UNJOINED_TO_CLOSE {
+            c.restart(clock::refresh());
+            past_the_hold();
+            assert!(!c.hold(1, false));
+        }
         assert!(!c.concurrent());
     }
 

@@ -15,7 +15,7 @@ mod fault;
 pub mod hold_tuner;
 mod stats;
 
-pub use coalesce::{CoalesceConfig, Coalescer};
+pub use coalesce::{CoalesceConfig, Coalescer, UNJOINED_TO_CLOSE};
 pub use drain::Drain;
 pub use fault::SharedFault;
 pub use hold_tuner::HoldTuner;

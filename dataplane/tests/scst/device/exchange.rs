@@ -347,7 +347,7 @@ fn a_coalescing_window_holds_replies_even_when_nothing_executes() {
 }
 
 #[test]
-fn a_hold_of_one_that_nothing_joined_closes_the_gate() {
+fn holds_of_one_that_nothing_joined_close_the_gate() {
     let config = ScstDeviceConfig {
         budget: 32,
         coalesce: CoalesceConfig {
@@ -370,25 +370,31 @@ fn a_hold_of_one_that_nothing_joined_closes_the_gate() {
     assert_eq!(k.calls().len(), 2);
     assert_eq!(k.last_call().replies.len(), 6);
     // Six carried: concurrency, joined or not. A lone command now waits
-    // for the next exchange, and its reply for the hold.
-    let first = k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
-    std::thread::sleep(Duration::from_millis(250));
-    dev.poll();
-    assert_eq!(k.calls().len(), 3, "fetched once the hold passed");
-    dev.executor_mut().finish_all(Response::good(0));
-    dev.poll();
-    assert_eq!(k.calls().len(), 3, "held: the gate is still open");
-    std::thread::sleep(Duration::from_millis(250));
-    dev.poll(); // one reply carried, nothing arrived: the gate closes
-    assert_eq!(k.calls().len(), 4);
-    assert_eq!(k.last_call().replies[0].reply.cmd_h, first);
+    // for the next exchange, and its reply for the hold; so do the next
+    // ones, until enough such holds in a row close the gate.
+    let mut calls = 2;
+    for held in 1..=UNJOINED_TO_CLOSE {
+        let cmd_h = k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+        std::thread::sleep(Duration::from_millis(250));
+        dev.poll();
+        calls += 1;
+        assert_eq!(k.calls().len(), calls, "fetched once the hold passed");
+        dev.executor_mut().finish_all(Response::good(0));
+        dev.poll();
+        assert_eq!(k.calls().len(), calls, "held: the gate is still open");
+        std::thread::sleep(Duration::from_millis(250));
+        dev.poll(); // one reply carried, nothing arrived
+        calls += 1;
+        assert_eq!(k.calls().len(), calls, "unjoined hold {held}");
+        assert_eq!(k.last_call().replies[0].reply.cmd_h, cmd_h);
+    }
     // The gate is closed: a lone command's reply goes out at once.
     let lone = k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
     std::thread::sleep(Duration::from_millis(1)); // past the idle polling interval
     dev.poll();
-    assert_eq!(k.calls().len(), 5, "fetched");
+    assert_eq!(k.calls().len(), calls + 1, "fetched");
     dev.executor_mut().finish_all(Response::good(0));
     dev.poll();
-    assert_eq!(k.calls().len(), 6, "answered without a hold");
+    assert_eq!(k.calls().len(), calls + 2, "answered without a hold");
     assert_eq!(k.last_call().replies[0].reply.cmd_h, lone);
 }

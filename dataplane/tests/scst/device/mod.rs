@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bdev::{Capabilities, Geometry, IoVec};
 use dataplane::exec::{status, CommandExecutor, Response};
-use dataplane::frontend::CoalesceConfig;
+use dataplane::frontend::{CoalesceConfig, UNJOINED_TO_CLOSE};
 use dataplane::lun::LunConfig;
 use dataplane::scsi::{ScsiError, SenseFormat, UnitInfo};
 use dataplane::scst::abi::*;
