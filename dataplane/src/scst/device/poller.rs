@@ -70,23 +70,36 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         } else {
             (0, 0)
         };
-        if hold_over && replied > 0 && got == 0 && want > 0 {
-            // Held replies went out and nothing had arrived meanwhile.
-            self.coalescer.unjoined(replied, clock::recent());
-        }
+        // Held replies went out (`hold_over`): unjoined if the exchange
+        // brought no sign of concurrency (see below).
+        let ended_hold = hold_over && replied > 0 && want > 0;
         if got > 0 {
             let now = clock::recent();
-            // Executing before this fetch, the replies this exchange
-            // carried (held until now), plus the EXECs it brought: the
-            // commands in hand at once (the coalescer's concurrency test).
-            let in_hand_before = self.slots.len() - self.free.len() + replied;
+            // The commands in hand at once (the coalescer's concurrency
+            // test): those executing before this fetch, the EXECs it
+            // brought, and the replies it carried if there were several.
+            // One reply and one new command in the same exchange is also
+            // what a queue-depth-1 stream shows when the initiator gets the
+            // reply and resubmits before the ioctl, which answers first,
+            // fetches: in the VM test's emulated guest that happened often
+            // enough to open the gate at queue depth 1 and keep it open,
+            // every command held.
+            let executing = self.slots.len() - self.free.len();
+            let carried = if replied > 1 { replied } else { 0 };
             let received = c.exec;
             for i in 0..got {
                 self.handle(i, now, &mut c);
             }
             let execs = (c.exec - received) as usize;
-            self.coalescer.arrived(execs, in_hand_before + execs, now);
+            let in_hand = executing + carried + execs;
+            if ended_hold && in_hand < 2 {
+                self.coalescer.unjoined(replied, now);
+            }
+            self.coalescer.arrived(execs, in_hand, now);
             work += got;
+        } else if ended_hold {
+            // Nothing had arrived meanwhile.
+            self.coalescer.unjoined(replied, clock::recent());
         }
         self.executor.flush();
         if self.replies.len() > 0

@@ -398,3 +398,60 @@ fn holds_of_one_that_nothing_joined_close_the_gate() {
     assert_eq!(k.calls().len(), calls + 2, "answered without a hold");
     assert_eq!(k.last_call().replies[0].reply.cmd_h, lone);
 }
+
+#[test]
+fn a_reply_and_one_new_command_in_one_exchange_are_no_concurrency() {
+    // Queue depth 1 where the initiator resubmits before the exchange that
+    // answers fetches: each exchange carries one reply and brings the next
+    // command. That opens no gate, and keeps none open.
+    let config = ScstDeviceConfig {
+        budget: 32,
+        coalesce: CoalesceConfig {
+            fixed_hold: Some(Duration::from_millis(200)),
+            ..CoalesceConfig::default()
+        },
+        ..ScstDeviceConfig::default()
+    };
+    let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    std::thread::sleep(Duration::from_millis(1)); // past the idle polling interval
+    dev.poll();
+    assert_eq!(k.calls().len(), 1, "fetched");
+    for round in 0..4 {
+        dev.executor_mut().finish_all(Response::good(0));
+        k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+        dev.poll(); // the reply goes at once and the next command comes
+        assert_eq!(k.calls().len(), 2 + round, "round {round}: answered at once");
+        assert_eq!(k.last_call().replies.len(), 1);
+        assert_eq!(dev.stats().snapshot().exec, 2 + round as u64);
+    }
+    // With the gate open (six at once), such exchanges end its holds
+    // unjoined: enough in a row close it.
+    dev.executor_mut().finish_all(Response::good(0));
+    for _ in 0..6 {
+        k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    }
+    dev.poll(); // the last reply goes, six come: open
+    let mut calls = k.calls().len();
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll();
+    assert_eq!(k.calls().len(), calls, "six replies held: the gate is open");
+    std::thread::sleep(Duration::from_millis(250));
+    k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    dev.poll(); // the six go (several: concurrency), one comes
+    calls += 1;
+    assert_eq!(k.calls().len(), calls);
+    for held in 0..UNJOINED_TO_CLOSE {
+        dev.executor_mut().finish_all(Response::good(0));
+        dev.poll();
+        assert_eq!(k.calls().len(), calls, "hold {held}: still open, held");
+        std::thread::sleep(Duration::from_millis(250));
+        k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+        dev.poll(); // one reply goes, one command comes
+        calls += 1;
+        assert_eq!(k.calls().len(), calls, "hold {held} over");
+    }
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll();
+    assert_eq!(k.calls().len(), calls + 1, "closed: the reply went at once");
+}
