@@ -469,10 +469,10 @@ step_scst_task_mgmt() {
 # Then QD 1 on two RAM devices alike but for batching: dpb_qd1 (the
 # default) and dpnb_qd1 (doorbell_batch = 1), fresh alike (a RAM bdev's
 # memory is prefaulted), the order alternating: the latency that batching
-# must not cost. Those runs are half as long and there are nearly twice as
-# many rounds (5 of 2 s for 3 of 4 s, the same fio time): the guest's speed
-# shifts within seconds, by up to 2x at QD 1, and shorter pairs of runs
-# see more of the same shifts.
+# must not cost. Both devices run at once, one fio job each (the guest's
+# speed shifts within seconds, by up to 2x at QD 1: runs one after the
+# other differed by up to 1.5x with both devices alike), which of the two
+# is fio's first job alternating.
 step_scst_perf() {
     scst_need
     serve_running || fail "dataplane serve is not running"
@@ -558,13 +558,14 @@ step_scst_perf() {
     [ -b "$b" ] || fail "no disk for sbatched0disk (LUN $SCST_BATCHED_LUN)"
     [ -b "$nb" ] || fail "no disk for sunbatched0disk (LUN $SCST_UNBATCHED_LUN)"
     r=1
-    while [ $r -le $((2 * PERF_ROUNDS - 1)) ]; do
-        if [ $((r % 2)) = 1 ]; then order="dpb dpnb"; else order="dpnb dpb"; fi
-        for t in $order; do
-            if [ "$t" = dpb ]; then d=$b; else d=$nb; fi
-            FIO_EXTRA="--cpus_allowed=0" run_fio "perf-scst-${t}_qd1-$r" randread-4k-qd1.fio \
-                DISK="$d" RUNTIME=$(((PERF_RUNTIME + 1) / 2))
-        done
+    while [ $r -le "$PERF_ROUNDS" ]; do
+        if [ $((r % 2)) = 1 ]; then
+            set -- NAME_A=dpb DISK_A="$b" NAME_B=dpnb DISK_B="$nb"
+        else
+            set -- NAME_A=dpnb DISK_A="$nb" NAME_B=dpb DISK_B="$b"
+        fi
+        FIO_EXTRA="--cpus_allowed=0" run_fio "perf-scst-qd1pair-$r" randread-4k-qd1-pair.fio \
+            "$@" RUNTIME="$PERF_RUNTIME"
         r=$((r + 1))
     done
 }

@@ -42,12 +42,18 @@ def fio_totals(data):
             out[f"{ddir}_iops"] += float(d.get("iops", 0.0))
     for ddir in ("read", "write", "trim"):
         out[f"{ddir}_iops"] = round(out[f"{ddir}_iops"], 1)
-    # The read completion latency's median, of a single-job run.
+    # The read completion latency's median: of a single-job run, and of
+    # each job by name (a run of several at once, like the QD 1 pair).
     jobs = data.get("jobs", [])
-    if len(jobs) == 1:
-        p50 = jobs[0].get("read", {}).get("clat_ns", {}).get("percentile", {}).get("50.000000")
+    by_job = {}
+    for job in jobs:
+        p50 = job.get("read", {}).get("clat_ns", {}).get("percentile", {}).get("50.000000")
         if p50:
-            out["read_clat_p50_us"] = round(p50 / 1000, 1)
+            by_job[job.get("jobname")] = round(p50 / 1000, 1)
+    if len(jobs) == 1 and by_job:
+        out["read_clat_p50_us"] = next(iter(by_job.values()))
+    if len(jobs) > 1:
+        out["read_clat_p50_us_by_job"] = by_job
     return out
 
 
@@ -167,8 +173,9 @@ def scst_perf(fio, res):
     (scst-ioctls-per-io: "ioctls ios"), the kill -9 restart's outage
     (scst-restart-seconds) and how long the hand-off to a successor took
     (scst-handoff-ms). And the QD 1 latency that batching must not cost:
-    the median read completion latency of dpb_qd1 and dpnb_qd1 (two RAM
-    devices alike but for batching: the default, and off), with the median
+    the median read completion latency of jobs dpb and dpnb of the runs
+    perf-scst-qd1pair-<round> (one job on each of two RAM devices alike but
+    for batching, the default and off, at the same time), with the median
     of their per-round ratios."""
     runs, by_round, per_target = perf_runs(fio, "perf-scst")
     out = {f"scst_{t}_iops": mean(v) for t, v in sorted(per_target.items())}
@@ -181,10 +188,16 @@ def scst_perf(fio, res):
         out[key + "_rounds"] = r
         out[key] = median(r)
     out["scst_perf_rounds"] = runs
-    _, p50_by_round, p50s = perf_runs(fio, "perf-scst", "read_clat_p50_us")
-    out["scst_qd1_p50_us"] = median(p50s.get("dpb_qd1", []))
-    out["scst_qd1_unbatched_p50_us"] = median(p50s.get("dpnb_qd1", []))
-    r = round_ratios(p50_by_round, "dpb_qd1", "dpnb_qd1")
+    p50_by_round = {}
+    for name, t in fio.items():
+        m = re.fullmatch(r"perf-scst-qd1pair-(\d+)", name)
+        if m and "read_clat_p50_us_by_job" in t:
+            p50_by_round[int(m.group(1))] = t["read_clat_p50_us_by_job"]
+    out["scst_qd1_p50_us"] = median([v["dpb"] for v in p50_by_round.values() if "dpb" in v])
+    out["scst_qd1_unbatched_p50_us"] = median(
+        [v["dpnb"] for v in p50_by_round.values() if "dpnb" in v]
+    )
+    r = round_ratios(p50_by_round, "dpb", "dpnb")
     out["scst_qd1_p50_ratio_vs_unbatched_rounds"] = r
     out["scst_qd1_p50_ratio_vs_unbatched"] = median(r)
     out["scst_ioctls_per_io"] = calls_per_io(os.path.join(res, "scst-ioctls-per-io"))
