@@ -421,7 +421,11 @@ fn a_reply_and_one_new_command_in_one_exchange_are_no_concurrency() {
         dev.executor_mut().finish_all(Response::good(0));
         k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
         dev.poll(); // the reply goes at once and the next command comes
-        assert_eq!(k.calls().len(), 2 + round, "round {round}: answered at once");
+        assert_eq!(
+            k.calls().len(),
+            2 + round,
+            "round {round}: answered at once"
+        );
         assert_eq!(k.last_call().replies.len(), 1);
         assert_eq!(dev.stats().snapshot().exec, 2 + round as u64);
     }
