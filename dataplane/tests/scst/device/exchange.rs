@@ -346,8 +346,8 @@ fn a_coalescing_window_holds_replies_even_when_nothing_executes() {
     assert_eq!(dev.poll(), 0, "nothing held: the reactor may sleep");
 }
 
-#[test]
-fn holds_of_one_that_nothing_joined_close_the_gate() {
+/// A device whose hold, once its gate opens, is a fixed 200 ms.
+fn device_holding_200ms() -> (FakeKernel, Dev) {
     let config = ScstDeviceConfig {
         budget: 32,
         coalesce: CoalesceConfig {
@@ -356,7 +356,12 @@ fn holds_of_one_that_nothing_joined_close_the_gate() {
         },
         ..ScstDeviceConfig::default()
     };
-    let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config)
+}
+
+#[test]
+fn holds_of_one_that_nothing_joined_close_the_gate() {
+    let (k, mut dev) = device_holding_200ms();
     for _ in 0..6 {
         k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
     }
@@ -404,15 +409,7 @@ fn a_reply_and_one_new_command_in_one_exchange_are_no_concurrency() {
     // Queue depth 1 where the initiator resubmits before the exchange that
     // answers fetches: each exchange carries one reply and brings the next
     // command. That opens no gate, and keeps none open.
-    let config = ScstDeviceConfig {
-        budget: 32,
-        coalesce: CoalesceConfig {
-            fixed_hold: Some(Duration::from_millis(200)),
-            ..CoalesceConfig::default()
-        },
-        ..ScstDeviceConfig::default()
-    };
-    let (k, mut dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    let (k, mut dev) = device_holding_200ms();
     k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
     std::thread::sleep(Duration::from_millis(1)); // past the idle polling interval
     dev.poll();
