@@ -177,7 +177,9 @@ def scst_perf(fio, res):
     perf-scst-qd1pair-<round> (one job on each of two RAM devices alike but
     for batching, the default and off, at the same time), with the median
     of their per-round ratios."""
-    runs, by_round, per_target = perf_runs(fio, "perf-scst")
+    # The QD 1 pair's runs (two jobs each) are read below, by job.
+    scst_fio = {k: v for k, v in fio.items() if not k.startswith("perf-scst-qd1pair-")}
+    runs, by_round, per_target = perf_runs(scst_fio, "perf-scst")
     out = {f"scst_{t}_iops": mean(v) for t, v in sorted(per_target.items())}
     for key, num, den in (
         ("scst_ratio_vs_vdisk", "dp", "vdisk"),
