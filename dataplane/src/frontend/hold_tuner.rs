@@ -245,9 +245,8 @@ pub struct HoldTuner {
     /// search kept it (0: that window is not over yet).
     kept_rate: u64,
     /// Drift windows in a row off `kept_rate` by more than
-    /// [`DRIFT_PERCENT`], and whether upwards.
-    drift_run: u32,
-    drift_up: bool,
+    /// [`DRIFT_PERCENT`]: positive upwards, negative downwards.
+    drift_run: i32,
     /// The level the last search kept (None: none since the workload
     /// changed), and the stay it was given.
     last_kept: Option<usize>,
@@ -278,7 +277,6 @@ impl HoldTuner {
             pairs: [Pair::default(); TRIAL_PAIRS],
             kept_rate: 0,
             drift_run: 0,
-            drift_up: false,
             last_kept: None,
             stay: STAY_EPOCHS,
             searches: 0,
@@ -420,14 +418,17 @@ impl HoldTuner {
         }
         let off = mean.abs_diff(self.kept_rate).saturating_mul(100)
             > self.kept_rate.saturating_mul(DRIFT_PERCENT);
-        let up = mean > self.kept_rate;
-        self.drift_run = match (off, self.drift_run > 0 && self.drift_up == up) {
+        let way = match (off, mean > self.kept_rate) {
             (false, _) => 0,
-            (true, true) => self.drift_run + 1,
-            (true, false) => 1,
+            (true, true) => 1,
+            (true, false) => -1,
         };
-        self.drift_up = up;
-        self.drift_run >= DRIFT_WINDOWS
+        self.drift_run = if way != 0 && self.drift_run.signum() == way {
+            self.drift_run + way
+        } else {
+            way
+        };
+        self.drift_run.unsigned_abs() >= DRIFT_WINDOWS
     }
 
     /// Counts epoch `step` of the trial of `candidate` against
@@ -707,7 +708,7 @@ mod tests {
         run(t, now, DRIFT_EPOCHS as usize, |_| rate)
     }
 
-    fn keeping(t: &HoldTuner) -> bool {
+    fn keeping_at_window_start(t: &HoldTuner) -> bool {
         matches!(t.phase, Phase::Keeping { window: 0, .. })
     }
 
@@ -717,17 +718,17 @@ mod tests {
         // The first window after the search sets the throughput the kept
         // level is judged by: 200, where the trial measured 100.
         now = window(&mut t, now, 200);
-        assert!(keeping(&t));
+        assert!(keeping_at_window_start(&t));
         // Odd epochs are noise: the window's mean holds.
         for _ in 0..DRIFT_EPOCHS / 2 {
             now = run(&mut t, now, 1, |_| 120);
             now = run(&mut t, now, 1, |_| 280);
         }
-        assert!(keeping(&t));
+        assert!(keeping_at_window_start(&t));
         // One window off by more than DRIFT_PERCENT, then one as before.
         now = window(&mut t, now, 120);
         window(&mut t, now, 200);
-        assert!(keeping(&t));
+        assert!(keeping_at_window_start(&t));
         assert_eq!(t.searches(), 1);
     }
 
@@ -739,7 +740,7 @@ mod tests {
         // Off one way, then the other: no drift.
         now = window(&mut t, now, 120);
         now = window(&mut t, now, 280);
-        assert!(keeping(&t));
+        assert!(keeping_at_window_start(&t));
         // Off the same way a second window in a row: a new search, at the
         // window's end.
         now = run(&mut t, now, DRIFT_EPOCHS as usize - 1, |_| 280);
