@@ -69,6 +69,12 @@ impl HandOff {
         self.requested.store(false, Ordering::Relaxed);
     }
 
+    /// The device serves normally as of its last poll: no hand-off was
+    /// requested, or it saw the request given up.
+    pub fn serving(&self) -> bool {
+        self.observed.load(Ordering::Acquire) == SERVING
+    }
+
     /// The device has seen the request: it hands out no buffer any more.
     pub fn quiescing(&self) -> bool {
         self.requested.load(Ordering::Relaxed) && self.observed.load(Ordering::Acquire) != SERVING

@@ -44,6 +44,7 @@ impl ScstDevices {
                 for d in &self.devices {
                     d.handoff.cancel();
                 }
+                self.wait_serving(log);
                 if let Err(refused) = sink.refuse(&e.to_string()) {
                     log(&format!("telling the receiver why: {refused}"));
                 }
@@ -90,6 +91,29 @@ impl ScstDevices {
             return Err(e);
         }
         Ok(names)
+    }
+
+    /// After a hand-off was given up: waits (up to [`HANDOFF_QUIESCE`])
+    /// until every device on a reactor has seen it, so that a command
+    /// arriving once `hand_off` returned gets a buffer, not BUSY (a device
+    /// quiescing answers ALLOC_MEM with BUSY until its next poll).
+    fn wait_serving(&self, log: &mut dyn FnMut(&str)) {
+        let deadline = Instant::now() + HANDOFF_QUIESCE;
+        for d in &self.devices {
+            if d.poller.is_none() || d.fault.get().is_some() {
+                continue; // not polled: it has nothing to see
+            }
+            while !d.handoff.serving() {
+                if Instant::now() >= deadline {
+                    log(&format!(
+                        "SCST device {}: still quiescing {HANDOFF_QUIESCE:?} after the hand-off was given up",
+                        d.name
+                    ));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// Steps 1-2 of a hand-off for every registered device: quiesced,
