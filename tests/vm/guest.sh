@@ -309,13 +309,14 @@ io_trouble() {
 }
 # expect_trouble DISK MARK: the kernel lines about DISK (sdX) from MARK to now
 # report I/O errors or timeouts a step caused on purpose (and checked
-# itself); dmesg_unexpected leaves them out.
+# itself); dmesg_unexpected leaves them out. The windows are kept with the
+# results ($R/fault-windows), to check a dmesg failure after the run.
 expect_trouble() {
-    echo "$1 $(state "dmesg-$2") $(dmesg_now)" >>"$ST/fault-windows"
+    echo "$1 $(state "dmesg-$2") $(dmesg_now)" >>"$R/fault-windows"
 }
 # dmesg_unexpected MARK: dmesg_errors MARK without the expected trouble.
 dmesg_unexpected() {
-    dmesg_since "$1" | awk -v wins="$(tr '\n' ';' 2>/dev/null <"$ST/fault-windows")" '
+    dmesg_since "$1" | awk -v wins="$(tr '\n' ';' 2>/dev/null <"$R/fault-windows")" '
         BEGIN {
             n = split(wins, w, ";")
             for (i = 1; i <= n; i++) { split(w[i], f, " "); disk[i] = f[1]; lo[i] = f[2]; hi[i] = f[3] }
