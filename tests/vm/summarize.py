@@ -169,7 +169,7 @@ def scst_perf(fio, res):
     with targets dp (the dataplane's RAM device), vdisk (vdisk_fileio over
     tmpfs), ftgt (fileio_tgt over tmpfs), dpnull (the dataplane's null bdev)
     and nullio (vdisk_nullio); each ratio is the median of its per-round
-    ratios. Also the dataplane's ioctls per I/O over its runs
+    ratios. Also the dataplane's ioctls per I/O at full depth in its runs
     (scst-ioctls-per-io: "ioctls ios"), the kill -9 restart's outage
     (scst-restart-seconds) and how long the hand-off to a successor took
     (scst-handoff-ms). And the QD 1 latency that batching must not cost:
