@@ -103,15 +103,11 @@ impl ScstDevices {
             if d.poller.is_none() || d.fault.get().is_some() {
                 continue; // not polled: it has nothing to see
             }
-            while !d.handoff.serving() {
-                if Instant::now() >= deadline {
-                    log(&format!(
-                        "SCST device {}: still quiescing {HANDOFF_QUIESCE:?} after the hand-off was given up",
-                        d.name
-                    ));
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
+            if !wait_until(deadline, || d.handoff.serving()) {
+                log(&format!(
+                    "SCST device {}: still quiescing {HANDOFF_QUIESCE:?} after the hand-off was given up",
+                    d.name
+                ));
             }
         }
     }
@@ -150,14 +146,11 @@ impl ScstDevices {
         let wait = |what: &str, done: &dyn Fn(&HandOff) -> bool| {
             for &(i, _) in &ready {
                 let d = &self.devices[i];
-                while !done(&d.handoff) {
-                    if Instant::now() >= deadline {
-                        return Err(HandoffError::Device {
-                            device: d.name.clone(),
-                            why: format!("it did not {what} within {HANDOFF_QUIESCE:?}"),
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
+                if !wait_until(deadline, || done(&d.handoff)) {
+                    return Err(HandoffError::Device {
+                        device: d.name.clone(),
+                        why: format!("it did not {what} within {HANDOFF_QUIESCE:?}"),
+                    });
                 }
             }
             Ok(())
@@ -190,6 +183,19 @@ impl ScstDevices {
         }
         Ok(ready)
     }
+}
+
+/// Waits until `done` holds, looking every millisecond (the devices'
+/// reactors publish what they saw at their next poll); false if
+/// `deadline` passed first.
+fn wait_until(deadline: Instant, done: impl Fn() -> bool) -> bool {
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
 }
 
 /// FLUSH_CACHE on a device being handed over ([`Host::flush_scst`]).
