@@ -341,24 +341,7 @@ if [ "$summary_status" != 0 ]; then
     # Last, so that a log cut to its tail still says why: the problems, and
     # each failed step's message with the end of its output.
     log "FAILED: why (from $VM_RESULTS/result.json and the step logs):"
-    python3 - "$VM_RESULTS" <<'PY' >&2 || true
-import json, os, sys
-res = sys.argv[1]
-r = json.load(open(os.path.join(res, "result.json"), encoding="utf-8"))
-for p in r["problems"]:
-    print(f"[vm] PROBLEM: {p}")
-for name, d in r["step_details"].items():
-    if d["status"] != "fail":
-        continue
-    print(f"[vm] step {name} failed after {d['seconds']} s: {d['message']}")
-    try:
-        with open(os.path.join(res, f"step-{name}.log"), encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()[-12:]
-    except OSError:
-        lines = ["(no step log)"]
-    for line in lines:
-        print(f"[vm]   | {line}")
-PY
+    python3 "$HERE/summarize.py" "$VM_RESULTS" --why >&2 || true
     exit 1
 fi
 log "passed; results in $VM_RESULTS"

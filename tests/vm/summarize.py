@@ -248,6 +248,28 @@ def load_json(path):
         return None
 
 
+def why(res):
+    """Why the run in `res` failed, from the result.json summarizing wrote:
+    each problem, then each failed step's message and the end of its log
+    (run.sh prints it last, so a log cut to its tail still says it)."""
+    with open(os.path.join(res, "result.json"), encoding="utf-8") as f:
+        r = json.load(f)
+    for p in r["problems"]:
+        print(f"[vm] PROBLEM: {p}")
+    for name, d in r["step_details"].items():
+        if d["status"] != "fail":
+            continue
+        print(f"[vm] step {name} failed after {d['seconds']} s: {d['message']}")
+        try:
+            with open(os.path.join(res, f"step-{name}.log"), encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()[-12:]
+        except OSError:
+            lines = ["(no step log)"]
+        for line in lines:
+            print(f"[vm]   | {line}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -256,7 +278,11 @@ def main():
     ap.add_argument("--min-ratio", type=float, default=None)
     ap.add_argument("--min-file-ratio", type=float, default=None)
     ap.add_argument("--min-nvme-ratio", type=float, default=None)
+    ap.add_argument("--why", action="store_true",
+                    help="only print why a summarized run failed (from its result.json)")
     args = ap.parse_args()
+    if args.why:
+        return why(args.results)
     res = args.results
 
     steps, details = {}, {}
