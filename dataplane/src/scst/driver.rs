@@ -143,6 +143,16 @@ pub trait ScstDriver: Send {
     /// ioctls issued so far (the frontend's doorbells).
     fn ioctls(&self) -> u64;
 
+    /// Whether an ask for work with nothing to answer is worth an ioctl
+    /// now (clock ticks `now`), given that the device asks every
+    /// `interval` ticks while idle: `false` only when the driver knows, as
+    /// of at most `interval` ago, that nothing is queued (the real fd's
+    /// [`IdleWatch`](super::idle_watch)). The default: always ask.
+    fn may_have_work(&mut self, now: u64, interval: u64) -> bool {
+        let _ = (now, interval);
+        true
+    }
+
     /// The `/dev/scst_user` file descriptor itself, which another process
     /// can be given to take the registered device over (see
     /// `device/handoff.rs`); `None` for a kernel side that is not a file.
@@ -196,6 +206,10 @@ impl<T: ScstDriver + ?Sized> ScstDriver for Box<T> {
 
     fn ioctls(&self) -> u64 {
         (**self).ioctls()
+    }
+
+    fn may_have_work(&mut self, now: u64, interval: u64) -> bool {
+        (**self).may_have_work(now, interval)
     }
 
     fn handoff_fd(&self) -> Option<BorrowedFd<'_>> {

@@ -24,6 +24,7 @@ use super::abi::{
 };
 use super::driver::{MultiBuf, ScstDriver};
 use super::error::ScstError;
+use super::idle_watch::WatchEntry;
 use super::wake::WakeSet;
 
 /// The raw ioctl wrappers (nix's `*_bad!` macros take the full request
@@ -127,6 +128,9 @@ pub struct ScstFd {
     ioctls: u64,
     /// What a sleeping reactor waits on (see [`WakeSet`]).
     wake: WakeSet,
+    /// Its place in the idle watch of the polling thread (see
+    /// [`IdleWatch`](super::idle_watch)).
+    watch: WatchEntry,
 }
 
 impl ScstFd {
@@ -174,6 +178,7 @@ impl ScstFd {
             path: path.to_path_buf(),
             ioctls: 0,
             wake,
+            watch: WatchEntry::new(),
         })
     }
 
@@ -311,6 +316,11 @@ impl ScstDriver for ScstFd {
 
     fn ioctls(&self) -> u64 {
         self.ioctls
+    }
+
+    fn may_have_work(&mut self, now: u64, interval: u64) -> bool {
+        // Only an armed set says reliably that nothing is queued.
+        !self.wake.armed() || self.watch.may_have_work(self.wake.as_fd(), now, interval)
     }
 
     fn handoff_fd(&self) -> Option<BorrowedFd<'_>> {

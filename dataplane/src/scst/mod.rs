@@ -7,12 +7,16 @@
 //!   compile-time layout checks.
 //! - [`driver`]: the [`ScstDriver`](driver::ScstDriver) contract (real fd or
 //!   in-process kernel side) and the REPLY_AND_GET_MULTI buffer.
+//! - [`wake`] and [`idle_watch`]: what tells a sleeping reactor, and an
+//!   awake one with idle devices, that the kernel queued work (instead of
+//!   an empty ioctl per device every idle-polling interval).
 
 pub mod abi;
 pub mod device;
 pub mod driver;
 pub mod error;
 pub mod export;
+pub mod idle_watch;
 pub mod ioctl;
 pub mod local_disk;
 pub mod pool;

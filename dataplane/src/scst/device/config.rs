@@ -81,6 +81,14 @@ pub struct ScstDeviceConfig {
     /// idle busy-polled device; a command arriving while idle waits at most
     /// this long. Default 5 µs; 0 asks at every poll.
     pub idle_poll_interval: Duration,
+    /// The longest an idle device goes without a call while its driver
+    /// says nothing is queued ([`ScstDriver::may_have_work`]): what a
+    /// wake-up the kernel never sends costs at most. Default
+    /// [`idle_watch::BACKSTOP`] (1 ms).
+    ///
+    /// [`ScstDriver::may_have_work`]: crate::scst::driver::ScstDriver::may_have_work
+    /// [`idle_watch::BACKSTOP`]: crate::scst::idle_watch::BACKSTOP
+    pub idle_backstop: Duration,
 }
 
 impl Default for ScstDeviceConfig {
@@ -93,6 +101,7 @@ impl Default for ScstDeviceConfig {
             coalesce: CoalesceConfig::default(),
             track_latency: true,
             idle_poll_interval: Duration::from_micros(5),
+            idle_backstop: crate::scst::idle_watch::BACKSTOP,
         }
     }
 }

@@ -308,6 +308,8 @@ pub struct ScstDevice<D: ScstDriver, E: CommandExecutor> {
     last_got: bool,
     /// `config.idle_poll_interval` in clock ticks.
     idle_poll_ticks: u64,
+    /// `config.idle_backstop` in clock ticks.
+    idle_backstop_ticks: u64,
     /// Shared with the control plane (see [`HandOff`]).
     handoff: Arc<HandOff>,
     /// A hand-off is requested: no buffer is handed out (read from
@@ -422,6 +424,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             last_filled: false,
             last_got: false,
             idle_poll_ticks: clock::duration_to_ticks(config.idle_poll_interval),
+            idle_backstop_ticks: clock::duration_to_ticks(config.idle_backstop),
             handoff: Arc::default(),
             quiescing: false,
             stats: Arc::new(ScstStats::default()),

@@ -28,7 +28,10 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     ///   or the last call found work (answer and look for more at once, so
     ///   a lone command is never delayed), or
     ///   [`ScstDeviceConfig::idle_poll_interval`] has passed (an idle device
-    ///   asks for work at that rate, not at every poll);
+    ///   asks for work at that rate, not at every poll, and not while the
+    ///   driver knows nothing is queued: see
+    ///   [`ScstDriver::may_have_work`]; at least once per
+    ///   [`ScstDeviceConfig::idle_backstop`]);
     /// - the coalescer holds, and its hold has passed since the last
     ///   exchange or `batch` replies are queued
     ///   ([`Coalescer::due`](crate::frontend::Coalescer::due)).
@@ -38,6 +41,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
     /// [`ScstDeviceConfig::coalesce`].
     ///
     /// [`ScstDeviceConfig::idle_poll_interval`]: super::ScstDeviceConfig::idle_poll_interval
+    /// [`ScstDeviceConfig::idle_backstop`]: super::ScstDeviceConfig::idle_backstop
     /// [`ScstDeviceConfig::coalesce`]: super::ScstDeviceConfig::coalesce
     pub fn poll(&mut self) -> usize {
         if self.fault.is_some() {
@@ -125,19 +129,28 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         if self.urgent() {
             return true;
         }
-        if self.coalescer.hold_limit() > 0 {
+        let now = clock::recent();
+        let due = if self.coalescer.hold_limit() > 0 {
             // Under load, where holding pays: one exchange per hold, or
             // at `batch` replies queued.
-            return self.coalescer.due(queued, clock::recent());
-        }
-        if queued > 0 {
+            self.coalescer.due(queued, now)
+        } else if queued > 0 {
             // No concurrency seen: a reply goes out at once (unless a
             // coalescing window holds it).
             return !self.coalescer.hold(queued, false);
+        } else {
+            // Nothing to answer: look for work at once after a call that
+            // found some, else once per idle polling interval.
+            self.last_got || self.coalescer.age(now) >= self.idle_poll_ticks
+        };
+        if !due || queued > 0 || self.last_got {
+            return due;
         }
-        // Nothing to answer: look for work at once after a call that found
-        // some, else once per idle polling interval.
-        self.last_got || self.coalescer.age(clock::recent()) >= self.idle_poll_ticks
+        // Only asking for work: not while the driver knows nothing is
+        // queued, unless the last exchange is `idle_backstop` old (see
+        // `scst::idle_watch`).
+        self.coalescer.age(now) >= self.idle_backstop_ticks
+            || self.driver.may_have_work(now, self.idle_poll_ticks)
     }
 
     /// True when the next exchange must not wait for a hold: an urgent

@@ -69,7 +69,7 @@
 //! # on_free_cmd = "ignore" # default: "ignore" with memory_reuse "all", else "call"
 //! # tst = 1, queue_alg = 1, qerr = 0, tas = 0, swp = 0, d_sense = 0
 //! # pool_mb = 256          # cap of the device's buffer pool
-//! # idle_poll_us = 5       # an idle device asks the kernel this often
+//! # idle_poll_us = 5       # an idle device looks for new commands this often
 //! # doorbell_batch = 32    # most replies held for one ioctl
 //! # coalesce_max_hold_us = 400, coalesce_hold_us = ...  # as in [tcmu]
 //! # completion_coalesce_us = 0  # completion coalescing window (0 = off)

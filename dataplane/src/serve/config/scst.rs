@@ -97,12 +97,13 @@ pub struct ScstConfig {
     /// [`DEFAULT_SCST_POOL_MB`]).
     #[serde(default)]
     pub pool_mb: Option<u64>,
-    /// With nothing to answer and nothing executing, the device asks the
-    /// kernel for new commands this often, in microseconds (default
-    /// [`DEFAULT_SCST_IDLE_POLL_US`]; 0 = at every poll). Every ask is an
-    /// ioctl: this bounds the system-call rate of an idle busy-polled
-    /// device, and is the most a command arriving at an idle device waits
-    /// (see `scst::device::ScstDeviceConfig::idle_poll_interval`).
+    /// With nothing to answer and nothing executing, the device looks for
+    /// new commands this often, in microseconds (default
+    /// [`DEFAULT_SCST_IDLE_POLL_US`]; 0 = at every poll): the most a
+    /// command arriving at an idle device waits. Looking is an ioctl, or,
+    /// once the device has been idle, one `epoll_wait` shared by the idle
+    /// devices of its reactor (see `scst::idle_watch` and
+    /// `scst::device::ScstDeviceConfig::idle_poll_interval`).
     #[serde(default)]
     pub idle_poll_us: Option<u64>,
     /// Most replies one REPLY_AND_GET_MULTI carries, the cap of the

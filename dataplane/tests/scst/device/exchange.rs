@@ -456,3 +456,76 @@ fn a_reply_and_one_new_command_in_one_exchange_are_no_concurrency() {
     dev.poll();
     assert_eq!(k.calls().len(), calls + 1, "closed: the reply went at once");
 }
+
+/// A device with no hold and no idle polling interval (it would ask at
+/// every poll), whose idle backstop is `backstop`, on a fake kernel whose
+/// `may_have_work` answers as `watch` says.
+fn device_watched(watch: Watch, backstop: Duration) -> (FakeKernel, Dev) {
+    let config = ScstDeviceConfig {
+        budget: 32,
+        coalesce: CoalesceConfig {
+            max_hold: Duration::ZERO,
+            ..CoalesceConfig::default()
+        },
+        idle_poll_interval: Duration::ZERO,
+        idle_backstop: backstop,
+        ..ScstDeviceConfig::default()
+    };
+    let (k, dev) = device_config(default_options(), 16, small_pool(4 << 20, 1 << 20), config);
+    k.state().watch = watch;
+    (k, dev)
+}
+
+#[test]
+fn an_idle_device_asks_the_kernel_only_when_its_driver_may_have_work() {
+    let (k, mut dev) = device_watched(Watch::Truthful, Duration::from_secs(3600));
+    dev.poll(); // the first exchange: none before it to count the backstop from
+    assert_eq!(k.calls().len(), 1);
+    for _ in 0..100 {
+        assert_eq!(dev.poll(), 0);
+    }
+    assert_eq!(k.calls().len(), 1, "nothing queued: no ioctl");
+    assert_eq!(k.state().watch_asks, 100, "the driver was asked instead");
+    let cmd_h = k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    assert_eq!(dev.poll(), 1);
+    assert_eq!(k.calls().len(), 2);
+    assert_eq!(k.last_call().delivered, 1);
+    // A reply to send goes out whatever the driver says.
+    let asks = k.state().watch_asks;
+    dev.executor_mut().finish_all(Response::good(0));
+    dev.poll();
+    assert_eq!(k.calls().len(), 3);
+    assert_eq!(k.last_call().replies[0].reply.cmd_h, cmd_h);
+    assert_eq!(k.state().watch_asks, asks, "not asked with a reply queued");
+    for _ in 0..10 {
+        dev.poll();
+    }
+    assert_eq!(k.calls().len(), 3, "idle again");
+}
+
+#[test]
+fn a_lost_wake_up_delays_a_command_by_the_backstop_at_most() {
+    let (k, mut dev) = device_watched(Watch::Lost, Duration::from_secs(3600));
+    dev.poll(); // the first exchange (EAGAIN)
+    k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    for _ in 0..100 {
+        dev.poll();
+    }
+    assert_eq!(k.calls().len(), 1, "the driver said nothing was queued");
+
+    let (k, mut dev) = device_watched(Watch::Lost, Duration::from_millis(1));
+    dev.poll();
+    k.exec(SESS_A, &WRITE_10, SCST_DATA_NONE, 0, 0);
+    std::thread::sleep(Duration::from_millis(2));
+    assert_eq!(dev.poll(), 1, "past the backstop: asked anyway");
+    assert_eq!(k.last_call().delivered, 1);
+}
+
+#[test]
+fn a_driver_without_a_watch_is_asked_and_the_kernel_too_at_every_idle_poll() {
+    let (k, mut dev) = device_watched(Watch::Absent, Duration::from_secs(3600));
+    for _ in 0..5 {
+        dev.poll();
+    }
+    assert_eq!(k.calls().len(), 5);
+}

@@ -44,6 +44,22 @@ pub struct KernelState {
     /// back to the head of the queue (`dev_user_get_cmd_to_user`).
     pub fault_at_cmd: Option<usize>,
     pub next_h: u32,
+    /// What `may_have_work` answers.
+    pub watch: Watch,
+    /// `may_have_work` calls.
+    pub watch_asks: usize,
+}
+
+/// What the fake kernel's `may_have_work` answers.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub enum Watch {
+    /// Always "ask" (a driver without a watch).
+    #[default]
+    Absent,
+    /// Whether a subcommand is queued.
+    Truthful,
+    /// "Nothing queued", whatever is (a wake-up that never came).
+    Lost,
 }
 
 #[derive(Clone, Default)]
@@ -209,6 +225,15 @@ impl ScstDriver for FakeKernel {
     }
     fn ioctls(&self) -> u64 {
         self.state().calls.len() as u64
+    }
+    fn may_have_work(&mut self, _now: u64, _interval: u64) -> bool {
+        let mut s = self.state();
+        s.watch_asks += 1;
+        match s.watch {
+            Watch::Absent => true,
+            Watch::Truthful => !s.queue.is_empty(),
+            Watch::Lost => false,
+        }
     }
 }
 
