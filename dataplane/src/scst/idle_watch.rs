@@ -167,9 +167,13 @@ impl WatchEntry {
             };
             if self.watch != watch.id {
                 let event = EpollEvent::new(EpollFlags::EPOLLIN, self.token);
-                if watch.epoll.add(set, event).is_err() {
-                    self.failed = true;
-                    return true;
+                match watch.epoll.add(set, event) {
+                    // EEXIST: added before, on a visit to this thread.
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(_) => {
+                        self.failed = true;
+                        return true;
+                    }
                 }
                 self.watch = watch.id;
                 // Its readiness was not part of the last wait.
@@ -255,6 +259,29 @@ mod tests {
             e.may_have_work(set.0.as_fd(), 200, 10),
             "failed once: always asks"
         );
+    }
+
+    #[test]
+    fn a_device_polled_on_another_thread_and_back_keeps_its_place() {
+        let ev = eventfd();
+        let set = set_of(&ev);
+        let mut e = WatchEntry::new();
+        assert!(!e.may_have_work(set.0.as_fd(), 100, 10));
+        let mut e = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut e = e;
+                assert!(!e.may_have_work(set.0.as_fd(), 100, 10));
+                e
+            })
+            .join()
+            .unwrap()
+        });
+        ev.write(1).unwrap();
+        assert!(
+            e.may_have_work(set.0.as_fd(), 200, 10),
+            "back on this thread's watch, which still holds the set"
+        );
+        assert!(!e.failed);
     }
 
     #[test]
