@@ -72,7 +72,7 @@ pub struct IdleWatch {
     ready: Vec<u64>,
     /// The last wait filled its event buffer: more sets may be ready.
     overflow: bool,
-    /// Waits made (statistics and tests).
+    /// Waits made (tests).
     waits: u64,
 }
 
@@ -149,44 +149,48 @@ impl WatchEntry {
         if self.failed {
             return true;
         }
-        WATCH.with(|cell| {
-            let Ok(mut slot) = cell.try_borrow_mut() else {
-                return true;
-            };
-            if slot.is_none() {
-                match IdleWatch::new() {
-                    Ok(w) => *slot = Some(w),
-                    Err(_) => {
-                        self.failed = true;
-                        return true;
+        // `try_with`: a thread past its thread-locals' destruction asks.
+        WATCH
+            .try_with(|cell| {
+                let Ok(mut slot) = cell.try_borrow_mut() else {
+                    return true;
+                };
+                if slot.is_none() {
+                    match IdleWatch::new() {
+                        Ok(w) => *slot = Some(w),
+                        Err(_) => {
+                            self.failed = true;
+                            return true;
+                        }
                     }
                 }
-            }
-            let Some(watch) = slot.as_mut() else {
-                return true;
-            };
-            if self.watch != watch.id {
-                let event = EpollEvent::new(EpollFlags::EPOLLIN, self.token);
-                match watch.epoll.add(set, event) {
-                    // EEXIST: added before, on a visit to this thread.
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(_) => {
-                        self.failed = true;
-                        return true;
+                let Some(watch) = slot.as_mut() else {
+                    return true;
+                };
+                if self.watch != watch.id {
+                    let event = EpollEvent::new(EpollFlags::EPOLLIN, self.token);
+                    match watch.epoll.add(set, event) {
+                        // EEXIST: added before, on a visit to this thread.
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(_) => {
+                            self.failed = true;
+                            return true;
+                        }
                     }
+                    self.watch = watch.id;
+                    // Its readiness was not part of the last wait.
+                    watch.checked_at = None;
                 }
-                self.watch = watch.id;
-                // Its readiness was not part of the last wait.
-                watch.checked_at = None;
-            }
-            watch.refresh(now, interval);
-            watch.is_ready(self.token)
-        })
+                watch.refresh(now, interval);
+                watch.is_ready(self.token)
+            })
+            .unwrap_or(true)
     }
 }
 
-/// Waits this thread's watch has made (tests).
-pub fn waits_on_this_thread() -> u64 {
+/// Waits this thread's watch has made.
+#[cfg(test)]
+fn waits_on_this_thread() -> u64 {
     WATCH.with(|cell| cell.borrow().as_ref().map_or(0, |w| w.waits))
 }
 
