@@ -30,6 +30,7 @@ VM_NVME_NS_MIB=${VM_NVME_NS_MIB:-128}     # size of each emulated NVMe namespace
 VM_SOAK_SECONDS=${VM_SOAK_SECONDS:-40}    # duration of the soak (step soak_short)
 VM_SCRIPT=${VM_SCRIPT:-}          # a script of yours to run in the guest instead of the steps
 VM_KERNEL_ARGS=${VM_KERNEL_ARGS:-}  # more guest kernel parameters (experiments, e.g. idle=poll)
+VM_CPU=${VM_CPU:-max}              # QEMU -cpu model and flags (experiments, e.g. max,la57=off)
 VM_DATAPLANE=${VM_DATAPLANE:-${CARGO_TARGET_DIR:-$REPO/target}/release/dataplane}
 
 # Kernel modules the guest needs (their dependencies are added from modules.dep).
@@ -303,7 +304,7 @@ if [ -n "${VM_SCRIPT:-}" ]; then
 fi
 
 # shellcheck disable=SC2054 # the commas belong to -virtfs values
-QEMU=(qemu-system-x86_64 -accel tcg -cpu max -m "$VM_MEM" -smp "$VM_SMP"
+QEMU=(qemu-system-x86_64 -accel tcg -cpu "$VM_CPU" -m "$VM_MEM" -smp "$VM_SMP"
     -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" -append "$CMDLINE"
     -nographic -no-reboot -nic none
     -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on
