@@ -74,8 +74,99 @@ fn steady_state_polls_do_not_allocate() {
     // their working sizes.
     let (_, _, warm) = run(3000, &mut sim, &mut dev, false);
     assert!(warm > 1000);
+    // And every command id the ring can hold at once has been used (ids
+    // are taken lowest first, and the first use of one gives the simulator
+    // a block list to allocate): how many the rounds below keep in flight
+    // depends on timing (the hold), so a new peak could come at any time.
+    saturate(&mut sim, &mut dev);
     let (in_device, in_sim, completed) = run(5000, &mut sim, &mut dev, true);
     assert!(completed > 5000, "only {completed} completions");
     assert_eq!(in_device, 0, "device polls allocated");
     assert_eq!(in_sim, 0, "simulator allocated");
+}
+
+/// Fills the ring with the smallest commands the rounds use (one block
+/// each: the most that fit at once), after completing what was in flight,
+/// then completes and reaps them all.
+fn saturate(sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>) {
+    let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    drain(sim, dev);
+    let mut submitted = 0;
+    loop {
+        match sim.submit(&read, SimData::In(512), 0) {
+            Ok(_) => submitted += 1,
+            Err(SimSubmitError::RingFull | SimSubmitError::DataAreaFull) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(submitted > 4, "only {submitted} fit in the ring");
+    sim.notify();
+    drain(sim, dev);
+}
+
+/// Polls and reaps until nothing is in flight (the device's hold is
+/// 20 µs; the bound is for a stuck test only).
+fn drain(sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>) {
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sim.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} commands still in flight",
+            sim.in_flight()
+        );
+        dev.poll();
+        sim.reap(|c| {
+            c.copy_data_in(&mut buf);
+        })
+        .unwrap();
+    }
+}
+
+#[test]
+fn the_simulators_block_lists_do_not_grow_again_for_larger_commands() {
+    let mut sim = TcmuSim::new(SimConfig {
+        cmdr_size: 2048,
+        data_area_size: 512 << 10,
+        data_block_size: 4096,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let (region, bell) = sim.device_endpoint().unwrap();
+    let mut dev = TcmuDevice::attach(
+        region,
+        bell,
+        Immediate::new(64),
+        TcmuDeviceConfig::default(),
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    // Two commands at a time: one block each, then sixteen. The lists of
+    // the two command ids (and the scratch list) were made by the first.
+    let mut sim_allocations = |sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>, len: usize| {
+        let read = [0x28, 0, 0, 0, 0, 0, 0, 0, (len / 512) as u8, 0];
+        let mut in_sim = 0;
+        for _ in 0..100 {
+            let before = thread_allocations();
+            for tag in 0..2 {
+                sim.submit(&read, SimData::In(len), tag).unwrap();
+            }
+            sim.notify();
+            in_sim += thread_allocations() - before;
+            let mut reaped = 0;
+            while reaped < 2 {
+                dev.poll();
+                let before = thread_allocations();
+                reaped += sim
+                    .reap(|c| {
+                        c.copy_data_in(&mut buf);
+                    })
+                    .unwrap();
+                in_sim += thread_allocations() - before;
+            }
+        }
+        in_sim
+    };
+    sim_allocations(&mut sim, &mut dev, 512);
+    assert_eq!(sim_allocations(&mut sim, &mut dev, 64 << 10), 0);
 }

@@ -125,8 +125,12 @@ pub struct TcmuSim {
     blocks: Bitmap,
     ids: Bitmap,
     cmds: Vec<SimCmd>,
-    /// Scratch block list for `submit` (swapped into the command).
+    /// Scratch block list for `submit` (swapped into the command: lists
+    /// circulate between command ids).
     scratch_blocks: Vec<u32>,
+    /// What a block list grows to at once when it is too short (the data
+    /// area's blocks, at most 256).
+    block_list_cap: usize,
     head: u32,
     last_cleaned: u32,
     records: VecDeque<Record>,
@@ -210,6 +214,7 @@ impl TcmuSim {
             ids,
             cmds,
             scratch_blocks: Vec::new(),
+            block_list_cap: (max_blocks as usize).min(256),
             head: 0,
             last_cleaned: 0,
             records: VecDeque::with_capacity(records_cap),

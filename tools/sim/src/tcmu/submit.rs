@@ -49,6 +49,15 @@ impl TcmuSim {
         }
         // Data blocks first (tcmu_alloc_data_space), lowest free first.
         self.scratch_blocks.clear();
+        // A short list grows once, to what commands of up to 256 blocks
+        // need: lists circulate between command ids, and growing each by
+        // what one command needed would allocate again whenever a short one
+        // met a larger command, long after a load's start. A steady load
+        // then allocates only for command ids it had not used yet.
+        if self.scratch_blocks.capacity() < nblocks {
+            self.scratch_blocks
+                .reserve_exact(nblocks.max(self.block_list_cap));
+        }
         let mut iov_cnt = 0usize;
         let mut prev: Option<u32> = None;
         for _ in 0..nblocks {
