@@ -9,13 +9,7 @@ use test_support::exec::Immediate;
 
 #[test]
 fn steady_state_polls_do_not_allocate() {
-    let mut sim = TcmuSim::new(SimConfig {
-        cmdr_size: 2048,
-        data_area_size: 512 << 10,
-        data_block_size: 4096,
-        ..SimConfig::default()
-    })
-    .unwrap();
+    let mut sim = small_sim();
     let (region, bell) = sim.device_endpoint().unwrap();
     let exec = Immediate::new(64);
     // A fixed hold keeps the pattern of publications steady (the tuner's
@@ -125,13 +119,7 @@ fn drain(sim: &mut TcmuSim, dev: &mut TcmuDevice<Immediate>) {
 
 #[test]
 fn the_simulators_block_lists_do_not_grow_again_for_larger_commands() {
-    let mut sim = TcmuSim::new(SimConfig {
-        cmdr_size: 2048,
-        data_area_size: 512 << 10,
-        data_block_size: 4096,
-        ..SimConfig::default()
-    })
-    .unwrap();
+    let mut sim = small_sim();
     let (region, bell) = sim.device_endpoint().unwrap();
     let mut dev = TcmuDevice::attach(
         region,
@@ -169,4 +157,16 @@ fn the_simulators_block_lists_do_not_grow_again_for_larger_commands() {
     };
     sim_allocations(&mut sim, &mut dev, 512);
     assert_eq!(sim_allocations(&mut sim, &mut dev, 64 << 10), 0);
+}
+
+/// A simulator with a small ring (2 KiB: a few dozen commands at most) and
+/// data area (128 blocks of 4 KiB).
+fn small_sim() -> TcmuSim {
+    TcmuSim::new(SimConfig {
+        cmdr_size: 2048,
+        data_area_size: 512 << 10,
+        data_block_size: 4096,
+        ..SimConfig::default()
+    })
+    .unwrap()
 }
