@@ -543,9 +543,10 @@ step_scst_perf() {
             # The ioctls per I/O at queue depth 32: serve's counters taken
             # while the run is at full depth (report_now's signal 2 s after
             # fio's start, past its 1 s ramp, and again PERF_RUNTIME - 2 s
-            # later, before its end), not around the whole run: an idle
-            # device asks the kernel every idle_poll_us while the reactor is
-            # awake, and those asks before and after the I/O are no QD 32.
+            # later, before its end), not around the whole run: the device's
+            # idle asks before and after the I/O (at least one per
+            # millisecond while the reactor is awake, see
+            # dataplane/src/scst/idle_watch.rs) are no QD 32.
             (FIO_EXTRA="--cpus_allowed=0" run_fio "perf-scst-dp-$r" randread-4k-qd32.fio \
                 DISK="$(state perf-scst-dp)" RUNTIME="$PERF_RUNTIME") >"$ST/perf-scst-dp.log" 2>&1 &
             fpid=$!

@@ -252,8 +252,10 @@ def why(res):
     """Why the run in `res` failed, from the result.json summarizing wrote:
     each problem, then each failed step's message and the end of its log
     (run.sh prints it last, so a log cut to its tail still says it)."""
-    with open(os.path.join(res, "result.json"), encoding="utf-8") as f:
-        r = json.load(f)
+    r = load_json(os.path.join(res, "result.json"))
+    if r is None:
+        print(f"[vm] no readable result.json in {res}")
+        return 0
     for p in r["problems"]:
         print(f"[vm] PROBLEM: {p}")
     for name, d in r["step_details"].items():

@@ -97,6 +97,12 @@ struct Placed {
 }
 
 impl AttachedScst {
+    /// On its reactor and not faulted: a device whose poll runs and sees
+    /// what the control plane asks of it (a hand-off).
+    fn is_polled(&self) -> bool {
+        self.poller.is_some() && self.fault.get().is_none()
+    }
+
     /// Its fault for the reports: one the server has not handled yet
     /// (the device is on its reactor), else, while it is off its reactor,
     /// the one it was taken off for.

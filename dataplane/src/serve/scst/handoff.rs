@@ -100,7 +100,7 @@ impl ScstDevices {
     fn wait_serving(&self, log: &mut dyn FnMut(&str)) {
         let deadline = Instant::now() + HANDOFF_QUIESCE;
         for d in &self.devices {
-            if d.poller.is_none() || d.fault.get().is_some() {
+            if !d.is_polled() {
                 continue; // not polled: it has nothing to see
             }
             if !wait_until(deadline, || d.handoff.serving()) {
@@ -121,7 +121,7 @@ impl ScstDevices {
     ) -> Result<Vec<(usize, std::os::fd::OwnedFd)>, HandoffError> {
         let mut ready = Vec::new();
         for (i, d) in self.devices.iter().enumerate() {
-            if d.poller.is_none() || d.fault.get().is_some() {
+            if !d.is_polled() {
                 continue; // unregistered: the successor registers it itself
             }
             let Some(raw) = d.fd else {
