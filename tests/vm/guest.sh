@@ -297,6 +297,15 @@ dmesg_now() {
 }
 # dmesg_mark NAME: records where the kernel log is now, as NAME.
 dmesg_mark() { dmesg_now >"$ST/dmesg-$1"; }
+# dmesg_note NAME TEXT: writes "vm: TEXT" into the kernel log and records
+# that line's timestamp as NAME (its own, not the log's last line's: the
+# kernel may log another line right after it).
+dmesg_note() {
+    echo "vm: $2" >/dev/kmsg
+    dmesg | awk -v text="vm: $2" '
+        index($0, text) { t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t); last = t }
+        END { printf "%.6f\n", last + 0 }' >"$ST/dmesg-$1"
+}
 # dmesg_since MARK: the kernel lines logged after MARK.
 dmesg_since() {
     dmesg | awk -v from="$(state "dmesg-$1")" '
@@ -314,6 +323,14 @@ io_trouble() {
 expect_trouble() {
     echo "$1 $(state "dmesg-$2") $(dmesg_now)" >>"$R/fault-windows"
 }
+# expect_trouble_until DISK FROM TO: expect_trouble for the window between
+# two marks.
+expect_trouble_until() {
+    echo "$1 $(state "dmesg-$2") $(state "dmesg-$3")" >>"$R/fault-windows"
+}
+# disk_lines DISK: the kernel lines (stdin) about DISK (sdX), as
+# dmesg_unexpected tells them.
+disk_lines() { awk -v d="$1" 'index($0, "[" d "]") || index($0, "dev " d ",")'; }
 # dmesg_unexpected MARK: dmesg_errors MARK without the expected trouble.
 dmesg_unexpected() {
     dmesg_since "$1" | awk -v wins="$(tr '\n' ';' 2>/dev/null <"$R/fault-windows")" '

@@ -283,7 +283,10 @@ step_scst_add_lun() {
 # step_scst_kill9_restart: kill -9 of serve while fio runs on LUN 0
 # (continue_on_error: I/O fails while no LUN maps the device), restart with
 # the same configuration; serve exports the LUN again, and the disk must
-# serve again within 10 s of the kill without any manual step.
+# serve again within 10 s of the kill without any manual step. The I/O
+# errors must all fall in that window: a line in the kernel log marks the
+# moment the disk served again, and a kernel report of an I/O error on the
+# disk after it fails the step.
 step_scst_kill9_restart() {
     d=$(need_disk scst)
     serve_running || fail "dataplane serve is not running"
@@ -302,19 +305,26 @@ step_scst_kill9_restart() {
     while awk -v a="$t0" -v b="$(now)" 'BEGIN { exit !(b - a < 30) }'; do
         if hdd if="$d" of=/dev/null bs=4096 count=1 iflag=direct status=none 2>/dev/null; then
             ok=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+            dmesg_note scst-served "${d#/dev/} serves again"
             break
         fi
         sleep 0.2
     done
     frc=0
     wait $fpid || frc=$?
+    late=
+    [ -z "$ok" ] || late=$(dmesg_since scst-served | disk_lines "${d#/dev/}" | io_trouble)
     grep "exported SCST device\|cannot export" "$R/serve-scst2.log" || true
     fout=$R/fio-scst-restart.json
     ferr=$(awk -F: '/"total_err"/ { gsub(/[ ,]/, "", $2); s += $2 } END { print s + 0 }' "$fout" 2>/dev/null)
     echo "restart timeline: LUN 0 served again ${ok:-never} s after the kill;" \
         "fio saw ${ferr:-?} failed I/Os of $(($(fio_sum "$fout" read total_ios) + $(fio_sum "$fout" write total_ios)))"
     echo "${ok:-}" >"$R/scst-restart-seconds"
-    expect_trouble "${d#/dev/}" scst-restart
+    if [ -n "$ok" ]; then
+        expect_trouble_until "${d#/dev/}" scst-restart scst-served
+    else
+        expect_trouble "${d#/dev/}" scst-restart
+    fi
     expect_trouble "$(state disk-scststripe | sed 's|/dev/||')" scst-restart
     [ -n "$ok" ] || fail "LUN 0 did not serve again within 30 s of the kill"
     awk -v s="$ok" 'BEGIN { exit !(s <= 10) }' || fail "LUN 0 served again only after $ok s (more than 10)"
@@ -322,6 +332,11 @@ step_scst_kill9_restart() {
         cat "$ST/scst-restart-fio.log"
         fail "fio during the restart exited with status $frc"
     }
+    [ -z "$late" ] || {
+        echo "$late"
+        fail "I/O errors on ${d#/dev/} after it served again (kernel log above)"
+    }
+    echo "no I/O error on ${d#/dev/} in the kernel log after it served again"
 }
 
 # step_scst_handoff: while fio writes (and reads back and checks) the file
