@@ -306,6 +306,9 @@ pub struct ScstDevice<D: ScstDriver, E: CommandExecutor> {
     last_filled: bool,
     /// The last exchange returned at least one subcommand.
     last_got: bool,
+    /// An exchange happened: the coalescer's age is the time since the
+    /// last one (before the first it means nothing).
+    exchanged: bool,
     /// `config.idle_poll_interval` in clock ticks.
     idle_poll_ticks: u64,
     /// `config.idle_backstop` in clock ticks.
@@ -423,6 +426,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             coalescer: Coalescer::new(&config.coalesce),
             last_filled: false,
             last_got: false,
+            exchanged: false,
             idle_poll_ticks: clock::duration_to_ticks(config.idle_poll_interval),
             idle_backstop_ticks: clock::duration_to_ticks(config.idle_backstop),
             handoff: Arc::default(),

@@ -140,10 +140,11 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             return !self.coalescer.hold(queued, false);
         } else {
             // Nothing to answer: look for work at once after a call that
-            // found some, else once per idle polling interval.
-            self.last_got || self.coalescer.age(now) >= self.idle_poll_ticks
+            // found some (or before the first call), else once per idle
+            // polling interval.
+            self.last_got || !self.exchanged || self.coalescer.age(now) >= self.idle_poll_ticks
         };
-        if !due || queued > 0 || self.last_got {
+        if !due || queued > 0 || self.last_got || !self.exchanged {
             return due;
         }
         // Only asking for work: not while the driver knows nothing is
@@ -293,6 +294,7 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             .driver
             .reply_and_get_multi(&mut self.multi, self.replies.as_slice());
         c.ioctls += 1;
+        self.exchanged = true;
         let now = clock::recent();
         self.coalescer.restart(now);
         let header = *self.multi.header();
