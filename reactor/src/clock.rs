@@ -42,10 +42,27 @@
 //! (tsc, kvm-clock). Under `hpet` or `acpi_pm` (guests without a stable
 //! TSC, e.g. under QEMU TCG) every read is a system call plus an emulated
 //! device access, microseconds each. [`is_cheap`] tells which case this is
-//! (a read measured at calibration under [`CHEAP_READ_NS`]); a reactor on an
-//! expensive clock reads it once per iteration instead of once per poller
-//! and keeps the reading as the thread's [`recent`] time, which the devices
-//! use for their per-command timestamps.
+//! (a read measured at calibration under [`CHEAP_READ_NS`]). A reactor on an
+//! expensive clock does not time each poller: in an iteration that finds
+//! work it reads the clock at the iteration's first [`recent`] (a device
+//! stamping the commands it found, see [`expire_recent`]) and at its end,
+//! and in a run of idle iterations only at the end of every
+//! [`IDLE_CLOCK_EVERY`](crate::IDLE_CLOCK_EVERY)-th.
+//!
+//! # Reading the TSC in an emulator
+//! The [`ClockSource::SteadyTsc`] never counts as cheap, however fast one
+//! read is. It is chosen only where the kernel gave up on the TSC, which
+//! is a virtual machine, and under QEMU's TCG each `rdtsc` is a call into
+//! the emulator that (in QEMU's `cpu_get_ticks`) takes a lock all vCPUs
+//! share. One read took 66-86 ns in the VM test's guest, but a thread
+//! spinning on `rdtsc` on CPU 1 cut the 4 KiB queue-depth-1 reads of an
+//! rd_mcp LUN on CPU 0 to 0.13-0.52 of their rate with CPU 1 idle (823-2322
+//! against 4132-6414 IOPS, three rounds), while the same spin without it
+//! left them at 0.92-1.20 and one `rdtsc` every 16 turns at 0.71-1.12. A
+//! reactor reading the clock at every iteration slows its initiator's CPU
+//! the same way; reading it every 64th idle iteration took the dataplane's
+//! queue-depth-1 reads from 0.35 and 0.42 of rd_mcp's rate to 0.47 and
+//! 0.48 (alternating boots, `tests/vm/README.md`).
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -61,6 +78,9 @@ pub const STEADY_TOLERANCE_PPM: u64 = 5_000;
 thread_local! {
     /// This thread's last [`refresh`] (0: never).
     static RECENT: Cell<u64> = const { Cell::new(0) };
+    /// [`expire_recent`] was called since the last [`refresh`]: the next
+    /// [`recent`] reads the clock.
+    static EXPIRED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Where the ticks come from.
@@ -274,9 +294,17 @@ fn mean_read_ns<T>(mut read: impl FnMut() -> T) -> u64 {
     u64::try_from(start.elapsed().as_nanos() / u128::from(READS)).unwrap_or(u64::MAX)
 }
 
-/// True if [`now`] costs less than [`CHEAP_READ_NS`] (see the module docs).
+/// True if [`now`] costs less than [`CHEAP_READ_NS`] and its source is not
+/// the [`ClockSource::SteadyTsc`] (see the module docs, "Reading the TSC in
+/// an emulator").
 pub fn is_cheap() -> bool {
-    read_cost_ns() < CHEAP_READ_NS
+    cheap(source(), read_cost_ns)
+}
+
+/// [`is_cheap`] for a `source` whose read costs `read_ns()` (asked only
+/// when it decides).
+fn cheap(source: ClockSource, read_ns: impl FnOnce() -> u64) -> bool {
+    source != ClockSource::SteadyTsc && read_ns() < CHEAP_READ_NS
 }
 
 /// Reads the clock and keeps the reading as this thread's [`recent`] time.
@@ -284,15 +312,29 @@ pub fn is_cheap() -> bool {
 pub fn refresh() -> u64 {
     let t = now();
     RECENT.with(|r| r.set(t));
+    EXPIRED.with(|e| e.set(false));
     t
 }
 
-/// This thread's recent time: its last [`refresh`] (a reactor refreshes at
-/// every iteration, and before every poller when the clock is cheap), or
-/// [`now`] on a thread that never refreshed. For timestamps that may lag
-/// by one reactor iteration.
+/// Marks this thread's [`recent`] time out of date: the next [`recent`]
+/// reads the clock (once; the calls after it get that reading). A reactor
+/// on an expensive clock calls it as each iteration begins, so that the
+/// time is read in an iteration only if a poller needs it.
+#[inline]
+pub fn expire_recent() {
+    EXPIRED.with(|e| e.set(true));
+}
+
+/// This thread's recent time: its last [`refresh`] (a reactor refreshes
+/// before every poller when the clock is cheap; on an expensive one at
+/// the first `recent` of an iteration, see [`expire_recent`]), or [`now`]
+/// on a thread that never refreshed. For timestamps that may lag by one
+/// poller's work.
 #[inline]
 pub fn recent() -> u64 {
+    if EXPIRED.with(Cell::get) {
+        return refresh();
+    }
     let t = RECENT.with(Cell::get);
     if t == 0 {
         now()
@@ -357,10 +399,42 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_recent_time_is_read_again_once() {
+        std::thread::spawn(|| {
+            let t = refresh();
+            std::thread::sleep(Duration::from_millis(2));
+            expire_recent();
+            let fresh = recent();
+            assert!(fresh > t, "an expired recent time reads the clock");
+            std::thread::sleep(Duration::from_millis(2));
+            assert_eq!(recent(), fresh, "and keeps that reading");
+            expire_recent();
+            let again = refresh();
+            assert_eq!(recent(), again, "a refresh also renews it");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn read_cost_is_measured_once() {
         let cost = read_cost_ns();
         assert_eq!(read_cost_ns(), cost);
-        assert_eq!(is_cheap(), cost < CHEAP_READ_NS);
+        assert_eq!(
+            is_cheap(),
+            source() != ClockSource::SteadyTsc && cost < CHEAP_READ_NS
+        );
+    }
+
+    #[test]
+    fn a_steady_tsc_is_never_cheap() {
+        let never = || -> u64 { panic!("the read cost is not needed") };
+        assert!(!cheap(ClockSource::SteadyTsc, never));
+        assert!(!cheap(ClockSource::SteadyTsc, || 1));
+        assert!(cheap(ClockSource::Tsc, || CHEAP_READ_NS - 1));
+        assert!(!cheap(ClockSource::Tsc, || CHEAP_READ_NS));
+        assert!(cheap(ClockSource::Instant, || 30));
+        assert!(!cheap(ClockSource::Instant, || 2_000));
     }
 
     #[test]

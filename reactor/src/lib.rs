@@ -32,7 +32,7 @@ pub use error::Error;
 pub use poller::{Poller, PollerId};
 pub use reactor::{
     available_cores, IdlePolicy, Reactor, ReactorConfig, ReactorContext, ReactorExit,
-    ReactorHandle, RemovedPoller, StatsReader, Stopper,
+    ReactorHandle, RemovedPoller, StatsReader, Stopper, IDLE_CLOCK_EVERY,
 };
 pub use signals::{ShutdownCause, ShutdownSignals};
 pub use stats::{PollerStats, ReactorState, ReactorStats};

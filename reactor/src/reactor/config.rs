@@ -2,6 +2,17 @@
 
 use std::time::Duration;
 
+/// Idle iterations in a row that a reactor on an expensive clock
+/// ([`clock::is_cheap`] false) runs without reading it: it reads the clock
+/// at the end of every `IDLE_CLOCK_EVERY`-th, at the end of every iteration
+/// that found work, and during an iteration when a poller asks for
+/// [`clock::recent`]. The `clock` module docs say why an idle reactor
+/// leaves an emulated TSC alone.
+///
+/// [`clock::is_cheap`]: crate::clock::is_cheap
+/// [`clock::recent`]: crate::clock::recent
+pub const IDLE_CLOCK_EVERY: u32 = 64;
+
 /// What a reactor does when its pollers have no work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdlePolicy {

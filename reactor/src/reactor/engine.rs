@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use super::config::IdlePolicy;
+use super::config::{IdlePolicy, IDLE_CLOCK_EVERY};
 use super::context::{ReactorContext, ReactorOps};
 use super::control::{Message, Shared};
 use super::exit::{ReactorExit, RemovedPoller};
@@ -64,6 +64,15 @@ pub(super) struct Engine {
     iteration_start: u64,
     /// [`clock::is_cheap`]: time each poller, or only each iteration.
     cheap_clock: bool,
+    /// Expensive clock: idle iterations run since the clock was last read.
+    unclocked: u32,
+    /// Expensive clock: the ticks one idle iteration took, from the last
+    /// run of idle iterations that ended with a reading; the estimate of
+    /// the idle part of a reading that ends an iteration with work.
+    idle_iteration_ticks: u64,
+    /// Expensive clock: read it at the end of the next iteration, work or
+    /// not (before a sleep).
+    clock_next: bool,
 }
 
 impl Engine {
@@ -93,6 +102,9 @@ impl Engine {
             shutdown_deadline: None,
             iteration_start: 0,
             cheap_clock: clock::is_cheap(),
+            unclocked: 0,
+            idle_iteration_ticks: 0,
+            clock_next: false,
         }
     }
 
@@ -210,8 +222,15 @@ impl Engine {
         self.end_iteration(last, work)
     }
 
-    /// [`iterate`](Self::iterate) on an expensive clock: one read.
+    /// [`iterate`](Self::iterate) on an expensive clock: at most one read
+    /// at the end, none at the end of most idle iterations (see
+    /// [`IDLE_CLOCK_EVERY`]), and one during the iteration if a poller asks
+    /// for [`clock::recent`]. A reading's ticks since the last one are
+    /// shared among the pollers: the estimated time of the unread idle
+    /// iterations before it equally among all, the rest equally among
+    /// those that found work when any did, else equally among all.
     fn iterate_coarse(&mut self) -> u64 {
+        clock::expire_recent();
         let mut work = 0;
         let mut busy = 0u64;
         for slot in &mut self.slots {
@@ -226,39 +245,64 @@ impl Engine {
                 busy += 1;
             }
         }
+        if work == 0 && !self.clock_next && self.unclocked + 1 < IDLE_CLOCK_EVERY {
+            self.unclocked += 1;
+            self.count_iteration(0);
+            return 0;
+        }
+        self.clock_next = false;
         let last = clock::refresh();
         let ticks = last.saturating_sub(self.iteration_start);
-        let sharers = if busy > 0 {
-            busy
+        let unclocked = u64::from(std::mem::take(&mut self.unclocked));
+        let idle_ticks = if work == 0 {
+            self.idle_iteration_ticks = ticks / (unclocked + 1);
+            ticks
         } else {
-            self.slots.len() as u64
+            ticks.min(unclocked.saturating_mul(self.idle_iteration_ticks))
         };
-        let share = ticks / sharers.max(1);
+        let busy_ticks = ticks - idle_ticks;
+        let pollers = (self.slots.len() as u64).max(1);
+        let idle_share = idle_ticks / pollers;
+        let busy_share = busy_ticks / busy.max(1);
         for slot in &mut self.slots {
-            if busy == 0 {
-                slot.counters.idle_ticks += share;
-            } else if slot.busy_now {
-                slot.counters.busy_ticks += share;
+            slot.counters.idle_ticks += idle_share;
+            if slot.busy_now {
+                slot.counters.busy_ticks += busy_share;
             }
         }
-        self.end_iteration(last, work)
+        self.iteration_start = last;
+        self.counters.idle_ticks += idle_ticks;
+        self.counters.busy_ticks += busy_ticks;
+        if work > 0 {
+            self.last_work = last;
+        }
+        self.count_iteration(work)
     }
 
     /// The iteration's accounting, from `iteration_start` to `last`.
     fn end_iteration(&mut self, last: u64, work: u64) -> u64 {
         let ticks = last.saturating_sub(self.iteration_start);
         self.iteration_start = last;
+        if work > 0 {
+            self.counters.busy_ticks += ticks;
+            self.last_work = last;
+        } else {
+            self.counters.idle_ticks += ticks;
+        }
+        self.count_iteration(work)
+    }
+
+    /// Counts one iteration that did `work` (its time is accounted by the
+    /// caller) and publishes the counters every [`PUBLISH_EVERY`].
+    fn count_iteration(&mut self, work: u64) -> u64 {
         let counters = &mut self.counters;
         counters.iterations += 1;
         counters.polls += self.slots.len() as u64;
         counters.work += work;
         if work > 0 {
-            counters.busy_ticks += ticks;
             counters.busy_iterations += 1;
             self.idle_run = 0;
-            self.last_work = last;
         } else {
-            counters.idle_ticks += ticks;
             self.idle_run = self.idle_run.saturating_add(1);
         }
         if counters.iterations & (PUBLISH_EVERY - 1) == 0 {
@@ -378,7 +422,9 @@ impl Engine {
         waker.prepare_sleep();
         self.publish();
         // Work published before our flag became visible to its producer is
-        // found by this pass; work published after it comes with a kick.
+        // found by this pass; work published after it comes with a kick. The
+        // pass reads the clock, so that the sleep's time starts at its end.
+        self.clock_next = true;
         let work = self.iterate(self.iteration_start);
         if work > 0 || self.shared.pending.load(Ordering::Relaxed) {
             waker.finish_sleep();
@@ -459,5 +505,122 @@ impl ReactorOps for Engine {
 
     fn request_stop(&self) {
         self.shared.request_stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+    /// Does the work the test hands it and notes the recent time it saw
+    /// when it did.
+    struct Scripted {
+        work: Arc<AtomicUsize>,
+        seen: Arc<AtomicU64>,
+    }
+
+    impl Poller for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+
+        fn poll(&mut self) -> usize {
+            let work = self.work.swap(0, Ordering::Relaxed);
+            if work > 0 {
+                self.seen.store(clock::recent(), Ordering::Relaxed);
+            }
+            work
+        }
+    }
+
+    /// An engine on the expensive-clock path with two pollers: one that
+    /// does the work stored in the returned counter (and notes its time in
+    /// the returned cell), one always idle.
+    fn coarse_engine() -> (Engine, Arc<AtomicUsize>, Arc<AtomicU64>) {
+        let shared = Arc::new(Shared::new("coarse".into(), None, Waker::new().unwrap()));
+        let mut engine = Engine::new(shared, IdlePolicy::Busy, Duration::from_secs(1), None, 2);
+        engine.cheap_clock = false;
+        let work = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicU64::new(0));
+        for w in [Arc::clone(&work), Arc::new(AtomicUsize::new(0))] {
+            let seen = Arc::clone(&seen);
+            engine.add(Box::new(Scripted { work: w, seen })).unwrap();
+        }
+        engine.iteration_start = clock::refresh();
+        (engine, work, seen)
+    }
+
+    #[test]
+    fn an_idle_reactor_reads_an_expensive_clock_every_so_many_iterations() {
+        let (mut e, _, _) = coarse_engine();
+        let start = e.iteration_start;
+        for _ in 0..IDLE_CLOCK_EVERY - 1 {
+            assert_eq!(e.iterate_coarse(), 0);
+        }
+        assert_eq!(e.iteration_start, start, "no reading yet");
+        assert_eq!(e.counters.iterations, u64::from(IDLE_CLOCK_EVERY - 1));
+        assert_eq!(e.counters.polls, 2 * u64::from(IDLE_CLOCK_EVERY - 1));
+        assert_eq!(e.counters.idle_ticks, 0);
+        assert_eq!(e.idle_run, IDLE_CLOCK_EVERY - 1);
+
+        e.iterate_coarse();
+        let elapsed = e.iteration_start - start;
+        assert!(elapsed > 0, "the IDLE_CLOCK_EVERY-th idle iteration reads");
+        assert_eq!(e.counters.idle_ticks, elapsed, "all of it idle");
+        assert_eq!(e.counters.busy_ticks, 0);
+        assert_eq!(
+            e.idle_iteration_ticks,
+            elapsed / u64::from(IDLE_CLOCK_EVERY),
+            "the estimate of one idle iteration"
+        );
+        for slot in &e.slots {
+            assert_eq!(
+                slot.counters.idle_ticks,
+                elapsed / 2,
+                "shared by both pollers"
+            );
+        }
+
+        e.clock_next = true;
+        e.iterate_coarse();
+        assert!(
+            e.iteration_start > start + elapsed,
+            "a reading asked for is taken"
+        );
+        assert!(!e.clock_next);
+    }
+
+    #[test]
+    fn work_after_unread_idle_iterations_is_timed_from_its_own_iteration() {
+        let (mut e, work, seen) = coarse_engine();
+        let start = e.iteration_start;
+        for _ in 0..10 {
+            e.iterate_coarse();
+        }
+        // As if a run of idle iterations had measured 1000 ticks each.
+        e.idle_iteration_ticks = 1000;
+        std::thread::sleep(Duration::from_millis(2));
+        let before = clock::now();
+        work.store(3, Ordering::Relaxed);
+        assert_eq!(e.iterate_coarse(), 3);
+        assert!(
+            seen.load(Ordering::Relaxed) >= before,
+            "the poller's recent time is read in the iteration that needs it"
+        );
+        let elapsed = e.iteration_start - start;
+        assert!(elapsed > 10_000);
+        assert_eq!(
+            e.counters.idle_ticks, 10_000,
+            "ten idle iterations' estimate"
+        );
+        assert_eq!(e.counters.busy_ticks, elapsed - 10_000);
+        assert_eq!(e.slots[0].counters.busy_ticks, elapsed - 10_000);
+        assert_eq!(e.slots[1].counters.busy_ticks, 0);
+        assert_eq!(e.slots[0].counters.idle_ticks, 5_000);
+        assert_eq!(e.slots[1].counters.idle_ticks, 5_000);
+        assert_eq!((e.counters.iterations, e.counters.busy_iterations), (11, 1));
+        assert_eq!((e.idle_run, e.last_work), (0, e.iteration_start));
+        assert_eq!(e.unclocked, 0);
     }
 }

@@ -87,7 +87,7 @@ mod handle;
 mod spawn;
 
 pub use crate::poller::PollerId;
-pub use config::{available_cores, IdlePolicy, ReactorConfig};
+pub use config::{available_cores, IdlePolicy, ReactorConfig, IDLE_CLOCK_EVERY};
 pub use context::ReactorContext;
 pub use exit::{ReactorExit, RemovedPoller};
 pub use handle::{ReactorHandle, StatsReader, Stopper};

@@ -18,11 +18,9 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             .latency
             .as_mut()
             .filter(|_| self.executor.in_flight() != 0);
-        let now = if latency.is_some() {
-            clock::recent()
-        } else {
-            0
-        };
+        // Read at the first response only: an idle poll (an I/O still in
+        // flight) takes no clock reading.
+        let mut now = 0;
         self.executor
             .poll(self.config.budget, &mut |slot, response: &Response| {
                 if let Some(s) = slots.get_mut(slot as usize) {
@@ -31,12 +29,15 @@ impl<E: CommandExecutor> TcmuDevice<E> {
                         s.state = SlotState::Done;
                         done.push(slot);
                         if let Some(latency) = latency.as_deref_mut() {
+                            if now == 0 {
+                                now = clock::recent();
+                            }
                             latency.record(now.wrapping_sub(s.received_at));
                         }
                     }
                 }
             });
-        if let Some(latency) = latency {
+        if let Some(latency) = latency.filter(|_| now != 0) {
             latency.maybe_flush(now);
         }
     }
