@@ -38,7 +38,9 @@ pub struct TcmuDeviceConfig {
     /// Record each command's latency inside the dataplane (ring walk to
     /// response) for statistics
     /// ([`TcmuDevice::latency`](super::TcmuDevice::latency)). Costs one
-    /// histogram increment per command and two clock reads per poll.
+    /// histogram increment per command and the thread's recent time
+    /// ([`reactor::clock::recent`]) at a walk that finds commands and at a
+    /// poll that collects responses (no clock read at an idle poll).
     /// Default true.
     pub track_latency: bool,
 }
