@@ -43,10 +43,11 @@
 //! TSC, e.g. under QEMU TCG) every read is a system call plus an emulated
 //! device access, microseconds each. [`is_cheap`] tells which case this is
 //! (a read measured at calibration under [`CHEAP_READ_NS`]). A reactor on an
-//! expensive clock does not time each poller: in an iteration that finds
-//! work it reads the clock at the iteration's first [`recent`] (a device
-//! stamping the commands it found, see [`expire_recent`]) and at its end,
-//! and in a run of idle iterations only at the end of every
+//! expensive clock does not time each poller: it reads the clock at the
+//! first [`recent`] of an iteration (a device stamping the commands it
+//! found, see [`expire_recent`]) and at the end of an iteration that found
+//! work, and in a run of idle iterations in which no poller asks for the
+//! time only at the end of every
 //! [`IDLE_CLOCK_EVERY`](crate::IDLE_CLOCK_EVERY)-th.
 //!
 //! # Reading the TSC in an emulator
@@ -60,9 +61,11 @@
 //! against 4132-6414 IOPS, three rounds), while the same spin without it
 //! left them at 0.92-1.20 and one `rdtsc` every 16 turns at 0.71-1.12. A
 //! reactor reading the clock at every iteration slows its initiator's CPU
-//! the same way; reading it every 64th idle iteration took the dataplane's
-//! queue-depth-1 reads from 0.35 and 0.42 of rd_mcp's rate to 0.47 and
-//! 0.48 (alternating boots, `tests/vm/README.md`).
+//! the same way, if less (an iteration is longer than a turn of that
+//! spin). In the whole path the change was within the boots' noise on a
+//! host with 3-27 % steal time: queue-depth-1 reads at 0.352-0.476 of
+//! rd_mcp's rate before, 0.374-0.484 after (four alternating boots each,
+//! `tests/vm/README.md`).
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -323,6 +326,13 @@ pub fn refresh() -> u64 {
 #[inline]
 pub fn expire_recent() {
     EXPIRED.with(|e| e.set(true));
+}
+
+/// True if [`expire_recent`] was called and no reading was taken since:
+/// the next [`recent`] reads the clock.
+#[inline]
+pub fn expired() -> bool {
+    EXPIRED.with(Cell::get)
 }
 
 /// This thread's recent time: its last [`refresh`] (a reactor refreshes

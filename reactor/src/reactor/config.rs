@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 /// Idle iterations in a row that a reactor on an expensive clock
-/// ([`clock::is_cheap`] false) runs without reading it: it reads the clock
-/// at the end of every `IDLE_CLOCK_EVERY`-th, at the end of every iteration
-/// that found work, and during an iteration when a poller asks for
-/// [`clock::recent`]. The `clock` module docs say why an idle reactor
-/// leaves an emulated TSC alone.
+/// ([`clock::is_cheap`] false) runs without reading it, unless a poller
+/// asks for [`clock::recent`]: it reads the clock at the end of every
+/// `IDLE_CLOCK_EVERY`-th, at the end of every iteration that found work,
+/// and at a poller's first ask in an iteration. The `clock` module docs say
+/// why an idle reactor leaves an emulated TSC alone.
 ///
 /// [`clock::is_cheap`]: crate::clock::is_cheap
 /// [`clock::recent`]: crate::clock::recent

@@ -222,10 +222,11 @@ impl Engine {
         self.end_iteration(last, work)
     }
 
-    /// [`iterate`](Self::iterate) on an expensive clock: at most one read
-    /// at the end, none at the end of most idle iterations (see
-    /// [`IDLE_CLOCK_EVERY`]), and one during the iteration if a poller asks
-    /// for [`clock::recent`]. A reading's ticks since the last one are
+    /// [`iterate`](Self::iterate) on an expensive clock: a read when a
+    /// poller first asks for [`clock::recent`] and one at the end of an
+    /// iteration that found work; an idle iteration uses a poller's reading
+    /// if one asked, and most idle iterations take none at all (see
+    /// [`IDLE_CLOCK_EVERY`]). A reading's ticks since the last one are
     /// shared among the pollers: the estimated time of the unread idle
     /// iterations before it equally among all, the rest equally among
     /// those that found work when any did, else equally among all.
@@ -245,13 +246,18 @@ impl Engine {
                 busy += 1;
             }
         }
-        if work == 0 && !self.clock_next && self.unclocked + 1 < IDLE_CLOCK_EVERY {
+        let read = !clock::expired();
+        if work == 0 && !read && !self.clock_next && self.unclocked + 1 < IDLE_CLOCK_EVERY {
             self.unclocked += 1;
             self.count_iteration(0);
             return 0;
         }
+        let last = if work == 0 && read && !self.clock_next {
+            clock::recent()
+        } else {
+            clock::refresh()
+        };
         self.clock_next = false;
-        let last = clock::refresh();
         let ticks = last.saturating_sub(self.iteration_start);
         let unclocked = u64::from(std::mem::take(&mut self.unclocked));
         let idle_ticks = if work == 0 {
@@ -518,6 +524,8 @@ mod tests {
     struct Scripted {
         work: Arc<AtomicUsize>,
         seen: Arc<AtomicU64>,
+        /// Asks for the time at every poll, work or not.
+        always_asks: bool,
     }
 
     impl Poller for Scripted {
@@ -527,7 +535,7 @@ mod tests {
 
         fn poll(&mut self) -> usize {
             let work = self.work.swap(0, Ordering::Relaxed);
-            if work > 0 {
+            if work > 0 || self.always_asks {
                 self.seen.store(clock::recent(), Ordering::Relaxed);
             }
             work
@@ -536,19 +544,31 @@ mod tests {
 
     /// An engine on the expensive-clock path with two pollers: one that
     /// does the work stored in the returned counter (and notes its time in
-    /// the returned cell), one always idle.
-    fn coarse_engine() -> (Engine, Arc<AtomicUsize>, Arc<AtomicU64>) {
+    /// the returned cell; at every poll if `always_asks`), one always idle.
+    fn coarse_engine_asking(always_asks: bool) -> (Engine, Arc<AtomicUsize>, Arc<AtomicU64>) {
         let shared = Arc::new(Shared::new("coarse".into(), None, Waker::new().unwrap()));
         let mut engine = Engine::new(shared, IdlePolicy::Busy, Duration::from_secs(1), None, 2);
         engine.cheap_clock = false;
         let work = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(AtomicU64::new(0));
-        for w in [Arc::clone(&work), Arc::new(AtomicUsize::new(0))] {
+        for (w, always_asks) in [
+            (Arc::clone(&work), always_asks),
+            (Arc::new(AtomicUsize::new(0)), false),
+        ] {
             let seen = Arc::clone(&seen);
-            engine.add(Box::new(Scripted { work: w, seen })).unwrap();
+            let poller = Scripted {
+                work: w,
+                seen,
+                always_asks,
+            };
+            engine.add(Box::new(poller)).unwrap();
         }
         engine.iteration_start = clock::refresh();
         (engine, work, seen)
+    }
+
+    fn coarse_engine() -> (Engine, Arc<AtomicUsize>, Arc<AtomicU64>) {
+        coarse_engine_asking(false)
     }
 
     #[test]
@@ -608,6 +628,10 @@ mod tests {
             seen.load(Ordering::Relaxed) >= before,
             "the poller's recent time is read in the iteration that needs it"
         );
+        assert!(
+            e.iteration_start > seen.load(Ordering::Relaxed),
+            "an iteration with work ends with a reading of its own"
+        );
         let elapsed = e.iteration_start - start;
         assert!(elapsed > 10_000);
         assert_eq!(
@@ -621,6 +645,19 @@ mod tests {
         assert_eq!(e.slots[1].counters.idle_ticks, 5_000);
         assert_eq!((e.counters.iterations, e.counters.busy_iterations), (11, 1));
         assert_eq!((e.idle_run, e.last_work), (0, e.iteration_start));
+        assert_eq!(e.unclocked, 0);
+    }
+
+    #[test]
+    fn an_idle_iteration_in_which_a_poller_read_the_clock_uses_that_reading() {
+        let (mut e, _, seen) = coarse_engine_asking(true);
+        let start = e.iteration_start;
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(e.iterate_coarse(), 0);
+        let read = seen.load(Ordering::Relaxed);
+        assert!(read > start);
+        assert_eq!(e.iteration_start, read, "no second reading");
+        assert_eq!(e.counters.idle_ticks, read - start);
         assert_eq!(e.unclocked, 0);
     }
 }
