@@ -219,7 +219,7 @@ impl Engine {
         if self.slots.is_empty() {
             last = clock::refresh();
         }
-        self.end_iteration(last, work)
+        self.end_iteration(last, work, 0)
     }
 
     /// [`iterate`](Self::iterate) on an expensive clock: a read when a
@@ -276,24 +276,20 @@ impl Engine {
                 slot.counters.busy_ticks += busy_share;
             }
         }
-        self.iteration_start = last;
-        self.counters.idle_ticks += idle_ticks;
-        self.counters.busy_ticks += busy_ticks;
-        if work > 0 {
-            self.last_work = last;
-        }
-        self.count_iteration(work)
+        self.end_iteration(last, work, idle_ticks)
     }
 
-    /// The iteration's accounting, from `iteration_start` to `last`.
-    fn end_iteration(&mut self, last: u64, work: u64) -> u64 {
+    /// The iteration's accounting, from `iteration_start` to `last`: all
+    /// idle if it did no work, else `idle` ticks of it idle (the estimate
+    /// of unread idle iterations before it) and the rest busy.
+    fn end_iteration(&mut self, last: u64, work: u64, idle: u64) -> u64 {
         let ticks = last.saturating_sub(self.iteration_start);
+        let idle = if work == 0 { ticks } else { idle.min(ticks) };
         self.iteration_start = last;
+        self.counters.idle_ticks += idle;
+        self.counters.busy_ticks += ticks - idle;
         if work > 0 {
-            self.counters.busy_ticks += ticks;
             self.last_work = last;
-        } else {
-            self.counters.idle_ticks += ticks;
         }
         self.count_iteration(work)
     }
@@ -429,8 +425,9 @@ impl Engine {
         self.publish();
         // Work published before our flag became visible to its producer is
         // found by this pass; work published after it comes with a kick. The
-        // pass reads the clock, so that the sleep's time starts at its end.
-        self.clock_next = true;
+        // pass reads the clock, so that the sleep's time starts at its end
+        // (an expensive clock's pass would not read it if idle).
+        self.clock_next = !self.cheap_clock;
         let work = self.iterate(self.iteration_start);
         if work > 0 || self.shared.pending.load(Ordering::Relaxed) {
             waker.finish_sleep();

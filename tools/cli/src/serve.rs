@@ -308,17 +308,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         log(&format!("control socket {}", socket.path().display()));
     }
     if reactor::clock::source() == reactor::clock::ClockSource::SteadyTsc {
-        log(&format!(
+        log(
             "note: the OS clock is expensive here (a clocksource such as hpet makes each read a \
-             system call) and the TSC is steady: reactors time with the TSC ({} ns a read), \
-             sparingly (in an emulator each read may slow the other vCPUs)",
-            reactor::clock::read_cost_ns()
-        ));
+             system call) and the TSC is steady: reactors time with the TSC, sparingly (in an \
+             emulator each read may slow the other vCPUs)",
+        );
     }
     if !reactor::clock::is_cheap() {
         log(&format!(
-            "note: reactors read the clock at most once per iteration here, and when idle once \
-             every {} iterations ({:?} source, {} ns a read)",
+            "note: reactors read the clock only where needed here (a command's timestamp, the \
+             end of an iteration with work) and when idle once every {} iterations ({:?} source, \
+             {} ns a read)",
             reactor::IDLE_CLOCK_EVERY,
             reactor::clock::source(),
             reactor::clock::read_cost_ns()

@@ -126,7 +126,8 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
         if queued == 0 && want == 0 {
             return false;
         }
-        if self.urgent() {
+        // Before the first exchange there is no "last one" to count from.
+        if self.urgent() || !self.exchanged {
             return true;
         }
         let now = clock::recent();
@@ -140,11 +141,10 @@ impl<D: ScstDriver, E: CommandExecutor> ScstDevice<D, E> {
             return !self.coalescer.hold(queued, false);
         } else {
             // Nothing to answer: look for work at once after a call that
-            // found some (or before the first call), else once per idle
-            // polling interval.
-            self.last_got || !self.exchanged || self.coalescer.age(now) >= self.idle_poll_ticks
+            // found some, else once per idle polling interval.
+            self.last_got || self.coalescer.age(now) >= self.idle_poll_ticks
         };
-        if !due || queued > 0 || self.last_got || !self.exchanged {
+        if !due || queued > 0 || self.last_got {
             return due;
         }
         // Only asking for work: not while the driver knows nothing is

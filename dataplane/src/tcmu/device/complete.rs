@@ -20,7 +20,7 @@ impl<E: CommandExecutor> TcmuDevice<E> {
             .filter(|_| self.executor.in_flight() != 0);
         // Read at the first response only: an idle poll (an I/O still in
         // flight) takes no clock reading.
-        let mut now = 0;
+        let mut now = None;
         self.executor
             .poll(self.config.budget, &mut |slot, response: &Response| {
                 if let Some(s) = slots.get_mut(slot as usize) {
@@ -29,15 +29,13 @@ impl<E: CommandExecutor> TcmuDevice<E> {
                         s.state = SlotState::Done;
                         done.push(slot);
                         if let Some(latency) = latency.as_deref_mut() {
-                            if now == 0 {
-                                now = clock::recent();
-                            }
+                            let now = *now.get_or_insert_with(clock::recent);
                             latency.record(now.wrapping_sub(s.received_at));
                         }
                     }
                 }
             });
-        if let Some(latency) = latency.filter(|_| now != 0) {
+        if let (Some(latency), Some(now)) = (latency, now) {
             latency.maybe_flush(now);
         }
     }
