@@ -11,7 +11,7 @@
 //!   fence and a load: no syscall.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -95,6 +95,13 @@ impl Waker {
     /// drains the eventfd.
     pub fn finish_sleep(&self) {
         self.inner.sleeping.store(false, Ordering::SeqCst);
+        self.drain();
+    }
+
+    /// Resets the eventfd (it polls readable again only after the next
+    /// write). For a waiter that does not use the sleep handshake, such as
+    /// the control loop, which drains it before looking for work.
+    pub fn drain(&self) {
         let mut count: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from our own non-blocking
         // eventfd; EAGAIN just means it was not written.
@@ -115,5 +122,12 @@ impl Waker {
     /// Eventfd writes issued so far.
     pub fn wakeups(&self) -> u64 {
         self.inner.wakeups.load(Ordering::Relaxed)
+    }
+}
+
+impl AsFd for Waker {
+    /// The eventfd, to wait on it with other descriptors.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.eventfd.as_fd()
     }
 }

@@ -28,7 +28,7 @@
 //! Everything here is control plane: it runs on the main thread.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -114,6 +114,13 @@ pub struct HandoffListener {
     /// The socket file's device and inode: removed at drop only if the
     /// path still names it (a successor may have bound its own there).
     file: (u64, u64),
+}
+
+impl AsFd for HandoffListener {
+    /// The listening socket: readable when a successor connects.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
 }
 
 /// The device and inode `path` names, if it exists.

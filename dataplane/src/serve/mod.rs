@@ -25,6 +25,7 @@
 //! - [`rpc`]: the control socket (JSON-RPC 2.0), served by its own
 //!   threads; its calls reach the server through [`run`].
 //! - [`error`]: why the server, an SCST device or a placement failed.
+//! - [`wait`]: the loop's wait on its descriptors.
 //!
 //! Each device's chain (bdev, port, bdev poller, LUN, device) is assembled
 //! by [`crate::stack`].
@@ -47,7 +48,9 @@ pub mod server;
 pub mod stats;
 pub mod sys;
 mod tcmu;
+pub mod wait;
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +65,10 @@ pub use server::{ServeOptions, Server};
 pub use stats::{BdevStats, DeviceKind, DeviceStats, DeviceTotals, StatsReport};
 pub use sys::SysHost;
 
+/// The control loop's wait ([`RunOptions::wait_event`]): the longest
+/// wait, the descriptors that end it; true to rescan now.
+pub type WaitEvent<'a> = dyn FnMut(Duration, &[BorrowedFd<'_>]) -> bool + 'a;
+
 /// Timers and hooks of the control loop.
 pub struct RunOptions<'a> {
     /// Period of the UIO rescan.
@@ -72,10 +79,13 @@ pub struct RunOptions<'a> {
     pub stats_requested: Arc<AtomicBool>,
     /// Receives each statistics report.
     pub on_stats: Box<dyn FnMut(&StatsReport) + 'a>,
-    /// Waits up to the given time for a device event (netlink) and returns
-    /// true if the devices should be rescanned now. Without netlink this just
-    /// sleeps.
-    pub wait_event: Box<dyn FnMut(Duration) -> bool + 'a>,
+    /// Waits up to the given time for a device event (netlink) or until
+    /// one of the given descriptors is readable (a control-socket call, a
+    /// successor at the hand-off socket: see [`wait::wait_readable`]), and
+    /// returns true if the devices should be rescanned now. Without netlink
+    /// it waits on those descriptors alone. A wait that ignores them still
+    /// works, but answers calls and successors only at its timeout.
+    pub wait_event: Box<WaitEvent<'a>>,
     /// Where a successor asks for the `[[scst]]` devices (see [`handoff`]);
     /// after handing them over the server shuts down.
     pub handoff: Option<handoff::HandoffListener>,
@@ -83,8 +93,7 @@ pub struct RunOptions<'a> {
     /// (a service manager's fd store), instead of being closed.
     pub store_on_stop: Option<Box<dyn handoff::HandoffSink + 'a>>,
     /// The control socket's calls ([`rpc::RpcServer::start`]), answered at
-    /// each wake-up; with it the loop wakes at least every
-    /// [`rpc::POLL_INTERVAL`].
+    /// each wake-up; each call wakes the loop ([`rpc::Requests::wake_fd`]).
     pub rpc: Option<rpc::Requests>,
     /// Configuration reloads (SIGHUP), if the caller offers them.
     pub reload: Option<Reload<'a>>,
@@ -181,6 +190,12 @@ fn hand_off<H: Host>(server: &mut Server<H>, listener: &handoff::HandoffListener
     }
 }
 
+/// The longest the control loop waits: signals (checked as a flag),
+/// SIGUSR1, SIGHUP, recovery retries and the completion affinity's look at
+/// the load are noticed within this. Calls on the control socket and a
+/// successor's hand-off request wake it at once.
+pub const MAX_WAIT: Duration = Duration::from_millis(100);
+
 /// Runs the control loop until `signals` fire (or the reactors stop), then
 /// shuts down: every reactor drains its devices and the state files are
 /// marked clean. Returns true if everything drained.
@@ -198,14 +213,16 @@ pub fn run<H: Host>(
         if let Some(at) = next_stats {
             deadline = deadline.min(at);
         }
-        // Wake at least every 100 ms for signals and SIGUSR1, and every
-        // rpc::POLL_INTERVAL for the control socket.
-        let most = match options.rpc {
-            Some(_) => rpc::POLL_INTERVAL,
-            None => Duration::from_millis(100),
-        };
-        let wait = deadline.saturating_duration_since(now).min(most);
-        let event = (options.wait_event)(wait);
+        let wait = deadline.saturating_duration_since(now).min(MAX_WAIT);
+        // Calls and successors end the wait at once.
+        let watched: Vec<BorrowedFd<'_>> = options
+            .rpc
+            .iter()
+            .map(rpc::Requests::wake_fd)
+            .chain(options.handoff.iter().map(AsFd::as_fd))
+            .collect();
+        let event = (options.wait_event)(wait, &watched);
+        drop(watched);
         if let Some(rpc) = &options.rpc {
             rpc.serve(&mut server);
         }

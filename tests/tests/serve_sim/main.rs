@@ -607,9 +607,9 @@ mod recovery;
 mod rpc;
 mod take_over;
 
-/// The control loop's options in these tests: a rescan every 20 ms, a
-/// plain sleep for each wait (no netlink), statistics when `requested`,
-/// no hand-off, fd store or reload.
+/// The control loop's options in these tests: a rescan every 20 ms, each
+/// wait on the loop's own descriptors as serve's without netlink,
+/// statistics when `requested`, no hand-off, fd store or reload.
 pub(crate) fn run_options<'a>(
     requested: Arc<AtomicBool>,
     on_stats: Box<dyn FnMut(&dataplane::serve::StatsReport) + 'a>,
@@ -620,8 +620,8 @@ pub(crate) fn run_options<'a>(
         stats_interval: None,
         stats_requested: requested,
         on_stats,
-        wait_event: Box::new(|d| {
-            std::thread::sleep(d);
+        wait_event: Box::new(|d, watched| {
+            dataplane::serve::wait::wait_readable(watched, d).unwrap();
             false
         }),
         handoff: None,

@@ -85,6 +85,16 @@ fn serving(
     options: impl FnOnce(PathBuf) -> RpcOptions,
     body: impl FnOnce(&Path, &Logs),
 ) -> Logs {
+    serving_with(host, options, |_| {}, body)
+}
+
+/// [`serving`], with the control loop's options changed by `tune`.
+fn serving_with(
+    host: &SimHost,
+    options: impl FnOnce(PathBuf) -> RpcOptions,
+    tune: impl FnOnce(&mut RunOptions<'_>) + Send,
+    body: impl FnOnce(&Path, &Logs),
+) -> Logs {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("rpc.sock");
     let (rpc, requests) = RpcServer::start(options(path.clone())).unwrap();
@@ -103,15 +113,13 @@ fn serving(
     std::thread::scope(|s| {
         let signals = &signals;
         let runner = s.spawn(move || {
-            serve::run(
-                server,
-                signals,
-                run_options(
-                    Arc::new(AtomicBool::new(false)),
-                    Box::new(|_| {}),
-                    Some(requests),
-                ),
-            )
+            let mut options = run_options(
+                Arc::new(AtomicBool::new(false)),
+                Box::new(|_| {}),
+                Some(requests),
+            );
+            tune(&mut options);
+            serve::run(server, signals, options)
         });
         // A failing body must still stop the loop, or the scope never ends.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&path, &logs)));
@@ -153,6 +161,44 @@ fn names(bdevs: &Value) -> Vec<String> {
         .iter()
         .map(|b| b["name"].as_str().unwrap().to_owned())
         .collect()
+}
+
+#[test]
+fn a_call_wakes_the_idle_control_loop() {
+    // Rescans a minute apart and no statistics: each of the loop's waits is
+    // its longest, and only a call's wake-up ends one early.
+    let host = SimHost::default();
+    let waits: Arc<Mutex<Vec<(Duration, bool)>>> = Arc::default();
+    let recorded = Arc::clone(&waits);
+    let tune = move |options: &mut RunOptions<'_>| {
+        options.rescan_interval = Duration::from_secs(60);
+        options.wait_event = Box::new(move |timeout, watched| {
+            let woken = dataplane::serve::wait::wait_readable(watched, timeout)
+                .unwrap()
+                .is_some();
+            recorded.lock().unwrap().push((timeout, woken));
+            false
+        });
+    };
+    let woken = || waits.lock().unwrap().iter().filter(|w| w.1).count();
+    serving_with(&host, RpcOptions::new, tune, |path, _| {
+        let deadline = Instant::now() + PATIENCE;
+        while waits.lock().unwrap().len() < 3 {
+            assert!(Instant::now() < deadline, "the loop does not wait");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let before = woken();
+        ok(path, "rpc_get_methods", Value::Null);
+        assert!(woken() > before, "the call did not wake the loop");
+    });
+    let waits = waits.lock().unwrap();
+    assert!(
+        waits
+            .iter()
+            .all(|w| w.0 == dataplane::serve::MAX_WAIT || w.1),
+        "an idle loop waits {:?} each time, not less: {waits:?}",
+        dataplane::serve::MAX_WAIT
+    );
 }
 
 #[test]

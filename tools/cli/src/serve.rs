@@ -7,6 +7,7 @@
 //! start: any that cannot be is an error (exit status 1).
 
 use std::io::Write as _;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -19,6 +20,7 @@ use clap::Args;
 use dataplane::kernfs::Roots;
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::handoff::{self, HandoffError, HandoffListener, HandoffSink, ReceivedDevice};
+use dataplane::serve::wait::wait_readable;
 use dataplane::serve::{self, RunOptions, ServeOptions, Server, StatsReport, SysHost};
 use dataplane::tcmu::netlink::{NetlinkError, TcmuNetlink};
 use reactor::ShutdownSignals;
@@ -346,8 +348,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     );
     let ready_status = ready_status.as_str();
     let signals_ref = &signals;
-    // The netlink wait (or a sleep without netlink); true: rescan now.
-    let mut wait_for_event = move |timeout: Duration| -> bool {
+    // The wait on netlink and the loop's own descriptors (on those alone
+    // without netlink); true: rescan now.
+    let mut wait_for_event = move |timeout: Duration, watched: &[BorrowedFd<'_>]| -> bool {
         if netlink.is_none() && use_netlink && std::time::Instant::now() >= next_netlink_try {
             next_netlink_try = std::time::Instant::now() + NETLINK_RETRY;
             netlink = open_netlink(rescan_interval, false);
@@ -356,10 +359,30 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             }
         }
         let Some(n) = netlink.as_mut() else {
-            std::thread::sleep(timeout);
+            if let Err(e) = wait_readable(watched, timeout) {
+                log(&format!("waiting: {e}"));
+                std::thread::sleep(timeout);
+            }
             return false;
         };
-        match n.recv(Some(timeout)) {
+        // Events already read (while a reply awaited its ACK) are taken
+        // without waiting.
+        if n.pending() == 0 {
+            let mut fds = Vec::with_capacity(watched.len() + 1);
+            fds.push(n.as_fd());
+            fds.extend_from_slice(watched);
+            match wait_readable(&fds, timeout) {
+                Ok(Some(0)) => {}
+                // The time passed, or a call or a successor is waiting.
+                Ok(_) => return false,
+                Err(e) => {
+                    log(&format!("waiting: {e}"));
+                    std::thread::sleep(timeout);
+                    return false;
+                }
+            }
+        }
+        match n.try_recv() {
             Ok(Some(event)) => {
                 log(&format!("netlink: {event:?}"));
                 // Drain whatever else arrived; one rescan covers all.
@@ -407,10 +430,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             }),
             handoff,
             store_on_stop: fd_store.map(|s| Box::new(s) as Box<dyn HandoffSink>),
-            wait_event: Box::new(move |timeout| {
+            wait_event: Box::new(move |timeout, watched| {
                 let stopping = signals_ref.is_triggered();
                 notifier.borrow_mut().turn(ready_status, stopping);
-                let rescan = wait_for_event(timeout);
+                let rescan = wait_for_event(timeout, watched);
                 // A signal during the wait ends the loop right after it.
                 notifier
                     .borrow_mut()

@@ -4,14 +4,14 @@
 
 use std::io::{BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::codec::{parse_request, response, MessageBudget, MessageReader};
 use super::error::{code, RpcError};
-use super::Call;
+use super::{Call, CallQueue};
 
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +23,7 @@ pub(super) struct Limits {
 }
 
 /// Serves `stream` until it ends; requests go to `calls`.
-pub(super) fn serve_client(stream: UnixStream, calls: &Sender<Call>, limits: Limits) {
+pub(super) fn serve_client(stream: UnixStream, calls: &CallQueue, limits: Limits) {
     // A read blocks at most the timeout; the reader also enforces it for
     // the whole message.
     if stream.set_read_timeout(Some(limits.timeout)).is_err() {
@@ -90,7 +90,7 @@ fn stream_error(e: &serde_json::Error, budget: &MessageBudget) -> Option<RpcErro
 
 /// Hands a call to the control loop and waits for its answer.
 fn ask(
-    calls: &Sender<Call>,
+    calls: &CallQueue,
     method: String,
     params: Option<serde_json::Map<String, Value>>,
     limits: Limits,

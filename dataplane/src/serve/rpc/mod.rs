@@ -13,12 +13,14 @@
 //!   the connection is closed; a client that sends nothing (or stops in the
 //!   middle of a message) for `client_timeout` is dropped. None of this
 //!   touches the server: only well-formed requests reach it.
-//! - A request reaches the [`Server`] through a channel: the control loop
-//!   (which owns the server, on the main thread) calls
+//! - A request reaches the [`Server`] through a channel ([`CallQueue`]):
+//!   the control loop (which owns the server, on the main thread) calls
 //!   [`Requests::serve`] at each wake-up, which answers every pending call
-//!   in order (`methods.rs`); the loop wakes at least every
-//!   [`POLL_INTERVAL`] while a socket is served. Methods that only read
-//!   load the counters the reactors already publish.
+//!   in order (`methods.rs`). Each call also writes an eventfd
+//!   ([`Requests::wake_fd`]) that the loop's wait watches, so a call is
+//!   answered at once rather than at the loop's next timeout, and an idle
+//!   server does not wake to look for calls. Methods that only read load
+//!   the counters the reactors already publish.
 //! - Dropping the [`RpcServer`] stops accepting and removes the socket
 //!   file (if it is still this server's); connections in progress end at
 //!   their next request, which is answered with an error.
@@ -35,7 +37,7 @@ mod methods;
 mod params;
 mod socket;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -44,6 +46,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use reactor::Waker;
 use serde_json::{Map, Value};
 
 use self::client::{serve_client, Limits};
@@ -57,10 +60,6 @@ use super::server::Server;
 
 /// The default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/dataplane/rpc.sock";
-
-/// The longest the control loop leaves a request waiting while a socket is
-/// served.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often the accepting thread looks at its stop flag.
 const ACCEPT_POLL_MS: u16 = 100;
@@ -104,6 +103,24 @@ pub(super) struct Call {
     reply: SyncSender<Result<Value, RpcError>>,
 }
 
+/// The client threads' end of the channel to the control loop: each call
+/// sent also wakes the loop.
+#[derive(Debug, Clone)]
+pub(super) struct CallQueue {
+    calls: Sender<Call>,
+    wake: Waker,
+}
+
+impl CallQueue {
+    /// Queues `call` and wakes the control loop; `Err` when the loop is
+    /// gone (the server is shutting down).
+    pub(super) fn send(&self, call: Call) -> Result<(), ()> {
+        self.calls.send(call).map_err(|_| ())?;
+        self.wake.wake();
+        Ok(())
+    }
+}
+
 /// Sets the process's log filter (env-filter syntax); an error says why
 /// the filter was refused. The binary owns the logger, so it provides this
 /// ([`Requests::with_log_level`]).
@@ -112,6 +129,8 @@ pub type LogLevelHook = Box<dyn Fn(&str) -> Result<(), String> + Send>;
 /// The control loop's end of the socket: the calls waiting for the server.
 pub struct Requests {
     calls: Receiver<Call>,
+    /// Written by every call sent ([`CallQueue::send`]).
+    wake: Waker,
     log_level: Option<LogLevelHook>,
 }
 
@@ -130,9 +149,18 @@ impl Requests {
         self
     }
 
+    /// Readable when a call was sent since the last [`serve`](Self::serve):
+    /// the control loop's wait watches it with its other descriptors.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
     /// Answers every call waiting, in order, against `server`; returns how
     /// many were answered. Never blocks.
     pub fn serve<H: Host>(&self, server: &mut Server<H>) -> usize {
+        // Drained first: a call sent from here on writes it again, so
+        // none is left unanswered until the next timeout.
+        self.wake.drain();
         let mut n = 0;
         while let Ok(call) = self.calls.try_recv() {
             let result = if call.method == "log_set_level" {
@@ -162,11 +190,20 @@ impl RpcServer {
     pub fn start(options: RpcOptions) -> Result<(Self, Requests), SocketError> {
         let socket = Arc::new(bind(&options.path)?);
         let (calls_tx, calls) = mpsc::channel();
+        let wake = Waker::new().map_err(|error| SocketError::Io {
+            path: socket.path.clone(),
+            what: "creating its eventfd",
+            error,
+        })?;
+        let queue = CallQueue {
+            calls: calls_tx,
+            wake: wake.clone(),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
             let socket = Arc::clone(&socket);
             let stop = Arc::clone(&stop);
-            move || accept_loop(&socket, &stop, &calls_tx, &options)
+            move || accept_loop(&socket, &stop, &queue, &options)
         };
         let thread = std::thread::Builder::new()
             .name("rpc".into())
@@ -184,6 +221,7 @@ impl RpcServer {
             },
             Requests {
                 calls,
+                wake,
                 log_level: None,
             },
         ))
@@ -224,12 +262,7 @@ impl Drop for RpcServer {
 }
 
 /// Accepts clients until `stop`, each on its own thread.
-fn accept_loop(
-    socket: &BoundSocket,
-    stop: &AtomicBool,
-    calls: &Sender<Call>,
-    options: &RpcOptions,
-) {
+fn accept_loop(socket: &BoundSocket, stop: &AtomicBool, calls: &CallQueue, options: &RpcOptions) {
     let active = Arc::new(AtomicUsize::new(0));
     let limits = Limits {
         max_message: options.max_message,
