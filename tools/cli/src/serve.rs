@@ -358,21 +358,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 return true; // rescan now: devices may have come with the module
             }
         }
-        let Some(n) = netlink.as_mut() else {
-            if let Err(e) = wait_readable(watched, timeout) {
-                log(&format!("waiting: {e}"));
-                std::thread::sleep(timeout);
-            }
-            return false;
-        };
         // Events already read (while a reply awaited its ACK) are taken
         // without waiting.
-        if n.pending() == 0 {
+        if netlink.as_ref().is_none_or(|n| n.pending() == 0) {
             let mut fds = Vec::with_capacity(watched.len() + 1);
-            fds.push(n.as_fd());
+            fds.extend(netlink.as_ref().map(|n| n.as_fd()));
             fds.extend_from_slice(watched);
             match wait_readable(&fds, timeout) {
-                Ok(Some(0)) => {}
+                Ok(Some(0)) if netlink.is_some() => {}
                 // The time passed, or a call or a successor is waiting.
                 Ok(_) => return false,
                 Err(e) => {
@@ -382,6 +375,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 }
             }
         }
+        let Some(n) = netlink.as_mut() else {
+            return false;
+        };
         match n.try_recv() {
             Ok(Some(event)) => {
                 log(&format!("netlink: {event:?}"));
