@@ -16,6 +16,8 @@
 //! kernel in batches. What both frontends share (completion coalescing,
 //! statistics, drain) is in [`frontend`]; [`stack`] assembles the chain
 //! (bdev, port, bdev poller, LUN, frontend device) wherever one is built.
+//! [`wait`] is the one `poll` on several descriptors that the control
+//! plane's waits share (serve's control loop, the netlink socket).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -30,3 +32,4 @@ pub mod scst;
 pub mod serve;
 pub mod stack;
 pub mod tcmu;
+pub mod wait;

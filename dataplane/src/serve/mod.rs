@@ -25,7 +25,6 @@
 //! - [`rpc`]: the control socket (JSON-RPC 2.0), served by its own
 //!   threads; its calls reach the server through [`run`].
 //! - [`error`]: why the server, an SCST device or a placement failed.
-//! - [`wait`]: the loop's wait on its descriptors.
 //!
 //! Each device's chain (bdev, port, bdev poller, LUN, device) is assembled
 //! by [`crate::stack`].
@@ -48,7 +47,6 @@ pub mod server;
 pub mod stats;
 pub mod sys;
 mod tcmu;
-pub mod wait;
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,7 +79,7 @@ pub struct RunOptions<'a> {
     pub on_stats: Box<dyn FnMut(&StatsReport) + 'a>,
     /// Waits up to the given time for a device event (netlink) or until
     /// one of the given descriptors is readable (a control-socket call, a
-    /// successor at the hand-off socket: see [`wait::wait_readable`]), and
+    /// successor at the hand-off socket: see [`crate::wait::wait_readable`]), and
     /// returns true if the devices should be rescanned now. Without netlink
     /// it waits on those descriptors alone. A wait that ignores them still
     /// works, but answers calls and successors only at its timeout.

@@ -621,7 +621,7 @@ pub(crate) fn run_options<'a>(
         stats_requested: requested,
         on_stats,
         wait_event: Box::new(|d, watched| {
-            dataplane::serve::wait::wait_readable(watched, d).unwrap();
+            dataplane::wait::wait_readable(watched, Some(d)).unwrap();
             false
         }),
         handoff: None,

@@ -173,7 +173,7 @@ fn a_call_wakes_the_idle_control_loop() {
     let tune = move |options: &mut RunOptions<'_>| {
         options.rescan_interval = Duration::from_secs(60);
         options.wait_event = Box::new(move |timeout, watched| {
-            let woken = dataplane::serve::wait::wait_readable(watched, timeout)
+            let woken = dataplane::wait::wait_readable(watched, Some(timeout))
                 .unwrap()
                 .is_some();
             recorded.lock().unwrap().push((timeout, woken));

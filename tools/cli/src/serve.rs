@@ -20,9 +20,9 @@ use clap::Args;
 use dataplane::kernfs::Roots;
 use dataplane::serve::config::ServeConfig;
 use dataplane::serve::handoff::{self, HandoffError, HandoffListener, HandoffSink, ReceivedDevice};
-use dataplane::serve::wait::wait_readable;
 use dataplane::serve::{self, RunOptions, ServeOptions, Server, StatsReport, SysHost};
 use dataplane::tcmu::netlink::{NetlinkError, TcmuNetlink};
+use dataplane::wait::wait_readable;
 use reactor::ShutdownSignals;
 
 /// Flags of `dataplane serve`.
@@ -367,7 +367,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             let mut fds = Vec::with_capacity(watched.len() + 1);
             fds.extend(netlink.as_ref().map(|n| n.as_fd()));
             fds.extend_from_slice(watched);
-            match wait_readable(&fds, timeout) {
+            match wait_readable(&fds, Some(timeout)) {
                 Ok(Some(0)) if netlink.is_some() => {}
                 // The time passed, or a call or a successor is waiting.
                 Ok(_) => return false,

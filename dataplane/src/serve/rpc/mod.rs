@@ -13,7 +13,7 @@
 //!   the connection is closed; a client that sends nothing (or stops in the
 //!   middle of a message) for `client_timeout` is dropped. None of this
 //!   touches the server: only well-formed requests reach it.
-//! - A request reaches the [`Server`] through a channel ([`CallQueue`]):
+//! - A request reaches the [`Server`] through a channel (`CallQueue`):
 //!   the control loop (which owns the server, on the main thread) calls
 //!   [`Requests::serve`] at each wake-up, which answers every pending call
 //!   in order (`methods.rs`). Each call also writes an eventfd

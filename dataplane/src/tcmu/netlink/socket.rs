@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkBuffer, NLMSG_ERROR};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::error::NetlinkError;
 use super::event::{decode_event, encode_done, encode_set_features, TcmuEvent, TcmuEventKind};
@@ -31,24 +29,10 @@ const RECV_BUFFER_LEN: usize = 32 * 1024;
 /// Waits until `socket` is readable or `deadline` passes (`None`: forever).
 /// `Ok(false)` on timeout or when a signal interrupts the wait.
 fn wait_readable(socket: &Socket, deadline: Option<Instant>) -> Result<bool, NetlinkError> {
-    let timeout = match deadline {
-        None => PollTimeout::NONE,
-        Some(deadline) => {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // Round up so a sub-millisecond remainder waits instead of spinning.
-            let ms = i32::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX);
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        }
-    };
-    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, timeout) {
-        Ok(ready) => Ok(ready > 0),
-        Err(Errno::EINTR) => Ok(false),
-        Err(errno) => Err(NetlinkError::Io {
-            op: "poll",
-            source: io::Error::from(errno),
-        }),
-    }
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    crate::wait::wait_readable(&[socket.as_fd()], left)
+        .map(|ready| ready.is_some())
+        .map_err(|source| NetlinkError::Io { op: "poll", source })
 }
 
 /// What one non-blocking receive produced.
