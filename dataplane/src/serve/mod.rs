@@ -155,15 +155,32 @@ impl std::fmt::Debug for RunOptions<'_> {
     }
 }
 
-/// Serves a successor waiting on `listener`, if one is; true once the
-/// `[[scst]]` devices were handed over (the server then shuts down).
-fn hand_off<H: Host>(server: &mut Server<H>, listener: &handoff::HandoffListener) -> bool {
+/// What [`hand_off`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandOff {
+    /// No successor asked, or the hand-off was refused: serving on.
+    None,
+    /// The `[[scst]]` devices were handed over: the server shuts down.
+    Done,
+    /// Taking a connection failed (out of descriptors, or a client that
+    /// did not say the hand-off hello):
+    /// the listener may stay readable, so the loop leaves it alone for
+    /// [`HANDOFF_RETRY`] rather than turn without waiting.
+    AcceptFailed,
+}
+
+/// How long the control loop leaves the hand-off socket alone after
+/// taking a connection on it failed.
+const HANDOFF_RETRY: Duration = Duration::from_secs(1);
+
+/// Serves a successor waiting on `listener`, if one is.
+fn hand_off<H: Host>(server: &mut Server<H>, listener: &handoff::HandoffListener) -> HandOff {
     let stream = match listener.accept(Duration::from_secs(5)) {
         Ok(Some(stream)) => stream,
-        Ok(None) => return false,
+        Ok(None) => return HandOff::None,
         Err(e) => {
             server.log(&format!("{e}"));
-            return false;
+            return HandOff::AcceptFailed;
         }
     };
     server.log("a successor asked for the SCST devices: quiescing them");
@@ -179,11 +196,11 @@ fn hand_off<H: Host>(server: &mut Server<H>, listener: &handoff::HandoffListener
                 },
                 began.elapsed().as_millis()
             ));
-            true
+            HandOff::Done
         }
         Err(e) => {
             server.log(&format!("hand-off refused: {e}; serving on"));
-            false
+            HandOff::None
         }
     }
 }
@@ -205,8 +222,15 @@ pub fn run<H: Host>(
     server.rescan();
     let mut next_rescan = Instant::now() + options.rescan_interval;
     let mut next_stats = options.stats_interval.map(|i| Instant::now() + i);
+    // Set after taking a hand-off connection failed: until then the
+    // hand-off socket is neither watched nor served.
+    let mut handoff_retry_at: Option<Instant> = None;
     while !signals.is_triggered() && !server.is_stopped() {
         let now = Instant::now();
+        let handoff = options
+            .handoff
+            .as_ref()
+            .filter(|_| handoff_retry_at.is_none_or(|at| now >= at));
         let mut deadline = next_rescan;
         if let Some(at) = next_stats {
             deadline = deadline.min(at);
@@ -217,7 +241,7 @@ pub fn run<H: Host>(
             .rpc
             .iter()
             .map(rpc::Requests::wake_fd)
-            .chain(options.handoff.iter().map(AsFd::as_fd))
+            .chain(handoff.map(AsFd::as_fd))
             .collect();
         let event = (options.wait_event)(wait, &watched);
         drop(watched);
@@ -234,11 +258,15 @@ pub fn run<H: Host>(
         if let Some(reload) = options.reload.as_mut() {
             maybe_reload(&mut server, reload);
         }
-        if let Some(listener) = &options.handoff {
-            if hand_off(&mut server, listener) {
-                // Free the path for the successor's own listener now.
-                options.handoff = None;
-                break;
+        if let Some(listener) = handoff {
+            match hand_off(&mut server, listener) {
+                HandOff::Done => {
+                    // Free the path for the successor's own listener now.
+                    options.handoff = None;
+                    break;
+                }
+                HandOff::AcceptFailed => handoff_retry_at = Some(now + HANDOFF_RETRY),
+                HandOff::None => handoff_retry_at = None,
             }
         }
         let due = next_stats.is_some_and(|at| now >= at);

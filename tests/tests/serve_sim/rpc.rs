@@ -201,6 +201,59 @@ fn a_call_wakes_the_idle_control_loop() {
     );
 }
 
+/// A hand-off socket whose `accept` keeps failing while it polls readable
+/// (as when the process is out of descriptors; here a listener shut down
+/// and made blocking, whose `accept` fails with EINVAL at once) is left
+/// alone for a while after each failure: the loop goes on waiting instead
+/// of turning without a pause and logging the failure at every turn.
+#[test]
+fn a_failing_hand_off_socket_does_not_spin_the_control_loop() {
+    use dataplane::serve::handoff::HandoffListener;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    let host = SimHost::default();
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = HandoffListener::bind(&tmp.path().join("handoff.sock")).unwrap();
+    let fd = listener.as_fd().as_raw_fd();
+    nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both).unwrap();
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) & !nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(blocking)).unwrap();
+    let waits = Arc::new(Mutex::new(0usize));
+    let counted = Arc::clone(&waits);
+    let tune = move |options: &mut RunOptions<'_>| {
+        options.handoff = Some(listener);
+        options.wait_event = Box::new(move |timeout, watched| {
+            dataplane::wait::wait_readable(watched, Some(timeout)).unwrap();
+            *counted.lock().unwrap() += 1;
+            false
+        });
+    };
+    let began = Instant::now();
+    let logs = serving_with(&host, RpcOptions::new, tune, |_, _| {
+        let deadline = Instant::now() + PATIENCE;
+        while *waits.lock().unwrap() < 20 {
+            assert!(Instant::now() < deadline, "the loop does not wait");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let elapsed = began.elapsed();
+    let failures = logs.count("hand-off socket");
+    assert!(
+        failures >= 1,
+        "the failing accept was never tried:\n{}",
+        logs.dump()
+    );
+    // At most one try a second (and the first at once), however slow the
+    // machine: never one at each of the 20 turns.
+    assert!(
+        failures as u64 <= 1 + elapsed.as_secs(),
+        "{failures} failed accepts in {elapsed:?} ({} waits):\n{}",
+        *waits.lock().unwrap(),
+        logs.dump()
+    );
+}
+
 #[test]
 fn every_read_only_method_answers() {
     let host = SimHost::default();

@@ -21,6 +21,8 @@
 //!   answered at once rather than at the loop's next timeout, and an idle
 //!   server does not wake to look for calls. Methods that only read load
 //!   the counters the reactors already publish.
+//! - The accepting thread sleeps in one wait on the listener and an
+//!   eventfd that dropping the [`RpcServer`] writes: no timer wakes it.
 //! - Dropping the [`RpcServer`] stops accepting and removes the socket
 //!   file (if it is still this server's); connections in progress end at
 //!   their next request, which is answered with an error.
@@ -45,7 +47,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use reactor::Waker;
 use serde_json::{Map, Value};
 
@@ -57,12 +58,15 @@ pub use self::socket::SOCKET_MODE;
 use self::socket::{bind, BoundSocket};
 use super::host::Host;
 use super::server::Server;
+use crate::wait::wait_readable;
 
 /// The default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/dataplane/rpc.sock";
 
-/// How often the accepting thread looks at its stop flag.
-const ACCEPT_POLL_MS: u16 = 100;
+/// How long the accepting thread pauses after `accept` failed (out of
+/// descriptors, say): the listener stays readable then, and trying again
+/// at once would spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Options of the control socket.
 #[derive(Debug, Clone)]
@@ -181,6 +185,9 @@ impl Requests {
 pub struct RpcServer {
     socket: Arc<BoundSocket>,
     stop: Arc<AtomicBool>,
+    /// Written at drop to end the accepting thread's wait, which has no
+    /// timeout.
+    stop_wake: Waker,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -200,10 +207,16 @@ impl RpcServer {
             wake: wake.clone(),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let stop_wake = Waker::new().map_err(|error| SocketError::Io {
+            path: socket.path.clone(),
+            what: "creating its eventfd",
+            error,
+        })?;
         let accept = {
             let socket = Arc::clone(&socket);
             let stop = Arc::clone(&stop);
-            move || accept_loop(&socket, &stop, &queue, &options)
+            let stop_wake = stop_wake.clone();
+            move || accept_loop(&socket, &stop, &stop_wake, &queue, &options)
         };
         let thread = std::thread::Builder::new()
             .name("rpc".into())
@@ -217,6 +230,7 @@ impl RpcServer {
             Self {
                 socket,
                 stop,
+                stop_wake,
                 thread: Some(thread),
             },
             Requests {
@@ -254,6 +268,7 @@ impl RpcServer {
 impl Drop for RpcServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.stop_wake.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -261,29 +276,56 @@ impl Drop for RpcServer {
     }
 }
 
-/// Accepts clients until `stop`, each on its own thread.
-fn accept_loop(socket: &BoundSocket, stop: &AtomicBool, calls: &CallQueue, options: &RpcOptions) {
+/// Accepts clients until `stop`, each on its own thread. It sleeps until a
+/// client connects or `stop_wake` is written: an idle server's control
+/// socket costs no wake-ups.
+fn accept_loop(
+    socket: &BoundSocket,
+    stop: &AtomicBool,
+    stop_wake: &Waker,
+    calls: &CallQueue,
+    options: &RpcOptions,
+) {
     let active = Arc::new(AtomicUsize::new(0));
     let limits = Limits {
         max_message: options.max_message,
         timeout: options.client_timeout,
         answer_timeout: options.answer_timeout,
     };
+    // Non-blocking, so that a client gone between the wake-up and `accept`
+    // cannot leave the thread stuck in `accept` past a stop.
+    if let Err(e) = socket.listener.set_nonblocking(true) {
+        tracing::debug!("control socket: cannot make the listener non-blocking: {e}");
+    }
     while !stop.load(Ordering::Relaxed) {
-        let mut fds = [PollFd::new(socket.listener.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ACCEPT_POLL_MS)) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => {
+        let watched = [socket.listener.as_fd(), stop_wake.as_fd()];
+        match wait_readable(&watched, None) {
+            Ok(Some(0)) => {}
+            // The stop wake-up, or a signal: the loop's condition decides.
+            Ok(_) => continue,
+            Err(e) => {
                 // Unexpected: do not spin.
-                std::thread::sleep(Duration::from_millis(u64::from(ACCEPT_POLL_MS)));
+                tracing::debug!("control socket: waiting for clients failed: {e}");
+                std::thread::sleep(ACCEPT_RETRY);
                 continue;
             }
         }
-        let Ok((mut stream, _)) = socket.listener.accept() else {
-            continue;
+        let mut stream = match socket.listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                // A client gone before accept, or out of descriptors (the
+                // listener stays readable then: pause rather than spin).
+                tracing::debug!("control socket: accept failed: {e}");
+                std::thread::sleep(ACCEPT_RETRY);
+                continue;
+            }
         };
+        // Clients are served with blocking reads under a timeout.
+        if let Err(e) = stream.set_nonblocking(false) {
+            tracing::debug!("control socket: cannot make a client's stream blocking: {e}");
+            continue;
+        }
         if active.load(Ordering::Relaxed) >= options.max_clients {
             let busy = RpcError::new(
                 code::INTERNAL_ERROR,
