@@ -59,6 +59,7 @@ pub use fraction::{
 pub use mapping::{Backing, Collapse, HugePages, RamMapping, HUGE_PAGE_SIZE};
 use memory::RamMemory;
 pub use memory::DISCARD_MIN_BYTES;
+pub use smaps::one_read as one_smaps_read;
 
 /// A block device in anonymous memory. See the [module docs](self) for the
 /// backing and the concurrency contract.

@@ -113,9 +113,13 @@ impl Resources {
 
     /// Every configured bdev's statistics, by name, those left out
     /// included; a file or nvme bdev's I/O figures are since the previous
-    /// call. Reads `/proc/self/smaps` for the RAM bdevs: a control-path
-    /// call.
+    /// call. Reads `/proc/self/smaps` once for the RAM bdevs: a
+    /// control-path call.
     pub(super) fn bdev_stats(&mut self) -> Vec<BdevStats> {
+        bdev::ram::one_smaps_read(|| self.bdev_stats_now())
+    }
+
+    fn bdev_stats_now(&mut self) -> Vec<BdevStats> {
         let mut stats: Vec<BdevStats> = Vec::with_capacity(self.bdevs.len());
         for (name, bdev) in &self.bdevs {
             let fixed_buffers = self.fixed_buffers(name);

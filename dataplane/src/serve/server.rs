@@ -684,6 +684,10 @@ impl<H: Host> Server<H> {
 /// The warning for the RAM bdevs of `config` not wholly on huge pages right
 /// after they were made (see [`huge_page_warning`]), if any.
 fn ram_huge_page_warning(config: &ServeConfig, resources: &Resources) -> Option<String> {
+    bdev::ram::one_smaps_read(|| ram_huge_page_warning_now(config, resources))
+}
+
+fn ram_huge_page_warning_now(config: &ServeConfig, resources: &Resources) -> Option<String> {
     let mut short = Vec::new();
     let mut bytes = 0;
     for b in &config.bdevs {

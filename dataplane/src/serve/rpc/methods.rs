@@ -321,6 +321,11 @@ fn kind_of<H: Host>(server: &Server<H>, name: &str) -> &'static str {
 }
 
 fn bdev_get_bdevs<H: Host>(server: &Server<H>, name: Option<String>) -> Result<Value, RpcError> {
+    // Every RAM bdev's huge-page share from one read of smaps.
+    bdev::ram::one_smaps_read(|| bdevs_described(server, name))
+}
+
+fn bdevs_described<H: Host>(server: &Server<H>, name: Option<String>) -> Result<Value, RpcError> {
     let mut out = Vec::new();
     for name in selected(server, name)? {
         let Some(bdev) = server.bdev(&name) else {
