@@ -44,17 +44,35 @@ def fio_totals(data):
         out[f"{ddir}_iops"] = round(out[f"{ddir}_iops"], 1)
     # The read completion latency's median: of a single-job run, and of
     # each job by name (a run of several at once, like the QD 1 pair).
+    # Also each job's mean completion latency, which fio keeps exactly,
+    # where its percentiles are histogram buckets (clat_bucket_us).
     jobs = data.get("jobs", [])
     by_job = {}
+    mean_by_job = {}
     for job in jobs:
-        p50 = job.get("read", {}).get("clat_ns", {}).get("percentile", {}).get("50.000000")
+        clat = job.get("read", {}).get("clat_ns", {})
+        p50 = clat.get("percentile", {}).get("50.000000")
         if p50:
             by_job[job.get("jobname")] = round(p50 / 1000, 1)
+            mean_by_job[job.get("jobname")] = round(clat.get("mean", 0) / 1000, 1)
     if len(jobs) == 1 and by_job:
         out["read_clat_p50_us"] = next(iter(by_job.values()))
     if len(jobs) > 1:
         out["read_clat_p50_us_by_job"] = by_job
+        out["read_clat_mean_us_by_job"] = mean_by_job
     return out
+
+
+def clat_bucket_us(us):
+    """The width of fio's latency histogram bucket holding `us`
+    microseconds: fio keeps 64 buckets per power of two (FIO_IO_U_PLAT_BITS
+    = 6) of nanoseconds, so its percentiles move in steps of about 1/64 to
+    1/128 of the value (2.048 us from 131 to 262 us). Two p50s one bucket
+    apart differ by no more than fio can tell."""
+    if not us:
+        return None
+    msb = int(us * 1000).bit_length() - 1
+    return round(2 ** max(msb - 6, 0) / 1000, 3)
 
 
 def median(xs):
@@ -202,6 +220,15 @@ def scst_perf(fio, res):
     r = round_ratios(p50_by_round, "dpb", "dpnb")
     out["scst_qd1_p50_ratio_vs_unbatched_rounds"] = r
     out["scst_qd1_p50_ratio_vs_unbatched"] = median(r)
+    out["scst_qd1_p50_bucket_us"] = clat_bucket_us(out["scst_qd1_unbatched_p50_us"])
+    mean_by_round = {}
+    for name, t in fio.items():
+        m = re.fullmatch(r"perf-scst-qd1pair-(\d+)", name)
+        if m and "read_clat_mean_us_by_job" in t:
+            mean_by_round[int(m.group(1))] = t["read_clat_mean_us_by_job"]
+    r = round_ratios(mean_by_round, "dpb", "dpnb")
+    out["scst_qd1_mean_ratio_vs_unbatched_rounds"] = r
+    out["scst_qd1_mean_ratio_vs_unbatched"] = median(r)
     out["scst_ioctls_per_io"] = calls_per_io(os.path.join(res, "scst-ioctls-per-io"))
     out["scst_restart_seconds"] = read_float(os.path.join(res, "scst-restart-seconds"))
     out["scst_handoff_ms"] = read_float(os.path.join(res, "scst-handoff-ms"))
@@ -440,7 +467,10 @@ def main():
         print(f"SCST 4 KiB randread QD1 latency p50: batching (default) {scst['scst_qd1_p50_us']} us, "
               f"batching off {scst['scst_qd1_unbatched_p50_us']} us, ratio "
               f"{scst['scst_qd1_p50_ratio_vs_unbatched']} "
-              f"(per round {scst['scst_qd1_p50_ratio_vs_unbatched_rounds']})")
+              f"(per round {scst['scst_qd1_p50_ratio_vs_unbatched_rounds']}; fio's bucket there "
+              f"{scst['scst_qd1_p50_bucket_us']} us); mean latency ratio "
+              f"{scst['scst_qd1_mean_ratio_vs_unbatched']} "
+              f"(per round {scst['scst_qd1_mean_ratio_vs_unbatched_rounds']})")
     if scst["scst_restart_seconds"] is not None:
         print(f"SCST kill -9 restart: LUN served again after {scst['scst_restart_seconds']} s")
     if scst["scst_handoff_ms"] is not None:
