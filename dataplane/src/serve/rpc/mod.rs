@@ -63,10 +63,10 @@ use crate::wait::wait_readable;
 /// The default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/dataplane/rpc.sock";
 
-/// How long the accepting thread pauses after `accept` failed (out of
-/// descriptors, say): the listener stays readable then, and trying again
-/// at once would spin.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How long the accepting thread pauses after `accept` failed (on a unix
+/// socket only for want of resources: descriptors, memory): the listener
+/// stays readable then, and trying again at once would spin.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// Options of the control socket.
 #[derive(Debug, Clone)]
@@ -305,7 +305,11 @@ fn accept_loop(
             Ok(_) => continue,
             Err(e) => {
                 // Unexpected: do not spin.
-                tracing::debug!("control socket: waiting for clients failed: {e}");
+                tracing::warn!(
+                    "control socket {}: waiting for clients failed ({e}); trying again in {} s",
+                    socket.path.display(),
+                    ACCEPT_RETRY.as_secs()
+                );
                 std::thread::sleep(ACCEPT_RETRY);
                 continue;
             }
@@ -314,9 +318,11 @@ fn accept_loop(
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
-                // A client gone before accept, or out of descriptors (the
-                // listener stays readable then: pause rather than spin).
-                tracing::debug!("control socket: accept failed: {e}");
+                tracing::warn!(
+                    "control socket {}: accepting a client failed ({e}); trying again in {} s",
+                    socket.path.display(),
+                    ACCEPT_RETRY.as_secs()
+                );
                 std::thread::sleep(ACCEPT_RETRY);
                 continue;
             }
