@@ -297,6 +297,16 @@ fn accept_loop(
     if let Err(e) = socket.listener.set_nonblocking(true) {
         tracing::debug!("control socket: cannot make the listener non-blocking: {e}");
     }
+    // Says what failed and pauses: the failures are not ones that an
+    // immediate retry would get past.
+    let pause = |what: &str, e: std::io::Error| {
+        tracing::warn!(
+            "control socket {}: {what} failed ({e}); trying again in {} s",
+            socket.path.display(),
+            ACCEPT_RETRY.as_secs()
+        );
+        std::thread::sleep(ACCEPT_RETRY);
+    };
     while !stop.load(Ordering::Relaxed) {
         let watched = [socket.listener.as_fd(), stop_wake.as_fd()];
         match wait_readable(&watched, None) {
@@ -304,13 +314,7 @@ fn accept_loop(
             // The stop wake-up, or a signal: the loop's condition decides.
             Ok(_) => continue,
             Err(e) => {
-                // Unexpected: do not spin.
-                tracing::warn!(
-                    "control socket {}: waiting for clients failed ({e}); trying again in {} s",
-                    socket.path.display(),
-                    ACCEPT_RETRY.as_secs()
-                );
-                std::thread::sleep(ACCEPT_RETRY);
+                pause("waiting for clients", e);
                 continue;
             }
         }
@@ -318,12 +322,7 @@ fn accept_loop(
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
-                tracing::warn!(
-                    "control socket {}: accepting a client failed ({e}); trying again in {} s",
-                    socket.path.display(),
-                    ACCEPT_RETRY.as_secs()
-                );
-                std::thread::sleep(ACCEPT_RETRY);
+                pause("accepting a client", e);
                 continue;
             }
         };
