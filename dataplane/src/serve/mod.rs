@@ -95,6 +95,10 @@ pub struct RunOptions<'a> {
     pub rpc: Option<rpc::Requests>,
     /// Configuration reloads (SIGHUP), if the caller offers them.
     pub reload: Option<Reload<'a>>,
+    /// Called once when a signal has ended the loop, before the final
+    /// statistics report and the drain (for systemd's `STOPPING=1`):
+    /// wherever in the loop's turn the signal came, in a wait or not.
+    pub on_stop: Option<Box<dyn FnMut() + 'a>>,
 }
 
 /// How the control loop reloads the configuration: when `requested` is set
@@ -276,6 +280,11 @@ pub fn run<H: Host>(
             if let Some(interval) = options.stats_interval {
                 next_stats = Some(now + interval);
             }
+        }
+    }
+    if signals.is_triggered() {
+        if let Some(on_stop) = options.on_stop.as_mut() {
+            on_stop();
         }
     }
     let report = server.stats();

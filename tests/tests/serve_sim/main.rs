@@ -542,6 +542,38 @@ fn serves_attaches_refuses_recovers_and_detaches() {
     assert!(state.contains("state=clean"), "{state}");
 }
 
+/// A signal that comes while the loop is between two waits (here during a
+/// statistics report) still reaches `on_stop`, once, before the final
+/// report and the drain: systemd hears STOPPING=1 however the stop was
+/// timed.
+#[test]
+fn a_signal_between_two_waits_still_reaches_on_stop() {
+    let (_logs, log) = Logs::new();
+    let options = ServeOptions {
+        config: config(),
+        state_dir: None,
+    };
+    let server = Server::start(options, SimHost::default(), log).unwrap();
+    let signals =
+        reactor::ShutdownSignals::install(&server.reactors().iter().collect::<Vec<_>>()).unwrap();
+    let events: Arc<Mutex<Vec<&str>>> = Arc::default();
+    let reported = Arc::clone(&events);
+    let stopped = Arc::clone(&events);
+    let signals_in = &signals;
+    // A report at the first turn, which stops the server outside any wait.
+    let mut options = run_options(
+        Arc::new(AtomicBool::new(true)),
+        Box::new(move |_| {
+            reported.lock().unwrap().push("report");
+            signals_in.trigger();
+        }),
+        None,
+    );
+    options.on_stop = Some(Box::new(move || stopped.lock().unwrap().push("stop")));
+    assert!(serve::run(server, &signals, options), "drained");
+    assert_eq!(*events.lock().unwrap(), ["report", "stop", "report"]);
+}
+
 #[test]
 fn control_loop_reports_stats_and_stops_on_shutdown() {
     let host = SimHost::default();
@@ -628,5 +660,6 @@ pub(crate) fn run_options<'a>(
         store_on_stop: None,
         rpc,
         reload: None,
+        on_stop: None,
     }
 }

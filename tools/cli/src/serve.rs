@@ -447,6 +447,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 }),
                 done: Box::new(move |outcome| notifier.borrow().reloaded(outcome)),
             }),
+            // STOPPING=1 also when the signal came between two waits (the
+            // wait's own turn would not see it then).
+            on_stop: Some(Box::new(move || {
+                notifier.borrow_mut().turn(ready_status, true);
+            })),
         },
     );
     if let Some(cause) = signals.cause() {
