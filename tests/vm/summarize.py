@@ -208,11 +208,13 @@ def scst_perf(fio, res):
         out[key + "_rounds"] = r
         out[key] = median(r)
     out["scst_perf_rounds"] = runs
-    p50_by_round = {}
+    # The QD 1 pair's rounds: {round: fio_totals of its two-job run}.
+    pairs = {}
     for name, t in fio.items():
         m = re.fullmatch(r"perf-scst-qd1pair-(\d+)", name)
         if m and "read_clat_p50_us_by_job" in t:
-            p50_by_round[int(m.group(1))] = t["read_clat_p50_us_by_job"]
+            pairs[int(m.group(1))] = t
+    p50_by_round = {r: t["read_clat_p50_us_by_job"] for r, t in pairs.items()}
     out["scst_qd1_p50_us"] = median([v["dpb"] for v in p50_by_round.values() if "dpb" in v])
     out["scst_qd1_unbatched_p50_us"] = median(
         [v["dpnb"] for v in p50_by_round.values() if "dpnb" in v]
@@ -221,11 +223,7 @@ def scst_perf(fio, res):
     out["scst_qd1_p50_ratio_vs_unbatched_rounds"] = r
     out["scst_qd1_p50_ratio_vs_unbatched"] = median(r)
     out["scst_qd1_p50_bucket_us"] = clat_bucket_us(out["scst_qd1_unbatched_p50_us"])
-    mean_by_round = {}
-    for name, t in fio.items():
-        m = re.fullmatch(r"perf-scst-qd1pair-(\d+)", name)
-        if m and "read_clat_mean_us_by_job" in t:
-            mean_by_round[int(m.group(1))] = t["read_clat_mean_us_by_job"]
+    mean_by_round = {r: t["read_clat_mean_us_by_job"] for r, t in pairs.items()}
     r = round_ratios(mean_by_round, "dpb", "dpnb")
     out["scst_qd1_mean_ratio_vs_unbatched_rounds"] = r
     out["scst_qd1_mean_ratio_vs_unbatched"] = median(r)

@@ -4,7 +4,7 @@
 # each of its threads (utime + stime from /proc, in clock ticks), the
 # guest's interrupts, and the system calls of an idle serve (the host's
 # strace, run through the host's loader). The probe behind the control
-# loop's wait (dataplane/src/serve/wait.rs) and the one-write stats file.
+# loop's wait (dataplane/src/wait.rs) and the one-write stats file.
 #
 #   VM_SCRIPT=tests/vm/scripts/serve-load.sh VM_NO_BUILD=1 VM_RESULTS=/tmp/vm-load tests/vm/run.sh
 #

@@ -343,14 +343,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let stats_json = args.stats_json;
     let stats_file = args.stats_file;
     // systemd (Type=notify): READY=1 at the loop's first wait (after its
-    // first rescan), watchdog pings, STATUS= from each report.
+    // first rescan), watchdog pings at each wait, STATUS= from each report,
+    // STOPPING=1 when a signal ended the loop.
     let notifier_cell = std::cell::RefCell::new(Notifier::from_env());
     let notifier = &notifier_cell;
     let ready_status = format!(
         "serving{scst_part} with bdevs {bdev_names:?}; TCMU devices attach as LIO creates them"
     );
     let ready_status = ready_status.as_str();
-    let signals_ref = &signals;
     // The wait on netlink and the loop's own descriptors (on those alone
     // without netlink); true: rescan now.
     let mut wait_for_event = move |timeout: Duration, watched: &[BorrowedFd<'_>]| -> bool {
@@ -430,14 +430,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
             handoff,
             store_on_stop: fd_store.map(|s| Box::new(s) as Box<dyn HandoffSink>),
             wait_event: Box::new(move |timeout, watched| {
-                let stopping = signals_ref.is_triggered();
-                notifier.borrow_mut().turn(ready_status, stopping);
-                let rescan = wait_for_event(timeout, watched);
-                // A signal during the wait ends the loop right after it.
-                notifier
-                    .borrow_mut()
-                    .turn(ready_status, signals_ref.is_triggered());
-                rescan
+                notifier.borrow_mut().turn(ready_status);
+                wait_for_event(timeout, watched)
             }),
             rpc,
             reload: Some(serve::Reload {
@@ -447,11 +441,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 }),
                 done: Box::new(move |outcome| notifier.borrow().reloaded(outcome)),
             }),
-            // STOPPING=1 also when the signal came between two waits (the
-            // wait's own turn would not see it then).
-            on_stop: Some(Box::new(move || {
-                notifier.borrow_mut().turn(ready_status, true);
-            })),
+            // Wherever in the loop's turn the signal came.
+            on_stop: Some(Box::new(move || notifier.borrow().stopping())),
         },
     );
     if let Some(cause) = signals.cause() {

@@ -37,7 +37,6 @@ pub struct Notifier {
     ping_every: Option<Duration>,
     next_ping: Instant,
     ready: bool,
-    stopping: bool,
 }
 
 impl Notifier {
@@ -53,7 +52,6 @@ impl Notifier {
             ping_every,
             next_ping: Instant::now(),
             ready: false,
-            stopping: false,
         }
     }
 
@@ -66,8 +64,8 @@ impl Notifier {
     }
 
     /// One turn of the control loop: `READY=1` the first time, a watchdog
-    /// ping when due, `STOPPING=1` once `stopping`.
-    pub fn turn(&mut self, status: &str, stopping: bool) {
+    /// ping when due.
+    pub fn turn(&mut self, status: &str) {
         if !self.ready {
             self.ready = true;
             self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -79,13 +77,15 @@ impl Notifier {
                 self.next_ping = now + every;
             }
         }
-        if stopping && !self.stopping {
-            self.stopping = true;
-            self.send(&[
-                NotifyState::Stopping,
-                NotifyState::Status("stopping: draining"),
-            ]);
-        }
+    }
+
+    /// `STOPPING=1`: a signal ended the control loop (its
+    /// `RunOptions::on_stop`, called once), the devices drain next.
+    pub fn stopping(&self) {
+        self.send(&[
+            NotifyState::Stopping,
+            NotifyState::Status("stopping: draining"),
+        ]);
     }
 
     /// `STATUS=` after a reload (SIGHUP): what changed, or why it was
