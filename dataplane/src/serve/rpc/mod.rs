@@ -276,6 +276,18 @@ impl Drop for RpcServer {
     }
 }
 
+/// Waits `retry`, or less when `stop_wake` is written: a server stopped
+/// while its accepting thread pauses after a failure does not wait the
+/// pause out at drop.
+fn pause_unless_stopped(stop_wake: &Waker, retry: Duration) {
+    // A signal ends the wait early, as a stop would; the caller's loop
+    // looks at its stop flag and tries again either way. Should the wait
+    // itself fail, a plain sleep keeps the pause.
+    if wait_readable(&[stop_wake.as_fd()], Some(retry)).is_err() {
+        std::thread::sleep(retry);
+    }
+}
+
 /// Accepts clients until `stop`, each on its own thread. It sleeps until a
 /// client connects or `stop_wake` is written: an idle server's control
 /// socket costs no wake-ups.
@@ -305,7 +317,7 @@ fn accept_loop(
             socket.path.display(),
             ACCEPT_RETRY.as_secs()
         );
-        std::thread::sleep(ACCEPT_RETRY);
+        pause_unless_stopped(stop_wake, ACCEPT_RETRY);
     };
     while !stop.load(Ordering::Relaxed) {
         let watched = [socket.listener.as_fd(), stop_wake.as_fd()];
@@ -351,5 +363,25 @@ fn accept_loop(
         if spawned.is_err() {
             active.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_ends_the_pause_after_a_failed_accept() {
+        let stop_wake = Waker::new().expect("eventfd");
+        stop_wake.wake();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            // An hour: without the stop wake-up, the test fails at its
+            // deadline below.
+            pause_unless_stopped(&stop_wake, Duration::from_secs(3600));
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(Duration::from_secs(30))
+            .expect("the pause did not end at the stop wake-up");
     }
 }
