@@ -929,6 +929,9 @@ now >"$R/guest-start"
 log "kernel $(uname -r), $(nproc) CPUs, selftest=$SELFTEST, steps=${VM_STEPS:-all}"
 uname -r >"$R/kernel"
 echo 0 >"$ST/dmesg-boot"
+# fio_bin falls back to the host's fio, which starts slower under TCG.
+[ -z "${VM_FIO:-}" ] || [ -x "/host$VM_FIO" ] ||
+    log "the guest's fio build /host$VM_FIO is not there: the host's fio runs instead"
 
 if [ -n "${VM_SCRIPT:-}" ]; then
     # Debugging: run a script of your own (host path) with these helpers defined.

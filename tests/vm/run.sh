@@ -9,7 +9,10 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-CACHE=$HERE/.cache
+# Resolved: the guest reaches the cached fio and SCST builds through /host
+# by their host paths, and cannot follow a symlinked .cache (a second
+# clone sharing the first's) to an absolute target outside /host.
+CACHE=$(realpath -m "$HERE/.cache")
 
 VM_RESULTS=${VM_RESULTS:-$REPO/target/vm}
 VM_TIMEOUT=${VM_TIMEOUT:-1800}     # seconds for the whole QEMU run
