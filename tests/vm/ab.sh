@@ -7,7 +7,8 @@
 #   tests/vm/ab.sh [--rounds N] [--steps PRESET|STEP,...] [--keys KEY,...] VARIANT...
 #
 # VARIANT is "NAME" or "NAME VAR=value [VAR=value...]": the variables go to
-# run.sh for that variant's boots (one argument, quoted), e.g.
+# run.sh for that variant's boots (one argument, quoted; split on spaces, so
+# a value cannot hold one), e.g.
 #
 #   tests/vm/ab.sh 'old VM_DATAPLANE=/tmp/dp-old' 'new VM_DATAPLANE=/tmp/dp-new'
 #   tests/vm/ab.sh --steps conformance base 'off VM_KERNEL_ARGS=mitigations=off'
