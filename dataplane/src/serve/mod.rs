@@ -282,14 +282,18 @@ pub fn run<H: Host>(
             }
         }
     }
-    if signals.is_triggered() {
+    // Read once: whether a signal ended the loop decides both what is said
+    // (`on_stop`) and what is done (the fd store), even should one come
+    // during the final report.
+    let signalled = signals.is_triggered();
+    if signalled {
         if let Some(on_stop) = options.on_stop.as_mut() {
             on_stop();
         }
     }
     let report = server.stats();
     (options.on_stats)(&report);
-    if signals.is_triggered() {
+    if signalled {
         if let Some(sink) = options.store_on_stop.as_mut() {
             match server.hand_off(sink.as_mut()) {
                 Ok(names) if !names.is_empty() => server.log(&format!(
